@@ -1,0 +1,287 @@
+#include "engine/backup_job.h"
+
+#include <oneapi/tbb/enumerable_thread_specific.h>
+#include <oneapi/tbb/parallel_pipeline.h>
+#include <oneapi/tbb/task_arena.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <unordered_set>
+
+#include "engine/source_volume.h"
+#include "format/codec.h"
+
+namespace gnomon {
+
+int DefaultThreads() {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+namespace {
+
+// One chunk in flight. Buffers are reused, so steady state allocates nothing.
+struct Work {
+  uint64_t slot = 0;
+  uint32_t len = 0;
+  bool zero = false;
+  bool is_new = false;
+  Digest digest;
+  Codec codec = Codec::kRaw;
+  std::vector<uint8_t> raw, stored;
+};
+
+class WorkPool {
+ public:
+  WorkPool(size_t n, size_t chunk) {
+    for (size_t i = 0; i < n; ++i) {
+      auto w = std::make_unique<Work>();
+      w->raw.resize(chunk);
+      w->stored.reserve(chunk);
+      free_.push_back(std::move(w));
+    }
+  }
+  Work* Take() {
+    std::lock_guard<std::mutex> g(mu_);
+    Work* w = free_.back().release();
+    free_.pop_back();
+    return w;
+  }
+  void Give(Work* w) {
+    std::lock_guard<std::mutex> g(mu_);
+    free_.emplace_back(w);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Work>> free_;
+};
+
+// Everything one backup run shares across its volumes.
+class BackupRun {
+ public:
+  BackupRun(Repository* repo, const BackupOptions& opt) : repo_(repo), opt_(opt) {}
+
+  Status Run(BackupResult* out);
+
+ private:
+  Status ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeStats* stats);
+  Status AppendChunk(const Work& w);
+  Status FinishPack();
+  void Fail(const Status& s) {
+    std::lock_guard<std::mutex> g(err_mu_);
+    if (error_.ok()) error_ = s;
+    failed_ = true;
+  }
+  void DiscardPacks();
+
+  Repository* repo_;
+  const BackupOptions& opt_;
+  ChunkIndex index_;
+  std::unordered_set<Digest, DigestHash> seen_;  // new chunks of this run
+  std::unique_ptr<PackWriter> pack_;
+  std::vector<PackSummary> finished_;
+  std::mutex err_mu_;
+  Status error_;
+  std::atomic<bool> failed_{false};
+};
+
+Status BackupRun::FinishPack() {
+  if (!pack_) return Status::OK();
+  std::unique_ptr<PackWriter> p = std::move(pack_);
+  if (p->count() == 0) {
+    p->Abandon();
+    return Status::OK();
+  }
+  GNOMON_RETURN_IF_ERROR(p->Finish());
+  finished_.push_back(PackSummary{p->id(), p->entries()});
+  return Status::OK();
+}
+
+Status BackupRun::AppendChunk(const Work& w) {
+  if (!pack_) GNOMON_RETURN_IF_ERROR(repo_->NewPackWriter(&pack_));
+  GNOMON_RETURN_IF_ERROR(pack_->Add(w.digest, w.codec, w.stored, w.len));
+  if (pack_->size() >= repo_->config().pack_size) return FinishPack();
+  return Status::OK();
+}
+
+void BackupRun::DiscardPacks() {
+  if (pack_) pack_->Abandon();
+  pack_.reset();
+  // Nothing refers to these packs yet (the index file comes later), so
+  // removing them returns the repository to exactly where it was.
+  for (const auto& p : finished_) repo_->env()->RemoveFile(repo_->PackPath(p.id));
+  finished_.clear();
+}
+
+Status BackupRun::ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeStats* stats) {
+  const uint32_t chunk = repo_->config().chunk_size;
+  vi->volume_size = src.size();
+  vi->chunk_size = chunk;
+  const uint64_t slots = VolumeIndex::SlotCount(src.size(), chunk);
+  vi->slots.assign(slots, Digest::Zero());
+  stats->bytes = src.size();
+  stats->chunks = slots;
+
+  const int threads = opt_.threads > 0 ? opt_.threads : DefaultThreads();
+  const size_t tokens = opt_.tokens > 0 ? static_cast<size_t>(opt_.tokens) : 4u * threads;
+  WorkPool pool(tokens, chunk);
+  tbb::enumerable_thread_specific<ChunkCompressor> compressors(repo_->config().compression_level);
+
+  const auto& extents = src.data_extents();
+  size_t ext = 0;  // first extent that may still overlap the next slot
+  uint64_t next = 0;
+  uint64_t done_bytes = 0;
+
+  auto read_stage = [&](tbb::flow_control& fc) -> Work* {
+    if (next >= slots || failed_ || (opt_.cancel && opt_.cancel->load())) {
+      fc.stop();
+      return nullptr;
+    }
+    Work* w = pool.Take();
+    w->slot = next++;
+    w->len = vi->SlotLength(w->slot);
+    w->is_new = false;
+    const uint64_t start = w->slot * chunk, end = start + w->len;
+    while (ext < extents.size() && extents[ext].offset + extents[ext].length <= start) ++ext;
+    // A slot no data extent touches is a hole: zeros, and no read at all.
+    w->zero = ext == extents.size() || extents[ext].offset >= end;
+    if (!w->zero) {
+      Status s = src.ReadAt(start, w->len, w->raw.data());
+      if (!s.ok()) {
+        Fail(s);
+        w->zero = true;  // flows through harmlessly; the run is failing
+      } else {
+        stats->bytes_read += w->len;
+      }
+    }
+    return w;
+  };
+  auto hash_stage = [&](Work* w) -> Work* {
+    if (!w->zero && !failed_) {
+      std::span<const uint8_t> data(w->raw.data(), w->len);
+      w->zero = IsAllZero(data);
+      if (!w->zero) w->digest = Digest::Of(data);
+    }
+    return w;
+  };
+  auto dedup_stage = [&](Work* w) -> Work* {
+    if (w->zero) {
+      ++stats->zero_chunks;
+    } else {
+      vi->slots[w->slot] = w->digest;
+      if (index_.Contains(w->digest) || !seen_.insert(w->digest).second) {
+        ++stats->dup_chunks;
+      } else {
+        w->is_new = true;
+      }
+    }
+    return w;
+  };
+  auto compress_stage = [&](Work* w) -> Work* {
+    if (w->is_new && !failed_)
+      w->codec = compressors.local().Compress({w->raw.data(), w->len}, &w->stored);
+    return w;
+  };
+  auto write_stage = [&](Work* w) {
+    if (w->is_new && !failed_) {
+      Status s = AppendChunk(*w);
+      if (!s.ok()) Fail(s);
+      ++stats->new_chunks;
+      stats->new_raw_bytes += w->len;
+      stats->new_stored_bytes += w->stored.size();
+    }
+    done_bytes += w->len;
+    pool.Give(w);
+    if (opt_.progress) opt_.progress(Progress{"backup", src.path(), done_bytes, src.size()});
+  };
+
+  tbb::task_arena arena(threads);
+  arena.execute([&] {
+    tbb::parallel_pipeline(
+        tokens,
+        tbb::make_filter<void, Work*>(tbb::filter_mode::serial_in_order, read_stage) &
+            tbb::make_filter<Work*, Work*>(tbb::filter_mode::parallel, hash_stage) &
+            tbb::make_filter<Work*, Work*>(tbb::filter_mode::serial_in_order, dedup_stage) &
+            tbb::make_filter<Work*, Work*>(tbb::filter_mode::parallel, compress_stage) &
+            tbb::make_filter<Work*, void>(tbb::filter_mode::serial_in_order, write_stage));
+  });
+  if (failed_) return error_;
+  if (opt_.cancel && opt_.cancel->load()) return Status::Aborted("backup interrupted");
+  return Status::OK();
+}
+
+Status BackupRun::Run(BackupResult* out) {
+  if (opt_.sources.empty()) return Status::InvalidArgument("no volume to back up");
+  if (opt_.type != "full" && opt_.type != "copy")
+    return Status::InvalidArgument("backup type '" + opt_.type +
+                                   "' is not supported (use full or copy)");
+  // Open every source before touching the repository: a typo in the third
+  // path should not cost the time of imaging the first two.
+  std::vector<SourceVolume> sources(opt_.sources.size());
+  for (size_t i = 0; i < sources.size(); ++i)
+    GNOMON_RETURN_IF_ERROR(SourceVolume::Open(opt_.sources[i], &sources[i]));
+  GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_));
+
+  BackupRecord& rec = out->record;
+  rec.id = RandomHexId(8);
+  rec.time = NowRfc3339();
+  rec.host = HostName();
+  rec.type = opt_.type;
+  rec.tags = opt_.tags;
+
+  std::vector<VolumeIndex> indexes(sources.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    VolumeRecord v;
+    v.source = sources[i].path();
+    v.name = BaseName(v.source);
+    for (size_t k = 2; std::any_of(rec.volumes.begin(), rec.volumes.end(),
+                                   [&](const VolumeRecord& o) { return o.name == v.name; });
+         ++k)
+      v.name = BaseName(v.source) + "." + std::to_string(k);
+    v.size = sources[i].size();
+    v.chunk_size = repo_->config().chunk_size;
+    v.index = "volumes/" + rec.id + "." + std::to_string(i);
+    const auto v0 = std::chrono::steady_clock::now();
+    Status s = ImageVolume(sources[i], &indexes[i], &v.stats);
+    v.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
+    if (!s.ok()) {
+      DiscardPacks();
+      return s;
+    }
+    rec.totals.Add(v.stats);
+    rec.volumes.push_back(std::move(v));
+  }
+
+  // Commit, in the order that keeps every visible file valid: packs are
+  // already durable; then the index file naming them, the volume indexes,
+  // and last the record that makes the backup exist.
+  Status s = FinishPack();
+  if (s.ok() && !finished_.empty()) s = repo_->WriteIndexFile(finished_, &rec.index_file);
+  for (size_t i = 0; s.ok() && i < indexes.size(); ++i)
+    s = repo_->WriteVolumeIndex(rec.volumes[i].index, indexes[i], &rec.volumes[i].index_checksum);
+  rec.totals.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (s.ok()) s = repo_->WriteBackupRecord(rec);
+  if (!s.ok()) {
+    // Best effort: without the record, none of this is referenced.
+    for (const auto& v : rec.volumes) repo_->env()->RemoveFile(JoinPath(repo_->path(), v.index));
+    if (!rec.index_file.empty())
+      repo_->env()->RemoveFile(JoinPath(JoinPath(repo_->path(), "index"), rec.index_file));
+    DiscardPacks();
+    return s;
+  }
+  out->packs_written = finished_.size();
+  return Status::OK();
+}
+
+}  // namespace
+
+Status RunBackup(Repository* repo, const BackupOptions& opt, BackupResult* out) {
+  BackupRun run(repo, opt);
+  return run.Run(out);
+}
+
+}  // namespace gnomon

@@ -1,0 +1,38 @@
+// BackupJob: images volumes into a repository through a oneTBB pipeline
+//   read (serial, in order) -> zero test + XXH3-128 (parallel)
+//   -> dedup (serial, in order; first occurrence wins) -> zstd (parallel)
+//   -> append to pack (serial, in order)
+// Memory is bounded by the token count (each token holds one chunk and its
+// compressed form), never by the volume size.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/progress.h"
+#include "format/backup_record.h"
+#include "format/repository.h"
+
+namespace gnomon {
+
+struct BackupOptions {
+  std::vector<std::string> sources;  // block devices or regular files
+  std::string type = "full";         // full | copy
+  std::vector<std::string> tags;
+  int threads = 0;  // 0 = all cores
+  int tokens = 0;   // chunks in flight; 0 = 4 per thread
+  ProgressFn progress;
+  const CancelFlag* cancel = nullptr;
+};
+
+struct BackupResult {
+  BackupRecord record;
+  size_t packs_written = 0;
+};
+
+// The repository must be open with LockMode::kExclusive.
+Status RunBackup(Repository* repo, const BackupOptions& opt, BackupResult* out);
+
+int DefaultThreads();
+
+}  // namespace gnomon

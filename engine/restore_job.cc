@@ -1,0 +1,243 @@
+#include "engine/restore_job.h"
+
+#include <fcntl.h>
+#include <oneapi/tbb/enumerable_thread_specific.h>
+#include <oneapi/tbb/parallel_pipeline.h>
+#include <oneapi/tbb/task_arena.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <mutex>
+
+#include "engine/backup_job.h"
+#include "engine/source_volume.h"
+
+namespace gnomon {
+
+Status PickVolume(const BackupRecord& rec, const std::string& volume, const VolumeRecord** out) {
+  if (volume.empty()) {
+    if (rec.volumes.size() != 1) {
+      std::string names;
+      for (const auto& v : rec.volumes) names += (names.empty() ? "" : ", ") + v.name;
+      return Status::InvalidArgument("backup " + rec.id + " has " +
+                                     std::to_string(rec.volumes.size()) +
+                                     " volumes; name one as " + rec.id + ":VOLUME (" + names + ")");
+    }
+    *out = &rec.volumes[0];
+    return Status::OK();
+  }
+  for (const auto& v : rec.volumes)
+    if (v.name == volume) {
+      *out = &v;
+      return Status::OK();
+    }
+  char* end = nullptr;
+  unsigned long pos = std::strtoul(volume.c_str(), &end, 10);
+  if (end && *end == '\0' && pos < rec.volumes.size()) {
+    *out = &rec.volumes[pos];
+    return Status::OK();
+  }
+  return Status::NotFound("backup " + rec.id + " has no volume '" + volume + "'");
+}
+
+namespace {
+
+// The restore target: a block device written in place, or a new file written
+// under a temporary name and renamed over the target only when complete, so
+// a failed restore never destroys an existing file.
+class Target {
+ public:
+  ~Target() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
+  }
+  Status Open(const std::string& path, uint64_t size, bool overwrite) {
+    path_ = path;
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+      block_ = true;
+      fd_ = ::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC);
+      if (fd_ < 0 && errno == EBUSY)
+        return Status::InvalidArgument(path + ": device is in use (mounted or open); refusing to "
+                                              "restore over it");
+      if (fd_ < 0) return Status::FromErrno("opening " + path, errno);
+      uint64_t dev_size = 0;
+      GNOMON_RETURN_IF_ERROR(BlockDeviceSize(fd_, path, &dev_size));
+      if (dev_size < size)
+        return Status::InvalidArgument(path + ": device holds " + std::to_string(dev_size) +
+                                       " bytes, the volume needs " + std::to_string(size));
+      return Status::OK();
+    }
+    if (::stat(path.c_str(), &st) == 0) {
+      if (!S_ISREG(st.st_mode))
+        return Status::InvalidArgument(path + ": target exists and is not a regular file or "
+                                              "block device");
+      if (!overwrite)
+        return Status::InvalidArgument(path + ": target file exists; pass --overwrite to "
+                                              "replace it");
+    }
+    tmp_ = path + ".gnomon-restore-" + std::to_string(getpid());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      tmp_.clear();
+      return Status::FromErrno("creating " + path, errno);
+    }
+    // Sized up front: every slot we never write is a hole that reads as zeros.
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+      return Status::FromErrno("sizing " + tmp_, errno);
+    return Status::OK();
+  }
+  bool is_block() const { return block_; }
+  Status WriteAt(uint64_t off, const uint8_t* p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+      ssize_t w = ::pwrite(fd_, p + done, n - done, static_cast<off_t>(off + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return Status::FromErrno("writing " + path_ + " at offset " + std::to_string(off + done),
+                                 errno);
+      }
+      done += static_cast<size_t>(w);
+    }
+    return Status::OK();
+  }
+  Status Commit() {
+    if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
+    if (!block_) {
+      if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+        return Status::FromErrno("renaming " + tmp_ + " to " + path_, errno);
+      ::chmod(path_.c_str(), 0644);
+    }
+    committed_ = true;
+    return Status::OK();
+  }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool block_ = false;
+  bool committed_ = false;
+};
+
+struct Slot {
+  uint64_t index = 0;
+  uint32_t len = 0;
+  bool zero = false;
+  std::vector<uint8_t> buf;
+};
+
+}  // namespace
+
+Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* out) {
+  const auto t0 = std::chrono::steady_clock::now();
+  BackupRecord rec;
+  GNOMON_RETURN_IF_ERROR(repo->FindBackup(opt.backup, &rec));
+  const VolumeRecord* vol = nullptr;
+  GNOMON_RETURN_IF_ERROR(PickVolume(rec, opt.volume, &vol));
+  VolumeIndex vi;
+  GNOMON_RETURN_IF_ERROR(repo->ReadVolumeIndex(*vol, &vi));
+  ChunkIndex index;
+  GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index));
+  // Check every chunk is known before writing a byte to the target.
+  for (const auto& d : vi.slots)
+    if (!d.IsZero() && !index.Contains(d))
+      return Status::Corruption(JoinPath(repo->path(), vol->index) + ": chunk " + d.Hex() +
+                                " of volume '" + vol->name + "' is in no chunk index file");
+
+  Target target;
+  GNOMON_RETURN_IF_ERROR(target.Open(opt.target, vol->size, opt.overwrite));
+
+  const int threads = opt.threads > 0 ? opt.threads : DefaultThreads();
+  const size_t tokens = 4u * threads;
+  std::vector<std::unique_ptr<Slot>> storage;
+  std::vector<Slot*> free_slots;
+  std::mutex free_mu;
+  for (size_t i = 0; i < tokens; ++i) {
+    storage.push_back(std::make_unique<Slot>());
+    storage.back()->buf.resize(vi.chunk_size);
+    free_slots.push_back(storage.back().get());
+  }
+  tbb::enumerable_thread_specific<ChunkDecompressor> decs;
+  std::mutex err_mu;
+  Status error;
+  std::atomic<bool> failed{false};
+  auto fail = [&](const Status& s) {
+    std::lock_guard<std::mutex> g(err_mu);
+    if (error.ok()) error = s;
+    failed = true;
+  };
+  // A block device may hold old data where the volume had zeros; a new file
+  // is already zero there.
+  const bool write_zeros = target.is_block();
+  uint64_t next = 0, done = 0, written = 0;
+  const uint64_t nslots = vi.slots.size();
+
+  tbb::task_arena arena(threads);
+  arena.execute([&] {
+    tbb::parallel_pipeline(
+        tokens,
+        tbb::make_filter<void, Slot*>(
+            tbb::filter_mode::serial_in_order,
+            [&](tbb::flow_control& fc) -> Slot* {
+              if (!write_zeros)
+                while (next < nslots && vi.slots[next].IsZero()) done += vi.SlotLength(next++);
+              if (next >= nslots || failed || (opt.cancel && opt.cancel->load())) {
+                fc.stop();
+                return nullptr;
+              }
+              Slot* s;
+              {
+                std::lock_guard<std::mutex> g(free_mu);
+                s = free_slots.back();
+                free_slots.pop_back();
+              }
+              s->index = next;
+              s->len = vi.SlotLength(next);
+              s->zero = vi.slots[next].IsZero();
+              ++next;
+              return s;
+            }) &
+            tbb::make_filter<Slot*, Slot*>(
+                tbb::filter_mode::parallel,
+                [&](Slot* s) -> Slot* {
+                  if (failed) return s;
+                  if (s->zero) {
+                    std::fill(s->buf.begin(), s->buf.begin() + s->len, 0);
+                  } else {
+                    Status st = repo->ReadChunk(index, vi.slots[s->index], s->buf.data(),
+                                                &decs.local());
+                    if (st.ok() && index.Find(vi.slots[s->index])->raw_len != s->len)
+                      st = Status::Corruption("chunk " + vi.slots[s->index].Hex() +
+                                              " has the wrong length for slot " +
+                                              std::to_string(s->index));
+                    if (!st.ok()) fail(st);
+                  }
+                  if (!failed) {
+                    Status st = target.WriteAt(s->index * vi.chunk_size, s->buf.data(), s->len);
+                    if (!st.ok()) fail(st);
+                  }
+                  return s;
+                }) &
+            tbb::make_filter<Slot*, void>(tbb::filter_mode::serial_in_order, [&](Slot* s) {
+              done += s->len;
+              written += s->len;
+              if (opt.progress) opt.progress(Progress{"restore", opt.target, done, vol->size});
+              std::lock_guard<std::mutex> g(free_mu);
+              free_slots.push_back(s);
+            }));
+  });
+  if (failed) return error;
+  if (opt.cancel && opt.cancel->load()) return Status::Aborted("restore interrupted");
+  GNOMON_RETURN_IF_ERROR(target.Commit());
+  if (opt.progress) opt.progress(Progress{"restore", opt.target, vol->size, vol->size});
+  out->backup_id = rec.id;
+  out->volume = vol->name;
+  out->bytes = vol->size;
+  out->bytes_written = written;
+  out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return Status::OK();
+}
+
+}  // namespace gnomon

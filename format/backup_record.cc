@@ -1,0 +1,108 @@
+#include "format/backup_record.h"
+
+#include <ctime>
+
+namespace gnomon {
+
+using nlohmann::json;
+
+void VolumeStats::Add(const VolumeStats& o) {
+  bytes += o.bytes;
+  bytes_read += o.bytes_read;
+  chunks += o.chunks;
+  zero_chunks += o.zero_chunks;
+  dup_chunks += o.dup_chunks;
+  new_chunks += o.new_chunks;
+  new_raw_bytes += o.new_raw_bytes;
+  new_stored_bytes += o.new_stored_bytes;
+}
+
+static json StatsToJson(const VolumeStats& s) {
+  return json{{"bytes", s.bytes},
+              {"bytes_read", s.bytes_read},
+              {"chunks", s.chunks},
+              {"zero_chunks", s.zero_chunks},
+              {"dup_chunks", s.dup_chunks},
+              {"new_chunks", s.new_chunks},
+              {"new_raw_bytes", s.new_raw_bytes},
+              {"new_stored_bytes", s.new_stored_bytes},
+              {"seconds", s.seconds}};
+}
+
+static VolumeStats StatsFromJson(const json& j) {
+  VolumeStats s;
+  s.bytes = j.at("bytes").get<uint64_t>();
+  s.bytes_read = j.at("bytes_read").get<uint64_t>();
+  s.chunks = j.at("chunks").get<uint64_t>();
+  s.zero_chunks = j.at("zero_chunks").get<uint64_t>();
+  s.dup_chunks = j.at("dup_chunks").get<uint64_t>();
+  s.new_chunks = j.at("new_chunks").get<uint64_t>();
+  s.new_raw_bytes = j.at("new_raw_bytes").get<uint64_t>();
+  s.new_stored_bytes = j.at("new_stored_bytes").get<uint64_t>();
+  s.seconds = j.at("seconds").get<double>();
+  return s;
+}
+
+std::string BackupRecord::Encode() const {
+  json vols = json::array();
+  for (const auto& v : volumes) {
+    vols.push_back({{"name", v.name},
+                    {"source", v.source},
+                    {"size", v.size},
+                    {"chunk_size", v.chunk_size},
+                    {"index", v.index},
+                    {"index_checksum", v.index_checksum},
+                    {"stats", StatsToJson(v.stats)}});
+  }
+  json j{{"id", id},         {"time", time},     {"host", host},
+         {"type", type},     {"parent", parent}, {"tags", tags},
+         {"volumes", vols},  {"totals", StatsToJson(totals)},
+         {"index_file", index_file}, {"extra", extra}};
+  return j.dump(1);
+}
+
+Status BackupRecord::Decode(const std::string& path, const std::string& body, BackupRecord* out) {
+  try {
+    json j = json::parse(body);
+    BackupRecord r;
+    r.id = j.at("id").get<std::string>();
+    r.time = j.at("time").get<std::string>();
+    r.host = j.at("host").get<std::string>();
+    r.type = j.at("type").get<std::string>();
+    r.parent = j.at("parent").get<std::string>();
+    r.tags = j.at("tags").get<std::vector<std::string>>();
+    for (const auto& v : j.at("volumes")) {
+      VolumeRecord vr;
+      vr.name = v.at("name").get<std::string>();
+      vr.source = v.at("source").get<std::string>();
+      vr.size = v.at("size").get<uint64_t>();
+      vr.chunk_size = v.at("chunk_size").get<uint32_t>();
+      vr.index = v.at("index").get<std::string>();
+      vr.index_checksum = v.at("index_checksum").get<uint64_t>();
+      vr.stats = StatsFromJson(v.at("stats"));
+      r.volumes.push_back(std::move(vr));
+    }
+    r.totals = StatsFromJson(j.at("totals"));
+    r.index_file = j.at("index_file").get<std::string>();
+    r.extra = j.at("extra");
+    *out = std::move(r);
+    return Status::OK();
+  } catch (const json::exception& e) {
+    return Status::Corruption(path + ": backup record is malformed (" + e.what() + ")");
+  }
+}
+
+std::string NowRfc3339() {
+  // Microseconds, fixed width: records sort by this string, and two backups
+  // in one second must still order correctly for "latest".
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  std::tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char buf[40], out[48];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(out, sizeof out, "%s.%06ldZ", buf, ts.tv_nsec / 1000);
+  return out;
+}
+
+}  // namespace gnomon

@@ -1,0 +1,59 @@
+// A backup record: what one `gnomon backup` produced. Published last, by
+// atomic rename, only once every pack, index file and volume index it names is
+// durable, so a record that exists always restores. See FORMAT.md, "Backup records".
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "format/status.h"
+
+namespace gnomon {
+
+struct VolumeStats {
+  uint64_t bytes = 0;           // volume bytes covered (read or known zero)
+  uint64_t bytes_read = 0;      // bytes actually read from the source
+  uint64_t chunks = 0;          // slots in the volume index
+  uint64_t zero_chunks = 0;     // all-zero slots (stored nowhere)
+  uint64_t dup_chunks = 0;      // already in the repository or earlier in this run
+  uint64_t new_chunks = 0;      // stored by this backup
+  uint64_t new_raw_bytes = 0;   // uncompressed size of the new chunks
+  uint64_t new_stored_bytes = 0;  // their size in packs
+  double seconds = 0;
+
+  void Add(const VolumeStats& o);
+};
+
+struct VolumeRecord {
+  std::string name;    // short name, unique within the backup ("loop0", "disk.img")
+  std::string source;  // the path that was backed up
+  uint64_t size = 0;
+  uint32_t chunk_size = 0;
+  std::string index;           // volume index path, relative to the repository
+  uint64_t index_checksum = 0;  // Checksum64 of the whole volume index file
+  VolumeStats stats;
+};
+
+struct BackupRecord {
+  std::string id;    // 16 hex characters
+  std::string time;  // RFC 3339, UTC
+  std::string host;
+  std::string type = "full";  // full | copy (incremental/differential later)
+  std::string parent;         // id of the backup this one was based on, or ""
+  std::vector<std::string> tags;
+  std::vector<VolumeRecord> volumes;
+  VolumeStats totals;
+  std::string index_file;  // chunk index file written by this backup, or ""
+  // Room for what later layers add (VSS documents, stamps) without a format
+  // change: an object the reader keeps but need not understand.
+  nlohmann::json extra = nlohmann::json::object();
+
+  std::string Encode() const;
+  static Status Decode(const std::string& path, const std::string& body, BackupRecord* out);
+};
+
+std::string NowRfc3339();
+
+}  // namespace gnomon

@@ -1,0 +1,29 @@
+// The repository config: the settings a repository keeps for life, so every
+// backup into it uses the same chunk size and digest. See FORMAT.md, "Config".
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "format/status.h"
+
+namespace gnomon {
+
+inline constexpr uint32_t kRepoFormatVersion = 1;
+
+struct RepoConfig {
+  uint32_t version = kRepoFormatVersion;
+  std::string id;  // 32 hex characters
+  uint32_t chunk_size = 1u << 20;
+  std::string hash = "xxh3-128";
+  std::string compression = "zstd";
+  int compression_level = 3;
+  uint64_t pack_size = 64ull << 20;  // target; a pack may exceed it by one chunk
+  std::string created;
+
+  Status Validate(const std::string& where) const;
+  std::string Encode() const;
+  static Status Decode(const std::string& path, const std::string& body, RepoConfig* out);
+};
+
+}  // namespace gnomon

@@ -1,0 +1,111 @@
+#include "format/pack.h"
+
+#include <cstring>
+
+#include "format/coding.h"
+
+namespace gnomon {
+
+PackWriter::PackWriter(Env* env, std::string id, std::string tmp_path, std::string final_path,
+                       std::unique_ptr<WritableFile> file)
+    : env_(env),
+      id_(std::move(id)),
+      tmp_path_(std::move(tmp_path)),
+      final_path_(std::move(final_path)),
+      file_(std::move(file)) {}
+
+Status PackWriter::Add(const Digest& d, Codec codec, std::span<const uint8_t> stored,
+                       uint32_t raw_len) {
+  PackEntry e;
+  e.digest = d;
+  e.offset = static_cast<uint32_t>(file_->Size());
+  e.stored_len = static_cast<uint32_t>(stored.size());
+  e.raw_len = raw_len;
+  e.codec = codec;
+  GNOMON_RETURN_IF_ERROR(file_->Append(stored));
+  entries_.push_back(e);
+  return Status::OK();
+}
+
+Status PackWriter::Finish() {
+  std::string header;
+  header.reserve(entries_.size() * kPackEntrySize + kPackTailSize);
+  for (const auto& e : entries_) {
+    header.append(reinterpret_cast<const char*>(e.digest.bytes.data()), 16);
+    PutU32(&header, e.raw_len);
+    PutU32(&header, e.stored_len);
+    PutU32(&header, static_cast<uint32_t>(e.codec));
+    PutU32(&header, 0);
+  }
+  PutU32(&header, static_cast<uint32_t>(entries_.size()));
+  PutU32(&header, kPackVersion);
+  PutU64(&header, Checksum64({reinterpret_cast<const uint8_t*>(header.data()), header.size()}));
+  header.append(kPackMagic, 8);
+  Status s = file_->Append({reinterpret_cast<const uint8_t*>(header.data()), header.size()});
+  if (s.ok()) s = file_->Sync();
+  Status c = file_->Close();
+  if (s.ok()) s = c;
+  if (s.ok()) s = env_->RenameFile(tmp_path_, final_path_);
+  if (s.ok()) s = env_->SyncDir(DirName(final_path_));
+  if (!s.ok()) Abandon();
+  return s;
+}
+
+void PackWriter::Abandon() {
+  file_->Close();
+  env_->RemoveFile(tmp_path_);
+}
+
+Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries) {
+  const std::string& path = f.path();
+  uint64_t size = f.Size();
+  if (size < kPackTailSize) {
+    return Status::Corruption(path + ": pack is truncated (" + std::to_string(size) + " bytes)");
+  }
+  uint8_t tail[kPackTailSize];
+  GNOMON_RETURN_IF_ERROR(f.ReadAt(size - kPackTailSize, kPackTailSize, tail));
+  if (std::memcmp(tail + 16, kPackMagic, 8) != 0) {
+    return Status::Corruption(path + ": not a gnomon pack, or truncated (bad trailing magic)");
+  }
+  uint32_t count = GetU32(tail);
+  uint32_t version = GetU32(tail + 4);
+  if (version == 0 || version > kPackVersion) {
+    return Status::Unsupported(path + ": pack format version " + std::to_string(version) +
+                               " is not supported (this gnomon reads up to " +
+                               std::to_string(kPackVersion) + ")");
+  }
+  uint64_t header_len = uint64_t{count} * kPackEntrySize;
+  if (header_len + kPackTailSize > size) {
+    return Status::Corruption(path + ": pack header claims " + std::to_string(count) +
+                              " chunks, more than the file can hold");
+  }
+  std::string buf(header_len + 16, '\0');
+  auto* b = reinterpret_cast<uint8_t*>(buf.data());
+  GNOMON_RETURN_IF_ERROR(f.ReadAt(size - kPackTailSize - header_len, header_len, b));
+  std::memcpy(b + header_len, tail, 8);  // count + version are covered too
+  if (Checksum64({b, header_len + 8}) != GetU64(tail + 8)) {
+    return Status::Corruption(path + ": pack header checksum mismatch (file is damaged)");
+  }
+  entries->clear();
+  entries->reserve(count);
+  uint64_t offset = 0;
+  const uint64_t data_end = size - kPackTailSize - header_len;
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint8_t* p = b + uint64_t{i} * kPackEntrySize;
+    PackEntry e;
+    std::memcpy(e.digest.bytes.data(), p, 16);
+    e.raw_len = GetU32(p + 16);
+    e.stored_len = GetU32(p + 20);
+    e.codec = static_cast<Codec>(GetU32(p + 24));
+    e.offset = static_cast<uint32_t>(offset);
+    offset += e.stored_len;
+    entries->push_back(e);
+  }
+  if (offset != data_end) {
+    return Status::Corruption(path + ": pack header describes " + std::to_string(offset) +
+                              " data bytes but the file holds " + std::to_string(data_end));
+  }
+  return Status::OK();
+}
+
+}  // namespace gnomon

@@ -1,0 +1,55 @@
+// Pack files: many stored chunks followed by a header that lists them, so a
+// pack is written in one pass and read from its tail (restic's layout). See
+// FORMAT.md, "Pack files".
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "format/codec.h"
+#include "format/digest.h"
+#include "format/env.h"
+
+namespace gnomon {
+
+inline constexpr char kPackMagic[9] = "GNMPACK\x01";
+inline constexpr uint32_t kPackVersion = 1;
+inline constexpr size_t kPackEntrySize = 32;
+inline constexpr size_t kPackTailSize = 24;
+
+struct PackEntry {
+  Digest digest;
+  uint32_t offset = 0;  // of the stored bytes within the pack
+  uint32_t stored_len = 0;
+  uint32_t raw_len = 0;
+  Codec codec = Codec::kRaw;
+};
+
+// Appends chunks to a temporary file; Finish() writes the header, fsyncs and
+// renames the pack to its final name. Until then the pack is invisible.
+class PackWriter {
+ public:
+  PackWriter(Env* env, std::string id, std::string tmp_path, std::string final_path,
+             std::unique_ptr<WritableFile> file);
+  Status Add(const Digest& d, Codec codec, std::span<const uint8_t> stored, uint32_t raw_len);
+  Status Finish();  // header + fdatasync + rename + directory fsync
+  void Abandon();   // removes the temporary file
+  uint64_t size() const { return file_->Size(); }
+  size_t count() const { return entries_.size(); }
+  const std::string& id() const { return id_; }
+  const std::vector<PackEntry>& entries() const { return entries_; }
+
+ private:
+  Env* env_;
+  std::string id_, tmp_path_, final_path_;
+  std::unique_ptr<WritableFile> file_;
+  std::vector<PackEntry> entries_;
+};
+
+// Reads and validates a pack's header (the entries and their offsets).
+Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries);
+
+}  // namespace gnomon

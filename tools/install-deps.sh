@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages gnomon builds, tests and benchmarks with.
+# Idempotent: installs only what is missing, so a second run costs a dpkg query.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config
+      libzstd-dev libxxhash-dev libtbb-dev libgtest-dev libbenchmark-dev
+      nlohmann-json3-dev libcli11-dev libext2fs-dev
+      e2fsprogs xfsprogs util-linux zstd time)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
