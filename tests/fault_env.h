@@ -1,0 +1,92 @@
+// An Env that forwards to the real one but fails on command: the Nth append,
+// sync or rename, or any write past a byte budget (a full disk). Lets tests
+// prove that a failure at any point leaves the repository as it was.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+
+#include "format/env.h"
+
+namespace gnomon::test {
+
+class FaultEnv : public Env {
+ public:
+  explicit FaultEnv(Env* base) : base_(base) {}
+
+  // -1 = never. Counted from now, over all files.
+  std::atomic<int> fail_append_after{-1};
+  std::atomic<int> fail_sync_after{-1};
+  std::atomic<int> fail_rename_after{-1};
+  std::atomic<int64_t> space_left{-1};  // bytes; -1 = unlimited
+
+  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override;
+  Status NewRandomAccessFile(const std::string& p, std::unique_ptr<RandomAccessFile>* o) override {
+    return base_->NewRandomAccessFile(p, o);
+  }
+  Status RenameFile(const std::string& from, const std::string& to) override {
+    if (Trip(fail_rename_after)) return Status::IOError("renaming " + from + ": injected fault");
+    return base_->RenameFile(from, to);
+  }
+  Status SyncDir(const std::string& d) override { return base_->SyncDir(d); }
+  Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
+  Status CreateDir(const std::string& d) override { return base_->CreateDir(d); }
+  Status ListDir(const std::string& d, std::vector<std::string>* n) override {
+    return base_->ListDir(d, n);
+  }
+  bool FileExists(const std::string& p) override { return base_->FileExists(p); }
+  Status LockFile(const std::string& p, bool ex, const std::string& info,
+                  std::unique_ptr<FileLock>* out, std::string* stale) override {
+    return base_->LockFile(p, ex, info, out, stale);
+  }
+
+  static bool Trip(std::atomic<int>& counter) {
+    int v = counter.load();
+    while (v >= 0) {
+      if (counter.compare_exchange_weak(v, v - 1)) return v == 0;
+    }
+    return false;
+  }
+
+ private:
+  Env* base_;
+};
+
+class FaultWritableFile : public WritableFile {
+ public:
+  FaultWritableFile(FaultEnv* env, std::unique_ptr<WritableFile> f)
+      : env_(env), f_(std::move(f)) {}
+  Status Append(std::span<const uint8_t> data) override {
+    if (FaultEnv::Trip(env_->fail_append_after))
+      return Status::IOError("writing " + path() + ": injected fault");
+    int64_t left = env_->space_left.load();
+    if (left >= 0) {
+      if (static_cast<int64_t>(data.size()) > left)
+        return Status::IOError("writing " + path() + ": No space left on device");
+      env_->space_left -= static_cast<int64_t>(data.size());
+    }
+    return f_->Append(data);
+  }
+  Status Sync() override {
+    if (FaultEnv::Trip(env_->fail_sync_after))
+      return Status::IOError("syncing " + path() + ": injected fault");
+    return f_->Sync();
+  }
+  Status Close() override { return f_->Close(); }
+  uint64_t Size() const override { return f_->Size(); }
+  const std::string& path() const override { return f_->path(); }
+
+ private:
+  FaultEnv* env_;
+  std::unique_ptr<WritableFile> f_;
+};
+
+inline Status FaultEnv::NewWritableFile(const std::string& path,
+                                        std::unique_ptr<WritableFile>* out) {
+  std::unique_ptr<WritableFile> f;
+  GNOMON_RETURN_IF_ERROR(base_->NewWritableFile(path, &f));
+  *out = std::make_unique<FaultWritableFile>(this, std::move(f));
+  return Status::OK();
+}
+
+}  // namespace gnomon::test

@@ -1,0 +1,178 @@
+#include "tests/test_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+namespace gnomon::test {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/gnomon-test-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) std::abort();
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> v(n);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x = rng();
+    std::memcpy(&v[i], &x, 8);
+  }
+  for (; i < n; ++i) v[i] = static_cast<uint8_t>(rng());
+  return v;
+}
+
+std::vector<uint8_t> TextLikeBytes(size_t n, uint64_t seed) {
+  static const char* words[] = {"block ", "device ", "snapshot ", "writer ", "freeze ",
+                                "thaw ",  "chunk ",  "digest ",   "pack ",   "volume\n",
+                                "the ",   "of ",     "and ",      "backup ", "restore "};
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> v;
+  v.reserve(n + 16);
+  while (v.size() < n) {
+    const char* w = words[rng() % 15];
+    v.insert(v.end(), w, w + std::strlen(w));
+    if (rng() % 7 == 0) {
+      std::string num = std::to_string(rng() % 100000) + " ";
+      v.insert(v.end(), num.begin(), num.end());
+    }
+  }
+  v.resize(n);
+  return v;
+}
+
+void WriteFile(const std::string& path, const std::vector<uint8_t>& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+  ASSERT_TRUE(f.good()) << "writing " << path;
+}
+
+std::vector<uint8_t> ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+bool FilesEqual(const std::string& a, const std::string& b) {
+  // Compares in 1 MiB windows, skipping ranges that are holes in both files,
+  // so two 4 GiB sparse images compare in milliseconds.
+  int fa = ::open(a.c_str(), O_RDONLY), fb = ::open(b.c_str(), O_RDONLY);
+  struct stat sa, sb;
+  bool eq = fa >= 0 && fb >= 0 && ::fstat(fa, &sa) == 0 && ::fstat(fb, &sb) == 0 &&
+            sa.st_size == sb.st_size;
+  const off_t size = eq ? sa.st_size : 0;
+  std::vector<char> ba(1 << 20), bb(1 << 20);
+  for (off_t pos = 0; eq && pos < size;) {
+    off_t da = ::lseek(fa, pos, SEEK_DATA), db = ::lseek(fb, pos, SEEK_DATA);
+    if (da < 0) da = size;
+    if (db < 0) db = size;
+    pos = std::min(da, db);
+    if (pos >= size) break;
+    size_t n = static_cast<size_t>(std::min<off_t>(static_cast<off_t>(ba.size()), size - pos));
+    eq = ::pread(fa, ba.data(), n, pos) == static_cast<ssize_t>(n) &&
+         ::pread(fb, bb.data(), n, pos) == static_cast<ssize_t>(n) &&
+         std::memcmp(ba.data(), bb.data(), n) == 0;
+    pos += static_cast<off_t>(n);
+  }
+  if (fa >= 0) ::close(fa);
+  if (fb >= 0) ::close(fb);
+  return eq;
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << path;
+  uint8_t c;
+  ASSERT_EQ(::pread(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  c ^= 0x5a;
+  ASSERT_EQ(::pwrite(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  ::close(fd);
+}
+
+void TruncateFile(const std::string& path, uint64_t size) {
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(size)), 0) << path;
+}
+
+static std::string ReadAllFd(int fd) {
+  std::string s;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) s.append(buf, static_cast<size_t>(n));
+  return s;
+}
+
+CommandResult Run(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  CommandResult r;
+  TempDir d;
+  std::string out = d / "out", err = d / "err";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int in = ::open("/dev/null", O_RDONLY);
+    int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(in, 0);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    for (const auto& kv : env) ::putenv(const_cast<char*>(kv.c_str()));
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  int fo = ::open(out.c_str(), O_RDONLY), fe = ::open(err.c_str(), O_RDONLY);
+  r.out = ReadAllFd(fo);
+  r.err = ReadAllFd(fe);
+  ::close(fo);
+  ::close(fe);
+  return r;
+}
+
+CommandResult Sh(const std::string& cmd) { return Run({"/bin/sh", "-c", cmd}); }
+
+std::string GnomonBinary() { return GNOMON_BIN; }
+
+CommandResult Gnomon(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{GnomonBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Run(argv);
+}
+
+bool IsRoot() { return ::geteuid() == 0; }
+
+std::string RootSkipReason() {
+  if (!IsRoot()) return "needs root (loop devices, mount); CI runs as root";
+  if (::access("/dev/loop-control", F_OK) != 0) return "no /dev/loop-control on this machine";
+  return "";
+}
+
+LoopDevice::LoopDevice(const std::string& backing_file) {
+  CommandResult r = Sh("losetup -f --show " + backing_file);
+  if (r.exit_code == 0) dev_ = r.out.substr(0, r.out.find('\n'));
+  EXPECT_EQ(r.exit_code, 0) << "losetup failed: " << r.err;
+}
+
+LoopDevice::~LoopDevice() {
+  if (!dev_.empty()) Sh("losetup -d " + dev_);
+}
+
+}  // namespace gnomon::test

@@ -1,0 +1,61 @@
+// Helpers shared by the test suites: scratch directories, volume contents,
+// running the real gnomon binary, and root/loop-device checks.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gnomon::test {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Deterministic content generators (seeded) for volumes.
+std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed);
+std::vector<uint8_t> TextLikeBytes(size_t n, uint64_t seed);  // compressible, not repetitive
+
+void WriteFile(const std::string& path, const std::vector<uint8_t>& data);
+std::vector<uint8_t> ReadFile(const std::string& path);
+bool FilesEqual(const std::string& a, const std::string& b);  // streams, any size
+void FlipByte(const std::string& path, uint64_t offset);
+void TruncateFile(const std::string& path, uint64_t size);
+
+struct CommandResult {
+  int exit_code = -1;  // or 128+signal
+  std::string out, err;
+};
+// Runs argv with the environment plus env (NAME=VALUE) and no stdin.
+CommandResult Run(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
+// Runs a shell command line (for set-up: mkfs, mount, losetup).
+CommandResult Sh(const std::string& cmd);
+// Runs the gnomon binary built alongside the tests.
+CommandResult Gnomon(const std::vector<std::string>& args);
+std::string GnomonBinary();
+
+bool IsRoot();
+// Why root-only tests cannot run here, or "" if they can.
+std::string RootSkipReason();
+// A loop device over a backing file, detached on destruction.
+class LoopDevice {
+ public:
+  LoopDevice(const std::string& backing_file);
+  ~LoopDevice();
+  const std::string& device() const { return dev_; }
+
+ private:
+  std::string dev_;
+};
+
+}  // namespace gnomon::test
