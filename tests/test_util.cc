@@ -74,8 +74,13 @@ bool FilesEqual(const std::string& a, const std::string& b) {
   // so two 4 GiB sparse images compare in milliseconds.
   int fa = ::open(a.c_str(), O_RDONLY), fb = ::open(b.c_str(), O_RDONLY);
   struct stat sa, sb;
-  bool eq = fa >= 0 && fb >= 0 && ::fstat(fa, &sa) == 0 && ::fstat(fb, &sb) == 0 &&
-            sa.st_size == sb.st_size;
+  bool eq = fa >= 0 && fb >= 0 && ::fstat(fa, &sa) == 0 && ::fstat(fb, &sb) == 0;
+  if (eq && !(S_ISREG(sa.st_mode) && S_ISREG(sb.st_mode))) {  // a block device: no holes
+    ::close(fa);
+    ::close(fb);
+    return Run({"cmp", "-s", a, b}).exit_code == 0;
+  }
+  eq = eq && sa.st_size == sb.st_size;
   const off_t size = eq ? sa.st_size : 0;
   std::vector<char> ba(1 << 20), bb(1 << 20);
   for (off_t pos = 0; eq && pos < size;) {

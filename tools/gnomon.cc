@@ -103,7 +103,7 @@ json BackupJson(const gnomon::BackupRecord& r) {
               {"volumes", vols}, {"totals", StatsJson(r.totals)}};
 }
 
-int CmdInit(const Globals& g, uint32_t chunk_kib, int level) {
+int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) {
   if (g.repo.empty())
     return Fail(g, gnomon::Status::InvalidArgument("no repository given: use --repo PATH or set "
                                                    "GNOMON_REPO"),
@@ -111,6 +111,7 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level) {
   gnomon::RepoConfig c;
   if (chunk_kib) c.chunk_size = chunk_kib * 1024;
   if (level) c.compression_level = level;
+  if (pack_mib) c.pack_size = uint64_t{pack_mib} << 20;
   gnomon::Status s = gnomon::Repository::Init(gnomon::Env::Default(), g.repo, c);
   if (!s.ok()) return Fail(g, s);
   std::unique_ptr<gnomon::Repository> repo;
@@ -293,6 +294,8 @@ int main(int argc, char** argv) {
   init->add_option("--chunk-size", chunk_kib,
                    "Chunk size in KiB, a power of two from 4 to 65536 (default 1024)");
   init->add_option("--compression", level, "zstd level 1..19 (default 3)");
+  uint32_t pack_mib = 0;
+  init->add_option("--pack-size", pack_mib, "Target pack file size in MiB (default 64)");
 
   gnomon::BackupOptions bopt;
   auto* backup = app.add_subcommand(
@@ -336,7 +339,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
 
-  if (*init) return CmdInit(g, chunk_kib, level);
+  if (*init) return CmdInit(g, chunk_kib, level, pack_mib);
   if (*backup) return CmdBackup(g, bopt);
   if (*list) return CmdList(g);
   if (*restore) return CmdRestore(g, what, ropt);

@@ -1,0 +1,326 @@
+// End-to-end tests of the real gnomon binary: exit codes, JSON output,
+// damaged repositories, a backup killed mid-run, the lock, loop devices.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/test_util.h"
+
+namespace gnomon {
+namespace {
+
+using nlohmann::json;
+using test::Gnomon;
+using test::TempDir;
+namespace fs = std::filesystem;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repo_ = dir_ / "repo";
+    auto r = Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  test::CommandResult G(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--repo", repo_});
+    return Gnomon(args);
+  }
+  std::string BackupId(const std::string& src) {
+    auto r = G({"backup", "--json", src});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out).at("id").get<std::string>() : "";
+  }
+  std::vector<std::string> Files(const std::string& sub) {
+    std::vector<std::string> v;
+    for (auto& e : fs::recursive_directory_iterator(repo_ + "/" + sub))
+      if (e.is_regular_file()) v.push_back(e.path());
+    std::sort(v.begin(), v.end());
+    return v;
+  }
+  TempDir dir_;
+  std::string repo_;
+};
+
+TEST_F(CliTest, BackupListRestoreVerifyWithJsonAndEnvRepo) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(3u << 20, 1));
+  std::string id = BackupId(dir_ / "vol");
+  ASSERT_EQ(id.size(), 16u);
+
+  // GNOMON_REPO stands in for --repo.
+  auto list = test::Run({test::GnomonBinary(), "list", "--json"}, {"GNOMON_REPO=" + repo_});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  json l = json::parse(list.out);
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0]["id"], id);
+  EXPECT_EQ(l[0]["volumes"][0]["size"], 3u << 20);
+
+  auto q = G({"-q", "backup", dir_ / "vol"});
+  EXPECT_EQ(q.out, q.out.substr(0, 16) + "\n");  // -q prints just the id
+
+  auto r = G({"restore", "--json", id.substr(0, 5), dir_ / "out"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["bytes"], 3u << 20);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
+
+  // An existing target is not replaced without --overwrite.
+  r = G({"restore", "latest", dir_ / "out"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--overwrite"), std::string::npos) << r.err;
+  EXPECT_EQ(G({"restore", "--overwrite", "latest", dir_ / "out"}).exit_code, 0);
+
+  auto v = G({"verify", "--read-data", "--json"});
+  ASSERT_EQ(v.exit_code, 0) << v.out;
+  json vj = json::parse(v.out);
+  EXPECT_TRUE(vj["ok"].get<bool>());
+  EXPECT_EQ(vj["backups"], 2);
+}
+
+TEST_F(CliTest, UsageErrorsAndMissingRepository) {
+  EXPECT_EQ(Gnomon({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Gnomon({"backup"}).exit_code, 2);
+  auto r = test::Run({test::GnomonBinary(), "list"}, {"GNOMON_REPO="});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("GNOMON_REPO"), std::string::npos);
+  r = Gnomon({"list", "--repo", dir_ / "nowhere"});
+  EXPECT_EQ(r.exit_code, 10);
+  EXPECT_NE(r.err.find(dir_ / "nowhere"), std::string::npos);
+  auto h = Gnomon({"backup", "--help"});
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.out.find("SOURCE"), std::string::npos);
+  r = Gnomon({"init", "--repo", repo_});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already exists"), std::string::npos);
+}
+
+TEST_F(CliTest, BadSourcesAreNamed) {
+  auto r = G({"backup", dir_ / "does-not-exist"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(dir_ / "does-not-exist"), std::string::npos) << r.err;
+  r = G({"backup", dir_.path()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a block device or regular file"), std::string::npos) << r.err;
+  if (!test::IsRoot()) {  // root reads through permission bits
+    test::WriteFile(dir_ / "secret", {1, 2, 3});
+    ::chmod((dir_ / "secret").c_str(), 0);
+    r = G({"backup", dir_ / "secret"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
+  }
+  EXPECT_TRUE(Files("backups").empty());
+}
+
+TEST_F(CliTest, FlippedByteInPackIsFoundByVerifyAndRestore) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(2u << 20, 2));
+  std::string id = BackupId(dir_ / "vol");
+  auto packs = Files("packs");
+  ASSERT_FALSE(packs.empty());
+  test::FlipByte(packs[0], 100);  // inside the first chunk's data
+  auto v = G({"verify"});  // structure alone does not read chunk data
+  EXPECT_EQ(v.exit_code, 0) << v.out;
+  v = G({"verify", "--read-data"});
+  EXPECT_EQ(v.exit_code, 3);
+  EXPECT_NE(v.out.find(packs[0]), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("DAMAGED"), std::string::npos);
+  auto r = G({"restore", id, dir_ / "out"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find(packs[0]), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out")) << "a failed restore must not leave a target behind";
+}
+
+TEST_F(CliTest, TruncatedPackIsFound) {
+  test::WriteFile(dir_ / "vol", test::RandomBytes(2u << 20, 3));
+  BackupId(dir_ / "vol");
+  auto packs = Files("packs");
+  test::TruncateFile(packs.back(), fs::file_size(packs.back()) / 2);
+  auto v = G({"verify", "--json"});
+  EXPECT_EQ(v.exit_code, 3);
+  json j = json::parse(v.out);
+  EXPECT_FALSE(j["ok"].get<bool>());
+  EXPECT_NE(j["errors"].dump().find(packs.back()), std::string::npos) << v.out;
+}
+
+TEST_F(CliTest, MissingIndexFileIsFound) {
+  test::WriteFile(dir_ / "vol", test::RandomBytes(1u << 20, 4));
+  std::string id = BackupId(dir_ / "vol");
+  auto idx = Files("index");
+  ASSERT_EQ(idx.size(), 1u);
+  fs::remove(idx[0]);
+  auto v = G({"verify"});
+  EXPECT_EQ(v.exit_code, 3);
+  EXPECT_NE(v.out.find("index/" + fs::path(idx[0]).filename().string()), std::string::npos)
+      << v.out;
+  auto r = G({"restore", id, dir_ / "out"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find("is in no chunk index"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, CorruptBackupRecordIsNamedAndOthersStillWork) {
+  test::WriteFile(dir_ / "vol", test::RandomBytes(1u << 20, 5));
+  std::string bad = BackupId(dir_ / "vol");
+  std::string good = BackupId(dir_ / "vol");
+  test::FlipByte(repo_ + "/backups/" + bad, 40);
+  auto l = G({"list"});
+  EXPECT_EQ(l.exit_code, 3);
+  EXPECT_NE(l.err.find("backups/" + bad), std::string::npos) << l.err;
+  EXPECT_NE(l.out.find(good), std::string::npos);
+  auto r = G({"restore", bad, dir_ / "out"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find("backups/" + bad), std::string::npos) << r.err;
+  EXPECT_EQ(G({"restore", good, dir_ / "out"}).exit_code, 0);
+  EXPECT_EQ(G({"verify"}).exit_code, 3);
+}
+
+TEST_F(CliTest, DamagedVolumeIndexIsNamed) {
+  test::WriteFile(dir_ / "vol", test::RandomBytes(1u << 20, 6));
+  std::string id = BackupId(dir_ / "vol");
+  auto vols = Files("volumes");
+  ASSERT_EQ(vols.size(), 1u);
+  test::FlipByte(vols[0], 30);
+  auto r = G({"restore", id, dir_ / "out"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find(vols[0]), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, FutureFormatVersionIsRefused) {
+  std::string cfg = repo_ + "/config";
+  // The frame's own version field says which format a file is in; a newer
+  // gnomon's config carries a higher one there, checked before the body.
+  test::FlipByte(cfg, 8);  // version 1 -> 1^0x5a
+  auto l = G({"list"});
+  EXPECT_EQ(l.exit_code, 12);
+  EXPECT_NE(l.err.find(cfg), std::string::npos);
+  EXPECT_NE(l.err.find("version"), std::string::npos) << l.err;
+}
+
+// Starts a slow backup (level 19, one thread) and returns its pid once it
+// holds the lock and has finished at least one pack.
+pid_t StartSlowBackup(const std::string& repo, const std::string& src, bool wait_for_pack) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int nul = ::open("/dev/null", O_RDWR);
+    ::dup2(nul, 1);
+    ::dup2(nul, 2);
+    std::string bin = test::GnomonBinary();
+    execl(bin.c_str(), bin.c_str(), "--repo", repo.c_str(), "--threads", "1", "backup",
+          src.c_str(), nullptr);
+    _exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool locked = fs::exists(repo + "/lock") && fs::file_size(repo + "/lock") > 0;
+    bool packed = false;
+    for (auto& e : fs::recursive_directory_iterator(repo + "/packs"))
+      if (e.is_regular_file()) packed = true;
+    if (locked && (packed || !wait_for_pack)) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pid;
+}
+
+class SlowBackupTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repo_ = dir_ / "repo";
+    ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "1",
+                      "--compression", "19"})
+                  .exit_code,
+              0);
+    test::WriteFile(dir_ / "vol", test::TextLikeBytes(48u << 20, 7));
+  }
+  TempDir dir_;
+  std::string repo_;
+};
+
+TEST_F(SlowBackupTest, KilledBackupLeavesVerifiableRepositoryAndNextBackupWorks) {
+  pid_t pid = StartSlowBackup(repo_, dir_ / "vol", true);
+  ::kill(pid, SIGKILL);
+  int st;
+  ::waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFSIGNALED(st)) << "backup finished before it could be killed";
+  auto v = Gnomon({"--repo", repo_, "verify", "--read-data", "--json"});
+  ASSERT_EQ(v.exit_code, 0) << v.out;
+  json j = json::parse(v.out);
+  EXPECT_EQ(j["backups"], 0);
+  EXPECT_FALSE(j["warnings"].empty()) << "the killed run's packs should be reported as unreferenced";
+  // The next backup takes the stale lock and succeeds.
+  test::WriteFile(dir_ / "small", test::TextLikeBytes(1u << 20, 8));
+  auto b = Gnomon({"--repo", repo_, "backup", dir_ / "small"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(b.err.find("stale lock"), std::string::npos) << b.err;
+  EXPECT_EQ(Gnomon({"--repo", repo_, "restore", "latest", dir_ / "out"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "small", dir_ / "out"));
+  EXPECT_TRUE(fs::is_empty(repo_ + "/tmp"));
+}
+
+TEST_F(SlowBackupTest, SecondConcurrentBackupIsRefusedByTheLock) {
+  pid_t pid = StartSlowBackup(repo_, dir_ / "vol", false);
+  auto r = Gnomon({"--repo", repo_, "backup", dir_ / "vol"});
+  ::kill(pid, SIGINT);  // the first one stops cleanly on Ctrl-C
+  int st;
+  ::waitpid(pid, &st, 0);
+  EXPECT_EQ(r.exit_code, 11) << r.err;
+  EXPECT_NE(r.err.find("locked by pid " + std::to_string(pid)), std::string::npos) << r.err;
+  EXPECT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 130);
+  // Interrupted: nothing of it remains, and the repository verifies.
+  auto v = Gnomon({"--repo", repo_, "verify", "--json"});
+  EXPECT_EQ(v.exit_code, 0) << v.out;
+  EXPECT_TRUE(json::parse(v.out)["warnings"].empty()) << v.out;
+}
+
+TEST(LoopDeviceTest, BackupAndRestoreARealBlockDevice) {
+  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  std::string repo = dir / "repo";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
+  auto data = test::TextLikeBytes(24u << 20, 9);
+  data.resize(32u << 20, 0);  // a zero tail
+  test::WriteFile(dir / "disk.img", data);
+  test::LoopDevice loop(dir / "disk.img");
+  ASSERT_FALSE(loop.device().empty());
+  auto b = Gnomon({"--repo", repo, "backup", "--json", loop.device()});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  json j = json::parse(b.out);
+  EXPECT_EQ(j["volumes"][0]["size"], 32u << 20);
+  EXPECT_EQ(j["volumes"][0]["stats"]["zero_chunks"], 8);
+  // To a file.
+  ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir / "out.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir / "disk.img", dir / "out.img"));
+  // To another block device that holds other data: zero slots overwritten too.
+  test::WriteFile(dir / "target.img", test::RandomBytes(32u << 20, 10));
+  test::LoopDevice target(dir / "target.img");
+  auto r = Gnomon({"--repo", repo, "restore", "latest", target.device()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(dir / "disk.img", target.device()));
+}
+
+TEST(LoopDeviceTest, MountedDeviceIsRefusedAsSourceAndTarget) {
+  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  std::string repo = dir / "repo";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
+  ASSERT_EQ(test::Sh("truncate -s 64M " + dir / "fs.img" + " && mkfs.ext4 -q " + dir / "fs.img")
+                .exit_code,
+            0);
+  test::LoopDevice loop(dir / "fs.img");
+  fs::create_directory(dir / "mnt");
+  ASSERT_EQ(test::Sh("mount " + loop.device() + " " + dir / "mnt").exit_code, 0);
+  auto b = Gnomon({"--repo", repo, "backup", loop.device()});
+  auto r = Gnomon({"--repo", repo, "restore", "latest", loop.device()});
+  test::Sh("umount " + dir / "mnt");
+  EXPECT_EQ(b.exit_code, 1);
+  EXPECT_NE(b.err.find("in use"), std::string::npos) << b.err;
+  EXPECT_NE(b.err.find(loop.device()), std::string::npos) << b.err;
+  // Unmounted, the same device backs up.
+  EXPECT_EQ(Gnomon({"--repo", repo, "backup", loop.device()}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace gnomon
