@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
+#include <future>
 #include <mutex>
 #include <unordered_set>
 
@@ -69,7 +71,11 @@ class BackupRun {
  private:
   Status ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeStats* stats);
   Status AppendChunk(const Work& w);
-  Status FinishPack();
+  // Seals the current pack (header, fdatasync, rename) on a background
+  // thread, so the in-order write stage never waits for the disk; at most
+  // kMaxSealing packs are in flight, which bounds dirty page-cache growth.
+  Status SealPack();
+  Status WaitSealed(size_t keep);
   void Fail(const Status& s) {
     std::lock_guard<std::mutex> g(err_mu_);
     if (error_.ok()) error_ = s;
@@ -82,34 +88,56 @@ class BackupRun {
   ChunkIndex index_;
   std::unordered_set<Digest, DigestHash> seen_;  // new chunks of this run
   std::unique_ptr<PackWriter> pack_;
+  struct Sealing {
+    std::unique_ptr<PackWriter> pack;
+    std::future<Status> done;
+  };
+  static constexpr size_t kMaxSealing = 2;
+  std::deque<Sealing> sealing_;
   std::vector<PackSummary> finished_;
   std::mutex err_mu_;
   Status error_;
   std::atomic<bool> failed_{false};
 };
 
-Status BackupRun::FinishPack() {
+Status BackupRun::SealPack() {
   if (!pack_) return Status::OK();
   std::unique_ptr<PackWriter> p = std::move(pack_);
   if (p->count() == 0) {
     p->Abandon();
     return Status::OK();
   }
-  GNOMON_RETURN_IF_ERROR(p->Finish());
-  finished_.push_back(PackSummary{p->id(), p->entries()});
-  return Status::OK();
+  PackWriter* raw = p.get();
+  sealing_.push_back({std::move(p), std::async(std::launch::async, [raw] { return raw->Finish(); })});
+  return WaitSealed(kMaxSealing);
+}
+
+Status BackupRun::WaitSealed(size_t keep) {
+  Status first;
+  while (sealing_.size() > keep) {
+    Sealing s = std::move(sealing_.front());
+    sealing_.pop_front();
+    Status st = s.done.get();
+    if (st.ok()) {
+      finished_.push_back(PackSummary{s.pack->id(), s.pack->entries()});
+    } else if (first.ok()) {
+      first = st;
+    }
+  }
+  return first;
 }
 
 Status BackupRun::AppendChunk(const Work& w) {
   if (!pack_) GNOMON_RETURN_IF_ERROR(repo_->NewPackWriter(&pack_));
   GNOMON_RETURN_IF_ERROR(pack_->Add(w.digest, w.codec, w.stored, w.len));
-  if (pack_->size() >= repo_->config().pack_size) return FinishPack();
+  if (pack_->size() >= repo_->config().pack_size) return SealPack();
   return Status::OK();
 }
 
 void BackupRun::DiscardPacks() {
   if (pack_) pack_->Abandon();
   pack_.reset();
+  WaitSealed(0);  // a pack whose sealing failed has removed itself
   // Nothing refers to these packs yet (the index file comes later), so
   // removing them returns the repository to exactly where it was.
   for (const auto& p : finished_) repo_->env()->RemoveFile(repo_->PackPath(p.id));
@@ -259,7 +287,9 @@ Status BackupRun::Run(BackupResult* out) {
   // Commit, in the order that keeps every visible file valid: packs are
   // already durable; then the index file naming them, the volume indexes,
   // and last the record that makes the backup exist.
-  Status s = FinishPack();
+  Status s = SealPack();
+  Status w = WaitSealed(0);
+  if (s.ok()) s = w;
   if (s.ok() && !finished_.empty()) s = repo_->WriteIndexFile(finished_, &rec.index_file);
   for (size_t i = 0; s.ok() && i < indexes.size(); ++i)
     s = repo_->WriteVolumeIndex(rec.volumes[i].index, indexes[i], &rec.volumes[i].index_checksum);
