@@ -108,7 +108,8 @@ Status BackupRun::SealPack() {
     return Status::OK();
   }
   PackWriter* raw = p.get();
-  sealing_.push_back({std::move(p), std::async(std::launch::async, [raw] { return raw->Finish(); })});
+  sealing_.push_back(
+      {std::move(p), std::async(std::launch::async, [raw] { return raw->Finish(); })});
   return WaitSealed(kMaxSealing);
 }
 
@@ -229,12 +230,11 @@ Status BackupRun::ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeSt
   tbb::task_arena arena(threads);
   arena.execute([&] {
     tbb::parallel_pipeline(
-        tokens,
-        tbb::make_filter<void, Work*>(tbb::filter_mode::serial_in_order, read_stage) &
-            tbb::make_filter<Work*, Work*>(tbb::filter_mode::parallel, hash_stage) &
-            tbb::make_filter<Work*, Work*>(tbb::filter_mode::serial_in_order, dedup_stage) &
-            tbb::make_filter<Work*, Work*>(tbb::filter_mode::parallel, compress_stage) &
-            tbb::make_filter<Work*, void>(tbb::filter_mode::serial_in_order, write_stage));
+        tokens, tbb::make_filter<void, Work*>(tbb::filter_mode::serial_in_order, read_stage) &
+                    tbb::make_filter<Work*, Work*>(tbb::filter_mode::parallel, hash_stage) &
+                    tbb::make_filter<Work*, Work*>(tbb::filter_mode::serial_in_order, dedup_stage) &
+                    tbb::make_filter<Work*, Work*>(tbb::filter_mode::parallel, compress_stage) &
+                    tbb::make_filter<Work*, void>(tbb::filter_mode::serial_in_order, write_stage));
   });
   if (failed_) return error_;
   if (opt_.cancel && opt_.cancel->load()) return Status::Aborted("backup interrupted");

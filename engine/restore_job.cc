@@ -22,8 +22,8 @@ Status PickVolume(const BackupRecord& rec, const std::string& volume, const Volu
       std::string names;
       for (const auto& v : rec.volumes) names += (names.empty() ? "" : ", ") + v.name;
       return Status::InvalidArgument("backup " + rec.id + " has " +
-                                     std::to_string(rec.volumes.size()) +
-                                     " volumes; name one as " + rec.id + ":VOLUME (" + names + ")");
+                                     std::to_string(rec.volumes.size()) + " volumes; name one as " +
+                                     rec.id + ":VOLUME (" + names + ")");
     }
     *out = &rec.volumes[0];
     return Status::OK();
@@ -60,8 +60,9 @@ class Target {
       block_ = true;
       fd_ = ::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC);
       if (fd_ < 0 && errno == EBUSY)
-        return Status::InvalidArgument(path + ": device is in use (mounted or open); refusing to "
-                                              "restore over it");
+        return Status::InvalidArgument(path +
+                                       ": device is in use (mounted or open); refusing to "
+                                       "restore over it");
       if (fd_ < 0) return Status::FromErrno("opening " + path, errno);
       uint64_t dev_size = 0;
       GNOMON_RETURN_IF_ERROR(BlockDeviceSize(fd_, path, &dev_size));
@@ -72,11 +73,13 @@ class Target {
     }
     if (::stat(path.c_str(), &st) == 0) {
       if (!S_ISREG(st.st_mode))
-        return Status::InvalidArgument(path + ": target exists and is not a regular file or "
-                                              "block device");
+        return Status::InvalidArgument(path +
+                                       ": target exists and is not a regular file or "
+                                       "block device");
       if (!overwrite)
-        return Status::InvalidArgument(path + ": target file exists; pass --overwrite to "
-                                              "replace it");
+        return Status::InvalidArgument(path +
+                                       ": target file exists; pass --overwrite to "
+                                       "replace it");
     }
     tmp_ = path + ".gnomon-restore-" + std::to_string(getpid());
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -178,55 +181,48 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
   arena.execute([&] {
     tbb::parallel_pipeline(
         tokens,
-        tbb::make_filter<void, Slot*>(
-            tbb::filter_mode::serial_in_order,
-            [&](tbb::flow_control& fc) -> Slot* {
-              if (!write_zeros)
-                while (next < nslots && vi.slots[next].IsZero()) done += vi.SlotLength(next++);
-              if (next >= nslots || failed || (opt.cancel && opt.cancel->load())) {
-                fc.stop();
-                return nullptr;
-              }
-              Slot* s;
-              {
-                std::lock_guard<std::mutex> g(free_mu);
-                s = free_slots.back();
-                free_slots.pop_back();
-              }
-              s->index = next;
-              s->len = vi.SlotLength(next);
-              s->zero = vi.slots[next].IsZero();
-              ++next;
-              return s;
-            }) &
-            tbb::make_filter<Slot*, Slot*>(
-                tbb::filter_mode::parallel,
-                [&](Slot* s) -> Slot* {
-                  if (failed) return s;
-                  if (s->zero) {
-                    std::fill(s->buf.begin(), s->buf.begin() + s->len, 0);
-                  } else {
-                    Status st = repo->ReadChunk(index, vi.slots[s->index], s->buf.data(),
-                                                &decs.local());
-                    if (st.ok() && index.Find(vi.slots[s->index])->raw_len != s->len)
-                      st = Status::Corruption("chunk " + vi.slots[s->index].Hex() +
-                                              " has the wrong length for slot " +
-                                              std::to_string(s->index));
-                    if (!st.ok()) fail(st);
-                  }
-                  if (!failed) {
-                    Status st = target.WriteAt(s->index * vi.chunk_size, s->buf.data(), s->len);
-                    if (!st.ok()) fail(st);
-                  }
-                  return s;
-                }) &
-            tbb::make_filter<Slot*, void>(tbb::filter_mode::serial_in_order, [&](Slot* s) {
-              done += s->len;
-              written += s->len;
-              if (opt.progress) opt.progress(Progress{"restore", opt.target, done, vol->size});
-              std::lock_guard<std::mutex> g(free_mu);
-              free_slots.push_back(s);
-            }));
+        tbb::make_filter<
+            void, Slot*>(tbb::filter_mode::serial_in_order, [&](tbb::flow_control& fc) -> Slot* {
+          if (!write_zeros)
+            while (next < nslots && vi.slots[next].IsZero()) done += vi.SlotLength(next++);
+          if (next >= nslots || failed || (opt.cancel && opt.cancel->load())) {
+            fc.stop();
+            return nullptr;
+          }
+          Slot* s;
+          {
+            std::lock_guard<std::mutex> g(free_mu);
+            s = free_slots.back();
+            free_slots.pop_back();
+          }
+          s->index = next;
+          s->len = vi.SlotLength(next);
+          s->zero = vi.slots[next].IsZero();
+          ++next;
+          return s;
+        }) & tbb::make_filter<Slot*, Slot*>(tbb::filter_mode::parallel, [&](Slot* s) -> Slot* {
+          if (failed) return s;
+          if (s->zero) {
+            std::fill(s->buf.begin(), s->buf.begin() + s->len, 0);
+          } else {
+            Status st = repo->ReadChunk(index, vi.slots[s->index], s->buf.data(), &decs.local());
+            if (st.ok() && index.Find(vi.slots[s->index])->raw_len != s->len)
+              st = Status::Corruption("chunk " + vi.slots[s->index].Hex() +
+                                      " has the wrong length for slot " + std::to_string(s->index));
+            if (!st.ok()) fail(st);
+          }
+          if (!failed) {
+            Status st = target.WriteAt(s->index * vi.chunk_size, s->buf.data(), s->len);
+            if (!st.ok()) fail(st);
+          }
+          return s;
+        }) & tbb::make_filter<Slot*, void>(tbb::filter_mode::serial_in_order, [&](Slot* s) {
+          done += s->len;
+          written += s->len;
+          if (opt.progress) opt.progress(Progress{"restore", opt.target, done, vol->size});
+          std::lock_guard<std::mutex> g(free_mu);
+          free_slots.push_back(s);
+        }));
   });
   if (failed) return error;
   if (opt.cancel && opt.cancel->load()) return Status::Aborted("restore interrupted");

@@ -56,8 +56,9 @@ Status SourceVolume::Open(const std::string& path, SourceVolume* out) {
     v.fd_ = ::open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
     if (v.fd_ < 0 && errno == EBUSY)
       return Status::InvalidArgument(
-          path + ": device is in use (mounted, or held open exclusively); a live device cannot "
-                 "be imaged consistently without a snapshot");
+          path +
+          ": device is in use (mounted, or held open exclusively); a live device cannot "
+          "be imaged consistently without a snapshot");
     if (v.fd_ < 0) return Status::FromErrno("opening " + path, errno);
     GNOMON_RETURN_IF_ERROR(BlockDeviceSize(v.fd_, path, &v.size_));
     if (v.size_) v.extents_.push_back({0, v.size_});

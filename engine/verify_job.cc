@@ -46,8 +46,8 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
   if (!read_data) return;
   std::vector<uint8_t> stored, raw;
   for (const auto& e : actual) {
-    std::string where = f->path() + ": chunk " + e.digest.Hex() + " at offset " +
-                        std::to_string(e.offset);
+    std::string where =
+        f->path() + ": chunk " + e.digest.Hex() + " at offset " + std::to_string(e.offset);
     stored.resize(e.stored_len);
     raw.resize(e.raw_len);
     s = f->ReadAt(e.offset, e.stored_len, stored.data());
@@ -107,9 +107,9 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
       for (const auto& d : vi.slots)
         if (!d.IsZero() && !index.Contains(d) && missing++ == 0) first = d;
       if (missing)
-        out->errors.push_back("backup " + b.id + " volume '" + v.name + "': " +
-                              std::to_string(missing) + " chunks are in no index (first: " +
-                              first.Hex() + ")");
+        out->errors.push_back("backup " + b.id + " volume '" + v.name +
+                              "': " + std::to_string(missing) +
+                              " chunks are in no index (first: " + first.Hex() + ")");
     }
   }
 

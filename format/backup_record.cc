@@ -54,10 +54,16 @@ std::string BackupRecord::Encode() const {
                     {"index_checksum", v.index_checksum},
                     {"stats", StatsToJson(v.stats)}});
   }
-  json j{{"id", id},         {"time", time},     {"host", host},
-         {"type", type},     {"parent", parent}, {"tags", tags},
-         {"volumes", vols},  {"totals", StatsToJson(totals)},
-         {"index_file", index_file}, {"extra", extra}};
+  json j{{"id", id},
+         {"time", time},
+         {"host", host},
+         {"type", type},
+         {"parent", parent},
+         {"tags", tags},
+         {"volumes", vols},
+         {"totals", StatsToJson(totals)},
+         {"index_file", index_file},
+         {"extra", extra}};
   return j.dump(1);
 }
 

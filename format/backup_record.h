@@ -13,13 +13,13 @@
 namespace gnomon {
 
 struct VolumeStats {
-  uint64_t bytes = 0;           // volume bytes covered (read or known zero)
-  uint64_t bytes_read = 0;      // bytes actually read from the source
-  uint64_t chunks = 0;          // slots in the volume index
-  uint64_t zero_chunks = 0;     // all-zero slots (stored nowhere)
-  uint64_t dup_chunks = 0;      // already in the repository or earlier in this run
-  uint64_t new_chunks = 0;      // stored by this backup
-  uint64_t new_raw_bytes = 0;   // uncompressed size of the new chunks
+  uint64_t bytes = 0;             // volume bytes covered (read or known zero)
+  uint64_t bytes_read = 0;        // bytes actually read from the source
+  uint64_t chunks = 0;            // slots in the volume index
+  uint64_t zero_chunks = 0;       // all-zero slots (stored nowhere)
+  uint64_t dup_chunks = 0;        // already in the repository or earlier in this run
+  uint64_t new_chunks = 0;        // stored by this backup
+  uint64_t new_raw_bytes = 0;     // uncompressed size of the new chunks
   uint64_t new_stored_bytes = 0;  // their size in packs
   double seconds = 0;
 
@@ -31,7 +31,7 @@ struct VolumeRecord {
   std::string source;  // the path that was backed up
   uint64_t size = 0;
   uint32_t chunk_size = 0;
-  std::string index;           // volume index path, relative to the repository
+  std::string index;            // volume index path, relative to the repository
   uint64_t index_checksum = 0;  // Checksum64 of the whole volume index file
   VolumeStats stats;
 };

@@ -61,7 +61,8 @@ Status DecodeIndexFile(const std::string& path, const std::string& body,
     s.id = id.Hex();
     uint32_t count = GetU32(p + pos + 16);
     pos += 20;
-    if ((n - pos) / 32 < count) return bad("pack " + s.id + " lists more chunks than the file holds");
+    if ((n - pos) / 32 < count)
+      return bad("pack " + s.id + " lists more chunks than the file holds");
     s.entries.resize(count);
     for (auto& e : s.entries) {
       std::memcpy(e.digest.bytes.data(), p + pos, 16);

@@ -37,15 +37,16 @@ Status ChunkDecompressor::Decompress(Codec codec, std::span<const uint8_t> store
     case Codec::kZstd: {
       size_t n = ZSTD_decompressDCtx(dctx_, out, raw_len, stored.data(), stored.size());
       if (ZSTD_isError(n))
-        return Status::Corruption(where + ": zstd cannot decode chunk (" +
-                                  ZSTD_getErrorName(n) + ")");
+        return Status::Corruption(where + ": zstd cannot decode chunk (" + ZSTD_getErrorName(n) +
+                                  ")");
       if (n != raw_len)
         return Status::Corruption(where + ": chunk decodes to " + std::to_string(n) +
                                   " bytes, expected " + std::to_string(raw_len));
       return Status::OK();
     }
   }
-  return Status::Corruption(where + ": unknown codec " + std::to_string(static_cast<uint32_t>(codec)));
+  return Status::Corruption(where + ": unknown codec " +
+                            std::to_string(static_cast<uint32_t>(codec)));
 }
 
 }  // namespace gnomon

@@ -21,14 +21,10 @@ Status RepoConfig::Validate(const std::string& where) const {
 }
 
 std::string RepoConfig::Encode() const {
-  json j{{"version", version},
-         {"id", id},
-         {"chunk_size", chunk_size},
-         {"hash", hash},
-         {"compression", compression},
-         {"compression_level", compression_level},
-         {"pack_size", pack_size},
-         {"created", created}};
+  json j{{"version", version},         {"id", id},
+         {"chunk_size", chunk_size},   {"hash", hash},
+         {"compression", compression}, {"compression_level", compression_level},
+         {"pack_size", pack_size},     {"created", created}};
   return j.dump(1);
 }
 
@@ -45,8 +41,8 @@ Status RepoConfig::Decode(const std::string& path, const std::string& body, Repo
     c.pack_size = j.at("pack_size").get<uint64_t>();
     c.created = j.at("created").get<std::string>();
     if (c.version > kRepoFormatVersion)
-      return Status::Unsupported(path + ": repository format version " +
-                                 std::to_string(c.version) + " is newer than this gnomon (" +
+      return Status::Unsupported(path + ": repository format version " + std::to_string(c.version) +
+                                 " is newer than this gnomon (" +
                                  std::to_string(kRepoFormatVersion) + "); upgrade gnomon");
     GNOMON_RETURN_IF_ERROR(c.Validate(path));
     *out = std::move(c);

@@ -13,8 +13,8 @@ inline constexpr uint32_t kRepoFormatVersion = 1;
 
 struct RepoConfig {
   uint32_t version = kRepoFormatVersion;
-  std::string id;  // 32 hex characters
-  uint32_t chunk_size = 1u << 20;
+  std::string id;                  // 32 hex characters
+  uint32_t chunk_size = 4u << 20;  // chosen by bench/chunk-size-table.sh; see RESULTS.md
   std::string hash = "xxh3-128";
   std::string compression = "zstd";
   int compression_level = 3;

@@ -195,9 +195,8 @@ class PosixEnv final : public Env {
       // that died without cleaning up: a stale lock.
       std::string old = ReadAllFd(fd);
       if (stale_holder) *stale_holder = old;
-      if (::ftruncate(fd, 0) != 0 ||
-          ::pwrite(fd, holder_info.data(), holder_info.size(), 0) !=
-              static_cast<ssize_t>(holder_info.size())) {
+      if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, holder_info.data(), holder_info.size(), 0) !=
+                                         static_cast<ssize_t>(holder_info.size())) {
         int e = errno;
         ::close(fd);
         return Status::FromErrno("writing lock file " + path, e);

@@ -43,8 +43,9 @@ Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
     if (!names.empty()) {
       if (env->FileExists(JoinPath(path, kConfig)))
         return Status::InvalidArgument(path + ": a repository already exists here");
-      return Status::InvalidArgument(path + ": directory is not empty; refusing to create a "
-                                            "repository in it");
+      return Status::InvalidArgument(path +
+                                     ": directory is not empty; refusing to create a "
+                                     "repository in it");
     }
   }
   GNOMON_RETURN_IF_ERROR(env->CreateDir(path));
@@ -75,8 +76,8 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
   if (mode != LockMode::kNone) {
     std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() + " since " +
                        NowRfc3339() + " (gnomon " + purpose + ")";
-    GNOMON_RETURN_IF_ERROR(env->LockFile(JoinPath(path, kLock), mode == LockMode::kExclusive,
-                                         info, &r->lock_, &r->stale_lock_));
+    GNOMON_RETURN_IF_ERROR(env->LockFile(JoinPath(path, kLock), mode == LockMode::kExclusive, info,
+                                         &r->lock_, &r->stale_lock_));
     if (mode == LockMode::kExclusive) r->RemoveStaleTemporaries();
   }
   *out = std::move(r);
@@ -185,7 +186,8 @@ Status Repository::ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* 
   GNOMON_RETURN_IF_ERROR(OpenPack(index.pack_id(loc->pack), &f));
   thread_local std::vector<uint8_t> stored;
   stored.resize(loc->stored_len);
-  std::string where = f->path() + ": chunk " + d.Hex() + " at offset " + std::to_string(loc->offset);
+  std::string where =
+      f->path() + ": chunk " + d.Hex() + " at offset " + std::to_string(loc->offset);
   Status s = f->ReadAt(loc->offset, loc->stored_len, stored.data());
   if (!s.ok()) return s.WithContext(where);
   GNOMON_RETURN_IF_ERROR(dec->Decompress(loc->codec, stored, out, loc->raw_len, where));
@@ -210,12 +212,14 @@ Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
   GNOMON_RETURN_IF_ERROR(s);
   GNOMON_RETURN_IF_ERROR(DecodeFrame(kVolumeIndexFrame, path, file, &body, nullptr));
   if (Checksum64({reinterpret_cast<const uint8_t*>(file.data()), file.size()}) != v.index_checksum)
-    return Status::Corruption(path + ": volume index is not the one its backup record names "
-                                     "(checksum differs)");
+    return Status::Corruption(path +
+                              ": volume index is not the one its backup record names "
+                              "(checksum differs)");
   GNOMON_RETURN_IF_ERROR(VolumeIndex::Decode(path, body, vi));
   if (vi->volume_size != v.size || vi->chunk_size != v.chunk_size)
-    return Status::Corruption(path + ": volume index size or chunk size disagrees with the "
-                                     "backup record");
+    return Status::Corruption(path +
+                              ": volume index size or chunk size disagrees with the "
+                              "backup record");
   return Status::OK();
 }
 

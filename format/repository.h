@@ -48,8 +48,7 @@ class Repository {
   Status OpenPack(const std::string& id, std::shared_ptr<RandomAccessFile>* out);
   // Reads, decodes and verifies one chunk against its digest into out
   // (which must hold loc.raw_len bytes).
-  Status ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* out,
-                   ChunkDecompressor* dec);
+  Status ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* out, ChunkDecompressor* dec);
 
   // Volume indexes.
   Status WriteVolumeIndex(const std::string& rel_path, const VolumeIndex& vi, uint64_t* checksum);

@@ -53,10 +53,10 @@ class Status {
   std::string message_;
 };
 
-#define GNOMON_RETURN_IF_ERROR(expr)   \
-  do {                                 \
-    ::gnomon::Status _st = (expr);     \
-    if (!_st.ok()) return _st;         \
+#define GNOMON_RETURN_IF_ERROR(expr) \
+  do {                               \
+    ::gnomon::Status _st = (expr);   \
+    if (!_st.ok()) return _st;       \
   } while (0)
 
 }  // namespace gnomon

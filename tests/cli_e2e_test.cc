@@ -122,7 +122,7 @@ TEST_F(CliTest, FlippedByteInPackIsFoundByVerifyAndRestore) {
   auto packs = Files("packs");
   ASSERT_FALSE(packs.empty());
   test::FlipByte(packs[0], 100);  // inside the first chunk's data
-  auto v = G({"verify"});  // structure alone does not read chunk data
+  auto v = G({"verify"});         // structure alone does not read chunk data
   EXPECT_EQ(v.exit_code, 0) << v.out;
   v = G({"verify", "--read-data"});
   EXPECT_EQ(v.exit_code, 3);
@@ -208,8 +208,8 @@ pid_t StartSlowBackup(const std::string& repo, const std::string& src, bool wait
     ::dup2(nul, 1);
     ::dup2(nul, 2);
     std::string bin = test::GnomonBinary();
-    execl(bin.c_str(), bin.c_str(), "--repo", repo.c_str(), "--threads", "1", "backup",
-          src.c_str(), nullptr);
+    execl(bin.c_str(), bin.c_str(), "--repo", repo.c_str(), "--threads", "1", "backup", src.c_str(),
+          nullptr);
     _exit(127);
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -248,7 +248,8 @@ TEST_F(SlowBackupTest, KilledBackupLeavesVerifiableRepositoryAndNextBackupWorks)
   ASSERT_EQ(v.exit_code, 0) << v.out;
   json j = json::parse(v.out);
   EXPECT_EQ(j["backups"], 0);
-  EXPECT_FALSE(j["warnings"].empty()) << "the killed run's packs should be reported as unreferenced";
+  EXPECT_FALSE(j["warnings"].empty())
+      << "the killed run's packs should be reported as unreferenced";
   // The next backup takes the stale lock and succeeds.
   test::WriteFile(dir_ / "small", test::TextLikeBytes(1u << 20, 8));
   auto b = Gnomon({"--repo", repo_, "backup", dir_ / "small"});
@@ -279,7 +280,7 @@ TEST(LoopDeviceTest, BackupAndRestoreARealBlockDevice) {
   if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
   TempDir dir;
   std::string repo = dir / "repo";
-  ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
+  ASSERT_EQ(Gnomon({"init", "--repo", repo, "--chunk-size", "1024"}).exit_code, 0);
   auto data = test::TextLikeBytes(24u << 20, 9);
   data.resize(32u << 20, 0);  // a zero tail
   test::WriteFile(dir / "disk.img", data);

@@ -20,7 +20,13 @@ using test::TempDir;
 
 class EngineTest : public ::testing::Test {
  protected:
-  void SetUp() override { InitRepo(RepoConfig{}); }
+  // Tests state their sizes in 1 MiB chunks, independent of the default.
+  static RepoConfig Config1M() {
+    RepoConfig c;
+    c.chunk_size = 1u << 20;
+    return c;
+  }
+  void SetUp() override { InitRepo(Config1M()); }
   void InitRepo(RepoConfig c) {
     repo_.reset();
     std::filesystem::remove_all(dir_ / "repo");
@@ -178,7 +184,7 @@ TEST_F(EngineTest, SparseFourGiBVolumeReadsOnlyItsData) {
 }
 
 TEST_F(EngineTest, SmallChunkSizeIsHonoured) {
-  RepoConfig c;
+  RepoConfig c = Config1M();
   c.chunk_size = 64 << 10;
   c.pack_size = 1 << 20;  // several packs
   InitRepo(c);

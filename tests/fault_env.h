@@ -54,8 +54,7 @@ class FaultEnv : public Env {
 
 class FaultWritableFile : public WritableFile {
  public:
-  FaultWritableFile(FaultEnv* env, std::unique_ptr<WritableFile> f)
-      : env_(env), f_(std::move(f)) {}
+  FaultWritableFile(FaultEnv* env, std::unique_ptr<WritableFile> f) : env_(env), f_(std::move(f)) {}
   Status Append(std::span<const uint8_t> data) override {
     if (FaultEnv::Trip(env_->fail_append_after))
       return Status::IOError("writing " + path() + ": injected fault");

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include "format/chunk_index.h"
 #include "format/coding.h"
 #include "format/framed_file.h"
@@ -11,7 +12,6 @@
 #include "format/repository.h"
 #include "tests/fault_env.h"
 #include "tests/test_util.h"
-#include <filesystem>
 
 namespace gnomon {
 namespace {
@@ -80,9 +80,8 @@ TEST(Pack, WriteReadAndDetectDamage) {
   ASSERT_TRUE(env->NewWritableFile(dir / "tmp", &f).ok());
   PackWriter w(env, "00", dir / "tmp", dir / "pack", std::move(f));
   ChunkCompressor comp(3);
-  std::vector<std::vector<uint8_t>> chunks = {test::TextLikeBytes(70000, 1),
-                                              test::RandomBytes(5000, 2),
-                                              test::TextLikeBytes(1, 3)};
+  std::vector<std::vector<uint8_t>> chunks = {
+      test::TextLikeBytes(70000, 1), test::RandomBytes(5000, 2), test::TextLikeBytes(1, 3)};
   for (const auto& c : chunks) {
     std::vector<uint8_t> stored;
     Codec codec = comp.Compress(c, &stored);
@@ -199,7 +198,7 @@ TEST(Repository, InitRefusesExistingAndOpenChecksVersion) {
 
   std::unique_ptr<Repository> repo;
   ASSERT_TRUE(Repository::Open(env, r, LockMode::kShared, "t", &repo).ok());
-  EXPECT_EQ(repo->config().chunk_size, 1u << 20);
+  EXPECT_EQ(repo->config().chunk_size, 4u << 20);
   repo.reset();
 
   // A config from a future gnomon.
@@ -236,8 +235,7 @@ TEST(Lock, ExclusiveNamesHolderAndStaleLockIsBroken) {
   EXPECT_EQ(s.code(), Status::Code::kLocked);
   EXPECT_NE(s.message().find("pid " + std::to_string(getpid())), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("gnomon backup"), std::string::npos);
-  EXPECT_EQ(Repository::Open(env, r, LockMode::kShared, "list", &b).code(),
-            Status::Code::kLocked);
+  EXPECT_EQ(Repository::Open(env, r, LockMode::kShared, "list", &b).code(), Status::Code::kLocked);
   a.reset();
   ASSERT_TRUE(Repository::Open(env, r, LockMode::kShared, "list", &a).ok());
   EXPECT_EQ(Repository::Open(env, r, LockMode::kExclusive, "backup", &b).code(),
@@ -266,8 +264,8 @@ TEST(Repository, AtomicWriteFailureKeepsOldFile) {
   test::FaultEnv env(Env::Default());
   std::string p = dir / "f";
   std::string v1 = "version one";
-  ASSERT_TRUE(env.WriteFileAtomic(p, {reinterpret_cast<const uint8_t*>(v1.data()), v1.size()})
-                  .ok());
+  ASSERT_TRUE(
+      env.WriteFileAtomic(p, {reinterpret_cast<const uint8_t*>(v1.data()), v1.size()}).ok());
   std::string v2 = "version two";
   for (auto* knob : {&env.fail_append_after, &env.fail_sync_after, &env.fail_rename_after}) {
     *knob = 0;

@@ -49,12 +49,18 @@ struct Globals {
 int ExitFor(const gnomon::Status& s) {
   using C = gnomon::Status::Code;
   switch (s.code()) {
-    case C::kOk: return kOk;
-    case C::kCorruption: return kDamaged;
-    case C::kLocked: return kLocked;
-    case C::kUnsupported: return kUnsupported;
-    case C::kAborted: return kInterrupted;
-    default: return kFailed;
+    case C::kOk:
+      return kOk;
+    case C::kCorruption:
+      return kDamaged;
+    case C::kLocked:
+      return kLocked;
+    case C::kUnsupported:
+      return kUnsupported;
+    case C::kAborted:
+      return kInterrupted;
+    default:
+      return kFailed;
   }
 }
 
@@ -68,9 +74,10 @@ int Fail(const Globals& g, const gnomon::Status& s, int code = -1) {
 int OpenRepo(const Globals& g, gnomon::LockMode mode, const std::string& purpose,
              std::unique_ptr<gnomon::Repository>* out) {
   if (g.repo.empty())
-    return Fail(g, gnomon::Status::InvalidArgument(
-                       "no repository given: use --repo PATH or set GNOMON_REPO"),
-                kUsage);
+    return Fail(
+        g,
+        gnomon::Status::InvalidArgument("no repository given: use --repo PATH or set GNOMON_REPO"),
+        kUsage);
   gnomon::Status s = gnomon::Repository::Open(gnomon::Env::Default(), g.repo, mode, purpose, out);
   if (s.IsNotFound()) return Fail(g, s, kNoRepo);
   if (!s.ok()) return Fail(g, s);
@@ -96,17 +103,18 @@ json StatsJson(const gnomon::VolumeStats& s) {
 json BackupJson(const gnomon::BackupRecord& r) {
   json vols = json::array();
   for (const auto& v : r.volumes)
-    vols.push_back({{"name", v.name}, {"source", v.source}, {"size", v.size},
-                    {"stats", StatsJson(v.stats)}});
-  return json{{"id", r.id},     {"time", r.time},     {"host", r.host},
-              {"type", r.type}, {"parent", r.parent}, {"tags", r.tags},
-              {"volumes", vols}, {"totals", StatsJson(r.totals)}};
+    vols.push_back(
+        {{"name", v.name}, {"source", v.source}, {"size", v.size}, {"stats", StatsJson(v.stats)}});
+  return json{
+      {"id", r.id},         {"time", r.time}, {"host", r.host},  {"type", r.type},
+      {"parent", r.parent}, {"tags", r.tags}, {"volumes", vols}, {"totals", StatsJson(r.totals)}};
 }
 
 int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) {
   if (g.repo.empty())
-    return Fail(g, gnomon::Status::InvalidArgument("no repository given: use --repo PATH or set "
-                                                   "GNOMON_REPO"),
+    return Fail(g,
+                gnomon::Status::InvalidArgument("no repository given: use --repo PATH or set "
+                                                "GNOMON_REPO"),
                 kUsage);
   gnomon::RepoConfig c;
   if (chunk_kib) c.chunk_size = chunk_kib * 1024;
@@ -153,17 +161,18 @@ int CmdBackup(const Globals& g, gnomon::BackupOptions opt) {
     std::printf("backup %s saved (%s)\n", r.id.c_str(), r.type.c_str());
     for (const auto& v : r.volumes) {
       const auto& st = v.stats;
-      std::printf("  %-12s %s: %llu chunks, %llu new (%s -> %s stored), %llu duplicate, %llu zero\n",
-                  v.name.c_str(), cli::HumanBytes(static_cast<double>(v.size)).c_str(),
-                  static_cast<unsigned long long>(st.chunks),
-                  static_cast<unsigned long long>(st.new_chunks),
-                  cli::HumanBytes(static_cast<double>(st.new_raw_bytes)).c_str(),
-                  cli::HumanBytes(static_cast<double>(st.new_stored_bytes)).c_str(),
-                  static_cast<unsigned long long>(st.dup_chunks),
-                  static_cast<unsigned long long>(st.zero_chunks));
+      std::printf(
+          "  %-12s %s: %llu chunks, %llu new (%s -> %s stored), %llu duplicate, %llu zero\n",
+          v.name.c_str(), cli::HumanBytes(static_cast<double>(v.size)).c_str(),
+          static_cast<unsigned long long>(st.chunks),
+          static_cast<unsigned long long>(st.new_chunks),
+          cli::HumanBytes(static_cast<double>(st.new_raw_bytes)).c_str(),
+          cli::HumanBytes(static_cast<double>(st.new_stored_bytes)).c_str(),
+          static_cast<unsigned long long>(st.dup_chunks),
+          static_cast<unsigned long long>(st.zero_chunks));
     }
-    std::printf("  %s in %.2f s = %s\n", cli::HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
-                r.totals.seconds,
+    std::printf("  %s in %.2f s = %s\n",
+                cli::HumanBytes(static_cast<double>(r.totals.bytes)).c_str(), r.totals.seconds,
                 cli::HumanRate(static_cast<double>(r.totals.bytes), r.totals.seconds).c_str());
   }
   return kOk;
@@ -182,14 +191,13 @@ int CmdList(const Globals& g) {
     for (const auto& r : all) arr.push_back(BackupJson(r));
     std::cout << arr.dump() << "\n";
   } else {
-    std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", "ID", "TIME", "HOST", "TYPE",
-                "SIZE", "ADDED", "VOLUMES");
+    std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", "ID", "TIME", "HOST", "TYPE", "SIZE",
+                "ADDED", "VOLUMES");
     for (const auto& r : all) {
       std::string vols;
       for (const auto& v : r.volumes) vols += (vols.empty() ? "" : ",") + v.name;
       std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", r.id.c_str(),
-                  r.time.substr(0, 19).c_str(),
-                  r.host.substr(0, 12).c_str(), r.type.c_str(),
+                  r.time.substr(0, 19).c_str(), r.host.substr(0, 12).c_str(), r.type.c_str(),
                   cli::HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
                   cli::HumanBytes(static_cast<double>(r.totals.new_stored_bytes)).c_str(),
                   vols.c_str());
@@ -217,9 +225,12 @@ int CmdRestore(const Globals& g, const std::string& what, gnomon::RestoreOptions
   progress.Finish();
   if (!s.ok()) return Fail(g, s);
   if (g.json) {
-    std::cout << json{{"backup", res.backup_id},  {"volume", res.volume},
-                      {"target", opt.target},     {"bytes", res.bytes},
-                      {"bytes_written", res.bytes_written}, {"seconds", res.seconds},
+    std::cout << json{{"backup", res.backup_id},
+                      {"volume", res.volume},
+                      {"target", opt.target},
+                      {"bytes", res.bytes},
+                      {"bytes_written", res.bytes_written},
+                      {"seconds", res.seconds},
                       {"mb_per_s", res.seconds > 0 ? res.bytes / res.seconds / 1e6 : 0}}
                      .dump()
               << "\n";
@@ -263,11 +274,12 @@ int CmdVerify(const Globals& g, bool read_data) {
     for (const auto& w : res.warnings) std::printf("warning: %s\n", w.c_str());
     for (const auto& e : res.errors) std::printf("error: %s\n", e.c_str());
     if (!g.quiet || !res.ok())
-      std::printf("%s: %zu backups, %zu volumes, %zu index files, %zu packs, %zu chunks%s; %zu "
-                  "errors\n",
-                  res.ok() ? "repository is healthy" : "repository is DAMAGED", res.backups,
-                  res.volumes, res.index_files, res.packs, res.chunks,
-                  read_data ? " (all chunk data read and checked)" : "", res.errors.size());
+      std::printf(
+          "%s: %zu backups, %zu volumes, %zu index files, %zu packs, %zu chunks%s; %zu "
+          "errors\n",
+          res.ok() ? "repository is healthy" : "repository is DAMAGED", res.backups, res.volumes,
+          res.index_files, res.packs, res.chunks,
+          read_data ? " (all chunk data read and checked)" : "", res.errors.size());
   }
   return res.ok() ? kOk : kDamaged;
 }
@@ -275,9 +287,11 @@ int CmdVerify(const Globals& g, bool read_data) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gnomon: block-level snapshot imaging for Linux.\n"
-               "Backs up block devices and image files into a deduplicating, compressed\n"
-               "repository, and restores them byte for byte."};
+  CLI::App app{
+      "gnomon: block-level snapshot imaging for Linux.\n"
+      "Backs up block devices and image files into a deduplicating, compressed\n"
+      "repository, and restores them byte for byte."};
+  app.set_version_flag("--version", std::string("gnomon ") + GNOMON_VERSION);
   app.require_subcommand(1);
   app.fallthrough();
   Globals g;
@@ -292,7 +306,7 @@ int main(int argc, char** argv) {
   int level = 0;
   auto* init = app.add_subcommand("init", "Create a new repository");
   init->add_option("--chunk-size", chunk_kib,
-                   "Chunk size in KiB, a power of two from 4 to 65536 (default 1024)");
+                   "Chunk size in KiB, a power of two from 4 to 65536 (default 4096)");
   init->add_option("--compression", level, "zstd level 1..19 (default 3)");
   uint32_t pack_mib = 0;
   init->add_option("--pack-size", pack_mib, "Target pack file size in MiB (default 64)");
@@ -300,8 +314,7 @@ int main(int argc, char** argv) {
   gnomon::BackupOptions bopt;
   auto* backup = app.add_subcommand(
       "backup", "Back up block devices or image files; prints the new backup's id");
-  backup->add_option("SOURCE", bopt.sources, "Block device or regular file to image")
-      ->required();
+  backup->add_option("SOURCE", bopt.sources, "Block device or regular file to image")->required();
   backup->add_option("--type", bopt.type, "full (default) or copy (a full that is never a base)")
       ->check(CLI::IsMember({"full", "copy"}));
   backup->add_option("--tag", bopt.tags, "Tag to store with the backup (repeatable)");
@@ -312,11 +325,12 @@ int main(int argc, char** argv) {
 
   std::string what;
   gnomon::RestoreOptions ropt;
-  auto* restore = app.add_subcommand(
-      "restore", "Restore one volume of a backup to a file or block device");
-  restore->add_option("BACKUP[:VOLUME]", what,
-                      "Backup id, unique id prefix or 'latest', and optionally the volume name "
-                      "or position")
+  auto* restore =
+      app.add_subcommand("restore", "Restore one volume of a backup to a file or block device");
+  restore
+      ->add_option("BACKUP[:VOLUME]", what,
+                   "Backup id, unique id prefix or 'latest', and optionally the volume name "
+                   "or position")
       ->required();
   restore->add_option("TARGET", ropt.target, "File to create, or block device to overwrite")
       ->required();

@@ -39,16 +39,16 @@ void ProgressDisplay::Update(const Progress& p) {
   char line[256];
   if (p.phase == "verify") {
     std::snprintf(line, sizeof line, "%s: pack %llu/%llu  %5.1f%%", p.phase.c_str(),
-                  static_cast<unsigned long long>(p.done),
-                  static_cast<unsigned long long>(p.total), pct);
+                  static_cast<unsigned long long>(p.done), static_cast<unsigned long long>(p.total),
+                  pct);
   } else {
     double rate = secs > 0 ? static_cast<double>(p.done) / secs : 0;
     double eta = rate > 0 ? static_cast<double>(p.total - p.done) / rate : 0;
     std::snprintf(line, sizeof line, "%s %s: %s / %s  %5.1f%%  %s  ETA %d:%02d", p.phase.c_str(),
                   p.item.c_str(), HumanBytes(static_cast<double>(p.done)).c_str(),
                   HumanBytes(static_cast<double>(p.total)).c_str(), pct,
-                  HumanRate(static_cast<double>(p.done), secs).c_str(),
-                  static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+                  HumanRate(static_cast<double>(p.done), secs).c_str(), static_cast<int>(eta) / 60,
+                  static_cast<int>(eta) % 60);
   }
   std::fprintf(stderr, "\r\033[K%s", line);
   std::fflush(stderr);

@@ -9,7 +9,7 @@
 
 namespace gnomon::cli {
 
-std::string HumanBytes(double bytes);  // 1.50 GiB
+std::string HumanBytes(double bytes);                 // 1.50 GiB
 std::string HumanRate(double bytes, double seconds);  // 812.3 MB/s
 
 class ProgressDisplay {
