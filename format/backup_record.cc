@@ -105,7 +105,7 @@ std::string NowRfc3339() {
   clock_gettime(CLOCK_REALTIME, &ts);
   std::tm tm;
   gmtime_r(&ts.tv_sec, &tm);
-  char buf[40], out[48];
+  char buf[40], out[80];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   std::snprintf(out, sizeof out, "%s.%06ldZ", buf, ts.tv_nsec / 1000);
   return out;
