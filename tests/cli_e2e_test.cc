@@ -106,13 +106,21 @@ TEST_F(CliTest, BadSourcesAreNamed) {
   r = G({"backup", dir_.path()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("not a block device or regular file"), std::string::npos) << r.err;
-  if (!test::IsRoot()) {  // root reads through permission bits
-    test::WriteFile(dir_ / "secret", {1, 2, 3});
-    ::chmod((dir_ / "secret").c_str(), 0);
+  // Unreadable: root reads through permission bits, so as root run gnomon
+  // as nobody, with a repository nobody may write.
+  test::WriteFile(dir_ / "secret", {1, 2, 3});
+  ::chmod((dir_ / "secret").c_str(), 0);
+  if (test::IsRoot()) {
+    ::chmod(dir_.path().c_str(), 0777);
+    test::Sh("chmod -R a+rwX " + repo_);
+    r = test::Run({"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                   test::GnomonBinary(), "--repo", repo_, "backup", dir_ / "secret"});
+  } else {
     r = G({"backup", dir_ / "secret"});
-    EXPECT_EQ(r.exit_code, 1);
-    EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
   }
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(dir_ / "secret"), std::string::npos) << r.err;
   EXPECT_TRUE(Files("backups").empty());
 }
 
