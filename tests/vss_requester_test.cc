@@ -1,0 +1,713 @@
+// The VSS requester and coordinator: event order, vetoes at every phase,
+// timeouts, bad-state calls, aborts, a writer that throws or hangs. Test
+// writers record what they receive; the provider is the real offline
+// provider on a scratch file (with a slow-commit decorator where a test needs
+// the hold window to overrun).
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "tests/test_util.h"
+#include "vss/backup_components.h"
+#include "vss/offline_provider.h"
+
+namespace gnomon::vss {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using test::TempDir;
+
+struct EventLog {
+  std::mutex mu;
+  std::vector<std::string> events;  // "writer:Event"
+  std::map<std::string, Clock::time_point> when;
+  void Add(const std::string& w, const std::string& e) {
+    std::lock_guard<std::mutex> g(mu);
+    events.push_back(w + ":" + e);
+    when[w + ":" + e] = Clock::now();
+  }
+  std::vector<std::string> Of(const std::string& w) {
+    std::lock_guard<std::mutex> g(mu);
+    std::vector<std::string> out;
+    for (auto& e : events)
+      if (e.rfind(w + ":", 0) == 0) out.push_back(e.substr(w.size() + 1));
+    return out;
+  }
+  bool Has(const std::string& w, const std::string& e) {
+    auto v = Of(w);
+    return std::find(v.begin(), v.end(), e) != v.end();
+  }
+};
+
+enum class Act { kOk, kVeto, kThrow, kHang, kNonFatal };
+
+class TestWriter : public Writer {
+ public:
+  TestWriter(std::string name, ApplicationLevel level, std::shared_ptr<EventLog> log,
+             std::string volume, uint32_t freeze_ms = 60000)
+      : log_(std::move(log)), volume_(std::move(volume)) {
+    Guid cls = Guid::Random();
+    Initialize(cls, name, UsageType::kUserData, SourceType::kTransactedDb, level, freeze_ms);
+  }
+  std::map<std::string, Act> acts;
+  std::map<std::string, int> hang_ms;
+  uint32_t mask = fsbt::kDefault;
+  // What the writer saw, for assertions.
+  BackupType seen_type = BackupType::kUndefined;
+  std::string seen_previous_stamp, seen_options;
+  bool seen_path_affected = false;
+  Guid seen_set_id;
+  HResult second_metadata = S_OK_, bad_failure_code = S_OK_, edit_in_complete = S_OK_;
+
+  bool OnIdentify(WriterMetadata* md) override {
+    if (!Do("Identify")) return false;
+    ComponentInfo c;
+    c.type = ComponentType::kDatabase;
+    c.logical_path = "app";
+    c.name = "db";
+    FileSpec f;
+    f.path = volume_;
+    f.mask = mask;
+    c.files.push_back(f);
+    md->components.push_back(c);
+    md->backup_schema = schema::kTimestamped | schema::kIncremental;
+    return true;
+  }
+  bool OnPrepareBackup(WriterComponents* comps) override {
+    seen_type = GetBackupType();
+    seen_path_affected = IsPathAffected(volume_);
+    for (auto& c : *comps) {
+      seen_previous_stamp = c.GetPreviousBackupStamp();
+      seen_options = c.GetBackupOptions();
+      c.SetBackupMetadata("md-1");
+      second_metadata = c.SetBackupMetadata("md-2");
+    }
+    bad_failure_code = SetWriterFailure(E_FAIL_);  // not one of the five
+    return Do("PrepareForBackup");
+  }
+  bool OnPrepareSnapshot() override { return Do("PrepareForSnapshot"); }
+  bool OnFreeze() override {
+    seen_set_id = GetCurrentSnapshotSetId();
+    return Do("Freeze");
+  }
+  bool OnThaw() override { return Do("Thaw"); }
+  bool OnPostSnapshot(WriterComponents* comps) override {
+    for (auto& c : *comps) c.SetBackupStamp("stamp-" + name());
+    return Do("PostSnapshot");
+  }
+  bool OnAbort() override { return Do("Abort"); }
+  bool OnBackupComplete(WriterComponents* comps) override {
+    for (auto& c : *comps) edit_in_complete = c.SetBackupStamp("too late");
+    return Do("BackupComplete");
+  }
+  bool OnBackupShutdown(const Guid&) override { return Do("BackupShutdown"); }
+
+ private:
+  bool Do(const std::string& ev) {
+    log_->Add(name(), ev);
+    switch (acts.count(ev) ? acts[ev] : Act::kOk) {
+      case Act::kOk:
+        return true;
+      case Act::kVeto:
+        SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE, name() + " vetoes " + ev);
+        return false;
+      case Act::kNonFatal:
+        SetWriterFailure(VSS_E_WRITERERROR_OUTOFRESOURCES, "low on memory");
+        return true;
+      case Act::kThrow:
+        throw std::runtime_error(name() + " blew up in " + ev);
+      case Act::kHang:
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(hang_ms.count(ev) ? hang_ms[ev] : 3000));
+        return true;
+    }
+    return true;
+  }
+  std::shared_ptr<EventLog> log_;
+  std::string volume_;
+};
+
+class SlowCommitProvider : public OfflineProvider {
+ public:
+  explicit SlowCommitProvider(int ms) : ms_(ms) {}
+  HResult CommitSnapshots(const Guid& set) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
+    return OfflineProvider::CommitSnapshots(set);
+  }
+
+ private:
+  int ms_;
+};
+
+class RequesterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    volume_ = dir_ / "volume.img";
+    test::WriteFile(volume_, test::RandomBytes(65536, 1));
+    log_ = std::make_shared<EventLog>();
+    opt_.runtime_dir = dir_ / "run";
+  }
+  std::shared_ptr<TestWriter> W(const std::string& name,
+                                ApplicationLevel l = ApplicationLevel::kFrontEnd,
+                                uint32_t freeze_ms = 60000) {
+    auto w = std::make_shared<TestWriter>(name, l, log_, volume_, freeze_ms);
+    writers_.push_back(w);
+    return w;
+  }
+  std::unique_ptr<BackupComponents> Make(std::shared_ptr<Provider> p = nullptr) {
+    if (!p) p = std::make_shared<OfflineProvider>();
+    std::vector<std::shared_ptr<Writer>> ws(writers_.begin(), writers_.end());
+    return std::make_unique<BackupComponents>(ws, std::vector<std::shared_ptr<Provider>>{p}, opt_);
+  }
+  // The canonical sequence up to and including PrepareForBackup + status.
+  void Prepare(BackupComponents* bc, BackupType type = BackupType::kFull) {
+    ASSERT_EQ(bc->InitializeForBackup(), S_OK_);
+    ASSERT_EQ(bc->SetBackupState(true, false, type), S_OK_);
+    std::shared_ptr<Async> a;
+    ASSERT_EQ(bc->GatherWriterMetadata(&a), S_OK_);
+    ASSERT_EQ(WaitForAsync(a), S_OK_);
+    for (size_t i = 0; i < bc->GetWriterMetadataCount(); ++i) {
+      const WriterMetadata* md = bc->GetWriterMetadata(i);
+      for (const auto& c : md->components)
+        ASSERT_EQ(bc->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name),
+                  S_OK_);
+    }
+    ASSERT_EQ(bc->StartSnapshotSet(&set_), S_OK_);
+    ASSERT_EQ(bc->AddToSnapshotSet(volume_, "", &snap_), S_OK_);
+    ASSERT_EQ(bc->PrepareForBackup(&a), S_OK_);
+    ASSERT_EQ(WaitForAsync(a), S_OK_);
+    ASSERT_EQ(bc->GatherWriterStatus(&a), S_OK_);
+  }
+  HResult Snapshot(BackupComponents* bc) {
+    std::shared_ptr<Async> a;
+    HResult hr = bc->DoSnapshotSet(&a);
+    if (hr != S_OK_) return hr;
+    return WaitForAsync(a);
+  }
+  WriterStatus StatusOf(BackupComponents* bc, const std::string& name) {
+    std::shared_ptr<Async> a;
+    EXPECT_EQ(bc->GatherWriterStatus(&a), S_OK_);
+    for (size_t i = 0; i < bc->GetWriterStatusCount(); ++i) {
+      WriterStatus s;
+      bc->GetWriterStatus(i, &s);
+      if (s.name == name) return s;
+    }
+    ADD_FAILURE() << "no status for writer " << name;
+    return {};
+  }
+  std::vector<std::string> Events(BackupComponents* bc) {
+    std::vector<std::string> out;
+    for (auto& e : bc->event_log()) out.push_back(e.event + "/" + e.target);
+    return out;
+  }
+
+  TempDir dir_;
+  std::string volume_;
+  std::shared_ptr<EventLog> log_;
+  RequesterOptions opt_;
+  std::vector<std::shared_ptr<TestWriter>> writers_;
+  Guid set_, snap_;
+};
+
+size_t IndexOf(const std::vector<std::string>& v, const std::string& s) {
+  auto it = std::find(v.begin(), v.end(), s);
+  EXPECT_NE(it, v.end()) << s << " was never delivered";
+  return static_cast<size_t>(it - v.begin());
+}
+
+TEST_F(RequesterTest, FullBackupFollowsTheSeedPagesEventOrder) {
+  W("front", ApplicationLevel::kFrontEnd);
+  W("back", ApplicationLevel::kBackEnd);
+  W("sys", ApplicationLevel::kSystem);
+  std::vector<std::string> ev;
+  {
+    auto bc = Make();
+    Prepare(bc.get());
+    for (auto& w : {"front", "back", "sys"})
+      EXPECT_EQ(StatusOf(bc.get(), w).state, WriterState::kStable);
+    ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+    for (auto& w : {"front", "back", "sys"})
+      EXPECT_EQ(StatusOf(bc.get(), w).state, WriterState::kWaitingForBackupComplete);
+    SnapshotProperties p;
+    ASSERT_EQ(bc->GetSnapshotProperties(snap_, &p), S_OK_);
+    EXPECT_EQ(p.device, volume_);
+    for (auto& c : bc->document().components)
+      bc->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, true);
+    std::shared_ptr<Async> a;
+    ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
+    ASSERT_EQ(WaitForAsync(a), S_OK_);
+    for (auto& w : {"front", "back", "sys"})
+      EXPECT_EQ(StatusOf(bc.get(), w).state, WriterState::kStable);
+    bc->Release();
+    ev = Events(bc.get());
+  }
+  // After release: BackupShutdown reached every writer, the snapshot is gone.
+  for (auto& w : {"front", "back", "sys"}) {
+    EXPECT_EQ(log_->Of(w), (std::vector<std::string>{
+                               "Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze",
+                               "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}))
+        << w;
+  }
+  // The seed page's order, with the providers' steps in between.
+  const std::vector<std::string> phases = {"PrepareForBackup/front",
+                                           "PrepareForSnapshot/front",
+                                           "BeginPrepareSnapshot/offline",
+                                           "EndPrepareSnapshots/offline",
+                                           "Freeze/front",
+                                           "Freeze/back",
+                                           "Freeze/sys",
+                                           "PreCommitSnapshots/offline",
+                                           "CommitSnapshots/offline",
+                                           "PostCommitSnapshots/offline",
+                                           "Thaw/sys",
+                                           "Thaw/back",
+                                           "Thaw/front",
+                                           "PreFinalCommitSnapshots/offline",
+                                           "PostSnapshot/front",
+                                           "PostFinalCommitSnapshots/offline",
+                                           "BackupComplete/front",
+                                           "BackupShutdown/front",
+                                           "DeleteSnapshot/offline"};
+  for (size_t i = 1; i < phases.size(); ++i)
+    EXPECT_LT(IndexOf(ev, phases[i - 1]), IndexOf(ev, phases[i]))
+        << phases[i - 1] << " should come before " << phases[i];
+  // Every writer saw the whole set id during Freeze and a full backup.
+  for (auto& w : writers_) {
+    EXPECT_EQ(w->seen_set_id, set_);
+    EXPECT_EQ(w->seen_type, BackupType::kFull);
+    EXPECT_TRUE(w->seen_path_affected);
+  }
+}
+
+TEST_F(RequesterTest, DoSnapshotSetIsSkippedWhenNoFileSetNeedsASnapshot) {
+  auto w = W("app");
+  w->mask = fsbt::kAllBackupRequired;  // no "snapshot required" bit
+  {
+    auto bc = Make();
+    Prepare(bc.get());
+    EXPECT_FALSE(bc->IsSnapshotRequired());
+    for (auto& c : bc->document().components)
+      EXPECT_EQ(
+          bc->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, true),
+          S_OK_);
+    std::shared_ptr<Async> a;
+    ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
+    ASSERT_EQ(WaitForAsync(a), S_OK_);
+  }
+  EXPECT_EQ(log_->Of("app"), (std::vector<std::string>{"Identify", "PrepareForBackup",
+                                                       "BackupComplete", "BackupShutdown"}));
+}
+
+TEST_F(RequesterTest, SkippingIsRefusedWhenASnapshotIsRequired) {
+  auto w = W("app");
+  w->mask = fsbt::kIncrementalSnapshotRequired;
+  auto bc = Make();
+  Prepare(bc.get(), BackupType::kIncremental);
+  EXPECT_TRUE(bc->IsSnapshotRequired());
+  std::shared_ptr<Async> a;
+  EXPECT_EQ(bc->BackupComplete(&a), VSS_E_BAD_STATE);
+}
+
+TEST_F(RequesterTest, StampsOptionsAndMetadataFlowThroughTheBcd) {
+  auto w = W("app");
+  auto bc = Make();
+  ASSERT_EQ(bc->InitializeForBackup(), S_OK_);
+  ASSERT_EQ(bc->SetBackupState(true, false, BackupType::kIncremental), S_OK_);
+  std::shared_ptr<Async> a;
+  ASSERT_EQ(bc->GatherWriterMetadata(&a), S_OK_);
+  WaitForAsync(a);
+  const WriterMetadata* md = bc->GetWriterMetadata(0);
+  ASSERT_NE(md, nullptr);
+  EXPECT_EQ(bc->SetBackupOptions(md->class_id, ComponentType::kDatabase, "app", "db", "x"),
+            VSS_E_BAD_STATE);  // before StartSnapshotSet
+  ASSERT_EQ(bc->AddComponent(md->instance_id, md->class_id, ComponentType::kDatabase, "app", "db"),
+            S_OK_);
+  EXPECT_EQ(bc->AddComponent(md->instance_id, md->class_id, ComponentType::kDatabase, "app", "db"),
+            VSS_E_OBJECT_ALREADY_EXISTS);
+  EXPECT_EQ(bc->AddComponent(md->instance_id, md->class_id, ComponentType::kDatabase, "app", "x"),
+            VSS_E_OBJECT_NOT_FOUND);
+  ASSERT_EQ(bc->StartSnapshotSet(&set_), S_OK_);
+  ASSERT_EQ(bc->AddToSnapshotSet(volume_, "", &snap_), S_OK_);
+  EXPECT_EQ(bc->SetBackupOptions(md->class_id, ComponentType::kDatabase, "app", "nope", "x"),
+            VSS_E_OBJECT_NOT_FOUND);
+  ASSERT_EQ(bc->SetBackupOptions(md->class_id, ComponentType::kDatabase, "app", "db", "opt=1"),
+            S_OK_);
+  ASSERT_EQ(
+      bc->SetPreviousBackupStamp(md->class_id, ComponentType::kDatabase, "app", "db", "stamp-prev"),
+      S_OK_);
+  ASSERT_EQ(bc->PrepareForBackup(&a), S_OK_);
+  WaitForAsync(a);
+  EXPECT_EQ(w->seen_previous_stamp, "stamp-prev");
+  EXPECT_EQ(w->seen_options, "opt=1");
+  EXPECT_EQ(w->seen_type, BackupType::kIncremental);
+  EXPECT_EQ(w->second_metadata, VSS_E_OBJECT_ALREADY_EXISTS);
+  EXPECT_EQ(w->bad_failure_code, E_INVALIDARG_);
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_);
+  ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
+  WaitForAsync(a);
+  EXPECT_EQ(w->edit_in_complete, VSS_E_BAD_STATE);  // BCD is read-only by then
+  const auto& rec = bc->document().components.at(0);
+  EXPECT_EQ(rec.backup_stamp, "stamp-app");
+  EXPECT_EQ(rec.backup_metadata, "md-1");
+  // Both documents survive a JSON round trip.
+  BackupComponentsDocument back;
+  std::string err;
+  ASSERT_TRUE(BackupComponentsDocument::FromJson(bc->document().ToJson(), &back, &err)) << err;
+  EXPECT_EQ(back.components.at(0).backup_stamp, "stamp-app");
+  EXPECT_EQ(back.snapshot_set_id, set_);
+  EXPECT_EQ(back.backup_type, BackupType::kIncremental);
+  WriterMetadata wmd;
+  ASSERT_TRUE(WriterMetadata::FromJson(md->ToJson(), &wmd, &err)) << err;
+  EXPECT_EQ(wmd.components.at(0).files.at(0).path, volume_);
+  EXPECT_FALSE(WriterMetadata::FromJson(nlohmann::json{{"schema", "other/9"}}, &wmd, &err));
+}
+
+TEST_F(RequesterTest, CallsOutOfOrderReturnBadState) {
+  W("app");
+  auto bc = Make();
+  std::shared_ptr<Async> a;
+  Guid g;
+  EXPECT_EQ(bc->AbortBackup(), VSS_E_BAD_STATE);  // uninitialized
+  EXPECT_EQ(bc->PrepareForBackup(&a), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc->GatherWriterMetadata(&a), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc->StartSnapshotSet(&g), VSS_E_BAD_STATE);
+  ASSERT_EQ(bc->InitializeForBackup(), S_OK_);
+  EXPECT_EQ(bc->InitializeForBackup(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc->SetContext(ctx::kAll), E_INVALIDARG_);
+  ASSERT_EQ(bc->SetContext(ctx::kBackup), S_OK_);
+  EXPECT_EQ(bc->SetContext(ctx::kBackup), VSS_E_BAD_STATE);  // at most once
+  EXPECT_EQ(bc->StartSnapshotSet(&g), VSS_E_BAD_STATE);      // before metadata
+  EXPECT_EQ(bc->DoSnapshotSet(&a), VSS_E_BAD_STATE);
+  ASSERT_EQ(bc->GatherWriterMetadata(&a), S_OK_);
+  WaitForAsync(a);
+  EXPECT_EQ(bc->GatherWriterMetadata(&a), VSS_E_BAD_STATE);  // once per session
+  EXPECT_EQ(bc->AddToSnapshotSet(volume_, "", &g), VSS_E_BAD_STATE);
+  ASSERT_EQ(bc->StartSnapshotSet(&set_), S_OK_);
+  EXPECT_EQ(bc->AddToSnapshotSet(dir_ / "missing", "", &g), VSS_E_OBJECT_NOT_FOUND);
+  EXPECT_EQ(bc->AddToSnapshotSet(volume_, "nosuch", &g), VSS_E_PROVIDER_NOT_REGISTERED);
+  ASSERT_EQ(bc->AddToSnapshotSet(volume_, "offline", &snap_), S_OK_);
+  EXPECT_EQ(bc->AddToSnapshotSet(volume_, "", &g), VSS_E_OBJECT_ALREADY_EXISTS);
+  // SetBackupState is mandatory before PrepareForBackup.
+  EXPECT_EQ(bc->PrepareForBackup(&a), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc->DoSnapshotSet(&a), VSS_E_BAD_STATE);
+  SnapshotProperties p;
+  EXPECT_EQ(bc->GetSnapshotProperties(snap_, &p), VSS_E_BAD_STATE);
+}
+
+TEST_F(RequesterTest, BackupCompleteAfterAFailedSnapshotIsBadState) {
+  auto w = W("app");
+  w->acts["Freeze"] = Act::kVeto;
+  auto bc = Make();
+  Prepare(bc.get());
+  EXPECT_EQ(Snapshot(bc.get()), VSS_E_WRITERERROR_RETRYABLE);
+  std::shared_ptr<Async> a;
+  EXPECT_EQ(bc->BackupComplete(&a), VSS_E_BAD_STATE);  // bareos/bareos#1923
+  for (auto& c : bc->document().components)
+    EXPECT_EQ(
+        bc->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, true),
+        VSS_E_BAD_STATE);
+  EXPECT_EQ(bc->AbortBackup(), S_OK_);  // always allowed after a failed set
+}
+
+// A veto at each phase, and what the requester and the other writer see.
+struct VetoCase {
+  const char* event;
+  HResult do_snapshot;  // S_OK_ if the set must still be created
+  WriterState state;
+  bool others_aborted;
+};
+
+class VetoTest : public RequesterTest, public ::testing::WithParamInterface<VetoCase> {};
+
+TEST_P(VetoTest, VetoAtPhase) {
+  const VetoCase& c = GetParam();
+  auto bad = W("bad", ApplicationLevel::kBackEnd);
+  auto good = W("good", ApplicationLevel::kFrontEnd);
+  bad->acts[c.event] = Act::kVeto;
+  auto bc = Make();
+  Prepare(bc.get());
+  if (std::string(c.event) == "PrepareForBackup") {
+    WriterStatus s = StatusOf(bc.get(), "bad");
+    EXPECT_EQ(s.state, WriterState::kFailedAtPrepareBackup);
+    EXPECT_EQ(s.failure, VSS_E_WRITERERROR_RETRYABLE);
+    EXPECT_NE(s.message.find("vetoes"), std::string::npos);
+  }
+  HResult hr = Snapshot(bc.get());
+  EXPECT_EQ(hr, c.do_snapshot) << DescribeHResult(hr) << " " << bc->last_error();
+  WriterStatus s = StatusOf(bc.get(), "bad");
+  EXPECT_EQ(s.state, c.state) << WriterStateName(s.state);
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_RETRYABLE);
+  EXPECT_EQ(log_->Has("good", "Abort"), c.others_aborted);
+  if (hr != S_OK_) {
+    EXPECT_NE(bc->last_error().find("bad"), std::string::npos) << bc->last_error();
+    EXPECT_FALSE(log_->Has("good", "PostSnapshot"));
+  }
+  if (std::string(c.event) == "PrepareForBackup") {
+    // The requester went on without it.
+    EXPECT_FALSE(log_->Has("bad", "PrepareForSnapshot"))
+        << "a writer that failed PrepareForBackup gets no further events";
+  }
+  if (std::string(c.event) == "PrepareForSnapshot") {
+    EXPECT_FALSE(log_->Has("good", "Freeze"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryPhase, VetoTest,
+    ::testing::Values(
+        VetoCase{"PrepareForBackup", S_OK_, WriterState::kFailedAtPrepareBackup, false},
+        VetoCase{"PrepareForSnapshot", VSS_E_WRITERERROR_RETRYABLE,
+                 WriterState::kFailedAtPrepareSnapshot, true},
+        VetoCase{"Freeze", VSS_E_WRITERERROR_RETRYABLE, WriterState::kFailedAtFreeze, true},
+        VetoCase{"Thaw", VSS_E_WRITERERROR_RETRYABLE, WriterState::kFailedAtThaw, true},
+        VetoCase{"PostSnapshot", S_OK_, WriterState::kFailedAtPostSnapshot, false}),
+    [](const auto& info) { return std::string(info.param.event); });
+
+TEST_F(RequesterTest, IdentifyFailureLeavesTheWriterOut) {
+  auto bad = W("bad");
+  W("good");
+  bad->acts["Identify"] = Act::kVeto;
+  auto bc = Make();
+  Prepare(bc.get());
+  EXPECT_EQ(bc->GetWriterMetadataCount(), 1u);
+  EXPECT_EQ(bc->GetWriterStatusCount(), 1u);
+  EXPECT_EQ(Snapshot(bc.get()), S_OK_);
+  EXPECT_EQ(log_->Of("bad"), std::vector<std::string>{"Identify"});
+}
+
+TEST_F(RequesterTest, BackupCompleteVetoIsReported) {
+  auto bad = W("bad");
+  bad->acts["BackupComplete"] = Act::kVeto;
+  auto bc = Make();
+  Prepare(bc.get());
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_);
+  std::shared_ptr<Async> a;
+  ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
+  WaitForAsync(a);
+  EXPECT_EQ(StatusOf(bc.get(), "bad").state, WriterState::kFailedAtBackupComplete);
+}
+
+TEST_F(RequesterTest, NonFatalFailureIsReportedAndTheWriterCarriesOn) {
+  auto w = W("app");
+  w->acts["Freeze"] = Act::kNonFatal;
+  auto bc = Make();
+  Prepare(bc.get());
+  EXPECT_EQ(Snapshot(bc.get()), S_OK_);
+  WriterStatus s = StatusOf(bc.get(), "app");
+  EXPECT_EQ(s.state, WriterState::kWaitingForBackupComplete);
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_OUTOFRESOURCES);
+}
+
+TEST_F(RequesterTest, AWriterThatThrowsIsAFailedWriter) {
+  auto bad = W("bad", ApplicationLevel::kBackEnd);
+  W("good");
+  bad->acts["Freeze"] = Act::kThrow;
+  auto bc = Make();
+  Prepare(bc.get());
+  EXPECT_EQ(Snapshot(bc.get()), VSS_E_WRITERERROR_NONRETRYABLE);
+  WriterStatus s = StatusOf(bc.get(), "bad");
+  EXPECT_EQ(s.state, WriterState::kFailedAtFreeze);
+  EXPECT_NE(s.message.find("blew up"), std::string::npos) << s.message;
+  EXPECT_TRUE(log_->Has("good", "Abort"));
+}
+
+TEST_F(RequesterTest, AHungHandlerIsNotRespondingAndTheBackupGoesOnFailing) {
+  opt_.event_timeout_ms = 300;
+  auto bad = W("bad");
+  W("good");
+  bad->acts["PrepareForSnapshot"] = Act::kHang;
+  bad->hang_ms["PrepareForSnapshot"] = 2000;
+  auto bc = Make();
+  Prepare(bc.get());
+  auto t0 = Clock::now();
+  EXPECT_EQ(Snapshot(bc.get()), VSS_E_WRITER_NOT_RESPONDING);
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(1500));
+  WriterStatus s = StatusOf(bc.get(), "bad");
+  EXPECT_EQ(s.state, WriterState::kFailedAtPrepareSnapshot);
+  EXPECT_EQ(s.failure, VSS_E_WRITER_NOT_RESPONDING);
+  EXPECT_TRUE(log_->Has("good", "Abort"));
+  EXPECT_FALSE(log_->Has("bad", "Abort")) << "a writer that does not respond gets no more events";
+}
+
+TEST_F(RequesterTest, FreezeThatNeverReturnsTimesOutWithinTheFreezeWindow) {
+  auto bad = W("bad", ApplicationLevel::kBackEnd, 300);
+  W("good", ApplicationLevel::kFrontEnd);
+  bad->acts["Freeze"] = Act::kHang;
+  bad->hang_ms["Freeze"] = 2000;
+  auto bc = Make();
+  Prepare(bc.get());
+  auto t0 = Clock::now();
+  EXPECT_EQ(Snapshot(bc.get()), VSS_E_WRITERERROR_TIMEOUT);
+  // The frozen front-end writer was released well before the hung one woke.
+  ASSERT_TRUE(log_->Has("good", "Abort"));
+  EXPECT_LT(log_->when["good:Abort"] - t0, std::chrono::milliseconds(1200));
+  WriterStatus s = StatusOf(bc.get(), "bad");
+  EXPECT_EQ(s.state, WriterState::kFailedAtFreeze);
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_TIMEOUT);
+  EXPECT_FALSE(log_->Has("good", "Thaw"));
+}
+
+TEST_F(RequesterTest, FreezeWindowRunningOutBeforeThawAbortsAtOnce) {
+  // Freeze returns, but the provider commit outlasts the writer's window:
+  // the watchdog aborts (thaws) while the commit is still running.
+  auto w = W("app", ApplicationLevel::kFrontEnd, 300);
+  opt_.hold_window_ms = 10000;
+  auto bc = Make(std::make_shared<SlowCommitProvider>(1500));
+  Prepare(bc.get());
+  auto t0 = Clock::now();
+  HResult hr = Snapshot(bc.get());
+  EXPECT_EQ(hr, VSS_E_WRITERERROR_TIMEOUT) << DescribeHResult(hr);
+  ASSERT_TRUE(log_->Has("app", "Abort"));
+  EXPECT_LT(log_->when["app:Abort"] - t0, std::chrono::milliseconds(1000))
+      << "the abort must not wait for the commit to end";
+  WriterStatus s = StatusOf(bc.get(), "app");
+  EXPECT_EQ(s.state, WriterState::kFailedAtThaw);
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_TIMEOUT);
+  EXPECT_FALSE(log_->Has("app", "Thaw"));
+}
+
+TEST_F(RequesterTest, ProviderCommitOverrunningTheHoldWindowFailsTheSet) {
+  W("app");
+  opt_.hold_window_ms = 200;
+  auto bc = Make(std::make_shared<SlowCommitProvider>(800));
+  Prepare(bc.get());
+  auto t0 = Clock::now();
+  EXPECT_EQ(Snapshot(bc.get()), VSS_E_HOLD_WRITES_TIMEOUT);
+  ASSERT_TRUE(log_->Has("app", "Abort"));
+  EXPECT_LT(log_->when["app:Abort"] - t0, std::chrono::milliseconds(700));
+  EXPECT_NE(bc->last_error().find("flush-and-hold"), std::string::npos) << bc->last_error();
+}
+
+TEST_F(RequesterTest, AbortAfterEachPhase) {
+  // After PrepareForBackup: every writer gets OnAbort.
+  {
+    W("a");
+    auto bc = Make();
+    Prepare(bc.get());
+    EXPECT_EQ(bc->AbortBackup(), S_OK_);
+    EXPECT_TRUE(log_->Has("a", "Abort"));
+    std::shared_ptr<Async> a;
+    EXPECT_EQ(bc->DoSnapshotSet(&a), VSS_E_BAD_STATE);
+  }
+  // After GatherWriterMetadata: nothing in progress, a no-op.
+  {
+    writers_.clear();
+    W("b");
+    auto bc = Make();
+    bc->InitializeForBackup();
+    bc->SetBackupState(true, false, BackupType::kFull);
+    std::shared_ptr<Async> a;
+    bc->GatherWriterMetadata(&a);
+    WaitForAsync(a);
+    EXPECT_EQ(bc->AbortBackup(), S_OK_);
+    EXPECT_FALSE(log_->Has("b", "Abort"));
+  }
+  // After DoSnapshotSet: OnAbort never runs after PostSnapshot was delivered.
+  {
+    writers_.clear();
+    W("c");
+    auto bc = Make();
+    Prepare(bc.get());
+    ASSERT_EQ(Snapshot(bc.get()), S_OK_);
+    EXPECT_EQ(bc->AbortBackup(), S_OK_);
+    EXPECT_FALSE(log_->Has("c", "Abort"));
+    std::shared_ptr<Async> a;
+    EXPECT_EQ(bc->BackupComplete(&a), VSS_E_BAD_STATE);
+  }
+  // During DoSnapshotSet (a slow commit): cancelled, frozen writers thawed.
+  {
+    writers_.clear();
+    W("d");
+    auto bc = Make(std::make_shared<SlowCommitProvider>(600));
+    Prepare(bc.get());
+    std::shared_ptr<Async> a;
+    ASSERT_EQ(bc->DoSnapshotSet(&a), S_OK_);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    EXPECT_EQ(a->QueryStatus(), VSS_S_ASYNC_PENDING);
+    EXPECT_EQ(bc->AbortBackup(), S_OK_);
+    EXPECT_NE(a->QueryStatus(), VSS_S_ASYNC_FINISHED);
+    EXPECT_TRUE(log_->Has("d", "Freeze"));
+    EXPECT_TRUE(log_->Has("d", "Abort"));
+    EXPECT_FALSE(log_->Has("d", "PostSnapshot"));
+  }
+  // A released session that never reached PrepareForBackup aborts nothing.
+  EXPECT_EQ(log_->Of("b").back(), "BackupShutdown");
+}
+
+TEST_F(RequesterTest, ASecondSnapshotSetIsRefusedWhileOneIsInCreation) {
+  W("a");
+  auto first = Make();
+  first->InitializeForBackup();
+  std::shared_ptr<Async> a;
+  first->GatherWriterMetadata(&a);
+  WaitForAsync(a);
+  Guid g1, g2;
+  ASSERT_EQ(first->StartSnapshotSet(&g1), S_OK_);
+  auto second = Make();
+  second->InitializeForBackup();
+  second->GatherWriterMetadata(&a);
+  WaitForAsync(a);
+  EXPECT_EQ(second->StartSnapshotSet(&g2), VSS_E_SNAPSHOT_SET_IN_PROGRESS);
+  first.reset();  // released: the next set may start
+  EXPECT_EQ(second->StartSnapshotSet(&g2), S_OK_);
+}
+
+TEST_F(RequesterTest, AsyncHandleWaitStatusAndCancel) {
+  std::atomic<bool> release{false};
+  auto a = Async::Start([&](const std::atomic<bool>& cancelled) {
+    while (!release && !cancelled) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return cancelled ? VSS_S_ASYNC_CANCELLED : S_OK_;
+  });
+  EXPECT_EQ(a->Wait(30), VSS_S_ASYNC_PENDING);
+  EXPECT_EQ(a->QueryStatus(), VSS_S_ASYNC_PENDING);
+  EXPECT_EQ(a->Cancel(), S_OK_);
+  EXPECT_EQ(a->Wait(), S_OK_);  // ended, even though it did not succeed
+  EXPECT_EQ(a->QueryStatus(), VSS_S_ASYNC_CANCELLED);
+  EXPECT_EQ(a->Cancel(), VSS_S_ASYNC_CANCELLED);
+  auto b = Async::Start([](const std::atomic<bool>&) { return VSS_E_PROVIDER_VETO; });
+  EXPECT_EQ(WaitForAsync(b), VSS_E_PROVIDER_VETO);
+}
+
+TEST_F(RequesterTest, VolumeNoProviderSupportsListsEveryReason) {
+  W("a");
+  auto bc = Make();
+  bc->InitializeForBackup();
+  std::shared_ptr<Async> a;
+  bc->GatherWriterMetadata(&a);
+  WaitForAsync(a);
+  ASSERT_EQ(bc->StartSnapshotSet(&set_), S_OK_);
+  // A file someone holds open for writing: the offline provider refuses it.
+  int fd = ::open(volume_.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(bc->AddToSnapshotSet(volume_, "", &snap_), VSS_E_VOLUME_NOT_SUPPORTED);
+  EXPECT_NE(bc->last_error().find("offline provider"), std::string::npos) << bc->last_error();
+  EXPECT_NE(bc->last_error().find("open for writing by pid"), std::string::npos)
+      << bc->last_error();
+  EXPECT_EQ(bc->AddToSnapshotSet(volume_, "offline", &snap_),
+            VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER);
+  ::close(fd);
+  EXPECT_EQ(bc->AddToSnapshotSet(volume_, "", &snap_), S_OK_);
+}
+
+TEST(VssNames, StatesAndCodesHaveTheirVssNames) {
+  EXPECT_EQ(WriterStateName(WriterState::kFailedAtFreeze), "VSS_WS_FAILED_AT_FREEZE");
+  EXPECT_EQ(static_cast<int>(WriterState::kFailedAtBackupShutdown), 15);
+  EXPECT_EQ(WriterStateText(WriterState::kStable), "[1] Stable");
+  EXPECT_EQ(HResultName(0x80042301), "VSS_E_BAD_STATE");
+  EXPECT_EQ(HResultName(0x800423F2), "VSS_E_WRITERERROR_TIMEOUT");
+  EXPECT_EQ(HResultName(0x12345678), "0x12345678");
+  EXPECT_EQ(fsbt::SnapshotBitFor(BackupType::kCopy), 0x100u);
+  EXPECT_EQ(fsbt::SnapshotBitFor(BackupType::kLog), 0x800u);
+  Guid g = Guid::Random(), h;
+  ASSERT_TRUE(Guid::Parse(g.ToString(), &h));
+  EXPECT_EQ(g, h);
+}
+
+}  // namespace
+}  // namespace gnomon::vss

@@ -1,0 +1,42 @@
+// The offline provider: the "snapshot" of a volume nothing is writing to is
+// the volume itself. It supports a block device it can open O_EXCL (the
+// kernel refuses that while the device is mounted or held), holding it so
+// until the snapshot is deleted, and a regular file that no process has open
+// for writing and no loop device presents. Everything else is refused, with
+// the reason.
+#pragma once
+
+#include <map>
+#include <mutex>
+
+#include "vss/provider.h"
+
+namespace gnomon::vss {
+
+class OfflineProvider : public Provider {
+ public:
+  OfflineProvider() = default;
+  ~OfflineProvider() override;
+  std::string name() const override { return "offline"; }
+  bool IsVolumeSupported(const VolumeIdentity& v, std::string* why) override;
+  HResult BeginPrepareSnapshot(const Guid& set, const Guid& snap, const VolumeIdentity& v) override;
+  HResult CommitSnapshots(const Guid& set) override;
+  HResult AbortSnapshots(const Guid& set) override;
+  HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) override;
+  HResult DeleteSnapshot(const Guid& snap) override;
+  HResult DeleteLeftover(const SnapshotProperties& p) override;
+
+ private:
+  struct Snap {
+    SnapshotProperties props;
+    VolumeIdentity volume;
+    int fd = -1;  // O_EXCL hold on a block device
+  };
+  std::mutex mu_;
+  std::map<Guid, Snap> snaps_;
+};
+
+// Pids of processes that hold path open for writing (from /proc/*/fdinfo).
+std::vector<int> ProcessesWritingTo(const std::string& real_path);
+
+}  // namespace gnomon::vss

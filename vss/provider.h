@@ -1,0 +1,102 @@
+// Provider: takes the point-in-time snapshot of volumes, driven by the
+// requester in the VSS provider sequence (shared/vss-behaviour.md §2.1):
+//   BeginPrepareSnapshot (per volume) -> EndPrepareSnapshots
+//   -> PreCommitSnapshots -> CommitSnapshots (inside the flush-and-hold
+//   window: fast, no logging, no I/O on frozen filesystems)
+//   -> PostCommitSnapshots -> PreFinalCommitSnapshots -> PostFinalCommitSnapshots
+//   AbortSnapshots on failure; DeleteSnapshot when the backup is done.
+// A new kind of snapshot (LVM, btrfs subvolume, CoW-tracked device) is a new
+// file implementing this interface.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vss/codes.h"
+#include "vss/types.h"
+#include "vss/volume.h"
+
+namespace gnomon::vss {
+
+struct SnapshotProperties {
+  Guid snapshot_id, snapshot_set_id;
+  std::string volume;         // as added to the set
+  std::string provider;       // provider name
+  std::string device;         // block device or file holding the snapshot's data
+  uint64_t offset = 0;        // where the volume starts within `device`
+  uint64_t size = 0;          // volume bytes
+  std::string created;        // RFC 3339 UTC
+  std::string state;          // "preparing" | "committed"
+  uint64_t pinned_bytes = 0;  // space the snapshot keeps allocated (best known)
+};
+
+class Provider {
+ public:
+  virtual ~Provider() = default;
+  virtual std::string name() const = 0;
+  // True if this provider can snapshot v; otherwise *why says why, in words
+  // a user can act on.
+  virtual bool IsVolumeSupported(const VolumeIdentity& v, std::string* why) = 0;
+
+  virtual HResult BeginPrepareSnapshot(const Guid& set, const Guid& snap,
+                                       const VolumeIdentity& v) = 0;
+  virtual HResult EndPrepareSnapshots(const Guid& set) {
+    (void)set;
+    return S_OK_;
+  }
+  virtual HResult PreCommitSnapshots(const Guid& set) {
+    (void)set;
+    return S_OK_;
+  }
+  virtual HResult CommitSnapshots(const Guid& set) = 0;
+  virtual HResult PostCommitSnapshots(const Guid& set) {
+    (void)set;
+    return S_OK_;
+  }
+  virtual HResult PreFinalCommitSnapshots(const Guid& set) {
+    (void)set;
+    return S_OK_;
+  }
+  virtual HResult PostFinalCommitSnapshots(const Guid& set) {
+    (void)set;
+    return S_OK_;
+  }
+  virtual HResult AbortSnapshots(const Guid& set) = 0;
+  virtual HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) = 0;
+  virtual HResult DeleteSnapshot(const Guid& snap) = 0;
+  // Removes a snapshot this provider left behind in an earlier process
+  // (after a crash), from its registry record.
+  virtual HResult DeleteLeftover(const SnapshotProperties& p) = 0;
+
+  // Detail of the last failure, for messages.
+  const std::string& last_error() const { return last_error_; }
+
+ protected:
+  HResult Fail(HResult hr, std::string msg) {
+    last_error_ = std::move(msg);
+    return hr;
+  }
+  std::string last_error_;
+};
+
+// Snapshots on disk outlive a crashed process, so each is recorded in a
+// state directory (default /var/lib/gnomon/snapshots) from the moment it is
+// prepared until it is deleted; `gnomon snapshots` lists and removes them.
+class SnapshotRegistry {
+ public:
+  explicit SnapshotRegistry(std::string dir);
+  const std::string& dir() const { return dir_; }
+  bool Put(const SnapshotProperties& p, std::string* error);  // durable (fsync, rename)
+  void Remove(const Guid& id);
+  std::vector<SnapshotProperties> List() const;
+
+ private:
+  std::string dir_;
+};
+
+std::string DefaultStateDir();    // $GNOMON_STATE_DIR or /var/lib/gnomon
+std::string DefaultRuntimeDir();  // $GNOMON_RUNTIME_DIR or /run/gnomon
+std::string NowUtc();
+
+}  // namespace gnomon::vss

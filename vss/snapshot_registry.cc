@@ -1,0 +1,119 @@
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "vss/provider.h"
+
+namespace gnomon::vss {
+
+using nlohmann::json;
+
+std::string DefaultStateDir() {
+  const char* s = std::getenv("GNOMON_STATE_DIR");
+  return s && *s ? s : "/var/lib/gnomon";
+}
+
+std::string DefaultRuntimeDir() {
+  const char* s = std::getenv("GNOMON_RUNTIME_DIR");
+  return s && *s ? s : "/run/gnomon";
+}
+
+std::string NowUtc() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+static void MakeDirs(const std::string& dir) {
+  std::string cur;
+  std::stringstream ss(dir);
+  std::string part;
+  if (!dir.empty() && dir[0] == '/') cur = "/";
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    cur += part + "/";
+    ::mkdir(cur.c_str(), 0700);
+  }
+}
+
+SnapshotRegistry::SnapshotRegistry(std::string dir) : dir_(std::move(dir)) {}
+
+bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
+  MakeDirs(dir_);
+  json j{{"snapshot_id", p.snapshot_id.ToString()},
+         {"snapshot_set_id", p.snapshot_set_id.ToString()},
+         {"volume", p.volume},
+         {"provider", p.provider},
+         {"device", p.device},
+         {"offset", p.offset},
+         {"size", p.size},
+         {"created", p.created},
+         {"state", p.state},
+         {"pinned_bytes", p.pinned_bytes}};
+  std::string path = dir_ + "/" + p.snapshot_id.ToString() + ".json";
+  std::string tmp = path + ".tmp";
+  std::string text = j.dump(1) + "\n";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+            ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  ok = ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+  if (!ok) {
+    *error = "recording snapshot in " + path + ": " + std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return true;
+}
+
+void SnapshotRegistry::Remove(const Guid& id) {
+  ::unlink((dir_ + "/" + id.ToString() + ".json").c_str());
+}
+
+std::vector<SnapshotProperties> SnapshotRegistry::List() const {
+  std::vector<SnapshotProperties> out;
+  DIR* d = ::opendir(dir_.c_str());
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n.size() < 6 || n.substr(n.size() - 5) != ".json") continue;
+    std::ifstream f(dir_ + "/" + n);
+    try {
+      json j = json::parse(f);
+      SnapshotProperties p;
+      Guid::Parse(j.at("snapshot_id"), &p.snapshot_id);
+      Guid::Parse(j.at("snapshot_set_id"), &p.snapshot_set_id);
+      p.volume = j.at("volume");
+      p.provider = j.at("provider");
+      p.device = j.at("device");
+      p.offset = j.at("offset");
+      p.size = j.at("size");
+      p.created = j.at("created");
+      p.state = j.at("state");
+      p.pinned_bytes = j.value("pinned_bytes", uint64_t{0});
+      out.push_back(std::move(p));
+    } catch (const std::exception&) {
+      // A record we cannot read names no file we could safely delete; skip.
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
+}  // namespace gnomon::vss

@@ -1,0 +1,122 @@
+// Writer: the base class of an in-process writer, mirroring CVssWriter.
+// The handlers VSS makes pure virtual are pure virtual here. Handlers run on
+// a thread the requester starts for each event; the helpers (GetBackupType,
+// SetWriterFailure, ...) are valid only on that thread while a handler runs.
+//
+// Contract (shared/vss-behaviour.md §2.2): return true unless the error is
+// fatal; for a fatal error call SetWriterFailure(code) and return false. An
+// exception escaping a handler is treated as a fatal NONRETRYABLE failure.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "vss/codes.h"
+#include "vss/documents.h"
+#include "vss/types.h"
+
+namespace gnomon::vss {
+
+// What a writer may learn about the session during an event.
+struct SessionView {
+  BackupType backup_type = BackupType::kUndefined;
+  bool select_components = true;
+  bool bootable_system_state = false;
+  bool partial_file_support = false;
+  uint32_t context = ctx::kBackup;
+  Guid snapshot_set_id;
+  std::vector<std::string> volumes;
+  std::vector<std::pair<std::string, std::string>> snapshot_devices;  // volume -> device
+  std::function<bool(const std::string&)> path_affected;
+};
+
+class Writer {
+ public:
+  Writer() = default;
+  virtual ~Writer() = default;
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  // CVssWriter::Initialize. A second call returns E_FAIL.
+  HResult Initialize(const Guid& class_id, const std::string& name, UsageType usage,
+                     SourceType source, ApplicationLevel level = ApplicationLevel::kFrontEnd,
+                     uint32_t freeze_timeout_ms = 60000, const std::string& instance_name = "");
+
+  bool initialized() const { return initialized_; }
+  const Guid& class_id() const { return class_id_; }
+  const Guid& instance_id() const { return instance_id_; }
+  const std::string& name() const { return name_; }
+  const std::string& instance_name() const { return instance_name_; }
+  ApplicationLevel level() const { return level_; }
+  UsageType usage() const { return usage_; }
+  SourceType source() const { return source_; }
+  uint32_t freeze_timeout_ms() const { return freeze_timeout_ms_; }
+
+  // Events. `md` arrives with the identity filled in; add components to it.
+  virtual bool OnIdentify(WriterMetadata* md) {
+    (void)md;
+    return true;
+  }
+  virtual bool OnPrepareBackup(WriterComponents* components) {
+    (void)components;
+    return true;
+  }
+  virtual bool OnPrepareSnapshot() = 0;
+  virtual bool OnFreeze() = 0;
+  virtual bool OnThaw() = 0;
+  virtual bool OnPostSnapshot(WriterComponents* components) {
+    (void)components;
+    return true;
+  }
+  virtual bool OnAbort() = 0;
+  virtual bool OnBackupComplete(WriterComponents* components) {
+    (void)components;
+    return true;
+  }
+  virtual bool OnBackupShutdown(const Guid& snapshot_set_id) {
+    (void)snapshot_set_id;
+    return true;
+  }
+
+ protected:
+  BackupType GetBackupType() const;
+  bool IsBootableStateBackedUp() const;
+  bool AreComponentsSelected() const;
+  bool IsPartialFileSupportEnabled() const;
+  // True if path lies on a volume of the snapshot set.
+  bool IsPathAffected(const std::string& path) const;
+  uint32_t GetContext() const;
+  // Valid in PrepareSnapshot, Freeze, Thaw and PostSnapshot only.
+  Guid GetCurrentSnapshotSetId() const;
+  std::vector<std::string> GetCurrentVolumeArray() const;
+  // The device or file the snapshot of `volume` can be read from (PostSnapshot).
+  std::string GetSnapshotDeviceName(const std::string& volume) const;
+  // Accepts only the five VSS_E_WRITERERROR_* codes VSS allows (else
+  // E_INVALIDARG); the message is shown to the user with the writer status.
+  HResult SetWriterFailure(HResult hr, const std::string& message = "");
+
+ private:
+  bool initialized_ = false;
+  Guid class_id_, instance_id_;
+  std::string name_, instance_name_;
+  UsageType usage_ = UsageType::kUndefined;
+  SourceType source_ = SourceType::kUndefined;
+  ApplicationLevel level_ = ApplicationLevel::kFrontEnd;
+  uint32_t freeze_timeout_ms_ = 60000;
+};
+
+namespace detail {
+// Set by the requester on the delivering thread for the duration of one
+// handler call; the Writer helpers read it.
+struct EventContext {
+  const SessionView* session = nullptr;
+  bool set_id_valid = false;  // PrepareSnapshot .. PostSnapshot
+  HResult failure = S_OK_;
+  std::string failure_message;
+};
+EventContext*& CurrentEvent();
+}  // namespace detail
+
+}  // namespace gnomon::vss
