@@ -69,7 +69,10 @@ class BackupRun {
   Status Run(BackupResult* out);
 
  private:
-  Status ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeStats* stats);
+  Status Image(std::vector<SourceVolume>& sources, const SnapshotSession& session,
+               BackupResult* out);
+  Status ImageVolume(const SourceVolume& src, const std::string& label, VolumeIndex* vi,
+                     VolumeStats* stats);
   Status AppendChunk(const Work& w);
   // Seals the current pack (header, fdatasync, rename) on a background
   // thread, so the in-order write stage never waits for the disk; at most
@@ -145,7 +148,8 @@ void BackupRun::DiscardPacks() {
   finished_.clear();
 }
 
-Status BackupRun::ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeStats* stats) {
+Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label, VolumeIndex* vi,
+                              VolumeStats* stats) {
   const uint32_t chunk = repo_->config().chunk_size;
   vi->volume_size = src.size();
   vi->chunk_size = chunk;
@@ -224,7 +228,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeSt
     }
     done_bytes += w->len;
     pool.Give(w);
-    if (opt_.progress) opt_.progress(Progress{"backup", src.path(), done_bytes, src.size()});
+    if (opt_.progress) opt_.progress(Progress{"backup", label, done_bytes, src.size()});
   };
 
   tbb::task_arena arena(threads);
@@ -243,14 +247,40 @@ Status BackupRun::ImageVolume(const SourceVolume& src, VolumeIndex* vi, VolumeSt
 
 Status BackupRun::Run(BackupResult* out) {
   if (opt_.sources.empty()) return Status::InvalidArgument("no volume to back up");
-  if (opt_.type != "full" && opt_.type != "copy")
+  SnapshotOptions so = opt_.snapshot;
+  if (opt_.type == "full") {
+    so.type = vss::BackupType::kFull;
+  } else if (opt_.type == "copy") {
+    so.type = vss::BackupType::kCopy;
+  } else {
     return Status::InvalidArgument("backup type '" + opt_.type +
                                    "' is not supported (use full or copy)");
-  // Open every source before touching the repository: a typo in the third
-  // path should not cost the time of imaging the first two.
+  }
+  so.cancel = opt_.cancel;
+  // Writers frozen, snapshot taken, writers thawed: from here on the
+  // pipeline reads the snapshots, never the live volumes.
+  SnapshotSession session(so);
+  GNOMON_RETURN_IF_ERROR(session.Create(opt_.sources));
   std::vector<SourceVolume> sources(opt_.sources.size());
-  for (size_t i = 0; i < sources.size(); ++i)
-    GNOMON_RETURN_IF_ERROR(SourceVolume::Open(opt_.sources[i], &sources[i]));
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const SnapshotSource& snap = session.sources()[i];
+    Status s = session.skipped()
+                   ? SourceVolume::Open(snap.volume, &sources[i])
+                   : SourceVolume::OpenSnapshot(snap.device, snap.offset, snap.size, &sources[i]);
+    if (!s.ok()) {
+      session.Complete(false);
+      return s;
+    }
+  }
+  Status st = Image(sources, session, out);
+  // Writers learn the outcome in BackupComplete (no log truncation on failure).
+  Status complete = session.Complete(st.ok());
+  if (st.ok() && !complete.ok()) out->warnings.push_back(complete.message());
+  return st;
+}
+
+Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSession& session,
+                        BackupResult* out) {
   GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_));
 
   BackupRecord& rec = out->record;
@@ -264,7 +294,7 @@ Status BackupRun::Run(BackupResult* out) {
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < sources.size(); ++i) {
     VolumeRecord v;
-    v.source = sources[i].path();
+    v.source = opt_.sources[i];
     v.name = BaseName(v.source);
     for (size_t k = 2; std::any_of(rec.volumes.begin(), rec.volumes.end(),
                                    [&](const VolumeRecord& o) { return o.name == v.name; });
@@ -274,7 +304,7 @@ Status BackupRun::Run(BackupResult* out) {
     v.chunk_size = repo_->config().chunk_size;
     v.index = "volumes/" + rec.id + "." + std::to_string(i);
     const auto v0 = std::chrono::steady_clock::now();
-    Status s = ImageVolume(sources[i], &indexes[i], &v.stats);
+    Status s = ImageVolume(sources[i], v.source, &indexes[i], &v.stats);
     v.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
     if (!s.ok()) {
       DiscardPacks();
@@ -294,6 +324,8 @@ Status BackupRun::Run(BackupResult* out) {
   for (size_t i = 0; s.ok() && i < indexes.size(); ++i)
     s = repo_->WriteVolumeIndex(rec.volumes[i].index, indexes[i], &rec.volumes[i].index_checksum);
   rec.totals.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Saved after DoSnapshotSet and before SetBackupSucceeded, as VSS orders it.
+  rec.extra["vss"] = session.Documents();
   if (s.ok()) s = repo_->WriteBackupRecord(rec);
   if (!s.ok()) {
     // Best effort: without the record, none of this is referenced.

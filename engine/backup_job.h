@@ -1,4 +1,5 @@
-// BackupJob: images volumes into a repository through a oneTBB pipeline
+// BackupJob: snapshots volumes through the VSS sequence (SnapshotSession),
+// then images the snapshots into a repository through a oneTBB pipeline
 //   read (serial, in order) -> zero test + XXH3-128 (parallel)
 //   -> dedup (serial, in order; first occurrence wins) -> zstd (parallel)
 //   -> append to pack (serial, in order)
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "engine/progress.h"
+#include "engine/snapshot_session.h"
 #include "format/backup_record.h"
 #include "format/repository.h"
 
@@ -18,6 +20,9 @@ namespace gnomon {
 struct BackupOptions {
   std::vector<std::string> sources;  // block devices or regular files
   std::string type = "full";         // full | copy
+  // How the point-in-time snapshot is taken (providers, writers, windows).
+  // The type and cancel flag are taken from the fields here.
+  SnapshotOptions snapshot;
   std::vector<std::string> tags;
   int threads = 0;  // 0 = all cores
   int tokens = 0;   // chunks in flight; 0 = 4 per thread
@@ -28,6 +33,7 @@ struct BackupOptions {
 struct BackupResult {
   BackupRecord record;
   size_t packs_written = 0;
+  std::vector<std::string> warnings;  // the backup succeeded, but tell the user
 };
 
 // The repository must be open with LockMode::kExclusive.

@@ -18,6 +18,7 @@ SourceVolume::~SourceVolume() {
 SourceVolume::SourceVolume(SourceVolume&& o) noexcept
     : path_(std::move(o.path_)),
       fd_(o.fd_),
+      offset_(o.offset_),
       size_(o.size_),
       block_(o.block_),
       extents_(std::move(o.extents_)) {
@@ -29,6 +30,7 @@ SourceVolume& SourceVolume::operator=(SourceVolume&& o) noexcept {
     if (fd_ >= 0) ::close(fd_);
     path_ = std::move(o.path_);
     fd_ = o.fd_;
+    offset_ = o.offset_;
     size_ = o.size_;
     block_ = o.block_;
     extents_ = std::move(o.extents_);
@@ -66,21 +68,7 @@ Status SourceVolume::Open(const std::string& path, SourceVolume* out) {
     v.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (v.fd_ < 0) return Status::FromErrno("opening " + path, errno);
     v.size_ = static_cast<uint64_t>(st.st_size);
-    off_t pos = 0;
-    const off_t end = static_cast<off_t>(v.size_);
-    while (pos < end) {
-      off_t data = ::lseek(v.fd_, pos, SEEK_DATA);
-      if (data < 0) {
-        if (errno == ENXIO) break;  // only a hole remains
-        // No SEEK_DATA on this filesystem: treat everything as data.
-        v.extents_.assign(1, Extent{0, v.size_});
-        break;
-      }
-      off_t hole = ::lseek(v.fd_, data, SEEK_HOLE);
-      if (hole < 0) hole = end;
-      v.extents_.push_back({static_cast<uint64_t>(data), static_cast<uint64_t>(hole - data)});
-      pos = hole;
-    }
+    v.FindDataExtents();
     ::posix_fadvise(v.fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
   } else {
     return Status::InvalidArgument(path + ": not a block device or regular file");
@@ -89,10 +77,52 @@ Status SourceVolume::Open(const std::string& path, SourceVolume* out) {
   return Status::OK();
 }
 
+void SourceVolume::FindDataExtents() {
+  extents_.clear();
+  const off_t start = static_cast<off_t>(offset_);
+  const off_t end = static_cast<off_t>(offset_ + size_);
+  off_t pos = start;
+  while (pos < end) {
+    off_t data = ::lseek(fd_, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      // No SEEK_DATA on this filesystem: treat everything as data.
+      extents_.assign(1, Extent{0, size_});
+      return;
+    }
+    if (data >= end) break;
+    off_t hole = ::lseek(fd_, data, SEEK_HOLE);
+    if (hole < 0 || hole > end) hole = end;
+    extents_.push_back({static_cast<uint64_t>(data - start), static_cast<uint64_t>(hole - data)});
+    pos = hole;
+  }
+}
+
+Status SourceVolume::OpenSnapshot(const std::string& device, uint64_t offset, uint64_t size,
+                                  SourceVolume* out) {
+  SourceVolume v;
+  v.path_ = device;
+  v.offset_ = offset;
+  v.size_ = size;
+  v.fd_ = ::open(device.c_str(), O_RDONLY | O_CLOEXEC);
+  if (v.fd_ < 0) return Status::FromErrno("opening snapshot " + device, errno);
+  struct stat st;
+  if (::fstat(v.fd_, &st) != 0) return Status::FromErrno("stat " + device, errno);
+  v.block_ = S_ISBLK(st.st_mode);
+  if (S_ISREG(st.st_mode)) {
+    v.FindDataExtents();
+  } else if (size) {
+    v.extents_.push_back({0, size});
+  }
+  ::posix_fadvise(v.fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+  *out = std::move(v);
+  return Status::OK();
+}
+
 Status SourceVolume::ReadAt(uint64_t offset, size_t n, uint8_t* dst) const {
   size_t done = 0;
   while (done < n) {
-    ssize_t r = ::pread(fd_, dst + done, n - done, static_cast<off_t>(offset + done));
+    ssize_t r = ::pread(fd_, dst + done, n - done, static_cast<off_t>(offset_ + offset + done));
     if (r < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno("reading " + path_ + " at offset " + std::to_string(offset + done),

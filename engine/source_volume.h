@@ -26,6 +26,11 @@ class SourceVolume {
   // refuses while it is mounted or held exclusively, so a live, changing
   // device is never imaged as if it were a consistent one.
   static Status Open(const std::string& path, SourceVolume* out);
+  // Opens a snapshot a provider made: `size` bytes starting at `offset` of
+  // `device` (a clone file, or the held device itself). Not O_EXCL: the
+  // provider already guarantees nothing changes it.
+  static Status OpenSnapshot(const std::string& device, uint64_t offset, uint64_t size,
+                             SourceVolume* out);
 
   int fd() const { return fd_; }
   uint64_t size() const { return size_; }
@@ -39,8 +44,13 @@ class SourceVolume {
   Status ReadAt(uint64_t offset, size_t n, uint8_t* dst) const;
 
  private:
+  // Data extents of a regular file within [offset_, offset_ + size_), in
+  // volume coordinates.
+  void FindDataExtents();
+
   std::string path_;
   int fd_ = -1;
+  uint64_t offset_ = 0;
   uint64_t size_ = 0;
   bool block_ = false;
   std::vector<Extent> extents_;

@@ -19,6 +19,7 @@ class Status {
     kLocked,           // another process holds the repository lock
     kUnsupported,      // a format version or feature this build does not know
     kAborted,          // cancelled by the user or by a signal
+    kSnapshotFailed,   // no consistent snapshot: a writer vetoed, a window ran out
   };
 
   Status() = default;
@@ -32,6 +33,9 @@ class Status {
   static Status Locked(std::string m) { return Status(Code::kLocked, std::move(m)); }
   static Status Unsupported(std::string m) { return Status(Code::kUnsupported, std::move(m)); }
   static Status Aborted(std::string m) { return Status(Code::kAborted, std::move(m)); }
+  static Status SnapshotFailed(std::string m) {
+    return Status(Code::kSnapshotFailed, std::move(m));
+  }
   // An IOError for `what` (a path) carrying strerror(err).
   static Status FromErrno(const std::string& what, int err);
 

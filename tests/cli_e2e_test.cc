@@ -44,6 +44,7 @@ class CliTest : public ::testing::Test {
     std::sort(v.begin(), v.end());
     return v;
   }
+  test::IsolatedState state_;
   TempDir dir_;
   std::string repo_;
 };
@@ -242,6 +243,7 @@ class SlowBackupTest : public ::testing::Test {
               0);
     test::WriteFile(dir_ / "vol", test::TextLikeBytes(48u << 20, 7));
   }
+  test::IsolatedState state_;
   TempDir dir_;
   std::string repo_;
 };
@@ -286,6 +288,7 @@ TEST_F(SlowBackupTest, SecondConcurrentBackupIsRefusedByTheLock) {
 
 TEST(LoopDeviceTest, BackupAndRestoreARealBlockDevice) {
   if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  test::IsolatedState state;
   TempDir dir;
   std::string repo = dir / "repo";
   ASSERT_EQ(Gnomon({"init", "--repo", repo, "--chunk-size", "1024"}).exit_code, 0);
@@ -312,6 +315,7 @@ TEST(LoopDeviceTest, BackupAndRestoreARealBlockDevice) {
 
 TEST(LoopDeviceTest, MountedDeviceIsRefusedAsSourceAndTarget) {
   if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  test::IsolatedState state;
   TempDir dir;
   std::string repo = dir / "repo";
   ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);

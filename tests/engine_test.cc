@@ -38,9 +38,17 @@ class EngineTest : public ::testing::Test {
     Status s = Repository::Open(env, dir_ / "repo", LockMode::kExclusive, "test", &repo_);
     ASSERT_TRUE(s.ok()) << s.message();
   }
-  BackupRecord Backup(const std::vector<std::string>& sources) {
+  // Each test has its own snapshot-set lock and state, so tests run in
+  // parallel without meeting each other's snapshot sets.
+  BackupOptions Opts(const std::vector<std::string>& sources) {
     BackupOptions o;
     o.sources = sources;
+    o.snapshot.runtime_dir = dir_ / "run";
+    o.snapshot.state_dir = dir_ / "state";
+    return o;
+  }
+  BackupRecord Backup(const std::vector<std::string>& sources) {
+    BackupOptions o = Opts(sources);
     BackupResult r;
     Status s = RunBackup(repo_.get(), o, &r);
     EXPECT_TRUE(s.ok()) << s.message();
@@ -216,8 +224,7 @@ TEST_F(EngineTest, FailureAtAnyWriteLeavesRepositoryAsItWas) {
     for (int n = 0;; ++n) {
       Reopen(&env);
       (env.*knob) = n;
-      BackupOptions o;
-      o.sources = {dir_ / "v2"};
+      BackupOptions o = Opts({dir_ / "v2"});
       BackupResult r;
       Status s = RunBackup(repo_.get(), o, &r);
       bool tripped = (env.*knob).load() < 0;
@@ -246,8 +253,7 @@ TEST_F(EngineTest, FullDiskFailsCleanly) {
   test::FaultEnv env(Env::Default());
   env.space_left = 1 << 20;
   Reopen(&env);
-  BackupOptions o;
-  o.sources = {dir_ / "v"};
+  BackupOptions o = Opts({dir_ / "v"});
   BackupResult r;
   Status s = RunBackup(repo_.get(), o, &r);
   ASSERT_FALSE(s.ok());
@@ -260,8 +266,7 @@ TEST_F(EngineTest, CancelledBackupCommitsNothing) {
   test::WriteFile(dir_ / "v", test::RandomBytes(8u << 20, 8));
   const auto before = Snapshot();
   CancelFlag cancel{false};
-  BackupOptions o;
-  o.sources = {dir_ / "v"};
+  BackupOptions o = Opts({dir_ / "v"});
   o.cancel = &cancel;
   o.progress = [&](const Progress& p) {
     if (p.done >= (2u << 20)) cancel = true;
@@ -274,8 +279,7 @@ TEST_F(EngineTest, CancelledBackupCommitsNothing) {
 TEST_F(EngineTest, MissingSourceIsNamedBeforeAnythingIsWritten) {
   test::WriteFile(dir_ / "ok", test::RandomBytes(1000, 1));
   const auto before = Snapshot();
-  BackupOptions o;
-  o.sources = {dir_ / "ok", dir_ / "missing"};
+  BackupOptions o = Opts({dir_ / "ok", dir_ / "missing"});
   BackupResult r;
   Status s = RunBackup(repo_.get(), o, &r);
   EXPECT_TRUE(s.IsNotFound());

@@ -162,6 +162,14 @@ CommandResult Gnomon(const std::vector<std::string>& args) {
   return Run(argv);
 }
 
+IsolatedState::IsolatedState() {
+  // ctest runs every test in a process of its own: a process-wide setting
+  // is per test, and so is every gnomon the test starts.
+  ::setenv("GNOMON_RUNTIME_DIR", (dir_ / "run").c_str(), 1);
+  ::setenv("GNOMON_STATE_DIR", (dir_ / "state").c_str(), 1);
+  ::chmod(dir_.path().c_str(), 0777);  // tests that run gnomon as nobody
+}
+
 bool IsRoot() { return ::geteuid() == 0; }
 
 std::string RootSkipReason() {

@@ -44,6 +44,18 @@ CommandResult Sh(const std::string& cmd);
 CommandResult Gnomon(const std::vector<std::string>& args);
 std::string GnomonBinary();
 
+// Points GNOMON_RUNTIME_DIR and GNOMON_STATE_DIR at a scratch directory for
+// the life of the object, so tests never share snapshot-set locks or state.
+class IsolatedState {
+ public:
+  IsolatedState();
+  std::string runtime_dir() const { return dir_ / "run"; }
+  std::string state_dir() const { return dir_ / "state"; }
+
+ private:
+  TempDir dir_;
+};
+
 bool IsRoot();
 // Why root-only tests cannot run here, or "" if they can.
 std::string RootSkipReason();

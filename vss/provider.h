@@ -95,8 +95,10 @@ class SnapshotRegistry {
   std::string dir_;
 };
 
-std::string DefaultStateDir();    // $GNOMON_STATE_DIR or /var/lib/gnomon
-std::string DefaultRuntimeDir();  // $GNOMON_RUNTIME_DIR or /run/gnomon
+// $GNOMON_STATE_DIR, else /var/lib/gnomon for root, else a per-user directory.
+std::string DefaultStateDir();
+// $GNOMON_RUNTIME_DIR, else /run/gnomon for root, else a per-user directory.
+std::string DefaultRuntimeDir();
 std::string NowUtc();
 
 }  // namespace gnomon::vss

@@ -16,14 +16,23 @@ namespace gnomon::vss {
 
 using nlohmann::json;
 
+// Root uses the system locations; any other user gets per-user ones (the
+// XDG directories), since it can neither write /run nor freeze filesystems.
 std::string DefaultStateDir() {
   const char* s = std::getenv("GNOMON_STATE_DIR");
-  return s && *s ? s : "/var/lib/gnomon";
+  if (s && *s) return s;
+  if (::geteuid() == 0) return "/var/lib/gnomon";
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) return std::string(x) + "/gnomon";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.local/state/gnomon";
+  return "/tmp/gnomon-state-" + std::to_string(::geteuid());
 }
 
 std::string DefaultRuntimeDir() {
   const char* s = std::getenv("GNOMON_RUNTIME_DIR");
-  return s && *s ? s : "/run/gnomon";
+  if (s && *s) return s;
+  if (::geteuid() == 0) return "/run/gnomon";
+  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/gnomon";
+  return "/tmp/gnomon-run-" + std::to_string(::geteuid());
 }
 
 std::string NowUtc() {

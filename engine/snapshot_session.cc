@@ -1,0 +1,235 @@
+#include "engine/snapshot_session.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "vss/fs_freeze_writer.h"
+#include "vss/offline_provider.h"
+#include "vss/reflink_provider.h"
+#include "vss/volume_writer.h"
+
+namespace gnomon {
+
+using nlohmann::json;
+using vss::HResult;
+
+SnapshotSession::SnapshotSession(SnapshotOptions opt) : opt_(std::move(opt)) {}
+
+SnapshotSession::~SnapshotSession() {
+  if (bc_ && !completed_) bc_->AbortBackup();
+  bc_.reset();  // release: BackupShutdown, snapshots deleted
+}
+
+Status SnapshotSession::Fail(HResult hr, const std::string& what) {
+  std::string detail = bc_ ? bc_->last_error() : "";
+  std::string msg = what + ": " + vss::DescribeHResult(hr) + (detail.empty() ? "" : ": " + detail);
+  if (bc_) {
+    bc_->AbortBackup();
+    std::shared_ptr<vss::Async> a;
+    if (bc_->GatherWriterStatus(&a) == vss::S_OK_) {
+      status_.clear();
+      for (size_t i = 0; i < bc_->GetWriterStatusCount(); ++i) {
+        vss::WriterStatus s;
+        bc_->GetWriterStatus(i, &s);
+        status_.push_back(s);
+      }
+    }
+    SaveWriterStatus();
+  }
+  if (hr == vss::VSS_S_ASYNC_CANCELLED || (opt_.cancel && opt_.cancel->load()))
+    return Status::Aborted("backup interrupted; every frozen filesystem was thawed");
+  switch (hr) {
+    case vss::VSS_E_VOLUME_NOT_SUPPORTED:
+    case vss::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER:
+    case vss::VSS_E_PROVIDER_NOT_REGISTERED:
+      return Status::InvalidArgument(msg);
+    case vss::VSS_E_OBJECT_NOT_FOUND:
+      return Status::NotFound(msg);
+    default:
+      return Status::SnapshotFailed(msg);
+  }
+}
+
+Status SnapshotSession::CheckWriters(const char* phase) {
+  std::shared_ptr<vss::Async> a;
+  bc_->GatherWriterStatus(&a);
+  vss::WaitForAsync(a);
+  status_.clear();
+  std::string failed;
+  for (size_t i = 0; i < bc_->GetWriterStatusCount(); ++i) {
+    vss::WriterStatus s;
+    bc_->GetWriterStatus(i, &s);
+    status_.push_back(s);
+    if (vss::IsFailedState(s.state))
+      failed += (failed.empty() ? "" : "; ") + std::string("writer '") + s.name + "' " +
+                vss::WriterStateText(s.state) + ", " + vss::DescribeHResult(s.failure) +
+                (s.message.empty() ? "" : ": " + s.message);
+  }
+  if (failed.empty() || opt_.ignore_writer_failures) return Status::OK();
+  return Fail(vss::VSS_E_UNEXPECTED_WRITER_ERROR,
+              std::string("a writer failed at ") + phase + " (" + failed + ")");
+}
+
+Status SnapshotSession::Create(const std::vector<std::string>& volumes) {
+  std::vector<std::shared_ptr<vss::Writer>> writers = {
+      std::make_shared<vss::FsFreezeWriter>(opt_.freeze_timeout_ms),
+      std::make_shared<vss::VolumeWriter>(volumes)};
+  writers.insert(writers.end(), opt_.extra_writers.begin(), opt_.extra_writers.end());
+  std::vector<std::shared_ptr<vss::Provider>> providers = {
+      std::make_shared<vss::ReflinkProvider>(opt_.state_dir),
+      std::make_shared<vss::OfflineProvider>()};
+  vss::RequesterOptions ro;
+  ro.event_timeout_ms = opt_.event_timeout_ms;
+  ro.hold_window_ms = opt_.hold_window_ms;
+  ro.runtime_dir = opt_.runtime_dir;
+  ro.cancel = opt_.cancel;
+  bc_ = std::make_unique<vss::BackupComponents>(writers, providers, ro);
+
+  // Identify every volume first: a typo is a plain "not found".
+  std::vector<vss::VolumeIdentity> ids;
+  for (const auto& v : volumes) {
+    vss::VolumeIdentity id;
+    std::string err;
+    if (!vss::IdentifyVolume(v, &id, &err)) {
+      if (errno == ENOENT) return Status::NotFound(v + ": no such file or device");
+      return Status::InvalidArgument(err);
+    }
+    ids.push_back(id);
+  }
+
+  HResult hr;
+  std::shared_ptr<vss::Async> a;
+  if ((hr = bc_->InitializeForBackup()) != vss::S_OK_) return Fail(hr, "InitializeForBackup");
+  if ((hr = bc_->SetBackupState(true, false, opt_.type)) != vss::S_OK_)
+    return Fail(hr, "SetBackupState");
+  if ((hr = bc_->GatherWriterMetadata(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
+    return Fail(hr, "GatherWriterMetadata");
+  // Component mode: every component with a file set on one of the volumes
+  // (or with no files at all: it cannot be told apart, so it is included).
+  for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i) {
+    const vss::WriterMetadata* md = bc_->GetWriterMetadata(i);
+    for (const auto& c : md->components) {
+      bool affected = c.files.empty();
+      for (const auto& f : c.files) affected |= vss::PathOnVolumes(f.path, f.recursive, ids);
+      if (!affected) continue;
+      hr = bc_->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name);
+      if (hr != vss::S_OK_) return Fail(hr, "AddComponent " + c.FullPath());
+    }
+  }
+  vss::Guid set_id;
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(opt_.set_wait_ms);
+  while ((hr = bc_->StartSnapshotSet(&set_id)) == vss::VSS_E_SNAPSHOT_SET_IN_PROGRESS &&
+         std::chrono::steady_clock::now() < give_up && !(opt_.cancel && opt_.cancel->load()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (hr != vss::S_OK_) return Fail(hr, "StartSnapshotSet");
+  for (const auto& v : volumes) {
+    vss::Guid snap;
+    if ((hr = bc_->AddToSnapshotSet(v, opt_.provider, &snap)) != vss::S_OK_)
+      return Fail(hr, "cannot snapshot " + v);
+    snapshot_ids_.push_back(snap);
+  }
+  if ((hr = bc_->PrepareForBackup(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
+    return Fail(hr, "PrepareForBackup");
+  GNOMON_RETURN_IF_ERROR(CheckWriters("PrepareForBackup"));
+
+  if (!bc_->IsSnapshotRequired()) {
+    // §5.4: no included file set needs a snapshot for this backup type.
+    skipped_ = true;
+    for (const auto& v : volumes) sources_.push_back({v, "", 0, 0, ""});
+    return Status::OK();
+  }
+  if ((hr = bc_->DoSnapshotSet(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
+    return Fail(hr, "creating the snapshot set failed");
+  GNOMON_RETURN_IF_ERROR(CheckWriters("PostSnapshot"));
+  for (size_t i = 0; i < volumes.size(); ++i) {
+    vss::SnapshotProperties p;
+    if ((hr = bc_->GetSnapshotProperties(snapshot_ids_[i], &p)) != vss::S_OK_)
+      return Fail(hr, "GetSnapshotProperties " + volumes[i]);
+    sources_.push_back({volumes[i], p.device, p.offset, p.size, p.provider});
+  }
+  return Status::OK();
+}
+
+json SnapshotSession::Documents() const {
+  json wmds = json::array();
+  for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
+    wmds.push_back(bc_->GetWriterMetadata(i)->ToJson());
+  json st = json::array();
+  for (const auto& s : status_)
+    st.push_back({{"name", s.name},
+                  {"class_id", s.class_id.ToString()},
+                  {"instance_id", s.instance_id.ToString()},
+                  {"state", static_cast<int>(s.state)},
+                  {"state_name", vss::WriterStateName(s.state)},
+                  {"failure", s.failure},
+                  {"failure_name", vss::HResultName(s.failure)},
+                  {"message", s.message}});
+  json sources = json::array();
+  for (const auto& s : sources_)
+    sources.push_back({{"volume", s.volume}, {"provider", s.provider}, {"device", s.device}});
+  return json{{"bcd", bc_->document().ToJson()},
+              {"writers", wmds},
+              {"writer_status", st},
+              {"snapshot_skipped", skipped_},
+              {"sources", sources}};
+}
+
+Status SnapshotSession::Complete(bool succeeded) {
+  for (const auto& c : bc_->document().components)
+    bc_->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, succeeded);
+  std::shared_ptr<vss::Async> a;
+  HResult hr = bc_->BackupComplete(&a);
+  if (hr == vss::S_OK_) hr = vss::WaitForAsync(a);
+  completed_ = true;
+  std::shared_ptr<vss::Async> g;
+  bc_->GatherWriterStatus(&g);
+  status_.clear();
+  for (size_t i = 0; i < bc_->GetWriterStatusCount(); ++i) {
+    vss::WriterStatus s;
+    bc_->GetWriterStatus(i, &s);
+    status_.push_back(s);
+  }
+  bc_->Release();
+  SaveWriterStatus();
+  if (hr != vss::S_OK_)
+    return Status::SnapshotFailed("BackupComplete: " + vss::DescribeHResult(hr));
+  return Status::OK();
+}
+
+void SnapshotSession::SaveWriterStatus() {
+  // Best effort: `gnomon writers` shows "unknown" if this cannot be written.
+  json j{{"time", vss::NowUtc()}, {"writers", json::array()}};
+  for (const auto& s : status_)
+    j["writers"].push_back({{"name", s.name},
+                            {"class_id", s.class_id.ToString()},
+                            {"instance_id", s.instance_id.ToString()},
+                            {"state", static_cast<int>(s.state)},
+                            {"failure", s.failure},
+                            {"message", s.message}});
+  ::mkdir(opt_.state_dir.c_str(), 0700);
+  std::string path = opt_.state_dir + "/writers.json", tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << j.dump(1) << "\n";
+    if (!f) return;
+  }
+  ::rename(tmp.c_str(), path.c_str());
+}
+
+json LoadWriterStatus(const std::string& state_dir) {
+  std::ifstream f(state_dir + "/writers.json");
+  if (!f) return json::object();
+  try {
+    return json::parse(f);
+  } catch (const json::exception&) {
+    return json::object();
+  }
+}
+
+}  // namespace gnomon

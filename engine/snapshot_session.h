@@ -1,0 +1,77 @@
+// SnapshotSession: the requester side of a gnomon backup. Runs the VSS
+// sequence over the volumes to back up (writers gathered, components added,
+// snapshot set created with writers frozen only around the provider commit),
+// hands the pipeline the snapshot devices, and finishes with BackupComplete
+// and release (BackupShutdown, snapshots deleted) however the backup ends.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "format/status.h"
+#include "vss/backup_components.h"
+
+namespace gnomon {
+
+struct SnapshotOptions {
+  vss::BackupType type = vss::BackupType::kFull;
+  std::string provider;  // "" = automatic (reflink, then offline)
+  uint32_t freeze_timeout_ms = 60000;
+  uint32_t hold_window_ms = 10000;
+  uint32_t event_timeout_ms = 120000;
+  // Carry on when a writer fails PrepareForBackup or PostSnapshot (VSS lets
+  // the requester decide); off, such a failure fails the backup.
+  bool ignore_writer_failures = false;
+  // How long to wait for another snapshot set on this system to be created
+  // (VSS: "wait and retry"); the window is normally well under a second.
+  uint32_t set_wait_ms = 30000;
+  std::vector<std::shared_ptr<vss::Writer>> extra_writers;
+  std::string state_dir = vss::DefaultStateDir();
+  std::string runtime_dir = vss::DefaultRuntimeDir();
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// Where the pipeline reads one volume from.
+struct SnapshotSource {
+  std::string volume;  // as given by the user
+  std::string device;  // snapshot device or file ("" when the set was skipped)
+  uint64_t offset = 0, size = 0;
+  std::string provider;  // "" when the set was skipped
+};
+
+class SnapshotSession {
+ public:
+  explicit SnapshotSession(SnapshotOptions opt);
+  ~SnapshotSession();
+
+  // Everything up to and including DoSnapshotSet. On failure the session has
+  // already aborted (writers thawed) and the status says why.
+  Status Create(const std::vector<std::string>& volumes);
+  const std::vector<SnapshotSource>& sources() const { return sources_; }
+  bool skipped() const { return skipped_; }
+  // The documents to store with the backup: BCD, every WMD, writer status.
+  nlohmann::json Documents() const;
+  // SetBackupSucceeded for every component, then BackupComplete and release.
+  Status Complete(bool succeeded);
+
+ private:
+  Status Fail(vss::HResult hr, const std::string& what);
+  Status CheckWriters(const char* phase);
+  void SaveWriterStatus();
+
+  SnapshotOptions opt_;
+  std::unique_ptr<vss::BackupComponents> bc_;
+  std::vector<SnapshotSource> sources_;
+  std::vector<vss::Guid> snapshot_ids_;
+  std::vector<vss::WriterStatus> status_;
+  bool skipped_ = false;
+  bool completed_ = false;
+};
+
+// Last known writer status, saved by every backup for `gnomon writers`.
+nlohmann::json LoadWriterStatus(const std::string& state_dir);
+
+}  // namespace gnomon
