@@ -1,9 +1,12 @@
 #include "engine/snapshot_session.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -230,6 +233,84 @@ json LoadWriterStatus(const std::string& state_dir) {
   } catch (const json::exception&) {
     return json::object();
   }
+}
+
+}  // namespace gnomon
+
+namespace gnomon {
+
+json DescribeWriters(const std::string& state_dir) {
+  std::vector<std::shared_ptr<vss::Writer>> writers = {
+      std::make_shared<vss::FsFreezeWriter>(),
+      std::make_shared<vss::VolumeWriter>(std::vector<std::string>{})};
+  vss::BackupComponents bc(writers, {});
+  std::shared_ptr<vss::Async> a;
+  bc.InitializeForBackup();
+  bc.GatherWriterMetadata(&a);
+  vss::WaitForAsync(a);
+  json last = LoadWriterStatus(state_dir);
+  json out = json::array();
+  for (size_t i = 0; i < bc.GetWriterMetadataCount(); ++i) {
+    const vss::WriterMetadata* md = bc.GetWriterMetadata(i);
+    json w{{"name", md->name},
+           {"class_id", md->class_id.ToString()},
+           {"level", vss::ApplicationLevelName(md->level)},
+           {"kind", "built-in"},
+           {"state", static_cast<int>(vss::WriterState::kStable)},
+           {"failure", 0},
+           {"message", ""},
+           {"last_backup", nullptr}};
+    for (const auto& s : last.value("writers", json::array()))
+      if (s.value("class_id", "") == md->class_id.ToString()) {
+        w["state"] = s.value("state", 1);
+        w["failure"] = s.value("failure", 0u);
+        w["message"] = s.value("message", "");
+        w["last_backup"] = last.value("time", "");
+      }
+    w["state_text"] = vss::WriterStateText(static_cast<vss::WriterState>(w["state"].get<int>()));
+    w["failure_name"] = vss::HResultName(w["failure"].get<uint32_t>());
+    out.push_back(w);
+  }
+  return out;
+}
+
+std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir) {
+  std::vector<SnapshotEntry> out;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  for (auto& p : vss::SnapshotRegistry(state_dir + "/snapshots").List()) {
+    SnapshotEntry e;
+    e.in_use = p.pid > 0 && p.host == host && (::kill(p.pid, 0) == 0 || errno == EPERM);
+    e.props = std::move(p);
+    out.push_back(std::move(e));
+  }
+  std::sort(out.begin(), out.end(), [](const SnapshotEntry& a, const SnapshotEntry& b) {
+    return a.props.created < b.props.created;
+  });
+  return out;
+}
+
+Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix) {
+  const SnapshotEntry* match = nullptr;
+  auto all = ListSnapshots(state_dir);
+  for (const auto& e : all)
+    if (!id_prefix.empty() && e.props.snapshot_id.ToString().rfind(id_prefix, 0) == 0) {
+      if (match) return Status::InvalidArgument("snapshot id '" + id_prefix + "' is ambiguous");
+      match = &e;
+    }
+  if (!match) return Status::NotFound("no snapshot with id '" + id_prefix + "'");
+  if (match->in_use)
+    return Status::InvalidArgument("snapshot " + match->props.snapshot_id.ToString() +
+                                   " is in use by pid " + std::to_string(match->props.pid) +
+                                   " (a running backup); not deleting it");
+  std::shared_ptr<vss::Provider> p;
+  if (match->props.provider == "reflink") p = std::make_shared<vss::ReflinkProvider>(state_dir);
+  if (!p) return Status::Unsupported("unknown provider '" + match->props.provider + "'");
+  vss::HResult hr = p->DeleteLeftover(match->props);
+  if (hr != vss::S_OK_)
+    return Status::IOError("deleting snapshot " + match->props.snapshot_id.ToString() + ": " +
+                           p->last_error());
+  return Status::OK();
 }
 
 }  // namespace gnomon

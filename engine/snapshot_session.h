@@ -74,4 +74,18 @@ class SnapshotSession {
 // Last known writer status, saved by every backup for `gnomon writers`.
 nlohmann::json LoadWriterStatus(const std::string& state_dir);
 
+// The writers a backup would gather (their metadata, from Identify), each
+// with its last known status: `gnomon writers`, like `vssadmin list writers`.
+nlohmann::json DescribeWriters(const std::string& state_dir);
+
+struct SnapshotEntry {
+  vss::SnapshotProperties props;
+  bool in_use = false;  // its process is alive: a backup is reading it
+};
+// Snapshots recorded in the state directory (left by crashed backups, or in
+// use by running ones).
+std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir);
+// Deletes one (by id or unique prefix); refuses one in use.
+Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix);
+
 }  // namespace gnomon

@@ -29,6 +29,8 @@ struct SnapshotProperties {
   std::string created;        // RFC 3339 UTC
   std::string state;          // "preparing" | "committed"
   uint64_t pinned_bytes = 0;  // space the snapshot keeps allocated (best known)
+  int pid = 0;                // process that made it; a live one is still using it
+  std::string host;
 };
 
 class Provider {

@@ -113,6 +113,10 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   s.props.size = v.size;
   s.props.created = NowUtc();
   s.props.state = "preparing";
+  s.props.pid = ::getpid();
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  s.props.host = host;
   // Open both files now, outside the hold window: CommitSnapshots then does
   // nothing but the clone ioctl.
   s.src_fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);

@@ -69,7 +69,9 @@ bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
          {"size", p.size},
          {"created", p.created},
          {"state", p.state},
-         {"pinned_bytes", p.pinned_bytes}};
+         {"pinned_bytes", p.pinned_bytes},
+         {"pid", p.pid ? p.pid : ::getpid()},
+         {"host", p.host}};
   std::string path = dir_ + "/" + p.snapshot_id.ToString() + ".json";
   std::string tmp = path + ".tmp";
   std::string text = j.dump(1) + "\n";
@@ -116,6 +118,8 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
       p.created = j.at("created");
       p.state = j.at("state");
       p.pinned_bytes = j.value("pinned_bytes", uint64_t{0});
+      p.pid = j.value("pid", 0);
+      p.host = j.value("host", std::string());
       out.push_back(std::move(p));
     } catch (const std::exception&) {
       // A record we cannot read names no file we could safely delete; skip.

@@ -1,0 +1,369 @@
+// The VSS layer against real kernels and filesystems (root only): an ext4
+// filesystem on a loop device whose backing file lives on a reflink-capable
+// XFS, frozen for real, snapshotted with FICLONE, imaged, restored, fsck'd.
+// The requester is killed and stopped while the filesystem is frozen; a real
+// writer program appends records throughout a backup.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/test_util.h"
+#include "vss/backup_components.h"
+#include "vss/fs_freeze_writer.h"
+#include "vss/reflink_provider.h"
+
+namespace gnomon {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+using test::Gnomon;
+using test::Sh;
+namespace fs = std::filesystem;
+
+// True if the filesystem at path is frozen: a second FIFREEZE is EBUSY.
+// (If it was not frozen, the probe froze it: thaw it again.)
+bool IsFrozen(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return false;
+  bool frozen = ::ioctl(fd, FIFREEZE, 0) != 0 && errno == EBUSY;
+  if (!frozen) ::ioctl(fd, FITHAW, 0);
+  ::close(fd);
+  return frozen;
+}
+
+// ext4 on /dev/loopN, backed by disk.img on an XFS (reflink=1) loop mount.
+class FrozenFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+    xfs_ = dir_ / "xfs";
+    mnt_ = dir_ / "mnt";
+    fs::create_directories(xfs_);
+    fs::create_directories(mnt_);
+    ASSERT_EQ(Sh("truncate -s 3G " + dir_ / "xfs.img" + " && mkfs.xfs -q -m reflink=1 " +
+                 dir_ / "xfs.img" + " && mount -o loop " + dir_ / "xfs.img" + " " + xfs_)
+                  .exit_code,
+              0);
+    xfs_mounted_ = true;
+    disk_ = xfs_ + "/disk.img";
+    ASSERT_EQ(Sh("truncate -s 512M " + disk_ + " && mkfs.ext4 -q -F " + disk_).exit_code, 0);
+    auto r = Sh("losetup -f --show " + disk_);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    loop_ = r.out.substr(0, r.out.find('\n'));
+    ASSERT_EQ(Sh("mount " + loop_ + " " + mnt_).exit_code, 0);
+    ext4_mounted_ = true;
+  }
+  void TearDown() override {
+    if (writer_pid_ > 0) {
+      ::kill(writer_pid_, SIGKILL);
+      ::waitpid(writer_pid_, nullptr, 0);
+    }
+    if (ext4_mounted_) {
+      Sh("fsfreeze -u " + mnt_ + " 2>/dev/null; umount " + mnt_);
+    }
+    if (!loop_.empty()) Sh("losetup -d " + loop_);
+    if (xfs_mounted_) Sh("umount " + xfs_);
+  }
+  // Fills the ext4 with real files (libraries: compressible, not repetitive).
+  void Fill(const std::string& budget_mb) {
+    ASSERT_EQ(Sh("cd /usr/lib/x86_64-linux-gnu && find . -maxdepth 1 -type f -name '*.so*' | "
+                 "sort | head -400 | tar -cf - -T - 2>/dev/null | (mkdir -p " +
+                 mnt_ + "/lib && cd " + mnt_ + "/lib && head -c " + budget_mb +
+                 "M | tar -xf - 2>/dev/null); sync")
+                  .exit_code,
+              0);
+  }
+  // Writes and fsyncs a file in a child process; true if that finished
+  // within timeout. On timeout the filesystem is thawed by force so the
+  // test cannot hang, and false is returned.
+  static bool WritableWithin(const std::string& dir, std::chrono::milliseconds timeout,
+                             std::chrono::milliseconds* took = nullptr) {
+    auto t0 = Clock::now();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      std::string p = dir + "/probe-" + std::to_string(::getpid());
+      int fd = ::open(p.c_str(), O_WRONLY | O_CREAT, 0644);
+      if (fd < 0 || ::write(fd, "x", 1) != 1 || ::fsync(fd) != 0) _exit(1);
+      _exit(0);
+    }
+    int st = 0;
+    while (Clock::now() - t0 < timeout) {
+      if (::waitpid(pid, &st, WNOHANG) == pid) {
+        if (took) *took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    Sh("fsfreeze -u " + dir);
+    ::waitpid(pid, &st, 0);
+    return false;
+  }
+
+  test::IsolatedState state_;
+  test::TempDir dir_;
+  std::string xfs_, mnt_, disk_, loop_;
+  bool xfs_mounted_ = false, ext4_mounted_ = false;
+  pid_t writer_pid_ = -1;
+};
+
+TEST_F(FrozenFsTest, BackupOfAMountedLoopExt4OnXfsUsesReflinkAndRestoresClean) {
+  Fill("40");
+  std::string repo = dir_ / "repo";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
+  // The offline provider refuses the mounted device, naming the mount.
+  auto off = Gnomon({"--repo", repo, "backup", "--provider", "offline", loop_});
+  EXPECT_EQ(off.exit_code, 1);
+  EXPECT_NE(off.err.find("mounted on " + mnt_), std::string::npos) << off.err;
+
+  auto b = Gnomon({"--repo", repo, "backup", "--json", loop_});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  auto sh = Gnomon({"--repo", repo, "show", "--json", "latest"});
+  ASSERT_EQ(sh.exit_code, 0) << sh.err;
+  json v = json::parse(sh.out)["vss"];
+  EXPECT_EQ(v["sources"][0]["provider"], "reflink");
+  EXPECT_FALSE(v["snapshot_skipped"].get<bool>());
+  EXPECT_EQ(v["bcd"]["components"].size(), 2u) << "filesystem and volume components";
+  for (const auto& st : v["writer_status"]) EXPECT_EQ(st["failure"], 0) << st.dump();
+  // The snapshot is gone once the backup ends.
+  for (auto& e : fs::directory_iterator(xfs_))
+    EXPECT_EQ(e.path().filename().string().find(".gnomon-snap-"), std::string::npos) << e.path();
+  EXPECT_EQ(json::parse(Gnomon({"snapshots", "--json"}).out).size(), 0u);
+
+  // The restored image is a clean ext4 holding the same files.
+  ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir_ / "restored.img"}).exit_code, 0);
+  auto fsck = Sh("e2fsck -fn " + dir_ / "restored.img");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  fs::create_directories(dir_ / "r");
+  ASSERT_EQ(Sh("mount -o loop,ro " + dir_ / "restored.img" + " " + dir_ / "r").exit_code, 0);
+  auto diff = Sh("diff -r " + mnt_ + "/lib " + dir_ / "r/lib");
+  Sh("umount " + dir_ / "r");
+  EXPECT_EQ(diff.exit_code, 0) << diff.out;
+}
+
+// A reflink provider that checks, inside the commit, that the writer really
+// froze the filesystem.
+class ProbingProvider : public vss::ReflinkProvider {
+ public:
+  ProbingProvider(std::string state, std::string mnt) : ReflinkProvider(state), mnt_(mnt) {}
+  vss::HResult CommitSnapshots(const vss::Guid& set) override {
+    frozen_at_commit = IsFrozen(mnt_);
+    return ReflinkProvider::CommitSnapshots(set);
+  }
+  bool frozen_at_commit = false;
+
+ private:
+  std::string mnt_;
+};
+
+// Runs the requester sequence up to DoSnapshotSet with the filesystem writer.
+vss::HResult SnapshotWithFsWriter(const std::string& volume, std::shared_ptr<vss::Provider> p,
+                                  uint32_t freeze_ms, const std::string& runtime_dir,
+                                  std::unique_ptr<vss::BackupComponents>* out) {
+  vss::RequesterOptions ro;
+  ro.runtime_dir = runtime_dir;
+  auto bc = std::make_unique<vss::BackupComponents>(
+      std::vector<std::shared_ptr<vss::Writer>>{std::make_shared<vss::FsFreezeWriter>(freeze_ms)},
+      std::vector<std::shared_ptr<vss::Provider>>{p}, ro);
+  std::shared_ptr<vss::Async> a;
+  bc->InitializeForBackup();
+  bc->SetBackupState(true, false, vss::BackupType::kFull);
+  bc->GatherWriterMetadata(&a);
+  vss::WaitForAsync(a);
+  const vss::WriterMetadata* md = bc->GetWriterMetadata(0);
+  const auto& c = md->components.at(0);
+  bc->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name);
+  vss::Guid set, snap;
+  bc->StartSnapshotSet(&set);
+  if (auto hr = bc->AddToSnapshotSet(volume, "", &snap); hr != vss::S_OK_) return hr;
+  bc->PrepareForBackup(&a);
+  vss::WaitForAsync(a);
+  vss::HResult hr = bc->DoSnapshotSet(&a);
+  if (hr == vss::S_OK_) hr = vss::WaitForAsync(a);
+  *out = std::move(bc);
+  return hr;
+}
+
+TEST_F(FrozenFsTest, TheFilesystemIsFrozenForTheCommitAndThawedAfter) {
+  auto p = std::make_shared<ProbingProvider>(state_.state_dir(), mnt_);
+  std::unique_ptr<vss::BackupComponents> bc;
+  ASSERT_EQ(SnapshotWithFsWriter(loop_, p, 60000, state_.runtime_dir(), &bc), vss::S_OK_)
+      << bc->last_error();
+  EXPECT_TRUE(p->frozen_at_commit) << "the provider committed while the filesystem was live";
+  EXPECT_FALSE(IsFrozen(mnt_));
+  EXPECT_TRUE(WritableWithin(mnt_, std::chrono::milliseconds(5000)));
+  auto ev = bc->event_log();
+  bc.reset();  // release deletes the clone
+  for (auto& e : fs::directory_iterator(xfs_))
+    EXPECT_EQ(e.path().filename().string().find(".gnomon-snap-"), std::string::npos);
+}
+
+// A provider whose commit signals the test and then never returns: the
+// requester is stuck inside the freeze, where the test kills or stops it.
+class StuckProvider : public vss::ReflinkProvider {
+ public:
+  StuckProvider(std::string state, int fd) : ReflinkProvider(state), fd_(fd) {}
+  vss::HResult CommitSnapshots(const vss::Guid&) override {
+    char c = 'F';
+    if (::write(fd_, &c, 1) != 1) _exit(3);
+    ::sleep(120);
+    return vss::S_OK_;
+  }
+
+ private:
+  int fd_;
+};
+
+// Forks a requester that freezes mnt and gets stuck in the commit; returns
+// its pid once the filesystem is frozen.
+pid_t StartStuckRequester(const std::string& loop, uint32_t freeze_ms, const std::string& state_dir,
+                          const std::string& runtime_dir) {
+  int p[2];
+  if (::pipe(p) != 0) return -1;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    std::unique_ptr<vss::BackupComponents> bc;
+    SnapshotWithFsWriter(loop, std::make_shared<StuckProvider>(state_dir, p[1]), freeze_ms,
+                         runtime_dir, &bc);
+    _exit(0);
+  }
+  ::close(p[1]);
+  char c = 0;
+  ssize_t n = ::read(p[0], &c, 1);  // the child signals from inside the freeze
+  ::close(p[0]);
+  return n == 1 && c == 'F' ? pid : -1;
+}
+
+TEST_F(FrozenFsTest, RequesterKilledWhileFrozenThawsAtOnce) {
+  pid_t pid = StartStuckRequester(loop_, 30000, state_.state_dir(), state_.runtime_dir());
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(IsFrozen(mnt_)) << "the requester should be inside the freeze";
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  std::chrono::milliseconds took{};
+  // Far inside the 30 s freeze window: the guardian thaws on the dropped pipe.
+  EXPECT_TRUE(WritableWithin(mnt_, std::chrono::milliseconds(5000), &took))
+      << "the filesystem stayed frozen after the requester died";
+  RecordProperty("thawed_after_ms", static_cast<int>(took.count()));
+}
+
+TEST_F(FrozenFsTest, RequesterStoppedWhileFrozenIsThawedWhenTheFreezeWindowEnds) {
+  // SIGSTOP freezes the requester's own watchdog too: only the guardian,
+  // a separate process, can keep the promise.
+  pid_t pid = StartStuckRequester(loop_, 1000, state_.state_dir(), state_.runtime_dir());
+  ASSERT_GT(pid, 0);
+  ::kill(pid, SIGSTOP);
+  auto t0 = Clock::now();
+  ASSERT_TRUE(IsFrozen(mnt_));
+  bool thawed = WritableWithin(mnt_, std::chrono::milliseconds(8000));
+  auto elapsed = Clock::now() - t0;
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_TRUE(thawed) << "still frozen 8 s after a 1 s freeze window";
+  EXPECT_GT(elapsed, std::chrono::milliseconds(300)) << "thawed before the window ended";
+}
+
+TEST_F(FrozenFsTest, PointInTimeImageWhileAWriterAppendsRecords) {
+  Fill("100");
+  std::string repo = dir_ / "repo";
+  // Slower imaging (zstd 6, one thread), so the writer goes on for a while
+  // after the snapshot, while the snapshot is read.
+  ASSERT_EQ(Gnomon({"init", "--repo", repo, "--compression", "6"}).exit_code, 0);
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  writer_pid_ = ::fork();
+  if (writer_pid_ == 0) {
+    ::dup2(out[1], 1);
+    execl(RECORD_WRITER_BIN, RECORD_WRITER_BIN, (mnt_ + "/records.txt").c_str(), "3000", nullptr);
+    _exit(127);
+  }
+  ::close(out[1]);
+  while (!fs::exists(mnt_ + "/records.txt") || fs::file_size(mnt_ + "/records.txt") < 10 * 2000)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto b = Gnomon({"--repo", repo, "--threads", "1", "backup", "--json", loop_});
+  ::kill(writer_pid_, SIGTERM);
+  char buf[64] = {};
+  ssize_t n = ::read(out[0], buf, sizeof buf - 1);
+  ::close(out[0]);
+  ::waitpid(writer_pid_, nullptr, 0);
+  writer_pid_ = -1;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  ASSERT_GT(n, 0);
+  long written = std::atol(buf);
+  double seconds = json::parse(b.out)["totals"]["seconds"].get<double>();
+
+  ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir_ / "restored.img"}).exit_code, 0);
+  auto fsck = Sh("e2fsck -fn " + dir_ / "restored.img");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+  fs::create_directories(dir_ / "r");
+  ASSERT_EQ(Sh("mount -o loop,ro " + dir_ / "restored.img" + " " + dir_ / "r").exit_code, 0);
+  std::ifstream f(dir_ / "r/records.txt", std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(f)), {});
+  Sh("umount " + dir_ / "r");
+  // An unbroken prefix of whole records: 1, 2, ..., K, nothing torn.
+  ASSERT_EQ(content.size() % 10, 0u) << "a torn record at the end";
+  long k = static_cast<long>(content.size() / 10);
+  for (long i = 0; i < k; ++i) {
+    char want[32];
+    std::snprintf(want, sizeof want, "%09ld\n", i + 1);
+    ASSERT_EQ(content.compare(static_cast<size_t>(i) * 10, 10, want), 0) << "record " << i + 1;
+  }
+  EXPECT_GE(k, 2000) << "records written before the backup began are missing";
+  // The writer went on during the imaging; none of that reached the image.
+  EXPECT_GT(written, k + 100) << "imaging took " << seconds << " s";
+  RecordProperty("records_in_image", static_cast<int>(k));
+  RecordProperty("records_written", static_cast<int>(written));
+}
+
+TEST_F(FrozenFsTest, SnapshotsLeftByAKilledBackupAreListedAndDeleted) {
+  Fill("120");
+  std::string repo = dir_ / "repo";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo, "--compression", "19"}).exit_code, 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int nul = ::open("/dev/null", O_RDWR);
+    ::dup2(nul, 1);
+    ::dup2(nul, 2);
+    std::string bin = test::GnomonBinary();
+    execl(bin.c_str(), bin.c_str(), "--repo", repo.c_str(), "--threads", "1", "backup",
+          loop_.c_str(), nullptr);
+    _exit(127);
+  }
+  json snaps;
+  for (int i = 0; i < 3000; ++i) {  // until the snapshot exists (up to 30 s)
+    snaps = json::parse(Gnomon({"snapshots", "--json"}).out);
+    if (!snaps.empty() && snaps[0]["state"] == "committed") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_TRUE(snaps[0]["in_use"].get<bool>());
+  std::string id = snaps[0]["id"], clone = snaps[0]["device"];
+  EXPECT_EQ(Gnomon({"snapshots", "--delete", id}).exit_code, 1) << "in use: must be refused";
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_TRUE(WritableWithin(mnt_, std::chrono::milliseconds(5000)));
+  snaps = json::parse(Gnomon({"snapshots", "--json"}).out);
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_FALSE(snaps[0]["in_use"].get<bool>());
+  EXPECT_TRUE(fs::exists(clone));
+  auto human = Gnomon({"snapshots"});
+  EXPECT_NE(human.out.find("left behind"), std::string::npos) << human.out;
+  auto del = Gnomon({"snapshots", "--delete-all"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_FALSE(fs::exists(clone));
+  EXPECT_EQ(json::parse(Gnomon({"snapshots", "--json"}).out).size(), 0u);
+}
+
+}  // namespace
+}  // namespace gnomon

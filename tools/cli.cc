@@ -1,0 +1,75 @@
+#include <cstdio>
+#include <iostream>
+
+#include "tools/cli.h"
+
+namespace gnomon::cli {
+
+using nlohmann::json;
+
+CancelFlag g_cancel{false};
+
+int ExitFor(const Status& s) {
+  using C = Status::Code;
+  switch (s.code()) {
+    case C::kOk:
+      return kOk;
+    case C::kCorruption:
+      return kDamaged;
+    case C::kLocked:
+      return kLocked;
+    case C::kUnsupported:
+      return kUnsupported;
+    case C::kAborted:
+      return kInterrupted;
+    default:
+      return kFailed;
+  }
+}
+
+int Fail(const Globals& g, const Status& s, int code) {
+  if (code < 0) code = ExitFor(s);
+  std::fprintf(stderr, "gnomon: error: %s\n", s.message().c_str());
+  if (g.json) std::cout << json{{"error", s.message()}, {"exit_code", code}}.dump() << "\n";
+  return code;
+}
+
+int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
+             std::unique_ptr<Repository>* out) {
+  if (g.repo.empty())
+    return Fail(g,
+                Status::InvalidArgument("no repository given: use --repo PATH or set GNOMON_REPO"),
+                kUsage);
+  Status s = Repository::Open(Env::Default(), g.repo, mode, purpose, out);
+  if (s.IsNotFound()) return Fail(g, s, kNoRepo);
+  if (!s.ok()) return Fail(g, s);
+  if (!(*out)->broken_stale_lock().empty() && !g.quiet)
+    std::fprintf(stderr, "gnomon: removed a stale lock left by %s (that process is gone)\n",
+                 (*out)->broken_stale_lock().c_str());
+  return kOk;
+}
+
+json StatsJson(const VolumeStats& s) {
+  return json{{"bytes", s.bytes},
+              {"bytes_read", s.bytes_read},
+              {"chunks", s.chunks},
+              {"zero_chunks", s.zero_chunks},
+              {"dup_chunks", s.dup_chunks},
+              {"new_chunks", s.new_chunks},
+              {"new_raw_bytes", s.new_raw_bytes},
+              {"new_stored_bytes", s.new_stored_bytes},
+              {"seconds", s.seconds},
+              {"mb_per_s", s.seconds > 0 ? static_cast<double>(s.bytes) / s.seconds / 1e6 : 0}};
+}
+
+json BackupJson(const BackupRecord& r) {
+  json vols = json::array();
+  for (const auto& v : r.volumes)
+    vols.push_back(
+        {{"name", v.name}, {"source", v.source}, {"size", v.size}, {"stats", StatsJson(v.stats)}});
+  return json{
+      {"id", r.id},         {"time", r.time}, {"host", r.host},  {"type", r.type},
+      {"parent", r.parent}, {"tags", r.tags}, {"volumes", vols}, {"totals", StatsJson(r.totals)}};
+}
+
+}  // namespace gnomon::cli

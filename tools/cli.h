@@ -1,0 +1,55 @@
+// Shared plumbing of the gnomon CLI: global options, exit codes, error
+// printing, opening the repository, JSON shapes; and the commands.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "engine/backup_job.h"
+#include "engine/progress.h"
+#include "engine/restore_job.h"
+#include "format/repository.h"
+
+namespace gnomon::cli {
+
+// Exit codes: documented in README.md, "Exit codes". Scripts depend on them.
+enum Exit {
+  kOk = 0,
+  kFailed = 1,          // the command failed (I/O error, bad argument, ...)
+  kUsage = 2,           // the command line itself is wrong
+  kDamaged = 3,         // verify or restore found damaged data in the repository
+  kSnapshotFailed = 4,  // no consistent snapshot: a writer vetoed, a window ran out
+  kNoRepo = 10,         // the repository does not exist or is not one
+  kLocked = 11,         // another process holds the repository lock
+  kUnsupported = 12,    // the repository's format is newer than this gnomon
+  kInterrupted = 130,   // SIGINT/SIGTERM
+};
+
+struct Globals {
+  std::string repo;
+  bool json = false;
+  bool quiet = false;
+  int threads = 0;
+};
+
+extern CancelFlag g_cancel;
+
+int ExitFor(const Status& s);
+// Prints "gnomon: error: ..." (and a JSON error object with --json) and
+// returns the exit code for s (or `code` if given).
+int Fail(const Globals& g, const Status& s, int code = -1);
+int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
+             std::unique_ptr<Repository>* out);
+nlohmann::json StatsJson(const VolumeStats& s);
+nlohmann::json BackupJson(const BackupRecord& r);
+
+int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib);
+int CmdBackup(const Globals& g, BackupOptions opt);
+int CmdList(const Globals& g);
+int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt);
+int CmdVerify(const Globals& g, bool read_data);
+int CmdShow(const Globals& g, const std::string& backup);
+int CmdWriters(const Globals& g);
+int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);
+
+}  // namespace gnomon::cli

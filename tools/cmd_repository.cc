@@ -1,0 +1,253 @@
+// The repository commands: init, backup, list, restore, verify, show.
+#include <cstdio>
+#include <iostream>
+
+#include "engine/verify_job.h"
+#include "tools/cli.h"
+#include "tools/progress_display.h"
+
+namespace gnomon::cli {
+
+using nlohmann::json;
+
+int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) {
+  if (g.repo.empty())
+    return Fail(g,
+                Status::InvalidArgument("no repository given: use --repo PATH or set "
+                                        "GNOMON_REPO"),
+                kUsage);
+  RepoConfig c;
+  if (chunk_kib) c.chunk_size = chunk_kib * 1024;
+  if (level) c.compression_level = level;
+  if (pack_mib) c.pack_size = uint64_t{pack_mib} << 20;
+  Status s = Repository::Init(Env::Default(), g.repo, c);
+  if (!s.ok()) return Fail(g, s);
+  std::unique_ptr<Repository> repo;
+  if (int rc = OpenRepo(g, LockMode::kNone, "init", &repo)) return rc;
+  const auto& cfg = repo->config();
+  if (g.json) {
+    std::cout << json{{"repository", g.repo},
+                      {"id", cfg.id},
+                      {"chunk_size", cfg.chunk_size},
+                      {"compression", cfg.compression},
+                      {"compression_level", cfg.compression_level}}
+                     .dump()
+              << "\n";
+  } else if (!g.quiet) {
+    std::printf("created gnomon repository %s at %s (chunk size %s, zstd level %d)\n",
+                cfg.id.substr(0, 8).c_str(), g.repo.c_str(), HumanBytes(cfg.chunk_size).c_str(),
+                cfg.compression_level);
+  }
+  return kOk;
+}
+
+int CmdBackup(const Globals& g, BackupOptions opt) {
+  std::unique_ptr<Repository> repo;
+  if (int rc = OpenRepo(g, LockMode::kExclusive, "backup", &repo)) return rc;
+  ProgressDisplay progress(!g.json && !g.quiet);
+  opt.threads = g.threads;
+  opt.progress = progress.Callback();
+  opt.cancel = &g_cancel;
+  BackupResult res;
+  Status s = RunBackup(repo.get(), opt, &res);
+  progress.Finish();
+  if (!s.ok()) return Fail(g, s);
+  for (const auto& w : res.warnings) std::fprintf(stderr, "gnomon: warning: %s\n", w.c_str());
+  const auto& r = res.record;
+  if (g.json) {
+    std::cout << BackupJson(r).dump() << "\n";
+  } else if (g.quiet) {
+    std::printf("%s\n", r.id.c_str());
+  } else {
+    std::printf("backup %s saved (%s)\n", r.id.c_str(), r.type.c_str());
+    for (const auto& v : r.volumes) {
+      const auto& st = v.stats;
+      std::printf(
+          "  %-12s %s: %llu chunks, %llu new (%s -> %s stored), %llu duplicate, %llu zero\n",
+          v.name.c_str(), HumanBytes(static_cast<double>(v.size)).c_str(),
+          static_cast<unsigned long long>(st.chunks),
+          static_cast<unsigned long long>(st.new_chunks),
+          HumanBytes(static_cast<double>(st.new_raw_bytes)).c_str(),
+          HumanBytes(static_cast<double>(st.new_stored_bytes)).c_str(),
+          static_cast<unsigned long long>(st.dup_chunks),
+          static_cast<unsigned long long>(st.zero_chunks));
+    }
+    std::printf("  %s in %.2f s = %s\n", HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
+                r.totals.seconds,
+                HumanRate(static_cast<double>(r.totals.bytes), r.totals.seconds).c_str());
+  }
+  return kOk;
+}
+
+int CmdList(const Globals& g) {
+  std::unique_ptr<Repository> repo;
+  if (int rc = OpenRepo(g, LockMode::kShared, "list", &repo)) return rc;
+  std::vector<BackupRecord> all;
+  std::vector<Status> errors;
+  Status s = repo->ListBackups(&all, &errors);
+  if (!s.ok()) return Fail(g, s);
+  for (const auto& e : errors) std::fprintf(stderr, "gnomon: warning: %s\n", e.message().c_str());
+  if (g.json) {
+    json arr = json::array();
+    for (const auto& r : all) arr.push_back(BackupJson(r));
+    std::cout << arr.dump() << "\n";
+  } else {
+    std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", "ID", "TIME", "HOST", "TYPE", "SIZE",
+                "ADDED", "VOLUMES");
+    for (const auto& r : all) {
+      std::string vols;
+      for (const auto& v : r.volumes) vols += (vols.empty() ? "" : ",") + v.name;
+      std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", r.id.c_str(),
+                  r.time.substr(0, 19).c_str(), r.host.substr(0, 12).c_str(), r.type.c_str(),
+                  HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
+                  HumanBytes(static_cast<double>(r.totals.new_stored_bytes)).c_str(), vols.c_str());
+    }
+    std::printf("%zu backups\n", all.size());
+  }
+  return errors.empty() ? kOk : kDamaged;
+}
+
+int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
+  auto colon = what.find(':');
+  opt.backup = what.substr(0, colon);
+  if (colon != std::string::npos) opt.volume = what.substr(colon + 1);
+  if (opt.backup.empty())
+    return Fail(g, Status::InvalidArgument("no backup named (use an id or 'latest')"), kUsage);
+  std::unique_ptr<Repository> repo;
+  if (int rc = OpenRepo(g, LockMode::kShared, "restore", &repo)) return rc;
+  ProgressDisplay progress(!g.json && !g.quiet);
+  opt.threads = g.threads;
+  opt.progress = progress.Callback();
+  opt.cancel = &g_cancel;
+  RestoreResult res;
+  Status s = RunRestore(repo.get(), opt, &res);
+  progress.Finish();
+  if (!s.ok()) return Fail(g, s);
+  if (g.json) {
+    std::cout << json{{"backup", res.backup_id},
+                      {"volume", res.volume},
+                      {"target", opt.target},
+                      {"bytes", res.bytes},
+                      {"bytes_written", res.bytes_written},
+                      {"seconds", res.seconds},
+                      {"mb_per_s", res.seconds > 0 ? res.bytes / res.seconds / 1e6 : 0}}
+                     .dump()
+              << "\n";
+  } else if (!g.quiet) {
+    std::printf("restored %s:%s to %s: %s in %.2f s = %s\n", res.backup_id.c_str(),
+                res.volume.c_str(), opt.target.c_str(),
+                HumanBytes(static_cast<double>(res.bytes)).c_str(), res.seconds,
+                HumanRate(static_cast<double>(res.bytes), res.seconds).c_str());
+  }
+  return kOk;
+}
+
+int CmdVerify(const Globals& g, bool read_data) {
+  std::unique_ptr<Repository> repo;
+  if (int rc = OpenRepo(g, LockMode::kShared, "verify", &repo)) return rc;
+  ProgressDisplay progress(!g.json && !g.quiet);
+  VerifyOptions opt;
+  opt.read_data = read_data;
+  opt.threads = g.threads;
+  opt.progress = progress.Callback();
+  opt.cancel = &g_cancel;
+  VerifyResult res;
+  Status s = RunVerify(repo.get(), opt, &res);
+  progress.Finish();
+  if (!s.ok()) return Fail(g, s);
+  if (g.json) {
+    std::cout << json{{"ok", res.ok()},
+                      {"errors", res.errors},
+                      {"warnings", res.warnings},
+                      {"backups", res.backups},
+                      {"volumes", res.volumes},
+                      {"index_files", res.index_files},
+                      {"packs", res.packs},
+                      {"chunks", res.chunks},
+                      {"read_data", read_data},
+                      {"chunks_read", res.chunks_read},
+                      {"bytes_read", res.bytes_read}}
+                     .dump()
+              << "\n";
+  } else {
+    for (const auto& w : res.warnings) std::printf("warning: %s\n", w.c_str());
+    for (const auto& e : res.errors) std::printf("error: %s\n", e.c_str());
+    if (!g.quiet || !res.ok())
+      std::printf(
+          "%s: %zu backups, %zu volumes, %zu index files, %zu packs, %zu chunks%s; %zu "
+          "errors\n",
+          res.ok() ? "repository is healthy" : "repository is DAMAGED", res.backups, res.volumes,
+          res.index_files, res.packs, res.chunks,
+          read_data ? " (all chunk data read and checked)" : "", res.errors.size());
+  }
+  return res.ok() ? kOk : kDamaged;
+}
+
+}  // namespace gnomon::cli
+
+namespace gnomon::cli {
+
+int CmdShow(const Globals& g, const std::string& spec) {
+  std::unique_ptr<Repository> repo;
+  if (int rc = OpenRepo(g, LockMode::kShared, "show", &repo)) return rc;
+  BackupRecord r;
+  Status s = repo->FindBackup(spec, &r);
+  if (!s.ok()) return Fail(g, s);
+  const json& v = r.extra.contains("vss") ? r.extra["vss"] : json();
+  if (g.json) {
+    json j = BackupJson(r);
+    j["vss"] = v;
+    std::cout << j.dump() << "\n";
+    return kOk;
+  }
+  std::printf("backup %s\n  time:  %s\n  host:  %s\n  type:  %s\n", r.id.c_str(), r.time.c_str(),
+              r.host.c_str(), r.type.c_str());
+  for (const auto& vol : r.volumes)
+    std::printf("  volume %s: %s, %s, %llu chunks (%llu new, %llu duplicate, %llu zero)\n",
+                vol.name.c_str(), vol.source.c_str(),
+                HumanBytes(static_cast<double>(vol.size)).c_str(),
+                static_cast<unsigned long long>(vol.stats.chunks),
+                static_cast<unsigned long long>(vol.stats.new_chunks),
+                static_cast<unsigned long long>(vol.stats.dup_chunks),
+                static_cast<unsigned long long>(vol.stats.zero_chunks));
+  if (v.is_null()) {
+    std::printf("  (no VSS documents in this backup)\n");
+    return kOk;
+  }
+  const json& bcd = v["bcd"];
+  std::printf("\nsnapshot set {%s}%s\n", bcd.value("snapshot_set_id", "").c_str(),
+              v.value("snapshot_skipped", false) ? " (DoSnapshotSet skipped: no file set needed a "
+                                                   "snapshot)"
+                                                 : "");
+  for (const auto& src : v.value("sources", json::array()))
+    std::printf("  %s: provider %s, read from %s\n", src.value("volume", "").c_str(),
+                src.value("provider", "").c_str(), src.value("device", "").c_str());
+  std::printf("\nBackup Components Document (%s): type %s, component mode %s\n",
+              bcd.value("schema", "").c_str(), bcd.value("backup_type", "").c_str(),
+              bcd.value("select_components", false) ? "yes" : "no");
+  for (const auto& c : bcd.value("components", json::array())) {
+    std::string path = c.value("logical_path", "");
+    std::printf("  [%s] %s%s%s\n", c.value("writer_name", "").c_str(), path.c_str(),
+                path.empty() ? "" : "\\", c.value("name", "").c_str());
+    if (!c.value("backup_stamp", "").empty())
+      std::printf("      backup stamp: %s\n", c.value("backup_stamp", "").c_str());
+    if (!c.value("previous_backup_stamp", "").empty())
+      std::printf("      previous stamp: %s\n", c.value("previous_backup_stamp", "").c_str());
+    if (!c.value("backup_metadata", "").empty())
+      std::printf("      backup metadata: %s\n", c.value("backup_metadata", "").c_str());
+  }
+  std::printf("\nWriters (%zu Writer Metadata Documents):\n", v["writers"].size());
+  for (const auto& w : v.value("writers", json::array())) {
+    std::printf("  '%s' {%s}, %zu components\n", w.value("name", "").c_str(),
+                w.value("class_id", "").c_str(), w["components"].size());
+  }
+  std::printf("\nWriter status at the end of the snapshot:\n");
+  for (const auto& st : v.value("writer_status", json::array()))
+    std::printf("  '%s': %s%s\n", st.value("name", "").c_str(), st.value("state_name", "").c_str(),
+                st.value("failure", 0u)
+                    ? (", " + st.value("failure_name", "") + ": " + st.value("message", "")).c_str()
+                    : "");
+  return kOk;
+}
+
+}  // namespace gnomon::cli
