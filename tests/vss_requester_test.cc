@@ -98,7 +98,11 @@ class TestWriter : public Writer {
   }
   bool OnThaw() override { return Do("Thaw"); }
   bool OnPostSnapshot(WriterComponents* comps) override {
-    for (auto& c : *comps) c.SetBackupStamp("stamp-" + name());
+    for (auto& c : *comps) {
+      c.SetBackupStamp("stamp-" + name());
+      c.AddPartialFile(volume_, "db", "0:4096,8192:4096", "pages");
+      c.AddDifferencedFilesByLastModifyTime("/var/log", "*.log", true, 1700000000);
+    }
     return Do("PostSnapshot");
   }
   bool OnAbort() override { return Do("Abort"); }
@@ -355,11 +359,17 @@ TEST_F(RequesterTest, StampsOptionsAndMetadataFlowThroughTheBcd) {
   const auto& rec = bc->document().components.at(0);
   EXPECT_EQ(rec.backup_stamp, "stamp-app");
   EXPECT_EQ(rec.backup_metadata, "md-1");
+  ASSERT_EQ(rec.partial_files.size(), 1u);
+  EXPECT_EQ(rec.partial_files[0].ranges, "0:4096,8192:4096");
+  ASSERT_EQ(rec.differenced_files.size(), 1u);
+  EXPECT_EQ(rec.differenced_files[0].last_modify_time, 1700000000);
   // Both documents survive a JSON round trip.
   BackupComponentsDocument back;
   std::string err;
   ASSERT_TRUE(BackupComponentsDocument::FromJson(bc->document().ToJson(), &back, &err)) << err;
   EXPECT_EQ(back.components.at(0).backup_stamp, "stamp-app");
+  EXPECT_EQ(back.components.at(0).partial_files.at(0).metadata, "pages");
+  EXPECT_EQ(back.components.at(0).differenced_files.at(0).spec, "*.log");
   EXPECT_EQ(back.snapshot_set_id, set_);
   EXPECT_EQ(back.backup_type, BackupType::kIncremental);
   WriterMetadata wmd;

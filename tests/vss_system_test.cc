@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "engine/backup_job.h"
+#include "tests/fault_env.h"
 #include "tests/test_util.h"
 #include "vss/backup_components.h"
 #include "vss/fs_freeze_writer.h"
@@ -363,6 +365,74 @@ TEST_F(FrozenFsTest, SnapshotsLeftByAKilledBackupAreListedAndDeleted) {
   EXPECT_EQ(del.exit_code, 0) << del.err;
   EXPECT_FALSE(fs::exists(clone));
   EXPECT_EQ(json::parse(Gnomon({"snapshots", "--json"}).out).size(), 0u);
+}
+
+TEST_F(FrozenFsTest, SeveralVolumesAreSnapshottedInsideOneHoldWindow) {
+  // A second ext4 on another loop device over another file on the same XFS.
+  std::string disk2 = xfs_ + "/disk2.img";
+  ASSERT_EQ(Sh("truncate -s 64M " + disk2 + " && mkfs.ext4 -q -F " + disk2).exit_code, 0);
+  test::LoopDevice loop2(disk2);
+  fs::create_directories(dir_ / "mnt2");
+  ASSERT_EQ(Sh("mount " + loop2.device() + " " + dir_ / "mnt2").exit_code, 0);
+  vss::RequesterOptions ro;
+  ro.runtime_dir = state_.runtime_dir();
+  auto fsw = std::make_shared<vss::FsFreezeWriter>();
+  auto bc = std::make_unique<vss::BackupComponents>(
+      std::vector<std::shared_ptr<vss::Writer>>{fsw},
+      std::vector<std::shared_ptr<vss::Provider>>{
+          std::make_shared<ProbingProvider>(state_.state_dir(), dir_ / "mnt2")},
+      ro);
+  std::shared_ptr<vss::Async> a;
+  bc->InitializeForBackup();
+  bc->SetBackupState(true, false, vss::BackupType::kFull);
+  bc->GatherWriterMetadata(&a);
+  vss::WaitForAsync(a);
+  const vss::WriterMetadata* md = bc->GetWriterMetadata(0);
+  const auto& c = md->components.at(0);
+  bc->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name);
+  vss::Guid set, s1, s2;
+  bc->StartSnapshotSet(&set);
+  ASSERT_EQ(bc->AddToSnapshotSet(loop_, "", &s1), vss::S_OK_) << bc->last_error();
+  ASSERT_EQ(bc->AddToSnapshotSet(loop2.device(), "", &s2), vss::S_OK_) << bc->last_error();
+  bc->PrepareForBackup(&a);
+  vss::WaitForAsync(a);
+  ASSERT_EQ(bc->DoSnapshotSet(&a), vss::S_OK_);
+  ASSERT_EQ(vss::WaitForAsync(a), vss::S_OK_) << bc->last_error();
+  int commits = 0;
+  for (const auto& e : bc->event_log()) commits += e.event == "CommitSnapshots";
+  EXPECT_EQ(commits, 1) << "both clones belong in one commit, inside one hold window";
+  vss::SnapshotProperties p1, p2;
+  ASSERT_EQ(bc->GetSnapshotProperties(s1, &p1), vss::S_OK_);
+  ASSERT_EQ(bc->GetSnapshotProperties(s2, &p2), vss::S_OK_);
+  EXPECT_TRUE(fs::exists(p1.device));
+  EXPECT_TRUE(fs::exists(p2.device));
+  EXPECT_EQ(p2.size, 64u << 20);
+  bc.reset();
+  EXPECT_FALSE(fs::exists(p1.device));
+  EXPECT_FALSE(fs::exists(p2.device));
+  Sh("umount " + dir_ / "mnt2");
+}
+
+TEST_F(FrozenFsTest, ABackupThatFailsAfterTheSnapshotStillDeletesIt) {
+  Fill("30");
+  std::string repo = dir_ / "repo";
+  ASSERT_TRUE(Repository::Init(Env::Default(), repo, RepoConfig{}).ok());
+  test::FaultEnv env(Env::Default());
+  env.space_left = 1 << 20;  // the repository's disk fills up mid-backup
+  std::unique_ptr<Repository> r;
+  ASSERT_TRUE(Repository::Open(&env, repo, LockMode::kExclusive, "test", &r).ok());
+  BackupOptions o;
+  o.sources = {loop_};
+  o.snapshot.state_dir = state_.state_dir();
+  o.snapshot.runtime_dir = state_.runtime_dir();
+  BackupResult res;
+  Status s = RunBackup(r.get(), o, &res);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("No space left"), std::string::npos) << s.message();
+  for (auto& e : fs::directory_iterator(xfs_))
+    EXPECT_EQ(e.path().filename().string().find(".gnomon-snap-"), std::string::npos) << e.path();
+  EXPECT_EQ(json::parse(Gnomon({"snapshots", "--json"}).out).size(), 0u);
+  EXPECT_FALSE(IsFrozen(mnt_));
 }
 
 }  // namespace
