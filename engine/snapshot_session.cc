@@ -180,6 +180,7 @@ json SnapshotSession::Documents() const {
               {"writers", wmds},
               {"writer_status", st},
               {"snapshot_skipped", skipped_},
+              {"frozen_ms", bc_->frozen_ms()},
               {"sources", sources}};
 }
 

@@ -219,6 +219,8 @@ int CmdShow(const Globals& g, const std::string& spec) {
               v.value("snapshot_skipped", false) ? " (DoSnapshotSet skipped: no file set needed a "
                                                    "snapshot)"
                                                  : "");
+  if (!v.value("snapshot_skipped", false))
+    std::printf("  writers frozen for %.1f ms (Freeze to Thaw)\n", v.value("frozen_ms", 0.0));
   for (const auto& src : v.value("sources", json::array()))
     std::printf("  %s: provider %s, read from %s\n", src.value("volume", "").c_str(),
                 src.value("provider", "").c_str(), src.value("device", "").c_str());

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 
 namespace gnomon::vss {
@@ -157,6 +158,11 @@ void BackupComponents::Log(const std::string& event, const std::string& target) 
 std::vector<EventRecord> BackupComponents::event_log() const {
   std::lock_guard<std::mutex> g(mu_);
   return log_;
+}
+
+double BackupComponents::frozen_ms() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return frozen_ms_;
 }
 
 std::string BackupComponents::last_error() const {
@@ -837,6 +843,16 @@ HResult BackupComponents::DoSnapshotSetWork(const std::atomic<bool>& cancelled) 
     return stop(hr, "");
 
   // 3. Freeze, front-end writers first, the system level (filesystems) last.
+  const auto freeze_start = Clock::now();
+  struct FrozenTimer {  // however this function leaves the frozen period
+    BackupComponents* bc;
+    Clock::time_point start;
+    ~FrozenTimer() {
+      std::lock_guard<std::mutex> g(bc->mu_);
+      bc->frozen_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    }
+  };
+  std::optional<FrozenTimer> frozen_timer(std::in_place, this, freeze_start);
   for (ApplicationLevel level :
        {ApplicationLevel::kFrontEnd, ApplicationLevel::kBackEnd, ApplicationLevel::kSystem}) {
     std::vector<Slot*> group;
@@ -884,6 +900,7 @@ HResult BackupComponents::DoSnapshotSetWork(const std::atomic<bool>& cancelled) 
     }
     if (!Deliver(Event::kThaw, group)) return stop(writer_failure(), "");
   }
+  frozen_timer.reset();  // everything is thawed
   {
     std::lock_guard<std::mutex> g(mu_);
     if (aborted_) return writer_failure();

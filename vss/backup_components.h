@@ -111,6 +111,9 @@ class BackupComponents {
   // Human detail of the last failure: provider reasons, writer messages.
   std::string last_error() const;
   std::vector<EventRecord> event_log() const;
+  // How long writers were frozen in DoSnapshotSet: from the first Freeze
+  // delivered to the last Thaw returned (or the abort), in milliseconds.
+  double frozen_ms() const;
 
  private:
   enum class State { kNew, kInit, kMeta, kSet, kPrepared, kSnapped, kFailed, kAborted, kCompleted };
@@ -175,6 +178,7 @@ class BackupComponents {
   std::shared_ptr<Async> running_;
   int set_lock_fd_ = -1;
   bool released_ = false;
+  double frozen_ms_ = 0;
   std::thread watchdog_;
   bool watchdog_stop_ = false;
 };
