@@ -367,6 +367,18 @@ TEST_F(FrozenFsTest, SnapshotsLeftByAKilledBackupAreListedAndDeleted) {
   EXPECT_EQ(json::parse(Gnomon({"snapshots", "--json"}).out).size(), 0u);
 }
 
+TEST_F(FrozenFsTest, AFilesystemSomeoneElseFrozeIsToleratedAndLeftToThem) {
+  // Frozen by another tool (fsfreeze, a hypervisor agent): FIFREEZE is EBUSY.
+  ASSERT_EQ(Sh("fsfreeze -f " + mnt_).exit_code, 0);
+  std::string repo = dir_ / "repo";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
+  auto b = Gnomon({"--repo", repo, "backup", loop_});
+  bool still_frozen = IsFrozen(mnt_);
+  Sh("fsfreeze -u " + mnt_);
+  EXPECT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_TRUE(still_frozen) << "gnomon thawed a freeze that was not its own";
+}
+
 TEST_F(FrozenFsTest, SeveralVolumesAreSnapshottedInsideOneHoldWindow) {
   // A second ext4 on another loop device over another file on the same XFS.
   std::string disk2 = xfs_ + "/disk2.img";
