@@ -9,11 +9,15 @@
 #include <chrono>
 #include <deque>
 #include <future>
+#include <map>
 #include <mutex>
 #include <unordered_set>
 
 #include "engine/source_volume.h"
 #include "format/codec.h"
+#include "vss/extent_diff.h"
+#include "vss/volume_stamp.h"
+#include "vss/volume_writer.h"
 
 namespace gnomon {
 
@@ -29,6 +33,7 @@ struct Work {
   uint64_t slot = 0;
   uint32_t len = 0;
   bool zero = false;
+  bool unchanged = false;  // change tracking proved it: the parent's digest, no read
   bool is_new = false;
   Digest digest;
   Codec codec = Codec::kRaw;
@@ -71,8 +76,25 @@ class BackupRun {
  private:
   Status Image(std::vector<SourceVolume>& sources, const SnapshotSession& session,
                BackupResult* out);
-  Status ImageVolume(const SourceVolume& src, const std::string& label, VolumeIndex* vi,
-                     VolumeStats* stats);
+  // Finds each source's parent backup and its stamp (incremental and
+  // differential only).
+  Status FindParents(bool full_only, std::map<std::string, std::string>* stamps);
+  // Decides how volume i is read: which parent index to build on and, if
+  // change tracking can be trusted, which chunks changed. Fills v's parent,
+  // tracking and tracking_reason.
+  void PlanVolume(size_t i, const SnapshotSession& session, const SourceVolume& src,
+                  VolumeRecord* v, VolumeIndex* parent_index, bool* have_parent,
+                  std::vector<bool>* changed, bool* tracked);
+
+  struct Parent {
+    BackupRecord record;
+    VolumeRecord volume;
+  };
+  std::map<std::string, Parent> parents_;  // by volume key
+  // parent: the parent backup's index of this volume (same size and chunk
+  // size), or null; changed: from change tracking, or null to read all.
+  Status ImageVolume(const SourceVolume& src, const std::string& label, const VolumeIndex* parent,
+                     const std::vector<bool>* changed, VolumeIndex* vi, VolumeStats* stats);
   Status AppendChunk(const Work& w);
   // Seals the current pack (header, fdatasync, rename) on a background
   // thread, so the in-order write stage never waits for the disk; at most
@@ -148,8 +170,9 @@ void BackupRun::DiscardPacks() {
   finished_.clear();
 }
 
-Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label, VolumeIndex* vi,
-                              VolumeStats* stats) {
+Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
+                              const VolumeIndex* parent, const std::vector<bool>* changed,
+                              VolumeIndex* vi, VolumeStats* stats) {
   const uint32_t chunk = repo_->config().chunk_size;
   vi->volume_size = src.size();
   vi->chunk_size = chunk;
@@ -177,6 +200,11 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     w->slot = next++;
     w->len = vi->SlotLength(w->slot);
     w->is_new = false;
+    w->unchanged = changed && !(*changed)[w->slot];
+    if (w->unchanged) {
+      w->zero = false;
+      return w;
+    }
     const uint64_t start = w->slot * chunk, end = start + w->len;
     while (ext < extents.size() && extents[ext].offset + extents[ext].length <= start) ++ext;
     // A slot no data extent touches is a hole: zeros, and no read at all.
@@ -193,7 +221,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     return w;
   };
   auto hash_stage = [&](Work* w) -> Work* {
-    if (!w->zero && !failed_) {
+    if (!w->zero && !w->unchanged && !failed_) {
       std::span<const uint8_t> data(w->raw.data(), w->len);
       w->zero = IsAllZero(data);
       if (!w->zero) w->digest = Digest::Of(data);
@@ -201,6 +229,11 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     return w;
   };
   auto dedup_stage = [&](Work* w) -> Work* {
+    if (w->unchanged) {
+      vi->slots[w->slot] = parent->slots[w->slot];
+      ++stats->unchanged_chunks;
+      return w;
+    }
     if (w->zero) {
       ++stats->zero_chunks;
     } else {
@@ -211,6 +244,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
         w->is_new = true;
       }
     }
+    if (parent && vi->slots[w->slot] != parent->slots[w->slot]) ++stats->changed_chunks;
     return w;
   };
   auto compress_stage = [&](Work* w) -> Work* {
@@ -245,22 +279,94 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
   return Status::OK();
 }
 
+Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>* stamps) {
+  std::vector<BackupRecord> history;
+  GNOMON_RETURN_IF_ERROR(repo_->ListBackups(&history, nullptr));  // unreadable ones: no parent
+  for (const auto& src : opt_.sources) {
+    vss::VolumeIdentity id;
+    std::string err;
+    if (!vss::IdentifyVolume(src, &id, &err)) continue;  // the snapshot session reports it
+    const std::string key = vss::VolumeKey(id);
+    for (auto it = history.rbegin(); it != history.rend(); ++it) {
+      if (it->type != "full" && (full_only || it->type != "incremental")) continue;
+      auto vol = std::find_if(it->volumes.begin(), it->volumes.end(),
+                              [&](const VolumeRecord& v) { return v.key == key; });
+      if (vol == it->volumes.end()) continue;
+      parents_[key] = Parent{*it, *vol};
+      // The parent's stamp for this volume, as its volume writer left it.
+      try {
+        for (const auto& c : it->extra.at("vss").at("bcd").at("components"))
+          if (c.at("class_id").get<std::string>() == vss::VolumeWriter::ClassId().ToString() &&
+              c.at("name").get<std::string>() == vol->source)
+            (*stamps)[src] = c.at("backup_stamp").get<std::string>();
+      } catch (const nlohmann::json::exception&) {
+        // No usable stamp: the writer falls back to a full read and says so.
+      }
+      break;
+    }
+  }
+  return Status::OK();
+}
+
+void BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const SourceVolume& src,
+                           VolumeRecord* v, VolumeIndex* parent_index, bool* have_parent,
+                           std::vector<bool>* changed, bool* tracked) {
+  *have_parent = *tracked = false;
+  auto p = parents_.find(v->key);
+  TrackingVerdict verdict = session.Verdict(i);
+  v->tracking = "full-read";
+  v->tracking_reason = verdict.reason;
+  if (p == parents_.end()) return;
+  v->parent = p->second.record.id;
+  // The writer's reason, when it has one, is the more specific.
+  auto fall_back = [&](const std::string& why) {
+    if (v->tracking_reason.empty() || verdict.tracked) v->tracking_reason = why;
+  };
+  Status s = repo_->ReadVolumeIndex(p->second.volume, parent_index);
+  if (!s.ok()) {
+    fall_back("the parent's volume index cannot be read: " + s.message());
+    return;
+  }
+  if (parent_index->chunk_size != repo_->config().chunk_size ||
+      parent_index->volume_size != src.size()) {
+    fall_back("the parent's volume index has another size or chunk size");
+    return;
+  }
+  // From here on every chunk's digest is compared with the parent's.
+  *have_parent = true;
+  if (!verdict.tracked) return;
+  const SnapshotSource& snap = session.sources()[i];
+  std::vector<vss::FileExtent> base, now;
+  std::string err;
+  if (!vss::ReadExtents(verdict.base_device, &base, &err) ||
+      !vss::ReadExtents(snap.device, &now, &err)) {
+    fall_back("reading extent maps failed: " + err);
+    return;
+  }
+  vss::DiffExtents(base, now, snap.offset, snap.size, repo_->config().chunk_size, changed);
+  *tracked = true;
+  v->tracking = "reflink-fiemap";
+  v->tracking_reason.clear();
+}
+
 Status BackupRun::Run(BackupResult* out) {
   if (opt_.sources.empty()) return Status::InvalidArgument("no volume to back up");
   SnapshotOptions so = opt_.snapshot;
-  if (opt_.type == "full") {
-    so.type = vss::BackupType::kFull;
-  } else if (opt_.type == "copy") {
-    so.type = vss::BackupType::kCopy;
-  } else {
+  if (!vss::ParseBackupType(opt_.type, &so.type) || so.type == vss::BackupType::kLog ||
+      so.type == vss::BackupType::kOther || so.type == vss::BackupType::kUndefined)
     return Status::InvalidArgument("backup type '" + opt_.type +
-                                   "' is not supported (use full or copy)");
-  }
+                                   "' is not supported (use full, incremental, differential "
+                                   "or copy)");
+  // Parents: an incremental builds on the newest full or incremental of the
+  // same volume, a differential on the newest full; a copy is never one.
+  std::map<std::string, std::string> stamps;
+  if (so.type == vss::BackupType::kIncremental || so.type == vss::BackupType::kDifferential)
+    GNOMON_RETURN_IF_ERROR(FindParents(so.type == vss::BackupType::kDifferential, &stamps));
   so.cancel = opt_.cancel;
   // Writers frozen, snapshot taken, writers thawed: from here on the
   // pipeline reads the snapshots, never the live volumes.
   SnapshotSession session(so);
-  GNOMON_RETURN_IF_ERROR(session.Create(opt_.sources));
+  GNOMON_RETURN_IF_ERROR(session.Create(opt_.sources, stamps));
   std::vector<SourceVolume> sources(opt_.sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {
     const SnapshotSource& snap = session.sources()[i];
@@ -273,6 +379,14 @@ Status BackupRun::Run(BackupResult* out) {
     }
   }
   Status st = Image(sources, session, out);
+  if (st.ok() && (so.type == vss::BackupType::kFull || so.type == vss::BackupType::kIncremental)) {
+    // The backup is durable: its snapshots become the bases of the next.
+    for (size_t i = 0; i < sources.size(); ++i) {
+      if (session.sources()[i].provider != "reflink") continue;
+      Status r = session.RetainBase(i, out->record.id, opt_.type);
+      if (!r.ok()) out->warnings.push_back(r.message() + " (the next incremental reads all)");
+    }
+  }
   // Writers learn the outcome in BackupComplete (no log truncation on failure).
   Status complete = session.Complete(st.ok());
   if (st.ok() && !complete.ok()) out->warnings.push_back(complete.message());
@@ -303,8 +417,15 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
     v.size = sources[i].size();
     v.chunk_size = repo_->config().chunk_size;
     v.index = "volumes/" + rec.id + "." + std::to_string(i);
+    v.key = session.sources()[i].key;
+    VolumeIndex parent_index;
+    std::vector<bool> changed;
+    bool have_parent = false, tracked = false;
+    PlanVolume(i, session, sources[i], &v, &parent_index, &have_parent, &changed, &tracked);
+    if (rec.parent.empty()) rec.parent = v.parent;
     const auto v0 = std::chrono::steady_clock::now();
-    Status s = ImageVolume(sources[i], v.source, &indexes[i], &v.stats);
+    Status s = ImageVolume(sources[i], v.source, have_parent ? &parent_index : nullptr,
+                           tracked ? &changed : nullptr, &indexes[i], &v.stats);
     v.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
     if (!s.ok()) {
       DiscardPacks();

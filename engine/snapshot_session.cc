@@ -11,9 +11,11 @@
 #include <fstream>
 #include <thread>
 
+#include "vss/extent_diff.h"
 #include "vss/fs_freeze_writer.h"
 #include "vss/offline_provider.h"
 #include "vss/reflink_provider.h"
+#include "vss/volume_stamp.h"
 #include "vss/volume_writer.h"
 
 namespace gnomon {
@@ -78,10 +80,11 @@ Status SnapshotSession::CheckWriters(const char* phase) {
               std::string("a writer failed at ") + phase + " (" + failed + ")");
 }
 
-Status SnapshotSession::Create(const std::vector<std::string>& volumes) {
+Status SnapshotSession::Create(const std::vector<std::string>& volumes,
+                               const std::map<std::string, std::string>& previous_stamps) {
   std::vector<std::shared_ptr<vss::Writer>> writers = {
       std::make_shared<vss::FsFreezeWriter>(opt_.freeze_timeout_ms),
-      std::make_shared<vss::VolumeWriter>(volumes)};
+      std::make_shared<vss::VolumeWriter>(volumes, opt_.state_dir)};
   writers.insert(writers.end(), opt_.extra_writers.begin(), opt_.extra_writers.end());
   std::vector<std::shared_ptr<vss::Provider>> providers = {
       std::make_shared<vss::ReflinkProvider>(opt_.state_dir),
@@ -137,6 +140,13 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes) {
       return Fail(hr, "cannot snapshot " + v);
     snapshot_ids_.push_back(snap);
   }
+  // The parents' stamps go back to the volume writer, which decides in
+  // PrepareForBackup whether they can be trusted.
+  for (const auto& [volume, stamp] : previous_stamps) {
+    hr = bc_->SetPreviousBackupStamp(vss::VolumeWriter::ClassId(), vss::ComponentType::kFileGroup,
+                                     vss::VolumeWriter::kLogicalPath, volume, stamp);
+    if (hr != vss::S_OK_) return Fail(hr, "SetPreviousBackupStamp " + volume);
+  }
   if ((hr = bc_->PrepareForBackup(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
     return Fail(hr, "PrepareForBackup");
   GNOMON_RETURN_IF_ERROR(CheckWriters("PrepareForBackup"));
@@ -144,7 +154,8 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes) {
   if (!bc_->IsSnapshotRequired()) {
     // §5.4: no included file set needs a snapshot for this backup type.
     skipped_ = true;
-    for (const auto& v : volumes) sources_.push_back({v, "", 0, 0, ""});
+    for (size_t i = 0; i < volumes.size(); ++i)
+      sources_.push_back({volumes[i], vss::VolumeKey(ids[i]), "", 0, 0, ""});
     return Status::OK();
   }
   if ((hr = bc_->DoSnapshotSet(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
@@ -154,7 +165,49 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes) {
     vss::SnapshotProperties p;
     if ((hr = bc_->GetSnapshotProperties(snapshot_ids_[i], &p)) != vss::S_OK_)
       return Fail(hr, "GetSnapshotProperties " + volumes[i]);
-    sources_.push_back({volumes[i], p.device, p.offset, p.size, p.provider});
+    sources_.push_back(
+        {volumes[i], vss::VolumeKey(ids[i]), p.device, p.offset, p.size, p.provider});
+  }
+  return Status::OK();
+}
+
+TrackingVerdict SnapshotSession::Verdict(size_t i) const {
+  TrackingVerdict v;
+  v.reason = "the volume writer gave no verdict";
+  for (const auto& c : bc_->document().components) {
+    if (c.class_id != vss::VolumeWriter::ClassId() || c.name != sources_[i].volume) continue;
+    json j = json::parse(c.backup_metadata, nullptr, false);
+    if (j.is_discarded()) break;
+    v.tracked = j.value("change_tracking", "") == "reflink-fiemap";
+    v.base_device = j.value("base_device", "");
+    v.reason = j.value("reason", "");
+  }
+  return v;
+}
+
+Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id,
+                                   const std::string& type) {
+  const std::string& key = sources_[i].key;
+  HResult hr = bc_->KeepSnapshot(snapshot_ids_[i], backup_id, type, key);
+  if (hr != vss::S_OK_)
+    return Status::IOError("keeping the snapshot of " + sources_[i].volume +
+                           " as the next base: " + bc_->last_error());
+  // Keep the new base, and for an incremental also the newest full's base
+  // (differentials are built on it); every older base of this volume goes.
+  std::string keep_full;
+  std::string newest_full_time;
+  auto all = vss::SnapshotRegistry(opt_.state_dir + "/snapshots").List();
+  for (const auto& p : all)
+    if (p.state == "base" && p.volume_key == key && p.backup_type == "full" &&
+        p.created >= newest_full_time) {
+      newest_full_time = p.created;
+      keep_full = p.snapshot_id.ToString();
+    }
+  for (const auto& p : all) {
+    if (p.state != "base" || p.volume_key != key) continue;
+    std::string id = p.snapshot_id.ToString();
+    if (id == snapshot_ids_[i].ToString() || (type == "incremental" && id == keep_full)) continue;
+    vss::ReflinkProvider(opt_.state_dir).DeleteLeftover(p);
   }
   return Status::OK();
 }
@@ -243,7 +296,7 @@ namespace gnomon {
 json DescribeWriters(const std::string& state_dir) {
   std::vector<std::shared_ptr<vss::Writer>> writers = {
       std::make_shared<vss::FsFreezeWriter>(),
-      std::make_shared<vss::VolumeWriter>(std::vector<std::string>{})};
+      std::make_shared<vss::VolumeWriter>(std::vector<std::string>{}, state_dir)};
   vss::BackupComponents bc(writers, {});
   std::shared_ptr<vss::Async> a;
   bc.InitializeForBackup();
@@ -282,6 +335,14 @@ std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir) {
   for (auto& p : vss::SnapshotRegistry(state_dir + "/snapshots").List()) {
     SnapshotEntry e;
     e.in_use = p.pid > 0 && p.host == host && (::kill(p.pid, 0) == 0 || errno == EPERM);
+    // What the snapshot pins: its extents the live file no longer shares.
+    std::string live = p.volume_key.rfind("file:", 0) == 0 ? p.volume_key.substr(5) : "";
+    if (auto at = live.rfind('@'); at != std::string::npos) live.resize(at);
+    std::vector<vss::FileExtent> snap, now;
+    std::string err;
+    if (!live.empty() && vss::ReadExtents(p.device, &snap, &err) &&
+        vss::ReadExtents(live, &now, &err))
+      e.pinned_bytes = vss::PinnedBytes(snap, now);
     e.props = std::move(p);
     out.push_back(std::move(e));
   }

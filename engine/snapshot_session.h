@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -37,9 +38,17 @@ struct SnapshotOptions {
 // Where the pipeline reads one volume from.
 struct SnapshotSource {
   std::string volume;  // as given by the user
+  std::string key;     // stable volume identity (vss::VolumeKey)
   std::string device;  // snapshot device or file ("" when the set was skipped)
   uint64_t offset = 0, size = 0;
   std::string provider;  // "" when the set was skipped
+};
+
+// What the volume writer decided about change tracking for one volume.
+struct TrackingVerdict {
+  bool tracked = false;     // a valid base exists: compare extents with it
+  std::string base_device;  // the retained base snapshot's file
+  std::string reason;       // why not, if not
 };
 
 class SnapshotSession {
@@ -49,9 +58,17 @@ class SnapshotSession {
 
   // Everything up to and including DoSnapshotSet. On failure the session has
   // already aborted (writers thawed) and the status says why.
-  Status Create(const std::vector<std::string>& volumes);
+  // previous_stamps: volume -> the backup stamp of its parent backup, handed
+  // to the volume writer with SetPreviousBackupStamp.
+  Status Create(const std::vector<std::string>& volumes,
+                const std::map<std::string, std::string>& previous_stamps = {});
   const std::vector<SnapshotSource>& sources() const { return sources_; }
   bool skipped() const { return skipped_; }
+  TrackingVerdict Verdict(size_t i) const;
+  // Keeps volume i's snapshot as the change-tracking base of backup_id, and
+  // deletes the bases of that volume it supersedes. Call after the backup
+  // record is durable and before Complete().
+  Status RetainBase(size_t i, const std::string& backup_id, const std::string& type);
   // The documents to store with the backup: BCD, every WMD, writer status.
   nlohmann::json Documents() const;
   // SetBackupSucceeded for every component, then BackupComplete and release.
@@ -80,7 +97,8 @@ nlohmann::json DescribeWriters(const std::string& state_dir);
 
 struct SnapshotEntry {
   vss::SnapshotProperties props;
-  bool in_use = false;  // its process is alive: a backup is reading it
+  bool in_use = false;        // its process is alive: a backup is reading it
+  uint64_t pinned_bytes = 0;  // space it keeps allocated that the volume no longer uses
 };
 // Snapshots recorded in the state directory (left by crashed backups, or in
 // use by running ones).

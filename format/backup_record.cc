@@ -15,6 +15,8 @@ void VolumeStats::Add(const VolumeStats& o) {
   new_chunks += o.new_chunks;
   new_raw_bytes += o.new_raw_bytes;
   new_stored_bytes += o.new_stored_bytes;
+  changed_chunks += o.changed_chunks;
+  unchanged_chunks += o.unchanged_chunks;
 }
 
 static json StatsToJson(const VolumeStats& s) {
@@ -26,6 +28,8 @@ static json StatsToJson(const VolumeStats& s) {
               {"new_chunks", s.new_chunks},
               {"new_raw_bytes", s.new_raw_bytes},
               {"new_stored_bytes", s.new_stored_bytes},
+              {"changed_chunks", s.changed_chunks},
+              {"unchanged_chunks", s.unchanged_chunks},
               {"seconds", s.seconds}};
 }
 
@@ -40,6 +44,8 @@ static VolumeStats StatsFromJson(const json& j) {
   s.new_raw_bytes = j.at("new_raw_bytes").get<uint64_t>();
   s.new_stored_bytes = j.at("new_stored_bytes").get<uint64_t>();
   s.seconds = j.at("seconds").get<double>();
+  s.changed_chunks = j.value("changed_chunks", uint64_t{0});  // version 2
+  s.unchanged_chunks = j.value("unchanged_chunks", uint64_t{0});
   return s;
 }
 
@@ -52,7 +58,11 @@ std::string BackupRecord::Encode() const {
                     {"chunk_size", v.chunk_size},
                     {"index", v.index},
                     {"index_checksum", v.index_checksum},
-                    {"stats", StatsToJson(v.stats)}});
+                    {"stats", StatsToJson(v.stats)},
+                    {"key", v.key},
+                    {"parent", v.parent},
+                    {"tracking", v.tracking},
+                    {"tracking_reason", v.tracking_reason}});
   }
   json j{{"id", id},
          {"time", time},
@@ -86,6 +96,10 @@ Status BackupRecord::Decode(const std::string& path, const std::string& body, Ba
       vr.index = v.at("index").get<std::string>();
       vr.index_checksum = v.at("index_checksum").get<uint64_t>();
       vr.stats = StatsFromJson(v.at("stats"));
+      vr.key = v.value("key", std::string());  // version 2 fields
+      vr.parent = v.value("parent", std::string());
+      vr.tracking = v.value("tracking", std::string("full-read"));
+      vr.tracking_reason = v.value("tracking_reason", std::string());
       r.volumes.push_back(std::move(vr));
     }
     r.totals = StatsFromJson(j.at("totals"));

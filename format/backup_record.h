@@ -21,6 +21,10 @@ struct VolumeStats {
   uint64_t new_chunks = 0;        // stored by this backup
   uint64_t new_raw_bytes = 0;     // uncompressed size of the new chunks
   uint64_t new_stored_bytes = 0;  // their size in packs
+  // Incrementals (record version 2): slots whose content differs from the
+  // parent's, and slots change tracking proved unchanged (never read).
+  uint64_t changed_chunks = 0;
+  uint64_t unchanged_chunks = 0;
   double seconds = 0;
 
   void Add(const VolumeStats& o);
@@ -34,13 +38,20 @@ struct VolumeRecord {
   std::string index;            // volume index path, relative to the repository
   uint64_t index_checksum = 0;  // Checksum64 of the whole volume index file
   VolumeStats stats;
+  // Record version 2:
+  std::string key;     // stable identity of the volume (backing file, device)
+  std::string parent;  // backup whose volume index this one was built on, or ""
+  // How unchanged chunks were found: "full-read" (everything read; new
+  // chunks found by digest), "reflink-fiemap" (only changed chunks read).
+  std::string tracking = "full-read";
+  std::string tracking_reason;  // why change tracking was not used, or ""
 };
 
 struct BackupRecord {
   std::string id;    // 16 hex characters
   std::string time;  // RFC 3339, UTC
   std::string host;
-  std::string type = "full";  // full | copy (incremental/differential later)
+  std::string type = "full";  // full | incremental | differential | copy
   std::string parent;         // id of the backup this one was based on, or ""
   std::vector<std::string> tags;
   std::vector<VolumeRecord> volumes;
@@ -53,6 +64,8 @@ struct BackupRecord {
   std::string Encode() const;
   static Status Decode(const std::string& path, const std::string& body, BackupRecord* out);
 };
+
+inline constexpr uint32_t kBackupRecordVersion = 2;
 
 std::string NowRfc3339();
 

@@ -224,7 +224,8 @@ Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
 }
 
 Status Repository::WriteBackupRecord(const BackupRecord& r) {
-  return WriteFrameFile(env_, kBackupFrame, 1, JoinPath(P(kBackups), r.id), r.Encode());
+  return WriteFrameFile(env_, kBackupFrame, kBackupRecordVersion, JoinPath(P(kBackups), r.id),
+                        r.Encode());
 }
 
 Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors) {
@@ -247,6 +248,15 @@ Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Statu
   std::sort(out->begin(), out->end(), [](const BackupRecord& a, const BackupRecord& b) {
     return a.time != b.time ? a.time < b.time : a.id < b.id;
   });
+  return Status::OK();
+}
+
+Status Repository::ForgetBackup(const BackupRecord& r) {
+  // The record goes first: once it is gone the backup does not exist, and
+  // its volume indexes are merely unreferenced files.
+  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(JoinPath(P(kBackups), r.id)));
+  GNOMON_RETURN_IF_ERROR(env_->SyncDir(P(kBackups)));
+  for (const auto& v : r.volumes) env_->RemoveFile(P(v.index));
   return Status::OK();
 }
 

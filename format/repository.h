@@ -58,6 +58,10 @@ class Repository {
   Status WriteBackupRecord(const BackupRecord& r);
   // All readable records, oldest first; unreadable ones are reported in errors.
   Status ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors);
+  // Removes a backup: its record, then its volume indexes. Chunks stay (the
+  // garbage collection of a later prune removes those no backup uses).
+  // Every other backup still restores: each has a complete volume index.
+  Status ForgetBackup(const BackupRecord& r);
   // spec: a full id, a unique id prefix, or "latest".
   Status FindBackup(const std::string& spec, BackupRecord* out);
 

@@ -111,6 +111,21 @@ TEST_F(CliTest, ShowWritersAndCopyBackups) {
   EXPECT_NE(wh.out.find("Last error: No error"), std::string::npos);
 }
 
+TEST_F(CliTest, ForgetRemovesABackupAndTheOthersStillRestore) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(2u << 20, 12));
+  std::string a = BackupId(dir_ / "vol");
+  test::WriteFile(dir_ / "vol2", test::TextLikeBytes(2u << 20, 13));
+  std::string b = BackupId(dir_ / "vol2");
+  auto f = G({"forget", a.substr(0, 6)});
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.out.find("removed backup " + a), std::string::npos);
+  EXPECT_EQ(G({"restore", a, dir_ / "x"}).exit_code, 1);  // gone
+  ASSERT_EQ(G({"restore", b, dir_ / "out"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol2", dir_ / "out"));
+  EXPECT_EQ(G({"verify", "--read-data"}).exit_code, 0);
+  EXPECT_EQ(G({"forget", "ffffffffffffffff"}).exit_code, 1);
+}
+
 TEST_F(CliTest, UsageErrorsAndMissingRepository) {
   EXPECT_EQ(Gnomon({"frobnicate"}).exit_code, 2);
   EXPECT_EQ(Gnomon({"backup"}).exit_code, 2);

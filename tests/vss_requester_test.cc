@@ -16,6 +16,8 @@
 #include "tests/test_util.h"
 #include "vss/backup_components.h"
 #include "vss/offline_provider.h"
+#include "vss/volume_stamp.h"
+#include "vss/volume_writer.h"
 
 namespace gnomon::vss {
 namespace {
@@ -717,6 +719,76 @@ TEST(VssNames, StatesAndCodesHaveTheirVssNames) {
   Guid g = Guid::Random(), h;
   ASSERT_TRUE(Guid::Parse(g.ToString(), &h));
   EXPECT_EQ(g, h);
+}
+
+}  // namespace
+}  // namespace gnomon::vss
+
+namespace gnomon::vss {
+namespace {
+
+// The volume writer's verdict on a previous stamp, as it records it in the
+// component's backup metadata.
+nlohmann::json VerdictFor(const std::string& volume, const std::string& stamp,
+                          const std::string& state_dir, const std::string& runtime_dir) {
+  RequesterOptions ro;
+  ro.runtime_dir = runtime_dir;
+  auto w = std::make_shared<VolumeWriter>(std::vector<std::string>{volume}, state_dir);
+  BackupComponents bc({w}, {std::make_shared<OfflineProvider>()}, ro);
+  std::shared_ptr<Async> a;
+  bc.InitializeForBackup();
+  bc.SetBackupState(true, false, BackupType::kIncremental);
+  bc.GatherWriterMetadata(&a);
+  WaitForAsync(a);
+  const WriterMetadata* md = bc.GetWriterMetadata(0);
+  bc.AddComponent(md->instance_id, md->class_id, ComponentType::kFileGroup, "volumes", volume);
+  Guid set, snap;
+  bc.StartSnapshotSet(&set);
+  bc.AddToSnapshotSet(volume, "", &snap);
+  bc.SetPreviousBackupStamp(VolumeWriter::ClassId(), ComponentType::kFileGroup, "volumes", volume,
+                            stamp);
+  bc.PrepareForBackup(&a);
+  WaitForAsync(a);
+  return nlohmann::json::parse(bc.document().components.at(0).backup_metadata);
+}
+
+TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
+  test::TempDir dir;
+  std::string vol = dir / "vol.img";
+  test::WriteFile(vol, test::RandomBytes(1 << 16, 3));
+  VolumeIdentity id;
+  std::string err;
+  ASSERT_TRUE(IdentifyVolume(vol, &id, &err));
+  VolumeStamp good;
+  good.volume_key = VolumeKey(id);
+  good.size = id.size;
+  good.tracker = "reflink-fiemap";
+  good.base_snapshot = Guid::Random().ToString();
+  std::string encoded = good.Encode();
+  VolumeStamp other = good;
+  other.volume_key = "file:/somewhere/else.img";
+  VolumeStamp resized = good;
+  resized.size += 4096;
+  struct Case {
+    std::string stamp, reason;
+  } cases[] = {
+      {"", "no previous backup"},
+      {"\x01\x02garbage", "not valid JSON"},
+      {encoded.substr(0, encoded.size() / 2), "not valid JSON"},
+      {R"({"stamp":"gnomon.volume-stamp/9","volume_key":"x"})", "version 9, newer"},
+      {R"({"stamp":"gnomon.volume-stamp/1"})", "incomplete"},
+      {R"({"hello":"world"})", "not a gnomon volume stamp"},
+      {other.Encode(), "from another volume"},
+      {resized.Encode(), "size changed"},
+      // A good stamp, but this backup's provider cannot track changes.
+      {encoded, "cannot track changes"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.stamp);
+    auto v = VerdictFor(vol, c.stamp, dir / "state", dir / "run");
+    EXPECT_EQ(v["change_tracking"], "full-read");
+    EXPECT_NE(v["reason"].get<std::string>().find(c.reason), std::string::npos) << v.dump();
+  }
 }
 
 }  // namespace

@@ -137,10 +137,18 @@ TEST_F(FrozenFsTest, BackupOfAMountedLoopExt4OnXfsUsesReflinkAndRestoresClean) {
   EXPECT_FALSE(v["snapshot_skipped"].get<bool>());
   EXPECT_EQ(v["bcd"]["components"].size(), 2u) << "filesystem and volume components";
   for (const auto& st : v["writer_status"]) EXPECT_EQ(st["failure"], 0) << st.dump();
-  // The snapshot is gone once the backup ends.
+  // A full backup keeps its snapshot as the base of the next incremental,
+  // and nothing else; a copy backup keeps nothing.
+  json snaps = json::parse(Gnomon({"snapshots", "--json"}).out);
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0]["state"], "base");
+  EXPECT_EQ(snaps[0]["backup_id"], json::parse(b.out)["id"]);
+  ASSERT_EQ(Gnomon({"--repo", repo, "backup", "--type", "copy", loop_}).exit_code, 0);
+  EXPECT_EQ(json::parse(Gnomon({"snapshots", "--json"}).out).size(), 1u);
+  int clones = 0;
   for (auto& e : fs::directory_iterator(xfs_))
-    EXPECT_EQ(e.path().filename().string().find(".gnomon-snap-"), std::string::npos) << e.path();
-  EXPECT_EQ(json::parse(Gnomon({"snapshots", "--json"}).out).size(), 0u);
+    clones += e.path().filename().string().find(".gnomon-snap-") == 0;
+  EXPECT_EQ(clones, 1);
 
   // The restored image is a clean ext4 holding the same files.
   ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir_ / "restored.img"}).exit_code, 0);

@@ -58,6 +58,8 @@ json StatsJson(const VolumeStats& s) {
               {"new_chunks", s.new_chunks},
               {"new_raw_bytes", s.new_raw_bytes},
               {"new_stored_bytes", s.new_stored_bytes},
+              {"changed_chunks", s.changed_chunks},
+              {"unchanged_chunks", s.unchanged_chunks},
               {"seconds", s.seconds},
               {"mb_per_s", s.seconds > 0 ? static_cast<double>(s.bytes) / s.seconds / 1e6 : 0}};
 }

@@ -71,6 +71,20 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
           HumanBytes(static_cast<double>(st.new_stored_bytes)).c_str(),
           static_cast<unsigned long long>(st.dup_chunks),
           static_cast<unsigned long long>(st.zero_chunks));
+      if (!v.parent.empty()) {
+        if (v.tracking == "reflink-fiemap")
+          std::printf(
+              "  %-12s based on %s: change tracking (reflink) found %llu changed chunks; "
+              "%llu unchanged were not read\n",
+              "", v.parent.c_str(), static_cast<unsigned long long>(st.changed_chunks),
+              static_cast<unsigned long long>(st.unchanged_chunks));
+        else
+          std::printf("  %-12s based on %s: full read, %llu chunks differ from it (%s)\n", "",
+                      v.parent.c_str(), static_cast<unsigned long long>(st.changed_chunks),
+                      v.tracking_reason.c_str());
+      } else if (r.type == "incremental" || r.type == "differential") {
+        std::printf("  %-12s full read: %s\n", "", v.tracking_reason.c_str());
+      }
     }
     std::printf("  %s in %.2f s = %s\n", HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
                 r.totals.seconds,
@@ -249,6 +263,26 @@ int CmdShow(const Globals& g, const std::string& spec) {
                 st.value("failure", 0u)
                     ? (", " + st.value("failure_name", "") + ": " + st.value("message", "")).c_str()
                     : "");
+  return kOk;
+}
+
+}  // namespace gnomon::cli
+
+namespace gnomon::cli {
+
+int CmdForget(const Globals& g, const std::vector<std::string>& ids) {
+  std::unique_ptr<Repository> repo;
+  if (int rc = OpenRepo(g, LockMode::kExclusive, "forget", &repo)) return rc;
+  json done = json::array();
+  for (const auto& id : ids) {
+    BackupRecord r;
+    Status s = repo->FindBackup(id, &r);
+    if (s.ok()) s = repo->ForgetBackup(r);
+    if (!s.ok()) return Fail(g, s);
+    done.push_back(r.id);
+    if (!g.json && !g.quiet) std::printf("removed backup %s\n", r.id.c_str());
+  }
+  if (g.json) std::cout << json{{"removed", done}}.dump() << "\n";
   return kOk;
 }
 

@@ -5,6 +5,7 @@
 
 #include "engine/snapshot_session.h"
 #include "tools/cli.h"
+#include "tools/progress_display.h"
 
 namespace gnomon::cli {
 
@@ -40,8 +41,9 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
     int rc = kOk;
     std::vector<std::string> ids;
     if (delete_all) {
+      // Left-behind snapshots only: a base is deleted by id, on purpose.
       for (const auto& e : ListSnapshots(state))
-        if (!e.in_use) ids.push_back(e.props.snapshot_id.ToString());
+        if (!e.in_use && e.props.state != "base") ids.push_back(e.props.snapshot_id.ToString());
     } else {
       ids.push_back(delete_id);
     }
@@ -71,7 +73,11 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
                      {"created", e.props.created},
                      {"state", e.props.state},
                      {"in_use", e.in_use},
-                     {"pid", e.props.pid}});
+                     {"pid", e.props.pid},
+                     {"backup_id", e.props.backup_id},
+                     {"backup_type", e.props.backup_type},
+                     {"volume_key", e.props.volume_key},
+                     {"pinned_bytes", e.pinned_bytes}});
     std::cout << arr.dump() << "\n";
     return kOk;
   }
@@ -79,14 +85,20 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
     std::printf("no snapshots (state directory %s)\n", state.c_str());
     return kOk;
   }
-  std::printf("%-36s  %-20s  %-8s  %-14s  %s\n", "ID", "CREATED", "PROVIDER", "STATUS",
-              "VOLUME -> SNAPSHOT");
-  for (const auto& e : all)
-    std::printf(
-        "%-36s  %-20s  %-8s  %-14s  %s -> %s\n", e.props.snapshot_id.ToString().c_str(),
-        e.props.created.c_str(), e.props.provider.c_str(),
-        e.in_use ? ("in use (pid " + std::to_string(e.props.pid) + ")").c_str() : "left behind",
-        e.props.volume.c_str(), e.props.device.c_str());
+  std::printf("%-36s  %-20s  %-8s  %-34s  %10s  %10s  %s\n", "ID", "CREATED", "PROVIDER", "STATUS",
+              "SIZE", "PINS", "VOLUME -> SNAPSHOT");
+  for (const auto& e : all) {
+    std::string status = e.in_use ? "in use (pid " + std::to_string(e.props.pid) + ")"
+                         : e.props.state == "base"
+                             ? "base of " + e.props.backup_type + " " + e.props.backup_id
+                             : "left behind";
+    std::printf("%-36s  %-20s  %-8s  %-34s  %10s  %10s  %s -> %s\n",
+                e.props.snapshot_id.ToString().c_str(), e.props.created.c_str(),
+                e.props.provider.c_str(), status.c_str(),
+                HumanBytes(static_cast<double>(e.props.size)).c_str(),
+                HumanBytes(static_cast<double>(e.pinned_bytes)).c_str(), e.props.volume.c_str(),
+                e.props.device.c_str());
+  }
   return kOk;
 }
 

@@ -49,8 +49,12 @@ int main(int argc, char** argv) {
   auto* backup = app.add_subcommand(
       "backup", "Back up block devices or image files; prints the new backup's id");
   backup->add_option("SOURCE", bopt.sources, "Block device or regular file to image")->required();
-  backup->add_option("--type", bopt.type, "full (default) or copy (a full that is never a base)")
-      ->check(CLI::IsMember({"full", "copy"}));
+  backup
+      ->add_option("--type", bopt.type,
+                   "full (default), incremental (changes since the last full or incremental), "
+                   "differential (changes since the last full), or copy (a full that is never "
+                   "a base)")
+      ->check(CLI::IsMember({"full", "incremental", "differential", "copy"}));
   backup->add_option("--tag", bopt.tags, "Tag to store with the backup (repeatable)");
   backup->add_option("--tokens", bopt.tokens, "Chunks in flight (memory bound; default 4/thread)")
       ->check(CLI::Range(1, 4096));
@@ -89,6 +93,11 @@ int main(int argc, char** argv) {
   restore->add_option("TARGET", ropt.target, "File to create, or block device to overwrite")
       ->required();
   restore->add_flag("--overwrite", ropt.overwrite, "Replace TARGET if it is an existing file");
+
+  std::vector<std::string> forget_ids;
+  auto* forget = app.add_subcommand(
+      "forget", "Remove backups from the repository (every other backup still restores)");
+  forget->add_option("BACKUP", forget_ids, "Backup id or unique id prefix")->required();
 
   std::string show_id;
   auto* show = app.add_subcommand(
@@ -131,6 +140,7 @@ int main(int argc, char** argv) {
     return CmdBackup(g, bopt);
   }
   if (*show) return CmdShow(g, show_id);
+  if (*forget) return CmdForget(g, forget_ids);
   if (app.got_subcommand("writers")) return CmdWriters(g);
   if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
   if (*list) return CmdList(g);

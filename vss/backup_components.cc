@@ -137,6 +137,7 @@ void BackupComponents::Release() {
   // Auto-release: the snapshots go with the session.
   if (snapshot_set_reached_ && !aborted_) {
     for (auto& m : set_) {
+      if (m.keep) continue;  // retained as a base for change tracking
       Log("DeleteSnapshot", m.provider->name());
       m.provider->DeleteSnapshot(m.snapshot_id);
     }
@@ -223,6 +224,8 @@ std::shared_ptr<SessionView> BackupComponents::MakeView() const {
   std::vector<VolumeIdentity> vols;
   for (const auto& m : set_) {
     v->volumes.push_back(m.volume.path);
+    v->volume_providers.emplace_back(m.volume.path, m.provider->name());
+    v->snapshot_ids.emplace_back(m.volume.path, m.snapshot_id.ToString());
     vols.push_back(m.volume);
   }
   for (const auto& s : bcd_.snapshots) v->snapshot_devices.emplace_back(s.volume, s.device);
@@ -973,6 +976,23 @@ HResult BackupComponents::BackupComplete(std::shared_ptr<Async>* async) {
     return S_OK_;
   });
   return S_OK_;
+}
+
+HResult BackupComponents::KeepSnapshot(const Guid& snapshot_id, const std::string& backup_id,
+                                       const std::string& backup_type,
+                                       const std::string& volume_key) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (state_ != State::kCompleted && state_ != State::kSnapped) return VSS_E_BAD_STATE;
+  for (auto& m : set_) {
+    if (m.snapshot_id != snapshot_id) continue;
+    HResult hr = m.provider->RetainSnapshot(snapshot_id, backup_id, backup_type, volume_key);
+    if (hr == S_OK_)
+      m.keep = true;
+    else
+      last_error_ = m.provider->last_error();
+    return hr;
+  }
+  return VSS_E_OBJECT_NOT_FOUND;
 }
 
 HResult BackupComponents::AbortBackup() {

@@ -105,6 +105,11 @@ class BackupComponents {
                              bool succeeded);
   HResult BackupComplete(std::shared_ptr<Async>* async);
   HResult AbortBackup();
+  // Keeps a snapshot beyond the session (not deleted at release), labelled
+  // as the change-tracking base of a committed backup. Providers that cannot
+  // keep snapshots refuse.
+  HResult KeepSnapshot(const Guid& snapshot_id, const std::string& backup_id,
+                       const std::string& backup_type, const std::string& volume_key);
 
   // The documents, as they stand (save them after DoSnapshotSet).
   const BackupComponentsDocument& document() const { return bcd_; }
@@ -134,6 +139,7 @@ class BackupComponents {
     VolumeIdentity volume;
     std::shared_ptr<Provider> provider;
     Guid snapshot_id;
+    bool keep = false;
   };
 
   HResult CheckIdle() const;  // no async operation running

@@ -31,6 +31,9 @@ struct SnapshotProperties {
   uint64_t pinned_bytes = 0;  // space the snapshot keeps allocated (best known)
   int pid = 0;                // process that made it; a live one is still using it
   std::string host;
+  // Set when a committed backup keeps the snapshot as its change-tracking
+  // base (state "base").
+  std::string backup_id, backup_type, volume_key, generation;
 };
 
 class Provider {
@@ -67,6 +70,13 @@ class Provider {
   virtual HResult AbortSnapshots(const Guid& set) = 0;
   virtual HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) = 0;
   virtual HResult DeleteSnapshot(const Guid& snap) = 0;
+  // Keeps a snapshot after its session ends, as the change-tracking base of
+  // backup_id; recorded in the registry with state "base".
+  virtual HResult RetainSnapshot(const Guid& snap, const std::string& backup_id,
+                                 const std::string& backup_type, const std::string& volume_key) {
+    (void)snap, (void)backup_id, (void)backup_type, (void)volume_key;
+    return Fail(E_FAIL_, name() + " snapshots cannot be kept after a backup");
+  }
   // Removes a snapshot this provider left behind in an earlier process
   // (after a crash), from its registry record.
   virtual HResult DeleteLeftover(const SnapshotProperties& p) = 0;

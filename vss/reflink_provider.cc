@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "vss/volume_stamp.h"
+
 namespace gnomon::vss {
 
 namespace {
@@ -201,6 +203,26 @@ HResult ReflinkProvider::DeleteSnapshot(const Guid& snap) {
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
                 "removing " + it->second.props.device + ": " + std::strerror(errno));
   registry_.Remove(snap);
+  snaps_.erase(it);
+  return S_OK_;
+}
+
+HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const std::string& backup_id,
+                                        const std::string& backup_type,
+                                        const std::string& volume_key) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = snaps_.find(snap);
+  if (it == snaps_.end()) return VSS_E_OBJECT_NOT_FOUND;
+  SnapshotProperties p = it->second.props;
+  p.state = "base";
+  p.backup_id = backup_id;
+  p.backup_type = backup_type;
+  p.volume_key = volume_key;
+  p.generation = FileGeneration(p.device);
+  p.pid = -1;  // no process uses a retained base; it waits for the next backup
+  std::string err;
+  if (!registry_.Put(p, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  CloseFds(&it->second);
   snaps_.erase(it);
   return S_OK_;
 }

@@ -25,6 +25,8 @@ class ReflinkProvider : public Provider {
   HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) override;
   HResult DeleteSnapshot(const Guid& snap) override;
   HResult DeleteLeftover(const SnapshotProperties& p) override;
+  HResult RetainSnapshot(const Guid& snap, const std::string& backup_id,
+                         const std::string& backup_type, const std::string& volume_key) override;
 
   // The file whose contents a volume is: itself, or a loop device's backing file.
   static bool SourceFile(const VolumeIdentity& v, std::string* file, std::string* why);

@@ -71,7 +71,11 @@ bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
          {"state", p.state},
          {"pinned_bytes", p.pinned_bytes},
          {"pid", p.pid ? p.pid : ::getpid()},
-         {"host", p.host}};
+         {"host", p.host},
+         {"backup_id", p.backup_id},
+         {"backup_type", p.backup_type},
+         {"volume_key", p.volume_key},
+         {"generation", p.generation}};
   std::string path = dir_ + "/" + p.snapshot_id.ToString() + ".json";
   std::string tmp = path + ".tmp";
   std::string text = j.dump(1) + "\n";
@@ -120,6 +124,10 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
       p.pinned_bytes = j.value("pinned_bytes", uint64_t{0});
       p.pid = j.value("pid", 0);
       p.host = j.value("host", std::string());
+      p.backup_id = j.value("backup_id", std::string());
+      p.backup_type = j.value("backup_type", std::string());
+      p.volume_key = j.value("volume_key", std::string());
+      p.generation = j.value("generation", std::string());
       out.push_back(std::move(p));
     } catch (const std::exception&) {
       // A record we cannot read names no file we could safely delete; skip.

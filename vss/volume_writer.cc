@@ -1,6 +1,12 @@
 #include "vss/volume_writer.h"
 
+#include <nlohmann/json.hpp>
+
+#include "vss/provider.h"
+
 namespace gnomon::vss {
+
+using nlohmann::json;
 
 Guid VolumeWriter::ClassId() {
   Guid g;
@@ -8,13 +14,15 @@ Guid VolumeWriter::ClassId() {
   return g;
 }
 
-VolumeWriter::VolumeWriter(std::vector<std::string> volumes) : volumes_(std::move(volumes)) {
+VolumeWriter::VolumeWriter(std::vector<std::string> volumes, std::string state_dir)
+    : volumes_(std::move(volumes)), state_dir_(std::move(state_dir)) {
   Initialize(ClassId(), "Volume Image Writer", UsageType::kUserData, SourceType::kOther,
              ApplicationLevel::kSystem);
 }
 
 bool VolumeWriter::OnIdentify(WriterMetadata* md) {
-  md->backup_schema = schema::kCopy | schema::kTimestamped;
+  md->backup_schema =
+      schema::kCopy | schema::kTimestamped | schema::kIncremental | schema::kDifferential;
   for (const auto& v : volumes_) {
     ComponentInfo c;
     c.type = ComponentType::kFileGroup;
@@ -26,6 +34,94 @@ bool VolumeWriter::OnIdentify(WriterMetadata* md) {
     f.spec = "";  // the volume itself, not files inside it
     c.files.push_back(f);
     md->components.push_back(c);
+  }
+  return true;
+}
+
+std::string VolumeWriter::Validate(const std::string& volume, const std::string& text,
+                                   VolumeStamp* prev) {
+  BackupType type = GetBackupType();
+  if (type != BackupType::kIncremental && type != BackupType::kDifferential)
+    return BackupTypeName(type) + " backup: every chunk is read";
+  if (text.empty()) return "no previous backup of this volume to build on";
+  std::string why;
+  if (!VolumeStamp::Decode(text, prev, &why)) return why;
+  VolumeIdentity v;
+  if (!IdentifyVolume(volume, &v, &why)) return why;
+  if (prev->volume_key != VolumeKey(v))
+    return "the previous stamp is from another volume (" + prev->volume_key + ")";
+  if (prev->size != v.size)
+    return "the volume's size changed (" + std::to_string(prev->size) + " -> " +
+           std::to_string(v.size) + " bytes)";
+  if (prev->tracker != "reflink-fiemap")
+    return "the previous backup had no change tracking (tracker " + prev->tracker + ")";
+  if (!prev->clean) return "the previous backup's tracker was not shut down cleanly";
+  if (GetVolumeProvider(volume) != "reflink")
+    return "this backup's snapshot provider (" + GetVolumeProvider(volume) +
+           ") cannot track changes";
+  const SnapshotProperties* base = nullptr;
+  auto all = SnapshotRegistry(state_dir_ + "/snapshots").List();
+  for (const auto& p : all)
+    if (p.snapshot_id.ToString() == prev->base_snapshot) base = &p;
+  if (!base || base->state != "base")
+    return "the base snapshot " + prev->base_snapshot + " is gone (deleted, or on another machine)";
+  std::string gen = FileGeneration(prev->base_device);
+  if (gen.empty()) return "the base snapshot file " + prev->base_device + " is gone";
+  if (gen != prev->generation || base->generation != prev->generation)
+    return "the base snapshot file " + prev->base_device +
+           " was replaced (tracker generation changed)";
+  return "";
+}
+
+bool VolumeWriter::OnPrepareBackup(WriterComponents* components) {
+  trusted_.clear();
+  for (auto& c : *components) {
+    VolumeStamp prev;
+    std::string why = Validate(c.name(), c.GetPreviousBackupStamp(), &prev);
+    json verdict;
+    if (why.empty()) {
+      verdict = {{"change_tracking", "reflink-fiemap"},
+                 {"base_device", prev.base_device},
+                 {"base_snapshot", prev.base_snapshot}};
+      trusted_[c.name()] = prev;
+    } else {
+      verdict = {{"change_tracking", "full-read"}, {"reason", why}};
+    }
+    c.SetBackupMetadata(verdict.dump());
+  }
+  return true;
+}
+
+bool VolumeWriter::OnPostSnapshot(WriterComponents* components) {
+  const BackupType type = GetBackupType();
+  for (auto& c : *components) {
+    const std::string& volume = c.name();
+    VolumeIdentity v;
+    std::string why;
+    VolumeStamp s;
+    if (IdentifyVolume(volume, &v, &why)) {
+      s.volume_key = VolumeKey(v);
+      s.size = v.size;
+    }
+    // Only fulls and incrementals become bases: a differential is built on
+    // the full, and a copy never enters the history.
+    bool base = GetVolumeProvider(volume) == "reflink" &&
+                (type == BackupType::kFull || type == BackupType::kIncremental);
+    s.tracker = base ? "reflink-fiemap" : "none";
+    auto it = trusted_.find(volume);
+    if (it != trusted_.end() && type == BackupType::kIncremental) {
+      s.series = it->second.series;
+      s.sequence = it->second.sequence + 1;
+    } else {
+      s.series = Guid::Random().ToString();
+      s.sequence = 0;
+    }
+    if (base) {
+      s.base_snapshot = GetSnapshotId(volume);
+      s.base_device = GetSnapshotDeviceName(volume);
+      s.generation = FileGeneration(s.base_device);
+    }
+    c.SetBackupStamp(s.Encode());
   }
   return true;
 }

@@ -1,14 +1,20 @@
-// The built-in volume writer: owns each imaged volume as one component, so
-// the backup components document says what was imaged and the §5.4 rule
-// sees that a block image needs a snapshot (the default file-spec mask
-// requires one for every backup type). Change tracking (issue 4) gives it
-// its real work: backup stamps set in PostSnapshot and checked in
-// PrepareForBackup.
+// The built-in volume writer: owns each imaged volume as one component and
+// keeps its backup stamps (shared/vss-behaviour.md §6):
+//  - OnPrepareBackup validates the previous stamp the requester handed back
+//    and records its verdict in the component's backup metadata: either
+//    {"change_tracking": "reflink-fiemap", "base_device": ...}, or
+//    {"change_tracking": "full-read", "reason": ...};
+//  - OnPostSnapshot sets the new stamp: the snapshot taken now, which the
+//    requester retains as the next base if the backup is committed.
+// Its components' file sets carry the default mask, so the §5.4 rule sees
+// that a block image needs a snapshot for every backup type.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
+#include "vss/volume_stamp.h"
 #include "vss/writer.h"
 
 namespace gnomon::vss {
@@ -17,17 +23,24 @@ class VolumeWriter : public Writer {
  public:
   static Guid ClassId();
   static constexpr const char* kLogicalPath = "volumes";
-  explicit VolumeWriter(std::vector<std::string> volumes);
+  VolumeWriter(std::vector<std::string> volumes, std::string state_dir);
 
   bool OnIdentify(WriterMetadata* md) override;
+  bool OnPrepareBackup(WriterComponents* components) override;
   // The image is taken by the provider; there is nothing to quiesce here.
   bool OnPrepareSnapshot() override { return true; }
   bool OnFreeze() override { return true; }
   bool OnThaw() override { return true; }
+  bool OnPostSnapshot(WriterComponents* components) override;
   bool OnAbort() override { return true; }
 
  private:
+  // Why the previous stamp cannot be trusted, or "" if it can.
+  std::string Validate(const std::string& volume, const std::string& text, VolumeStamp* prev);
+
   std::vector<std::string> volumes_;
+  std::string state_dir_;
+  std::map<std::string, VolumeStamp> trusted_;  // volume -> validated previous stamp
 };
 
 }  // namespace gnomon::vss

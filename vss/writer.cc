@@ -73,6 +73,21 @@ std::string Writer::GetSnapshotDeviceName(const std::string& volume) const {
   return "";
 }
 
+static std::string Lookup(const std::vector<std::pair<std::string, std::string>>& m,
+                          const std::string& key) {
+  for (const auto& [k, v] : m)
+    if (k == key) return v;
+  return "";
+}
+std::string Writer::GetVolumeProvider(const std::string& volume) const {
+  auto* v = View();
+  return v ? Lookup(v->volume_providers, volume) : "";
+}
+std::string Writer::GetSnapshotId(const std::string& volume) const {
+  auto* v = View();
+  return v ? Lookup(v->snapshot_ids, volume) : "";
+}
+
 HResult Writer::SetWriterFailure(HResult hr, const std::string& message) {
   auto* e = detail::CurrentEvent();
   if (!e) return VSS_E_BAD_STATE;  // not on a delivering thread

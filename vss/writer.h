@@ -29,6 +29,8 @@ struct SessionView {
   Guid snapshot_set_id;
   std::vector<std::string> volumes;
   std::vector<std::pair<std::string, std::string>> snapshot_devices;  // volume -> device
+  std::vector<std::pair<std::string, std::string>> volume_providers;  // volume -> provider
+  std::vector<std::pair<std::string, std::string>> snapshot_ids;      // volume -> snapshot id
   std::function<bool(const std::string&)> path_affected;
 };
 
@@ -93,6 +95,10 @@ class Writer {
   std::vector<std::string> GetCurrentVolumeArray() const;
   // The device or file the snapshot of `volume` can be read from (PostSnapshot).
   std::string GetSnapshotDeviceName(const std::string& volume) const;
+  // Which provider snapshots `volume`, and the snapshot's id (from
+  // PrepareForBackup on, once the set is known); "" if unknown.
+  std::string GetVolumeProvider(const std::string& volume) const;
+  std::string GetSnapshotId(const std::string& volume) const;
   // Accepts only the five VSS_E_WRITERERROR_* codes VSS allows (else
   // E_INVALIDARG); the message is shown to the user with the writer status.
   HResult SetWriterFailure(HResult hr, const std::string& message = "");

@@ -1,0 +1,137 @@
+#include "vss/extent_diff.h"
+
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+namespace gnomon::vss {
+
+bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::string* error) {
+  out->clear();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *error = path + ": " + std::strerror(errno);
+    return false;
+  }
+  constexpr unsigned kBatch = 512;
+  std::unique_ptr<uint8_t[]> buf(
+      new uint8_t[sizeof(struct fiemap) + kBatch * sizeof(struct fiemap_extent)]());
+  auto* fm = reinterpret_cast<struct fiemap*>(buf.get());
+  uint64_t start = 0;
+  bool last = false;
+  while (!last) {
+    std::memset(fm, 0, sizeof(struct fiemap));
+    fm->fm_start = start;
+    fm->fm_length = FIEMAP_MAX_OFFSET - start;
+    fm->fm_flags = FIEMAP_FLAG_SYNC;  // delayed allocations get real addresses first
+    fm->fm_extent_count = kBatch;
+    if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0) {
+      *error = path + ": FIEMAP: " + std::strerror(errno);
+      ::close(fd);
+      return false;
+    }
+    if (fm->fm_mapped_extents == 0) break;
+    for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) {
+      const auto& e = fm->fm_extents[i];
+      FileExtent x;
+      x.logical = e.fe_logical;
+      x.physical = e.fe_physical;
+      x.length = e.fe_length;
+      x.certain = !(e.fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
+                                  FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_NOT_ALIGNED |
+                                  FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL));
+      out->push_back(x);
+      start = e.fe_logical + e.fe_length;
+      if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
+    }
+  }
+  ::close(fd);
+  return true;
+}
+
+namespace {
+
+// Walks a sorted extent list, answering "what maps position p, and until
+// where does that answer hold".
+class Cursor {
+ public:
+  explicit Cursor(const std::vector<FileExtent>& e) : e_(e) {}
+  // At position p: the extent covering p (or null for a hole), and the end
+  // of the run over which that holds.
+  const FileExtent* At(uint64_t p, uint64_t* run_end) {
+    while (i_ < e_.size() && e_[i_].logical + e_[i_].length <= p) ++i_;
+    if (i_ == e_.size()) {
+      *run_end = UINT64_MAX;
+      return nullptr;
+    }
+    if (e_[i_].logical > p) {
+      *run_end = e_[i_].logical;
+      return nullptr;
+    }
+    *run_end = e_[i_].logical + e_[i_].length;
+    return &e_[i_];
+  }
+
+ private:
+  const std::vector<FileExtent>& e_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
+                 uint64_t offset, uint64_t size, uint32_t chunk_size, std::vector<bool>* changed,
+                 uint64_t* changed_bytes) {
+  const uint64_t slots = (size + chunk_size - 1) / chunk_size;
+  changed->assign(slots, false);
+  if (changed_bytes) *changed_bytes = 0;
+  Cursor b(base), c(current);
+  const uint64_t end = offset + size;
+  for (uint64_t p = offset; p < end;) {
+    uint64_t bend, cend;
+    const FileExtent* be = b.At(p, &bend);
+    const FileExtent* ce = c.At(p, &cend);
+    uint64_t run_end = std::min({bend, cend, end});
+    bool same;
+    if (!be && !ce) {
+      same = true;  // a hole in both
+    } else if (!be || !ce) {
+      same = false;
+    } else {
+      same = be->certain && ce->certain &&
+             be->physical + (p - be->logical) == ce->physical + (p - ce->logical);
+    }
+    if (!same) {
+      uint64_t first = (p - offset) / chunk_size, last = (run_end - 1 - offset) / chunk_size;
+      for (uint64_t i = first; i <= last; ++i) (*changed)[i] = true;
+      if (changed_bytes) *changed_bytes += run_end - p;
+    }
+    p = run_end;
+  }
+  return true;
+}
+
+uint64_t PinnedBytes(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current) {
+  uint64_t pinned = 0;
+  Cursor c(current);
+  for (const auto& be : base) {
+    for (uint64_t p = be.logical, end = be.logical + be.length; p < end;) {
+      uint64_t cend;
+      const FileExtent* ce = c.At(p, &cend);
+      uint64_t run_end = std::min(cend, end);
+      bool shared = ce && ce->physical + (p - ce->logical) == be.physical + (p - be.logical);
+      if (!shared) pinned += run_end - p;
+      p = run_end;
+    }
+  }
+  return pinned;
+}
+
+}  // namespace gnomon::vss

@@ -1,0 +1,35 @@
+// Changed-block tracking from reflink clones: two clones of one file share
+// every physical extent the file did not rewrite between them, so a byte
+// range mapped to the same physical address in both is unchanged (the older
+// clone pins its blocks: they cannot be freed and reused while it exists).
+// Holes in both are unchanged. Anything uncertain (unknown, delayed,
+// encoded, inline extents; a mapping that differs) counts as changed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gnomon::vss {
+
+struct FileExtent {
+  uint64_t logical = 0, physical = 0, length = 0;
+  bool certain = true;  // false: FIEMAP cannot vouch for this mapping
+};
+
+// Every extent of the file at path (FIEMAP with FIEMAP_FLAG_SYNC), in
+// logical order.
+bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::string* error);
+
+// For a volume of `size` bytes starting at `offset` in both files, sets
+// changed[i] for every chunk i (of chunk_size bytes) whose mapping differs.
+// *changed_bytes, if given, counts the volume bytes in differing ranges.
+bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
+                 uint64_t offset, uint64_t size, uint32_t chunk_size, std::vector<bool>* changed,
+                 uint64_t* changed_bytes = nullptr);
+
+// Bytes of `base` that `current` does not share: the space a retained base
+// snapshot keeps allocated.
+uint64_t PinnedBytes(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current);
+
+}  // namespace gnomon::vss

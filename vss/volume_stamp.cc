@@ -1,0 +1,77 @@
+#include "vss/volume_stamp.h"
+
+#include <sys/stat.h>
+
+#include <climits>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+namespace gnomon::vss {
+
+using nlohmann::json;
+
+std::string VolumeStamp::Encode() const {
+  return json{{"stamp", kStampSchema},
+              {"volume_key", volume_key},
+              {"size", size},
+              {"tracker", tracker},
+              {"series", series},
+              {"sequence", sequence},
+              {"base_snapshot", base_snapshot},
+              {"base_device", base_device},
+              {"generation", generation},
+              {"clean", clean}}
+      .dump();
+}
+
+bool VolumeStamp::Decode(const std::string& text, VolumeStamp* out, std::string* why) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    *why = "the previous backup stamp is not valid JSON (damaged or truncated)";
+    return false;
+  }
+  std::string schema = j.value("stamp", "");
+  if (schema != kStampSchema) {
+    *why = schema.rfind("gnomon.volume-stamp/", 0) == 0
+               ? "the previous backup stamp has version " + schema.substr(20) +
+                     ", newer than this gnomon understands"
+               : "the previous backup stamp is not a gnomon volume stamp";
+    return false;
+  }
+  try {
+    VolumeStamp s;
+    s.volume_key = j.at("volume_key");
+    s.size = j.at("size");
+    s.tracker = j.at("tracker");
+    s.series = j.at("series");
+    s.sequence = j.at("sequence");
+    s.base_snapshot = j.at("base_snapshot");
+    s.base_device = j.at("base_device");
+    s.generation = j.at("generation");
+    s.clean = j.at("clean");
+    *out = std::move(s);
+    return true;
+  } catch (const json::exception& e) {
+    *why = std::string("the previous backup stamp is incomplete (") + e.what() + ")";
+    return false;
+  }
+}
+
+std::string VolumeKey(const VolumeIdentity& v) {
+  if (v.is_loop) {
+    char buf[PATH_MAX];
+    std::string f = ::realpath(v.loop.backing_file.c_str(), buf) ? buf : v.loop.backing_file;
+    return "file:" + f + (v.loop.offset ? "@" + std::to_string(v.loop.offset) : "");
+  }
+  if (!v.is_block) return "file:" + v.real_path;
+  return "dev:" + v.real_path;
+}
+
+std::string FileGeneration(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";
+  return std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec);
+}
+
+}  // namespace gnomon::vss

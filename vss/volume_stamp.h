@@ -1,0 +1,39 @@
+// The backup stamp of an imaged volume: what a later backup needs to trust a
+// change map. Set by the VolumeWriter in PostSnapshot, stored in the BCD,
+// handed back by the requester with SetPreviousBackupStamp, and validated in
+// PrepareForBackup. A stamp that fails any check yields a reason and a safe
+// full read, never a guess. Stamps are JSON with a version; see docs/vss.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "vss/volume.h"
+
+namespace gnomon::vss {
+
+inline constexpr const char* kStampSchema = "gnomon.volume-stamp/1";
+
+struct VolumeStamp {
+  std::string volume_key;  // see VolumeKey()
+  uint64_t size = 0;
+  std::string tracker = "none";  // "reflink-fiemap" | "none"
+  std::string series;            // changes when a chain restarts
+  uint64_t sequence = 0;         // backups since the series began
+  std::string base_snapshot;     // snapshot id retained as the next base
+  std::string base_device;       // its file
+  std::string generation;        // "<inode>:<ctime ns>" of that file
+  bool clean = true;
+
+  std::string Encode() const;
+  // False with a reason for a stamp that is malformed or from the future.
+  static bool Decode(const std::string& text, VolumeStamp* out, std::string* why);
+};
+
+// A name for a volume that survives re-attaching a loop device: the backing
+// file (and offset) for loop devices and files, the device path otherwise.
+std::string VolumeKey(const VolumeIdentity& v);
+// "<inode>:<ctime ns>" of a file, "" if it does not exist.
+std::string FileGeneration(const std::string& path);
+
+}  // namespace gnomon::vss
