@@ -171,8 +171,12 @@ TEST_F(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
       tracked += v.tracking == "reflink-fiemap";
       // Only what changed was read.
       EXPECT_LE(v.stats.bytes_read, (v.stats.chunks - v.stats.unchanged_chunks) * kChunk);
-      if (what == "no change") EXPECT_EQ(v.stats.unchanged_chunks, v.stats.chunks);
-      if (what == "single block") EXPECT_EQ(v.stats.unchanged_chunks, v.stats.chunks - 1);
+      if (what == "no change") {
+        EXPECT_EQ(v.stats.unchanged_chunks, v.stats.chunks);
+      }
+      if (what == "single block") {
+        EXPECT_EQ(v.stats.unchanged_chunks, v.stats.chunks - 1);
+      }
     }
     ExpectRestores(inc.id, vol_);
   }
