@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Incremental backups: what a second backup costs after PERCENT of a
+# realistic volume's 4 KiB blocks changed, for gnomon (reflink change
+# tracking) beside restic, borg and casync doing their second backup of the
+# same image after the same change. Prints a Markdown table.
+#
+# Usage (root): bench/incremental.sh [SIZE] [PERCENTS] [PATTERNS]
+#   defaults: 4G "0.1 1 10" "scattered clustered"
+# The volume is a disk image on a reflink XFS (as a VM disk would be); every
+# tool backs up the same base image, then its second backup after the same
+# mutation. Page cache warm. Tools are installed from Debian if missing.
+set -euo pipefail
+size=${1:-4G}
+percents=${2:-0.1 1 10}
+patterns=${3:-scattered clustered}
+here=$(cd "$(dirname "$0")" && pwd)
+gnomon=${GNOMON:-$here/../build/tools/gnomon}
+for t in restic borg casync; do
+  command -v $t >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup casync >/dev/null
+done
+work=$(mktemp -d /var/tmp/gnomon-incr.XXXXXX)
+cleanup() { umount "$work/xfs" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/xfs"
+truncate -s 40G "$work/xfs.img"
+mkfs.xfs -q -m reflink=1 "$work/xfs.img"
+mount -o loop "$work/xfs.img" "$work/xfs"
+bash "$here/make-volume.sh" "$work/xfs/base.img" "$size" 2>/dev/null
+export GNOMON_STATE_DIR=$work/state GNOMON_RUNTIME_DIR=$work/run
+export RESTIC_PASSWORD=bench BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+
+secs() { /usr/bin/time -f %e -o "$work/t" "$@" >/dev/null 2>&1; cat "$work/t"; }
+bytes() { du -sb "$1" | cut -f1; }
+
+echo "| pattern | changed | tool | full s | second backup s | second ÷ full | bytes added |"
+echo "|---|---:|---|---:|---:|---:|---:|"
+for pattern in $patterns; do
+  for pct in $percents; do
+    rm -rf "$work/r" "$work/state" && mkdir -p "$work/r"
+    cp --reflink=always "$work/xfs/base.img" "$work/xfs/vol.img"
+    cat "$work/xfs/vol.img" >/dev/null
+    "$gnomon" init -q --repo "$work/r/gnomon"
+    restic init -q --repository-version 2 -r "$work/r/restic" >/dev/null
+    borg init -e none "$work/r/borg" >/dev/null
+    mkdir -p "$work/r/casync"
+    cd "$work/xfs"
+    f_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup vol.img)
+    f_r=$(secs restic -q -r "$work/r/restic" backup vol.img)
+    f_b=$(secs borg create --compression zstd,3 "$work/r/borg::one" vol.img)
+    f_c=$(secs casync make --store="$work/r/casync/store" "$work/r/casync/one.caibx" vol.img)
+    b_g=$(bytes "$work/r/gnomon"); b_r=$(bytes "$work/r/restic")
+    b_b=$(bytes "$work/r/borg"); b_c=$(bytes "$work/r/casync")
+    python3 "$here/mutate.py" vol.img "$pct" "$pattern" 7 >/dev/null
+    cat vol.img >/dev/null
+    s_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup --type incremental vol.img)
+    s_r=$(secs restic -q -r "$work/r/restic" backup vol.img)
+    s_b=$(secs borg create --compression zstd,3 "$work/r/borg::two" vol.img)
+    s_c=$(secs casync make --store="$work/r/casync/store" "$work/r/casync/two.caibx" vol.img)
+    cd - >/dev/null
+    # gnomon's incremental must restore byte-identical to the mutated image.
+    "$gnomon" -q --repo "$work/r/gnomon" restore latest "$work/restored.img"
+    cmp -s "$work/restored.img" "$work/xfs/vol.img" || { echo "gnomon restore differs" >&2; exit 1; }
+    rm -f "$work/restored.img"
+    for t in gnomon restic borg casync; do
+      case $t in
+        gnomon) f=$f_g s=$s_g a=$(( $(bytes "$work/r/gnomon") - b_g ));;
+        restic) f=$f_r s=$s_r a=$(( $(bytes "$work/r/restic") - b_r ));;
+        borg)   f=$f_b s=$s_b a=$(( $(bytes "$work/r/borg") - b_b ));;
+        casync) f=$f_c s=$s_c a=$(( $(bytes "$work/r/casync") - b_c ));;
+      esac
+      awk -v p="$pattern" -v c="$pct" -v t="$t" -v f="$f" -v s="$s" -v a="$a" \
+        'BEGIN{printf "| %s | %s %% | %s | %.2f | %.2f | %.1f %% | %.1f MB |\n", p, c, t, f, s, 100*s/f, a/1e6}'
+    done
+    rm -f "$work/xfs/vol.img"
+  done
+done
