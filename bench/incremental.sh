@@ -8,7 +8,10 @@
 #   defaults: 4G "0.1 1 10" "scattered clustered"
 # The volume is a disk image on a reflink XFS (as a VM disk would be); every
 # tool backs up the same base image, then its second backup after the same
-# mutation. Page cache warm. Tools are installed from Debian if missing.
+# mutation. Tools are installed from Debian if missing.
+# COLD=1 drops the page cache before every backup: a snapshot clone has a
+# page cache of its own, so with a warm cache the tools that read the live
+# image (restic, borg, casync) read memory while gnomon reads the disk.
 set -euo pipefail
 size=${1:-4G}
 percents=${2:-0.1 1 10}
@@ -30,7 +33,11 @@ export GNOMON_STATE_DIR=$work/state GNOMON_RUNTIME_DIR=$work/run
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
-secs() { /usr/bin/time -f %e -o "$work/t" "$@" >/dev/null 2>&1; cat "$work/t"; }
+secs() {
+  if [ "${COLD:-0}" = 1 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
+  /usr/bin/time -f %e -o "$work/t" "$@" >/dev/null 2>&1
+  cat "$work/t"
+}
 bytes() { du -sb "$1" | cut -f1; }
 
 echo "| pattern | changed | tool | full s | second backup s | second ÷ full | bytes added |"

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -15,6 +16,7 @@
 
 #include "engine/source_volume.h"
 #include "format/codec.h"
+#include "format/patch.h"
 #include "vss/extent_diff.h"
 #include "vss/volume_stamp.h"
 #include "vss/volume_writer.h"
@@ -33,7 +35,10 @@ struct Work {
   uint64_t slot = 0;
   uint32_t len = 0;
   bool zero = false;
-  bool unchanged = false;  // change tracking proved it: the parent's digest, no read
+  bool unchanged = false;   // change tracking proved it: the parent's digest, no read
+  uint8_t patch_depth = 0;  // > 0: raw holds a patch on the parent's chunk, not the chunk
+  uint32_t payload = 0;     // bytes of raw that are the blob (the chunk, or the patch)
+  uint32_t read_len = 0;    // bytes read from the volume for it
   bool is_new = false;
   Digest digest;
   Codec codec = Codec::kRaw;
@@ -84,7 +89,7 @@ class BackupRun {
   // tracking and tracking_reason.
   void PlanVolume(size_t i, const SnapshotSession& session, const SourceVolume& src,
                   VolumeRecord* v, VolumeIndex* parent_index, bool* have_parent,
-                  std::vector<bool>* changed, bool* tracked);
+                  std::vector<bool>* changed, std::vector<vss::ByteRange>* ranges, bool* tracked);
 
   struct Parent {
     BackupRecord record;
@@ -92,9 +97,18 @@ class BackupRun {
   };
   std::map<std::string, Parent> parents_;  // by volume key
   // parent: the parent backup's index of this volume (same size and chunk
-  // size), or null; changed: from change tracking, or null to read all.
+  // size), or null; changed: from change tracking, or null to read all;
+  // ranges: the changed byte ranges, so a mostly unchanged chunk is stored
+  // as a patch on the parent's (only with changed).
   Status ImageVolume(const SourceVolume& src, const std::string& label, const VolumeIndex* parent,
-                     const std::vector<bool>* changed, VolumeIndex* vi, VolumeStats* stats);
+                     const std::vector<bool>* changed, const std::vector<vss::ByteRange>* ranges,
+                     VolumeIndex* vi, VolumeStats* stats);
+  // Fills w->raw with a patch of the slot's changed ranges on the parent's
+  // chunk, if that is worth it (under half the chunk changed, chain not too
+  // deep). Returns false to read the whole chunk instead.
+  bool MakePatch(const SourceVolume& src, const VolumeIndex& parent,
+                 const std::vector<vss::ByteRange>& ranges, size_t* next_range, Work* w,
+                 Status* error);
   Status AppendChunk(const Work& w);
   // Seals the current pack (header, fdatasync, rename) on a background
   // thread, so the in-order write stage never waits for the disk; at most
@@ -155,7 +169,7 @@ Status BackupRun::WaitSealed(size_t keep) {
 
 Status BackupRun::AppendChunk(const Work& w) {
   if (!pack_) GNOMON_RETURN_IF_ERROR(repo_->NewPackWriter(&pack_));
-  GNOMON_RETURN_IF_ERROR(pack_->Add(w.digest, w.codec, w.stored, w.len));
+  GNOMON_RETURN_IF_ERROR(pack_->Add(w.digest, w.codec, w.stored, w.payload, w.patch_depth));
   if (pack_->size() >= repo_->config().pack_size) return SealPack();
   return Status::OK();
 }
@@ -170,9 +184,59 @@ void BackupRun::DiscardPacks() {
   finished_.clear();
 }
 
+bool BackupRun::MakePatch(const SourceVolume& src, const VolumeIndex& parent,
+                          const std::vector<vss::ByteRange>& ranges, size_t* next_range, Work* w,
+                          Status* error) {
+  const uint64_t start = w->slot * uint64_t{parent.chunk_size}, end = start + w->len;
+  while (*next_range < ranges.size() &&
+         ranges[*next_range].offset + ranges[*next_range].length <= start)
+    ++*next_range;
+  // The slot's changed ranges, widened to whole 4 KiB blocks and clipped.
+  std::vector<PatchRange> rel;
+  uint64_t total = 0;
+  for (size_t k = *next_range; k < ranges.size() && ranges[k].offset < end; ++k) {
+    uint64_t a = std::max(ranges[k].offset, start) & ~uint64_t{4095};
+    uint64_t b =
+        std::min<uint64_t>((ranges[k].offset + ranges[k].length + 4095) & ~uint64_t{4095}, end);
+    a = std::max(a, start);
+    if (!rel.empty() && rel.back().offset + rel.back().length >= a - start) {
+      uint64_t e = std::max<uint64_t>(rel.back().offset + rel.back().length, b - start);
+      total += e - (rel.back().offset + rel.back().length);
+      rel.back().length = static_cast<uint32_t>(e - rel.back().offset);
+    } else {
+      rel.push_back({static_cast<uint32_t>(a - start), static_cast<uint32_t>(b - a)});
+      total += b - a;
+    }
+  }
+  const Digest& base = parent.slots[w->slot];
+  uint8_t depth = 0;
+  if (!base.IsZero()) {
+    const ChunkLocation* loc = index_.Find(base);
+    if (!loc) return false;  // the parent's chunk is not here: read it whole
+    depth = loc->patch_depth;
+  }
+  if (rel.empty() || total > w->len / 2 || depth >= kMaxPatchDepth ||
+      PatchHeaderSize(rel.size()) + total > w->raw.size())
+    return false;
+  std::vector<uint8_t> header;
+  EncodePatchHeader(base, w->len, rel, &header);
+  std::memcpy(w->raw.data(), header.data(), header.size());
+  uint8_t* p = w->raw.data() + header.size();
+  for (const auto& r : rel) {
+    *error = src.ReadAt(start + r.offset, r.length, p);
+    if (!error->ok()) return false;
+    p += r.length;
+  }
+  w->payload = static_cast<uint32_t>(p - w->raw.data());
+  w->read_len = static_cast<uint32_t>(total);
+  w->patch_depth = static_cast<uint8_t>(depth + 1);
+  return true;
+}
+
 Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
                               const VolumeIndex* parent, const std::vector<bool>* changed,
-                              VolumeIndex* vi, VolumeStats* stats) {
+                              const std::vector<vss::ByteRange>* ranges, VolumeIndex* vi,
+                              VolumeStats* stats) {
   const uint32_t chunk = repo_->config().chunk_size;
   vi->volume_size = src.size();
   vi->chunk_size = chunk;
@@ -187,7 +251,8 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
   tbb::enumerable_thread_specific<ChunkCompressor> compressors(repo_->config().compression_level);
 
   const auto& extents = src.data_extents();
-  size_t ext = 0;  // first extent that may still overlap the next slot
+  size_t ext = 0;         // first extent that may still overlap the next slot
+  size_t next_range = 0;  // first changed range that may still overlap the next slot
   uint64_t next = 0;
   uint64_t done_bytes = 0;
 
@@ -201,9 +266,24 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     w->len = vi->SlotLength(w->slot);
     w->is_new = false;
     w->unchanged = changed && !(*changed)[w->slot];
+    w->patch_depth = 0;
+    w->payload = w->len;
     if (w->unchanged) {
       w->zero = false;
       return w;
+    }
+    if (changed && ranges && parent) {
+      Status err;
+      if (MakePatch(src, *parent, *ranges, &next_range, w, &err)) {
+        w->zero = false;
+        stats->bytes_read += w->read_len;
+        return w;
+      }
+      if (!err.ok()) {
+        Fail(err);
+        w->zero = true;
+        return w;
+      }
     }
     const uint64_t start = w->slot * chunk, end = start + w->len;
     while (ext < extents.size() && extents[ext].offset + extents[ext].length <= start) ++ext;
@@ -221,6 +301,10 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     return w;
   };
   auto hash_stage = [&](Work* w) -> Work* {
+    if (w->patch_depth && !failed_) {
+      w->digest = Digest::Of({w->raw.data(), w->payload});
+      return w;
+    }
     if (!w->zero && !w->unchanged && !failed_) {
       std::span<const uint8_t> data(w->raw.data(), w->len);
       w->zero = IsAllZero(data);
@@ -249,7 +333,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
   };
   auto compress_stage = [&](Work* w) -> Work* {
     if (w->is_new && !failed_)
-      w->codec = compressors.local().Compress({w->raw.data(), w->len}, &w->stored);
+      w->codec = compressors.local().Compress({w->raw.data(), w->payload}, &w->stored);
     return w;
   };
   auto write_stage = [&](Work* w) {
@@ -257,7 +341,8 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
       Status s = AppendChunk(*w);
       if (!s.ok()) Fail(s);
       ++stats->new_chunks;
-      stats->new_raw_bytes += w->len;
+      stats->patched_chunks += w->patch_depth != 0;
+      stats->new_raw_bytes += w->payload;
       stats->new_stored_bytes += w->stored.size();
     }
     done_bytes += w->len;
@@ -310,7 +395,8 @@ Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>
 
 void BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const SourceVolume& src,
                            VolumeRecord* v, VolumeIndex* parent_index, bool* have_parent,
-                           std::vector<bool>* changed, bool* tracked) {
+                           std::vector<bool>* changed, std::vector<vss::ByteRange>* ranges,
+                           bool* tracked) {
   *have_parent = *tracked = false;
   auto p = parents_.find(v->key);
   TrackingVerdict verdict = session.Verdict(i);
@@ -343,7 +429,8 @@ void BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const Sourc
     fall_back("reading extent maps failed: " + err);
     return;
   }
-  vss::DiffExtents(base, now, snap.offset, snap.size, repo_->config().chunk_size, changed);
+  vss::DiffExtents(base, now, snap.offset, snap.size, repo_->config().chunk_size, changed, nullptr,
+                   ranges);
   *tracked = true;
   v->tracking = "reflink-fiemap";
   v->tracking_reason.clear();
@@ -420,12 +507,15 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
     v.key = session.sources()[i].key;
     VolumeIndex parent_index;
     std::vector<bool> changed;
+    std::vector<vss::ByteRange> ranges;
     bool have_parent = false, tracked = false;
-    PlanVolume(i, session, sources[i], &v, &parent_index, &have_parent, &changed, &tracked);
+    PlanVolume(i, session, sources[i], &v, &parent_index, &have_parent, &changed, &ranges,
+               &tracked);
     if (rec.parent.empty()) rec.parent = v.parent;
     const auto v0 = std::chrono::steady_clock::now();
     Status s = ImageVolume(sources[i], v.source, have_parent ? &parent_index : nullptr,
-                           tracked ? &changed : nullptr, &indexes[i], &v.stats);
+                           tracked ? &changed : nullptr, tracked ? &ranges : nullptr, &indexes[i],
+                           &v.stats);
     v.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
     if (!s.ok()) {
       DiscardPacks();

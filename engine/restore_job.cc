@@ -205,11 +205,9 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
           if (s->zero) {
             std::fill(s->buf.begin(), s->buf.begin() + s->len, 0);
           } else {
-            Status st = repo->ReadChunk(index, vi.slots[s->index], s->buf.data(), &decs.local());
-            if (st.ok() && index.Find(vi.slots[s->index])->raw_len != s->len)
-              st = Status::Corruption("chunk " + vi.slots[s->index].Hex() +
-                                      " has the wrong length for slot " + std::to_string(s->index));
-            if (!st.ok()) fail(st);
+            Status st =
+                repo->ReadSlot(index, vi.slots[s->index], s->buf.data(), s->len, &decs.local());
+            if (!st.ok()) fail(st.WithContext("slot " + std::to_string(s->index)));
           }
           if (!failed) {
             Status st = target.WriteAt(s->index * vi.chunk_size, s->buf.data(), s->len);

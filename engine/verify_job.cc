@@ -9,6 +9,7 @@
 #include <set>
 
 #include "engine/backup_job.h"
+#include "format/patch.h"
 
 namespace gnomon {
 
@@ -17,9 +18,9 @@ namespace {
 // What the index files say a pack holds, keyed by pack id.
 using PackClaims = std::map<std::string, std::vector<PackEntry>>;
 
-void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEntry>& claimed,
-               bool read_data, ChunkDecompressor* dec, std::vector<std::string>* errors,
-               uint64_t* bytes_read) {
+void CheckPack(Repository* repo, const ChunkIndex& index, const std::string& id,
+               const std::vector<PackEntry>& claimed, bool read_data, ChunkDecompressor* dec,
+               std::vector<std::string>* errors, uint64_t* bytes_read) {
   std::shared_ptr<RandomAccessFile> f;
   Status s = repo->OpenPack(id, &f);
   if (!s.ok()) {
@@ -54,6 +55,16 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
     if (s.ok()) s = dec->Decompress(e.codec, stored, raw.data(), e.raw_len, where);
     if (s.ok() && Digest::Of(raw) != e.digest)
       s = Status::Corruption(where + ": content does not match its digest (data is damaged)");
+    if (s.ok() && e.patch_depth) {
+      // A patch is only as good as its base: it must exist and be shallower.
+      PatchView pv;
+      s = DecodePatch(raw, where, &pv);
+      const ChunkLocation* base = pv.base.IsZero() ? nullptr : index.Find(pv.base);
+      if (s.ok() && !pv.base.IsZero() && !base)
+        s = Status::Corruption(where + ": its base chunk " + pv.base.Hex() + " is missing");
+      if (s.ok() && base && base->patch_depth >= e.patch_depth)
+        s = Status::Corruption(where + ": its base does not descend in depth");
+    }
     if (!s.ok()) errors->push_back(s.message());
     *bytes_read += e.stored_len;
   }
@@ -131,7 +142,7 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
       if (opt.cancel && opt.cancel->load()) return;
       std::vector<std::string> errs;
       uint64_t bytes = 0;
-      CheckPack(repo, item.first, item.second, opt.read_data, &decs.local(), &errs, &bytes);
+      CheckPack(repo, index, item.first, item.second, opt.read_data, &decs.local(), &errs, &bytes);
       std::lock_guard<std::mutex> g(mu);
       out->errors.insert(out->errors.end(), errs.begin(), errs.end());
       out->bytes_read += bytes;

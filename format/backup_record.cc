@@ -17,9 +17,11 @@ void VolumeStats::Add(const VolumeStats& o) {
   new_stored_bytes += o.new_stored_bytes;
   changed_chunks += o.changed_chunks;
   unchanged_chunks += o.unchanged_chunks;
+  patched_chunks += o.patched_chunks;
 }
 
-static json StatsToJson(const VolumeStats& s) {
+json VolumeStats::ToJson() const {
+  const VolumeStats& s = *this;
   return json{{"bytes", s.bytes},
               {"bytes_read", s.bytes_read},
               {"chunks", s.chunks},
@@ -30,6 +32,7 @@ static json StatsToJson(const VolumeStats& s) {
               {"new_stored_bytes", s.new_stored_bytes},
               {"changed_chunks", s.changed_chunks},
               {"unchanged_chunks", s.unchanged_chunks},
+              {"patched_chunks", s.patched_chunks},
               {"seconds", s.seconds}};
 }
 
@@ -46,6 +49,7 @@ static VolumeStats StatsFromJson(const json& j) {
   s.seconds = j.at("seconds").get<double>();
   s.changed_chunks = j.value("changed_chunks", uint64_t{0});  // version 2
   s.unchanged_chunks = j.value("unchanged_chunks", uint64_t{0});
+  s.patched_chunks = j.value("patched_chunks", uint64_t{0});
   return s;
 }
 
@@ -58,7 +62,7 @@ std::string BackupRecord::Encode() const {
                     {"chunk_size", v.chunk_size},
                     {"index", v.index},
                     {"index_checksum", v.index_checksum},
-                    {"stats", StatsToJson(v.stats)},
+                    {"stats", v.stats.ToJson()},
                     {"key", v.key},
                     {"parent", v.parent},
                     {"tracking", v.tracking},
@@ -71,7 +75,7 @@ std::string BackupRecord::Encode() const {
          {"parent", parent},
          {"tags", tags},
          {"volumes", vols},
-         {"totals", StatsToJson(totals)},
+         {"totals", totals.ToJson()},
          {"index_file", index_file},
          {"extra", extra}};
   return j.dump(1);

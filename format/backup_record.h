@@ -25,9 +25,11 @@ struct VolumeStats {
   // parent's, and slots change tracking proved unchanged (never read).
   uint64_t changed_chunks = 0;
   uint64_t unchanged_chunks = 0;
+  uint64_t patched_chunks = 0;  // new chunks stored as patches on the parent's
   double seconds = 0;
 
   void Add(const VolumeStats& o);
+  nlohmann::json ToJson() const;  // as stored in backup records
 };
 
 struct VolumeRecord {

@@ -11,7 +11,8 @@ void ChunkIndex::AddPack(const PackSummary& pack) {
   if (inserted) pack_ids_.push_back(pack.id);
   uint32_t no = it->second;
   for (const auto& e : pack.entries) {
-    map_.emplace(e.digest, ChunkLocation{no, e.offset, e.stored_len, e.raw_len, e.codec});
+    map_.emplace(e.digest,
+                 ChunkLocation{no, e.offset, e.stored_len, e.raw_len, e.codec, e.patch_depth});
   }
 }
 
@@ -36,7 +37,7 @@ std::string EncodeIndexFile(const std::vector<PackSummary>& packs) {
       PutU32(&out, e.offset);
       PutU32(&out, e.stored_len);
       PutU32(&out, e.raw_len);
-      PutU32(&out, static_cast<uint32_t>(e.codec));
+      PutU32(&out, EncodeCodecField(e.codec, e.patch_depth));
     }
   }
   return out;
@@ -69,7 +70,8 @@ Status DecodeIndexFile(const std::string& path, const std::string& body,
       e.offset = GetU32(p + pos + 16);
       e.stored_len = GetU32(p + pos + 20);
       e.raw_len = GetU32(p + pos + 24);
-      e.codec = static_cast<Codec>(GetU32(p + pos + 28));
+      if (!DecodeCodecField(GetU32(p + pos + 28), &e.codec, &e.patch_depth))
+        return bad("chunk " + e.digest.Hex() + " has an unknown codec");
       pos += 32;
     }
     packs->push_back(std::move(s));

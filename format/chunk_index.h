@@ -21,6 +21,7 @@ struct ChunkLocation {
   uint32_t stored_len = 0;
   uint32_t raw_len = 0;
   Codec codec = Codec::kRaw;
+  uint8_t patch_depth = 0;  // 0: a whole chunk; else a patch (format/patch.h)
 };
 
 // What one finished pack contributes to an index file.

@@ -18,7 +18,7 @@ struct FrameKind {
 };
 
 inline constexpr FrameKind kConfigFrame{"GNMCONF\x01", "repository config", 1};
-inline constexpr FrameKind kIndexFrame{"GNMINDX\x01", "chunk index file", 1};
+inline constexpr FrameKind kIndexFrame{"GNMINDX\x01", "chunk index file", 2};
 inline constexpr FrameKind kVolumeIndexFrame{"GNMFIDX\x01", "volume index", 1};
 inline constexpr FrameKind kBackupFrame{"GNMBKUP\x01", "backup record", 2};
 

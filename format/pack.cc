@@ -14,14 +14,31 @@ PackWriter::PackWriter(Env* env, std::string id, std::string tmp_path, std::stri
       final_path_(std::move(final_path)),
       file_(std::move(file)) {}
 
+uint32_t EncodeCodecField(Codec codec, uint8_t patch_depth) {
+  uint32_t f = static_cast<uint32_t>(codec);
+  if (patch_depth) f |= 0x100u | uint32_t{patch_depth} << 16;
+  return f;
+}
+
+bool DecodeCodecField(uint32_t field, Codec* codec, uint8_t* patch_depth) {
+  if (field & ~0x00ff01ffu) return false;
+  uint32_t c = field & 0xff;
+  if (c > static_cast<uint32_t>(Codec::kZstd)) return false;
+  *codec = static_cast<Codec>(c);
+  bool patch = field & 0x100u;
+  *patch_depth = static_cast<uint8_t>(field >> 16);
+  return patch == (*patch_depth != 0);
+}
+
 Status PackWriter::Add(const Digest& d, Codec codec, std::span<const uint8_t> stored,
-                       uint32_t raw_len) {
+                       uint32_t raw_len, uint8_t patch_depth) {
   PackEntry e;
   e.digest = d;
   e.offset = static_cast<uint32_t>(file_->Size());
   e.stored_len = static_cast<uint32_t>(stored.size());
   e.raw_len = raw_len;
   e.codec = codec;
+  e.patch_depth = patch_depth;
   GNOMON_RETURN_IF_ERROR(file_->Append(stored));
   entries_.push_back(e);
   return Status::OK();
@@ -34,7 +51,7 @@ Status PackWriter::Finish() {
     header.append(reinterpret_cast<const char*>(e.digest.bytes.data()), 16);
     PutU32(&header, e.raw_len);
     PutU32(&header, e.stored_len);
-    PutU32(&header, static_cast<uint32_t>(e.codec));
+    PutU32(&header, EncodeCodecField(e.codec, e.patch_depth));
     PutU32(&header, 0);
   }
   PutU32(&header, static_cast<uint32_t>(entries_.size()));
@@ -96,7 +113,9 @@ Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries
     std::memcpy(e.digest.bytes.data(), p, 16);
     e.raw_len = GetU32(p + 16);
     e.stored_len = GetU32(p + 20);
-    e.codec = static_cast<Codec>(GetU32(p + 24));
+    if (!DecodeCodecField(GetU32(p + 24), &e.codec, &e.patch_depth))
+      return Status::Corruption(path + ": chunk " + e.digest.Hex() + " has an unknown codec " +
+                                std::to_string(GetU32(p + 24)));
     e.offset = static_cast<uint32_t>(offset);
     offset += e.stored_len;
     entries->push_back(e);

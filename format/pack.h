@@ -16,7 +16,7 @@
 namespace gnomon {
 
 inline constexpr char kPackMagic[9] = "GNMPACK\x01";
-inline constexpr uint32_t kPackVersion = 1;
+inline constexpr uint32_t kPackVersion = 2;
 inline constexpr size_t kPackEntrySize = 32;
 inline constexpr size_t kPackTailSize = 24;
 
@@ -26,7 +26,16 @@ struct PackEntry {
   uint32_t stored_len = 0;
   uint32_t raw_len = 0;
   Codec codec = Codec::kRaw;
+  // 0: a whole chunk. N >= 1: a patch (see format/patch.h) on a base of
+  // depth N - 1. Stored with the codec in one u32: see EncodeCodecField.
+  uint8_t patch_depth = 0;
 };
+
+// The u32 "codec" field of pack and index entries: bits 0-7 the codec, bit 8
+// set for a patch, bits 16-23 the patch depth. Version-1 files hold only a
+// codec. Returns false for bits this version does not know.
+uint32_t EncodeCodecField(Codec codec, uint8_t patch_depth);
+bool DecodeCodecField(uint32_t field, Codec* codec, uint8_t* patch_depth);
 
 // Appends chunks to a temporary file; Finish() writes the header, fsyncs and
 // renames the pack to its final name. Until then the pack is invisible.
@@ -34,7 +43,8 @@ class PackWriter {
  public:
   PackWriter(Env* env, std::string id, std::string tmp_path, std::string final_path,
              std::unique_ptr<WritableFile> file);
-  Status Add(const Digest& d, Codec codec, std::span<const uint8_t> stored, uint32_t raw_len);
+  Status Add(const Digest& d, Codec codec, std::span<const uint8_t> stored, uint32_t raw_len,
+             uint8_t patch_depth = 0);
   Status Finish();  // header + fdatasync + rename + directory fsync
   void Abandon();   // removes the temporary file
   uint64_t size() const { return file_->Size(); }

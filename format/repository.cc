@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "format/framed_file.h"
+#include "format/patch.h"
 
 namespace gnomon {
 
@@ -128,7 +129,7 @@ Status Repository::LoadChunkIndex(ChunkIndex* index, std::vector<std::string>* i
 
 Status Repository::WriteIndexFile(const std::vector<PackSummary>& packs, std::string* name) {
   *name = RandomHexId(16);
-  return WriteFrameFile(env_, kIndexFrame, 1, JoinPath(P(kIndex), *name), EncodeIndexFile(packs));
+  return WriteFrameFile(env_, kIndexFrame, 2, JoinPath(P(kIndex), *name), EncodeIndexFile(packs));
 }
 
 std::string Repository::PackPath(const std::string& id) const {
@@ -193,6 +194,41 @@ Status Repository::ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* 
   GNOMON_RETURN_IF_ERROR(dec->Decompress(loc->codec, stored, out, loc->raw_len, where));
   if (Digest::Of({out, loc->raw_len}) != d)
     return Status::Corruption(where + ": content does not match its digest (data is damaged)");
+  return Status::OK();
+}
+
+Status Repository::ReadSlot(const ChunkIndex& index, const Digest& d, uint8_t* out,
+                            uint32_t slot_len, ChunkDecompressor* dec) {
+  if (d.IsZero()) {
+    std::memset(out, 0, slot_len);
+    return Status::OK();
+  }
+  const ChunkLocation* loc = index.Find(d);
+  if (!loc) return Status::Corruption("chunk " + d.Hex() + " is not in the chunk index");
+  if (loc->patch_depth == 0) {
+    if (loc->raw_len != slot_len)
+      return Status::Corruption("chunk " + d.Hex() + " holds " + std::to_string(loc->raw_len) +
+                                " bytes, its slot " + std::to_string(slot_len));
+    return ReadChunk(index, d, out, dec);
+  }
+  std::vector<uint8_t> patch(loc->raw_len);
+  GNOMON_RETURN_IF_ERROR(ReadChunk(index, d, patch.data(), dec));
+  PatchView pv;
+  const std::string where = "patch " + d.Hex();
+  GNOMON_RETURN_IF_ERROR(DecodePatch(patch, where, &pv));
+  if (pv.chunk_len != slot_len)
+    return Status::Corruption(where + ": rebuilds " + std::to_string(pv.chunk_len) +
+                              " bytes, its slot holds " + std::to_string(slot_len));
+  if (!pv.base.IsZero()) {
+    const ChunkLocation* base = index.Find(pv.base);
+    if (!base)
+      return Status::Corruption(where + ": its base chunk " + pv.base.Hex() +
+                                " is not in the chunk index");
+    if (base->patch_depth >= loc->patch_depth)
+      return Status::Corruption(where + ": its base does not descend in depth (damaged chain)");
+  }
+  GNOMON_RETURN_IF_ERROR(ReadSlot(index, pv.base, out, slot_len, dec));
+  ApplyPatch(pv, out);
   return Status::OK();
 }
 

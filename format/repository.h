@@ -49,6 +49,11 @@ class Repository {
   // Reads, decodes and verifies one chunk against its digest into out
   // (which must hold loc.raw_len bytes).
   Status ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* out, ChunkDecompressor* dec);
+  // Reads the content of a volume slot of slot_len bytes: zeros for the zero
+  // digest, a whole chunk, or a patch applied to its base chain. Every blob
+  // read is checked against its digest; a chain must descend in depth.
+  Status ReadSlot(const ChunkIndex& index, const Digest& d, uint8_t* out, uint32_t slot_len,
+                  ChunkDecompressor* dec);
 
   // Volume indexes.
   Status WriteVolumeIndex(const std::string& rel_path, const VolumeIndex& vi, uint64_t* checksum);

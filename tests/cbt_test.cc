@@ -14,6 +14,7 @@
 #include "engine/backup_job.h"
 #include "engine/restore_job.h"
 #include "engine/verify_job.h"
+#include "format/patch.h"
 #include "tests/test_util.h"
 #include "vss/extent_diff.h"
 
@@ -176,6 +177,9 @@ TEST_F(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
       }
       if (what == "single block") {
         EXPECT_EQ(v.stats.unchanged_chunks, v.stats.chunks - 1);
+        // One changed 4 KiB block: stored as a patch, not a whole chunk.
+        EXPECT_EQ(v.stats.patched_chunks, 1u);
+        EXPECT_EQ(v.stats.bytes_read, 4096u);
       }
     }
     ExpectRestores(inc.id, vol_);
@@ -277,6 +281,51 @@ TEST_F(CbtTest, ReplacedBaseFileIsAChangedGeneration) {
   EXPECT_NE(inc.volumes[0].tracking_reason.find("generation changed"), std::string::npos)
       << inc.volumes[0].tracking_reason;
   ExpectRestores(inc.id, vol_);
+}
+
+TEST_F(CbtTest, PatchChainsStopAtTheirDepthLimitAndAlwaysRestore) {
+  Backup("full");
+  // The same chunk, changed a little before every incremental: each patch
+  // builds on the last until the chain is as deep as allowed, then the
+  // chunk is stored whole and the chain starts over.
+  int whole = 0;
+  for (int k = 0; k < kMaxPatchDepth + 3; ++k) {
+    Pwrite(kChunk * 7 + 4096 * (k % 8), test::RandomBytes(100, 100 + k));
+    BackupRecord inc = Backup("incremental");
+    const auto& st = inc.volumes[0].stats;
+    ASSERT_EQ(st.changed_chunks, 1u) << k;
+    if (st.patched_chunks == 0) {
+      ++whole;
+      EXPECT_EQ(k, kMaxPatchDepth) << "the chain was cut at the wrong depth";
+    }
+    ExpectRestores(inc.id, vol_);
+  }
+  EXPECT_EQ(whole, 1);
+  VerifyOptions vo;
+  vo.read_data = true;
+  VerifyResult vr;
+  ASSERT_TRUE(RunVerify(repo_.get(), vo, &vr).ok());
+  EXPECT_TRUE(vr.ok()) << vr.errors.at(0);
+}
+
+TEST_F(CbtTest, ADamagedPatchChainIsReportedNotRestoredWrong) {
+  Backup("full");
+  Pwrite(kChunk * 3, test::RandomBytes(500, 11));
+  BackupRecord inc = Backup("incremental");
+  ASSERT_EQ(inc.volumes[0].stats.patched_chunks, 1u);
+  // Forget the full and drop the index file of its packs: the patch's base
+  // is gone, which restore and verify must both say.
+  BackupRecord full;
+  std::vector<BackupRecord> all;
+  ASSERT_TRUE(repo_->ListBackups(&all, nullptr).ok());
+  fs::remove(dir_ / ("repo/index/" + all.front().index_file));
+  RestoreOptions o;
+  o.backup = inc.id;
+  o.target = dir_ / "restored";
+  RestoreResult r;
+  Status s = RunRestore(repo_.get(), o, &r);
+  EXPECT_TRUE(s.IsCorruption()) << s.message();
+  EXPECT_FALSE(fs::exists(dir_ / "restored"));
 }
 
 TEST_F(CbtTest, ExtentDiffMarksExactlyTheChunksWritten) {

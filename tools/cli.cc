@@ -50,18 +50,9 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
 }
 
 json StatsJson(const VolumeStats& s) {
-  return json{{"bytes", s.bytes},
-              {"bytes_read", s.bytes_read},
-              {"chunks", s.chunks},
-              {"zero_chunks", s.zero_chunks},
-              {"dup_chunks", s.dup_chunks},
-              {"new_chunks", s.new_chunks},
-              {"new_raw_bytes", s.new_raw_bytes},
-              {"new_stored_bytes", s.new_stored_bytes},
-              {"changed_chunks", s.changed_chunks},
-              {"unchanged_chunks", s.unchanged_chunks},
-              {"seconds", s.seconds},
-              {"mb_per_s", s.seconds > 0 ? static_cast<double>(s.bytes) / s.seconds / 1e6 : 0}};
+  json j = s.ToJson();
+  j["mb_per_s"] = s.seconds > 0 ? static_cast<double>(s.bytes) / s.seconds / 1e6 : 0;
+  return j;
 }
 
 json BackupJson(const BackupRecord& r) {

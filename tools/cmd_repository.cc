@@ -74,9 +74,10 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
       if (!v.parent.empty()) {
         if (v.tracking == "reflink-fiemap")
           std::printf(
-              "  %-12s based on %s: change tracking (reflink) found %llu changed chunks; "
-              "%llu unchanged were not read\n",
+              "  %-12s based on %s: change tracking (reflink) found %llu changed chunks "
+              "(%llu stored as patches); %llu unchanged were not read\n",
               "", v.parent.c_str(), static_cast<unsigned long long>(st.changed_chunks),
+              static_cast<unsigned long long>(st.patched_chunks),
               static_cast<unsigned long long>(st.unchanged_chunks));
         else
           std::printf("  %-12s based on %s: full read, %llu chunks differ from it (%s)\n", "",

@@ -88,10 +88,11 @@ class Cursor {
 
 bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
                  uint64_t offset, uint64_t size, uint32_t chunk_size, std::vector<bool>* changed,
-                 uint64_t* changed_bytes) {
+                 uint64_t* changed_bytes, std::vector<ByteRange>* ranges) {
   const uint64_t slots = (size + chunk_size - 1) / chunk_size;
   changed->assign(slots, false);
   if (changed_bytes) *changed_bytes = 0;
+  if (ranges) ranges->clear();
   Cursor b(base), c(current);
   const uint64_t end = offset + size;
   for (uint64_t p = offset; p < end;) {
@@ -112,6 +113,13 @@ bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExte
       uint64_t first = (p - offset) / chunk_size, last = (run_end - 1 - offset) / chunk_size;
       for (uint64_t i = first; i <= last; ++i) (*changed)[i] = true;
       if (changed_bytes) *changed_bytes += run_end - p;
+      if (ranges) {
+        uint64_t vs = p - offset, ve = run_end - offset;
+        if (!ranges->empty() && ranges->back().offset + ranges->back().length == vs)
+          ranges->back().length += ve - vs;
+        else
+          ranges->push_back({vs, ve - vs});
+      }
     }
     p = run_end;
   }

@@ -24,9 +24,14 @@ bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::str
 // For a volume of `size` bytes starting at `offset` in both files, sets
 // changed[i] for every chunk i (of chunk_size bytes) whose mapping differs.
 // *changed_bytes, if given, counts the volume bytes in differing ranges.
+// *ranges, if given, receives the differing byte ranges in volume
+// coordinates (sorted, merged), so a chunk can be patched, not re-read.
+struct ByteRange {
+  uint64_t offset, length;
+};
 bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
                  uint64_t offset, uint64_t size, uint32_t chunk_size, std::vector<bool>* changed,
-                 uint64_t* changed_bytes = nullptr);
+                 uint64_t* changed_bytes = nullptr, std::vector<ByteRange>* ranges = nullptr);
 
 // Bytes of `base` that `current` does not share: the space a retained base
 // snapshot keeps allocated.
