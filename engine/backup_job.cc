@@ -39,6 +39,11 @@ struct Work {
   uint8_t patch_depth = 0;  // > 0: raw holds a patch on the parent's chunk, not the chunk
   uint32_t payload = 0;     // bytes of raw that are the blob (the chunk, or the patch)
   uint32_t read_len = 0;    // bytes read from the volume for it
+  // A planned patch (patch_depth > 0): its base and ranges, read in the
+  // parallel stage, from the whole chunk at once when there are many.
+  Digest patch_base;
+  std::vector<PatchRange> ranges;
+  bool read_whole = false;
   bool is_new = false;
   Digest digest;
   Codec codec = Codec::kRaw;
@@ -103,12 +108,13 @@ class BackupRun {
   Status ImageVolume(const SourceVolume& src, const std::string& label, const VolumeIndex* parent,
                      const std::vector<bool>* changed, const std::vector<vss::ByteRange>* ranges,
                      VolumeIndex* vi, VolumeStats* stats);
-  // Fills w->raw with a patch of the slot's changed ranges on the parent's
-  // chunk, if that is worth it (under half the chunk changed, chain not too
-  // deep). Returns false to read the whole chunk instead.
-  bool MakePatch(const SourceVolume& src, const VolumeIndex& parent,
-                 const std::vector<vss::ByteRange>& ranges, size_t* next_range, Work* w,
-                 Status* error);
+  // Plans w as a patch of the slot's changed ranges on the parent's chunk,
+  // if that is worth it (at most half the chunk changed, chain not too
+  // deep); false means read and store the whole chunk. Serial: no I/O.
+  bool PlanPatch(const VolumeIndex& parent, const std::vector<vss::ByteRange>& ranges,
+                 size_t* next_range, Work* w);
+  // Reads a planned patch's bytes and builds it in w->raw (parallel stage).
+  static Status ReadPatch(const SourceVolume& src, uint32_t chunk, Work* w);
   Status AppendChunk(const Work& w);
   // Seals the current pack (header, fdatasync, rename) on a background
   // thread, so the in-order write stage never waits for the disk; at most
@@ -184,21 +190,20 @@ void BackupRun::DiscardPacks() {
   finished_.clear();
 }
 
-bool BackupRun::MakePatch(const SourceVolume& src, const VolumeIndex& parent,
-                          const std::vector<vss::ByteRange>& ranges, size_t* next_range, Work* w,
-                          Status* error) {
+bool BackupRun::PlanPatch(const VolumeIndex& parent, const std::vector<vss::ByteRange>& ranges,
+                          size_t* next_range, Work* w) {
   const uint64_t start = w->slot * uint64_t{parent.chunk_size}, end = start + w->len;
   while (*next_range < ranges.size() &&
          ranges[*next_range].offset + ranges[*next_range].length <= start)
     ++*next_range;
   // The slot's changed ranges, widened to whole 4 KiB blocks and clipped.
-  std::vector<PatchRange> rel;
+  w->ranges.clear();
+  auto& rel = w->ranges;
   uint64_t total = 0;
   for (size_t k = *next_range; k < ranges.size() && ranges[k].offset < end; ++k) {
-    uint64_t a = std::max(ranges[k].offset, start) & ~uint64_t{4095};
+    uint64_t a = std::max(std::max(ranges[k].offset, start) & ~uint64_t{4095}, start);
     uint64_t b =
         std::min<uint64_t>((ranges[k].offset + ranges[k].length + 4095) & ~uint64_t{4095}, end);
-    a = std::max(a, start);
     if (!rel.empty() && rel.back().offset + rel.back().length >= a - start) {
       uint64_t e = std::max<uint64_t>(rel.back().offset + rel.back().length, b - start);
       total += e - (rel.back().offset + rel.back().length);
@@ -208,29 +213,46 @@ bool BackupRun::MakePatch(const SourceVolume& src, const VolumeIndex& parent,
       total += b - a;
     }
   }
-  const Digest& base = parent.slots[w->slot];
+  w->patch_base = parent.slots[w->slot];
   uint8_t depth = 0;
-  if (!base.IsZero()) {
-    const ChunkLocation* loc = index_.Find(base);
+  if (!w->patch_base.IsZero()) {
+    const ChunkLocation* loc = index_.Find(w->patch_base);
     if (!loc) return false;  // the parent's chunk is not here: read it whole
     depth = loc->patch_depth;
   }
   if (rel.empty() || total > w->len / 2 || depth >= kMaxPatchDepth ||
       PatchHeaderSize(rel.size()) + total > w->raw.size())
     return false;
-  std::vector<uint8_t> header;
-  EncodePatchHeader(base, w->len, rel, &header);
-  std::memcpy(w->raw.data(), header.data(), header.size());
-  uint8_t* p = w->raw.data() + header.size();
-  for (const auto& r : rel) {
-    *error = src.ReadAt(start + r.offset, r.length, p);
-    if (!error->ok()) return false;
-    p += r.length;
-  }
-  w->payload = static_cast<uint32_t>(p - w->raw.data());
-  w->read_len = static_cast<uint32_t>(total);
+  // Many small reads cost more than one sequential read of the chunk
+  // (measured: bench/RESULTS.md, "Incremental backups").
+  constexpr size_t kWholeReadRanges = 32;
+  w->read_whole = rel.size() > kWholeReadRanges;
+  w->payload = static_cast<uint32_t>(PatchHeaderSize(rel.size()) + total);
+  w->read_len = static_cast<uint32_t>(w->read_whole ? w->len : total);
   w->patch_depth = static_cast<uint8_t>(depth + 1);
   return true;
+}
+
+Status BackupRun::ReadPatch(const SourceVolume& src, uint32_t chunk, Work* w) {
+  const uint64_t start = w->slot * uint64_t{chunk};
+  std::vector<uint8_t> header;
+  EncodePatchHeader(w->patch_base, w->len, w->ranges, &header);
+  std::memcpy(w->raw.data(), header.data(), header.size());
+  uint8_t* p = w->raw.data() + header.size();
+  if (w->read_whole) {
+    w->stored.resize(w->len);  // free until the compress stage
+    GNOMON_RETURN_IF_ERROR(src.ReadAt(start, w->len, w->stored.data()));
+    for (const auto& r : w->ranges) {
+      std::memcpy(p, w->stored.data() + r.offset, r.length);
+      p += r.length;
+    }
+  } else {
+    for (const auto& r : w->ranges) {
+      GNOMON_RETURN_IF_ERROR(src.ReadAt(start + r.offset, r.length, p));
+      p += r.length;
+    }
+  }
+  return Status::OK();
 }
 
 Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
@@ -272,18 +294,9 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
       w->zero = false;
       return w;
     }
-    if (changed && ranges && parent) {
-      Status err;
-      if (MakePatch(src, *parent, *ranges, &next_range, w, &err)) {
-        w->zero = false;
-        stats->bytes_read += w->read_len;
-        return w;
-      }
-      if (!err.ok()) {
-        Fail(err);
-        w->zero = true;
-        return w;
-      }
+    if (changed && ranges && parent && PlanPatch(*parent, *ranges, &next_range, w)) {
+      w->zero = false;
+      return w;  // read in the parallel stage
     }
     const uint64_t start = w->slot * chunk, end = start + w->len;
     while (ext < extents.size() && extents[ext].offset + extents[ext].length <= start) ++ext;
@@ -301,7 +314,10 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     return w;
   };
   auto hash_stage = [&](Work* w) -> Work* {
-    if (w->patch_depth && !failed_) {
+    if (w->patch_depth) {
+      if (failed_) return w;
+      Status st = ReadPatch(src, chunk, w);
+      if (!st.ok()) Fail(st);
       w->digest = Digest::Of({w->raw.data(), w->payload});
       return w;
     }
@@ -345,6 +361,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
       stats->new_raw_bytes += w->payload;
       stats->new_stored_bytes += w->stored.size();
     }
+    if (w->patch_depth) stats->bytes_read += w->read_len;
     done_bytes += w->len;
     pool.Give(w);
     if (opt_.progress) opt_.progress(Progress{"backup", label, done_bytes, src.size()});

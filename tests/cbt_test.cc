@@ -328,6 +328,27 @@ TEST_F(CbtTest, ADamagedPatchChainIsReportedNotRestoredWrong) {
   EXPECT_FALSE(fs::exists(dir_ / "restored"));
 }
 
+TEST_F(CbtTest, ManyRangesInAChunkAreReadAtOnceAndStillPatched) {
+  // 1 MiB chunks: room for more changed ranges than are read one by one.
+  repo_.reset();
+  fs::remove_all(dir_ / "repo");
+  RepoConfig c;
+  c.chunk_size = 1 << 20;
+  ASSERT_TRUE(Repository::Init(Env::Default(), dir_ / "repo", c).ok());
+  ASSERT_TRUE(
+      Repository::Open(Env::Default(), dir_ / "repo", LockMode::kExclusive, "t", &repo_).ok());
+  Backup("full");
+  for (int k = 0; k < 40; ++k)  // 40 separate 4 KiB blocks in chunk 2
+    Pwrite((2u << 20) + k * 16384u, test::RandomBytes(4096, 200 + k));
+  BackupRecord inc = Backup("incremental");
+  const auto& st = inc.volumes[0].stats;
+  EXPECT_EQ(st.changed_chunks, 1u);
+  EXPECT_EQ(st.patched_chunks, 1u);
+  EXPECT_EQ(st.bytes_read, 1u << 20) << "one sequential read of the chunk";
+  EXPECT_LT(st.new_raw_bytes, 200000u) << "but only the changed blocks stored";
+  ExpectRestores(inc.id, vol_);
+}
+
 TEST_F(CbtTest, ExtentDiffMarksExactlyTheChunksWritten) {
   std::string a = xfs_ + "/a", b = xfs_ + "/b";
   ASSERT_EQ(Sh("cp --reflink=always " + vol_ + " " + a).exit_code, 0);
