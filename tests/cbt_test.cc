@@ -15,6 +15,7 @@
 #include "engine/restore_job.h"
 #include "engine/verify_job.h"
 #include "format/patch.h"
+#include "tests/fault_env.h"
 #include "tests/test_util.h"
 #include "vss/extent_diff.h"
 
@@ -346,6 +347,41 @@ TEST_F(CbtTest, ManyRangesInAChunkAreReadAtOnceAndStillPatched) {
   EXPECT_EQ(st.patched_chunks, 1u);
   EXPECT_EQ(st.bytes_read, 1u << 20) << "one sequential read of the chunk";
   EXPECT_LT(st.new_raw_bytes, 200000u) << "but only the changed blocks stored";
+  ExpectRestores(inc.id, vol_);
+}
+
+TEST_F(CbtTest, AFailedIncrementalKeepsTheOldBase) {
+  BackupRecord full = Backup("full");
+  auto before = Bases();
+  ASSERT_EQ(before.size(), 1u);
+  Pwrite(kChunk * 4, test::RandomBytes(30000, 21));
+  // The repository's disk fills up during the incremental.
+  test::FaultEnv env(Env::Default());
+  env.space_left = 1000;
+  std::unique_ptr<Repository> full_disk;
+  repo_.reset();
+  ASSERT_TRUE(Repository::Open(&env, dir_ / "repo", LockMode::kExclusive, "t", &full_disk).ok());
+  BackupOptions o;
+  o.sources = {vol_};
+  o.type = "incremental";
+  o.snapshot.state_dir = state_.state_dir();
+  o.snapshot.runtime_dir = state_.runtime_dir();
+  BackupResult r;
+  ASSERT_FALSE(RunBackup(full_disk.get(), o, &r).ok());
+  full_disk.reset();
+  auto after = Bases();
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].snapshot_id, before[0].snapshot_id) << "the old base must survive";
+  int clones = 0;
+  for (auto& e : fs::directory_iterator(xfs_))
+    clones += e.path().filename().string().find(".gnomon-snap-") == 0;
+  EXPECT_EQ(clones, 1) << "the failed backup's own snapshot must be gone";
+  // The chain goes on from the old base.
+  ASSERT_TRUE(
+      Repository::Open(Env::Default(), dir_ / "repo", LockMode::kExclusive, "t", &repo_).ok());
+  BackupRecord inc = Backup("incremental");
+  EXPECT_EQ(inc.parent, full.id);
+  EXPECT_EQ(inc.volumes[0].tracking, "reflink-fiemap") << inc.volumes[0].tracking_reason;
   ExpectRestores(inc.id, vol_);
 }
 
