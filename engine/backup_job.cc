@@ -290,6 +290,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     w->unchanged = changed && !(*changed)[w->slot];
     w->patch_depth = 0;
     w->payload = w->len;
+    w->read_len = 0;  // counted in the write stage: serial stages run concurrently
     if (w->unchanged) {
       w->zero = false;
       return w;
@@ -308,7 +309,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
         Fail(s);
         w->zero = true;  // flows through harmlessly; the run is failing
       } else {
-        stats->bytes_read += w->len;
+        w->read_len = w->len;
       }
     }
     return w;
@@ -361,7 +362,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
       stats->new_raw_bytes += w->payload;
       stats->new_stored_bytes += w->stored.size();
     }
-    if (w->patch_depth) stats->bytes_read += w->read_len;
+    stats->bytes_read += w->read_len;
     done_bytes += w->len;
     pool.Give(w);
     if (opt_.progress) opt_.progress(Progress{"backup", label, done_bytes, src.size()});

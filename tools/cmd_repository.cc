@@ -217,7 +217,7 @@ int CmdShow(const Globals& g, const std::string& spec) {
   }
   std::printf("backup %s\n  time:  %s\n  host:  %s\n  type:  %s\n", r.id.c_str(), r.time.c_str(),
               r.host.c_str(), r.type.c_str());
-  for (const auto& vol : r.volumes)
+  for (const auto& vol : r.volumes) {
     std::printf("  volume %s: %s, %s, %llu chunks (%llu new, %llu duplicate, %llu zero)\n",
                 vol.name.c_str(), vol.source.c_str(),
                 HumanBytes(static_cast<double>(vol.size)).c_str(),
@@ -225,6 +225,16 @@ int CmdShow(const Globals& g, const std::string& spec) {
                 static_cast<unsigned long long>(vol.stats.new_chunks),
                 static_cast<unsigned long long>(vol.stats.dup_chunks),
                 static_cast<unsigned long long>(vol.stats.zero_chunks));
+    if (!vol.parent.empty())
+      std::printf("    built on %s: %s%s\n", vol.parent.c_str(),
+                  vol.tracking == "reflink-fiemap"
+                      ? ("change tracking, " + std::to_string(vol.stats.unchanged_chunks) +
+                         " chunks unchanged and not read, " +
+                         std::to_string(vol.stats.patched_chunks) + " stored as patches")
+                            .c_str()
+                      : "full read compared with the parent",
+                  vol.tracking_reason.empty() ? "" : (" (" + vol.tracking_reason + ")").c_str());
+  }
   if (v.is_null()) {
     std::printf("  (no VSS documents in this backup)\n");
     return kOk;
