@@ -68,7 +68,7 @@ step "gnomon restore latest $work/restored.img"
 step "checking the restored image"
 e2fsck -fn "$work/restored.img" >/dev/null 2>&1 && echo "e2fsck -fn: clean"
 mount -o loop,ro "$work/restored.img" "$restored_mnt"
-diff -r "$mnt" "$restored_mnt" --exclude=lost+found >/dev/null
+diff -r --no-dereference "$mnt" "$restored_mnt" --exclude=lost+found >/dev/null
 echo "every file matches the live filesystem ($(find "$mnt" -type f | wc -l) files)"
 umount "$restored_mnt"
 step "gnomon verify --read-data"
