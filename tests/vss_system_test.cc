@@ -157,7 +157,7 @@ TEST_F(FrozenFsTest, BackupOfAMountedLoopExt4OnXfsUsesReflinkAndRestoresClean) {
   fs::create_directories(dir_ / "r");
   ASSERT_EQ(Sh("mount -o loop,ro " + dir_ / "restored.img" + " " + dir_ / "r").exit_code, 0);
   auto diff = Sh("diff -r " + mnt_ + "/lib " + dir_ / "r/lib");
-  Sh("umount " + dir_ / "r");
+  EXPECT_EQ(Sh("umount " + dir_ / "r").exit_code, 0);
   EXPECT_EQ(diff.exit_code, 0) << diff.out;
 }
 
@@ -318,9 +318,12 @@ TEST_F(FrozenFsTest, PointInTimeImageWhileAWriterAppendsRecords) {
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
   fs::create_directories(dir_ / "r");
   ASSERT_EQ(Sh("mount -o loop,ro " + dir_ / "restored.img" + " " + dir_ / "r").exit_code, 0);
-  std::ifstream f(dir_ / "r/records.txt", std::ios::binary);
-  std::string content((std::istreambuf_iterator<char>(f)), {});
-  Sh("umount " + dir_ / "r");
+  std::string content;
+  {
+    std::ifstream f(dir_ / "r/records.txt", std::ios::binary);
+    content.assign(std::istreambuf_iterator<char>(f), {});
+  }  // closed before umount, which an open file would make fail (EBUSY)
+  ASSERT_EQ(Sh("umount " + dir_ / "r").exit_code, 0);
   // An unbroken prefix of whole records: 1, 2, ..., K, nothing torn.
   ASSERT_EQ(content.size() % 10, 0u) << "a torn record at the end";
   long k = static_cast<long>(content.size() / 10);
