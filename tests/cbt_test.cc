@@ -34,13 +34,9 @@ class CbtTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
-    xfs_ = dir_ / "xfs";
-    fs::create_directories(xfs_);
-    ASSERT_EQ(Sh("truncate -s 1G " + dir_ / "xfs.img" + " && mkfs.xfs -q -m reflink=1 " +
-                 dir_ / "xfs.img" + " && mount -o loop " + dir_ / "xfs.img" + " " + xfs_)
-                  .exit_code,
-              0);
-    mounted_ = true;
+    xfs_fs_ = std::make_unique<test::ReflinkXfs>(dir_);
+    ASSERT_TRUE(xfs_fs_->ok());
+    xfs_ = xfs_fs_->path();
     vol_ = xfs_ + "/vol.img";
     test::WriteFile(vol_, test::TextLikeBytes(kVolume, 1));
     RepoConfig c;
@@ -52,7 +48,7 @@ class CbtTest : public ::testing::Test {
   }
   void TearDown() override {
     repo_.reset();
-    if (mounted_) Sh("umount " + xfs_);
+    xfs_fs_.reset();
   }
   BackupRecord Backup(const std::string& type) {
     BackupOptions o;
@@ -92,8 +88,8 @@ class CbtTest : public ::testing::Test {
 
   test::IsolatedState state_;
   test::TempDir dir_;
+  std::unique_ptr<test::ReflinkXfs> xfs_fs_;
   std::string xfs_, vol_;
-  bool mounted_ = false;
   std::unique_ptr<Repository> repo_;
 };
 

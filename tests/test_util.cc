@@ -170,6 +170,19 @@ IsolatedState::IsolatedState() {
   ::chmod(dir_.path().c_str(), 0777);  // tests that run gnomon as nobody
 }
 
+ReflinkXfs::ReflinkXfs(const TempDir& dir, const std::string& size) : path_(dir / "xfs") {
+  std::filesystem::create_directories(path_);
+  std::string img = dir / "xfs.img";
+  CommandResult r = Sh("truncate -s " + size + " " + img + " && mkfs.xfs -q -m reflink=1 " + img +
+                       " && mount -o loop " + img + " " + path_);
+  mounted_ = r.exit_code == 0;
+  EXPECT_TRUE(mounted_) << "making a reflink XFS: " << r.err;
+}
+
+ReflinkXfs::~ReflinkXfs() {
+  if (mounted_) Sh("umount " + path_);
+}
+
 bool IsRoot() { return ::geteuid() == 0; }
 
 std::string RootSkipReason() {

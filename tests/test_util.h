@@ -56,6 +56,20 @@ class IsolatedState {
   TempDir dir_;
 };
 
+// A reflink-capable XFS on a loop device, mounted at dir/xfs for the life of
+// the object (root only; check RootSkipReason first).
+class ReflinkXfs {
+ public:
+  ReflinkXfs(const TempDir& dir, const std::string& size = "1G");
+  ~ReflinkXfs();
+  bool ok() const { return mounted_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+};
+
 bool IsRoot();
 // Why root-only tests cannot run here, or "" if they can.
 std::string RootSkipReason();

@@ -49,15 +49,11 @@ class FrozenFsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
-    xfs_ = dir_ / "xfs";
     mnt_ = dir_ / "mnt";
-    fs::create_directories(xfs_);
     fs::create_directories(mnt_);
-    ASSERT_EQ(Sh("truncate -s 3G " + dir_ / "xfs.img" + " && mkfs.xfs -q -m reflink=1 " +
-                 dir_ / "xfs.img" + " && mount -o loop " + dir_ / "xfs.img" + " " + xfs_)
-                  .exit_code,
-              0);
-    xfs_mounted_ = true;
+    xfs_fs_ = std::make_unique<test::ReflinkXfs>(dir_, "3G");
+    ASSERT_TRUE(xfs_fs_->ok());
+    xfs_ = xfs_fs_->path();
     disk_ = xfs_ + "/disk.img";
     ASSERT_EQ(Sh("truncate -s 512M " + disk_ + " && mkfs.ext4 -q -F " + disk_).exit_code, 0);
     auto r = Sh("losetup -f --show " + disk_);
@@ -75,7 +71,7 @@ class FrozenFsTest : public ::testing::Test {
       Sh("fsfreeze -u " + mnt_ + " 2>/dev/null; umount " + mnt_);
     }
     if (!loop_.empty()) Sh("losetup -d " + loop_);
-    if (xfs_mounted_) Sh("umount " + xfs_);
+    xfs_fs_.reset();
   }
   // Fills the ext4 with real files (libraries: compressible, not repetitive).
   void Fill(const std::string& budget_mb) {
@@ -114,8 +110,9 @@ class FrozenFsTest : public ::testing::Test {
 
   test::IsolatedState state_;
   test::TempDir dir_;
+  std::unique_ptr<test::ReflinkXfs> xfs_fs_;
   std::string xfs_, mnt_, disk_, loop_;
-  bool xfs_mounted_ = false, ext4_mounted_ = false;
+  bool ext4_mounted_ = false;
   pid_t writer_pid_ = -1;
 };
 
@@ -177,9 +174,11 @@ class ProbingProvider : public vss::ReflinkProvider {
 };
 
 // Runs the requester sequence up to DoSnapshotSet with the filesystem writer.
-vss::HResult SnapshotWithFsWriter(const std::string& volume, std::shared_ptr<vss::Provider> p,
-                                  uint32_t freeze_ms, const std::string& runtime_dir,
-                                  std::unique_ptr<vss::BackupComponents>* out) {
+vss::HResult SnapshotWithFsWriter(const std::vector<std::string>& volumes,
+                                  std::shared_ptr<vss::Provider> p, uint32_t freeze_ms,
+                                  const std::string& runtime_dir,
+                                  std::unique_ptr<vss::BackupComponents>* out,
+                                  std::vector<vss::Guid>* snaps = nullptr) {
   vss::RequesterOptions ro;
   ro.runtime_dir = runtime_dir;
   auto bc = std::make_unique<vss::BackupComponents>(
@@ -195,7 +194,13 @@ vss::HResult SnapshotWithFsWriter(const std::string& volume, std::shared_ptr<vss
   bc->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name);
   vss::Guid set, snap;
   bc->StartSnapshotSet(&set);
-  if (auto hr = bc->AddToSnapshotSet(volume, "", &snap); hr != vss::S_OK_) return hr;
+  for (const auto& volume : volumes) {
+    if (auto hr = bc->AddToSnapshotSet(volume, "", &snap); hr != vss::S_OK_) {
+      *out = std::move(bc);
+      return hr;
+    }
+    if (snaps) snaps->push_back(snap);
+  }
   bc->PrepareForBackup(&a);
   vss::WaitForAsync(a);
   vss::HResult hr = bc->DoSnapshotSet(&a);
@@ -207,7 +212,7 @@ vss::HResult SnapshotWithFsWriter(const std::string& volume, std::shared_ptr<vss
 TEST_F(FrozenFsTest, TheFilesystemIsFrozenForTheCommitAndThawedAfter) {
   auto p = std::make_shared<ProbingProvider>(state_.state_dir(), mnt_);
   std::unique_ptr<vss::BackupComponents> bc;
-  ASSERT_EQ(SnapshotWithFsWriter(loop_, p, 60000, state_.runtime_dir(), &bc), vss::S_OK_)
+  ASSERT_EQ(SnapshotWithFsWriter({loop_}, p, 60000, state_.runtime_dir(), &bc), vss::S_OK_)
       << bc->last_error();
   EXPECT_TRUE(p->frozen_at_commit) << "the provider committed while the filesystem was live";
   EXPECT_FALSE(IsFrozen(mnt_));
@@ -244,7 +249,7 @@ pid_t StartStuckRequester(const std::string& loop, uint32_t freeze_ms, const std
   if (pid == 0) {
     ::close(p[0]);
     std::unique_ptr<vss::BackupComponents> bc;
-    SnapshotWithFsWriter(loop, std::make_shared<StuckProvider>(state_dir, p[1]), freeze_ms,
+    SnapshotWithFsWriter({loop}, std::make_shared<StuckProvider>(state_dir, p[1]), freeze_ms,
                          runtime_dir, &bc);
     _exit(0);
   }
@@ -397,30 +402,16 @@ TEST_F(FrozenFsTest, SeveralVolumesAreSnapshottedInsideOneHoldWindow) {
   test::LoopDevice loop2(disk2);
   fs::create_directories(dir_ / "mnt2");
   ASSERT_EQ(Sh("mount " + loop2.device() + " " + dir_ / "mnt2").exit_code, 0);
-  vss::RequesterOptions ro;
-  ro.runtime_dir = state_.runtime_dir();
-  auto fsw = std::make_shared<vss::FsFreezeWriter>();
-  auto bc = std::make_unique<vss::BackupComponents>(
-      std::vector<std::shared_ptr<vss::Writer>>{fsw},
-      std::vector<std::shared_ptr<vss::Provider>>{
-          std::make_shared<ProbingProvider>(state_.state_dir(), dir_ / "mnt2")},
-      ro);
-  std::shared_ptr<vss::Async> a;
-  bc->InitializeForBackup();
-  bc->SetBackupState(true, false, vss::BackupType::kFull);
-  bc->GatherWriterMetadata(&a);
-  vss::WaitForAsync(a);
-  const vss::WriterMetadata* md = bc->GetWriterMetadata(0);
-  const auto& c = md->components.at(0);
-  bc->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name);
-  vss::Guid set, s1, s2;
-  bc->StartSnapshotSet(&set);
-  ASSERT_EQ(bc->AddToSnapshotSet(loop_, "", &s1), vss::S_OK_) << bc->last_error();
-  ASSERT_EQ(bc->AddToSnapshotSet(loop2.device(), "", &s2), vss::S_OK_) << bc->last_error();
-  bc->PrepareForBackup(&a);
-  vss::WaitForAsync(a);
-  ASSERT_EQ(bc->DoSnapshotSet(&a), vss::S_OK_);
-  ASSERT_EQ(vss::WaitForAsync(a), vss::S_OK_) << bc->last_error();
+  std::unique_ptr<vss::BackupComponents> bc;
+  std::vector<vss::Guid> snaps;
+  ASSERT_EQ(
+      SnapshotWithFsWriter({loop_, loop2.device()},
+                           std::make_shared<ProbingProvider>(state_.state_dir(), dir_ / "mnt2"),
+                           60000, state_.runtime_dir(), &bc, &snaps),
+      vss::S_OK_)
+      << bc->last_error();
+  ASSERT_EQ(snaps.size(), 2u);
+  const vss::Guid s1 = snaps[0], s2 = snaps[1];
   int commits = 0;
   for (const auto& e : bc->event_log()) commits += e.event == "CommitSnapshots";
   EXPECT_EQ(commits, 1) << "both clones belong in one commit, inside one hold window";
