@@ -489,7 +489,7 @@ Status BackupRun::Run(BackupResult* out) {
     for (size_t i = 0; i < sources.size(); ++i) {
       if (session.sources()[i].provider != "reflink") continue;
       Status r = session.RetainBase(i, out->record.id, opt_.type);
-      if (!r.ok()) out->warnings.push_back(r.message() + " (the next incremental reads all)");
+      if (!r.ok()) out->warnings.push_back(r.message());
     }
   }
   // Writers learn the outcome in BackupComplete (no log truncation on failure).

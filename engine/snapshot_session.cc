@@ -102,7 +102,9 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
     vss::VolumeIdentity id;
     std::string err;
     if (!vss::IdentifyVolume(v, &id, &err)) {
-      if (errno == ENOENT) return Status::NotFound(v + ": no such file or device");
+      struct stat st;
+      if (::stat(v.c_str(), &st) != 0 && errno == ENOENT)
+        return Status::NotFound(v + ": no such file or device");
       return Status::InvalidArgument(err);
     }
     ids.push_back(id);
@@ -190,8 +192,8 @@ Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id,
   const std::string& key = sources_[i].key;
   HResult hr = bc_->KeepSnapshot(snapshot_ids_[i], backup_id, type, key);
   if (hr != vss::S_OK_)
-    return Status::IOError("keeping the snapshot of " + sources_[i].volume +
-                           " as the next base: " + bc_->last_error());
+    return Status::IOError("keeping the snapshot of " + sources_[i].volume + " as the next base: " +
+                           bc_->last_error() + " (the next incremental will read everything)");
   // Keep the new base, and for an incremental also the newest full's base
   // (differentials are built on it); every older base of this volume goes.
   std::string keep_full;
@@ -207,7 +209,11 @@ Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id,
     if (p.state != "base" || p.volume_key != key) continue;
     std::string id = p.snapshot_id.ToString();
     if (id == snapshot_ids_[i].ToString() || (type == "incremental" && id == keep_full)) continue;
-    vss::ReflinkProvider(opt_.state_dir).DeleteLeftover(p);
+    Status d = DeleteRecorded(opt_.state_dir, p);
+    if (!d.ok())
+      return d.WithContext(
+          "removing a superseded base (it still takes space; 'gnomon "
+          "snapshots --delete' removes it)");
   }
   return Status::OK();
 }
@@ -328,7 +334,7 @@ json DescribeWriters(const std::string& state_dir) {
   return out;
 }
 
-std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir) {
+std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir, bool with_pinned) {
   std::vector<SnapshotEntry> out;
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
@@ -340,7 +346,7 @@ std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir) {
     if (auto at = live.rfind('@'); at != std::string::npos) live.resize(at);
     std::vector<vss::FileExtent> snap, now;
     std::string err;
-    if (!live.empty() && vss::ReadExtents(p.device, &snap, &err) &&
+    if (with_pinned && !live.empty() && vss::ReadExtents(p.device, &snap, &err) &&
         vss::ReadExtents(live, &now, &err))
       e.pinned_bytes = vss::PinnedBytes(snap, now);
     e.props = std::move(p);
@@ -365,13 +371,18 @@ Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix
     return Status::InvalidArgument("snapshot " + match->props.snapshot_id.ToString() +
                                    " is in use by pid " + std::to_string(match->props.pid) +
                                    " (a running backup); not deleting it");
-  std::shared_ptr<vss::Provider> p;
-  if (match->props.provider == "reflink") p = std::make_shared<vss::ReflinkProvider>(state_dir);
-  if (!p) return Status::Unsupported("unknown provider '" + match->props.provider + "'");
-  vss::HResult hr = p->DeleteLeftover(match->props);
-  if (hr != vss::S_OK_)
-    return Status::IOError("deleting snapshot " + match->props.snapshot_id.ToString() + ": " +
-                           p->last_error());
+  return DeleteRecorded(state_dir, match->props);
+}
+
+Status DeleteRecorded(const std::string& state_dir, const vss::SnapshotProperties& props) {
+  // Only providers that leave files behind record their snapshots.
+  if (props.provider != "reflink")
+    return Status::Unsupported("snapshot " + props.snapshot_id.ToString() +
+                               " is from unknown provider '" + props.provider + "'");
+  vss::ReflinkProvider p(state_dir);
+  if (p.DeleteLeftover(props) != vss::S_OK_)
+    return Status::IOError("deleting snapshot " + props.snapshot_id.ToString() + ": " +
+                           p.last_error());
   return Status::OK();
 }
 

@@ -100,10 +100,13 @@ struct SnapshotEntry {
   bool in_use = false;        // its process is alive: a backup is reading it
   uint64_t pinned_bytes = 0;  // space it keeps allocated that the volume no longer uses
 };
-// Snapshots recorded in the state directory (left by crashed backups, or in
-// use by running ones).
-std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir);
+// Snapshots recorded in the state directory (left by crashed backups, in use
+// by running ones, or kept as bases). with_pinned also measures what each
+// pins, which reads the extent maps of every snapshot and its live file.
+std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir, bool with_pinned = false);
 // Deletes one (by id or unique prefix); refuses one in use.
 Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix);
+// Deletes a recorded snapshot through the provider that made it.
+Status DeleteRecorded(const std::string& state_dir, const vss::SnapshotProperties& props);
 
 }  // namespace gnomon

@@ -60,7 +60,7 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
     if (g.json) std::cout << json{{"deleted", done}}.dump() << "\n";
     return rc;
   }
-  auto all = ListSnapshots(state);
+  auto all = ListSnapshots(state, /*with_pinned=*/true);
   if (g.json) {
     json arr = json::array();
     for (const auto& e : all)

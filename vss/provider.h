@@ -21,15 +21,14 @@ namespace gnomon::vss {
 
 struct SnapshotProperties {
   Guid snapshot_id, snapshot_set_id;
-  std::string volume;         // as added to the set
-  std::string provider;       // provider name
-  std::string device;         // block device or file holding the snapshot's data
-  uint64_t offset = 0;        // where the volume starts within `device`
-  uint64_t size = 0;          // volume bytes
-  std::string created;        // RFC 3339 UTC
-  std::string state;          // "preparing" | "committed"
-  uint64_t pinned_bytes = 0;  // space the snapshot keeps allocated (best known)
-  int pid = 0;                // process that made it; a live one is still using it
+  std::string volume;    // as added to the set
+  std::string provider;  // provider name
+  std::string device;    // block device or file holding the snapshot's data
+  uint64_t offset = 0;   // where the volume starts within `device`
+  uint64_t size = 0;     // volume bytes
+  std::string created;   // RFC 3339 UTC
+  std::string state;     // "preparing" | "committed"
+  int pid = 0;           // process that made it; a live one is still using it
   std::string host;
   // Set when a committed backup keeps the snapshot as its change-tracking
   // base (state "base").

@@ -69,7 +69,6 @@ bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
          {"size", p.size},
          {"created", p.created},
          {"state", p.state},
-         {"pinned_bytes", p.pinned_bytes},
          {"pid", p.pid ? p.pid : ::getpid()},
          {"host", p.host},
          {"backup_id", p.backup_id},
@@ -121,7 +120,6 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
       p.size = j.at("size");
       p.created = j.at("created");
       p.state = j.at("state");
-      p.pinned_bytes = j.value("pinned_bytes", uint64_t{0});
       p.pid = j.value("pid", 0);
       p.host = j.value("host", std::string());
       p.backup_id = j.value("backup_id", std::string());
