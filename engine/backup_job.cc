@@ -14,6 +14,7 @@
 #include <mutex>
 #include <unordered_set>
 
+#include "engine/block_map.h"
 #include "engine/source_volume.h"
 #include "format/codec.h"
 #include "format/patch.h"
@@ -82,9 +83,13 @@ class BackupRun {
   BackupRun(Repository* repo, const BackupOptions& opt) : repo_(repo), opt_(opt) {}
 
   Status Run(BackupResult* out);
+  // The pipeline alone over the first max_bytes of each source, read as it
+  // is: no writers, no snapshot (gnomon bench).
+  Status RunPipelineOnly(uint64_t max_bytes, BackupResult* out);
 
  private:
-  Status Image(std::vector<SourceVolume>& sources, const SnapshotSession& session,
+  // session: the snapshot set the sources were read from, or null.
+  Status Image(std::vector<SourceVolume>& sources, const SnapshotSession* session,
                BackupResult* out);
   // Finds each source's parent backup and its stamp (incremental and
   // differential only).
@@ -105,9 +110,15 @@ class BackupRun {
   // size), or null; changed: from change tracking, or null to read all;
   // ranges: the changed byte ranges, so a mostly unchanged chunk is stored
   // as a patch on the parent's (only with changed).
-  Status ImageVolume(const SourceVolume& src, const std::string& label, const VolumeIndex* parent,
-                     const std::vector<bool>* changed, const std::vector<vss::ByteRange>* ranges,
-                     VolumeIndex* vi, VolumeStats* stats);
+  // map: the bytes to read; the rest is stored as zeros.
+  Status ImageVolume(const SourceVolume& src, const std::string& label, const BlockMap& map,
+                     const VolumeIndex* parent, const std::vector<bool>* changed,
+                     const std::vector<vss::ByteRange>* ranges, VolumeIndex* vi,
+                     VolumeStats* stats);
+  // Reads slot w->slot's used bytes into w->raw, zeros elsewhere; sets
+  // w->zero (and reads nothing) when no used byte holds data.
+  static Status ReadSlot(const SourceVolume& src, const BlockMap& map, uint64_t start,
+                         size_t* next_ext, size_t* next_used, Work* w);
   // Plans w as a patch of the slot's changed ranges on the parent's chunk,
   // if that is worth it (at most half the chunk changed, chain not too
   // deep); false means read and store the whole chunk. Serial: no I/O.
@@ -255,8 +266,40 @@ Status BackupRun::ReadPatch(const SourceVolume& src, uint32_t chunk, Work* w) {
   return Status::OK();
 }
 
+Status BackupRun::ReadSlot(const SourceVolume& src, const BlockMap& map, uint64_t start,
+                           size_t* next_ext, size_t* next_used, Work* w) {
+  const uint64_t end = start + w->len;
+  const auto& extents = src.data_extents();
+  const auto& used = map.used;
+  size_t& e = *next_ext;
+  size_t& u = *next_used;
+  while (e < extents.size() && extents[e].offset + extents[e].length <= start) ++e;
+  while (u < used.size() && used[u].offset + used[u].length <= start) ++u;
+  // A slot no data extent touches is a hole, and one no used block touches
+  // is free space: zeros either way, and no read at all.
+  w->zero =
+      e == extents.size() || extents[e].offset >= end || u == used.size() || used[u].offset >= end;
+  w->read_len = 0;
+  if (w->zero) return Status::OK();
+  if (used[u].offset <= start && used[u].offset + used[u].length >= end) {
+    w->read_len = w->len;
+    return src.ReadAt(start, w->len, w->raw.data());
+  }
+  // Partly free: read the used runs and store zeros for the rest, so no
+  // stale data from free blocks reaches the repository.
+  std::memset(w->raw.data(), 0, w->len);
+  for (size_t k = u; k < used.size() && used[k].offset < end; ++k) {
+    const uint64_t a = std::max(used[k].offset, start);
+    const uint64_t b = std::min(used[k].offset + used[k].length, end);
+    GNOMON_RETURN_IF_ERROR(src.ReadAt(a, b - a, w->raw.data() + (a - start)));
+    w->read_len += static_cast<uint32_t>(b - a);
+  }
+  return Status::OK();
+}
+
 Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
-                              const VolumeIndex* parent, const std::vector<bool>* changed,
+                              const BlockMap& map, const VolumeIndex* parent,
+                              const std::vector<bool>* changed,
                               const std::vector<vss::ByteRange>* ranges, VolumeIndex* vi,
                               VolumeStats* stats) {
   const uint32_t chunk = repo_->config().chunk_size;
@@ -266,14 +309,15 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
   vi->slots.assign(slots, Digest::Zero());
   stats->bytes = src.size();
   stats->chunks = slots;
+  stats->unused_bytes = src.size() - map.used_bytes;
 
   const int threads = opt_.threads > 0 ? opt_.threads : DefaultThreads();
   const size_t tokens = opt_.tokens > 0 ? static_cast<size_t>(opt_.tokens) : 4u * threads;
   WorkPool pool(tokens, chunk);
   tbb::enumerable_thread_specific<ChunkCompressor> compressors(repo_->config().compression_level);
 
-  const auto& extents = src.data_extents();
-  size_t ext = 0;         // first extent that may still overlap the next slot
+  size_t ext = 0;         // first data extent that may still overlap the next slot
+  size_t used = 0;        // first used run that may still overlap the next slot
   size_t next_range = 0;  // first changed range that may still overlap the next slot
   uint64_t next = 0;
   uint64_t done_bytes = 0;
@@ -290,7 +334,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     w->unchanged = changed && !(*changed)[w->slot];
     w->patch_depth = 0;
     w->payload = w->len;
-    w->read_len = 0;  // counted in the write stage: serial stages run concurrently
+    w->read_len = 0;
     if (w->unchanged) {
       w->zero = false;
       return w;
@@ -299,18 +343,10 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
       w->zero = false;
       return w;  // read in the parallel stage
     }
-    const uint64_t start = w->slot * chunk, end = start + w->len;
-    while (ext < extents.size() && extents[ext].offset + extents[ext].length <= start) ++ext;
-    // A slot no data extent touches is a hole: zeros, and no read at all.
-    w->zero = ext == extents.size() || extents[ext].offset >= end;
-    if (!w->zero) {
-      Status s = src.ReadAt(start, w->len, w->raw.data());
-      if (!s.ok()) {
-        Fail(s);
-        w->zero = true;  // flows through harmlessly; the run is failing
-      } else {
-        w->read_len = w->len;
-      }
+    Status s = ReadSlot(src, map, w->slot * chunk, &ext, &used, w);
+    if (!s.ok()) {
+      Fail(s);
+      w->zero = true;  // flows through harmlessly; the run is failing
     }
     return w;
   };
@@ -483,7 +519,7 @@ Status BackupRun::Run(BackupResult* out) {
       return s;
     }
   }
-  Status st = Image(sources, session, out);
+  Status st = Image(sources, &session, out);
   if (st.ok() && (so.type == vss::BackupType::kFull || so.type == vss::BackupType::kIncremental)) {
     // The backup is durable: its snapshots become the bases of the next.
     for (size_t i = 0; i < sources.size(); ++i) {
@@ -498,7 +534,18 @@ Status BackupRun::Run(BackupResult* out) {
   return st;
 }
 
-Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSession& session,
+Status BackupRun::RunPipelineOnly(uint64_t max_bytes, BackupResult* out) {
+  std::vector<SourceVolume> sources(opt_.sources.size());
+  for (size_t i = 0; i < sources.size(); ++i) {
+    uint64_t size = 0;
+    GNOMON_RETURN_IF_ERROR(VolumeSize(opt_.sources[i], &size));
+    GNOMON_RETURN_IF_ERROR(
+        SourceVolume::OpenSnapshot(opt_.sources[i], 0, std::min(size, max_bytes), &sources[i]));
+  }
+  return Image(sources, nullptr, out);
+}
+
+Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSession* session,
                         BackupResult* out) {
   GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_));
 
@@ -522,16 +569,23 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
     v.size = sources[i].size();
     v.chunk_size = repo_->config().chunk_size;
     v.index = "volumes/" + rec.id + "." + std::to_string(i);
-    v.key = session.sources()[i].key;
+    if (session) v.key = session->sources()[i].key;
     VolumeIndex parent_index;
     std::vector<bool> changed;
     std::vector<vss::ByteRange> ranges;
     bool have_parent = false, tracked = false;
-    PlanVolume(i, session, sources[i], &v, &parent_index, &have_parent, &changed, &ranges,
-               &tracked);
+    if (session)
+      PlanVolume(i, *session, sources[i], &v, &parent_index, &have_parent, &changed, &ranges,
+                 &tracked);
     if (rec.parent.empty()) rec.parent = v.parent;
     const auto v0 = std::chrono::steady_clock::now();
-    Status s = ImageVolume(sources[i], v.source, have_parent ? &parent_index : nullptr,
+    // Read from the snapshot, never the live volume: that is what is imaged.
+    const BlockMap map =
+        opt_.all_blocks ? BlockMap::All(sources[i].size(), "")
+                        : ReadBlockMap(sources[i].path(), sources[i].offset(), sources[i].size());
+    v.block_map = map.kind;
+    v.block_map_reason = map.reason;
+    Status s = ImageVolume(sources[i], v.source, map, have_parent ? &parent_index : nullptr,
                            tracked ? &changed : nullptr, tracked ? &ranges : nullptr, &indexes[i],
                            &v.stats);
     v.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
@@ -554,7 +608,7 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
     s = repo_->WriteVolumeIndex(rec.volumes[i].index, indexes[i], &rec.volumes[i].index_checksum);
   rec.totals.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Saved after DoSnapshotSet and before SetBackupSucceeded, as VSS orders it.
-  rec.extra["vss"] = session.Documents();
+  if (session) rec.extra["vss"] = session->Documents();
   if (s.ok()) s = repo_->WriteBackupRecord(rec);
   if (!s.ok()) {
     // Best effort: without the record, none of this is referenced.
@@ -573,6 +627,12 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
 Status RunBackup(Repository* repo, const BackupOptions& opt, BackupResult* out) {
   BackupRun run(repo, opt);
   return run.Run(out);
+}
+
+Status RunPipelineOnly(Repository* repo, const BackupOptions& opt, uint64_t max_bytes,
+                       BackupResult* out) {
+  BackupRun run(repo, opt);
+  return run.RunPipelineOnly(max_bytes, out);
 }
 
 }  // namespace gnomon

@@ -24,6 +24,8 @@ struct BackupOptions {
   // The type and cancel flag are taken from the fields here.
   SnapshotOptions snapshot;
   std::vector<std::string> tags;
+  // Image every byte, not only the blocks the filesystem uses.
+  bool all_blocks = false;
   int threads = 0;  // 0 = all cores
   int tokens = 0;   // chunks in flight; 0 = 4 per thread
   ProgressFn progress;
@@ -38,6 +40,13 @@ struct BackupResult {
 
 // The repository must be open with LockMode::kExclusive.
 Status RunBackup(Repository* repo, const BackupOptions& opt, BackupResult* out);
+
+// The imaging pipeline alone, for measuring it (gnomon bench): images the
+// first max_bytes of each of opt.sources as they are, with no writers and no
+// snapshot. A source that changes meanwhile is imaged inconsistently, which
+// is why backups never do this.
+Status RunPipelineOnly(Repository* repo, const BackupOptions& opt, uint64_t max_bytes,
+                       BackupResult* out);
 
 int DefaultThreads();
 

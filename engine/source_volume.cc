@@ -138,3 +138,26 @@ Status SourceVolume::ReadAt(uint64_t offset, size_t n, uint8_t* dst) const {
 }
 
 }  // namespace gnomon
+
+namespace gnomon {
+
+Status VolumeSize(const std::string& path, uint64_t* size) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::NotFound(path + ": no such file or device");
+    return Status::FromErrno(path, errno);
+  }
+  if (S_ISREG(st.st_mode)) {
+    *size = static_cast<uint64_t>(st.st_size);
+    return Status::OK();
+  }
+  if (!S_ISBLK(st.st_mode))
+    return Status::InvalidArgument(path + ": not a block device or regular file");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("opening " + path, errno);
+  Status s = BlockDeviceSize(fd, path, size);
+  ::close(fd);
+  return s;
+}
+
+}  // namespace gnomon

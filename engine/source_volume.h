@@ -34,6 +34,7 @@ class SourceVolume {
 
   int fd() const { return fd_; }
   uint64_t size() const { return size_; }
+  uint64_t offset() const { return offset_; }  // of the volume within path()
   bool is_block_device() const { return block_; }
   const std::string& path() const { return path_; }
   // For regular files, the ranges that hold data (SEEK_DATA/SEEK_HOLE);
@@ -58,5 +59,7 @@ class SourceVolume {
 
 // The size of the block device open at fd (BLKGETSIZE64).
 Status BlockDeviceSize(int fd, const std::string& path, uint64_t* size);
+// The size of a regular file or block device.
+Status VolumeSize(const std::string& path, uint64_t* size);
 
 }  // namespace gnomon

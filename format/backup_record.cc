@@ -18,6 +18,7 @@ void VolumeStats::Add(const VolumeStats& o) {
   changed_chunks += o.changed_chunks;
   unchanged_chunks += o.unchanged_chunks;
   patched_chunks += o.patched_chunks;
+  unused_bytes += o.unused_bytes;
 }
 
 json VolumeStats::ToJson() const {
@@ -33,6 +34,7 @@ json VolumeStats::ToJson() const {
               {"changed_chunks", s.changed_chunks},
               {"unchanged_chunks", s.unchanged_chunks},
               {"patched_chunks", s.patched_chunks},
+              {"unused_bytes", s.unused_bytes},
               {"seconds", s.seconds}};
 }
 
@@ -50,6 +52,7 @@ static VolumeStats StatsFromJson(const json& j) {
   s.changed_chunks = j.value("changed_chunks", uint64_t{0});  // version 2
   s.unchanged_chunks = j.value("unchanged_chunks", uint64_t{0});
   s.patched_chunks = j.value("patched_chunks", uint64_t{0});
+  s.unused_bytes = j.value("unused_bytes", uint64_t{0});  // version 3
   return s;
 }
 
@@ -66,7 +69,9 @@ std::string BackupRecord::Encode() const {
                     {"key", v.key},
                     {"parent", v.parent},
                     {"tracking", v.tracking},
-                    {"tracking_reason", v.tracking_reason}});
+                    {"tracking_reason", v.tracking_reason},
+                    {"block_map", v.block_map},
+                    {"block_map_reason", v.block_map_reason}});
   }
   json j{{"id", id},
          {"time", time},
@@ -104,6 +109,8 @@ Status BackupRecord::Decode(const std::string& path, const std::string& body, Ba
       vr.parent = v.value("parent", std::string());
       vr.tracking = v.value("tracking", std::string("full-read"));
       vr.tracking_reason = v.value("tracking_reason", std::string());
+      vr.block_map = v.value("block_map", std::string("all"));  // version 3
+      vr.block_map_reason = v.value("block_map_reason", std::string());
       r.volumes.push_back(std::move(vr));
     }
     r.totals = StatsFromJson(j.at("totals"));

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "format/framed_file.h"
 #include "format/status.h"
 
 namespace gnomon {
@@ -26,6 +27,9 @@ struct VolumeStats {
   uint64_t changed_chunks = 0;
   uint64_t unchanged_chunks = 0;
   uint64_t patched_chunks = 0;  // new chunks stored as patches on the parent's
+  // Record version 3: bytes the used-block map marked free (never read,
+  // restored as zeros).
+  uint64_t unused_bytes = 0;
   double seconds = 0;
 
   void Add(const VolumeStats& o);
@@ -47,6 +51,11 @@ struct VolumeRecord {
   // chunks found by digest), "reflink-fiemap" (only changed chunks read).
   std::string tracking = "full-read";
   std::string tracking_reason;  // why change tracking was not used, or ""
+  // Record version 3: which used-block map chose the bytes read: "ext4"
+  // (free blocks stored as zeros) or "all" (every byte imaged), and why
+  // "all" when it was not asked for.
+  std::string block_map = "all";
+  std::string block_map_reason;
 };
 
 struct BackupRecord {
@@ -67,7 +76,8 @@ struct BackupRecord {
   static Status Decode(const std::string& path, const std::string& body, BackupRecord* out);
 };
 
-inline constexpr uint32_t kBackupRecordVersion = 2;
+// The frame's newest version is the record version this code writes.
+inline constexpr uint32_t kBackupRecordVersion = kBackupFrame.max_version;
 
 std::string NowRfc3339();
 

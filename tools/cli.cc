@@ -58,8 +58,15 @@ json StatsJson(const VolumeStats& s) {
 json BackupJson(const BackupRecord& r) {
   json vols = json::array();
   for (const auto& v : r.volumes)
-    vols.push_back(
-        {{"name", v.name}, {"source", v.source}, {"size", v.size}, {"stats", StatsJson(v.stats)}});
+    vols.push_back({{"name", v.name},
+                    {"source", v.source},
+                    {"size", v.size},
+                    {"parent", v.parent},
+                    {"tracking", v.tracking},
+                    {"tracking_reason", v.tracking_reason},
+                    {"block_map", v.block_map},
+                    {"block_map_reason", v.block_map_reason},
+                    {"stats", StatsJson(v.stats)}});
   return json{
       {"id", r.id},         {"time", r.time}, {"host", r.host},  {"type", r.type},
       {"parent", r.parent}, {"tags", r.tags}, {"volumes", vols}, {"totals", StatsJson(r.totals)}};

@@ -71,6 +71,11 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
           HumanBytes(static_cast<double>(st.new_stored_bytes)).c_str(),
           static_cast<unsigned long long>(st.dup_chunks),
           static_cast<unsigned long long>(st.zero_chunks));
+      if (v.block_map == "ext4")
+        std::printf("  %-12s used blocks only (ext4 bitmaps): %s free, not read\n", "",
+                    HumanBytes(static_cast<double>(st.unused_bytes)).c_str());
+      else if (!v.block_map_reason.empty())
+        std::printf("  %-12s every block imaged: %s\n", "", v.block_map_reason.c_str());
       if (!v.parent.empty()) {
         if (v.tracking == "reflink-fiemap")
           std::printf(

@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
                    "a base)")
       ->check(CLI::IsMember({"full", "incremental", "differential", "copy"}));
   backup->add_option("--tag", bopt.tags, "Tag to store with the backup (repeatable)");
+  backup->add_flag("--all-blocks", bopt.all_blocks,
+                   "Image every block, not only those the filesystem uses (ext2/3/4 volumes "
+                   "are otherwise read through their block bitmaps; free blocks restore as "
+                   "zeros)");
   backup->add_option("--tokens", bopt.tokens, "Chunks in flight (memory bound; default 4/thread)")
       ->check(CLI::Range(1, 4096));
   backup
