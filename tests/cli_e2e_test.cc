@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -380,6 +381,94 @@ TEST(LoopDeviceTest, MountedDeviceIsRefusedAsSourceAndTarget) {
   EXPECT_NE(b.err.find("reflink provider:"), std::string::npos) << b.err;
   // Unmounted, the same device backs up.
   EXPECT_EQ(Gnomon({"--repo", repo, "backup", loop.device()}).exit_code, 0);
+}
+
+// Checks a `gnomon bench --json` document against the fields README.md
+// documents, and its numbers against what was asked.
+void ExpectBenchJson(const json& j, uint64_t source_bytes, const std::vector<int>& levels) {
+  for (const char* k : {"source", "bound_by", "block_map"}) EXPECT_TRUE(j.at(k).is_string()) << k;
+  for (const char* k : {"source_bytes", "sample_bytes", "threads", "pipeline_bytes_read"})
+    EXPECT_TRUE(j.at(k).is_number_unsigned()) << k;
+  EXPECT_EQ(j["source_bytes"].get<uint64_t>(), source_bytes);
+  EXPECT_GT(j["sample_bytes"].get<uint64_t>(), 0u);
+  EXPECT_LE(j["sample_bytes"].get<uint64_t>(), source_bytes);
+  const int threads = j["threads"].get<int>();
+  EXPECT_GE(threads, 1);
+  for (const char* k : {"read", "cpu", "write"}) EXPECT_GT(j.at("limits").at(k).get<double>(), 0);
+  EXPECT_TRUE(j["bound_by"] == "read" || j["bound_by"] == "cpu" || j["bound_by"] == "write");
+  std::map<std::string, int> seen;
+  for (const auto& s : j.at("stages")) {
+    const std::string stage = s.at("stage").get<std::string>();
+    ++seen[stage];
+    EXPECT_TRUE(s.at("detail").is_string());
+    EXPECT_GE(s.at("threads").get<int>(), 1);
+    EXPECT_GT(s.at("bytes").get<uint64_t>(), 0u) << stage;
+    EXPECT_GT(s.at("seconds").get<double>(), 0) << stage;
+    EXPECT_GT(s.at("mb_per_s").get<double>(), 0) << stage;
+    if (stage == "read" || stage == "pipeline") {
+      EXPECT_EQ(s["bytes"].get<uint64_t>(), source_bytes) << stage;
+    }
+    if (stage == "compress" || stage == "pipeline") {
+      EXPECT_GT(s.at("ratio").get<double>(), 1.0) << stage;  // the content compresses
+      EXPECT_TRUE(s.at("level").is_number_integer());
+    }
+  }
+  EXPECT_EQ(seen["read"], 1);
+  EXPECT_EQ(seen["zero-test"], 1);
+  EXPECT_EQ(seen["hash"], threads > 1 ? 2 : 1);
+  EXPECT_EQ(seen["compress"], static_cast<int>(levels.size()) * (threads > 1 ? 2 : 1));
+  EXPECT_EQ(seen["write"], 1);
+  EXPECT_EQ(seen["pipeline"], 1);
+}
+
+TEST(BenchCommandTest, OnAFileWithJsonLeavesTheSourceUntouched) {
+  TempDir dir;
+  auto data = test::TextLikeBytes(20u << 20, 11);
+  data.resize(24u << 20, 0);
+  test::WriteFile(dir / "vol", data);
+  auto r = Gnomon({"bench", "--json", "--sample", "8", "--levels", "1", "--levels", "5", "--dir",
+                   dir.path(), dir / "vol"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  ExpectBenchJson(j, 24u << 20, {1, 5, 3});  // the pipeline's level 3 is measured too
+  EXPECT_EQ(j["block_map"], "all");
+  EXPECT_EQ(test::ReadFile(dir / "vol"), data);
+  // The scratch repository and write test are gone.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+  // --size limits what is used; the human table names the bound.
+  auto h = Gnomon({"bench", "--size", "8", "--sample", "4", "--threads", "1", dir / "vol"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  EXPECT_NE(h.out.find("the pipeline is bound by: "), std::string::npos) << h.out;
+  EXPECT_NE(h.out.find("8.00 MiB used"), std::string::npos) << h.out;
+  // A wrong path is named.
+  auto bad = Gnomon({"bench", dir / "missing"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find(dir / "missing"), std::string::npos) << bad.err;
+}
+
+TEST(BenchCommandTest, GeneratedDataNeedsNoSource) {
+  TempDir dir;
+  auto r = Gnomon({"bench", "--json", "--sample", "8", "--dir", dir.path()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["source"], "generated data");
+  ExpectBenchJson(j, 8u << 20, {1, 3});
+}
+
+TEST(BenchCommandTest, OnALoopDeviceWithExt4ReadsUsedBlocks) {
+  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  ASSERT_EQ(test::Sh("truncate -s 64M " + dir / "fs.img" + " && mkfs.ext4 -q " + dir / "fs.img")
+                .exit_code,
+            0);
+  test::LoopDevice loop(dir / "fs.img");
+  ASSERT_FALSE(loop.device().empty());
+  auto r = Gnomon({"bench", "--json", "--sample", "16", "--dir", dir.path(), loop.device()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  ExpectBenchJson(j, 64u << 20, {1, 3});
+  EXPECT_EQ(j["block_map"], "ext4");
+  EXPECT_LT(j["pipeline_bytes_read"].get<uint64_t>(), 64u << 20);
 }
 
 }  // namespace

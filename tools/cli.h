@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/backup_job.h"
+#include "engine/bench_job.h"
 #include "engine/progress.h"
 #include "engine/restore_job.h"
 #include "format/repository.h"
@@ -52,5 +53,6 @@ int CmdShow(const Globals& g, const std::string& backup);
 int CmdForget(const Globals& g, const std::vector<std::string>& ids);
 int CmdWriters(const Globals& g);
 int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);
+int CmdBench(const Globals& g, BenchOptions opt);
 
 }  // namespace gnomon::cli

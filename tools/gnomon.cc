@@ -118,6 +118,33 @@ int main(int argc, char** argv) {
   snapshots->add_flag("--delete-all", snap_delete_all,
                       "Delete every snapshot no running backup is using");
 
+  gnomon::BenchOptions benchopt;
+  uint64_t bench_size_mib = 0, bench_sample_mib = 256;
+  auto* bench = app.add_subcommand(
+      "bench",
+      "Measure throughput: the source's sequential read, each pipeline stage (hash, "
+      "compress, write), the whole pipeline, and which stage bounds it. Read-only; needs "
+      "no repository");
+  bench->add_option("SOURCE", benchopt.source,
+                    "Block device or file to read (default: generated volume-like data)");
+  bench->add_option("--size", bench_size_mib, "MiB of the source to use (default: all)")
+      ->check(CLI::PositiveNumber);
+  bench
+      ->add_option("--sample", bench_sample_mib,
+                   "MiB held in memory for the hash and compress stages (default 256)")
+      ->check(CLI::Range(4, 65536));
+  bench->add_option("--levels", benchopt.levels, "zstd levels to measure (default 1 3)")
+      ->check(CLI::Range(-7, 19));
+  bench
+      ->add_option("--level", benchopt.pipeline_level, "zstd level of the pipeline run (default 3)")
+      ->check(CLI::Range(1, 19));
+  bench->add_flag("--all-blocks", benchopt.all_blocks,
+                  "Pipeline: image every block, not only those an ext2/3/4 filesystem uses");
+  bench->add_flag("--drop-cache", benchopt.drop_cache,
+                  "Drop the source's page cache before reading it (cold-cache numbers)");
+  bench->add_option("--dir", benchopt.scratch_dir,
+                    "Where the scratch repository and write test go (default: $TMPDIR or /tmp)");
+
   bool read_data = false;
   auto* verify = app.add_subcommand("verify", "Check the repository's structure and data");
   verify->add_flag("--read-data", read_data, "Also read, decompress and re-hash every chunk");
@@ -150,5 +177,10 @@ int main(int argc, char** argv) {
   if (*list) return CmdList(g);
   if (*restore) return CmdRestore(g, what, ropt);
   if (*verify) return CmdVerify(g, read_data);
+  if (*bench) {
+    benchopt.max_bytes = bench_size_mib << 20;
+    benchopt.sample_bytes = bench_sample_mib << 20;
+    return CmdBench(g, benchopt);
+  }
   return kUsage;
 }
