@@ -1,30 +1,54 @@
 #!/usr/bin/env bash
-# Backs up and restores one volume image with gnomon and with the tools a user
-# would pick instead, in one run on one machine, and prints a Markdown table:
-# backup and restore MB/s of volume (median of RUNS), CPU seconds, peak RSS,
-# output bytes. Every restore is checked byte-identical to the image.
+# Backs up and restores one realistic ext4 volume image with gnomon and with
+# the tools a user would pick instead, in one run on one machine: zstd of the
+# raw image, partclone (used blocks) piped to zstd, borg, restic and casync.
+# For each: backup and restore MB/s of volume (median of RUNS), CPU seconds,
+# peak RSS, output bytes. Every restore is checked: byte-identical to the
+# image for whole-volume tools; e2fsck-clean with every file identical for
+# used-block imaging (gnomon's default on ext4, partclone).
 #
-# Usage: bench/compare-peers.sh [IMAGE] [RUNS]
-#   IMAGE defaults to a fresh 2 GiB bench/make-volume.sh volume (needs root).
-#   gnomon is taken from build/ (or $GNOMON). Page cache is warm: this
-#   measures the tools, not the disk; outputs go to /var/tmp.
+# Usage (root): bench/compare-peers.sh [IMAGE] [RUNS]
+#   IMAGE defaults to a fresh 2 GiB bench/make-volume.sh volume.
+#   gnomon is taken from build/ (or $GNOMON). The page cache is warm: this
+#   measures the tools, not the disk; outputs go to /var/tmp. Missing tools
+#   are installed from Debian. With RESULTS=1 the table, with the date,
+#   versions and machine, replaces the "Peer comparison" section of
+#   bench/RESULTS.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 img=${1:-}
 runs=${2:-3}
 gnomon=${GNOMON:-$here/../build/tools/gnomon}
+[ "$(id -u)" -eq 0 ] || { echo "compare-peers.sh: needs root (loop mounts)" >&2; exit 1; }
+need=()
+for t in zstd:zstd partclone.ext4:partclone borg:borgbackup restic:restic casync:casync \
+         /usr/bin/time:time; do
+  command -v "${t%%:*}" >/dev/null || need+=("${t##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 work=$(mktemp -d /var/tmp/gnomon-peers.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+  umount "$work/a" "$work/b" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/a" "$work/b"
 if [ -z "$img" ]; then
   img=$work/volume.img
   bash "$here/make-volume.sh" "$img" 2G
 fi
 size=$(stat -L -c %s "$img")
 cat "$img" >/dev/null
+export GNOMON_STATE_DIR=$work/state GNOMON_RUNTIME_DIR=$work/run
+export RESTIC_PASSWORD=bench BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# measure NAME CMD...: runs CMD under /usr/bin/time RUNS times; sets
-# m_wall m_cpu m_rss (medians).
+# measure CMD...: runs CMD under /usr/bin/time RUNS times, after $PREP each
+# time; sets m_wall m_cpu m_rss (medians). CPU counts every process of a
+# pipeline; peak RSS is the largest single process.
 measure() {
   local walls=() cpus=() rsss=()
   for ((i = 0; i < runs; i++)); do
@@ -42,27 +66,124 @@ measure() {
   m_rss=$(printf '%s\n' "${rsss[@]}" | median)
 }
 mbs() { awk -v s="$size" -v w="$1" 'BEGIN{printf "%.0f", s/w/1e6}'; }
-row() {  # tool, backup wall/cpu/rss, bytes, restore wall/cpu
-  printf '| %s | %s | %s | %.1f | %.0f | %s | %.2f | %s | %.1f |\n' "$1" "$2" "$(mbs "$2")" "$3" \
-    "$(awk -v k="$4" 'BEGIN{print k/1024}')" "$5" "$(awk -v s="$size" -v b="$5" 'BEGIN{print s/b}')" \
-    "$(mbs "$6")" "$7"
+table=$work/table.md
+row() {  # tool, backup wall/cpu/rss, bytes, restore wall/cpu/rss
+  printf '| %s | %s | %s | %.1f | %.0f | %s | %.2f | %s | %s | %.1f | %.0f |\n' "$1" "$2" \
+    "$(mbs "$2")" "$3" "$(awk -v k="$4" 'BEGIN{print k/1024}')" "$5" \
+    "$(awk -v s="$size" -v b="$5" 'BEGIN{print s/b}')" "$6" "$(mbs "$6")" "$7" \
+    "$(awk -v k="$8" 'BEGIN{print k/1024}')" | tee -a "$table"
 }
-check() { cmp -s "$img" "$1" || { echo "compare-peers: $2 restore differs from the image" >&2; exit 1; }; }
+# Whole-volume imaging must restore every byte.
+check_bytes() {
+  cmp -s "$img" "$1" || { echo "compare-peers: $2 restore differs from the image" >&2; exit 1; }
+}
+# Used-block imaging restores free blocks as zeros: the filesystem must be
+# clean and every file identical.
+check_files() {
+  e2fsck -fn "$1" >/dev/null 2>&1 || { echo "compare-peers: $2 restore fails e2fsck" >&2; exit 1; }
+  mount -o loop,ro "$img" "$work/a"
+  mount -o loop,ro,norecovery "$1" "$work/b" 2>/dev/null || mount -o loop,ro "$1" "$work/b"
+  local rc=0
+  diff -r --no-dereference "$work/a" "$work/b" >/dev/null || rc=1
+  umount "$work/a" "$work/b"
+  [ $rc -eq 0 ] || { echo "compare-peers: $2 restore has different files" >&2; exit 1; }
+}
+out=$work/out.img
 
-echo "| tool | backup s | backup MB/s | CPU s | peak RSS MiB | output bytes | volume ÷ output | restore MB/s | restore CPU s |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+{
+  echo "| tool | backup s | backup MB/s | CPU s | peak RSS MiB | output bytes | volume ÷ output | restore s | restore MB/s | restore CPU s | restore RSS MiB |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+} | tee "$table"
 
 for level in 1 3; do
   PREP="rm -f $work/v.zst" measure zstd -T2 -$level -q -f "$img" -o "$work/v.zst"
   b=($m_wall $m_cpu $m_rss); bytes=$(stat -c %s "$work/v.zst")
-  PREP="rm -f $work/out.img" measure zstd -d -q -f "$work/v.zst" -o "$work/out.img"
-  check "$work/out.img" "zstd -$level"
-  row "zstd -T2 -$level" "${b[0]}" "${b[1]}" "${b[2]}" "$bytes" "$m_wall" "$m_cpu"
-  rm -f "$work/v.zst" "$work/out.img"
+  PREP="rm -f $out" measure zstd -d -q -f "$work/v.zst" -o "$out"
+  check_bytes "$out" "zstd -$level"
+  row "zstd -T2 -$level" "${b[@]}" "$bytes" "$m_wall" "$m_cpu" "$m_rss"
+  rm -f "$work/v.zst" "$out"
 done
 
-PREP="rm -rf $work/repo; $gnomon init -q --repo $work/repo" measure "$gnomon" -q --repo "$work/repo" backup "$img"
-b=($m_wall $m_cpu $m_rss); bytes=$(du -sb "$work/repo" | cut -f1)
-PREP="rm -f $work/out.img" measure "$gnomon" -q --repo "$work/repo" restore latest "$work/out.img"
-check "$work/out.img" gnomon
-row "gnomon $("$gnomon" --version | awk '{print $2}')" "${b[0]}" "${b[1]}" "${b[2]}" "$bytes" "$m_wall" "$m_cpu"
+PREP="rm -f $work/pc.zst" measure bash -c \
+  "partclone.ext4 -c -q -s '$img' -o - 2>/dev/null | zstd -T2 -3 -q -o '$work/pc.zst'"
+b=($m_wall $m_cpu $m_rss); bytes=$(stat -c %s "$work/pc.zst")
+PREP="rm -f $out; truncate -s $size $out" measure bash -c \
+  "zstd -dc '$work/pc.zst' | partclone.ext4 -r -q -s - -O '$out' >/dev/null 2>&1"
+check_files "$out" "partclone"
+row "partclone.ext4 $(partclone.ext4 -v 2>&1 | grep -o 'v[0-9.]*' | head -1) \| zstd -T2 -3" \
+  "${b[@]}" "$bytes" "$m_wall" "$m_cpu" "$m_rss"
+rm -f "$work/pc.zst" "$out"
+
+cd "$(dirname "$img")"
+name=$(basename "$img")
+PREP="rm -rf $work/borg; borg init -e none $work/borg" measure \
+  borg create --compression zstd,3 --chunker-params fixed,4194304 "$work/borg::one" "$name"
+b=($m_wall $m_cpu $m_rss); bytes=$(du -sb "$work/borg" | cut -f1)
+PREP="rm -f $out" measure bash -c "borg extract --stdout '$work/borg::one' '$name' > '$out'"
+check_bytes "$out" borg
+row "borg $(borg --version | awk '{print $2}') zstd,3 fixed 4 MiB" "${b[@]}" "$bytes" "$m_wall" \
+  "$m_cpu" "$m_rss"
+rm -rf "$work/borg" "$out"
+
+PREP="rm -rf $work/restic; restic init -q --repository-version 2 -r $work/restic >/dev/null" \
+  measure restic -q -r "$work/restic" backup "$name"
+b=($m_wall $m_cpu $m_rss); bytes=$(du -sb "$work/restic" | cut -f1)
+PREP="rm -f $out" measure bash -c \
+  "restic -q -r '$work/restic' dump latest '/$name' > '$out'"  # restic stores it as /NAME
+check_bytes "$out" restic
+row "restic $(restic version | awk '{print $2}') (compression auto)" "${b[@]}" "$bytes" \
+  "$m_wall" "$m_cpu" "$m_rss"
+rm -rf "$work/restic" "$out"
+
+PREP="rm -rf $work/casync; mkdir -p $work/casync" measure \
+  casync make --store="$work/casync/store" "$work/casync/v.caibx" "$name"
+b=($m_wall $m_cpu $m_rss); bytes=$(du -sb "$work/casync" | cut -f1)
+PREP="rm -f $out" measure casync extract --store="$work/casync/store" "$work/casync/v.caibx" "$out"
+check_bytes "$out" casync
+row "casync $(casync --version | awk '{print $2}')" "${b[@]}" "$bytes" "$m_wall" "$m_cpu" "$m_rss"
+rm -rf "$work/casync" "$out"
+cd - >/dev/null
+
+version=$("$gnomon" --version | awk '{print $2}')
+for mode in used all; do
+  flag=() && [ $mode = all ] && flag=(--all-blocks)
+  PREP="rm -rf $work/repo; $gnomon init -q --repo $work/repo" measure \
+    "$gnomon" -q --repo "$work/repo" backup "${flag[@]}" "$img"
+  b=($m_wall $m_cpu $m_rss); bytes=$(du -sb "$work/repo" | cut -f1)
+  PREP="rm -f $out" measure "$gnomon" -q --repo "$work/repo" restore latest "$out"
+  if [ $mode = all ]; then
+    check_bytes "$out" "gnomon --all-blocks"
+    label="gnomon $version --all-blocks"
+  else
+    check_files "$out" gnomon
+    label="gnomon $version (used blocks)"
+  fi
+  row "$label" "${b[@]}" "$bytes" "$m_wall" "$m_cpu" "$m_rss"
+  rm -rf "$work/repo" "$out"
+done
+
+if [ "${RESULTS:-0}" = 1 ]; then
+  results=$here/RESULTS.md
+  {
+    echo "Run $(date -u +%Y-%m-%d) by \`sudo RESULTS=1 bench/compare-peers.sh\` on $(nproc) ×" \
+      "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g |
+        awk '/Mem:/{print $2}') GiB, Linux $(uname -r); image: $size bytes" \
+      "($( [ -n "${1:-}" ] && echo "$1" || echo "bench/make-volume.sh 2G")), page cache warm," \
+      "median of $runs runs. zstd $(zstd --version | grep -o 'v[0-9.]*')."
+    echo
+    cat "$table"
+  } >"$work/section"
+  python3 - "$results" "$work/section" <<'EOF'
+import sys
+path, section = sys.argv[1], open(sys.argv[2]).read()
+text = open(path).read()
+begin, end = "<!-- compare-peers:begin -->", "<!-- compare-peers:end -->"
+if begin in text:
+    head, rest = text.split(begin, 1)
+    text = head + begin + "\n" + section + end + rest.split(end, 1)[1]
+else:
+    text += "\n## Peer comparison (bench/compare-peers.sh)\n\n" + begin + "\n" + section + end + "\n"
+open(path, "w").write(text)
+EOF
+  echo "compare-peers: table written to $results" >&2
+fi

@@ -9,6 +9,9 @@
 # The volume is a disk image on a reflink XFS (as a VM disk would be); every
 # tool backs up the same base image, then its second backup after the same
 # mutation. Tools are installed from Debian if missing.
+# gnomon images every block (--all-blocks), as the other tools do: mutate.py
+# writes raw blocks, free ones included, and the restore is checked
+# byte-identical.
 # COLD=1 drops the page cache before every backup: a snapshot clone has a
 # page cache of its own, so with a warm cache the tools that read the live
 # image (restic, borg, casync) read memory while gnomon reads the disk.
@@ -52,7 +55,7 @@ for pattern in $patterns; do
     borg init -e none "$work/r/borg" >/dev/null
     mkdir -p "$work/r/casync"
     cd "$work/xfs"
-    f_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup vol.img)
+    f_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup --all-blocks vol.img)
     f_r=$(secs restic -q -r "$work/r/restic" backup vol.img)
     f_b=$(secs borg create --compression zstd,3 "$work/r/borg::one" vol.img)
     f_c=$(secs casync make --store="$work/r/casync/store" "$work/r/casync/one.caibx" vol.img)
@@ -60,7 +63,7 @@ for pattern in $patterns; do
     b_b=$(bytes "$work/r/borg"); b_c=$(bytes "$work/r/casync")
     python3 "$here/mutate.py" vol.img "$pct" "$pattern" 7 >/dev/null
     cat vol.img >/dev/null
-    s_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup --type incremental vol.img)
+    s_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup --all-blocks --type incremental vol.img)
     s_r=$(secs restic -q -r "$work/r/restic" backup vol.img)
     s_b=$(secs borg create --compression zstd,3 "$work/r/borg::two" vol.img)
     s_c=$(secs casync make --store="$work/r/casync/store" "$work/r/casync/two.caibx" vol.img)

@@ -29,6 +29,18 @@ int DefaultThreads() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+size_t DefaultTokens(int threads, uint32_t chunk_size) {
+  // Two per thread, plus one for each serial stage's hand-off, keeps every
+  // thread busy: on 2 cores 2 to 8 tokens ran equally fast and 16 or 32 only
+  // cost memory (bench/RESULTS.md, "Pipeline tuning"). Each token holds a
+  // chunk and its compressed form, so on many cores the count is capped to
+  // keep the tokens within kTokenBudget, never below one per thread plus two.
+  constexpr uint64_t kTokenBudget = 128ull << 20;
+  const size_t per_thread = 2u * static_cast<size_t>(threads) + 2;
+  const size_t by_memory = static_cast<size_t>(kTokenBudget / (2ull * chunk_size));
+  return std::min(per_thread, std::max(static_cast<size_t>(threads) + 2, by_memory));
+}
+
 namespace {
 
 // One chunk in flight. Buffers are reused, so steady state allocates nothing.
@@ -312,7 +324,8 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
   stats->unused_bytes = src.size() - map.used_bytes;
 
   const int threads = opt_.threads > 0 ? opt_.threads : DefaultThreads();
-  const size_t tokens = opt_.tokens > 0 ? static_cast<size_t>(opt_.tokens) : 4u * threads;
+  const size_t tokens =
+      opt_.tokens > 0 ? static_cast<size_t>(opt_.tokens) : DefaultTokens(threads, chunk);
   WorkPool pool(tokens, chunk);
   tbb::enumerable_thread_specific<ChunkCompressor> compressors(repo_->config().compression_level);
 

@@ -27,7 +27,7 @@ struct BackupOptions {
   // Image every byte, not only the blocks the filesystem uses.
   bool all_blocks = false;
   int threads = 0;  // 0 = all cores
-  int tokens = 0;   // chunks in flight; 0 = 4 per thread
+  int tokens = 0;   // chunks in flight; 0 = DefaultTokens()
   ProgressFn progress;
   const CancelFlag* cancel = nullptr;
 };
@@ -49,5 +49,9 @@ Status RunPipelineOnly(Repository* repo, const BackupOptions& opt, uint64_t max_
                        BackupResult* out);
 
 int DefaultThreads();
+// Chunks in flight by default: 2 per thread plus 2, capped so that the
+// tokens (a chunk and its compressed form each) stay within 128 MiB on many
+// cores.
+size_t DefaultTokens(int threads, uint32_t chunk_size);
 
 }  // namespace gnomon

@@ -9,16 +9,17 @@
 #include <vector>
 
 #include "engine/progress.h"
+#include "format/config.h"
 #include "format/status.h"
 
 namespace gnomon {
 
 struct BenchOptions {
-  std::string source;                    // file or block device; "" = generated data
-  uint64_t max_bytes = 0;                // bytes of the source to use; 0 = all
-  uint64_t sample_bytes = 256ull << 20;  // held in memory for the CPU stages
-  std::vector<int> levels = {1, 3};      // zstd levels for the compress stage
-  int pipeline_level = 3;                // the repository default
+  std::string source;                                   // file or block device; "" = generated data
+  uint64_t max_bytes = 0;                               // bytes of the source to use; 0 = all
+  uint64_t sample_bytes = 256ull << 20;                 // held in memory for the CPU stages
+  std::vector<int> levels = {1, 3};                     // zstd levels for the compress stage
+  int pipeline_level = RepoConfig{}.compression_level;  // the repository default
   uint32_t chunk_size = 4u << 20;
   int threads = 0;          // 0 = all cores
   bool all_blocks = false;  // pipeline: image every byte, not only used blocks

@@ -426,11 +426,11 @@ TEST(BenchCommandTest, OnAFileWithJsonLeavesTheSourceUntouched) {
   auto data = test::TextLikeBytes(20u << 20, 11);
   data.resize(24u << 20, 0);
   test::WriteFile(dir / "vol", data);
-  auto r = Gnomon({"bench", "--json", "--sample", "8", "--levels", "1", "--levels", "5", "--dir",
-                   dir.path(), dir / "vol"});
+  auto r = Gnomon(
+      {"bench", "--json", "--sample", "8", "--levels", "1,5", "--dir", dir.path(), dir / "vol"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(r.out);
-  ExpectBenchJson(j, 24u << 20, {1, 5, 3});  // the pipeline's level 3 is measured too
+  ExpectBenchJson(j, 24u << 20, {1, 5, 2});  // the pipeline's level 2 is measured too
   EXPECT_EQ(j["block_map"], "all");
   EXPECT_EQ(test::ReadFile(dir / "vol"), data);
   // The scratch repository and write test are gone.
@@ -452,7 +452,7 @@ TEST(BenchCommandTest, GeneratedDataNeedsNoSource) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(r.out);
   EXPECT_EQ(j["source"], "generated data");
-  ExpectBenchJson(j, 8u << 20, {1, 3});
+  ExpectBenchJson(j, 8u << 20, {1, 3, 2});
 }
 
 TEST(BenchCommandTest, OnALoopDeviceWithExt4ReadsUsedBlocks) {
@@ -466,7 +466,7 @@ TEST(BenchCommandTest, OnALoopDeviceWithExt4ReadsUsedBlocks) {
   auto r = Gnomon({"bench", "--json", "--sample", "16", "--dir", dir.path(), loop.device()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(r.out);
-  ExpectBenchJson(j, 64u << 20, {1, 3});
+  ExpectBenchJson(j, 64u << 20, {1, 3, 2});
   EXPECT_EQ(j["block_map"], "ext4");
   EXPECT_LT(j["pipeline_bytes_read"].get<uint64_t>(), 64u << 20);
 }

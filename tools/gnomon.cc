@@ -1,8 +1,10 @@
 // gnomon: the command-line front end. Parses arguments and runs a command
 // (tools/cmd_*.cc); no logic of its own.
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <csignal>
 #include <cstdlib>
+#include <sstream>
 
 #include "tools/cli.h"
 
@@ -41,7 +43,7 @@ int main(int argc, char** argv) {
   auto* init = app.add_subcommand("init", "Create a new repository");
   init->add_option("--chunk-size", chunk_kib,
                    "Chunk size in KiB, a power of two from 4 to 65536 (default 4096)");
-  init->add_option("--compression", level, "zstd level 1..19 (default 3)");
+  init->add_option("--compression", level, "zstd level 1..19 (default 2)");
   uint32_t pack_mib = 0;
   init->add_option("--pack-size", pack_mib, "Target pack file size in MiB (default 64)");
 
@@ -60,7 +62,10 @@ int main(int argc, char** argv) {
                    "Image every block, not only those the filesystem uses (ext2/3/4 volumes "
                    "are otherwise read through their block bitmaps; free blocks restore as "
                    "zeros)");
-  backup->add_option("--tokens", bopt.tokens, "Chunks in flight (memory bound; default 4/thread)")
+  backup
+      ->add_option(
+          "--tokens", bopt.tokens,
+          "Chunks in flight (memory bound; default 2 per thread + 2, at most 128 MiB of them)")
       ->check(CLI::Range(1, 4096));
   backup
       ->add_option("--provider", bopt.snapshot.provider,
@@ -133,10 +138,11 @@ int main(int argc, char** argv) {
       ->add_option("--sample", bench_sample_mib,
                    "MiB held in memory for the hash and compress stages (default 256)")
       ->check(CLI::Range(4, 65536));
-  bench->add_option("--levels", benchopt.levels, "zstd levels to measure (default 1 3)")
-      ->check(CLI::Range(-7, 19));
+  std::string bench_levels = "1,3";
+  bench->add_option("--levels", bench_levels, "zstd levels to measure, e.g. 1,3,9 (default 1,3)");
   bench
-      ->add_option("--level", benchopt.pipeline_level, "zstd level of the pipeline run (default 3)")
+      ->add_option("--level", benchopt.pipeline_level,
+                   "zstd level of the pipeline run (default: the repository default, 2)")
       ->check(CLI::Range(1, 19));
   bench->add_flag("--all-blocks", benchopt.all_blocks,
                   "Pipeline: image every block, not only those an ext2/3/4 filesystem uses");
@@ -180,6 +186,17 @@ int main(int argc, char** argv) {
   if (*bench) {
     benchopt.max_bytes = bench_size_mib << 20;
     benchopt.sample_bytes = bench_sample_mib << 20;
+    benchopt.levels.clear();
+    std::stringstream in(bench_levels);
+    for (std::string item; std::getline(in, item, ',');) {
+      int level = 0;
+      auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), level);
+      if (ec != std::errc() || end != item.data() + item.size() || level < -7 || level > 19) {
+        std::fprintf(stderr, "gnomon: --levels: '%s' is not a zstd level (-7..19)\n", item.c_str());
+        return kUsage;
+      }
+      benchopt.levels.push_back(level);
+    }
     return CmdBench(g, benchopt);
   }
   return kUsage;
