@@ -354,7 +354,15 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     }
     if (changed && ranges && parent && PlanPatch(*parent, *ranges, &next_range, w)) {
       w->zero = false;
-      return w;  // read in the parallel stage
+      // Read in the parallel stage. Scattered changes make many small
+      // random reads: queue them all now, while the chunks ahead of this
+      // one are still being read, rather than one at a time later.
+      const uint64_t start = w->slot * uint64_t{chunk};
+      if (w->read_whole)
+        src.Prefetch(start, w->len);
+      else
+        for (const auto& r : w->ranges) src.Prefetch(start + r.offset, r.length);
+      return w;
     }
     Status s = ReadSlot(src, map, w->slot * chunk, &ext, &used, w);
     if (!s.ok()) {

@@ -119,6 +119,11 @@ Status SourceVolume::OpenSnapshot(const std::string& device, uint64_t offset, ui
   return Status::OK();
 }
 
+void SourceVolume::Prefetch(uint64_t offset, uint64_t n) const {
+  ::posix_fadvise(fd_, static_cast<off_t>(offset_ + offset), static_cast<off_t>(n),
+                  POSIX_FADV_WILLNEED);
+}
+
 Status SourceVolume::ReadAt(uint64_t offset, size_t n, uint8_t* dst) const {
   size_t done = 0;
   while (done < n) {
