@@ -12,6 +12,8 @@
 # gnomon images every block (--all-blocks), as the other tools do: mutate.py
 # writes raw blocks, free ones included, and the restore is checked
 # byte-identical.
+# PEERS=0 runs gnomon alone. GNOMON_B=/path/to/another/gnomon adds a row for
+# a second build on the same mutation (an A/B of a change, in one session).
 # COLD=1 drops the page cache before every backup: a snapshot clone has a
 # page cache of its own, so with a warm cache the tools that read the live
 # image (restic, borg, casync) read memory while gnomon reads the disk.
@@ -41,7 +43,11 @@ secs() {
   /usr/bin/time -f %e -o "$work/t" "$@" >/dev/null 2>&1
   cat "$work/t"
 }
-bytes() { du -sb "$1" | cut -f1; }
+bytes() { du -sb "$1" 2>/dev/null | cut -f1 || echo 0; }
+peers=${PEERS:-1}
+gnomon_b=${GNOMON_B:-}
+# peer CMD...: runs a peer tool's command unless PEERS=0 (then prints 0).
+peer() { if [ "$peers" = 1 ]; then "$@"; else echo 0; fi; }
 
 echo "| pattern | changed | tool | full s | second backup s | second ÷ full | bytes added |"
 echo "|---|---:|---|---:|---:|---:|---:|"
@@ -51,30 +57,46 @@ for pattern in $patterns; do
     cp --reflink=always "$work/xfs/base.img" "$work/xfs/vol.img"
     cat "$work/xfs/vol.img" >/dev/null
     "$gnomon" init -q --repo "$work/r/gnomon"
-    restic init -q --repository-version 2 -r "$work/r/restic" >/dev/null
-    borg init -e none "$work/r/borg" >/dev/null
+    [ -z "$gnomon_b" ] || "$gnomon_b" init -q --repo "$work/r/gnomon_b"
+    if [ "$peers" = 1 ]; then
+      restic init -q --repository-version 2 -r "$work/r/restic" >/dev/null
+      borg init -e none "$work/r/borg" >/dev/null
+    fi
     mkdir -p "$work/r/casync"
     cd "$work/xfs"
     f_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup --all-blocks vol.img)
-    f_r=$(secs restic -q -r "$work/r/restic" backup vol.img)
-    f_b=$(secs borg create --compression zstd,3 "$work/r/borg::one" vol.img)
-    f_c=$(secs casync make --store="$work/r/casync/store" "$work/r/casync/one.caibx" vol.img)
+    if [ -n "$gnomon_b" ]; then
+      cp --reflink=always vol.img vol_b.img
+      f_gb=$(GNOMON_STATE_DIR=$work/state_b secs "$gnomon_b" -q --repo "$work/r/gnomon_b" backup --all-blocks vol_b.img)
+      b_gb=$(bytes "$work/r/gnomon_b")
+    fi
+    f_r=$(peer secs restic -q -r "$work/r/restic" backup vol.img)
+    f_b=$(peer secs borg create --compression zstd,3 "$work/r/borg::one" vol.img)
+    f_c=$(peer secs casync make --store="$work/r/casync/store" "$work/r/casync/one.caibx" vol.img)
     b_g=$(bytes "$work/r/gnomon"); b_r=$(bytes "$work/r/restic")
     b_b=$(bytes "$work/r/borg"); b_c=$(bytes "$work/r/casync")
     python3 "$here/mutate.py" vol.img "$pct" "$pattern" 7 >/dev/null
     cat vol.img >/dev/null
     s_g=$(secs "$gnomon" -q --repo "$work/r/gnomon" backup --all-blocks --type incremental vol.img)
-    s_r=$(secs restic -q -r "$work/r/restic" backup vol.img)
-    s_b=$(secs borg create --compression zstd,3 "$work/r/borg::two" vol.img)
-    s_c=$(secs casync make --store="$work/r/casync/store" "$work/r/casync/two.caibx" vol.img)
+    if [ -n "$gnomon_b" ]; then
+      python3 "$here/mutate.py" vol_b.img "$pct" "$pattern" 7 >/dev/null
+      s_gb=$(GNOMON_STATE_DIR=$work/state_b secs "$gnomon_b" -q --repo "$work/r/gnomon_b" backup --all-blocks --type incremental vol_b.img)
+    fi
+    s_r=$(peer secs restic -q -r "$work/r/restic" backup vol.img)
+    s_b=$(peer secs borg create --compression zstd,3 "$work/r/borg::two" vol.img)
+    s_c=$(peer secs casync make --store="$work/r/casync/store" "$work/r/casync/two.caibx" vol.img)
     cd - >/dev/null
     # gnomon's incremental must restore byte-identical to the mutated image.
     "$gnomon" -q --repo "$work/r/gnomon" restore latest "$work/restored.img"
     cmp -s "$work/restored.img" "$work/xfs/vol.img" || { echo "gnomon restore differs" >&2; exit 1; }
     rm -f "$work/restored.img"
-    for t in gnomon restic borg casync; do
+    tools="gnomon"
+    [ -z "$gnomon_b" ] || tools="$tools gnomon_b"
+    [ "$peers" = 1 ] && tools="$tools restic borg casync"
+    for t in $tools; do
       case $t in
         gnomon) f=$f_g s=$s_g a=$(( $(bytes "$work/r/gnomon") - b_g ));;
+        gnomon_b) f=$f_gb s=$s_gb a=$(( $(bytes "$work/r/gnomon_b") - b_gb ));;
         restic) f=$f_r s=$s_r a=$(( $(bytes "$work/r/restic") - b_r ));;
         borg)   f=$f_b s=$s_b a=$(( $(bytes "$work/r/borg") - b_b ));;
         casync) f=$f_c s=$s_c a=$(( $(bytes "$work/r/casync") - b_c ));;
@@ -82,6 +104,6 @@ for pattern in $patterns; do
       awk -v p="$pattern" -v c="$pct" -v t="$t" -v f="$f" -v s="$s" -v a="$a" \
         'BEGIN{printf "| %s | %s %% | %s | %.2f | %.2f | %.1f %% | %.1f MB |\n", p, c, t, f, s, 100*s/f, a/1e6}'
     done
-    rm -f "$work/xfs/vol.img"
+    rm -f "$work/xfs/vol.img" "$work/xfs/vol_b.img"
   done
 done
