@@ -398,6 +398,14 @@ bool BackupComponents::Deliver(Event ev, const std::vector<Slot*>& slots) {
                    "no answer within " + std::to_string(opt_.event_timeout_ms) + " ms");
       continue;
     }
+    if (job->ctx.not_responding) {
+      // A writer in another process that died or dropped its connection.
+      all_ok = false;
+      s->responsive = false;
+      if (ev != Event::kIdentify)
+        MarkFailed(s, ev, VSS_E_WRITER_NOT_RESPONDING, job->ctx.failure_message);
+      continue;
+    }
     if (ev == Event::kIdentify) {
       if (job->ok) {
         s->md = job->md;

@@ -113,6 +113,58 @@ ComponentRecord* BackupComponentsDocument::Find(const Guid& class_id,
   return nullptr;
 }
 
+json ComponentRecord::ToJson() const {
+  json partial = json::array(), diff = json::array();
+  for (const auto& p : partial_files)
+    partial.push_back(
+        {{"path", p.path}, {"name", p.name}, {"ranges", p.ranges}, {"metadata", p.metadata}});
+  for (const auto& d : differenced_files)
+    diff.push_back({{"path", d.path},
+                    {"spec", d.spec},
+                    {"recursive", d.recursive},
+                    {"last_modify_time", d.last_modify_time}});
+  return json{{"class_id", class_id.ToString()},
+              {"instance_id", instance_id.ToString()},
+              {"writer_name", writer_name},
+              {"type", static_cast<int>(type)},
+              {"logical_path", logical_path},
+              {"name", name},
+              {"backup_succeeded", backup_succeeded},
+              {"backup_options", backup_options},
+              {"backup_metadata", backup_metadata},
+              {"has_backup_metadata", has_backup_metadata},
+              {"backup_stamp", backup_stamp},
+              {"previous_backup_stamp", previous_backup_stamp},
+              {"partial_files", partial},
+              {"differenced_files", diff},
+              {"prepare_backup_failure_msg", prepare_backup_failure_msg},
+              {"post_snapshot_failure_msg", post_snapshot_failure_msg}};
+}
+
+ComponentRecord ComponentRecord::FromJson(const json& cj) {
+  ComponentRecord c;
+  c.class_id = GuidFrom(cj.at("class_id"));
+  c.instance_id = GuidFrom(cj.at("instance_id"));
+  c.writer_name = cj.at("writer_name");
+  c.type = static_cast<ComponentType>(cj.at("type").get<int>());
+  c.logical_path = cj.at("logical_path");
+  c.name = cj.at("name");
+  c.backup_succeeded = cj.at("backup_succeeded");
+  c.backup_options = cj.at("backup_options");
+  c.backup_metadata = cj.at("backup_metadata");
+  c.has_backup_metadata = cj.at("has_backup_metadata");
+  c.backup_stamp = cj.at("backup_stamp");
+  c.previous_backup_stamp = cj.at("previous_backup_stamp");
+  for (const auto& p : cj.at("partial_files"))
+    c.partial_files.push_back({p.at("path"), p.at("name"), p.at("ranges"), p.at("metadata")});
+  for (const auto& df : cj.at("differenced_files"))
+    c.differenced_files.push_back(
+        {df.at("path"), df.at("spec"), df.at("recursive"), df.at("last_modify_time")});
+  c.prepare_backup_failure_msg = cj.at("prepare_backup_failure_msg");
+  c.post_snapshot_failure_msg = cj.at("post_snapshot_failure_msg");
+  return c;
+}
+
 json BackupComponentsDocument::ToJson() const {
   json snaps = json::array();
   for (const auto& s : snapshots)
@@ -123,33 +175,7 @@ json BackupComponentsDocument::ToJson() const {
                      {"offset", s.offset},
                      {"size", s.size}});
   json comps = json::array();
-  for (const auto& c : components) {
-    json partial = json::array(), diff = json::array();
-    for (const auto& p : c.partial_files)
-      partial.push_back(
-          {{"path", p.path}, {"name", p.name}, {"ranges", p.ranges}, {"metadata", p.metadata}});
-    for (const auto& d : c.differenced_files)
-      diff.push_back({{"path", d.path},
-                      {"spec", d.spec},
-                      {"recursive", d.recursive},
-                      {"last_modify_time", d.last_modify_time}});
-    comps.push_back({{"class_id", c.class_id.ToString()},
-                     {"instance_id", c.instance_id.ToString()},
-                     {"writer_name", c.writer_name},
-                     {"type", static_cast<int>(c.type)},
-                     {"logical_path", c.logical_path},
-                     {"name", c.name},
-                     {"backup_succeeded", c.backup_succeeded},
-                     {"backup_options", c.backup_options},
-                     {"backup_metadata", c.backup_metadata},
-                     {"has_backup_metadata", c.has_backup_metadata},
-                     {"backup_stamp", c.backup_stamp},
-                     {"previous_backup_stamp", c.previous_backup_stamp},
-                     {"partial_files", partial},
-                     {"differenced_files", diff},
-                     {"prepare_backup_failure_msg", c.prepare_backup_failure_msg},
-                     {"post_snapshot_failure_msg", c.post_snapshot_failure_msg}});
-  }
+  for (const auto& c : components) comps.push_back(c.ToJson());
   return json{{"schema", kBcdSchema},
               {"backup_type", BackupTypeName(backup_type)},
               {"select_components", select_components},
@@ -188,29 +214,7 @@ bool BackupComponentsDocument::FromJson(const json& j, BackupComponentsDocument*
       sd.size = s.at("size");
       d.snapshots.push_back(sd);
     }
-    for (const auto& cj : j.at("components")) {
-      ComponentRecord c;
-      c.class_id = GuidFrom(cj.at("class_id"));
-      c.instance_id = GuidFrom(cj.at("instance_id"));
-      c.writer_name = cj.at("writer_name");
-      c.type = static_cast<ComponentType>(cj.at("type").get<int>());
-      c.logical_path = cj.at("logical_path");
-      c.name = cj.at("name");
-      c.backup_succeeded = cj.at("backup_succeeded");
-      c.backup_options = cj.at("backup_options");
-      c.backup_metadata = cj.at("backup_metadata");
-      c.has_backup_metadata = cj.at("has_backup_metadata");
-      c.backup_stamp = cj.at("backup_stamp");
-      c.previous_backup_stamp = cj.at("previous_backup_stamp");
-      for (const auto& p : cj.at("partial_files"))
-        c.partial_files.push_back({p.at("path"), p.at("name"), p.at("ranges"), p.at("metadata")});
-      for (const auto& df : cj.at("differenced_files"))
-        c.differenced_files.push_back(
-            {df.at("path"), df.at("spec"), df.at("recursive"), df.at("last_modify_time")});
-      c.prepare_backup_failure_msg = cj.at("prepare_backup_failure_msg");
-      c.post_snapshot_failure_msg = cj.at("post_snapshot_failure_msg");
-      d.components.push_back(std::move(c));
-    }
+    for (const auto& cj : j.at("components")) d.components.push_back(ComponentRecord::FromJson(cj));
     *out = std::move(d);
     return true;
   } catch (const std::exception& e) {

@@ -81,6 +81,8 @@ struct ComponentRecord {
   std::vector<DifferencedFile> differenced_files;
   std::string prepare_backup_failure_msg, post_snapshot_failure_msg;
   std::string FullPath() const;
+  nlohmann::json ToJson() const;                             // as in the BCD's "components"
+  static ComponentRecord FromJson(const nlohmann::json& j);  // throws nlohmann::json::exception
 };
 
 struct SnapshotDescription {
@@ -121,6 +123,9 @@ class Component {
   const std::string& GetPreviousBackupStamp() const { return rec_->previous_backup_stamp; }
   const std::string& GetBackupStamp() const { return rec_->backup_stamp; }
   const std::string& GetBackupMetadata() const { return rec_->backup_metadata; }
+  // The whole record, for proxies that send it to another process.
+  const ComponentRecord& record() const { return *rec_; }
+  bool read_only() const { return *read_only_; }
   HResult SetBackupStamp(const std::string& stamp);
   HResult SetBackupMetadata(const std::string& md);  // once; a second call: ALREADY_EXISTS
   HResult AddPartialFile(const std::string& path, const std::string& name,

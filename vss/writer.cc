@@ -88,6 +88,13 @@ std::string Writer::GetSnapshotId(const std::string& volume) const {
   return v ? Lookup(v->snapshot_ids, volume) : "";
 }
 
+void Writer::ReportNotResponding(const std::string& message) {
+  if (auto* ctx = detail::CurrentEvent()) {
+    ctx->not_responding = true;
+    ctx->failure_message = message;
+  }
+}
+
 HResult Writer::SetWriterFailure(HResult hr, const std::string& message) {
   auto* e = detail::CurrentEvent();
   if (!e) return VSS_E_BAD_STATE;  // not on a delivering thread

@@ -102,6 +102,10 @@ class Writer {
   // Accepts only the five VSS_E_WRITERERROR_* codes VSS allows (else
   // E_INVALIDARG); the message is shown to the user with the writer status.
   HResult SetWriterFailure(HResult hr, const std::string& message = "");
+  // For proxies of writers in other processes (RemoteWriter): the writer
+  // cannot be reached, which the requester reports as
+  // VSS_E_WRITER_NOT_RESPONDING rather than as the writer's own failure.
+  void ReportNotResponding(const std::string& message);
 
  private:
   bool initialized_ = false;
@@ -121,6 +125,7 @@ struct EventContext {
   bool set_id_valid = false;  // PrepareSnapshot .. PostSnapshot
   HResult failure = S_OK_;
   std::string failure_message;
+  bool not_responding = false;
 };
 EventContext*& CurrentEvent();
 }  // namespace detail

@@ -1,0 +1,255 @@
+#include "vss/remote_writer.h"
+
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "vss/writer_protocol.h"
+
+namespace gnomon::vss {
+
+using nlohmann::json;
+
+namespace {
+
+// How long one event may take before the proxy gives up waiting, beyond
+// the requester's own deadline (which reports the writer first): this only
+// bounds how long a thread lingers on a writer that never answers.
+constexpr int kEventLimitMs = 15 * 60 * 1000;
+
+Guid GuidOf(const json& j) {
+  Guid g;
+  Guid::Parse(j.get<std::string>(), &g);
+  return g;
+}
+
+}  // namespace
+
+std::shared_ptr<RemoteWriter> RemoteWriter::Connect(const std::string& socket_path, int timeout_ms,
+                                                    std::string* error) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof addr.sun_path) {
+    *error = socket_path + ": socket path too long";
+    return nullptr;
+  }
+  std::strcpy(addr.sun_path, socket_path.c_str());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    *error = socket_path + ": " +
+             (errno == ECONNREFUSED ? std::string("no writer is listening (stale socket of a "
+                                                  "writer that exited?)")
+                                    : std::string(std::strerror(errno)));
+    if (fd >= 0) ::close(fd);
+    return nullptr;
+  }
+  std::shared_ptr<RemoteWriter> w(new RemoteWriter());
+  w->path_ = socket_path;
+  w->fd_ = fd;
+  std::string err;
+  json hello;
+  if (!proto::Send(fd, {{"type", "hello"}, {"version", proto::kVersion}}, &err) ||
+      proto::Recv(fd, timeout_ms, &hello, &err) != proto::RecvResult::kOk) {
+    *error = socket_path + ": no hello from the writer" + (err.empty() ? "" : " (" + err + ")");
+    return nullptr;
+  }
+  try {
+    if (hello.at("type") == "error") {
+      *error = socket_path + ": the writer refused: " + hello.value("message", "");
+      return nullptr;
+    }
+    if (hello.at("type") != "hello" || hello.at("version") != proto::kVersion) {
+      *error = socket_path + ": unexpected hello " + hello.dump();
+      return nullptr;
+    }
+    const json& id = hello.at("writer");
+    w->pid_ = id.value("pid", 0);
+    HResult hr =
+        w->Initialize(GuidOf(id.at("class_id")), id.at("name").get<std::string>(),
+                      static_cast<UsageType>(id.at("usage").get<int>()),
+                      static_cast<SourceType>(id.at("source").get<int>()),
+                      static_cast<ApplicationLevel>(id.at("level").get<int>()),
+                      id.at("freeze_timeout_ms").get<uint32_t>(), id.value("instance_name", ""));
+    if (hr != S_OK_) {
+      *error = socket_path + ": the writer's identity is invalid: " + id.dump();
+      return nullptr;
+    }
+  } catch (const json::exception& e) {
+    *error = socket_path + ": malformed hello (" + e.what() + ")";
+    return nullptr;
+  }
+  return w;
+}
+
+RemoteWriter::~RemoteWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool RemoteWriter::Unreachable(const std::string& why) {
+  if (!broken_) {
+    broken_ = true;
+    broken_reason_ = why;
+    ::shutdown(fd_, SHUT_RDWR);
+  }
+  ReportNotResponding(name() + " (pid " + std::to_string(pid_) + ", " + path_ +
+                      "): " + broken_reason_);
+  return false;
+}
+
+bool RemoteWriter::Call(const char* event, WriterComponents* components, json* reply) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (broken_) return Unreachable(broken_reason_);
+  const detail::EventContext* ctx = detail::CurrentEvent();
+  json msg{{"type", "event"}, {"seq", ++seq_}, {"event", event}};
+  static const SessionView kNoSession;
+  msg["session"] = proto::SessionToJson(ctx && ctx->session ? *ctx->session : kNoSession,
+                                        ctx && ctx->set_id_valid);
+  std::vector<ComponentRecord> sent;
+  if (components) {
+    for (const auto& c : *components) sent.push_back(c.record());
+    msg["components"] = proto::ComponentsToJson(sent);
+    // The writer's side refuses edits in a read-only phase; so do the
+    // requester's setters below.
+    msg["read_only"] = !components->empty() && components->front().read_only();
+  }
+  std::string err;
+  if (!proto::Send(fd_, msg, &err)) return Unreachable("connection lost: " + err);
+  const int limit = std::string(event) == "Freeze" || std::string(event) == "Thaw"
+                        ? static_cast<int>(freeze_timeout_ms()) + kEventLimitMs
+                        : kEventLimitMs;
+  switch (proto::Recv(fd_, limit, reply, &err)) {
+    case proto::RecvResult::kOk:
+      break;
+    case proto::RecvResult::kClosed:
+      return Unreachable("the writer closed its connection during " + std::string(event) +
+                         " (it exited or crashed)");
+    case proto::RecvResult::kTimeout:
+      return Unreachable("no answer to " + std::string(event));
+    case proto::RecvResult::kError:
+      return Unreachable("bad answer to " + std::string(event) + ": " + err);
+  }
+  try {
+    if (reply->at("type") == "error")
+      return Unreachable("the writer rejected " + std::string(event) + ": " +
+                         reply->value("message", ""));
+    if (reply->at("type") != "result" || reply->at("seq") != seq_)
+      return Unreachable("answer out of sequence: " + reply->dump().substr(0, 200));
+    if (components && reply->contains("components")) {
+      std::vector<ComponentRecord> back = proto::ComponentsFromJson(reply->at("components"));
+      for (size_t i = 0; i < back.size() && i < components->size(); ++i) {
+        Component& c = (*components)[i];
+        const ComponentRecord& was = sent[i];
+        const ComponentRecord& now = back[i];
+        if (now.backup_stamp != was.backup_stamp) c.SetBackupStamp(now.backup_stamp);
+        if (now.has_backup_metadata && !was.has_backup_metadata)
+          c.SetBackupMetadata(now.backup_metadata);
+        for (size_t k = was.partial_files.size(); k < now.partial_files.size(); ++k) {
+          const auto& p = now.partial_files[k];
+          c.AddPartialFile(p.path, p.name, p.ranges, p.metadata);
+        }
+        for (size_t k = was.differenced_files.size(); k < now.differenced_files.size(); ++k) {
+          const auto& d = now.differenced_files[k];
+          c.AddDifferencedFilesByLastModifyTime(d.path, d.spec, d.recursive, d.last_modify_time);
+        }
+        if (now.prepare_backup_failure_msg != was.prepare_backup_failure_msg)
+          c.SetPrepareForBackupFailureMsg(now.prepare_backup_failure_msg);
+        if (now.post_snapshot_failure_msg != was.post_snapshot_failure_msg)
+          c.SetPostSnapshotFailureMsg(now.post_snapshot_failure_msg);
+      }
+    }
+    const HResult failure = reply->value("failure", S_OK_);
+    if (failure != S_OK_) SetWriterFailure(failure, reply->value("message", ""));
+    return reply->value("ok", false);
+  } catch (const json::exception& e) {
+    return Unreachable("malformed answer to " + std::string(event) + ": " + e.what());
+  }
+}
+
+bool RemoteWriter::OnIdentify(WriterMetadata* md) {
+  json reply;
+  if (!Call("Identify", nullptr, &reply)) return false;
+  WriterMetadata remote;
+  std::string err;
+  if (!reply.contains("metadata") || !WriterMetadata::FromJson(reply["metadata"], &remote, &err))
+    return Unreachable("malformed writer metadata: " + err);
+  // Identity stays as the requester knows it; the rest is the writer's.
+  md->restore_method = remote.restore_method;
+  md->backup_schema = remote.backup_schema;
+  md->excludes = remote.excludes;
+  md->components = remote.components;
+  return true;
+}
+bool RemoteWriter::OnPrepareBackup(WriterComponents* c) {
+  json r;
+  return Call("PrepareBackup", c, &r);
+}
+bool RemoteWriter::OnPrepareSnapshot() {
+  json r;
+  return Call("PrepareSnapshot", nullptr, &r);
+}
+bool RemoteWriter::OnFreeze() {
+  json r;
+  return Call("Freeze", nullptr, &r);
+}
+bool RemoteWriter::OnThaw() {
+  json r;
+  return Call("Thaw", nullptr, &r);
+}
+bool RemoteWriter::OnPostSnapshot(WriterComponents* c) {
+  json r;
+  return Call("PostSnapshot", c, &r);
+}
+bool RemoteWriter::OnAbort() {
+  // An event still in flight (a writer hung in Freeze) holds the connection:
+  // drop it instead of queueing behind it. The writer's server aborts when
+  // its requester's connection drops.
+  std::unique_lock<std::mutex> l(mu_, std::try_to_lock);
+  if (!l.owns_lock()) {
+    ::shutdown(fd_, SHUT_RDWR);
+    return true;
+  }
+  l.unlock();
+  json r;
+  return Call("Abort", nullptr, &r);
+}
+bool RemoteWriter::OnBackupComplete(WriterComponents* c) {
+  json r;
+  return Call("BackupComplete", c, &r);
+}
+bool RemoteWriter::OnBackupShutdown(const Guid&) {
+  json r;
+  return Call("BackupShutdown", nullptr, &r);
+}
+
+std::vector<std::shared_ptr<RemoteWriter>> DiscoverRemoteWriters(const std::string& dir,
+                                                                 int timeout_ms,
+                                                                 std::vector<std::string>* notes) {
+  std::vector<std::shared_ptr<RemoteWriter>> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;  // no writer directory: no writers
+  std::vector<std::string> paths;
+  while (dirent* e = ::readdir(d)) {
+    std::string p = dir + "/" + e->d_name;
+    struct stat st;
+    if (::lstat(p.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) paths.push_back(p);
+  }
+  ::closedir(d);
+  std::sort(paths.begin(), paths.end());
+  for (const auto& p : paths) {
+    std::string err;
+    auto w = RemoteWriter::Connect(p, timeout_ms, &err);
+    if (w)
+      out.push_back(std::move(w));
+    else if (notes)
+      notes->push_back(err);
+  }
+  return out;
+}
+
+}  // namespace gnomon::vss

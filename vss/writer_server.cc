@@ -1,0 +1,358 @@
+#include "vss/writer_server.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+namespace gnomon::vss {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+enum EventIndex {
+  kIdentify,
+  kPrepareBackup,
+  kPrepareSnapshot,
+  kFreeze,
+  kThaw,
+  kPostSnapshot,
+  kAbort,
+  kBackupComplete,
+  kBackupShutdown
+};
+
+int EventFromName(const std::string& name) {
+  for (int i = 0; i < 9; ++i)
+    if (name == proto::kEvents[i]) return i;
+  return -1;
+}
+
+std::string SafeName(const std::string& name) {
+  std::string s;
+  for (char ch : name) s += std::isalnum(static_cast<unsigned char>(ch)) ? std::tolower(ch) : '-';
+  return s.empty() ? "writer" : s;
+}
+
+}  // namespace
+
+struct WriterServer::Connection {
+  int fd = -1;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  enum class Held { kNone, kPrepared, kFrozen } held = Held::kNone;
+  Clock::time_point freeze_deadline;
+  bool timed_out = false;  // the freeze window ran out and the writer thawed itself
+};
+
+WriterServer::WriterServer(std::shared_ptr<Writer> writer, WriterServerOptions opt)
+    : writer_(std::move(writer)), opt_(std::move(opt)) {}
+
+WriterServer::~WriterServer() { Stop(); }
+
+bool WriterServer::Start(std::string* error) {
+  std::error_code ec;
+  std::filesystem::create_directories(opt_.dir, ec);
+  path_ = opt_.dir + "/" +
+          (opt_.socket_name.empty() ? SafeName(writer_->name()) + ".sock" : opt_.socket_name);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path_.size() >= sizeof addr.sun_path) {
+    *error = path_ + ": socket path too long";
+    return false;
+  }
+  std::strcpy(addr.sun_path, path_.c_str());
+  // A socket file nobody listens on is a dead writer's: replace it. One
+  // somebody listens on is a live writer's: never steal it.
+  int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ::close(probe);
+    *error = path_ + ": another writer is listening there";
+    return false;
+  }
+  if (probe >= 0) ::close(probe);
+  ::unlink(path_.c_str());
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listen_fd_, 16) != 0) {
+    *error = path_ + ": " + std::strerror(errno);
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+    return false;
+  }
+  // The file's mode lets the owner group connect; the peer check below is
+  // what actually decides.
+  ::chmod(path_.c_str(), 0660);
+  if (opt_.group != static_cast<gid_t>(-1))
+    ::chown(path_.c_str(), static_cast<uid_t>(-1), opt_.group);
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  return true;
+}
+
+void WriterServer::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (accept_thread_.joinable()) accept_thread_.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  listen_fd_ = -1;
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    conns.swap(conns_);
+  }
+  for (auto& c : conns) ::shutdown(c->fd, SHUT_RDWR);
+  for (auto& c : conns)
+    if (c->thread.joinable()) c->thread.join();
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+void WriterServer::AcceptLoop() {
+  while (!stopping_) {
+    pollfd pfd{listen_fd_, POLLIN, 0};
+    if (::poll(&pfd, 1, 100) <= 0) continue;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    auto c = std::make_shared<Connection>();
+    c->fd = fd;
+    std::lock_guard<std::mutex> g(mu_);
+    // Reap finished connections.
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if ((*it)->done) {
+        (*it)->thread.join();
+        it = conns_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    conns_.push_back(c);
+    c->thread = std::thread([this, c] { Serve(c); });
+  }
+}
+
+void WriterServer::AbortIfHeld(Connection* c, const std::string& why) {
+  if (c->held == Connection::Held::kNone) return;
+  (void)why;
+  std::lock_guard<std::mutex> h(handler_mu_);
+  try {
+    writer_->OnAbort();
+  } catch (...) {
+    // Nothing more to do: the application's own abort failed.
+  }
+  c->held = Connection::Held::kNone;
+}
+
+void WriterServer::Serve(std::shared_ptr<Connection> c) {
+  std::string err;
+  auto finish = [&] {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (owner_ == c.get()) owner_ = nullptr;
+    }
+    ::close(c->fd);
+    c->done = true;
+  };
+  // Root, this process's user, and the socket's group only.
+  uid_t uid;
+  gid_t gid;
+  pid_t pid;
+  const gid_t group = opt_.group != static_cast<gid_t>(-1) ? opt_.group : ::getegid();
+  if (!proto::PeerCredentials(c->fd, &uid, &gid, &pid) ||
+      !(uid == 0 || uid == ::geteuid() || gid == group)) {
+    proto::Send(c->fd,
+                {{"type", "error"},
+                 {"message", "permission denied: only root, uid " + std::to_string(::geteuid()) +
+                                 " and gid " + std::to_string(group) + " may connect"}},
+                &err);
+    finish();
+    return;
+  }
+  json hello;
+  if (proto::Recv(c->fd, opt_.hello_timeout_ms, &hello, &err) != proto::RecvResult::kOk ||
+      hello.value("type", "") != "hello" || !hello.contains("version") ||
+      !hello["version"].is_number_integer()) {
+    proto::Send(c->fd, {{"type", "error"}, {"message", "expected hello: " + err}}, &err);
+    finish();
+    return;
+  }
+  if (hello["version"].get<int>() != proto::kVersion) {
+    proto::Send(c->fd,
+                {{"type", "error"},
+                 {"message", "protocol version " + hello["version"].dump() +
+                                 " is not supported (this writer speaks " +
+                                 std::to_string(proto::kVersion) + ")"}},
+                &err);
+    finish();
+    return;
+  }
+  const Writer& w = *writer_;
+  proto::Send(c->fd,
+              {{"type", "hello"},
+               {"version", proto::kVersion},
+               {"writer",
+                {{"class_id", w.class_id().ToString()},
+                 {"instance_id", w.instance_id().ToString()},
+                 {"name", w.name()},
+                 {"instance_name", w.instance_name()},
+                 {"usage", static_cast<int>(w.usage())},
+                 {"source", static_cast<int>(w.source())},
+                 {"level", static_cast<int>(w.level())},
+                 {"freeze_timeout_ms", w.freeze_timeout_ms()},
+                 {"pid", ::getpid()}}}},
+              &err);
+
+  while (!stopping_) {
+    int timeout = -1;
+    if (c->held == Connection::Held::kFrozen) {
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(c->freeze_deadline - Clock::now());
+      timeout = std::max<int>(0, static_cast<int>(left.count()));
+    }
+    json msg;
+    proto::RecvResult r = proto::Recv(c->fd, timeout, &msg, &err);
+    if (r == proto::RecvResult::kTimeout) {
+      // The freeze window ran out with no Thaw: thaw now, and say so when
+      // the requester does send Thaw.
+      AbortIfHeld(c.get(), "the freeze window ran out");
+      c->timed_out = true;
+      continue;
+    }
+    if (r != proto::RecvResult::kOk) {
+      if (r == proto::RecvResult::kError)
+        proto::Send(c->fd, {{"type", "error"}, {"message", err}}, &err);
+      AbortIfHeld(c.get(), "the requester's connection dropped");
+      break;
+    }
+    json reply;
+    try {
+      reply = Handle(c.get(), msg);
+    } catch (const json::exception& e) {
+      proto::Send(c->fd,
+                  {{"type", "error"}, {"message", std::string("malformed event: ") + e.what()}},
+                  &err);
+      AbortIfHeld(c.get(), "malformed event");
+      break;
+    }
+    if (!proto::Send(c->fd, reply, &err)) {
+      AbortIfHeld(c.get(), "the requester's connection dropped");
+      break;
+    }
+  }
+  AbortIfHeld(c.get(), "the writer is stopping");
+  finish();
+}
+
+json WriterServer::Handle(Connection* c, const json& msg) {
+  if (msg.at("type").get<std::string>() != "event")
+    throw json::other_error::create(501, "unknown message type " + msg.at("type").dump(), &msg);
+  const std::string name = msg.at("event").get<std::string>();
+  const int ev = EventFromName(name);
+  if (ev < 0) throw json::other_error::create(501, "unknown event " + name, &msg);
+  json reply{{"type", "result"}, {"seq", msg.at("seq")}, {"event", name}};
+  if (ev != kIdentify) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (owner_ && owner_ != c) {
+      reply["ok"] = false;
+      reply["failure"] = VSS_E_WRITERERROR_RETRYABLE;
+      reply["message"] = "the writer is taking part in another backup";
+      return reply;
+    }
+    owner_ = c;
+  }
+  if (ev == kThaw && c->timed_out) {
+    c->timed_out = false;
+    reply["ok"] = false;
+    reply["failure"] = VSS_E_WRITERERROR_TIMEOUT;
+    reply["message"] = "the freeze window of " + std::to_string(writer_->freeze_timeout_ms()) +
+                       " ms ran out before Thaw; the writer thawed itself";
+    return reply;
+  }
+
+  SessionView view;
+  detail::EventContext ctx;
+  proto::SessionFromJson(msg.at("session"), &view, &ctx.set_id_valid);
+  ctx.session = &view;
+  std::vector<ComponentRecord> recs =
+      proto::ComponentsFromJson(msg.value("components", json::array()));
+  bool read_only = msg.value("read_only", false);
+  WriterComponents comps;
+  for (auto& r : recs) comps.emplace_back(&r, &read_only);
+  WriterMetadata md;
+  md.class_id = writer_->class_id();
+  md.instance_id = writer_->instance_id();
+  md.name = writer_->name();
+  md.instance_name = writer_->instance_name();
+  md.usage = writer_->usage();
+  md.source = writer_->source();
+  md.level = writer_->level();
+
+  bool ok = false;
+  std::string exc;
+  {
+    std::lock_guard<std::mutex> h(handler_mu_);
+    detail::CurrentEvent() = &ctx;
+    try {
+      switch (ev) {
+        case kIdentify:
+          ok = writer_->OnIdentify(&md);
+          break;
+        case kPrepareBackup:
+          ok = writer_->OnPrepareBackup(&comps);
+          break;
+        case kPrepareSnapshot:
+          ok = writer_->OnPrepareSnapshot();
+          break;
+        case kFreeze:
+          ok = writer_->OnFreeze();
+          break;
+        case kThaw:
+          ok = writer_->OnThaw();
+          break;
+        case kPostSnapshot:
+          ok = writer_->OnPostSnapshot(&comps);
+          break;
+        case kAbort:
+          ok = writer_->OnAbort();
+          break;
+        case kBackupComplete:
+          ok = writer_->OnBackupComplete(&comps);
+          break;
+        case kBackupShutdown:
+          ok = writer_->OnBackupShutdown(view.snapshot_set_id);
+          break;
+      }
+    } catch (const std::exception& e) {
+      exc = e.what();
+    } catch (...) {
+      exc = "unknown exception";
+    }
+    detail::CurrentEvent() = nullptr;
+  }
+  // What the writer now holds, should the requester vanish.
+  if (ev == kPrepareSnapshot) c->held = Connection::Held::kPrepared;
+  if (ev == kFreeze) {
+    c->held = Connection::Held::kFrozen;
+    c->freeze_deadline = Clock::now() + std::chrono::milliseconds(writer_->freeze_timeout_ms());
+    c->timed_out = false;
+  }
+  if (ev == kThaw || ev == kAbort || ev == kPostSnapshot) c->held = Connection::Held::kNone;
+  if (ev == kBackupShutdown) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (owner_ == c) owner_ = nullptr;
+  }
+  reply["ok"] = ok && exc.empty();
+  reply["failure"] = ctx.failure;
+  reply["message"] = exc.empty() ? ctx.failure_message : "handler threw an exception: " + exc;
+  if (ev == kIdentify) reply["metadata"] = md.ToJson();
+  if (ev == kPrepareBackup || ev == kPostSnapshot || ev == kBackupComplete)
+    reply["components"] = proto::ComponentsToJson(recs);
+  return reply;
+}
+
+}  // namespace gnomon::vss
