@@ -54,8 +54,12 @@ std::shared_ptr<RemoteWriter> RemoteWriter::Connect(const std::string& socket_pa
   w->fd_ = fd;
   std::string err;
   json hello;
-  if (!proto::Send(fd, {{"type", "hello"}, {"version", proto::kVersion}}, &err) ||
-      proto::Recv(fd, timeout_ms, &hello, &err) != proto::RecvResult::kOk) {
+  // A writer that refuses us says why first and closes, maybe before our
+  // hello arrives: read its answer even if sending failed.
+  std::string send_err;
+  proto::Send(fd, {{"type", "hello"}, {"version", proto::kVersion}}, &send_err);
+  if (proto::Recv(fd, timeout_ms, &hello, &err) != proto::RecvResult::kOk) {
+    if (err.empty()) err = send_err;
     *error = socket_path + ": no hello from the writer" + (err.empty() ? "" : " (" + err + ")");
     return nullptr;
   }

@@ -1,0 +1,414 @@
+// Writers in other processes: the requester drives a real writer program
+// (test_writer_app, linking the writer library) over its Unix socket through
+// the whole VSS sequence, and through every way it can go wrong: a veto, a
+// writer that crashes or hangs, a requester killed while the writer is
+// frozen, a stale socket, malformed and oversized messages, a peer that may
+// not connect.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "tests/test_util.h"
+#include "vss/backup_components.h"
+#include "vss/offline_provider.h"
+#include "vss/remote_writer.h"
+#include "vss/writer_protocol.h"
+
+namespace gnomon::vss {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+using test::TempDir;
+
+int ConnectTo(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The writer program, running until the object dies (then SIGKILLed).
+class WriterApp {
+ public:
+  WriterApp(const std::string& dir, const std::string& name, const std::string& log,
+            std::vector<std::string> extra = {})
+      : socket_(dir + "/" + name + ".sock"), log_(log) {
+    std::vector<std::string> args = {TEST_WRITER_APP_BIN, dir, name, log};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      _exit(127);
+    }
+    // Ready once it accepts connections.
+    for (auto until = Clock::now() + std::chrono::seconds(10); Clock::now() < until;) {
+      int fd = ConnectTo(socket_);
+      if (fd >= 0) {
+        ::close(fd);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "writer app did not start listening on " << socket_;
+  }
+  ~WriterApp() { Kill(); }
+  void Kill() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  bool Alive() const { return pid_ > 0 && ::kill(pid_, 0) == 0 && !Exited(); }
+  bool Exited() const {
+    int st;
+    return ::waitpid(pid_, &st, WNOHANG) == pid_;
+  }
+  std::vector<std::string> Events() const {
+    std::vector<std::string> v;
+    std::ifstream f(log_);
+    for (std::string line; std::getline(f, line);) v.push_back(line);
+    return v;
+  }
+  // Waits until `event` is logged; false after timeout_ms.
+  bool WaitFor(const std::string& event, int timeout_ms) const {
+    for (auto until = Clock::now() + std::chrono::milliseconds(timeout_ms); Clock::now() < until;) {
+      for (auto& e : Events())
+        if (e == event) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+  const std::string& socket() const { return socket_; }
+
+ private:
+  std::string socket_, log_;
+  mutable pid_t pid_ = -1;
+};
+
+class RemoteWriterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    writers_dir_ = dir_ / "writers";
+    volume_ = dir_ / "volume.img";
+    test::WriteFile(volume_, test::RandomBytes(65536, 1));
+    opt_.runtime_dir = dir_ / "run";
+    opt_.event_timeout_ms = 5000;
+  }
+  std::unique_ptr<WriterApp> App(const std::string& name, std::vector<std::string> extra = {}) {
+    extra.push_back("--volume");
+    extra.push_back(volume_);
+    return std::make_unique<WriterApp>(writers_dir_, name, dir_ / (name + ".log"), extra);
+  }
+  std::unique_ptr<BackupComponents> Requester(std::vector<std::string>* notes = nullptr) {
+    std::vector<std::string> n;
+    auto remote = DiscoverRemoteWriters(writers_dir_, 5000, notes ? notes : &n);
+    std::vector<std::shared_ptr<Writer>> ws(remote.begin(), remote.end());
+    return std::make_unique<BackupComponents>(
+        ws, std::vector<std::shared_ptr<Provider>>{std::make_shared<OfflineProvider>()}, opt_);
+  }
+  // GatherWriterMetadata .. PrepareForBackup; returns PrepareForBackup's result.
+  HResult Prepare(BackupComponents* bc) {
+    EXPECT_EQ(bc->InitializeForBackup(), S_OK_);
+    EXPECT_EQ(bc->SetBackupState(true, false, BackupType::kFull), S_OK_);
+    std::shared_ptr<Async> a;
+    EXPECT_EQ(bc->GatherWriterMetadata(&a), S_OK_);
+    EXPECT_EQ(WaitForAsync(a), S_OK_);
+    for (size_t i = 0; i < bc->GetWriterMetadataCount(); ++i) {
+      const WriterMetadata* md = bc->GetWriterMetadata(i);
+      for (const auto& c : md->components)
+        EXPECT_EQ(bc->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name),
+                  S_OK_);
+    }
+    Guid set, snap;
+    EXPECT_EQ(bc->StartSnapshotSet(&set), S_OK_);
+    EXPECT_EQ(bc->AddToSnapshotSet(volume_, "", &snap), S_OK_);
+    EXPECT_EQ(bc->PrepareForBackup(&a), S_OK_);
+    return WaitForAsync(a);
+  }
+  HResult Snapshot(BackupComponents* bc) {
+    std::shared_ptr<Async> a;
+    HResult hr = bc->DoSnapshotSet(&a);
+    return hr != S_OK_ ? hr : WaitForAsync(a);
+  }
+  WriterStatus Status(BackupComponents* bc, const std::string& name) {
+    std::shared_ptr<Async> a;
+    bc->GatherWriterStatus(&a);
+    WaitForAsync(a);
+    for (size_t i = 0; i < bc->GetWriterStatusCount(); ++i) {
+      WriterStatus s;
+      bc->GetWriterStatus(i, &s);
+      if (s.name == name) return s;
+    }
+    ADD_FAILURE() << "no status for " << name;
+    return {};
+  }
+
+  TempDir dir_;
+  std::string writers_dir_, volume_;
+  RequesterOptions opt_;
+};
+
+TEST_F(RemoteWriterTest, WholeSequenceCrossesTheSocketWithComponentEdits) {
+  auto app = App("appwriter");
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  ASSERT_EQ(bc->GetWriterMetadataCount(), 1u);
+  const WriterMetadata* md = bc->GetWriterMetadata(0);
+  EXPECT_EQ(md->name, "appwriter");
+  ASSERT_EQ(md->components.size(), 1u);  // declared by the other process
+  EXPECT_EQ(md->components[0].files.at(0).path, volume_);
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  EXPECT_EQ(Status(bc.get(), "appwriter").state, WriterState::kWaitingForBackupComplete);
+  const auto& c = bc->document().components.at(0);
+  EXPECT_EQ(c.backup_metadata, "metadata from appwriter");
+  EXPECT_EQ(c.backup_stamp, "stamp from appwriter for full");
+  ASSERT_EQ(c.partial_files.size(), 1u);
+  EXPECT_EQ(c.partial_files[0].ranges, "0:4096");
+  for (auto& rc : bc->document().components)
+    bc->SetBackupSucceeded(rc.instance_id, rc.class_id, rc.type, rc.logical_path, rc.name, true);
+  std::shared_ptr<Async> a;
+  ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
+  ASSERT_EQ(WaitForAsync(a), S_OK_);
+  bc->Release();
+  EXPECT_EQ(app->Events(),
+            (std::vector<std::string>{"Identify", "PrepareBackup", "PrepareSnapshot", "Freeze",
+                                      "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
+}
+
+TEST_F(RemoteWriterTest, VetoInFreezeFailsTheSetAndThawsTheWriter) {
+  auto app = App("vetoer", {"--veto", "Freeze"});
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  EXPECT_NE(Snapshot(bc.get()), S_OK_);
+  WriterStatus s = Status(bc.get(), "vetoer");
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_RETRYABLE);
+  EXPECT_EQ(s.message, "vetoer vetoes Freeze");
+  bc->Release();
+  EXPECT_TRUE(app->WaitFor("Abort", 5000));
+}
+
+class CrashTest : public RemoteWriterTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(CrashTest, WriterThatDiesIsNotRespondingAndTheBackupEndsCleanly) {
+  const std::string phase = GetParam();
+  auto app = App("crasher", {"--crash", phase});
+  auto bc = Requester();
+  const auto t0 = Clock::now();
+  HResult prepared = Prepare(bc.get());
+  if (phase != "PrepareBackup") {
+    ASSERT_EQ(prepared, S_OK_);
+    HResult snap = Snapshot(bc.get());
+    // A writer lost before the snapshot is taken fails the set; after it
+    // (Thaw, PostSnapshot) the snapshot stands and the status says who.
+    if (phase == "PrepareSnapshot" || phase == "Freeze") {
+      EXPECT_NE(snap, S_OK_);
+    }
+  }
+  WriterStatus s = Status(bc.get(), "crasher");
+  EXPECT_EQ(s.failure, VSS_E_WRITER_NOT_RESPONDING) << HResultName(s.failure) << " " << s.message;
+  EXPECT_NE(s.message.find("closed its connection during " + phase), std::string::npos)
+      << s.message;
+  bc->Release();
+  // Not the event deadline: the dropped connection is noticed at once.
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(opt_.event_timeout_ms));
+  EXPECT_TRUE(app->Exited());
+}
+
+INSTANTIATE_TEST_SUITE_P(Phases, CrashTest,
+                         ::testing::Values("PrepareBackup", "PrepareSnapshot", "Freeze", "Thaw",
+                                           "PostSnapshot"));
+
+TEST_F(RemoteWriterTest, WriterThatHangsTimesOut) {
+  opt_.event_timeout_ms = 800;
+  auto app = App("hanger", {"--hang", "PrepareSnapshot"});
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  EXPECT_NE(Snapshot(bc.get()), S_OK_);
+  WriterStatus s = Status(bc.get(), "hanger");
+  EXPECT_EQ(s.failure, VSS_E_WRITER_NOT_RESPONDING);
+  bc->Release();
+  EXPECT_TRUE(app->Alive());  // hung, not dead; the requester went on without it
+}
+
+// Runs a requester in a child process until the writer is frozen, with a
+// provider commit that takes 30 s, and returns the child's pid.
+pid_t FrozenRequester(const std::string& writers_dir, const std::string& volume,
+                      const std::string& runtime_dir) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  class SlowProvider : public OfflineProvider {
+   public:
+    HResult CommitSnapshots(const Guid& set) override {
+      std::this_thread::sleep_for(std::chrono::seconds(30));
+      return OfflineProvider::CommitSnapshots(set);
+    }
+  };
+  RequesterOptions o;
+  o.runtime_dir = runtime_dir;
+  o.hold_window_ms = 60000;
+  std::vector<std::string> notes;
+  auto remote = DiscoverRemoteWriters(writers_dir, 5000, &notes);
+  std::vector<std::shared_ptr<Writer>> ws(remote.begin(), remote.end());
+  BackupComponents bc(ws, {std::make_shared<SlowProvider>()}, o);
+  bc.InitializeForBackup();
+  bc.SetBackupState(true, false, BackupType::kFull);
+  std::shared_ptr<Async> a;
+  bc.GatherWriterMetadata(&a);
+  WaitForAsync(a);
+  for (size_t i = 0; i < bc.GetWriterMetadataCount(); ++i) {
+    const WriterMetadata* md = bc.GetWriterMetadata(i);
+    for (const auto& c : md->components)
+      bc.AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name);
+  }
+  Guid set, snap;
+  bc.StartSnapshotSet(&set);
+  bc.AddToSnapshotSet(volume, "", &snap);
+  bc.PrepareForBackup(&a);
+  WaitForAsync(a);
+  bc.DoSnapshotSet(&a);
+  WaitForAsync(a);
+  _exit(0);
+}
+
+TEST_F(RemoteWriterTest, RequesterKilledWhileFrozenThawsTheWriterAtOnce) {
+  auto app = App("frozen");  // freeze window: 60 s
+  pid_t requester = FrozenRequester(writers_dir_, volume_, opt_.runtime_dir);
+  ASSERT_TRUE(app->WaitFor("Freeze", 10000));
+  ::kill(requester, SIGKILL);
+  const auto killed = Clock::now();
+  ::waitpid(requester, nullptr, 0);
+  // The dropped connection thaws it, long before the 60 s window would.
+  ASSERT_TRUE(app->WaitFor("Abort", 10000));
+  EXPECT_LT(Clock::now() - killed, std::chrono::seconds(10));
+  EXPECT_FALSE(app->WaitFor("Thaw", 0));
+}
+
+TEST_F(RemoteWriterTest, StoppedRequesterThawsTheWriterWhenItsWindowEnds) {
+  auto app = App("windowed", {"--freeze-ms", "1500"});
+  pid_t requester = FrozenRequester(writers_dir_, volume_, opt_.runtime_dir);
+  ASSERT_TRUE(app->WaitFor("Freeze", 10000));
+  // Stopped, its connection stays open: only the writer's own freeze window
+  // can thaw it.
+  ::kill(requester, SIGSTOP);
+  const auto frozen = Clock::now();
+  ASSERT_TRUE(app->WaitFor("Abort", 20000));
+  EXPECT_GE(Clock::now() - frozen, std::chrono::milliseconds(1000));
+  ::kill(requester, SIGKILL);
+  ::waitpid(requester, nullptr, 0);
+}
+
+TEST_F(RemoteWriterTest, StaleSocketIsSkippedWithAReasonAndReplacedByTheNextWriter) {
+  {
+    auto app = App("gone");
+    app->Kill();  // SIGKILL: its socket file stays behind
+  }
+  ASSERT_TRUE(std::filesystem::exists(writers_dir_ + "/gone.sock"));
+  std::vector<std::string> notes;
+  EXPECT_TRUE(DiscoverRemoteWriters(writers_dir_, 2000, &notes).empty());
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("gone.sock: no writer is listening"), std::string::npos) << notes[0];
+  // A new writer of the same name takes the socket over.
+  auto again = App("gone");
+  notes.clear();
+  EXPECT_EQ(DiscoverRemoteWriters(writers_dir_, 2000, &notes).size(), 1u);
+  EXPECT_TRUE(notes.empty());
+}
+
+TEST_F(RemoteWriterTest, MalformedAndOversizedMessagesAreRejectedAndTheWriterSurvives) {
+  auto app = App("sturdy");
+  std::string err;
+  auto expect_rejected = [&](const std::string& raw, const std::string& what) {
+    int fd = ConnectTo(app->socket());
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL), static_cast<ssize_t>(raw.size()));
+    json reply;
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk) << what << ": " << err;
+    EXPECT_EQ(reply.value("type", ""), "error") << what << ": " << reply.dump();
+    EXPECT_NE(reply.value("message", "").find(what), std::string::npos) << reply.dump();
+    // And the connection is closed.
+    EXPECT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kClosed) << what;
+    ::close(fd);
+  };
+  auto frame = [](const std::string& body) {
+    uint32_t n = static_cast<uint32_t>(body.size());
+    return std::string(reinterpret_cast<const char*>(&n), 4) + body;
+  };
+  expect_rejected(std::string("\xff\xff\xff\x7f", 4) + "xx", "outside 1..");  // 2 GiB claimed
+  expect_rejected(frame("this is not json"), "expected hello");
+  expect_rejected(frame(R"({"type":"hello","version":99})"), "version 99 is not supported");
+  {
+    // A valid hello, then an event missing its session.
+    int fd = ConnectTo(app->socket());
+    json reply;
+    ASSERT_TRUE(proto::Send(fd, {{"type", "hello"}, {"version", 1}}, &err));
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
+    ASSERT_TRUE(proto::Send(fd, {{"type", "event"}, {"seq", 1}, {"event", "Freeze"}}, &err));
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
+    EXPECT_EQ(reply.value("type", ""), "error");
+    EXPECT_NE(reply.value("message", "").find("malformed event"), std::string::npos);
+    ::close(fd);
+  }
+  // The writer is still there and serves a real backup.
+  EXPECT_TRUE(app->Alive());
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  EXPECT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  bc->Release();
+  // The malformed Freeze never reached the application's handler.
+  auto events = app->Events();
+  EXPECT_EQ(std::count(events.begin(), events.end(), "Freeze"), 1);
+}
+
+TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
+  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  auto app = App("guarded");
+  // The directory must be reachable by the other user for the refusal to be
+  // the writer's, not the file system's.
+  ::chmod(writers_dir_.c_str(), 0777);
+  ::chmod(app->socket().c_str(), 0777);
+  ::chmod(dir_.path().c_str(), 0755);
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    std::string out = "setid-failed";
+    if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
+      std::string e;
+      auto w = RemoteWriter::Connect(app->socket(), 5000, &e);
+      out = w ? "connected" : e;
+    }
+    ::write(pipefd[1], out.data(), out.size());
+    _exit(0);
+  }
+  ::close(pipefd[1]);
+  char buf[512] = {};
+  ssize_t n = ::read(pipefd[0], buf, sizeof buf - 1);
+  ::close(pipefd[0]);
+  ::waitpid(pid, nullptr, 0);
+  ASSERT_GT(n, 0);
+  EXPECT_NE(std::string(buf).find("permission denied"), std::string::npos) << buf;
+  // Root still may.
+  std::string e;
+  EXPECT_NE(RemoteWriter::Connect(app->socket(), 5000, &e), nullptr) << e;
+}
+
+}  // namespace
+}  // namespace gnomon::vss

@@ -1,0 +1,108 @@
+// A real writer program for the out-of-process writer tests: links the
+// writer library (WriterServer), listens in DIR, and appends every event it
+// receives to LOG, one line each, as it happens. Told to, it vetoes, crashes
+// (_exit) or hangs at one event.
+//
+// Usage: test_writer_app DIR NAME LOG [--veto EVENT] [--crash EVENT]
+//                        [--hang EVENT] [--freeze-ms N] [--volume PATH]
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "vss/writer_server.h"
+
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+
+class AppWriter : public gnomon::vss::Writer {
+ public:
+  std::string log_path, veto, crash, hang, volume;
+
+  bool OnIdentify(gnomon::vss::WriterMetadata* md) override {
+    if (!Event("Identify")) return false;
+    gnomon::vss::ComponentInfo c;
+    c.type = gnomon::vss::ComponentType::kDatabase;
+    c.logical_path = "app";
+    c.name = "db";
+    gnomon::vss::FileSpec f;
+    f.path = volume;
+    c.files.push_back(f);
+    md->components.push_back(c);
+    return true;
+  }
+  bool OnPrepareBackup(gnomon::vss::WriterComponents* comps) override {
+    for (auto& c : *comps) c.SetBackupMetadata("metadata from " + name());
+    return Event("PrepareBackup");
+  }
+  bool OnPrepareSnapshot() override { return Event("PrepareSnapshot"); }
+  bool OnFreeze() override { return Event("Freeze"); }
+  bool OnThaw() override { return Event("Thaw"); }
+  bool OnPostSnapshot(gnomon::vss::WriterComponents* comps) override {
+    for (auto& c : *comps) {
+      c.SetBackupStamp("stamp from " + name() + " for " +
+                       gnomon::vss::BackupTypeName(GetBackupType()));
+      c.AddPartialFile(volume, "db", "0:4096", "first page");
+    }
+    return Event("PostSnapshot");
+  }
+  bool OnAbort() override { return Event("Abort"); }
+  bool OnBackupComplete(gnomon::vss::WriterComponents*) override { return Event("BackupComplete"); }
+  bool OnBackupShutdown(const gnomon::vss::Guid&) override { return Event("BackupShutdown"); }
+
+ private:
+  bool Event(const std::string& ev) {
+    { std::ofstream(log_path, std::ios::app) << ev << std::endl; }
+    if (ev == crash) _exit(9);
+    if (ev == hang)
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    if (ev == veto) {
+      SetWriterFailure(gnomon::vss::VSS_E_WRITERERROR_RETRYABLE, name() + " vetoes " + ev);
+      return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: test_writer_app DIR NAME LOG [options]\n");
+    return 2;
+  }
+  auto w = std::make_shared<AppWriter>();
+  w->log_path = argv[3];
+  uint32_t freeze_ms = 60000;
+  for (int i = 4; i + 1 < argc; i += 2) {
+    std::string opt = argv[i], val = argv[i + 1];
+    if (opt == "--veto") w->veto = val;
+    if (opt == "--crash") w->crash = val;
+    if (opt == "--hang") w->hang = val;
+    if (opt == "--freeze-ms") freeze_ms = static_cast<uint32_t>(std::stoul(val));
+    if (opt == "--volume") w->volume = val;
+  }
+  w->Initialize(gnomon::vss::Guid::Random(), argv[2], gnomon::vss::UsageType::kUserData,
+                gnomon::vss::SourceType::kTransactedDb, gnomon::vss::ApplicationLevel::kFrontEnd,
+                freeze_ms);
+  gnomon::vss::WriterServerOptions opt;
+  opt.dir = argv[1];
+  gnomon::vss::WriterServer server(w, opt);
+  std::string err;
+  if (!server.Start(&err)) {
+    std::fprintf(stderr, "test_writer_app: %s\n", err.c_str());
+    return 1;
+  }
+  signal(SIGTERM, [](int) { g_stop = 1; });
+  signal(SIGINT, [](int) { g_stop = 1; });
+  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  server.Stop();
+  return 0;
+}
