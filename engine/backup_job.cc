@@ -528,7 +528,9 @@ Status BackupRun::Run(BackupResult* out) {
   // Writers frozen, snapshot taken, writers thawed: from here on the
   // pipeline reads the snapshots, never the live volumes.
   SnapshotSession session(so);
-  GNOMON_RETURN_IF_ERROR(session.Create(opt_.sources, stamps));
+  Status created = session.Create(opt_.sources, stamps);
+  out->warnings.insert(out->warnings.end(), session.notes().begin(), session.notes().end());
+  GNOMON_RETURN_IF_ERROR(created);
   std::vector<SourceVolume> sources(opt_.sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {
     const SnapshotSource& snap = session.sources()[i];

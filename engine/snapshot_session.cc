@@ -15,6 +15,7 @@
 #include "vss/fs_freeze_writer.h"
 #include "vss/offline_provider.h"
 #include "vss/reflink_provider.h"
+#include "vss/remote_writer.h"
 #include "vss/volume_stamp.h"
 #include "vss/volume_writer.h"
 
@@ -82,10 +83,7 @@ Status SnapshotSession::CheckWriters(const char* phase) {
 
 Status SnapshotSession::Create(const std::vector<std::string>& volumes,
                                const std::map<std::string, std::string>& previous_stamps) {
-  std::vector<std::shared_ptr<vss::Writer>> writers = {
-      std::make_shared<vss::FsFreezeWriter>(opt_.freeze_timeout_ms),
-      std::make_shared<vss::VolumeWriter>(volumes, opt_.state_dir)};
-  writers.insert(writers.end(), opt_.extra_writers.begin(), opt_.extra_writers.end());
+  std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters(volumes, opt_, &notes_);
   std::vector<std::shared_ptr<vss::Provider>> providers = {
       std::make_shared<vss::ReflinkProvider>(opt_.state_dir),
       std::make_shared<vss::OfflineProvider>()};
@@ -299,11 +297,28 @@ json LoadWriterStatus(const std::string& state_dir) {
 
 namespace gnomon {
 
-json DescribeWriters(const std::string& state_dir) {
+std::vector<std::shared_ptr<vss::Writer>> GatherWriters(const std::vector<std::string>& volumes,
+                                                        const SnapshotOptions& opt,
+                                                        std::vector<std::string>* notes) {
   std::vector<std::shared_ptr<vss::Writer>> writers = {
-      std::make_shared<vss::FsFreezeWriter>(),
-      std::make_shared<vss::VolumeWriter>(std::vector<std::string>{}, state_dir)};
-  vss::BackupComponents bc(writers, {});
+      std::make_shared<vss::FsFreezeWriter>(opt.freeze_timeout_ms),
+      std::make_shared<vss::VolumeWriter>(volumes, opt.state_dir)};
+  writers.insert(writers.end(), opt.extra_writers.begin(), opt.extra_writers.end());
+  if (!opt.writer_dir.empty())
+    for (auto& w : vss::DiscoverRemoteWriters(opt.writer_dir, 5000, notes)) writers.push_back(w);
+  if (!opt.hooks_dir.empty())
+    for (auto& w : vss::DiscoverScriptWriters(opt.hooks_dir, opt.freeze_timeout_ms))
+      writers.push_back(w);
+  return writers;
+}
+
+json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes) {
+  const std::string& state_dir = opt.state_dir;
+  std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters({}, opt, notes);
+  vss::RequesterOptions ro;
+  ro.runtime_dir = opt.runtime_dir;
+  ro.event_timeout_ms = 10000;
+  vss::BackupComponents bc(writers, {}, ro);
   std::shared_ptr<vss::Async> a;
   bc.InitializeForBackup();
   bc.GatherWriterMetadata(&a);
@@ -316,6 +331,7 @@ json DescribeWriters(const std::string& state_dir) {
            {"class_id", md->class_id.ToString()},
            {"level", vss::ApplicationLevelName(md->level)},
            {"kind", "built-in"},
+           {"detail", ""},
            {"state", static_cast<int>(vss::WriterState::kStable)},
            {"failure", 0},
            {"message", ""},
@@ -326,6 +342,16 @@ json DescribeWriters(const std::string& state_dir) {
         w["failure"] = s.value("failure", 0u);
         w["message"] = s.value("message", "");
         w["last_backup"] = last.value("time", "");
+      }
+    for (const auto& wr : writers)
+      if (wr->instance_id() == md->instance_id) {
+        if (auto* r = dynamic_cast<vss::RemoteWriter*>(wr.get())) {
+          w["kind"] = "process";
+          w["detail"] = "pid " + std::to_string(r->pid()) + ", " + r->socket_path();
+        } else if (auto* s = dynamic_cast<vss::ScriptWriter*>(wr.get())) {
+          w["kind"] = "script";
+          w["detail"] = s->path();
+        }
       }
     w["state_text"] = vss::WriterStateText(static_cast<vss::WriterState>(w["state"].get<int>()));
     w["failure_name"] = vss::HResultName(w["failure"].get<uint32_t>());

@@ -14,6 +14,8 @@
 
 #include "format/status.h"
 #include "vss/backup_components.h"
+#include "vss/script_writer.h"
+#include "vss/writer_protocol.h"
 
 namespace gnomon {
 
@@ -32,6 +34,10 @@ struct SnapshotOptions {
   std::vector<std::shared_ptr<vss::Writer>> extra_writers;
   std::string state_dir = vss::DefaultStateDir();
   std::string runtime_dir = vss::DefaultRuntimeDir();
+  // Writers in other processes listen here; executables here are script
+  // writers ("" = none of either).
+  std::string writer_dir = vss::proto::DefaultWriterDir();
+  std::string hooks_dir = vss::DefaultHooksDir();
   const std::atomic<bool>* cancel = nullptr;
 };
 
@@ -63,6 +69,9 @@ class SnapshotSession {
   Status Create(const std::vector<std::string>& volumes,
                 const std::map<std::string, std::string>& previous_stamps = {});
   const std::vector<SnapshotSource>& sources() const { return sources_; }
+  // What the user should know that did not stop the backup (a stale writer
+  // socket, a writer that did not answer hello).
+  const std::vector<std::string>& notes() const { return notes_; }
   bool skipped() const { return skipped_; }
   TrackingVerdict Verdict(size_t i) const;
   // Keeps volume i's snapshot as the change-tracking base of backup_id, and
@@ -84,6 +93,7 @@ class SnapshotSession {
   std::vector<SnapshotSource> sources_;
   std::vector<vss::Guid> snapshot_ids_;
   std::vector<vss::WriterStatus> status_;
+  std::vector<std::string> notes_;
   bool skipped_ = false;
   bool completed_ = false;
 };
@@ -91,9 +101,17 @@ class SnapshotSession {
 // Last known writer status, saved by every backup for `gnomon writers`.
 nlohmann::json LoadWriterStatus(const std::string& state_dir);
 
+// Every writer a backup gathers: the built-in ones, those listening in
+// writer_dir, and the scripts in hooks_dir. Unreachable writers are left out
+// with a line in *notes.
+std::vector<std::shared_ptr<vss::Writer>> GatherWriters(const std::vector<std::string>& volumes,
+                                                        const SnapshotOptions& opt,
+                                                        std::vector<std::string>* notes);
+
 // The writers a backup would gather (their metadata, from Identify), each
-// with its last known status: `gnomon writers`, like `vssadmin list writers`.
-nlohmann::json DescribeWriters(const std::string& state_dir);
+// with its kind (built-in, process, script) and last known status:
+// `gnomon writers`, like `vssadmin list writers`.
+nlohmann::json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes);
 
 struct SnapshotEntry {
   vss::SnapshotProperties props;

@@ -167,6 +167,9 @@ IsolatedState::IsolatedState() {
   // is per test, and so is every gnomon the test starts.
   ::setenv("GNOMON_RUNTIME_DIR", (dir_ / "run").c_str(), 1);
   ::setenv("GNOMON_STATE_DIR", (dir_ / "state").c_str(), 1);
+  // Writers of this machine (scripts in /etc/gnomon/writers.d) stay out.
+  ::setenv("GNOMON_HOOKS_DIR", (dir_ / "hooks").c_str(), 1);
+  ::setenv("GNOMON_WRITER_DIR", (dir_ / "run/writers").c_str(), 1);
   ::chmod(dir_.path().c_str(), 0777);  // tests that run gnomon as nobody
 }
 

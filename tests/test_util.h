@@ -44,13 +44,16 @@ CommandResult Sh(const std::string& cmd);
 CommandResult Gnomon(const std::vector<std::string>& args);
 std::string GnomonBinary();
 
-// Points GNOMON_RUNTIME_DIR and GNOMON_STATE_DIR at a scratch directory for
-// the life of the object, so tests never share snapshot-set locks or state.
+// Points GNOMON_RUNTIME_DIR, GNOMON_STATE_DIR, GNOMON_HOOKS_DIR and
+// GNOMON_WRITER_DIR at a scratch directory for the life of the object, so
+// tests never share snapshot-set locks, state or writers.
 class IsolatedState {
  public:
   IsolatedState();
   std::string runtime_dir() const { return dir_ / "run"; }
   std::string state_dir() const { return dir_ / "state"; }
+  std::string hooks_dir() const { return dir_ / "hooks"; }         // script writers
+  std::string writer_dir() const { return dir_ / "run/writers"; }  // writer sockets
 
  private:
   TempDir dir_;

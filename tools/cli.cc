@@ -22,6 +22,8 @@ int ExitFor(const Status& s) {
       return kUnsupported;
     case C::kAborted:
       return kInterrupted;
+    case C::kSnapshotFailed:
+      return kSnapshotFailed;
     default:
       return kFailed;
   }

@@ -12,7 +12,9 @@ namespace gnomon::cli {
 using nlohmann::json;
 
 int CmdWriters(const Globals& g) {
-  json ws = DescribeWriters(vss::DefaultStateDir());
+  std::vector<std::string> notes;
+  json ws = DescribeWriters(SnapshotOptions{}, &notes);
+  for (const auto& n : notes) std::fprintf(stderr, "gnomon: warning: %s\n", n.c_str());
   if (g.json) {
     std::cout << ws.dump() << "\n";
     return kOk;
@@ -22,6 +24,8 @@ int CmdWriters(const Globals& g) {
     std::printf("   Writer Id: {%s}\n", w["class_id"].get<std::string>().c_str());
     std::printf("   Kind: %s, application level %s\n", w["kind"].get<std::string>().c_str(),
                 w["level"].get<std::string>().c_str());
+    if (!w.value("detail", "").empty())
+      std::printf("   Where: %s\n", w["detail"].get<std::string>().c_str());
     std::printf("   State: %s\n", w["state_text"].get<std::string>().c_str());
     uint32_t f = w["failure"].get<uint32_t>();
     std::printf("   Last error: %s\n", f == 0 ? "No error"

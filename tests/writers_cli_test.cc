@@ -1,0 +1,181 @@
+// Script writers and writers in other processes, through the real gnomon
+// binary: what a script receives for each event, a script's veto and
+// deadline, a writer program's components in the stored backup, and
+// `gnomon writers` listing every kind.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "tests/test_util.h"
+
+namespace gnomon {
+namespace {
+
+using nlohmann::json;
+using test::Gnomon;
+using test::TempDir;
+namespace fs = std::filesystem;
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::vector<std::string> v;
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);) v.push_back(line);
+  return v;
+}
+
+class WritersCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repo_ = dir_ / "repo";
+    ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64"}).exit_code, 0);
+    volume_ = dir_ / "vol";
+    test::WriteFile(volume_, test::TextLikeBytes(1u << 20, 3));
+    fs::create_directories(state_.hooks_dir());
+  }
+  // Installs an executable script in the hooks directory.
+  void Script(const std::string& name, const std::string& body) {
+    std::string p = state_.hooks_dir() + "/" + name;
+    std::ofstream(p) << "#!/bin/sh\n" << body;
+    ::chmod(p.c_str(), 0755);
+  }
+  test::CommandResult Backup(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--repo", repo_, "backup"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(volume_);
+    return Gnomon(args);
+  }
+  test::IsolatedState state_;
+  TempDir dir_;
+  std::string repo_, volume_;
+};
+
+TEST_F(WritersCliTest, ScriptHearsEveryEventWithItsArgumentsAndEnvironment) {
+  const std::string log = dir_ / "events";
+  Script("10-log",
+         "echo \"$1|$2|$3|$4|$GNOMON_EVENT|$GNOMON_BACKUP_TYPE|$GNOMON_VOLUMES\" >> " + log + "\n");
+  Script("20-ignored~", "exit 1\n");  // a backup file: not run (as run-parts)
+  auto r = Backup();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto lines = Lines(log);
+  std::vector<std::string> events;
+  for (const auto& l : lines) events.push_back(l.substr(0, l.find('|')));
+  EXPECT_EQ(events, (std::vector<std::string>{"PrepareBackup", "PrepareSnapshot", "Freeze", "Thaw",
+                                              "PostSnapshot", "BackupComplete", "BackupShutdown"}));
+  // Freeze: the set id (a GUID), the type, the volume, in arguments and
+  // environment alike.
+  const std::string freeze = lines.at(2);
+  std::vector<std::string> f;
+  std::stringstream in(freeze);
+  for (std::string part; std::getline(in, part, '|');) f.push_back(part);
+  ASSERT_EQ(f.size(), 7u) << freeze;
+  EXPECT_EQ(f[1].size(), 36u) << freeze;
+  EXPECT_EQ(f[2], "full");
+  EXPECT_EQ(f[3], volume_);
+  EXPECT_EQ(f[4], "Freeze");
+  EXPECT_EQ(f[5], "full");
+  EXPECT_EQ(f[6], volume_);
+}
+
+TEST_F(WritersCliTest, FailingScriptVetoesTheFreezeWithItsStderr) {
+  const std::string log = dir_ / "events";
+  Script("db-hook", "echo \"$1\" >> " + log +
+                        "\nif [ \"$1\" = Freeze ]; then echo 'database is busy' >&2; exit 3; fi\n");
+  auto r = Backup();
+  EXPECT_EQ(r.exit_code, 4) << r.err;  // no consistent snapshot
+  EXPECT_NE(r.err.find("database is busy"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("exited with status 3"), std::string::npos) << r.err;
+  auto events = Lines(log);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events[2], "Freeze");
+  EXPECT_NE(std::find(events.begin(), events.end(), "Abort"), events.end());
+  EXPECT_EQ(std::find(events.begin(), events.end(), "PostSnapshot"), events.end());
+  // Nothing was stored.
+  auto l = Gnomon({"--repo", repo_, "list", "--json"});
+  EXPECT_EQ(json::parse(l.out).size(), 0u);
+}
+
+TEST_F(WritersCliTest, ScriptPastItsDeadlineIsKilledAndTheBackupFails) {
+  Script("slow", "if [ \"$1\" = Freeze ]; then sleep 60; fi\n");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = Backup({"--freeze-timeout", "2"});  // the script gets half: 1 s
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_NE(r.err.find("killed after its 1000 ms deadline"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+}
+
+// A writer program in the writer directory, stopped when the object dies.
+class App {
+ public:
+  App(const std::string& dir, const std::string& name, const std::string& log,
+      const std::string& volume) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::execl(TEST_WRITER_APP_BIN, TEST_WRITER_APP_BIN, dir.c_str(), name.c_str(), log.c_str(),
+              "--volume", volume.c_str(), nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 1000 && !fs::exists(dir + "/" + name + ".sock"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ~App() {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_;
+};
+
+TEST_F(WritersCliTest, WriterProgramTakesPartAndItsStampIsStored) {
+  App app(state_.writer_dir(), "appdb", dir_ / "app.log", volume_);
+  auto r = Gnomon({"--repo", repo_, "backup", "--json", volume_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto show = Gnomon({"--repo", repo_, "show", "--json", "latest"});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  json rec = json::parse(show.out);
+  bool found = false;
+  for (const auto& c : rec["vss"]["bcd"]["components"])
+    if (c["writer_name"] == "appdb") {
+      found = true;
+      EXPECT_EQ(c["backup_stamp"], "stamp from appdb for full");
+      EXPECT_EQ(c["backup_metadata"], "metadata from appdb");
+    }
+  EXPECT_TRUE(found) << rec["vss"]["bcd"].dump();
+  EXPECT_EQ(Lines(dir_ / "app.log"),
+            (std::vector<std::string>{"Identify", "PrepareBackup", "PrepareSnapshot", "Freeze",
+                                      "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
+}
+
+TEST_F(WritersCliTest, WritersListsEveryKindAndWarnsOfAStaleSocket) {
+  Script("pre-freeze", "exit 0\n");
+  App app(state_.writer_dir(), "appdb", dir_ / "app.log", volume_);
+  // A socket file nobody listens on, as a killed writer leaves.
+  ASSERT_EQ(test::Sh("python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.bind('" +
+                     state_.writer_dir() + "/dead.sock')\"")
+                .exit_code,
+            0);
+  auto r = Gnomon({"writers", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::string, std::string> kinds;
+  for (const auto& w : json::parse(r.out)) kinds[w["name"]] = w["kind"];
+  EXPECT_EQ(kinds["appdb"], "process");
+  EXPECT_EQ(kinds["script pre-freeze"], "script");
+  EXPECT_EQ(kinds.size(), 4u);  // and the two built-in writers
+  EXPECT_NE(r.err.find("dead.sock: no writer is listening"), std::string::npos) << r.err;
+  auto text = Gnomon({"writers"});
+  EXPECT_NE(text.out.find("Kind: process"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("appdb.sock"), std::string::npos) << text.out;
+}
+
+}  // namespace
+}  // namespace gnomon

@@ -1,0 +1,207 @@
+#include "vss/script_writer.h"
+
+#include <dirent.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <thread>
+
+extern char** environ;
+
+namespace gnomon::vss {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The same script keeps the same class id from backup to backup, so its
+// status and components match across runs.
+Guid ClassIdFor(const std::string& path) {
+  Guid g;
+  const size_t h1 = std::hash<std::string>{}("gnomon-script:" + path);
+  const size_t h2 = std::hash<std::string>{}(path + ":gnomon-script");
+  std::memcpy(g.b.data(), &h1, 8);
+  std::memcpy(g.b.data() + 8, &h2, 8);
+  g.b[6] = static_cast<uint8_t>((g.b[6] & 0x0f) | 0x50);  // a name-based GUID
+  g.b[8] = static_cast<uint8_t>((g.b[8] & 0x3f) | 0x80);
+  return g;
+}
+
+std::string BaseName(const std::string& p) {
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+}  // namespace
+
+ScriptWriter::ScriptWriter(std::string path, uint32_t timeout_ms, uint32_t freeze_timeout_ms)
+    : path_(std::move(path)), timeout_ms_(timeout_ms) {
+  Initialize(ClassIdFor(path_), "script " + BaseName(path_), UsageType::kUserData,
+             SourceType::kOther, ApplicationLevel::kFrontEnd, freeze_timeout_ms);
+}
+
+bool ScriptWriter::OnIdentify(WriterMetadata* md) {
+  // One component without files: included in every backup, so the script
+  // hears every event.
+  ComponentInfo c;
+  c.type = ComponentType::kFileGroup;
+  c.logical_path = "scripts";
+  c.name = BaseName(path_);
+  c.caption = path_;
+  md->components.push_back(c);
+  return true;
+}
+
+bool ScriptWriter::OnPrepareBackup(WriterComponents*) { return Run("PrepareBackup", timeout_ms_); }
+bool ScriptWriter::OnPrepareSnapshot() { return Run("PrepareSnapshot", timeout_ms_); }
+bool ScriptWriter::OnFreeze() {
+  return Run("Freeze", std::min(timeout_ms_, freeze_timeout_ms() / 2));
+}
+bool ScriptWriter::OnThaw() { return Run("Thaw", std::min(timeout_ms_, freeze_timeout_ms() / 2)); }
+bool ScriptWriter::OnPostSnapshot(WriterComponents*) { return Run("PostSnapshot", timeout_ms_); }
+bool ScriptWriter::OnAbort() { return Run("Abort", timeout_ms_); }
+bool ScriptWriter::OnBackupComplete(WriterComponents*) {
+  return Run("BackupComplete", timeout_ms_);
+}
+bool ScriptWriter::OnBackupShutdown(const Guid&) { return Run("BackupShutdown", timeout_ms_); }
+
+bool ScriptWriter::Run(const std::string& event, uint32_t deadline_ms) {
+  const std::string set_id =
+      GetCurrentSnapshotSetId().IsNull() ? std::string() : GetCurrentSnapshotSetId().ToString();
+  const std::string type = BackupTypeName(GetBackupType());
+  const std::vector<std::string> volumes = GetCurrentVolumeArray();
+  std::string vol_env;
+  for (const auto& v : volumes) vol_env += (vol_env.empty() ? "" : "\n") + v;
+
+  std::vector<std::string> args = {path_, event, set_id, type};
+  args.insert(args.end(), volumes.begin(), volumes.end());
+  std::vector<std::string> env = {"GNOMON_EVENT=" + event, "GNOMON_SNAPSHOT_SET_ID=" + set_id,
+                                  "GNOMON_BACKUP_TYPE=" + type, "GNOMON_VOLUMES=" + vol_env};
+  int err_pipe[2];
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE, path_ + ": pipe: " + std::strerror(errno));
+    return false;
+  }
+  // Everything the child needs is built before fork: after it, in a
+  // process with other threads, only async-signal-safe calls are allowed.
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "GNOMON_EVENT=", 13) && std::strncmp(*e, "GNOMON_SNAPSHOT_SET_ID=", 23) &&
+        std::strncmp(*e, "GNOMON_BACKUP_TYPE=", 19) && std::strncmp(*e, "GNOMON_VOLUMES=", 15))
+      envp.push_back(*e);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);  // its own group: a deadline kills the script's children too
+    int nul = ::open("/dev/null", O_RDWR);
+    ::dup2(nul, 0);
+    ::dup2(nul, 1);
+    ::dup2(err_pipe[1], 2);
+    ::execve(argv[0], argv.data(), envp.data());
+    static const char kMsg[] = "cannot execute the script\n";
+    ::write(2, kMsg, sizeof kMsg - 1);
+    _exit(127);
+  }
+  ::close(err_pipe[1]);
+  if (pid < 0) {
+    ::close(err_pipe[0]);
+    SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE, path_ + ": fork: " + std::strerror(errno));
+    return false;
+  }
+  std::string err_text;
+  bool timed_out = false;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{err_pipe[0], POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      timed_out = r == 0;
+      break;
+    }
+    char buf[4096];
+    ssize_t n = ::read(err_pipe[0], buf, sizeof buf);
+    if (n <= 0) break;  // the script closed stderr: it is exiting
+    if (err_text.size() < 64 * 1024) err_text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(err_pipe[0]);
+  int status = 0;
+  if (timed_out) {
+    ::kill(-pid, SIGKILL);
+    ::kill(pid, SIGKILL);
+  } else {
+    // stderr closed; wait for the exit, still within the deadline.
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (Clock::now() >= deadline) {
+        timed_out = true;
+        ::kill(-pid, SIGKILL);
+        ::kill(pid, SIGKILL);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  if (timed_out) {
+    ::waitpid(pid, &status, 0);
+    SetWriterFailure(VSS_E_WRITERERROR_TIMEOUT, path_ + " " + event + ": killed after its " +
+                                                    std::to_string(deadline_ms) + " ms deadline");
+    return false;
+  }
+  while (!err_text.empty() && (err_text.back() == '\n' || err_text.back() == ' '))
+    err_text.pop_back();
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  const std::string how = WIFEXITED(status)
+                              ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                              : "was killed by signal " + std::to_string(WTERMSIG(status));
+  SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE,
+                   path_ + " " + event + " " + how + (err_text.empty() ? "" : ": " + err_text));
+  return false;
+}
+
+std::string DefaultHooksDir() {
+  const char* d = std::getenv("GNOMON_HOOKS_DIR");
+  return d && *d ? d : "/etc/gnomon/writers.d";
+}
+
+std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
+                                                                 uint32_t freeze_timeout_ms) {
+  std::vector<std::string> paths;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.empty() || name[0] == '.' || name.back() == '~' ||
+          name.find(".dpkg-") != std::string::npos)
+        continue;
+      const std::string p = dir + "/" + name;
+      struct stat st;
+      if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0)
+        paths.push_back(p);
+    }
+    ::closedir(d);
+  }
+  std::sort(paths.begin(), paths.end());
+  std::vector<std::shared_ptr<ScriptWriter>> out;
+  for (const auto& p : paths)
+    out.push_back(std::make_shared<ScriptWriter>(p, 30000, freeze_timeout_ms));
+  return out;
+}
+
+}  // namespace gnomon::vss

@@ -1,0 +1,58 @@
+// ScriptWriter: an executable in the hooks directory (default
+// /etc/gnomon/writers.d/, as VMware Tools' and Veeam's pre-freeze and
+// post-thaw scripts) taking part in every backup as a writer. It is run once
+// per event:
+//
+//   SCRIPT EVENT SNAPSHOT_SET_ID BACKUP_TYPE VOLUME...
+//
+// with the same in GNOMON_EVENT, GNOMON_SNAPSHOT_SET_ID, GNOMON_BACKUP_TYPE
+// and GNOMON_VOLUMES (newline-separated), and each run has a deadline. A
+// non-zero exit is a veto: the writer fails the event with the script's
+// stderr as its message, so (unlike the QEMU guest agent's fsfreeze hook) a
+// failing script stops a Freeze. A run past its deadline is killed and is a
+// VSS_E_WRITERERROR_TIMEOUT. Events: PrepareBackup, PrepareSnapshot, Freeze,
+// Thaw, PostSnapshot, Abort, BackupComplete, BackupShutdown (not Identify:
+// the file itself is the writer's identity).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vss/writer.h"
+
+namespace gnomon::vss {
+
+class ScriptWriter : public Writer {
+ public:
+  // timeout_ms: each run's deadline; Freeze and Thaw get at most half the
+  // freeze window, so the script is killed before the window runs out.
+  explicit ScriptWriter(std::string path, uint32_t timeout_ms = 30000,
+                        uint32_t freeze_timeout_ms = 60000);
+  const std::string& path() const { return path_; }
+
+  bool OnIdentify(WriterMetadata* md) override;
+  bool OnPrepareBackup(WriterComponents* components) override;
+  bool OnPrepareSnapshot() override;
+  bool OnFreeze() override;
+  bool OnThaw() override;
+  bool OnPostSnapshot(WriterComponents* components) override;
+  bool OnAbort() override;
+  bool OnBackupComplete(WriterComponents* components) override;
+  bool OnBackupShutdown(const Guid& snapshot_set_id) override;
+
+ private:
+  bool Run(const std::string& event, uint32_t deadline_ms);
+
+  std::string path_;
+  uint32_t timeout_ms_;
+};
+
+// Default hooks directory: $GNOMON_HOOKS_DIR, else /etc/gnomon/writers.d.
+std::string DefaultHooksDir();
+// Every executable regular file in dir, in name order, skipping what
+// run-parts skips (hidden files, backups "~", package leftovers ".dpkg-*").
+std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
+                                                                 uint32_t freeze_timeout_ms);
+
+}  // namespace gnomon::vss
