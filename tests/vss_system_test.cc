@@ -63,6 +63,7 @@ class FrozenFsTest : public ::testing::Test {
     ext4_mounted_ = true;
   }
   void TearDown() override {
+    for (auto it = cleanup_.rbegin(); it != cleanup_.rend(); ++it) Sh(*it);
     for (pid_t pid : {writer_pid_, app_writer_pid_})
       if (pid > 0) {
         ::kill(pid, SIGKILL);
@@ -115,7 +116,8 @@ class FrozenFsTest : public ::testing::Test {
   std::string xfs_, mnt_, disk_, loop_;
   bool ext4_mounted_ = false;
   pid_t writer_pid_ = -1;
-  pid_t app_writer_pid_ = -1;  // a writer program (killed before the unmount)
+  pid_t app_writer_pid_ = -1;         // a writer program (killed before the unmount)
+  std::vector<std::string> cleanup_;  // shell commands, run last first, before the unmount
 };
 
 TEST_F(FrozenFsTest, BackupOfAMountedLoopExt4OnXfsUsesReflinkAndRestoresClean) {
@@ -541,6 +543,117 @@ TEST_F(FrozenFsTest, SqliteWriterKeepsEveryRestoredDatabaseConsistent) {
   ::kill(writer, SIGTERM);
   ::waitpid(writer, nullptr, 0);
   writer = -1;
+}
+
+// A PostgreSQL server of the test's own (Debian's postgresql package) with
+// its data directory in `dir`, on a Unix socket in `sock` and `port`.
+struct PgServer {
+  std::string bin = "/usr/lib/postgresql/15/bin", data, sock, port;
+  test::CommandResult As(const std::string& cmd) const {
+    return Sh("runuser -u postgres -- " + cmd + " 2>&1");
+  }
+  test::CommandResult Start() const {
+    return As(bin + "/pg_ctl -D " + data + " -w -t 60 -l " + data + "/../server.log -o \"-p " +
+              port + " -k " + sock + " -c listen_addresses=''\" start");
+  }
+  std::string StopCmd() const {
+    return "runuser -u postgres -- " + bin + "/pg_ctl -D " + data + " -m fast -w stop";
+  }
+  test::CommandResult Sql(const std::string& sql) const {
+    return Sh(bin + "/psql -X -A -t -h " + sock + " -p " + port + " -U postgres -d postgres -c \"" +
+              sql + "\" 2>&1");
+  }
+  long Count(const std::string& table) const {
+    auto r = Sql("select count(*) from " + table);
+    return r.exit_code == 0 ? std::atol(r.out.c_str()) : -1;
+  }
+};
+
+TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClean) {
+  if (!fs::exists("/usr/lib/postgresql/15/bin/postgres") || Sh("id postgres").exit_code != 0)
+    GTEST_SKIP() << "PostgreSQL 15 (Debian's postgresql package) is needed";
+  const std::string sock = dir_ / "pgsock";
+  fs::create_directories(sock);
+  ::chmod(sock.c_str(), 0777);
+  ::chmod(dir_.path().c_str(), 0755);
+  const std::string port = std::to_string(20000 + ::getpid() % 20000);
+  PgServer pg{"/usr/lib/postgresql/15/bin", mnt_ + "/pg/data", sock, port};
+  ASSERT_EQ(Sh("mkdir -p " + mnt_ + "/pg && chown postgres " + mnt_ + "/pg").exit_code, 0);
+  auto init = pg.As(pg.bin + "/initdb -D " + pg.data + " -A trust -U postgres --no-sync");
+  ASSERT_EQ(init.exit_code, 0) << init.out;
+  auto start = pg.Start();
+  ASSERT_EQ(start.exit_code, 0) << start.out;
+  cleanup_.push_back(pg.StopCmd());
+  auto bench_init =
+      Sh(pg.bin + "/pgbench -i -s 2 -q -h " + sock + " -p " + port + " -U postgres postgres 2>&1");
+  ASSERT_EQ(bench_init.exit_code, 0) << bench_init.out;
+  ASSERT_EQ(pg.Sql("create extension amcheck").exit_code, 0);
+
+  pid_t& writer = app_writer_pid_;
+  writer = ::fork();
+  if (writer == 0) {
+    const std::string conninfo =
+        "host=" + sock + " port=" + port + " user=postgres dbname=postgres";
+    execl(POSTGRES_WRITER_BIN, POSTGRES_WRITER_BIN, "--dir", state_.writer_dir().c_str(),
+          "--data-dir", pg.data.c_str(), "--conninfo", conninfo.c_str(), nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 500 && !fs::exists(state_.writer_dir() + "/postgresql.sock"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // A pgbench load for the whole backup.
+  writer_pid_ = ::fork();
+  if (writer_pid_ == 0) {
+    int nul = ::open("/dev/null", O_RDWR);
+    ::dup2(nul, 1);
+    ::dup2(nul, 2);
+    execl((pg.bin + "/pgbench").c_str(), "pgbench", "-c", "2", "-T", "120", "-h", sock.c_str(),
+          "-p", port.c_str(), "-U", "postgres", "postgres", nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 1000 && pg.Count("pgbench_history") < 300; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const long before = pg.Count("pgbench_history");
+  ASSERT_GE(before, 300) << "pgbench did not get going";
+
+  std::string repo = dir_ / "repo";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
+  auto b = Gnomon({"--repo", repo, "backup", "--json", loop_});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const long after = pg.Count("pgbench_history");
+  EXPECT_GT(after, before) << "the load should have gone on during the backup";
+  ::kill(writer_pid_, SIGTERM);
+  ::waitpid(writer_pid_, nullptr, 0);
+  writer_pid_ = -1;
+
+  // The writer's label is stored with the backup.
+  auto show = Gnomon({"--repo", repo, "show", "--json", "latest"});
+  const json shown = json::parse(show.out);
+  std::string label;
+  for (const auto& c : shown["vss"]["bcd"]["components"])
+    if (c["writer_name"] == "postgresql")
+      label = json::parse(c["backup_metadata"].get<std::string>()).value("label", "");
+  EXPECT_NE(label.find("START WAL LOCATION"), std::string::npos) << label;
+  EXPECT_NE(label.find("LABEL: gnomon"), std::string::npos) << label;
+
+  // Restore, and start the restored cluster (the original still running
+  // elsewhere: its postmaster.pid in the image is stale).
+  ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir_ / "restored.img"}).exit_code, 0);
+  auto fsck = Sh("e2fsck -fn " + dir_ / "restored.img");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+  fs::create_directories(dir_ / "r");
+  ASSERT_EQ(Sh("mount -o loop " + dir_ / "restored.img" + " " + dir_ / "r").exit_code, 0);
+  cleanup_.push_back("umount " + dir_ / "r");
+  PgServer restored{pg.bin, dir_ / "r/pg/data", sock, std::to_string(std::stoi(port) + 1)};
+  Sh("rm -f " + restored.data + "/postmaster.pid");
+  auto rstart = restored.Start();
+  ASSERT_EQ(rstart.exit_code, 0) << rstart.out << Sh("cat " + dir_ / "r/pg/server.log").out;
+  cleanup_.push_back(restored.StopCmd());
+  const long restored_rows = restored.Count("pgbench_history");
+  EXPECT_GE(restored_rows, before) << "committed transactions are missing";
+  EXPECT_LE(restored_rows, after);
+  auto check = Sh(pg.bin + "/pg_amcheck -h " + sock + " -p " + restored.port +
+                  " -U postgres --heapallindexed --install-missing postgres 2>&1");
+  EXPECT_EQ(check.exit_code, 0) << check.out;
 }
 
 }  // namespace

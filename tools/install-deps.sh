@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       libzstd-dev libxxhash-dev libtbb-dev libgtest-dev libbenchmark-dev
-      nlohmann-json3-dev libcli11-dev libext2fs-dev libsqlite3-dev sqlite3 python3
+      nlohmann-json3-dev libcli11-dev libext2fs-dev libsqlite3-dev sqlite3 python3 libpq-dev
+      postgresql postgresql-contrib
       e2fsprogs xfsprogs util-linux zstd time)
 missing=()
 for p in "${pkgs[@]}"; do
