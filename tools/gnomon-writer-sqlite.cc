@@ -4,9 +4,15 @@
 // makes them consistent:
 //   PrepareSnapshot  PRAGMA wal_checkpoint(TRUNCATE): the committed pages go
 //                    into the database file, so the image needs no WAL replay
-//   Freeze           BEGIN IMMEDIATE: holds the write lock, so no transaction
-//                    commits while the snapshot is taken (readers go on)
+//                    then BEGIN IMMEDIATE: takes the write lock, held through
+//                    Freeze until Thaw, so no transaction commits while the
+//                    snapshot is taken (readers go on)
 //   Thaw, Abort      ROLLBACK: writers go on
+// The lock is taken in PrepareSnapshot, not Freeze, because SQLite's lock
+// is not fair: an application that commits in a tight loop takes it back
+// within microseconds, and a Freeze must not spend its window waiting. In
+// PrepareSnapshot the writer may wait (polling every 100 us, up to 10 s),
+// and Freeze then holds it at once.
 //   PostSnapshot     a backup stamp per database (its schema version, page
 //                    count and size at the snapshot)
 // Each database is one component holding its file, its -wal and its -shm.
@@ -76,18 +82,14 @@ class SqliteWriter : public gnomon::vss::Writer {
     for (auto& d : dbs_) {
       // Busy readers can stop a TRUNCATE checkpoint short; that is not an
       // error, only a longer WAL in the image.
+      sqlite3_busy_timeout(d.db, 10000);
       if (!Exec(d, "PRAGMA wal_checkpoint(TRUNCATE)", "checkpointing")) return false;
     }
-    return true;
-  }
-
-  bool OnFreeze() override {
-    // Wait for a writer in the middle of a transaction, but well inside the
-    // freeze window.
-    const int wait_ms = static_cast<int>(std::min<uint32_t>(5000, freeze_timeout_ms() / 4));
     for (auto& d : dbs_) {
-      sqlite3_busy_timeout(d.db, wait_ms);
-      if (!Exec(d, "BEGIN IMMEDIATE", "taking the write lock")) {
+      sqlite3_busy_handler(d.db, PollBusy, nullptr);
+      const bool ok = Exec(d, "BEGIN IMMEDIATE", "taking the write lock");
+      sqlite3_busy_timeout(d.db, 10000);
+      if (!ok) {
         Release();
         return false;
       }
@@ -95,6 +97,8 @@ class SqliteWriter : public gnomon::vss::Writer {
     }
     return true;
   }
+
+  bool OnFreeze() override { return true; }  // the write locks are held
   bool OnThaw() override { return Release(); }
   bool OnAbort() override { return Release(); }
 
@@ -110,6 +114,13 @@ class SqliteWriter : public gnomon::vss::Writer {
   }
 
  private:
+  // Retries every 100 us for up to 10 s: the application releases the lock
+  // for only microseconds between its transactions.
+  static int PollBusy(void*, int tries) {
+    if (tries >= 100000) return 0;
+    usleep(100);
+    return 1;
+  }
   bool Exec(Database& d, const char* sql, const char* what) {
     char* err = nullptr;
     if (sqlite3_exec(d.db, sql, nullptr, nullptr, &err) == SQLITE_OK) return true;
