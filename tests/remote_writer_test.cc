@@ -29,15 +29,8 @@ using nlohmann::json;
 using test::TempDir;
 
 int ConnectTo(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  std::string err;
+  return proto::ConnectUnix(path, &err);
 }
 
 // The writer program, running until the object dies (then SIGKILLed).

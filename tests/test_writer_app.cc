@@ -5,7 +5,6 @@
 //
 // Usage: test_writer_app DIR NAME LOG [--veto EVENT] [--crash EVENT]
 //                        [--hang EVENT] [--freeze-ms N] [--volume PATH]
-#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,8 +18,6 @@
 #include "vss/writer_server.h"
 
 namespace {
-
-volatile sig_atomic_t g_stop = 0;
 
 class AppWriter : public gnomon::vss::Writer {
  public:
@@ -94,15 +91,5 @@ int main(int argc, char** argv) {
                 freeze_ms);
   gnomon::vss::WriterServerOptions opt;
   opt.dir = argv[1];
-  gnomon::vss::WriterServer server(w, opt);
-  std::string err;
-  if (!server.Start(&err)) {
-    std::fprintf(stderr, "test_writer_app: %s\n", err.c_str());
-    return 1;
-  }
-  signal(SIGTERM, [](int) { g_stop = 1; });
-  signal(SIGINT, [](int) { g_stop = 1; });
-  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  server.Stop();
-  return 0;
+  return gnomon::vss::ServeUntilSignalled(w, opt, "test_writer_app", argv[2]);
 }

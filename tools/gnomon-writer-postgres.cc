@@ -16,24 +16,18 @@
 // Usage: gnomon-writer-postgres --data-dir DIR [--conninfo STR] [--name NAME]
 //                               [--dir DIR] [--freeze-timeout S]
 #include <libpq-fe.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "vss/writer_server.h"
 
 namespace {
-
-std::atomic<bool> g_stop{false};
 
 class PostgresWriter : public gnomon::vss::Writer {
  public:
@@ -173,17 +167,5 @@ int main(int argc, char** argv) {
   w->Initialize(cls, name, gnomon::vss::UsageType::kUserData,
                 gnomon::vss::SourceType::kTransactedDb, gnomon::vss::ApplicationLevel::kBackEnd,
                 static_cast<uint32_t>(freeze_s * 1000));
-  gnomon::vss::WriterServer server(w, opt);
-  std::string err;
-  if (!server.Start(&err)) {
-    std::fprintf(stderr, "gnomon-writer-postgres: %s\n", err.c_str());
-    return 1;
-  }
-  std::fprintf(stderr, "gnomon-writer-postgres: %s, listening on %s\n", data_dir.c_str(),
-               server.socket_path().c_str());
-  signal(SIGTERM, [](int) { g_stop = true; });
-  signal(SIGINT, [](int) { g_stop = true; });
-  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  server.Stop();
-  return 0;
+  return gnomon::vss::ServeUntilSignalled(w, opt, "gnomon-writer-postgres", data_dir);
 }

@@ -18,24 +18,18 @@
 // Each database is one component holding its file, its -wal and its -shm.
 //
 // Usage: gnomon-writer-sqlite [--name NAME] [--dir DIR] [--freeze-timeout S] DB...
-#include <signal.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "vss/writer_server.h"
 
 namespace {
-
-std::atomic<bool> g_stop{false};
 
 struct Database {
   std::string path;
@@ -192,17 +186,6 @@ int main(int argc, char** argv) {
   w->Initialize(cls, name, gnomon::vss::UsageType::kUserData,
                 gnomon::vss::SourceType::kTransactedDb, gnomon::vss::ApplicationLevel::kBackEnd,
                 static_cast<uint32_t>(freeze_s * 1000));
-  gnomon::vss::WriterServer server(w, opt);
-  std::string err;
-  if (!server.Start(&err)) {
-    std::fprintf(stderr, "gnomon-writer-sqlite: %s\n", err.c_str());
-    return 1;
-  }
-  std::fprintf(stderr, "gnomon-writer-sqlite: %zu database(s), listening on %s\n", paths.size(),
-               server.socket_path().c_str());
-  signal(SIGTERM, [](int) { g_stop = true; });
-  signal(SIGINT, [](int) { g_stop = true; });
-  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  server.Stop();
-  return 0;
+  return gnomon::vss::ServeUntilSignalled(w, opt, "gnomon-writer-sqlite",
+                                          std::to_string(paths.size()) + " database(s)");
 }

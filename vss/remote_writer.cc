@@ -33,20 +33,10 @@ Guid GuidOf(const json& j) {
 
 std::shared_ptr<RemoteWriter> RemoteWriter::Connect(const std::string& socket_path, int timeout_ms,
                                                     std::string* error) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path.size() >= sizeof addr.sun_path) {
-    *error = socket_path + ": socket path too long";
-    return nullptr;
-  }
-  std::strcpy(addr.sun_path, socket_path.c_str());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    *error = socket_path + ": " +
-             (errno == ECONNREFUSED ? std::string("no writer is listening (stale socket of a "
-                                                  "writer that exited?)")
-                                    : std::string(std::strerror(errno)));
-    if (fd >= 0) ::close(fd);
+  int fd = proto::ConnectUnix(socket_path, error);
+  if (fd < 0) {
+    if (errno == ECONNREFUSED)
+      *error = socket_path + ": no writer is listening (stale socket of a writer that exited?)";
     return nullptr;
   }
   std::shared_ptr<RemoteWriter> w(new RemoteWriter());

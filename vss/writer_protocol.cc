@@ -182,6 +182,35 @@ std::vector<ComponentRecord> ComponentsFromJson(const json& j) {
   return out;
 }
 
+bool UnixAddress(const std::string& path, sockaddr_un* addr, std::string* error) {
+  *addr = sockaddr_un{};
+  addr->sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr->sun_path) {
+    *error = path + ": socket path too long";
+    return false;
+  }
+  std::memcpy(addr->sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+int ConnectUnix(const std::string& path, std::string* error) {
+  sockaddr_un addr;
+  if (!UnixAddress(path, &addr, error)) return -1;
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
+  const int err = errno;
+  *error = path + ": " + std::strerror(err);
+  if (fd >= 0) ::close(fd);
+  errno = err;
+  return -1;
+}
+
+int EventFromName(const std::string& name) {
+  for (int i = 0; i < 9; ++i)
+    if (name == kEvents[i]) return i;
+  return -1;
+}
+
 bool PeerCredentials(int fd, uid_t* uid, gid_t* gid, pid_t* pid) {
   ucred cred{};
   socklen_t len = sizeof cred;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
@@ -47,6 +48,27 @@ void SessionFromJson(const nlohmann::json& j, SessionView* v, bool* set_id_valid
 
 nlohmann::json ComponentsToJson(const std::vector<ComponentRecord>& c);
 std::vector<ComponentRecord> ComponentsFromJson(const nlohmann::json& j);  // throws
+
+// The address of the Unix socket at path; false if the path is too long.
+bool UnixAddress(const std::string& path, sockaddr_un* addr, std::string* error);
+// A connected stream socket to path, or -1 with *error (errno is kept:
+// ECONNREFUSED means nobody listens there).
+int ConnectUnix(const std::string& path, std::string* error);
+
+// The events by number, in kEvents order.
+enum EventIndex {
+  kIdentify,
+  kPrepareBackup,
+  kPrepareSnapshot,
+  kFreeze,
+  kThaw,
+  kPostSnapshot,
+  kAbort,
+  kBackupComplete,
+  kBackupShutdown
+};
+// The index of an event name, or -1.
+int EventFromName(const std::string& name);
 
 // The identity of the process at the other end of a connected Unix socket.
 bool PeerCredentials(int fd, uid_t* uid, gid_t* gid, pid_t* pid);

@@ -1,6 +1,7 @@
 #include "vss/writer_server.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -8,6 +9,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -18,23 +20,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-enum EventIndex {
-  kIdentify,
-  kPrepareBackup,
-  kPrepareSnapshot,
-  kFreeze,
-  kThaw,
-  kPostSnapshot,
-  kAbort,
-  kBackupComplete,
-  kBackupShutdown
-};
-
-int EventFromName(const std::string& name) {
-  for (int i = 0; i < 9; ++i)
-    if (name == proto::kEvents[i]) return i;
-  return -1;
-}
+using namespace proto;  // the event indexes
 
 std::string SafeName(const std::string& name) {
   std::string s;
@@ -63,22 +49,16 @@ bool WriterServer::Start(std::string* error) {
   std::filesystem::create_directories(opt_.dir, ec);
   path_ = opt_.dir + "/" +
           (opt_.socket_name.empty() ? SafeName(writer_->name()) + ".sock" : opt_.socket_name);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path_.size() >= sizeof addr.sun_path) {
-    *error = path_ + ": socket path too long";
-    return false;
-  }
-  std::strcpy(addr.sun_path, path_.c_str());
+  sockaddr_un addr;
+  if (!proto::UnixAddress(path_, &addr, error)) return false;
   // A socket file nobody listens on is a dead writer's: replace it. One
   // somebody listens on is a live writer's: never steal it.
-  int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+  std::string ignored;
+  if (int probe = proto::ConnectUnix(path_, &ignored); probe >= 0) {
     ::close(probe);
     *error = path_ + ": another writer is listening there";
     return false;
   }
-  if (probe >= 0) ::close(probe);
   ::unlink(path_.c_str());
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
@@ -353,6 +333,27 @@ json WriterServer::Handle(Connection* c, const json& msg) {
   if (ev == kPrepareBackup || ev == kPostSnapshot || ev == kBackupComplete)
     reply["components"] = proto::ComponentsToJson(recs);
   return reply;
+}
+
+namespace {
+std::atomic<bool> g_signalled{false};
+}  // namespace
+
+int ServeUntilSignalled(std::shared_ptr<Writer> writer, const WriterServerOptions& opt,
+                        const std::string& program, const std::string& what) {
+  WriterServer server(std::move(writer), opt);
+  std::string err;
+  if (!server.Start(&err)) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), err.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "%s: %s, listening on %s\n", program.c_str(), what.c_str(),
+               server.socket_path().c_str());
+  ::signal(SIGTERM, [](int) { g_signalled = true; });
+  ::signal(SIGINT, [](int) { g_signalled = true; });
+  while (!g_signalled) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  server.Stop();
+  return 0;
 }
 
 }  // namespace gnomon::vss

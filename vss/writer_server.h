@@ -75,4 +75,10 @@ class WriterServer {
   std::mutex handler_mu_;        // one handler at a time, as in VSS
 };
 
+// For a writer that is a program of its own: serves `writer` until SIGINT or
+// SIGTERM, saying on stderr where it listens (prefixed with `program`, and
+// `what` it serves), then stops cleanly. Returns the exit code.
+int ServeUntilSignalled(std::shared_ptr<Writer> writer, const WriterServerOptions& opt,
+                        const std::string& program, const std::string& what);
+
 }  // namespace gnomon::vss
