@@ -403,5 +403,76 @@ TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
   EXPECT_NE(RemoteWriter::Connect(app->socket(), 5000, &e), nullptr) << e;
 }
 
+TEST_F(RemoteWriterTest, SecondBackupIsRefusedWhileTheFirstHoldsTheWriter) {
+  auto app = App("shared");
+  auto first = Requester();
+  ASSERT_EQ(Prepare(first.get()), S_OK_);
+  // On this machine: the snapshot set in creation is the first's.
+  auto second = Requester();
+  ASSERT_EQ(second->InitializeForBackup(), S_OK_);
+  std::shared_ptr<Async> a;
+  ASSERT_EQ(second->GatherWriterMetadata(&a), S_OK_);
+  ASSERT_EQ(WaitForAsync(a), S_OK_);
+  Guid set;
+  EXPECT_EQ(second->StartSnapshotSet(&set), VSS_E_SNAPSHOT_SET_IN_PROGRESS);
+  // A requester that does not share the lock (another runtime directory)
+  // still finds the writer taken.
+  opt_.runtime_dir = dir_ / "run2";
+  auto third = Requester();
+  EXPECT_EQ(Prepare(third.get()), S_OK_);
+  WriterStatus s = Status(third.get(), "shared");
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_RETRYABLE);
+  EXPECT_NE(s.message.find("another backup"), std::string::npos) << s.message;
+  third->Release();
+  second->Release();
+  // The first goes on undisturbed.
+  EXPECT_EQ(Snapshot(first.get()), S_OK_) << first->last_error();
+  first->Release();
+}
+
+TEST_F(RemoteWriterTest, AWriterThatAnswersGarbageIsLeftOutWithoutHarm) {
+  // A fake writer: a proper hello, then an answer claiming to be 2 GiB long.
+  std::filesystem::create_directories(writers_dir_);
+  sockaddr_un addr;
+  std::string err;
+  ASSERT_TRUE(proto::UnixAddress(writers_dir_ + "/evil.sock", &addr, &err));
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  std::thread fake([lfd] {
+    int fd = ::accept(lfd, nullptr, nullptr);
+    std::string e;
+    json msg;
+    proto::Recv(fd, 5000, &msg, &e);
+    proto::Send(fd,
+                {{"type", "hello"},
+                 {"version", 1},
+                 {"writer",
+                  {{"class_id", Guid::Random().ToString()},
+                   {"name", "evil"},
+                   {"usage", 2},
+                   {"source", 2},
+                   {"level", 3},
+                   {"freeze_timeout_ms", 60000}}}},
+                &e);
+    proto::Recv(fd, 5000, &msg, &e);  // Identify
+    ::send(fd, "\xff\xff\xff\x7f{", 5, MSG_NOSIGNAL);
+    proto::Recv(fd, 5000, &msg, &e);  // until the requester hangs up
+    ::close(fd);
+  });
+  auto app = App("honest");
+  auto bc = Requester();
+  EXPECT_EQ(Prepare(bc.get()), S_OK_);
+  // The garbling writer is absent, as a writer that fails Identify is; the
+  // honest one is there and the backup works.
+  ASSERT_EQ(bc->GetWriterMetadataCount(), 1u);
+  EXPECT_EQ(bc->GetWriterMetadata(0)->name, "honest");
+  EXPECT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  bc->Release();
+  bc.reset();
+  fake.join();
+  ::close(lfd);
+}
+
 }  // namespace
 }  // namespace gnomon::vss
