@@ -118,7 +118,9 @@ void WriterServer::AcceptLoop() {
 
 void WriterServer::AbortIfHeld(Connection* c, const std::string& why) {
   if (c->held == Connection::Held::kNone) return;
-  (void)why;
+  // The application's operator should see why its writer aborted by itself.
+  std::fprintf(stderr, "writer %s: %s while %s; aborting\n", writer_->name().c_str(), why.c_str(),
+               c->held == Connection::Held::kFrozen ? "frozen" : "prepared");
   std::lock_guard<std::mutex> h(handler_mu_);
   try {
     writer_->OnAbort();
