@@ -180,9 +180,9 @@ TEST_F(RemoteWriterTest, WholeSequenceCrossesTheSocketWithComponentEdits) {
   ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
   ASSERT_EQ(WaitForAsync(a), S_OK_);
   bc->Release();
-  EXPECT_EQ(app->Events(),
-            (std::vector<std::string>{"Identify", "PrepareBackup", "PrepareSnapshot", "Freeze",
-                                      "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
+  EXPECT_EQ(app->Events(), (std::vector<std::string>{
+                               "Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze",
+                               "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
 }
 
 TEST_F(RemoteWriterTest, VetoInFreezeFailsTheSetAndThawsTheWriter) {
@@ -205,12 +205,12 @@ TEST_P(CrashTest, WriterThatDiesIsNotRespondingAndTheBackupEndsCleanly) {
   auto bc = Requester();
   const auto t0 = Clock::now();
   HResult prepared = Prepare(bc.get());
-  if (phase != "PrepareBackup") {
+  if (phase != "PrepareForBackup") {
     ASSERT_EQ(prepared, S_OK_);
     HResult snap = Snapshot(bc.get());
     // A writer lost before the snapshot is taken fails the set; after it
     // (Thaw, PostSnapshot) the snapshot stands and the status says who.
-    if (phase == "PrepareSnapshot" || phase == "Freeze") {
+    if (phase == "PrepareForSnapshot" || phase == "Freeze") {
       EXPECT_NE(snap, S_OK_);
     }
   }
@@ -225,12 +225,12 @@ TEST_P(CrashTest, WriterThatDiesIsNotRespondingAndTheBackupEndsCleanly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Phases, CrashTest,
-                         ::testing::Values("PrepareBackup", "PrepareSnapshot", "Freeze", "Thaw",
-                                           "PostSnapshot"));
+                         ::testing::Values("PrepareForBackup", "PrepareForSnapshot", "Freeze",
+                                           "Thaw", "PostSnapshot"));
 
 TEST_F(RemoteWriterTest, WriterThatHangsTimesOut) {
   opt_.event_timeout_ms = 800;
-  auto app = App("hanger", {"--hang", "PrepareSnapshot"});
+  auto app = App("hanger", {"--hang", "PrepareForSnapshot"});
   auto bc = Requester();
   ASSERT_EQ(Prepare(bc.get()), S_OK_);
   EXPECT_NE(Snapshot(bc.get()), S_OK_);

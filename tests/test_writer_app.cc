@@ -37,9 +37,9 @@ class AppWriter : public gnomon::vss::Writer {
   }
   bool OnPrepareBackup(gnomon::vss::WriterComponents* comps) override {
     for (auto& c : *comps) c.SetBackupMetadata("metadata from " + name());
-    return Event("PrepareBackup");
+    return Event("PrepareForBackup");
   }
-  bool OnPrepareSnapshot() override { return Event("PrepareSnapshot"); }
+  bool OnPrepareSnapshot() override { return Event("PrepareForSnapshot"); }
   bool OnFreeze() override { return Event("Freeze"); }
   bool OnThaw() override { return Event("Thaw"); }
   bool OnPostSnapshot(gnomon::vss::WriterComponents* comps) override {

@@ -69,8 +69,9 @@ TEST_F(WritersCliTest, ScriptHearsEveryEventWithItsArgumentsAndEnvironment) {
   auto lines = Lines(log);
   std::vector<std::string> events;
   for (const auto& l : lines) events.push_back(l.substr(0, l.find('|')));
-  EXPECT_EQ(events, (std::vector<std::string>{"PrepareBackup", "PrepareSnapshot", "Freeze", "Thaw",
-                                              "PostSnapshot", "BackupComplete", "BackupShutdown"}));
+  EXPECT_EQ(events,
+            (std::vector<std::string>{"PrepareForBackup", "PrepareForSnapshot", "Freeze", "Thaw",
+                                      "PostSnapshot", "BackupComplete", "BackupShutdown"}));
   // Freeze: the set id (a GUID), the type, the volume, in arguments and
   // environment alike.
   const std::string freeze = lines.at(2);
@@ -151,9 +152,10 @@ TEST_F(WritersCliTest, WriterProgramTakesPartAndItsStampIsStored) {
       EXPECT_EQ(c["backup_metadata"], "metadata from appdb");
     }
   EXPECT_TRUE(found) << rec["vss"]["bcd"].dump();
-  EXPECT_EQ(Lines(dir_ / "app.log"),
-            (std::vector<std::string>{"Identify", "PrepareBackup", "PrepareSnapshot", "Freeze",
-                                      "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
+  EXPECT_EQ(
+      Lines(dir_ / "app.log"),
+      (std::vector<std::string>{"Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze",
+                                "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
 }
 
 TEST_F(WritersCliTest, WritersListsEveryKindAndWarnsOfAStaleSocket) {

@@ -1,6 +1,6 @@
 // gnomon-writer-postgres: a writer for a PostgreSQL server (15 or later), in
 // a process of its own, through the writer library (vss/writer_server.h).
-//   PrepareSnapshot  CHECKPOINT, then pg_backup_start('gnomon', fast) on one
+//   PrepareForSnapshot  CHECKPOINT, then pg_backup_start('gnomon', fast) on one
 //                    session this writer holds open (a non-exclusive backup)
 //   Thaw             pg_backup_stop(false): the backup label and tablespace
 //                    map of the snapshot
@@ -80,7 +80,7 @@ class PostgresWriter : public gnomon::vss::Writer {
     return true;
   }
   bool OnBackupShutdown(const gnomon::vss::Guid&) override {
-    // The session is needed only from PrepareSnapshot to Thaw.
+    // The session is needed only from PrepareForSnapshot to Thaw.
     if (conn_ && !in_backup_) {
       PQfinish(conn_);
       conn_ = nullptr;

@@ -2,16 +2,16 @@
 // own, through the writer library (vss/writer_server.h). Run it beside the
 // application; every gnomon backup of the volume the databases live on then
 // makes them consistent:
-//   PrepareSnapshot  PRAGMA wal_checkpoint(TRUNCATE): the committed pages go
+//   PrepareForSnapshot  PRAGMA wal_checkpoint(TRUNCATE): the committed pages go
 //                    into the database file, so the image needs no WAL replay
 //                    then BEGIN IMMEDIATE: takes the write lock, held through
 //                    Freeze until Thaw, so no transaction commits while the
 //                    snapshot is taken (readers go on)
 //   Thaw, Abort      ROLLBACK: writers go on
-// The lock is taken in PrepareSnapshot, not Freeze, because SQLite's lock
+// The lock is taken in PrepareForSnapshot, not Freeze, because SQLite's lock
 // is not fair: an application that commits in a tight loop takes it back
 // within microseconds, and a Freeze must not spend its window waiting. In
-// PrepareSnapshot the writer may wait (polling every 100 us, up to 10 s),
+// PrepareForSnapshot the writer may wait (polling every 100 us, up to 10 s),
 // and Freeze then holds it at once.
 //   PostSnapshot     a backup stamp per database (its schema version, page
 //                    count and size at the snapshot)

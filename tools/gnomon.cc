@@ -158,7 +158,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Exit codes: 0 ok, 1 failed, 2 usage, 3 damaged data, 4 snapshot failed,\n"
       "10 no repository, 11 locked, 12 unsupported format, 130 interrupted. See README.md.\n"
-      "Environment: GNOMON_REPO, GNOMON_STATE_DIR, GNOMON_RUNTIME_DIR.");
+      "Environment: GNOMON_REPO, GNOMON_STATE_DIR, GNOMON_RUNTIME_DIR, GNOMON_WRITER_DIR,\n"
+      "GNOMON_HOOKS_DIR.");
 
   try {
     app.parse(argc, argv);

@@ -50,12 +50,7 @@ struct BackupComponents::Job {
 
 namespace {
 
-const char* EventName(int ev) {
-  static const char* names[] = {
-      "Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze", "Thaw", "PostSnapshot",
-      "Abort",    "BackupComplete",   "BackupShutdown"};
-  return names[ev];
-}
+const char* EventName(int ev) { return WriterEventName(static_cast<WriterEvent>(ev)); }
 
 WriterState FailedStateFor(int ev) {
   static const WriterState s[] = {WriterState::kFailedAtIdentify,

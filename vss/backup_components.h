@@ -122,17 +122,7 @@ class BackupComponents {
 
  private:
   enum class State { kNew, kInit, kMeta, kSet, kPrepared, kSnapped, kFailed, kAborted, kCompleted };
-  enum class Event {
-    kIdentify,
-    kPrepareBackup,
-    kPrepareSnapshot,
-    kFreeze,
-    kThaw,
-    kPostSnapshot,
-    kAbort,
-    kBackupComplete,
-    kBackupShutdown
-  };
+  using Event = WriterEvent;
   struct Slot;
   struct Job;
   struct Member {  // a volume in the set

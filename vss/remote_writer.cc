@@ -96,7 +96,8 @@ bool RemoteWriter::Unreachable(const std::string& why) {
   return false;
 }
 
-bool RemoteWriter::Call(const char* event, WriterComponents* components, json* reply) {
+bool RemoteWriter::Call(WriterEvent ev, WriterComponents* components, json* reply) {
+  const char* event = WriterEventName(ev);
   std::lock_guard<std::mutex> g(mu_);
   if (broken_) return Unreachable(broken_reason_);
   const detail::EventContext* ctx = detail::CurrentEvent();
@@ -114,7 +115,7 @@ bool RemoteWriter::Call(const char* event, WriterComponents* components, json* r
   }
   std::string err;
   if (!proto::Send(fd_, msg, &err)) return Unreachable("connection lost: " + err);
-  const int limit = std::string(event) == "Freeze" || std::string(event) == "Thaw"
+  const int limit = ev == WriterEvent::kFreeze || ev == WriterEvent::kThaw
                         ? static_cast<int>(freeze_timeout_ms()) + kEventLimitMs
                         : kEventLimitMs;
   switch (proto::Recv(fd_, limit, reply, &err)) {
@@ -167,7 +168,7 @@ bool RemoteWriter::Call(const char* event, WriterComponents* components, json* r
 
 bool RemoteWriter::OnIdentify(WriterMetadata* md) {
   json reply;
-  if (!Call("Identify", nullptr, &reply)) return false;
+  if (!Call(WriterEvent::kIdentify, nullptr, &reply)) return false;
   WriterMetadata remote;
   std::string err;
   if (!reply.contains("metadata") || !WriterMetadata::FromJson(reply["metadata"], &remote, &err))
@@ -181,23 +182,23 @@ bool RemoteWriter::OnIdentify(WriterMetadata* md) {
 }
 bool RemoteWriter::OnPrepareBackup(WriterComponents* c) {
   json r;
-  return Call("PrepareBackup", c, &r);
+  return Call(WriterEvent::kPrepareBackup, c, &r);
 }
 bool RemoteWriter::OnPrepareSnapshot() {
   json r;
-  return Call("PrepareSnapshot", nullptr, &r);
+  return Call(WriterEvent::kPrepareSnapshot, nullptr, &r);
 }
 bool RemoteWriter::OnFreeze() {
   json r;
-  return Call("Freeze", nullptr, &r);
+  return Call(WriterEvent::kFreeze, nullptr, &r);
 }
 bool RemoteWriter::OnThaw() {
   json r;
-  return Call("Thaw", nullptr, &r);
+  return Call(WriterEvent::kThaw, nullptr, &r);
 }
 bool RemoteWriter::OnPostSnapshot(WriterComponents* c) {
   json r;
-  return Call("PostSnapshot", c, &r);
+  return Call(WriterEvent::kPostSnapshot, c, &r);
 }
 bool RemoteWriter::OnAbort() {
   // An event still in flight (a writer hung in Freeze) holds the connection:
@@ -210,15 +211,15 @@ bool RemoteWriter::OnAbort() {
   }
   l.unlock();
   json r;
-  return Call("Abort", nullptr, &r);
+  return Call(WriterEvent::kAbort, nullptr, &r);
 }
 bool RemoteWriter::OnBackupComplete(WriterComponents* c) {
   json r;
-  return Call("BackupComplete", c, &r);
+  return Call(WriterEvent::kBackupComplete, c, &r);
 }
 bool RemoteWriter::OnBackupShutdown(const Guid&) {
   json r;
-  return Call("BackupShutdown", nullptr, &r);
+  return Call(WriterEvent::kBackupShutdown, nullptr, &r);
 }
 
 std::vector<std::shared_ptr<RemoteWriter>> DiscoverRemoteWriters(const std::string& dir,

@@ -47,7 +47,7 @@ class RemoteWriter : public Writer {
   RemoteWriter() = default;
   // Sends one event and waits for the result; applies its failure code and
   // component edits. False if the writer failed the event or is unreachable.
-  bool Call(const char* event, WriterComponents* components, nlohmann::json* reply);
+  bool Call(WriterEvent ev, WriterComponents* components, nlohmann::json* reply);
   bool Unreachable(const std::string& why);
 
   std::string path_;

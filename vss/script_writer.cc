@@ -61,20 +61,29 @@ bool ScriptWriter::OnIdentify(WriterMetadata* md) {
   return true;
 }
 
-bool ScriptWriter::OnPrepareBackup(WriterComponents*) { return Run("PrepareBackup", timeout_ms_); }
-bool ScriptWriter::OnPrepareSnapshot() { return Run("PrepareSnapshot", timeout_ms_); }
+bool ScriptWriter::OnPrepareBackup(WriterComponents*) {
+  return Run(WriterEvent::kPrepareBackup, timeout_ms_);
+}
+bool ScriptWriter::OnPrepareSnapshot() { return Run(WriterEvent::kPrepareSnapshot, timeout_ms_); }
 bool ScriptWriter::OnFreeze() {
-  return Run("Freeze", std::min(timeout_ms_, freeze_timeout_ms() / 2));
+  return Run(WriterEvent::kFreeze, std::min(timeout_ms_, freeze_timeout_ms() / 2));
 }
-bool ScriptWriter::OnThaw() { return Run("Thaw", std::min(timeout_ms_, freeze_timeout_ms() / 2)); }
-bool ScriptWriter::OnPostSnapshot(WriterComponents*) { return Run("PostSnapshot", timeout_ms_); }
-bool ScriptWriter::OnAbort() { return Run("Abort", timeout_ms_); }
+bool ScriptWriter::OnThaw() {
+  return Run(WriterEvent::kThaw, std::min(timeout_ms_, freeze_timeout_ms() / 2));
+}
+bool ScriptWriter::OnPostSnapshot(WriterComponents*) {
+  return Run(WriterEvent::kPostSnapshot, timeout_ms_);
+}
+bool ScriptWriter::OnAbort() { return Run(WriterEvent::kAbort, timeout_ms_); }
 bool ScriptWriter::OnBackupComplete(WriterComponents*) {
-  return Run("BackupComplete", timeout_ms_);
+  return Run(WriterEvent::kBackupComplete, timeout_ms_);
 }
-bool ScriptWriter::OnBackupShutdown(const Guid&) { return Run("BackupShutdown", timeout_ms_); }
+bool ScriptWriter::OnBackupShutdown(const Guid&) {
+  return Run(WriterEvent::kBackupShutdown, timeout_ms_);
+}
 
-bool ScriptWriter::Run(const std::string& event, uint32_t deadline_ms) {
+bool ScriptWriter::Run(WriterEvent ev, uint32_t deadline_ms) {
+  const std::string event = WriterEventName(ev);
   const std::string set_id =
       GetCurrentSnapshotSetId().IsNull() ? std::string() : GetCurrentSnapshotSetId().ToString();
   const std::string type = BackupTypeName(GetBackupType());

@@ -10,7 +10,7 @@
 // non-zero exit is a veto: the writer fails the event with the script's
 // stderr as its message, so (unlike the QEMU guest agent's fsfreeze hook) a
 // failing script stops a Freeze. A run past its deadline is killed and is a
-// VSS_E_WRITERERROR_TIMEOUT. Events: PrepareBackup, PrepareSnapshot, Freeze,
+// VSS_E_WRITERERROR_TIMEOUT. Events: PrepareForBackup, PrepareForSnapshot, Freeze,
 // Thaw, PostSnapshot, Abort, BackupComplete, BackupShutdown (not Identify:
 // the file itself is the writer's identity).
 #pragma once
@@ -42,7 +42,7 @@ class ScriptWriter : public Writer {
   bool OnBackupShutdown(const Guid& snapshot_set_id) override;
 
  private:
-  bool Run(const std::string& event, uint32_t deadline_ms);
+  bool Run(WriterEvent ev, uint32_t deadline_ms);
 
   std::string path_;
   uint32_t timeout_ms_;

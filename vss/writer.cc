@@ -88,6 +88,22 @@ std::string Writer::GetSnapshotId(const std::string& volume) const {
   return v ? Lookup(v->snapshot_ids, volume) : "";
 }
 
+const char* WriterEventName(WriterEvent e) {
+  static const char* const kNames[kWriterEventCount] = {
+      "Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze", "Thaw", "PostSnapshot",
+      "Abort",    "BackupComplete",   "BackupShutdown"};
+  return kNames[static_cast<int>(e)];
+}
+
+bool WriterEventFromName(const std::string& name, WriterEvent* out) {
+  for (int i = 0; i < kWriterEventCount; ++i)
+    if (name == WriterEventName(static_cast<WriterEvent>(i))) {
+      *out = static_cast<WriterEvent>(i);
+      return true;
+    }
+  return false;
+}
+
 void Writer::ReportNotResponding(const std::string& message) {
   if (auto* ctx = detail::CurrentEvent()) {
     ctx->not_responding = true;

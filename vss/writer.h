@@ -19,6 +19,26 @@
 
 namespace gnomon::vss {
 
+// The events a writer receives, in the order of a backup.
+enum class WriterEvent {
+  kIdentify,
+  kPrepareBackup,
+  kPrepareSnapshot,
+  kFreeze,
+  kThaw,
+  kPostSnapshot,
+  kAbort,
+  kBackupComplete,
+  kBackupShutdown
+};
+inline constexpr int kWriterEventCount = 9;
+// VSS's names: "Identify", "PrepareForBackup", "PrepareForSnapshot",
+// "Freeze", "Thaw", "PostSnapshot", "Abort", "BackupComplete",
+// "BackupShutdown" (also the writer protocol's and script writers' names).
+const char* WriterEventName(WriterEvent e);
+// The event of a name, or false.
+bool WriterEventFromName(const std::string& name, WriterEvent* out);
+
 // What a writer may learn about the session during an event.
 struct SessionView {
   BackupType backup_type = BackupType::kUndefined;
@@ -90,7 +110,7 @@ class Writer {
   // True if path lies on a volume of the snapshot set.
   bool IsPathAffected(const std::string& path) const;
   uint32_t GetContext() const;
-  // Valid in PrepareSnapshot, Freeze, Thaw and PostSnapshot only.
+  // Valid in PrepareForSnapshot, Freeze, Thaw and PostSnapshot only.
   Guid GetCurrentSnapshotSetId() const;
   std::vector<std::string> GetCurrentVolumeArray() const;
   // The device or file the snapshot of `volume` can be read from (PostSnapshot).
@@ -122,7 +142,7 @@ namespace detail {
 // handler call; the Writer helpers read it.
 struct EventContext {
   const SessionView* session = nullptr;
-  bool set_id_valid = false;  // PrepareSnapshot .. PostSnapshot
+  bool set_id_valid = false;  // PrepareForSnapshot .. PostSnapshot
   HResult failure = S_OK_;
   std::string failure_message;
   bool not_responding = false;

@@ -14,10 +14,6 @@ namespace gnomon::vss::proto {
 
 using nlohmann::json;
 
-const char* const kEvents[9] = {"Identify", "PrepareBackup",  "PrepareSnapshot",
-                                "Freeze",   "Thaw",           "PostSnapshot",
-                                "Abort",    "BackupComplete", "BackupShutdown"};
-
 std::string DefaultWriterDir() {
   const char* d = std::getenv("GNOMON_WRITER_DIR");
   if (d && *d) return d;
@@ -202,12 +198,6 @@ int ConnectUnix(const std::string& path, std::string* error) {
   *error = path + ": " + std::strerror(err);
   if (fd >= 0) ::close(fd);
   errno = err;
-  return -1;
-}
-
-int EventFromName(const std::string& name) {
-  for (int i = 0; i < 9; ++i)
-    if (name == kEvents[i]) return i;
   return -1;
 }
 

@@ -26,11 +26,6 @@ inline constexpr uint32_t kMaxMessageBytes = 1u << 20;
 // (/run/gnomon/writers for root).
 std::string DefaultWriterDir();
 
-// The events, by their protocol names ("Identify", "PrepareBackup",
-// "PrepareSnapshot", "Freeze", "Thaw", "PostSnapshot", "Abort",
-// "BackupComplete", "BackupShutdown").
-extern const char* const kEvents[9];
-
 // Writes one message: a 4-byte little-endian length, then that many bytes of
 // JSON. Never raises SIGPIPE.
 bool Send(int fd, const nlohmann::json& msg, std::string* error);
@@ -54,21 +49,6 @@ bool UnixAddress(const std::string& path, sockaddr_un* addr, std::string* error)
 // A connected stream socket to path, or -1 with *error (errno is kept:
 // ECONNREFUSED means nobody listens there).
 int ConnectUnix(const std::string& path, std::string* error);
-
-// The events by number, in kEvents order.
-enum EventIndex {
-  kIdentify,
-  kPrepareBackup,
-  kPrepareSnapshot,
-  kFreeze,
-  kThaw,
-  kPostSnapshot,
-  kAbort,
-  kBackupComplete,
-  kBackupShutdown
-};
-// The index of an event name, or -1.
-int EventFromName(const std::string& name);
 
 // The identity of the process at the other end of a connected Unix socket.
 bool PeerCredentials(int fd, uid_t* uid, gid_t* gid, pid_t* pid);

@@ -20,7 +20,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-using namespace proto;  // the event indexes
+using E = WriterEvent;
 
 std::string SafeName(const std::string& name) {
   std::string s;
@@ -234,10 +234,11 @@ json WriterServer::Handle(Connection* c, const json& msg) {
   if (msg.at("type").get<std::string>() != "event")
     throw json::other_error::create(501, "unknown message type " + msg.at("type").dump(), &msg);
   const std::string name = msg.at("event").get<std::string>();
-  const int ev = EventFromName(name);
-  if (ev < 0) throw json::other_error::create(501, "unknown event " + name, &msg);
+  WriterEvent ev;
+  if (!WriterEventFromName(name, &ev))
+    throw json::other_error::create(501, "unknown event " + name, &msg);
   json reply{{"type", "result"}, {"seq", msg.at("seq")}, {"event", name}};
-  if (ev != kIdentify) {
+  if (ev != E::kIdentify) {
     std::lock_guard<std::mutex> g(mu_);
     if (owner_ && owner_ != c) {
       reply["ok"] = false;
@@ -247,7 +248,7 @@ json WriterServer::Handle(Connection* c, const json& msg) {
     }
     owner_ = c;
   }
-  if (ev == kThaw && c->timed_out) {
+  if (ev == E::kThaw && c->timed_out) {
     c->timed_out = false;
     reply["ok"] = false;
     reply["failure"] = VSS_E_WRITERERROR_TIMEOUT;
@@ -281,31 +282,31 @@ json WriterServer::Handle(Connection* c, const json& msg) {
     detail::CurrentEvent() = &ctx;
     try {
       switch (ev) {
-        case kIdentify:
+        case E::kIdentify:
           ok = writer_->OnIdentify(&md);
           break;
-        case kPrepareBackup:
+        case E::kPrepareBackup:
           ok = writer_->OnPrepareBackup(&comps);
           break;
-        case kPrepareSnapshot:
+        case E::kPrepareSnapshot:
           ok = writer_->OnPrepareSnapshot();
           break;
-        case kFreeze:
+        case E::kFreeze:
           ok = writer_->OnFreeze();
           break;
-        case kThaw:
+        case E::kThaw:
           ok = writer_->OnThaw();
           break;
-        case kPostSnapshot:
+        case E::kPostSnapshot:
           ok = writer_->OnPostSnapshot(&comps);
           break;
-        case kAbort:
+        case E::kAbort:
           ok = writer_->OnAbort();
           break;
-        case kBackupComplete:
+        case E::kBackupComplete:
           ok = writer_->OnBackupComplete(&comps);
           break;
-        case kBackupShutdown:
+        case E::kBackupShutdown:
           ok = writer_->OnBackupShutdown(view.snapshot_set_id);
           break;
       }
@@ -317,22 +318,23 @@ json WriterServer::Handle(Connection* c, const json& msg) {
     detail::CurrentEvent() = nullptr;
   }
   // What the writer now holds, should the requester vanish.
-  if (ev == kPrepareSnapshot) c->held = Connection::Held::kPrepared;
-  if (ev == kFreeze) {
+  if (ev == E::kPrepareSnapshot) c->held = Connection::Held::kPrepared;
+  if (ev == E::kFreeze) {
     c->held = Connection::Held::kFrozen;
     c->freeze_deadline = Clock::now() + std::chrono::milliseconds(writer_->freeze_timeout_ms());
     c->timed_out = false;
   }
-  if (ev == kThaw || ev == kAbort || ev == kPostSnapshot) c->held = Connection::Held::kNone;
-  if (ev == kBackupShutdown) {
+  if (ev == E::kThaw || ev == E::kAbort || ev == E::kPostSnapshot)
+    c->held = Connection::Held::kNone;
+  if (ev == E::kBackupShutdown) {
     std::lock_guard<std::mutex> g(mu_);
     if (owner_ == c) owner_ = nullptr;
   }
   reply["ok"] = ok && exc.empty();
   reply["failure"] = ctx.failure;
   reply["message"] = exc.empty() ? ctx.failure_message : "handler threw an exception: " + exc;
-  if (ev == kIdentify) reply["metadata"] = md.ToJson();
-  if (ev == kPrepareBackup || ev == kPostSnapshot || ev == kBackupComplete)
+  if (ev == E::kIdentify) reply["metadata"] = md.ToJson();
+  if (ev == E::kPrepareBackup || ev == E::kPostSnapshot || ev == E::kBackupComplete)
     reply["components"] = proto::ComponentsToJson(recs);
   return reply;
 }
