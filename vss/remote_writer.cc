@@ -230,6 +230,7 @@ std::vector<std::shared_ptr<RemoteWriter>> DiscoverRemoteWriters(const std::stri
   if (!d) return out;  // no writer directory: no writers
   std::vector<std::string> paths;
   while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;  // hidden: a writer still setting up its socket
     std::string p = dir + "/" + e->d_name;
     struct stat st;
     if (::lstat(p.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) paths.push_back(p);

@@ -50,7 +50,7 @@ bool WriterServer::Start(std::string* error) {
   path_ = opt_.dir + "/" +
           (opt_.socket_name.empty() ? SafeName(writer_->name()) + ".sock" : opt_.socket_name);
   sockaddr_un addr;
-  if (!proto::UnixAddress(path_, &addr, error)) return false;
+  if (!proto::UnixAddress(path_, &addr, error)) return false;  // the name must fit
   // A socket file nobody listens on is a dead writer's: replace it. One
   // somebody listens on is a live writer's: never steal it.
   std::string ignored;
@@ -59,20 +59,29 @@ bool WriterServer::Start(std::string* error) {
     *error = path_ + ": another writer is listening there";
     return false;
   }
-  ::unlink(path_.c_str());
+  // Listen under a temporary name and rename into place, so the socket a
+  // requester finds is always one it can connect to (never bound but not
+  // yet listening).
+  const std::string tmp = opt_.dir + "/.tmp-" + std::to_string(::getpid()) + ".sock";
+  sockaddr_un tmp_addr;
+  if (!proto::UnixAddress(tmp, &tmp_addr, error)) return false;
+  ::unlink(tmp.c_str());
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listen_fd_, 16) != 0) {
+  if (listen_fd_ < 0 ||
+      ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&tmp_addr), sizeof tmp_addr) != 0 ||
+      ::listen(listen_fd_, 16) != 0 ||
+      // The file's mode lets the owner group connect; the peer check below
+      // is what actually decides.
+      ::chmod(tmp.c_str(), 0660) != 0 ||
+      (opt_.group != static_cast<gid_t>(-1) &&
+       ::chown(tmp.c_str(), static_cast<uid_t>(-1), opt_.group) != 0) ||
+      ::rename(tmp.c_str(), path_.c_str()) != 0) {
     *error = path_ + ": " + std::strerror(errno);
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
+    ::unlink(tmp.c_str());
     return false;
   }
-  // The file's mode lets the owner group connect; the peer check below is
-  // what actually decides.
-  ::chmod(path_.c_str(), 0660);
-  if (opt_.group != static_cast<gid_t>(-1))
-    ::chown(path_.c_str(), static_cast<uid_t>(-1), opt_.group);
   accept_thread_ = std::thread([this] { AcceptLoop(); });
   return true;
 }
