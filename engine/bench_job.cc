@@ -88,6 +88,15 @@ void Generate(uint8_t* p, size_t n, uint64_t seed) {
   }
 }
 
+// Drops the page cache of a file or block device (what is clean of it), so
+// the next read comes from the disk.
+void DropCache(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
 Status WriteGenerated(const std::string& path, uint64_t size) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("creating " + path, errno);
@@ -141,11 +150,11 @@ Status Bench::ReadSource(const std::string& path) {
   if (opt_.max_bytes) size = std::min(size, opt_.max_bytes);
   if (size == 0) return Status::InvalidArgument(path + ": nothing to read (size 0)");
   out_->source_bytes = size;
-  // Not O_EXCL: a benchmark only reads, so a mounted device is fine here.
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno("opening " + path, errno);
-  if (opt_.drop_cache) ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  if (opt_.drop_cache) DropCache(path);
+  // As a snapshot: not O_EXCL, because a benchmark only reads, so a mounted
+  // device is fine here.
+  SourceVolume src;
+  GNOMON_RETURN_IF_ERROR(SourceVolume::OpenSnapshot(path, 0, size, &src));
   const size_t chunk = opt_.chunk_size;
   const uint64_t total_chunks = (size + chunk - 1) / chunk;
   const uint64_t want = std::max<uint64_t>(1, opt_.sample_bytes / chunk);
@@ -155,22 +164,13 @@ Status Bench::ReadSource(const std::string& path) {
   auto t0 = Clock::now();
   for (uint64_t i = 0, off = 0; off < size && s.ok(); ++i, off += chunk) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, size - off));
-    for (size_t done = 0; done < n && s.ok();) {
-      ssize_t r = ::pread(fd, buf.data() + done, n - done, static_cast<off_t>(off + done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0)
-        s = r == 0 ? Status::IOError(path + ": short read at offset " + std::to_string(off + done))
-                   : Status::FromErrno("reading " + path, errno);
-      else
-        done += static_cast<size_t>(r);
-    }
+    s = src.ReadAt(off, n, buf.data());
     if (s.ok() && i % every == 0 && chunks_.size() < want)
       chunks_.emplace_back(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
     if (Cancelled()) s = Status::Aborted("benchmark interrupted");
     if (opt_.progress) opt_.progress(Progress{"bench: read", path, off + n, size});
   }
   const double secs = Since(t0);
-  ::close(fd);
   GNOMON_RETURN_IF_ERROR(s);
   out_->stages.push_back(
       Stage("read", opt_.drop_cache ? "sequential, page cache dropped first" : "sequential", 1,
@@ -212,13 +212,7 @@ Status Bench::PipelineStage(const std::string& dir, const std::string& path) {
   std::unique_ptr<Repository> repo;
   GNOMON_RETURN_IF_ERROR(
       Repository::Open(Env::Default(), repo_path, LockMode::kExclusive, "bench", &repo));
-  if (opt_.drop_cache) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-      ::close(fd);
-    }
-  }
+  if (opt_.drop_cache) DropCache(path);
   BackupOptions bo;
   bo.sources = {path};
   bo.threads = threads_;
@@ -262,7 +256,8 @@ Status Bench::Run() {
 
   std::vector<uint8_t> zero(chunks_.size());
   auto zero_secs = ForEachChunk(1, [&](size_t i) { zero[i] = IsAllZero(chunks_[i]); });
-  out_->stages.push_back(Stage("zero-test", "", 1, sample, zero_secs));
+  out_->stages.push_back(
+      Stage("zero-test", "stops at the first non-zero byte", 1, sample, zero_secs));
   std::vector<int> thread_counts = {1};
   if (threads_ > 1) thread_counts.push_back(threads_);
   for (int t : thread_counts) {

@@ -42,9 +42,10 @@ void PrintTable(const BenchResult& r) {
               "DETAIL");
   for (const auto& s : r.stages) {
     std::string level = s.level ? std::to_string(s.level) : "";
-    std::string ratio = s.ratio > 0 ? std::to_string(s.ratio).substr(0, 4) : "";
+    char ratio[16] = "";
+    if (s.ratio > 0) std::snprintf(ratio, sizeof ratio, "%.2f", s.ratio);
     std::printf("%-10s %7d %5s %12.1f %7s  %s\n", s.stage.c_str(), s.threads, level.c_str(),
-                s.mb_per_s, ratio.c_str(), s.detail.c_str());
+                s.mb_per_s, ratio, s.detail.c_str());
   }
   std::printf(
       "\nlimits in MB/s of volume: read %.0f, cpu (hash + compress on %d threads) %.0f, "

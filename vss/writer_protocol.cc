@@ -155,14 +155,17 @@ void SessionFromJson(const json& j, SessionView* v, bool* set_id_valid) {
   s.volume_providers = PairsFrom(j.at("volume_providers"));
   s.snapshot_ids = PairsFrom(j.at("snapshot_ids"));
   // The writer decides what is affected the way the requester does: by the
-  // volumes' identities, looked up on this machine.
-  std::vector<VolumeIdentity> ids;
-  for (const auto& p : s.volumes) {
-    VolumeIdentity id;
-    std::string err;
-    if (IdentifyVolume(p, &id, &err)) ids.push_back(id);
-  }
-  s.path_affected = [ids](const std::string& path) { return PathOnVolumes(path, false, ids); };
+  // volumes' identities, looked up on this machine only when it asks (few
+  // writers do, so events do not pay for it).
+  s.path_affected = [volumes = s.volumes](const std::string& path) {
+    std::vector<VolumeIdentity> ids;
+    for (const auto& p : volumes) {
+      VolumeIdentity id;
+      std::string err;
+      if (IdentifyVolume(p, &id, &err)) ids.push_back(id);
+    }
+    return PathOnVolumes(path, false, ids);
+  };
   *v = std::move(s);
 }
 
