@@ -46,8 +46,7 @@ BlockMap ReadBlockMap(const std::string& device, uint64_t offset, uint64_t size)
   // checksum fails is not trusted.
   errcode_t e = ext2fs_open2(device.c_str(), io_options.c_str(), EXT2_FLAG_64BITS, 0, 0,
                              unix_io_manager, &c.fs);
-  if (e == EXT2_ET_BAD_MAGIC)
-    return BlockMap::All(size, "not an ext2/3/4 filesystem: every block is imaged");
+  if (e == EXT2_ET_BAD_MAGIC) return BlockMap::All(size, "not an ext2/3/4 filesystem");
   if (e) return BlockMap::All(size, "ext2/3/4 superblock unusable (" + Ext2Error(e) + ")");
   ext2_filsys fs = c.fs;
   const uint64_t block = fs->blocksize;
@@ -60,9 +59,9 @@ BlockMap ReadBlockMap(const std::string& device, uint64_t offset, uint64_t size)
   // free; zeroing those would lose committed data. (Freezing an ext4
   // flushes its journal, so a frozen snapshot never has this.)
   if (ext2fs_has_feature_journal_needs_recovery(fs->super))
-    return BlockMap::All(size, "the ext4 journal needs recovery: every block is imaged");
+    return BlockMap::All(size, "the ext4 journal needs recovery (its bitmaps may be behind)");
   if (fs->super->s_state & EXT2_ERROR_FS)
-    return BlockMap::All(size, "the filesystem is marked as having errors: every block is imaged");
+    return BlockMap::All(size, "the filesystem is marked as having errors");
   if ((e = ext2fs_read_block_bitmap(fs)))
     return BlockMap::All(size, "ext2/3/4 block bitmaps unreadable (" + Ext2Error(e) + ")");
 
