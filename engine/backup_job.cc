@@ -497,15 +497,21 @@ void BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const Sourc
   *have_parent = true;
   if (!verdict.tracked) return;
   const SnapshotSource& snap = session.sources()[i];
-  std::vector<vss::FileExtent> base, now;
-  std::string err;
-  if (!vss::ReadExtents(verdict.base_device, &base, &err) ||
-      !vss::ReadExtents(snap.device, &now, &err)) {
-    fall_back("reading extent maps failed: " + err);
-    return;
+  if (snap.has_changes) {
+    // The base was advanced in place: the provider compared the extents.
+    vss::MarkChangedChunks(snap.changes, snap.offset, snap.size, repo_->config().chunk_size,
+                           changed, ranges);
+  } else {
+    std::vector<vss::FileExtent> base, now;
+    std::string err;
+    if (!vss::ReadExtents(verdict.base_device, &base, &err) ||
+        !vss::ReadExtents(snap.device, &now, &err)) {
+      fall_back("reading extent maps failed: " + err);
+      return;
+    }
+    vss::DiffExtents(base, now, snap.offset, snap.size, repo_->config().chunk_size, changed,
+                     ranges);
   }
-  vss::DiffExtents(base, now, snap.offset, snap.size, repo_->config().chunk_size, changed, nullptr,
-                   ranges);
   *tracked = true;
   v->tracking = "reflink-fiemap";
   v->tracking_reason.clear();

@@ -84,9 +84,9 @@ Status SnapshotSession::CheckWriters(const char* phase) {
 Status SnapshotSession::Create(const std::vector<std::string>& volumes,
                                const std::map<std::string, std::string>& previous_stamps) {
   std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters(volumes, opt_, &notes_);
+  reflink_ = std::make_shared<vss::ReflinkProvider>(opt_.state_dir);
   std::vector<std::shared_ptr<vss::Provider>> providers = {
-      std::make_shared<vss::ReflinkProvider>(opt_.state_dir),
-      std::make_shared<vss::OfflineProvider>()};
+      reflink_, std::make_shared<vss::OfflineProvider>()};
   vss::RequesterOptions ro;
   ro.event_timeout_ms = opt_.event_timeout_ms;
   ro.hold_window_ms = opt_.hold_window_ms;
@@ -158,6 +158,21 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
       sources_.push_back({volumes[i], vss::VolumeKey(ids[i]), "", 0, 0, ""});
     return Status::OK();
   }
+  // An incremental whose trusted base is an incremental's snapshot advances
+  // that base in place: only what changed is cloned. A full's base stays as
+  // it is, since differentials are built on it.
+  if (opt_.type == vss::BackupType::kIncremental) {
+    vss::SnapshotRegistry registry(opt_.state_dir + "/snapshots");
+    for (size_t i = 0; i < volumes.size(); ++i) {
+      TrackingVerdict v = VerdictFor(volumes[i]);
+      vss::SnapshotProperties base;
+      vss::Guid id;
+      if (v.tracked && vss::Guid::Parse(v.base_snapshot, &id) && registry.Get(id, &base) &&
+          base.state == "base" && base.backup_type == "incremental" &&
+          base.volume_key == vss::VolumeKey(ids[i]))
+        reflink_->AdvanceBase(snapshot_ids_[i], base);
+    }
+  }
   if ((hr = bc_->DoSnapshotSet(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
     return Fail(hr, "creating the snapshot set failed");
   GNOMON_RETURN_IF_ERROR(CheckWriters("PostSnapshot"));
@@ -165,21 +180,23 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
     vss::SnapshotProperties p;
     if ((hr = bc_->GetSnapshotProperties(snapshot_ids_[i], &p)) != vss::S_OK_)
       return Fail(hr, "GetSnapshotProperties " + volumes[i]);
-    sources_.push_back(
-        {volumes[i], vss::VolumeKey(ids[i]), p.device, p.offset, p.size, p.provider});
+    SnapshotSource src{volumes[i], vss::VolumeKey(ids[i]), p.device, p.offset, p.size, p.provider};
+    src.has_changes = reflink_->ChangedRanges(snapshot_ids_[i], &src.changes);
+    sources_.push_back(std::move(src));
   }
   return Status::OK();
 }
 
-TrackingVerdict SnapshotSession::Verdict(size_t i) const {
+TrackingVerdict SnapshotSession::VerdictFor(const std::string& volume) const {
   TrackingVerdict v;
   v.reason = "the volume writer gave no verdict";
   for (const auto& c : bc_->document().components) {
-    if (c.class_id != vss::VolumeWriter::ClassId() || c.name != sources_[i].volume) continue;
+    if (c.class_id != vss::VolumeWriter::ClassId() || c.name != volume) continue;
     json j = json::parse(c.backup_metadata, nullptr, false);
     if (j.is_discarded()) break;
     v.tracked = j.value("change_tracking", "") == "reflink-fiemap";
     v.base_device = j.value("base_device", "");
+    v.base_snapshot = j.value("base_snapshot", "");
     v.reason = j.value("reason", "");
   }
   return v;

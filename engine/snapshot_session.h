@@ -14,6 +14,8 @@
 
 #include "format/status.h"
 #include "vss/backup_components.h"
+#include "vss/extent_diff.h"
+#include "vss/reflink_provider.h"
 #include "vss/script_writer.h"
 #include "vss/writer_protocol.h"
 
@@ -48,13 +50,19 @@ struct SnapshotSource {
   std::string device;  // snapshot device or file ("" when the set was skipped)
   uint64_t offset = 0, size = 0;
   std::string provider;  // "" when the set was skipped
+  // Set when the provider itself knows what changed since the base (a base
+  // advanced in place): the changed byte ranges of `device`, in file
+  // coordinates.
+  bool has_changes = false;
+  std::vector<vss::ByteRange> changes;
 };
 
 // What the volume writer decided about change tracking for one volume.
 struct TrackingVerdict {
-  bool tracked = false;     // a valid base exists: compare extents with it
-  std::string base_device;  // the retained base snapshot's file
-  std::string reason;       // why not, if not
+  bool tracked = false;       // a valid base exists: compare extents with it
+  std::string base_device;    // the retained base snapshot's file
+  std::string base_snapshot;  // and its id
+  std::string reason;         // why not, if not
 };
 
 class SnapshotSession {
@@ -73,7 +81,7 @@ class SnapshotSession {
   // socket, a writer that did not answer hello).
   const std::vector<std::string>& notes() const { return notes_; }
   bool skipped() const { return skipped_; }
-  TrackingVerdict Verdict(size_t i) const;
+  TrackingVerdict Verdict(size_t i) const { return VerdictFor(sources_[i].volume); }
   // Keeps volume i's snapshot as the change-tracking base of backup_id, and
   // deletes the bases of that volume it supersedes. Call after the backup
   // record is durable and before Complete().
@@ -85,11 +93,13 @@ class SnapshotSession {
 
  private:
   Status Fail(vss::HResult hr, const std::string& what);
+  TrackingVerdict VerdictFor(const std::string& volume) const;
   Status CheckWriters(const char* phase);
   void SaveWriterStatus();
 
   SnapshotOptions opt_;
   std::unique_ptr<vss::BackupComponents> bc_;
+  std::shared_ptr<vss::ReflinkProvider> reflink_;
   std::vector<SnapshotSource> sources_;
   std::vector<vss::Guid> snapshot_ids_;
   std::vector<vss::WriterStatus> status_;

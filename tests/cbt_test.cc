@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "tests/fault_env.h"
 #include "tests/test_util.h"
 #include "vss/extent_diff.h"
+#include "vss/reflink_provider.h"
 
 namespace gnomon {
 namespace {
@@ -79,6 +81,37 @@ class CbtTest : public ::testing::Test {
       if (e.props.state == "base") out.push_back(e.props);
     return out;
   }
+  // The retained base of the newest incremental (empty if none).
+  vss::SnapshotProperties IncrementalBase() {
+    for (auto& b : Bases())
+      if (b.backup_type == "incremental") return b;
+    return {};
+  }
+  int UndoFiles() {
+    int n = 0;
+    for (auto& e : fs::directory_iterator(xfs_))
+      n += e.path().filename().string().rfind(".gnomon-undo-", 0) == 0;
+    return n;
+  }
+  // An incremental against a repository whose disk is full: it fails after
+  // its snapshot was taken.
+  void FailingIncremental() {
+    test::FaultEnv env(Env::Default());
+    env.space_left = 1000;
+    std::unique_ptr<Repository> full_disk;
+    repo_.reset();
+    ASSERT_TRUE(Repository::Open(&env, dir_ / "repo", LockMode::kExclusive, "t", &full_disk).ok());
+    BackupOptions o;
+    o.sources = {vol_};
+    o.type = "incremental";
+    o.snapshot.state_dir = state_.state_dir();
+    o.snapshot.runtime_dir = state_.runtime_dir();
+    BackupResult r;
+    ASSERT_FALSE(RunBackup(full_disk.get(), o, &r).ok());
+    full_disk.reset();
+    ASSERT_TRUE(
+        Repository::Open(Env::Default(), dir_ / "repo", LockMode::kExclusive, "t", &repo_).ok());
+  }
   void Pwrite(uint64_t off, const std::vector<uint8_t>& data) {
     int fd = ::open(vol_.c_str(), O_WRONLY);
     ASSERT_EQ(::pwrite(fd, data.data(), data.size(), static_cast<off_t>(off)),
@@ -97,7 +130,7 @@ TEST_F(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
   BackupRecord full = Backup("full");
   ASSERT_EQ(full.volumes[0].tracking, "full-read");
   std::mt19937_64 rng(20261126);
-  int tracked = 0;
+  int tracked = 0, advanced = 0;
   for (int round = 0; round < 24; ++round) {
     // Read the file as it is before the mutation, to know which chunks change.
     auto before = test::ReadFile(vol_);
@@ -167,6 +200,7 @@ TEST_F(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
     } else {
       EXPECT_EQ(v.tracking, "reflink-fiemap") << v.tracking_reason;
       tracked += v.tracking == "reflink-fiemap";
+      advanced += !IncrementalBase().advances.empty();
       // Only what changed was read.
       EXPECT_LE(v.stats.bytes_read, (v.stats.chunks - v.stats.unchanged_chunks) * kChunk);
       if (what == "no change") {
@@ -182,6 +216,9 @@ TEST_F(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
     ExpectRestores(inc.id, vol_);
   }
   EXPECT_GE(tracked, 18);
+  // All but the first incremental after the full and after each append
+  // advanced their base in place rather than cloning the file.
+  EXPECT_GE(advanced, 15);
 }
 
 TEST_F(CbtTest, ChainsRestoreAndSurviveForgettingTheFull) {
@@ -351,20 +388,7 @@ TEST_F(CbtTest, AFailedIncrementalKeepsTheOldBase) {
   auto before = Bases();
   ASSERT_EQ(before.size(), 1u);
   Pwrite(kChunk * 4, test::RandomBytes(30000, 21));
-  // The repository's disk fills up during the incremental.
-  test::FaultEnv env(Env::Default());
-  env.space_left = 1000;
-  std::unique_ptr<Repository> full_disk;
-  repo_.reset();
-  ASSERT_TRUE(Repository::Open(&env, dir_ / "repo", LockMode::kExclusive, "t", &full_disk).ok());
-  BackupOptions o;
-  o.sources = {vol_};
-  o.type = "incremental";
-  o.snapshot.state_dir = state_.state_dir();
-  o.snapshot.runtime_dir = state_.runtime_dir();
-  BackupResult r;
-  ASSERT_FALSE(RunBackup(full_disk.get(), o, &r).ok());
-  full_disk.reset();
+  FailingIncremental();
   auto after = Bases();
   ASSERT_EQ(after.size(), 1u);
   EXPECT_EQ(after[0].snapshot_id, before[0].snapshot_id) << "the old base must survive";
@@ -373,12 +397,115 @@ TEST_F(CbtTest, AFailedIncrementalKeepsTheOldBase) {
     clones += e.path().filename().string().find(".gnomon-snap-") == 0;
   EXPECT_EQ(clones, 1) << "the failed backup's own snapshot must be gone";
   // The chain goes on from the old base.
-  ASSERT_TRUE(
-      Repository::Open(Env::Default(), dir_ / "repo", LockMode::kExclusive, "t", &repo_).ok());
   BackupRecord inc = Backup("incremental");
   EXPECT_EQ(inc.parent, full.id);
   EXPECT_EQ(inc.volumes[0].tracking, "reflink-fiemap") << inc.volumes[0].tracking_reason;
   ExpectRestores(inc.id, vol_);
+}
+
+TEST_F(CbtTest, AnIncrementalsBaseIsAdvancedInPlace) {
+  Backup("full");
+  Pwrite(kChunk * 2, test::RandomBytes(4096, 31));
+  BackupRecord i1 = Backup("incremental");
+  vss::SnapshotProperties b1 = IncrementalBase();
+  ASSERT_FALSE(b1.device.empty());
+  EXPECT_TRUE(b1.advances.empty()) << "the first incremental clones: the full's base stays";
+  Pwrite(kChunk * 5 + 100, test::RandomBytes(5000, 32));
+  Pwrite(kChunk * 20, test::RandomBytes(100, 33));
+  BackupRecord i2 = Backup("incremental");
+  EXPECT_EQ(i2.parent, i1.id);
+  EXPECT_EQ(i2.volumes[0].tracking, "reflink-fiemap") << i2.volumes[0].tracking_reason;
+  EXPECT_EQ(i2.volumes[0].stats.changed_chunks, 2u);
+  EXPECT_EQ(Bases().size(), 2u);
+  vss::SnapshotProperties b2 = IncrementalBase();
+  EXPECT_EQ(b2.device, b1.device) << "advanced in place, not cloned again";
+  EXPECT_NE(b2.snapshot_id, b1.snapshot_id);
+  EXPECT_EQ(b2.advances, b1.snapshot_id.ToString());
+  EXPECT_TRUE(test::FilesEqual(b2.device, vol_)) << "the advanced base is the snapshot";
+  // It shares every extent with the volume again, so the next write shows.
+  std::vector<vss::FileExtent> eb, ev;
+  std::string err;
+  ASSERT_TRUE(vss::ReadExtents(b2.device, &eb, &err)) << err;
+  ASSERT_TRUE(vss::ReadExtents(vol_, &ev, &err)) << err;
+  EXPECT_EQ(vss::PinnedBytes(eb, ev), 0u);
+  EXPECT_EQ(UndoFiles(), 0);
+  ExpectRestores(i2.id, vol_);
+  Pwrite(kChunk * 33, test::RandomBytes(10, 34));
+  BackupRecord i3 = Backup("incremental");
+  EXPECT_EQ(i3.volumes[0].stats.changed_chunks, 1u);
+  ExpectRestores(i3.id, vol_);
+}
+
+TEST_F(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
+  Backup("full");
+  Pwrite(kChunk * 2, test::RandomBytes(4096, 41));
+  BackupRecord i1 = Backup("incremental");
+  std::string at_i1 = dir_ / "at-i1";
+  fs::copy_file(vol_, at_i1);
+  vss::SnapshotProperties before = IncrementalBase();
+  Pwrite(kChunk * 4, test::RandomBytes(30000, 42));
+  Pwrite(kChunk * 50, test::RandomBytes(10, 43));
+  FailingIncremental();
+  vss::SnapshotProperties after = IncrementalBase();
+  EXPECT_EQ(after.snapshot_id, before.snapshot_id) << "the old base must survive";
+  EXPECT_EQ(after.state, "base");
+  EXPECT_TRUE(test::FilesEqual(after.device, at_i1)) << "the base holds its old bytes again";
+  EXPECT_EQ(UndoFiles(), 0);
+  EXPECT_EQ(Bases().size(), 2u);
+  // And its old extents: the chain goes on, and sees exactly both writes.
+  BackupRecord i2 = Backup("incremental");
+  EXPECT_EQ(i2.parent, i1.id);
+  EXPECT_EQ(i2.volumes[0].tracking, "reflink-fiemap") << i2.volumes[0].tracking_reason;
+  EXPECT_EQ(i2.volumes[0].stats.changed_chunks, 2u);
+  ExpectRestores(i2.id, vol_);
+}
+
+TEST_F(CbtTest, ACrashWhileAdvancingABaseFallsBackSafely) {
+  Backup("full");
+  Pwrite(kChunk * 2, test::RandomBytes(4096, 51));
+  BackupRecord i1 = Backup("incremental");
+  vss::SnapshotProperties base = IncrementalBase();
+  Pwrite(kChunk * 7, test::RandomBytes(20000, 52));
+  // A process advances the base and dies before its backup is committed or
+  // rolled back.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    vss::ReflinkProvider p(state_.state_dir());
+    vss::VolumeIdentity id;
+    std::string err;
+    vss::Guid set = vss::Guid::Random(), snap = vss::Guid::Random();
+    p.AdvanceBase(snap, base);
+    bool ok = vss::IdentifyVolume(vol_, &id, &err) &&
+              p.BeginPrepareSnapshot(set, snap, id) == vss::S_OK_ &&
+              p.CommitSnapshots(set) == vss::S_OK_;
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(UndoFiles(), 1);
+
+  BackupRecord i2 = Backup("incremental");
+  EXPECT_EQ(i2.parent, i1.id);
+  EXPECT_EQ(i2.volumes[0].tracking, "full-read");
+  EXPECT_NE(i2.volumes[0].tracking_reason.find("half-updated"), std::string::npos)
+      << i2.volumes[0].tracking_reason;
+  // Digests compared with the parent: chunk 7, and chunk 2, whose slot in
+  // i1 is a patch (a patch's digest is not its bytes' digest).
+  EXPECT_EQ(i2.volumes[0].stats.changed_chunks, 2u);
+  ExpectRestores(i2.id, vol_);
+  // What the dead process left is a leftover that `snapshots --delete-all`
+  // removes: its record, the half-advanced file and the undo file.
+  auto del = Gnomon({"snapshots", "--delete-all"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_EQ(UndoFiles(), 0);
+  EXPECT_FALSE(fs::exists(base.device));
+  EXPECT_EQ(ListSnapshots(state_.state_dir()).size(), 2u);  // the full's and i2's bases
+  Pwrite(kChunk * 9, test::RandomBytes(10, 53));
+  BackupRecord i3 = Backup("incremental");
+  EXPECT_EQ(i3.volumes[0].tracking, "reflink-fiemap") << i3.volumes[0].tracking_reason;
+  ExpectRestores(i3.id, vol_);
 }
 
 TEST_F(CbtTest, ExtentDiffMarksExactlyTheChunksWritten) {

@@ -20,6 +20,14 @@ bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::str
     *error = path + ": " + std::strerror(errno);
     return false;
   }
+  bool ok = ReadExtents(fd, path, out, error);
+  ::close(fd);
+  return ok;
+}
+
+bool ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out,
+                 std::string* error) {
+  out->clear();
   constexpr unsigned kBatch = 512;
   std::unique_ptr<uint8_t[]> buf(
       new uint8_t[sizeof(struct fiemap) + kBatch * sizeof(struct fiemap_extent)]());
@@ -33,8 +41,7 @@ bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::str
     fm->fm_flags = FIEMAP_FLAG_SYNC;  // delayed allocations get real addresses first
     fm->fm_extent_count = kBatch;
     if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0) {
-      *error = path + ": FIEMAP: " + std::strerror(errno);
-      ::close(fd);
+      *error = name + ": FIEMAP: " + std::strerror(errno);
       return false;
     }
     if (fm->fm_mapped_extents == 0) break;
@@ -52,7 +59,6 @@ bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::str
       if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
     }
   }
-  ::close(fd);
   return true;
 }
 
@@ -86,13 +92,10 @@ class Cursor {
 
 }  // namespace
 
-bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
-                 uint64_t offset, uint64_t size, uint32_t chunk_size, std::vector<bool>* changed,
-                 uint64_t* changed_bytes, std::vector<ByteRange>* ranges) {
-  const uint64_t slots = (size + chunk_size - 1) / chunk_size;
-  changed->assign(slots, false);
-  if (changed_bytes) *changed_bytes = 0;
-  if (ranges) ranges->clear();
+std::vector<ByteRange> DiffRanges(const std::vector<FileExtent>& base,
+                                  const std::vector<FileExtent>& current, uint64_t offset,
+                                  uint64_t size) {
+  std::vector<ByteRange> out;
   Cursor b(base), c(current);
   const uint64_t end = offset + size;
   for (uint64_t p = offset; p < end;) {
@@ -110,20 +113,35 @@ bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExte
              be->physical + (p - be->logical) == ce->physical + (p - ce->logical);
     }
     if (!same) {
-      uint64_t first = (p - offset) / chunk_size, last = (run_end - 1 - offset) / chunk_size;
-      for (uint64_t i = first; i <= last; ++i) (*changed)[i] = true;
-      if (changed_bytes) *changed_bytes += run_end - p;
-      if (ranges) {
-        uint64_t vs = p - offset, ve = run_end - offset;
-        if (!ranges->empty() && ranges->back().offset + ranges->back().length == vs)
-          ranges->back().length += ve - vs;
-        else
-          ranges->push_back({vs, ve - vs});
-      }
+      if (!out.empty() && out.back().offset + out.back().length == p)
+        out.back().length += run_end - p;
+      else
+        out.push_back({p, run_end - p});
     }
     p = run_end;
   }
-  return true;
+  return out;
+}
+
+void MarkChangedChunks(const std::vector<ByteRange>& file_ranges, uint64_t offset, uint64_t size,
+                       uint32_t chunk_size, std::vector<bool>* changed,
+                       std::vector<ByteRange>* volume_ranges) {
+  changed->assign((size + chunk_size - 1) / chunk_size, false);
+  if (volume_ranges) volume_ranges->clear();
+  for (const auto& r : file_ranges) {
+    uint64_t s = std::max(r.offset, offset), e = std::min(r.offset + r.length, offset + size);
+    if (s >= e) continue;
+    s -= offset, e -= offset;
+    for (uint64_t i = s / chunk_size; i <= (e - 1) / chunk_size; ++i) (*changed)[i] = true;
+    if (volume_ranges) volume_ranges->push_back({s, e - s});
+  }
+}
+
+void DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
+                 uint64_t offset, uint64_t size, uint32_t chunk_size, std::vector<bool>* changed,
+                 std::vector<ByteRange>* volume_ranges) {
+  MarkChangedChunks(DiffRanges(base, current, offset, size), offset, size, chunk_size, changed,
+                    volume_ranges);
 }
 
 uint64_t PinnedBytes(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current) {

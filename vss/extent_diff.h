@@ -20,18 +20,31 @@ struct FileExtent {
 // Every extent of the file at path (FIEMAP with FIEMAP_FLAG_SYNC), in
 // logical order.
 bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::string* error);
+// The same for an open file; *error names it as `name`.
+bool ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out, std::string* error);
 
-// For a volume of `size` bytes starting at `offset` in both files, sets
-// changed[i] for every chunk i (of chunk_size bytes) whose mapping differs.
-// *changed_bytes, if given, counts the volume bytes in differing ranges.
-// *ranges, if given, receives the differing byte ranges in volume
-// coordinates (sorted, merged), so a chunk can be patched, not re-read.
 struct ByteRange {
   uint64_t offset, length;
 };
-bool DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
+
+// The byte ranges of [offset, offset + size) whose mapping differs between
+// the two files, in file coordinates (sorted, merged).
+std::vector<ByteRange> DiffRanges(const std::vector<FileExtent>& base,
+                                  const std::vector<FileExtent>& current, uint64_t offset,
+                                  uint64_t size);
+
+// For a volume of `size` bytes starting at `offset` in a file, sets
+// changed[i] for every chunk i (of chunk_size bytes) that file_ranges touch.
+// *volume_ranges, if given, receives those ranges clipped to the volume and
+// in volume coordinates, so a chunk can be patched, not re-read.
+void MarkChangedChunks(const std::vector<ByteRange>& file_ranges, uint64_t offset, uint64_t size,
+                       uint32_t chunk_size, std::vector<bool>* changed,
+                       std::vector<ByteRange>* volume_ranges = nullptr);
+
+// DiffRanges, then MarkChangedChunks.
+void DiffExtents(const std::vector<FileExtent>& base, const std::vector<FileExtent>& current,
                  uint64_t offset, uint64_t size, uint32_t chunk_size, std::vector<bool>* changed,
-                 uint64_t* changed_bytes = nullptr, std::vector<ByteRange>* ranges = nullptr);
+                 std::vector<ByteRange>* volume_ranges = nullptr);
 
 // Bytes of `base` that `current` does not share: the space a retained base
 // snapshot keeps allocated.

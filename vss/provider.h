@@ -32,7 +32,19 @@ struct SnapshotProperties {
   std::string host;
   // Set when a committed backup keeps the snapshot as its change-tracking
   // base (state "base").
-  std::string backup_id, backup_type, volume_key, generation;
+  std::string backup_id, backup_type, volume_key;
+  // A token chosen when the snapshot is prepared; the backup stamp names it,
+  // so a stamp trusts exactly this snapshot's contents. (Registries written
+  // before file_id existed hold the file's "<inode>:<ctime ns>" here.)
+  std::string generation;
+  // FileGeneration() of `device` when last recorded: a file replaced or
+  // touched since no longer matches.
+  std::string file_id;
+  // Set when this snapshot was taken by advancing the retained base with
+  // this id in place (ReflinkProvider::AdvanceBase): `device` is that base's
+  // file, and the base is in state "advancing" until this one is kept or
+  // discarded.
+  std::string advances;
 };
 
 class Provider {
@@ -99,6 +111,7 @@ class SnapshotRegistry {
   explicit SnapshotRegistry(std::string dir);
   const std::string& dir() const { return dir_; }
   bool Put(const SnapshotProperties& p, std::string* error);  // durable (fsync, rename)
+  bool Get(const Guid& id, SnapshotProperties* out) const;
   void Remove(const Guid& id);
   std::vector<SnapshotProperties> List() const;
 

@@ -55,6 +55,21 @@ bool ProbeReflink(const std::string& dir, std::string* why) {
   }
   return true;
 }
+
+// The undo file of a snapshot that advances a base, beside the base.
+std::string UndoPath(const std::string& base_device, const Guid& snap) {
+  return DirOf(base_device) + "/.gnomon-undo-" + snap.ToString();
+}
+
+// Clones [r.offset, r.offset + r.length) of `from` to the same place in `to`.
+bool CloneRange(int from, int to, const ByteRange& r) {
+  struct file_clone_range c {};
+  c.src_fd = from;
+  c.src_offset = r.offset;
+  c.src_length = r.length;
+  c.dest_offset = r.offset;
+  return ::ioctl(to, FICLONERANGE, &c) == 0;
+}
 }  // namespace
 
 ReflinkProvider::ReflinkProvider(std::string state_dir) : registry_(state_dir + "/snapshots") {}
@@ -64,9 +79,23 @@ ReflinkProvider::~ReflinkProvider() {
 }
 
 void ReflinkProvider::CloseFds(Snap* s) {
-  if (s->src_fd >= 0) ::close(s->src_fd);
-  if (s->dst_fd >= 0) ::close(s->dst_fd);
-  s->src_fd = s->dst_fd = -1;
+  for (int* fd : {&s->src_fd, &s->dst_fd, &s->undo_fd}) {
+    if (*fd >= 0) ::close(*fd);
+    *fd = -1;
+  }
+}
+
+void ReflinkProvider::AdvanceBase(const Guid& snap, const SnapshotProperties& base) {
+  std::lock_guard<std::mutex> g(mu_);
+  advance_[snap] = base;
+}
+
+bool ReflinkProvider::ChangedRanges(const Guid& snap, std::vector<ByteRange>* out) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = snaps_.find(snap);
+  if (it == snaps_.end() || !it->second.advance) return false;
+  *out = it->second.ranges;
+  return true;
 }
 
 bool ReflinkProvider::SourceFile(const VolumeIdentity& v, std::string* file, std::string* why) {
@@ -119,6 +148,27 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   s.props.host = host;
+  s.props.generation = Guid::Random().ToString();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (auto it = advance_.find(snap); it != advance_.end()) {
+      s.advance = true;
+      s.base = it->second;
+      advance_.erase(it);
+    }
+  }
+  if (s.advance) {
+    if (HResult hr = PrepareAdvance(&s, file); hr != S_OK_) {
+      std::string why = last_error_;
+      Discard(&s);
+      return Fail(hr, why);
+    }
+    if (s.advance) {
+      std::lock_guard<std::mutex> g(mu_);
+      snaps_[snap] = std::move(s);
+      return S_OK_;
+    }
+  }
   // Open both files now, outside the hold window: CommitSnapshots then does
   // nothing but the clone ioctl.
   s.src_fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
@@ -144,11 +194,80 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   return S_OK_;
 }
 
+HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
+  s->src_fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (s->src_fd < 0)
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, "opening " + file + ": " + std::strerror(errno));
+  s->dst_fd = ::open(s->base.device.c_str(), O_RDWR | O_CLOEXEC);
+  struct stat live, base;
+  if (s->dst_fd < 0 || ::fstat(s->src_fd, &live) != 0 || ::fstat(s->dst_fd, &base) != 0 ||
+      live.st_size != base.st_size || live.st_dev != base.st_dev) {
+    // Not this volume's base after all: take a whole clone.
+    CloseFds(s);
+    s->advance = false;
+    return S_OK_;
+  }
+  s->props.device = s->base.device;
+  s->props.advances = s->base.snapshot_id.ToString();
+  s->undo_path = UndoPath(s->base.device, s->props.snapshot_id);
+  // Recorded before the base is touched: after a crash, deleting this
+  // record removes the half-advanced base and the undo file.
+  std::string err;
+  if (!registry_.Put(s->props, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  SnapshotProperties busy = s->base;
+  busy.state = "advancing";
+  busy.pid = ::getpid();
+  if (!registry_.Put(busy, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  s->undo_fd = ::open(s->undo_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (s->undo_fd < 0 || ::ftruncate(s->undo_fd, live.st_size) != 0)
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
+                "creating " + s->undo_path + ": " + std::strerror(errno));
+  // The base does not change until the commit: map it now, outside the window.
+  if (!ReadExtents(s->dst_fd, s->base.device, &s->base_map, &err))
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  return S_OK_;
+}
+
+HResult ReflinkProvider::CommitAdvance(Snap* s) {
+  struct stat live, base;
+  std::string err;
+  std::vector<FileExtent> now;
+  if (::fstat(s->src_fd, &live) != 0 || ::fstat(s->dst_fd, &base) != 0)
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, s->props.volume + ": " + std::strerror(errno));
+  if (live.st_size != base.st_size)
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
+                s->props.volume + " changed size while its snapshot was prepared");
+  if (!ReadExtents(s->src_fd, s->props.volume, &now, &err))
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  s->ranges = DiffRanges(s->base_map, now, 0, static_cast<uint64_t>(live.st_size));
+  // Each range's old extents go to the undo file before the new ones
+  // replace them, so a failure at any point can be rolled back.
+  for (const auto& r : s->ranges) {
+    bool ok = CloneRange(s->dst_fd, s->undo_fd, r);
+    if (ok) {
+      ++s->saved;
+      ok = CloneRange(s->src_fd, s->dst_fd, r);
+    }
+    if (!ok) {
+      int e = errno;
+      return Fail(e == ENOSPC ? VSS_E_INSUFFICIENT_STORAGE : VSS_E_UNEXPECTED_PROVIDER_ERROR,
+                  "FICLONERANGE of " + s->props.volume + " into its base " + s->base.device + ": " +
+                      std::strerror(e));
+    }
+  }
+  return S_OK_;
+}
+
 HResult ReflinkProvider::CommitSnapshots(const Guid& set) {
-  // Inside the flush-and-hold window: only the clone ioctls, no logging.
+  // Inside the flush-and-hold window: only extent maps and clone ioctls, no
+  // logging.
   std::lock_guard<std::mutex> g(mu_);
   for (auto& [id, s] : snaps_) {
     if (s.props.snapshot_set_id != set) continue;
+    if (s.advance) {
+      if (HResult hr = CommitAdvance(&s); hr != S_OK_) return hr;
+      continue;
+    }
     if (::ioctl(s.dst_fd, FICLONE, s.src_fd) != 0) {
       int e = errno;
       return Fail(
@@ -171,19 +290,57 @@ HResult ReflinkProvider::PostCommitSnapshots(const Guid& set) {
   return S_OK_;
 }
 
+HResult ReflinkProvider::Discard(Snap* s) {
+  CloseFds(s);
+  if (!s->advance) {
+    if (::unlink(s->props.device.c_str()) != 0 && errno != ENOENT)
+      return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
+                  "removing " + s->props.device + ": " + std::strerror(errno));
+    registry_.Remove(s->props.snapshot_id);
+    return S_OK_;
+  }
+  // Give the base its old extents back, in any order: the saved ranges do
+  // not overlap.
+  std::string failure;
+  if (s->saved > 0) {
+    int base = ::open(s->base.device.c_str(), O_RDWR | O_CLOEXEC);
+    int undo = ::open(s->undo_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (base < 0 || undo < 0) failure = std::strerror(errno);
+    for (size_t k = 0; failure.empty() && k < s->saved; ++k)
+      if (!CloneRange(undo, base, s->ranges[k])) failure = std::strerror(errno);
+    if (failure.empty() && ::fsync(base) != 0) failure = std::strerror(errno);
+    if (base >= 0) ::close(base);
+    if (undo >= 0) ::close(undo);
+  }
+  std::string err;
+  if (failure.empty()) {
+    SnapshotProperties b = s->base;
+    b.state = "base";
+    b.pid = -1;
+    if (s->saved > 0) b.file_id = FileGeneration(b.device);
+    if (!registry_.Put(b, &err)) failure = err;
+  }
+  ::unlink(s->undo_path.c_str());
+  registry_.Remove(s->props.snapshot_id);
+  if (!failure.empty())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, "putting back the base " + s->base.device +
+                                                     " after a failed backup: " + failure +
+                                                     " (the next incremental reads everything)");
+  return S_OK_;
+}
+
 HResult ReflinkProvider::AbortSnapshots(const Guid& set) {
   std::lock_guard<std::mutex> g(mu_);
+  HResult result = S_OK_;
   for (auto it = snaps_.begin(); it != snaps_.end();) {
     if (it->second.props.snapshot_set_id != set) {
       ++it;
       continue;
     }
-    CloseFds(&it->second);
-    ::unlink(it->second.props.device.c_str());
-    registry_.Remove(it->first);
+    if (HResult hr = Discard(&it->second); hr != S_OK_) result = hr;
     it = snaps_.erase(it);
   }
-  return S_OK_;
+  return result;
 }
 
 HResult ReflinkProvider::GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) {
@@ -198,13 +355,9 @@ HResult ReflinkProvider::DeleteSnapshot(const Guid& snap) {
   std::lock_guard<std::mutex> g(mu_);
   auto it = snaps_.find(snap);
   if (it == snaps_.end()) return VSS_E_OBJECT_NOT_FOUND;
-  CloseFds(&it->second);
-  if (::unlink(it->second.props.device.c_str()) != 0 && errno != ENOENT)
-    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
-                "removing " + it->second.props.device + ": " + std::strerror(errno));
-  registry_.Remove(snap);
+  HResult hr = Discard(&it->second);
   snaps_.erase(it);
-  return S_OK_;
+  return hr;
 }
 
 HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const std::string& backup_id,
@@ -218,11 +371,15 @@ HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const std::string& bac
   p.backup_id = backup_id;
   p.backup_type = backup_type;
   p.volume_key = volume_key;
-  p.generation = FileGeneration(p.device);
+  p.file_id = FileGeneration(p.device);
   p.pid = -1;  // no process uses a retained base; it waits for the next backup
+  CloseFds(&it->second);
+  // An advanced base is this snapshot now: its old record goes first, so no
+  // moment has two records for one file.
+  if (it->second.advance) registry_.Remove(it->second.base.snapshot_id);
   std::string err;
   if (!registry_.Put(p, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
-  CloseFds(&it->second);
+  if (it->second.advance) ::unlink(it->second.undo_path.c_str());
   snaps_.erase(it);
   return S_OK_;
 }
@@ -234,6 +391,13 @@ HResult ReflinkProvider::DeleteLeftover(const SnapshotProperties& p) {
   if (::unlink(p.device.c_str()) != 0 && errno != ENOENT)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
                 "removing " + p.device + ": " + std::strerror(errno));
+  // A snapshot that was advancing a base when its process died: the base's
+  // file is half-advanced (removed above), and its undo file is of no use.
+  Guid base;
+  if (!p.advances.empty() && Guid::Parse(p.advances, &base)) {
+    ::unlink(UndoPath(p.device, p.snapshot_id).c_str());
+    registry_.Remove(base);
+  }
   registry_.Remove(p.snapshot_id);
   return S_OK_;
 }

@@ -3,11 +3,21 @@
 // is one, by FICLONE into a hidden file beside it (".gnomon-snap-<id>").
 // The clone is instant and shares every extent until the original changes.
 // Clones are recorded in the snapshot registry from preparation to deletion.
+//
+// Cloning a whole file costs one remap per extent, and a file that has been
+// snapshotted and then written in scattered places gains extents with every
+// backup. So an incremental whose base is itself an incremental's clone is
+// taken by *advancing* that base in place (AdvanceBase): inside the hold
+// window only the ranges whose extents differ between the live file and the
+// base are cloned into it, each after its old extents were cloned into an
+// undo file beside it. The base then is the new snapshot; a failed backup
+// clones the undo ranges back, so the old base survives as it was.
 #pragma once
 
 #include <map>
 #include <mutex>
 
+#include "vss/extent_diff.h"
 #include "vss/provider.h"
 
 namespace gnomon::vss {
@@ -31,15 +41,39 @@ class ReflinkProvider : public Provider {
   // The file whose contents a volume is: itself, or a loop device's backing file.
   static bool SourceFile(const VolumeIdentity& v, std::string* file, std::string* why);
 
+  // Takes snapshot `snap` (not yet prepared) by advancing the retained base
+  // `base` of the same volume in place instead of cloning the whole file.
+  // The caller vouches that base is a valid base of this volume; if its file
+  // turns out not to match the volume, a whole clone is taken instead.
+  void AdvanceBase(const Guid& snap, const SnapshotProperties& base);
+  // For a snapshot taken by advancing a base: the file ranges that changed
+  // since that base (the only ones cloned). False for a whole clone.
+  bool ChangedRanges(const Guid& snap, std::vector<ByteRange>* out);
+
  private:
   struct Snap {
     SnapshotProperties props;
     int src_fd = -1, dst_fd = -1;
+    // Advancing a base: dst_fd is the base's file, undo_fd the file holding
+    // the base's old extents of ranges[0, saved).
+    bool advance = false;
+    SnapshotProperties base;
+    std::string undo_path;
+    int undo_fd = -1;
+    std::vector<FileExtent> base_map;
+    std::vector<ByteRange> ranges;
+    size_t saved = 0;
   };
   void CloseFds(Snap* s);
+  HResult PrepareAdvance(Snap* s, const std::string& file);
+  HResult CommitAdvance(Snap* s);
+  // Removes a snapshot of this process: a clone is deleted; an advanced base
+  // gets its old extents back and is a base again.
+  HResult Discard(Snap* s);
   SnapshotRegistry registry_;
   std::mutex mu_;
   std::map<Guid, Snap> snaps_;
+  std::map<Guid, SnapshotProperties> advance_;  // requests not yet prepared
 };
 
 }  // namespace gnomon::vss

@@ -74,7 +74,9 @@ bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
          {"backup_id", p.backup_id},
          {"backup_type", p.backup_type},
          {"volume_key", p.volume_key},
-         {"generation", p.generation}};
+         {"generation", p.generation},
+         {"file_id", p.file_id},
+         {"advances", p.advances}};
   std::string path = dir_ + "/" + p.snapshot_id.ToString() + ".json";
   std::string tmp = path + ".tmp";
   std::string text = j.dump(1) + "\n";
@@ -94,6 +96,15 @@ bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
     ::close(dfd);
   }
   return true;
+}
+
+bool SnapshotRegistry::Get(const Guid& id, SnapshotProperties* out) const {
+  for (auto& p : List())
+    if (p.snapshot_id == id) {
+      *out = std::move(p);
+      return true;
+    }
+  return false;
 }
 
 void SnapshotRegistry::Remove(const Guid& id) {
@@ -126,6 +137,8 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
       p.backup_type = j.value("backup_type", std::string());
       p.volume_key = j.value("volume_key", std::string());
       p.generation = j.value("generation", std::string());
+      p.file_id = j.value("file_id", std::string());
+      p.advances = j.value("advances", std::string());
       out.push_back(std::move(p));
     } catch (const std::exception&) {
       // A record we cannot read names no file we could safely delete; skip.

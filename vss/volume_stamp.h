@@ -22,7 +22,7 @@ struct VolumeStamp {
   uint64_t sequence = 0;         // backups since the series began
   std::string base_snapshot;     // snapshot id retained as the next base
   std::string base_device;       // its file
-  std::string generation;        // "<inode>:<ctime ns>" of that file
+  std::string generation;        // that snapshot's token (SnapshotProperties::generation)
   bool clean = true;
 
   std::string Encode() const;

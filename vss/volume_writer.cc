@@ -59,17 +59,24 @@ std::string VolumeWriter::Validate(const std::string& volume, const std::string&
   if (GetVolumeProvider(volume) != "reflink")
     return "this backup's snapshot provider (" + GetVolumeProvider(volume) +
            ") cannot track changes";
-  const SnapshotProperties* base = nullptr;
-  auto all = SnapshotRegistry(state_dir_ + "/snapshots").List();
-  for (const auto& p : all)
-    if (p.snapshot_id.ToString() == prev->base_snapshot) base = &p;
-  if (!base || base->state != "base")
+  SnapshotProperties base;
+  Guid base_id;
+  bool found = Guid::Parse(prev->base_snapshot, &base_id) &&
+               SnapshotRegistry(state_dir_ + "/snapshots").Get(base_id, &base);
+  if (found && base.state == "advancing")
+    return "the base snapshot " + prev->base_snapshot +
+           " was left half-updated by a backup that did not finish (tracker not shut down "
+           "cleanly)";
+  if (!found || base.state != "base")
     return "the base snapshot " + prev->base_snapshot + " is gone (deleted, or on another machine)";
-  std::string gen = FileGeneration(prev->base_device);
-  if (gen.empty()) return "the base snapshot file " + prev->base_device + " is gone";
-  if (gen != prev->generation || base->generation != prev->generation)
-    return "the base snapshot file " + prev->base_device +
-           " was replaced (tracker generation changed)";
+  std::string file = FileGeneration(base.device);
+  if (file.empty()) return "the base snapshot file " + base.device + " is gone";
+  // The stamp names the snapshot's token; the registry vouches that the file
+  // is the one it recorded (records from before file_id hold the file's
+  // identity in generation).
+  const std::string& expect_file = base.file_id.empty() ? base.generation : base.file_id;
+  if (file != expect_file || base.generation != prev->generation)
+    return "the base snapshot file " + base.device + " was replaced (tracker generation changed)";
   return "";
 }
 
@@ -119,7 +126,11 @@ bool VolumeWriter::OnPostSnapshot(WriterComponents* components) {
     if (base) {
       s.base_snapshot = GetSnapshotId(volume);
       s.base_device = GetSnapshotDeviceName(volume);
-      s.generation = FileGeneration(s.base_device);
+      SnapshotProperties p;
+      Guid id;
+      if (Guid::Parse(s.base_snapshot, &id) &&
+          SnapshotRegistry(state_dir_ + "/snapshots").Get(id, &p))
+        s.generation = p.generation;
     }
     c.SetBackupStamp(s.Encode());
   }
