@@ -98,7 +98,8 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
     std::string status = e.in_use ? "in use (pid " + std::to_string(e.props.pid) + ")"
                          : e.props.state == "base"
                              ? "base of " + e.props.backup_type + " " + e.props.backup_id
-                             : "left behind";
+                         : e.props.state == "advancing" ? "left behind, half-updated base"
+                                                        : "left behind";
     std::printf("%-36s  %-20s  %-8s  %-34s  %10s  %10s  %s -> %s\n",
                 e.props.snapshot_id.ToString().c_str(), e.props.created.c_str(),
                 e.props.provider.c_str(), status.c_str(),

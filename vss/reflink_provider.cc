@@ -394,7 +394,8 @@ HResult ReflinkProvider::DeleteLeftover(const SnapshotProperties& p) {
   // A snapshot that was advancing a base when its process died: the base's
   // file is half-advanced (removed above), and its undo file is of no use.
   Guid base;
-  if (!p.advances.empty() && Guid::Parse(p.advances, &base)) {
+  if (p.state != "base" && p.state != "advancing" && !p.advances.empty() &&
+      Guid::Parse(p.advances, &base)) {
     ::unlink(UndoPath(p.device, p.snapshot_id).c_str());
     registry_.Remove(base);
   }
