@@ -48,10 +48,11 @@ struct Work {
   uint64_t slot = 0;
   uint32_t len = 0;
   bool zero = false;
-  bool unchanged = false;   // change tracking proved it: the parent's digest, no read
-  uint8_t patch_depth = 0;  // > 0: raw holds a patch on the parent's chunk, not the chunk
-  uint32_t payload = 0;     // bytes of raw that are the blob (the chunk, or the patch)
-  uint32_t read_len = 0;    // bytes read from the volume for it
+  bool unchanged = false;       // change tracking proved it: the parent's digest, no read
+  bool same_as_parent = false;  // read, and equal to the parent's patched slot
+  uint8_t patch_depth = 0;      // > 0: raw holds a patch on the parent's chunk, not the chunk
+  uint32_t payload = 0;         // bytes of raw that are the blob (the chunk, or the patch)
+  uint32_t read_len = 0;        // bytes read from the volume for it
   // A planned patch (patch_depth > 0): its base and ranges, read in the
   // parallel stage, from the whole chunk at once when there are many.
   Digest patch_base;
@@ -136,6 +137,11 @@ class BackupRun {
   // deep); false means read and store the whole chunk. Serial: no I/O.
   bool PlanPatch(const VolumeIndex& parent, const std::vector<vss::ByteRange>& ranges,
                  size_t* next_range, Work* w);
+  // True if the parent stored slot w.slot as a patch and it rebuilds to
+  // exactly w's bytes. A patch's digest is not its bytes' digest, so without
+  // this a full read after patched incrementals (a fallback) would store
+  // every such chunk again. Parallel stage: reads the repository.
+  bool SameAsPatchedParent(const VolumeIndex& parent, const Work& w);
   // Reads a planned patch's bytes and builds it in w->raw (parallel stage).
   static Status ReadPatch(const SourceVolume& src, uint32_t chunk, Work* w);
   Status AppendChunk(const Work& w);
@@ -256,6 +262,18 @@ bool BackupRun::PlanPatch(const VolumeIndex& parent, const std::vector<vss::Byte
   return true;
 }
 
+bool BackupRun::SameAsPatchedParent(const VolumeIndex& parent, const Work& w) {
+  const Digest& d = parent.slots[w.slot];
+  const ChunkLocation* loc = d.IsZero() ? nullptr : index_.Find(d);
+  if (!loc || loc->patch_depth == 0) return false;
+  thread_local ChunkDecompressor dec;
+  thread_local std::vector<uint8_t> rebuilt;
+  rebuilt.resize(w.len);
+  // A chain that cannot be read only means the chunk is stored again.
+  return repo_->ReadSlot(index_, d, rebuilt.data(), w.len, &dec).ok() &&
+         std::memcmp(rebuilt.data(), w.raw.data(), w.len) == 0;
+}
+
 Status BackupRun::ReadPatch(const SourceVolume& src, uint32_t chunk, Work* w) {
   const uint64_t start = w->slot * uint64_t{chunk};
   std::vector<uint8_t> header;
@@ -345,6 +363,7 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     w->len = vi->SlotLength(w->slot);
     w->is_new = false;
     w->unchanged = changed && !(*changed)[w->slot];
+    w->same_as_parent = false;
     w->patch_depth = 0;
     w->payload = w->len;
     w->read_len = 0;
@@ -383,6 +402,8 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
       std::span<const uint8_t> data(w->raw.data(), w->len);
       w->zero = IsAllZero(data);
       if (!w->zero) w->digest = Digest::Of(data);
+      w->same_as_parent = !w->zero && parent && w->digest != parent->slots[w->slot] &&
+                          SameAsPatchedParent(*parent, *w);
     }
     return w;
   };
@@ -390,6 +411,11 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     if (w->unchanged) {
       vi->slots[w->slot] = parent->slots[w->slot];
       ++stats->unchanged_chunks;
+      return w;
+    }
+    if (w->same_as_parent) {  // already in the repository, as the parent's patch
+      vi->slots[w->slot] = parent->slots[w->slot];
+      ++stats->dup_chunks;
       return w;
     }
     if (w->zero) {
