@@ -137,11 +137,14 @@ class BackupRun {
   // deep); false means read and store the whole chunk. Serial: no I/O.
   bool PlanPatch(const VolumeIndex& parent, const std::vector<vss::ByteRange>& ranges,
                  size_t* next_range, Work* w);
-  // True if the parent stored slot w.slot as a patch and it rebuilds to
-  // exactly w's bytes. A patch's digest is not its bytes' digest, so without
-  // this a full read after patched incrementals (a fallback) would store
-  // every such chunk again. Parallel stage: reads the repository.
-  bool SameAsPatchedParent(const VolumeIndex& parent, const Work& w);
+  // For a slot read whole whose digest differs from the parent's: rebuilds
+  // the parent's slot from the repository and compares. Equal bytes (the
+  // parent stored a patch, whose digest is not its bytes' digest) keep the
+  // parent's slot; a difference of at most half the chunk in 4 KiB blocks
+  // turns w into a patch on it, as change tracking would have. Without this
+  // a full read after scattered changes stores every touched chunk whole.
+  // Parallel stage: reads the repository.
+  void DiffWithParent(const VolumeIndex& parent, Work* w);
   // Reads a planned patch's bytes and builds it in w->raw (parallel stage).
   static Status ReadPatch(const SourceVolume& src, uint32_t chunk, Work* w);
   Status AppendChunk(const Work& w);
@@ -262,16 +265,46 @@ bool BackupRun::PlanPatch(const VolumeIndex& parent, const std::vector<vss::Byte
   return true;
 }
 
-bool BackupRun::SameAsPatchedParent(const VolumeIndex& parent, const Work& w) {
-  const Digest& d = parent.slots[w.slot];
-  const ChunkLocation* loc = d.IsZero() ? nullptr : index_.Find(d);
-  if (!loc || loc->patch_depth == 0) return false;
+void BackupRun::DiffWithParent(const VolumeIndex& parent, Work* w) {
+  const Digest& base = parent.slots[w->slot];
+  uint8_t depth = 0;
+  if (!base.IsZero()) {
+    const ChunkLocation* loc = index_.Find(base);
+    if (!loc) return;
+    depth = loc->patch_depth;
+  }
+  if (depth >= kMaxPatchDepth) return;
   thread_local ChunkDecompressor dec;
-  thread_local std::vector<uint8_t> rebuilt;
-  rebuilt.resize(w.len);
-  // A chain that cannot be read only means the chunk is stored again.
-  return repo_->ReadSlot(index_, d, rebuilt.data(), w.len, &dec).ok() &&
-         std::memcmp(rebuilt.data(), w.raw.data(), w.len) == 0;
+  thread_local std::vector<uint8_t> old, patch;
+  old.resize(w->len);
+  // A parent slot that cannot be read only means the chunk is stored whole.
+  if (!repo_->ReadSlot(index_, base, old.data(), w->len, &dec).ok()) return;
+  std::vector<PatchRange> ranges;
+  uint64_t total = 0;
+  for (uint32_t off = 0; off < w->len; off += 4096) {
+    const uint32_t n = std::min<uint32_t>(4096, w->len - off);
+    if (std::memcmp(old.data() + off, w->raw.data() + off, n) == 0) continue;
+    if (!ranges.empty() && ranges.back().offset + ranges.back().length == off)
+      ranges.back().length += n;
+    else
+      ranges.push_back({off, n});
+    total += n;
+  }
+  if (ranges.empty()) {
+    w->same_as_parent = true;
+    return;
+  }
+  if (total > w->len / 2 || PatchHeaderSize(ranges.size()) + total > w->raw.size()) return;
+  patch.clear();
+  EncodePatchHeader(base, w->len, ranges, &patch);
+  for (const auto& r : ranges)
+    patch.insert(patch.end(), w->raw.begin() + r.offset, w->raw.begin() + r.offset + r.length);
+  std::memcpy(w->raw.data(), patch.data(), patch.size());
+  w->payload = static_cast<uint32_t>(patch.size());
+  w->patch_base = base;
+  w->ranges = std::move(ranges);
+  w->patch_depth = static_cast<uint8_t>(depth + 1);
+  w->digest = Digest::Of({w->raw.data(), w->payload});
 }
 
 Status BackupRun::ReadPatch(const SourceVolume& src, uint32_t chunk, Work* w) {
@@ -402,8 +435,11 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
       std::span<const uint8_t> data(w->raw.data(), w->len);
       w->zero = IsAllZero(data);
       if (!w->zero) w->digest = Digest::Of(data);
-      w->same_as_parent = !w->zero && parent && w->digest != parent->slots[w->slot] &&
-                          SameAsPatchedParent(*parent, *w);
+      // A full read with a parent (no change tracking to trust): what
+      // differs from the parent's slot is compared block by block.
+      if (!w->zero && parent && !changed && w->digest != parent->slots[w->slot] &&
+          !index_.Contains(w->digest))
+        DiffWithParent(*parent, w);
     }
     return w;
   };

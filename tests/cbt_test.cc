@@ -295,6 +295,10 @@ TEST_F(CbtTest, DeletedBaseFallsBackToAFullReadComparedWithTheParent) {
   EXPECT_EQ(v.stats.bytes_read, kVolume);
   EXPECT_EQ(v.stats.changed_chunks, 1u) << "digests compared with the parent";
   EXPECT_EQ(v.stats.new_chunks, 1u);
+  // The changed chunk is compared with the parent's block by block and
+  // stored as a patch of its one changed 4 KiB block.
+  EXPECT_EQ(v.stats.patched_chunks, 1u);
+  EXPECT_LT(v.stats.new_raw_bytes, 4096u + 200u);
   ExpectRestores(inc.id, vol_);
   // The chain resumes: the fallback's snapshot is the next base.
   Pwrite(kChunk * 9, test::RandomBytes(100, 8));
