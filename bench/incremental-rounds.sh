@@ -19,14 +19,7 @@ pattern=${4:-scattered}
 here=$(cd "$(dirname "$0")" && pwd)
 builds=("${GNOMON:-$here/../build/tools/gnomon}")
 [ -z "${GNOMON_B:-}" ] || builds+=("$GNOMON_B")
-work=$(mktemp -d /var/tmp/gnomon-rounds.XXXXXX)
-cleanup() { umount "$work/xfs" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-mkdir -p "$work/xfs"
-truncate -s 40G "$work/xfs.img"
-mkfs.xfs -q -m reflink=1 "$work/xfs.img"
-mount -o loop "$work/xfs.img" "$work/xfs"
-bash "$here/make-volume.sh" "$work/xfs/base.img" "$size" 2>/dev/null
+. "$here/reflink-volume.sh"
 export GNOMON_RUNTIME_DIR=$work/run
 
 # backup K TYPE: one backup with build K of its own image; prints "secs frozen_ms".

@@ -26,14 +26,7 @@ gnomon=${GNOMON:-$here/../build/tools/gnomon}
 for t in restic borg casync; do
   command -v $t >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup casync >/dev/null
 done
-work=$(mktemp -d /var/tmp/gnomon-incr.XXXXXX)
-cleanup() { umount "$work/xfs" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-mkdir -p "$work/xfs"
-truncate -s 40G "$work/xfs.img"
-mkfs.xfs -q -m reflink=1 "$work/xfs.img"
-mount -o loop "$work/xfs.img" "$work/xfs"
-bash "$here/make-volume.sh" "$work/xfs/base.img" "$size" 2>/dev/null
+. "$here/reflink-volume.sh"
 export GNOMON_STATE_DIR=$work/state GNOMON_RUNTIME_DIR=$work/run
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes

@@ -81,6 +81,13 @@ class CbtTest : public ::testing::Test {
       if (e.props.state == "base") out.push_back(e.props);
     return out;
   }
+  // A full backup, one 4 KiB write, and an incremental on it: the first
+  // incremental base of a chain (a whole clone).
+  BackupRecord FullThenIncremental(uint64_t seed) {
+    Backup("full");
+    Pwrite(kChunk * 2, test::RandomBytes(4096, seed));
+    return Backup("incremental");
+  }
   // The retained base of the newest incremental (empty if none).
   vss::SnapshotProperties IncrementalBase() {
     for (auto& b : Bases())
@@ -408,9 +415,7 @@ TEST_F(CbtTest, AFailedIncrementalKeepsTheOldBase) {
 }
 
 TEST_F(CbtTest, AnIncrementalsBaseIsAdvancedInPlace) {
-  Backup("full");
-  Pwrite(kChunk * 2, test::RandomBytes(4096, 31));
-  BackupRecord i1 = Backup("incremental");
+  BackupRecord i1 = FullThenIncremental(31);
   vss::SnapshotProperties b1 = IncrementalBase();
   ASSERT_FALSE(b1.device.empty());
   EXPECT_TRUE(b1.advances.empty()) << "the first incremental clones: the full's base stays";
@@ -441,9 +446,7 @@ TEST_F(CbtTest, AnIncrementalsBaseIsAdvancedInPlace) {
 }
 
 TEST_F(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
-  Backup("full");
-  Pwrite(kChunk * 2, test::RandomBytes(4096, 41));
-  BackupRecord i1 = Backup("incremental");
+  BackupRecord i1 = FullThenIncremental(41);
   std::string at_i1 = dir_ / "at-i1";
   fs::copy_file(vol_, at_i1);
   vss::SnapshotProperties before = IncrementalBase();
@@ -465,9 +468,7 @@ TEST_F(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
 }
 
 TEST_F(CbtTest, ACrashWhileAdvancingABaseFallsBackSafely) {
-  Backup("full");
-  Pwrite(kChunk * 2, test::RandomBytes(4096, 51));
-  BackupRecord i1 = Backup("incremental");
+  BackupRecord i1 = FullThenIncremental(51);
   vss::SnapshotProperties base = IncrementalBase();
   Pwrite(kChunk * 7, test::RandomBytes(20000, 52));
   // A process advances the base and dies before its backup is committed or
