@@ -500,11 +500,18 @@ TEST_F(FrozenFsTest, SqliteWriterKeepsEveryRestoredDatabaseConsistent) {
   std::string repo = dir_ / "repo";
   ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
   fs::create_directories(dir_ / "r");
-  for (int round = 0; round < 3; ++round) {
+  // A full, then incrementals: from the second on, each advances the base
+  // of the one before in place while the application commits.
+  for (int round = 0; round < 4; ++round) {
     const long before = SqliteCount(db);
-    auto b = Gnomon({"--repo", repo, "backup", "--json", loop_});
+    auto b = Gnomon(
+        {"--repo", repo, "backup", "--json", "--type", round == 0 ? "full" : "incremental", loop_});
     ASSERT_EQ(b.exit_code, 0) << b.err;
     const long after = SqliteCount(db);
+    if (round > 0) {
+      const json done = json::parse(b.out);
+      EXPECT_EQ(done["volumes"][0]["tracking"], "reflink-fiemap") << b.out;
+    }
     // The writer took part: its component carries its stamp.
     auto show = Gnomon({"--repo", repo, "show", "--json", "latest"});
     bool stamped = false;
