@@ -769,6 +769,9 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
   other.volume_key = "file:/somewhere/else.img";
   VolumeStamp resized = good;
   resized.size += 4096;
+  // A version 1 stamp is still read: it gets as far as the good one.
+  std::string v1 = encoded;
+  v1.replace(v1.find("gnomon.volume-stamp/2"), 21, "gnomon.volume-stamp/1");
   struct Case {
     std::string stamp, reason;
   } cases[] = {
@@ -782,6 +785,7 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
       {resized.Encode(), "size changed"},
       // A good stamp, but this backup's provider cannot track changes.
       {encoded, "cannot track changes"},
+      {v1, "cannot track changes"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.stamp);

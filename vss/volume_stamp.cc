@@ -31,7 +31,7 @@ bool VolumeStamp::Decode(const std::string& text, VolumeStamp* out, std::string*
     return false;
   }
   std::string schema = j.value("stamp", "");
-  if (schema != kStampSchema) {
+  if (schema != kStampSchema && schema != kStampSchemaV1) {
     *why = schema.rfind("gnomon.volume-stamp/", 0) == 0
                ? "the previous backup stamp has version " + schema.substr(20) +
                      ", newer than this gnomon understands"

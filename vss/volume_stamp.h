@@ -12,7 +12,10 @@
 
 namespace gnomon::vss {
 
-inline constexpr const char* kStampSchema = "gnomon.volume-stamp/1";
+// Version 2: `generation` is the snapshot's token. Version 1 (still read)
+// held the base file's "<inode>:<ctime ns>" there.
+inline constexpr const char* kStampSchema = "gnomon.volume-stamp/2";
+inline constexpr const char* kStampSchemaV1 = "gnomon.volume-stamp/1";
 
 struct VolumeStamp {
   std::string volume_key;  // see VolumeKey()
