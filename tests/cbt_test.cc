@@ -1,7 +1,7 @@
 // Incremental and differential backups from reflink change tracking (root:
-// real XFS). The property test mutates a volume file in many ways and checks
-// after every incremental that the restore is byte-identical to the file:
-// a single chunk wrongly judged unchanged would restore the parent's bytes.
+// real XFS and btrfs, each test on both). The property test mutates a volume file in many ways and
+// checks after every incremental that the restore is byte-identical to the file: a single chunk
+// wrongly judged unchanged would restore the parent's bytes.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
@@ -32,14 +32,15 @@ namespace fs = std::filesystem;
 constexpr uint32_t kChunk = 64 << 10;
 constexpr uint64_t kVolume = 8 << 20;
 
-class CbtTest : public ::testing::Test {
+class CbtTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
-    xfs_fs_ = std::make_unique<test::ReflinkXfs>(dir_);
-    ASSERT_TRUE(xfs_fs_->ok());
-    xfs_ = xfs_fs_->path();
-    vol_ = xfs_ + "/vol.img";
+    if (auto why = test::ReflinkFs::SkipReason(GetParam()); !why.empty()) GTEST_SKIP() << why;
+    reflink_fs_ = std::make_unique<test::ReflinkFs>(dir_, "1G", GetParam());
+    ASSERT_TRUE(reflink_fs_->ok());
+    fs_dir_ = reflink_fs_->path();
+    vol_ = fs_dir_ + "/vol.img";
     test::WriteFile(vol_, test::TextLikeBytes(kVolume, 1));
     RepoConfig c;
     c.chunk_size = kChunk;
@@ -50,7 +51,7 @@ class CbtTest : public ::testing::Test {
   }
   void TearDown() override {
     repo_.reset();
-    xfs_fs_.reset();
+    reflink_fs_.reset();
   }
   BackupRecord Backup(const std::string& type) {
     BackupOptions o;
@@ -96,7 +97,7 @@ class CbtTest : public ::testing::Test {
   }
   int UndoFiles() {
     int n = 0;
-    for (auto& e : fs::directory_iterator(xfs_))
+    for (auto& e : fs::directory_iterator(fs_dir_))
       n += e.path().filename().string().rfind(".gnomon-undo-", 0) == 0;
     return n;
   }
@@ -128,12 +129,12 @@ class CbtTest : public ::testing::Test {
 
   test::IsolatedState state_;
   test::TempDir dir_;
-  std::unique_ptr<test::ReflinkXfs> xfs_fs_;
-  std::string xfs_, vol_;
+  std::unique_ptr<test::ReflinkFs> reflink_fs_;
+  std::string fs_dir_, vol_;
   std::unique_ptr<Repository> repo_;
 };
 
-TEST_F(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
+TEST_P(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
   BackupRecord full = Backup("full");
   ASSERT_EQ(full.volumes[0].tracking, "full-read");
   std::mt19937_64 rng(20261126);
@@ -228,7 +229,7 @@ TEST_F(CbtTest, EveryMutationIsCaughtAndEveryIncrementalRestoresExactly) {
   EXPECT_GE(advanced, 15);
 }
 
-TEST_F(CbtTest, ChainsRestoreAndSurviveForgettingTheFull) {
+TEST_P(CbtTest, ChainsRestoreAndSurviveForgettingTheFull) {
   std::vector<std::pair<std::string, std::string>> states;  // backup id, copy of the volume
   auto keep = [&](const BackupRecord& r) {
     std::string copy = dir_ / ("state-" + r.id);
@@ -274,7 +275,7 @@ TEST_F(CbtTest, ChainsRestoreAndSurviveForgettingTheFull) {
   EXPECT_EQ(vr.backups, 4u);
 }
 
-TEST_F(CbtTest, ACopyBackupIsNeverABase) {
+TEST_P(CbtTest, ACopyBackupIsNeverABase) {
   BackupRecord full = Backup("full");
   Pwrite(0, test::RandomBytes(4096, 5));
   BackupRecord copy = Backup("copy");
@@ -288,7 +289,7 @@ TEST_F(CbtTest, ACopyBackupIsNeverABase) {
   ASSERT_EQ(Bases().size(), 2u);  // the full's and the incremental's
 }
 
-TEST_F(CbtTest, DeletedBaseFallsBackToAFullReadComparedWithTheParent) {
+TEST_P(CbtTest, DeletedBaseFallsBackToAFullReadComparedWithTheParent) {
   Backup("full");
   auto bases = Bases();
   ASSERT_EQ(bases.size(), 1u);
@@ -312,7 +313,7 @@ TEST_F(CbtTest, DeletedBaseFallsBackToAFullReadComparedWithTheParent) {
   EXPECT_EQ(Backup("incremental").volumes[0].tracking, "reflink-fiemap");
 }
 
-TEST_F(CbtTest, ReplacedBaseFileIsAChangedGeneration) {
+TEST_P(CbtTest, ReplacedBaseFileIsAChangedGeneration) {
   Backup("full");
   auto bases = Bases();
   ASSERT_EQ(bases.size(), 1u);
@@ -328,7 +329,7 @@ TEST_F(CbtTest, ReplacedBaseFileIsAChangedGeneration) {
   ExpectRestores(inc.id, vol_);
 }
 
-TEST_F(CbtTest, PatchChainsStopAtTheirDepthLimitAndAlwaysRestore) {
+TEST_P(CbtTest, PatchChainsStopAtTheirDepthLimitAndAlwaysRestore) {
   Backup("full");
   // The same chunk, changed a little before every incremental: each patch
   // builds on the last until the chain is as deep as allowed, then the
@@ -353,7 +354,7 @@ TEST_F(CbtTest, PatchChainsStopAtTheirDepthLimitAndAlwaysRestore) {
   EXPECT_TRUE(vr.ok()) << vr.errors.at(0);
 }
 
-TEST_F(CbtTest, ADamagedPatchChainIsReportedNotRestoredWrong) {
+TEST_P(CbtTest, ADamagedPatchChainIsReportedNotRestoredWrong) {
   Backup("full");
   Pwrite(kChunk * 3, test::RandomBytes(500, 11));
   BackupRecord inc = Backup("incremental");
@@ -373,7 +374,7 @@ TEST_F(CbtTest, ADamagedPatchChainIsReportedNotRestoredWrong) {
   EXPECT_FALSE(fs::exists(dir_ / "restored"));
 }
 
-TEST_F(CbtTest, ManyRangesInAChunkAreReadAtOnceAndStillPatched) {
+TEST_P(CbtTest, ManyRangesInAChunkAreReadAtOnceAndStillPatched) {
   // 1 MiB chunks: room for more changed ranges than are read one by one.
   repo_.reset();
   fs::remove_all(dir_ / "repo");
@@ -394,7 +395,7 @@ TEST_F(CbtTest, ManyRangesInAChunkAreReadAtOnceAndStillPatched) {
   ExpectRestores(inc.id, vol_);
 }
 
-TEST_F(CbtTest, AFailedIncrementalKeepsTheOldBase) {
+TEST_P(CbtTest, AFailedIncrementalKeepsTheOldBase) {
   BackupRecord full = Backup("full");
   auto before = Bases();
   ASSERT_EQ(before.size(), 1u);
@@ -404,7 +405,7 @@ TEST_F(CbtTest, AFailedIncrementalKeepsTheOldBase) {
   ASSERT_EQ(after.size(), 1u);
   EXPECT_EQ(after[0].snapshot_id, before[0].snapshot_id) << "the old base must survive";
   int clones = 0;
-  for (auto& e : fs::directory_iterator(xfs_))
+  for (auto& e : fs::directory_iterator(fs_dir_))
     clones += e.path().filename().string().find(".gnomon-snap-") == 0;
   EXPECT_EQ(clones, 1) << "the failed backup's own snapshot must be gone";
   // The chain goes on from the old base.
@@ -414,7 +415,7 @@ TEST_F(CbtTest, AFailedIncrementalKeepsTheOldBase) {
   ExpectRestores(inc.id, vol_);
 }
 
-TEST_F(CbtTest, AnIncrementalsBaseIsAdvancedInPlace) {
+TEST_P(CbtTest, AnIncrementalsBaseIsAdvancedInPlace) {
   BackupRecord i1 = FullThenIncremental(31);
   vss::SnapshotProperties b1 = IncrementalBase();
   ASSERT_FALSE(b1.device.empty());
@@ -445,7 +446,7 @@ TEST_F(CbtTest, AnIncrementalsBaseIsAdvancedInPlace) {
   ExpectRestores(i3.id, vol_);
 }
 
-TEST_F(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
+TEST_P(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
   BackupRecord i1 = FullThenIncremental(41);
   std::string at_i1 = dir_ / "at-i1";
   fs::copy_file(vol_, at_i1);
@@ -467,7 +468,7 @@ TEST_F(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
   ExpectRestores(i2.id, vol_);
 }
 
-TEST_F(CbtTest, ACrashWhileAdvancingABaseFallsBackSafely) {
+TEST_P(CbtTest, ACrashWhileAdvancingABaseFallsBackSafely) {
   BackupRecord i1 = FullThenIncremental(51);
   vss::SnapshotProperties base = IncrementalBase();
   Pwrite(kChunk * 7, test::RandomBytes(20000, 52));
@@ -514,8 +515,8 @@ TEST_F(CbtTest, ACrashWhileAdvancingABaseFallsBackSafely) {
   ExpectRestores(i3.id, vol_);
 }
 
-TEST_F(CbtTest, ExtentDiffMarksExactlyTheChunksWritten) {
-  std::string a = xfs_ + "/a", b = xfs_ + "/b";
+TEST_P(CbtTest, ExtentDiffMarksExactlyTheChunksWritten) {
+  std::string a = fs_dir_ + "/a", b = fs_dir_ + "/b";
   ASSERT_EQ(Sh("cp --reflink=always " + vol_ + " " + a).exit_code, 0);
   Pwrite(kChunk * 10 + 10, test::RandomBytes(10, 9));
   Pwrite(kChunk * 40 - 1, test::RandomBytes(2, 10));  // straddles 39 and 40
@@ -536,6 +537,10 @@ TEST_F(CbtTest, ExtentDiffMarksExactlyTheChunksWritten) {
   vss::DiffExtents({}, ea, 0, kVolume, kChunk, &changed);
   EXPECT_EQ(std::count(changed.begin(), changed.end(), true), static_cast<long>(changed.size()));
 }
+
+// Both filesystems with reflinks that the reflink provider supports.
+INSTANTIATE_TEST_SUITE_P(Fs, CbtTest, ::testing::Values("xfs", "btrfs"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace gnomon

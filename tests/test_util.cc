@@ -173,17 +173,26 @@ IsolatedState::IsolatedState() {
   ::chmod(dir_.path().c_str(), 0777);  // tests that run gnomon as nobody
 }
 
-ReflinkXfs::ReflinkXfs(const TempDir& dir, const std::string& size) : path_(dir / "xfs") {
+ReflinkFs::ReflinkFs(const TempDir& dir, const std::string& size, const std::string& kind)
+    : path_(dir / kind) {
   std::filesystem::create_directories(path_);
-  std::string img = dir / "xfs.img";
-  CommandResult r = Sh("truncate -s " + size + " " + img + " && mkfs.xfs -q -m reflink=1 " + img +
+  std::string img = dir / (kind + ".img");
+  std::string mkfs = kind == "btrfs" ? "mkfs.btrfs -q " : "mkfs.xfs -q -m reflink=1 ";
+  CommandResult r = Sh("truncate -s " + size + " " + img + " && " + mkfs + img +
                        " && mount -o loop " + img + " " + path_);
   mounted_ = r.exit_code == 0;
-  EXPECT_TRUE(mounted_) << "making a reflink XFS: " << r.err;
+  EXPECT_TRUE(mounted_) << "making a reflink " << kind << ": " << r.err;
 }
 
-ReflinkXfs::~ReflinkXfs() {
+ReflinkFs::~ReflinkFs() {
   if (mounted_) Sh("umount " + path_);
+}
+
+std::string ReflinkFs::SkipReason(const std::string& kind) {
+  std::string mkfs = kind == "btrfs" ? "mkfs.btrfs" : "mkfs.xfs";
+  if (Sh("command -v " + mkfs).exit_code != 0)
+    return mkfs + " is not installed (tools/install-deps.sh installs it)";
+  return "";
 }
 
 bool IsRoot() { return ::geteuid() == 0; }

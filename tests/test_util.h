@@ -59,12 +59,15 @@ class IsolatedState {
   TempDir dir_;
 };
 
-// A reflink-capable XFS on a loop device, mounted at dir/xfs for the life of
-// the object (root only; check RootSkipReason first).
-class ReflinkXfs {
+// A filesystem with reflinks on a loop device, mounted at dir/<kind> for the
+// life of the object: kind "xfs" (reflink=1) or "btrfs" (root only; check
+// RootSkipReason and SkipReason first).
+class ReflinkFs {
  public:
-  ReflinkXfs(const TempDir& dir, const std::string& size = "1G");
-  ~ReflinkXfs();
+  ReflinkFs(const TempDir& dir, const std::string& size = "1G", const std::string& kind = "xfs");
+  ~ReflinkFs();
+  // Why `kind` cannot be made here (its mkfs is missing), or "".
+  static std::string SkipReason(const std::string& kind);
   bool ok() const { return mounted_; }
   const std::string& path() const { return path_; }
 

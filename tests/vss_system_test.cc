@@ -51,7 +51,7 @@ class FrozenFsTest : public ::testing::Test {
     if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
     mnt_ = dir_ / "mnt";
     fs::create_directories(mnt_);
-    xfs_fs_ = std::make_unique<test::ReflinkXfs>(dir_, "3G");
+    xfs_fs_ = std::make_unique<test::ReflinkFs>(dir_, "3G");
     ASSERT_TRUE(xfs_fs_->ok());
     xfs_ = xfs_fs_->path();
     disk_ = xfs_ + "/disk.img";
@@ -112,7 +112,7 @@ class FrozenFsTest : public ::testing::Test {
 
   test::IsolatedState state_;
   test::TempDir dir_;
-  std::unique_ptr<test::ReflinkXfs> xfs_fs_;
+  std::unique_ptr<test::ReflinkFs> xfs_fs_;
   std::string xfs_, mnt_, disk_, loop_;
   bool ext4_mounted_ = false;
   pid_t writer_pid_ = -1;
