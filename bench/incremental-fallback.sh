@@ -31,7 +31,6 @@ for pct in $percents; do
     full=$(cat "$work/t")
     python3 "$here/mutate.py" "$vol" 1 "$pattern" 7 >/dev/null
     "$g" -q --repo "$work/repo" backup --all-blocks --type incremental "$vol" >/dev/null
-    "$g" -q snapshots --delete-all >/dev/null
     for id in $("$g" --json snapshots | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))'); do
       "$g" -q snapshots --delete "$id" >/dev/null
     done

@@ -559,9 +559,9 @@ void BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const Sourc
   *have_parent = true;
   if (!verdict.tracked) return;
   const SnapshotSource& snap = session.sources()[i];
-  if (snap.has_changes) {
+  if (snap.changes) {
     // The base was advanced in place: the provider compared the extents.
-    vss::MarkChangedChunks(snap.changes, snap.offset, snap.size, repo_->config().chunk_size,
+    vss::MarkChangedChunks(*snap.changes, snap.offset, snap.size, repo_->config().chunk_size,
                            changed, ranges);
   } else {
     std::vector<vss::FileExtent> base, now;

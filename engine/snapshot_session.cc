@@ -181,7 +181,8 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
     if ((hr = bc_->GetSnapshotProperties(snapshot_ids_[i], &p)) != vss::S_OK_)
       return Fail(hr, "GetSnapshotProperties " + volumes[i]);
     SnapshotSource src{volumes[i], vss::VolumeKey(ids[i]), p.device, p.offset, p.size, p.provider};
-    src.has_changes = reflink_->ChangedRanges(snapshot_ids_[i], &src.changes);
+    if (std::vector<vss::ByteRange> r; reflink_->ChangedRanges(snapshot_ids_[i], &r))
+      src.changes = std::move(r);
     sources_.push_back(std::move(src));
   }
   return Status::OK();

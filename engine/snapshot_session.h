@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,8 +54,7 @@ struct SnapshotSource {
   // Set when the provider itself knows what changed since the base (a base
   // advanced in place): the changed byte ranges of `device`, in file
   // coordinates.
-  bool has_changes = false;
-  std::vector<vss::ByteRange> changes;
+  std::optional<std::vector<vss::ByteRange>> changes;
 };
 
 // What the volume writer decided about change tracking for one volume.

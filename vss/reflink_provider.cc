@@ -240,6 +240,7 @@ HResult ReflinkProvider::CommitAdvance(Snap* s) {
   if (!ReadExtents(s->src_fd, s->props.volume, &now, &err))
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
   s->ranges = DiffRanges(s->base_map, now, 0, static_cast<uint64_t>(live.st_size));
+  s->base_map = {};  // megabytes for a fragmented image; the ranges are what rollback needs
   // Each range's old extents go to the undo file before the new ones
   // replace them, so a failure at any point can be rolled back.
   for (const auto& r : s->ranges) {
