@@ -17,6 +17,7 @@
 #include "engine/block_map.h"
 #include "engine/source_volume.h"
 #include "format/codec.h"
+#include "format/names.h"
 #include "format/patch.h"
 #include "vss/extent_diff.h"
 #include "vss/volume_stamp.h"
@@ -159,10 +160,24 @@ class BackupRun {
     failed_ = true;
   }
   void DiscardPacks();
+  // A parent's slot digest this backup may name without reading the slot:
+  // zero, or a chunk with a usable copy (a patch only if nothing is known
+  // damaged, since its base chain is not read here).
+  bool Usable(const Digest& d) const {
+    if (d.IsZero()) return true;
+    const ChunkLocation* loc = index_.Find(d);
+    return loc && (loc->patch_depth == 0 || health_.clean());
+  }
+  // Writes the volume indexes and the record under rec->id, choosing a new
+  // id if a write-once name is taken (never replacing another backup's).
+  Status Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes);
 
   Repository* repo_;
   const BackupOptions& opt_;
   ChunkIndex index_;
+  // What is known damaged or missing. While anything is, a parent's patch
+  // is trusted only after its chain has been read back (DiffWithParent).
+  IndexHealth health_;
   std::unordered_set<Digest, DigestHash> seen_;  // new chunks of this run
   std::unique_ptr<PackWriter> pack_;
   struct Sealing {
@@ -220,6 +235,7 @@ void BackupRun::DiscardPacks() {
   // removing them returns the repository to exactly where it was.
   for (const auto& p : finished_) repo_->env()->RemoveFile(repo_->PackPath(p.id));
   finished_.clear();
+  repo_->EndWrite();
 }
 
 bool BackupRun::PlanPatch(const VolumeIndex& parent, const std::vector<vss::ByteRange>& ranges,
@@ -248,9 +264,10 @@ bool BackupRun::PlanPatch(const VolumeIndex& parent, const std::vector<vss::Byte
   w->patch_base = parent.slots[w->slot];
   uint8_t depth = 0;
   if (!w->patch_base.IsZero()) {
-    const ChunkLocation* loc = index_.Find(w->patch_base);
-    if (!loc) return false;  // the parent's chunk is not here: read it whole
-    depth = loc->patch_depth;
+    // The parent's chunk is not here, or is a patch on a chain that may be
+    // damaged: read the slot whole.
+    if (!Usable(w->patch_base)) return false;
+    depth = index_.Find(w->patch_base)->patch_depth;
   }
   if (rel.empty() || total > w->len / 2 || depth >= kMaxPatchDepth ||
       PatchHeaderSize(rel.size()) + total > w->raw.size())
@@ -395,7 +412,9 @@ Status BackupRun::ImageVolume(const SourceVolume& src, const std::string& label,
     w->slot = next++;
     w->len = vi->SlotLength(w->slot);
     w->is_new = false;
-    w->unchanged = changed && !(*changed)[w->slot];
+    // An unchanged slot keeps the parent's digest only if that chunk is
+    // intact; otherwise it is read and stored again.
+    w->unchanged = changed && !(*changed)[w->slot] && Usable(parent->slots[w->slot]);
     w->same_as_parent = false;
     w->patch_depth = 0;
     w->payload = w->len;
@@ -638,10 +657,17 @@ Status BackupRun::RunPipelineOnly(uint64_t max_bytes, BackupResult* out) {
 
 Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSession* session,
                         BackupResult* out) {
-  GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_));
+  // Missing packs are noticed here, and their chunks, like quarantined
+  // ones, are not in index_: this backup stores such data again.
+  GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_, &health_, /*check_packs=*/true));
+  if (!health_.clean())
+    out->warnings.push_back("the repository has damaged or missing data (" + health_.Describe() +
+                            "); this backup stores any of it that it meets again; run "
+                            "'gnomon verify --read-data'");
 
   BackupRecord& rec = out->record;
-  rec.id = RandomHexId(8);
+  do rec.id = RandomHexId(8);
+  while (repo_->BackupIdTaken(rec.id));
   rec.time = NowRfc3339();
   rec.host = HostName();
   rec.type = opt_.type;
@@ -659,7 +685,7 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
       v.name = BaseName(v.source) + "." + std::to_string(k);
     v.size = sources[i].size();
     v.chunk_size = repo_->config().chunk_size;
-    v.index = "volumes/" + rec.id + "." + std::to_string(i);
+    v.index = VolumeIndexName(rec.id, i);
     if (session) v.key = session->sources()[i].key;
     VolumeIndex parent_index;
     std::vector<bool> changed;
@@ -695,22 +721,45 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
   Status w = WaitSealed(0);
   if (s.ok()) s = w;
   if (s.ok() && !finished_.empty()) s = repo_->WriteIndexFile(finished_, &rec.index_file);
-  for (size_t i = 0; s.ok() && i < indexes.size(); ++i)
-    s = repo_->WriteVolumeIndex(rec.volumes[i].index, indexes[i], &rec.volumes[i].index_checksum);
   rec.totals.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Saved after DoSnapshotSet and before SetBackupSucceeded, as VSS orders it.
   if (session) rec.extra["vss"] = session->Documents();
-  if (s.ok()) s = repo_->WriteBackupRecord(rec);
+  // An offline snapshot is the live volume: if anything wrote to it while
+  // it was read, the image is torn and must not be published.
+  if (s.ok() && session) s = session->CheckIntact();
+  if (s.ok()) s = Publish(&rec, indexes);
   if (!s.ok()) {
     // Best effort: without the record, none of this is referenced.
-    for (const auto& v : rec.volumes) repo_->env()->RemoveFile(JoinPath(repo_->path(), v.index));
     if (!rec.index_file.empty())
       repo_->env()->RemoveFile(JoinPath(JoinPath(repo_->path(), "index"), rec.index_file));
     DiscardPacks();
     return s;
   }
+  repo_->EndWrite();
   out->packs_written = finished_.size();
   return Status::OK();
+}
+
+Status BackupRun::Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
+  for (int attempt = 0;; ++attempt) {
+    size_t written = 0;
+    Status s;
+    for (; s.ok() && written < indexes.size(); ++written) {
+      rec->volumes[written].index = VolumeIndexName(rec->id, written);
+      s = repo_->WriteVolumeIndex(rec->volumes[written].index, indexes[written],
+                                  &rec->volumes[written].index_checksum);
+      if (!s.ok()) break;
+    }
+    if (s.ok()) s = repo_->WriteBackupRecord(*rec);
+    if (s.ok()) return s;
+    // Only what this attempt wrote is removed: a name that was taken
+    // belongs to another backup.
+    for (size_t i = 0; i < written; ++i)
+      repo_->env()->RemoveFile(JoinPath(repo_->path(), rec->volumes[i].index));
+    if (!s.IsExists() || attempt == 8) return s;
+    do rec->id = RandomHexId(8);
+    while (repo_->BackupIdTaken(rec->id));
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "engine/backup_job.h"
+#include "engine/restore_target.h"
 #include "engine/source_volume.h"
 
 namespace gnomon {
@@ -44,92 +45,6 @@ Status PickVolume(const BackupRecord& rec, const std::string& volume, const Volu
 
 namespace {
 
-// The restore target: a block device written in place, or a new file written
-// under a temporary name and renamed over the target only when complete, so
-// a failed restore never destroys an existing file.
-class Target {
- public:
-  ~Target() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
-  }
-  Status Open(const std::string& path, uint64_t size, bool overwrite) {
-    path_ = path;
-    struct stat st;
-    if (::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
-      block_ = true;
-      fd_ = ::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC);
-      if (fd_ < 0 && errno == EBUSY)
-        return Status::InvalidArgument(path +
-                                       ": device is in use (mounted or open); refusing to "
-                                       "restore over it");
-      if (fd_ < 0) return Status::FromErrno("opening " + path, errno);
-      uint64_t dev_size = 0;
-      GNOMON_RETURN_IF_ERROR(BlockDeviceSize(fd_, path, &dev_size));
-      if (dev_size < size)
-        return Status::InvalidArgument(path + ": device holds " + std::to_string(dev_size) +
-                                       " bytes, the volume needs " + std::to_string(size));
-      return Status::OK();
-    }
-    if (::stat(path.c_str(), &st) == 0) {
-      if (!S_ISREG(st.st_mode))
-        return Status::InvalidArgument(path +
-                                       ": target exists and is not a regular file or "
-                                       "block device");
-      if (!overwrite)
-        return Status::InvalidArgument(path +
-                                       ": target file exists; pass --overwrite to "
-                                       "replace it");
-    }
-    tmp_ = path + ".gnomon-restore-" + std::to_string(getpid());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd_ < 0) {
-      tmp_.clear();
-      return Status::FromErrno("creating " + path, errno);
-    }
-    // Sized up front: every slot we never write is a hole that reads as zeros.
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
-      return Status::FromErrno("sizing " + tmp_, errno);
-    return Status::OK();
-  }
-  bool is_block() const { return block_; }
-  Status WriteAt(uint64_t off, const uint8_t* p, size_t n) {
-    size_t done = 0;
-    while (done < n) {
-      ssize_t w = ::pwrite(fd_, p + done, n - done, static_cast<off_t>(off + done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno("writing " + path_ + " at offset " + std::to_string(off + done),
-                                 errno);
-      }
-      done += static_cast<size_t>(w);
-    }
-    return Status::OK();
-  }
-  // Starts writeback of a finished range without waiting for it, so the
-  // disk works while later chunks decompress and the closing fsync has
-  // only the tail left, instead of the whole volume piled up as dirty pages.
-  void StartWriteback(uint64_t off, uint64_t n) {
-    ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
-  }
-  Status Commit() {
-    if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
-    if (!block_) {
-      if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-        return Status::FromErrno("renaming " + tmp_ + " to " + path_, errno);
-      ::chmod(path_.c_str(), 0644);
-    }
-    committed_ = true;
-    return Status::OK();
-  }
-
- private:
-  std::string path_, tmp_;
-  int fd_ = -1;
-  bool block_ = false;
-  bool committed_ = false;
-};
-
 struct Slot {
   uint64_t index = 0;
   uint32_t len = 0;
@@ -148,15 +63,23 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
   VolumeIndex vi;
   GNOMON_RETURN_IF_ERROR(repo->ReadVolumeIndex(*vol, &vi));
   ChunkIndex index;
-  GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index));
+  IndexHealth health;
+  GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index, &health));
   // Check every chunk is known before writing a byte to the target.
-  for (const auto& d : vi.slots)
-    if (!d.IsZero() && !index.Contains(d))
-      return Status::Corruption(JoinPath(repo->path(), vol->index) + ": chunk " + d.Hex() +
-                                " of volume '" + vol->name + "' is in no chunk index file");
+  for (const auto& d : vi.slots) {
+    if (d.IsZero() || index.Contains(d)) continue;
+    std::string why = health.lost.count(d)
+                          ? "is damaged (quarantined by verify) and no intact copy exists"
+                          : "is in no readable chunk index file";
+    if (!health.damaged_files.empty() && !health.lost.count(d))
+      why += " (damaged: " + health.Describe() + ")";
+    return Status::Corruption(JoinPath(repo->path(), vol->index) + ": chunk " + d.Hex() +
+                              " of volume '" + vol->name + "' " + why);
+  }
 
-  Target target;
-  GNOMON_RETURN_IF_ERROR(target.Open(opt.target, vol->size, opt.overwrite));
+  RestoreTarget target;
+  GNOMON_RETURN_IF_ERROR(
+      target.Open(opt.target, vol->size, opt.overwrite, repo->path(), &out->cleaned));
 
   const int threads = opt.threads > 0 ? opt.threads : DefaultThreads();
   const size_t tokens = 4u * threads;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "engine/progress.h"
 #include "format/repository.h"
@@ -24,6 +25,7 @@ struct RestoreResult {
   std::string backup_id, volume;
   uint64_t bytes = 0, bytes_written = 0;
   double seconds = 0;
+  std::vector<std::string> cleaned;  // partial restores of killed runs that were removed
 };
 
 Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* out);

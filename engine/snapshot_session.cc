@@ -301,6 +301,16 @@ void SnapshotSession::SaveWriterStatus() {
   ::rename(tmp.c_str(), path.c_str());
 }
 
+Status SnapshotSession::CheckIntact() const {
+  if (!bc_ || skipped_) return Status::OK();
+  std::string why;
+  if (vss::Failed(bc_->CheckSnapshotsIntact(&why)))
+    return Status::SnapshotFailed("no consistent snapshot: " + why +
+                                  "; nothing was saved (stop the writer, or use a provider "
+                                  "that takes a real snapshot)");
+  return Status::OK();
+}
+
 json LoadWriterStatus(const std::string& state_dir) {
   std::ifstream f(state_dir + "/writers.json");
   if (!f) return json::object();

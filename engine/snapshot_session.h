@@ -86,6 +86,10 @@ class SnapshotSession {
   // deletes the bases of that volume it supersedes. Call after the backup
   // record is durable and before Complete().
   Status RetainBase(size_t i, const std::string& backup_id, const std::string& type);
+  // After the snapshots were read, before the backup is published:
+  // SnapshotFailed if a provider says what was read is not point-in-time
+  // (something wrote to a volume the offline provider was reading).
+  Status CheckIntact() const;
   // The documents to store with the backup: BCD, every WMD, writer status.
   nlohmann::json Documents() const;
   // SetBackupSucceeded for every component, then BackupComplete and release.

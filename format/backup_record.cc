@@ -2,6 +2,9 @@
 
 #include <ctime>
 
+#include "base/json.h"
+#include "format/names.h"
+
 namespace gnomon {
 
 using nlohmann::json;
@@ -86,9 +89,35 @@ std::string BackupRecord::Encode() const {
   return j.dump(1);
 }
 
+// Every name that later becomes a path has exactly the form FORMAT.md gives
+// it; a record that says otherwise is damaged or hostile.
+static Status CheckNames(const std::string& path, const BackupRecord& r) {
+  auto bad = [&](const std::string& what) {
+    return Status::Corruption(path + ": backup record is malformed (" + what + ")");
+  };
+  if (!IsBackupId(r.id)) return bad("id '" + r.id + "' is not 16 hex characters");
+  if (!r.parent.empty() && !IsBackupId(r.parent)) return bad("parent id is malformed");
+  if (!r.index_file.empty() && !IsObjectId(r.index_file))
+    return bad("index_file '" + r.index_file + "' is not 32 hex characters");
+  for (size_t i = 0; i < r.volumes.size(); ++i) {
+    const VolumeRecord& v = r.volumes[i];
+    if (v.index != VolumeIndexName(r.id, i))
+      return bad("volume " + std::to_string(i) + " names index '" + v.index + "', not '" +
+                 VolumeIndexName(r.id, i) + "'");
+    if (!v.parent.empty() && !IsBackupId(v.parent)) return bad("a volume's parent is malformed");
+    if (v.chunk_size < 4096 || (v.chunk_size & (v.chunk_size - 1)) != 0 ||
+        v.chunk_size > (64u << 20))
+      return bad("volume chunk size " + std::to_string(v.chunk_size) + " is impossible");
+  }
+  return Status::OK();
+}
+
 Status BackupRecord::Decode(const std::string& path, const std::string& body, BackupRecord* out) {
+  json j;
+  std::string err;
+  if (!ParseJsonBounded(body, &j, &err))
+    return Status::Corruption(path + ": backup record is malformed (" + err + ")");
   try {
-    json j = json::parse(body);
     BackupRecord r;
     r.id = j.at("id").get<std::string>();
     r.time = j.at("time").get<std::string>();
@@ -116,6 +145,8 @@ Status BackupRecord::Decode(const std::string& path, const std::string& body, Ba
     r.totals = StatsFromJson(j.at("totals"));
     r.index_file = j.at("index_file").get<std::string>();
     r.extra = j.at("extra");
+    if (!r.extra.is_object()) return Status::Corruption(path + ": backup record's extra is not an object");
+    GNOMON_RETURN_IF_ERROR(CheckNames(path, r));
     *out = std::move(r);
     return Status::OK();
   } catch (const json::exception& e) {

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/json.h"
+
 namespace gnomon {
 
 using nlohmann::json;
@@ -29,8 +31,11 @@ std::string RepoConfig::Encode() const {
 }
 
 Status RepoConfig::Decode(const std::string& path, const std::string& body, RepoConfig* out) {
+  json j;
+  std::string err;
+  if (!ParseJsonBounded(body, &j, &err))
+    return Status::Corruption(path + ": config is malformed (" + err + ")");
   try {
-    json j = json::parse(body);
     RepoConfig c;
     c.version = j.at("version").get<uint32_t>();
     c.id = j.at("id").get<std::string>();

@@ -2,7 +2,6 @@
 
 #include <xxhash.h>
 
-#include <random>
 
 namespace gnomon {
 
@@ -46,19 +45,6 @@ bool Digest::FromHex(const std::string& hex, Digest* out) {
 }
 
 uint64_t Checksum64(std::span<const uint8_t> data) { return XXH3_64bits(data.data(), data.size()); }
-
-std::string RandomHexId(size_t bytes) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  s.reserve(bytes * 2);
-  for (size_t i = 0; i < bytes; ++i) {
-    auto b = static_cast<uint8_t>(rng());
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 15]);
-  }
-  return s;
-}
 
 bool IsAllZero(std::span<const uint8_t> data) {
   const uint8_t* p = data.data();

@@ -3,6 +3,8 @@
 // host. The all-zero digest is reserved to mean "this slot is all zeros".
 #pragma once
 
+#include "base/random.h"  // RandomHexId: every id in the repository
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -41,9 +43,6 @@ struct DigestHash {
 
 // XXH3-64 of a byte range: the checksum of every gnomon metadata file.
 uint64_t Checksum64(std::span<const uint8_t> data);
-
-// Random identifiers (repository, pack, backup, index ids), as lowercase hex.
-std::string RandomHexId(size_t bytes);
 
 // True if every byte of data is zero. Fast path for the imaging pipeline.
 bool IsAllZero(std::span<const uint8_t> data);

@@ -46,18 +46,26 @@ class Env {
   virtual ~Env() = default;
   static Env* Default();
 
+  // Creates a new file, mode 0600: fails if anything (a file, a planted
+  // symlink) already has the name (O_EXCL|O_NOFOLLOW).
   virtual Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) = 0;
   virtual Status NewRandomAccessFile(const std::string& path,
                                      std::unique_ptr<RandomAccessFile>* out) = 0;
+  // Replaces `to` if it exists: only for files meant to change.
   virtual Status RenameFile(const std::string& from, const std::string& to) = 0;
+  // Publishes a write-once file: fails with Exists, touching nothing, if
+  // `to` exists (renameat2 RENAME_NOREPLACE, or link + unlink).
+  virtual Status RenameNoReplace(const std::string& from, const std::string& to) = 0;
   virtual Status SyncDir(const std::string& dir) = 0;
   virtual Status RemoveFile(const std::string& path) = 0;
-  virtual Status CreateDir(const std::string& dir) = 0;  // OK if it exists
+  virtual Status CreateDir(const std::string& dir) = 0;  // mode 0700; OK if it exists
+  virtual Status RemoveDir(const std::string& dir) = 0;  // an empty directory
   virtual Status ListDir(const std::string& dir, std::vector<std::string>* names) = 0;
   virtual bool FileExists(const std::string& path) = 0;
-  // Takes an flock on path (created if needed). exclusive=false is a shared
-  // lock. On contention returns Locked with whatever text the holder wrote to
-  // the file via LockAndDescribe; never blocks.
+  // Takes an flock on the directory that holds `path`, which cannot be
+  // unlinked from under a holder, and (exclusive only) writes holder_info
+  // into `path` for whoever comes next. exclusive=false is a shared lock. On
+  // contention returns Locked with the text in `path`; never blocks.
   virtual Status LockFile(const std::string& path, bool exclusive, const std::string& holder_info,
                           std::unique_ptr<FileLock>* out, std::string* stale_holder) = 0;
 
@@ -66,6 +74,12 @@ class Env {
   // Durability before visibility: write to path.tmp-<rand>, fsync, rename over
   // path, fsync the directory. A reader sees the old file or the new one.
   Status WriteFileAtomic(const std::string& path, std::span<const uint8_t> data);
+  // The same for a write-once file: published with RenameNoReplace, so an
+  // existing `path` is never replaced (Exists).
+  Status WriteFileOnce(const std::string& path, std::span<const uint8_t> data);
+
+ private:
+  Status WriteTemporary(const std::string& path, std::span<const uint8_t> data, std::string* tmp);
 };
 
 std::string DirName(const std::string& path);

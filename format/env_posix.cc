@@ -7,9 +7,11 @@
 
 #include <cerrno>
 #include <cstring>
-#include <random>
+#include <cstdio>
 
 #include "format/env.h"
+
+#include "base/random.h"
 
 namespace gnomon {
 
@@ -91,20 +93,24 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   uint64_t size_;
 };
 
+// Holds the flock on the repository directory (dir_fd) and, for an
+// exclusive holder, the open holder-text file (text_fd, else -1).
 class PosixFileLock final : public FileLock {
  public:
-  PosixFileLock(int fd, bool exclusive) : fd_(fd), exclusive_(exclusive) {}
+  PosixFileLock(int dir_fd, int text_fd) : dir_fd_(dir_fd), text_fd_(text_fd) {}
   ~PosixFileLock() override {
     // Clear the holder text first so a later reader never blames us.
-    if (exclusive_ && ::ftruncate(fd_, 0) != 0) {
+    if (text_fd_ >= 0) {
+      if (::ftruncate(text_fd_, 0) != 0) {
+      }
+      ::close(text_fd_);
     }
-    ::flock(fd_, LOCK_UN);
-    ::close(fd_);
+    ::flock(dir_fd_, LOCK_UN);
+    ::close(dir_fd_);
   }
 
  private:
-  int fd_;
-  bool exclusive_;
+  int dir_fd_, text_fd_;
 };
 
 std::string ReadAllFd(int fd) {
@@ -124,8 +130,9 @@ std::string ReadAllFd(int fd) {
 class PosixEnv final : public Env {
  public:
   Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) return Status::FromErrno("creating " + path, errno);
+    ::fchmod(fd, 0600);  // whatever the umask: repository files are the owner's alone
     *out = std::make_unique<PosixWritableFile>(path, fd);
     return Status::OK();
   }
@@ -147,6 +154,20 @@ class PosixEnv final : public Env {
       return Status::FromErrno("renaming " + from + " to " + to, errno);
     return Status::OK();
   }
+  Status RenameNoReplace(const std::string& from, const std::string& to) override {
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0)
+      return Status::OK();
+    int e = errno;
+    if (e == EINVAL || e == ENOSYS) {  // a filesystem without RENAME_NOREPLACE
+      if (::link(from.c_str(), to.c_str()) == 0) {
+        ::unlink(from.c_str());
+        return Status::OK();
+      }
+      e = errno;
+    }
+    if (e == EEXIST) return Status::Exists(to + ": already exists; a write-once file is never replaced");
+    return Status::FromErrno("renaming " + from + " to " + to, e);
+  }
   Status SyncDir(const std::string& dir) override {
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno("opening directory " + dir, errno);
@@ -161,8 +182,15 @@ class PosixEnv final : public Env {
     return Status::OK();
   }
   Status CreateDir(const std::string& dir) override {
-    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-      return Status::FromErrno("creating directory " + dir, errno);
+    if (::mkdir(dir.c_str(), 0700) == 0) {
+      ::chmod(dir.c_str(), 0700);  // whatever the umask
+      return Status::OK();
+    }
+    if (errno != EEXIST) return Status::FromErrno("creating directory " + dir, errno);
+    return Status::OK();
+  }
+  Status RemoveDir(const std::string& dir) override {
+    if (::rmdir(dir.c_str()) != 0) return Status::FromErrno("removing directory " + dir, errno);
     return Status::OK();
   }
   Status ListDir(const std::string& dir, std::vector<std::string>* names) override {
@@ -180,18 +208,33 @@ class PosixEnv final : public Env {
 
   Status LockFile(const std::string& path, bool exclusive, const std::string& holder_info,
                   std::unique_ptr<FileLock>* out, std::string* stale_holder) override {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::FromErrno("opening lock file " + path, errno);
-    if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+    // The lock is on the directory: deleting the text file cannot let a
+    // second writer in while the first still holds it.
+    const std::string dir = DirName(path);
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return Status::FromErrno("opening " + dir, errno);
+    if (::flock(dfd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
       int e = errno;
-      std::string holder = ReadAllFd(fd);
-      ::close(fd);
-      if (e != EWOULDBLOCK) return Status::FromErrno("locking " + path, e);
+      ::close(dfd);
+      if (e != EWOULDBLOCK) return Status::FromErrno("locking " + dir, e);
+      std::string holder;
+      int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        holder = ReadAllFd(fd);
+        ::close(fd);
+      }
       if (holder.empty()) holder = "another gnomon process that is reading it";
-      return Status::Locked(path + ": repository is locked by " + holder);
+      return Status::Locked(dir + ": repository is locked by " + holder);
     }
+    int fd = -1;
     if (exclusive) {
-      // We hold the flock, so text still in the file was left by a holder
+      fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        int e = errno;
+        ::close(dfd);
+        return Status::FromErrno("opening lock file " + path, e);
+      }
+      // We hold the lock, so text still in the file was left by a holder
       // that died without cleaning up: a stale lock.
       std::string old = ReadAllFd(fd);
       if (stale_holder) *stale_holder = old;
@@ -199,10 +242,11 @@ class PosixEnv final : public Env {
                                          static_cast<ssize_t>(holder_info.size())) {
         int e = errno;
         ::close(fd);
+        ::close(dfd);
         return Status::FromErrno("writing lock file " + path, e);
       }
     }
-    *out = std::make_unique<PosixFileLock>(fd, exclusive);
+    *out = std::make_unique<PosixFileLock>(dfd, fd);
     return Status::OK();
   }
 };
@@ -221,20 +265,37 @@ Status Env::ReadFileToString(const std::string& path, std::string* out) {
   return f->ReadAt(0, out->size(), reinterpret_cast<uint8_t*>(out->data()));
 }
 
-Status Env::WriteFileAtomic(const std::string& path, std::span<const uint8_t> data) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  char suffix[24];
-  std::snprintf(suffix, sizeof suffix, ".tmp-%016llx", static_cast<unsigned long long>(rng()));
-  std::string tmp = path + suffix;
+Status Env::WriteTemporary(const std::string& path, std::span<const uint8_t> data,
+                           std::string* tmp) {
+  // An unpredictable name, created O_EXCL|O_NOFOLLOW: nobody can plant it.
+  *tmp = path + ".tmp-" + RandomHexId(8);
   std::unique_ptr<WritableFile> f;
-  GNOMON_RETURN_IF_ERROR(NewWritableFile(tmp, &f));
+  GNOMON_RETURN_IF_ERROR(NewWritableFile(*tmp, &f));
   Status s = f->Append(data);
   if (s.ok()) s = f->Sync();
   Status c = f->Close();
   if (s.ok()) s = c;
-  if (s.ok()) s = RenameFile(tmp, path);
+  if (!s.ok()) RemoveFile(*tmp);  // best effort: the old file, if any, is untouched
+  return s;
+}
+
+Status Env::WriteFileAtomic(const std::string& path, std::span<const uint8_t> data) {
+  std::string tmp;
+  GNOMON_RETURN_IF_ERROR(WriteTemporary(path, data, &tmp));
+  Status s = RenameFile(tmp, path);
   if (!s.ok()) {
-    RemoveFile(tmp);  // best effort: the old file, if any, is untouched
+    RemoveFile(tmp);
+    return s;
+  }
+  return SyncDir(DirName(path));
+}
+
+Status Env::WriteFileOnce(const std::string& path, std::span<const uint8_t> data) {
+  std::string tmp;
+  GNOMON_RETURN_IF_ERROR(WriteTemporary(path, data, &tmp));
+  Status s = RenameNoReplace(tmp, path);
+  if (!s.ok()) {
+    RemoveFile(tmp);
     return s;
   }
   return SyncDir(DirName(path));

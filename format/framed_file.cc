@@ -62,7 +62,8 @@ Status ReadFrameFile(Env* env, const FrameKind& kind, const std::string& path, s
 Status WriteFrameFile(Env* env, const FrameKind& kind, uint32_t version, const std::string& path,
                       std::string_view body) {
   std::string file = EncodeFrame(kind, version, body);
-  return env->WriteFileAtomic(path, {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
+  // Every framed file is immutable: published once, never replaced.
+  return env->WriteFileOnce(path, {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
 }
 
 }  // namespace gnomon

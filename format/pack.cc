@@ -62,7 +62,7 @@ Status PackWriter::Finish() {
   if (s.ok()) s = file_->Sync();
   Status c = file_->Close();
   if (s.ok()) s = c;
-  if (s.ok()) s = env_->RenameFile(tmp_path_, final_path_);
+  if (s.ok()) s = env_->RenameNoReplace(tmp_path_, final_path_);  // packs are write-once
   if (s.ok()) s = env_->SyncDir(DirName(final_path_));
   if (!s.ok()) Abandon();
   return s;

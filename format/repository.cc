@@ -1,67 +1,28 @@
 #include "format/repository.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 
 #include "format/framed_file.h"
+#include "format/names.h"
+#include "format/repository_layout.h"
 #include "format/patch.h"
 
 namespace gnomon {
 
 namespace {
-constexpr const char* kConfig = "config";
-constexpr const char* kLock = "lock";
-constexpr const char* kPacks = "packs";
-constexpr const char* kIndex = "index";
-constexpr const char* kVolumes = "volumes";
-constexpr const char* kBackups = "backups";
-constexpr const char* kTmp = "tmp";
 constexpr size_t kMaxOpenPacks = 256;
-
-bool IsHexName(const std::string& s, size_t len) {
-  return s.size() == len && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
 }  // namespace
 
-std::string HostName() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
-  return buf;
-}
-
-Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
-  if (config.id.empty()) config.id = RandomHexId(16);
-  if (config.created.empty()) config.created = NowRfc3339();
-  GNOMON_RETURN_IF_ERROR(config.Validate("init " + path));
-  if (env->FileExists(path)) {
-    std::vector<std::string> names;
-    Status s = env->ListDir(path, &names);
-    if (!s.ok()) return Status::InvalidArgument(path + ": exists and is not a directory");
-    if (!names.empty()) {
-      if (env->FileExists(JoinPath(path, kConfig)))
-        return Status::InvalidArgument(path + ": a repository already exists here");
-      return Status::InvalidArgument(path +
-                                     ": directory is not empty; refusing to create a "
-                                     "repository in it");
-    }
-  }
-  GNOMON_RETURN_IF_ERROR(env->CreateDir(path));
-  for (const char* d : {kPacks, kIndex, kVolumes, kBackups, kTmp})
-    GNOMON_RETURN_IF_ERROR(env->CreateDir(JoinPath(path, d)));
-  char sub[3];
-  for (int i = 0; i < 256; ++i) {
-    std::snprintf(sub, sizeof sub, "%02x", i);
-    GNOMON_RETURN_IF_ERROR(env->CreateDir(JoinPath(JoinPath(path, kPacks), sub)));
-  }
-  GNOMON_RETURN_IF_ERROR(env->SyncDir(JoinPath(path, kPacks)));
-  // The config goes last: a directory without one is not yet a repository.
-  GNOMON_RETURN_IF_ERROR(
-      WriteFrameFile(env, kConfigFrame, 1, JoinPath(path, kConfig), config.Encode()));
-  return env->SyncDir(DirName(path));
+std::string IndexHealth::Describe() const {
+  std::string out;
+  auto add = [&](const std::string& s) { out += (out.empty() ? "" : "; ") + s; };
+  if (!lost.empty())
+    add(std::to_string(lost.size()) + " chunk(s) have no intact copy (first: " +
+        lost.begin()->Hex() + ")");
+  for (const auto& p : missing_packs) add("pack " + p + " is missing");
+  for (const auto& e : damaged_files) add(e.message());
+  return out;
 }
 
 Status Repository::Open(Env* env, const std::string& path, LockMode mode,
@@ -79,24 +40,10 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
                        NowRfc3339() + " (gnomon " + purpose + ")";
     GNOMON_RETURN_IF_ERROR(env->LockFile(JoinPath(path, kLock), mode == LockMode::kExclusive, info,
                                          &r->lock_, &r->stale_lock_));
-    if (mode == LockMode::kExclusive) r->RemoveStaleTemporaries();
+    if (mode == LockMode::kExclusive) r->RemoveLeftovers();
   }
   *out = std::move(r);
   return Status::OK();
-}
-
-void Repository::RemoveStaleTemporaries() {
-  // We hold the exclusive lock, so no live writer owns anything in tmp/, and
-  // a ".tmp-" file beside a metadata file is a rename that never happened.
-  std::vector<std::string> names;
-  if (env_->ListDir(P(kTmp), &names).ok())
-    for (const auto& n : names) env_->RemoveFile(JoinPath(P(kTmp), n));
-  for (const char* d : {kIndex, kVolumes, kBackups, ""}) {
-    std::string dir = *d ? P(d) : path_;
-    if (!env_->ListDir(dir, &names).ok()) continue;
-    for (const auto& n : names)
-      if (n.find(".tmp-") != std::string::npos) env_->RemoveFile(JoinPath(dir, n));
-  }
 }
 
 Status Repository::ListIndexFiles(std::vector<std::string>* names) {
@@ -112,37 +59,70 @@ Status Repository::ListIndexFiles(std::vector<std::string>* names) {
 Status Repository::ReadIndexFile(const std::string& name, std::vector<PackSummary>* packs) {
   std::string path = JoinPath(P(kIndex), name), body;
   GNOMON_RETURN_IF_ERROR(ReadFrameFile(env_, kIndexFrame, path, &body));
-  return DecodeIndexFile(path, body, packs);
+  GNOMON_RETURN_IF_ERROR(DecodeIndexFile(path, body, packs));
+  // Lengths decide allocations later: no chunk can be larger than a slot,
+  // and a stored chunk is never larger than its raw bytes (FORMAT.md §4).
+  for (const auto& p : *packs)
+    for (const auto& e : p.entries)
+      if (e.raw_len == 0 || e.raw_len > config_.chunk_size || e.stored_len > e.raw_len)
+        return Status::Corruption(path + ": chunk " + e.digest.Hex() + " claims " +
+                                  std::to_string(e.raw_len) + " raw and " +
+                                  std::to_string(e.stored_len) +
+                                  " stored bytes, impossible with chunk size " +
+                                  std::to_string(config_.chunk_size));
+  return Status::OK();
 }
 
-Status Repository::LoadChunkIndex(ChunkIndex* index, std::vector<std::string>* index_files) {
+Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool check_packs) {
+  *health = IndexHealth();
   std::vector<std::string> names;
   GNOMON_RETURN_IF_ERROR(ListIndexFiles(&names));
+  std::set<BadChunk> bad;
+  GNOMON_RETURN_IF_ERROR(ReadQuarantine(&bad, &health->damaged_files));
+  std::set<std::string> present;
+  if (check_packs) {
+    std::vector<std::string> ids;
+    GNOMON_RETURN_IF_ERROR(ListPacks(&ids));
+    present.insert(ids.begin(), ids.end());
+  }
+  std::unordered_set<Digest, DigestHash> dropped;
+  std::set<std::string> missing;
   for (const auto& n : names) {
     std::vector<PackSummary> packs;
-    GNOMON_RETURN_IF_ERROR(ReadIndexFile(n, &packs));
-    for (const auto& p : packs) index->AddPack(p);
+    Status s = ReadIndexFile(n, &packs);
+    if (!s.ok()) {
+      health->damaged_files.push_back(s);
+      continue;
+    }
+    for (auto& p : packs) {
+      const bool gone = check_packs && !present.count(p.id);
+      if (gone) missing.insert(p.id);
+      std::erase_if(p.entries, [&](const PackEntry& e) {
+        const bool drop = gone || bad.count(BadChunk{p.id, e.digest});
+        if (drop) dropped.insert(e.digest);
+        health->quarantined += !gone && drop;
+        return drop;
+      });
+      index->AddPack(p);
+    }
   }
-  if (index_files) *index_files = names;
+  health->missing_packs.assign(missing.begin(), missing.end());
+  for (const auto& d : dropped)
+    if (!index->Contains(d)) health->lost.insert(d);
   return Status::OK();
 }
 
 Status Repository::WriteIndexFile(const std::vector<PackSummary>& packs, std::string* name) {
-  *name = RandomHexId(16);
-  return WriteFrameFile(env_, kIndexFrame, 2, JoinPath(P(kIndex), *name), EncodeIndexFile(packs));
+  const std::string body = EncodeIndexFile(packs);
+  for (int attempt = 0;; ++attempt) {
+    *name = RandomHexId(16);
+    Status s = WriteFrameFile(env_, kIndexFrame, 2, JoinPath(P(kIndex), *name), body);
+    if (!s.IsExists() || attempt == 8) return s;  // a clash: never overwrite, pick another
+  }
 }
 
 std::string Repository::PackPath(const std::string& id) const {
   return JoinPath(JoinPath(P(kPacks), id.substr(0, 2)), id);
-}
-
-Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
-  std::string id = RandomHexId(16);
-  std::string tmp = JoinPath(P(kTmp), id + ".pack");
-  std::unique_ptr<WritableFile> f;
-  GNOMON_RETURN_IF_ERROR(env_->NewWritableFile(tmp, &f));
-  *out = std::make_unique<PackWriter>(env_, id, tmp, PackPath(id), std::move(f));
-  return Status::OK();
 }
 
 Status Repository::ListPacks(std::vector<std::string>* ids) {
@@ -236,8 +216,8 @@ Status Repository::WriteVolumeIndex(const std::string& rel_path, const VolumeInd
                                     uint64_t* checksum) {
   std::string file = EncodeFrame(kVolumeIndexFrame, 1, vi.Encode());
   *checksum = Checksum64({reinterpret_cast<const uint8_t*>(file.data()), file.size()});
-  return env_->WriteFileAtomic(P(rel_path),
-                               {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
+  return env_->WriteFileOnce(P(rel_path),
+                             {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
 }
 
 Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
@@ -251,12 +231,21 @@ Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
     return Status::Corruption(path +
                               ": volume index is not the one its backup record names "
                               "(checksum differs)");
+  if (v.chunk_size != config_.chunk_size)
+    return Status::Corruption(path + ": volume '" + v.name + "' claims chunk size " +
+                              std::to_string(v.chunk_size) + ", the repository's is " +
+                              std::to_string(config_.chunk_size));
   GNOMON_RETURN_IF_ERROR(VolumeIndex::Decode(path, body, vi));
   if (vi->volume_size != v.size || vi->chunk_size != v.chunk_size)
     return Status::Corruption(path +
                               ": volume index size or chunk size disagrees with the "
                               "backup record");
   return Status::OK();
+}
+
+bool Repository::BackupIdTaken(const std::string& id) {
+  return env_->FileExists(JoinPath(P(kBackups), id)) ||
+         env_->FileExists(P(VolumeIndexName(id, 0)));
 }
 
 Status Repository::WriteBackupRecord(const BackupRecord& r) {
@@ -284,15 +273,6 @@ Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Statu
   std::sort(out->begin(), out->end(), [](const BackupRecord& a, const BackupRecord& b) {
     return a.time != b.time ? a.time < b.time : a.id < b.id;
   });
-  return Status::OK();
-}
-
-Status Repository::ForgetBackup(const BackupRecord& r) {
-  // The record goes first: once it is gone the backup does not exist, and
-  // its volume indexes are merely unreferenced files.
-  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(JoinPath(P(kBackups), r.id)));
-  GNOMON_RETURN_IF_ERROR(env_->SyncDir(P(kBackups)));
-  for (const auto& v : r.volumes) env_->RemoveFile(P(v.index));
   return Status::OK();
 }
 

@@ -4,20 +4,48 @@
 
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
+#include "base/system.h"
 #include "format/backup_record.h"
 #include "format/chunk_index.h"
 #include "format/config.h"
 #include "format/env.h"
 #include "format/pack.h"
+#include "format/quarantine.h"
 #include "format/volume_index.h"
 
 namespace gnomon {
 
 enum class LockMode { kNone, kShared, kExclusive };
+
+// What loading the chunk index found wrong without failing: every problem is
+// named, and the index holds only locations that can still be used.
+struct IndexHealth {
+  std::vector<Status> damaged_files;        // index or quarantine files that cannot be read
+  std::vector<std::string> missing_packs;   // named by an index file, absent (if checked)
+  size_t quarantined = 0;                   // locations dropped as known damaged
+  std::unordered_set<Digest, DigestHash> lost;  // digests with no usable location left
+  bool clean() const { return damaged_files.empty() && missing_packs.empty() && lost.empty(); }
+  // One line for a user, e.g. "2 chunks have no intact copy (pack ... is
+  // missing); index file ... is damaged".
+  std::string Describe() const;
+};
+
+// What an interrupted run left in the repository (see FORMAT.md §9).
+struct Leftovers {
+  struct Journal {
+    std::string name;                // under tmp/
+    std::vector<std::string> packs;  // pack ids the dead run created
+  };
+  std::vector<Journal> journals;
+  std::vector<std::string> temporaries;     // tmp/ and *.tmp-* files, relative paths
+  std::vector<std::string> orphan_indexes;  // volumes/<id>.<n> without a backups/<id>
+};
 
 class Repository {
  public:
@@ -34,15 +62,28 @@ class Repository {
   // Text of a stale exclusive lock that Open broke (holder died), else "".
   const std::string& broken_stale_lock() const { return stale_lock_; }
 
-  // Chunk index: every index file, merged. Errors name the bad file.
-  Status LoadChunkIndex(ChunkIndex* index, std::vector<std::string>* index_files = nullptr);
+  // Chunk index: every readable index file, merged, less the quarantined
+  // locations and (with check_packs, as a backup asks) the packs that are
+  // gone. A damaged index file does not fail the load: it is named in
+  // *health, and only what it alone held is unknown.
+  Status LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool check_packs = false);
   Status ListIndexFiles(std::vector<std::string>* names);
+  // Reads one index file, checking every length against the configuration.
   Status ReadIndexFile(const std::string& name, std::vector<PackSummary>* packs);
   // Writes an index file for packs; *name is its file name under index/.
   Status WriteIndexFile(const std::vector<PackSummary>& packs, std::string* name);
 
-  // Packs.
+  // Quarantine (FORMAT.md §5a): chunk copies known to be damaged.
+  Status ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors);
+  Status WriteQuarantine(const std::vector<BadChunk>& chunks);
+
+  // Packs. The first pack of a run opens its journal (tmp/*.journal), and
+  // every pack id is durable there before the pack exists, so the packs of a
+  // run that is killed can be found and removed by the next one.
   Status NewPackWriter(std::unique_ptr<PackWriter>* out);
+  // The run's packs are committed (named by an index file) or removed: its
+  // journal goes.
+  void EndWrite();
   Status ListPacks(std::vector<std::string>* ids);
   std::string PackPath(const std::string& id) const;
   Status OpenPack(const std::string& id, std::shared_ptr<RandomAccessFile>* out);
@@ -59,33 +100,45 @@ class Repository {
   Status WriteVolumeIndex(const std::string& rel_path, const VolumeIndex& vi, uint64_t* checksum);
   Status ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi);
 
-  // Backup records.
+  // Backup records. Write-once: Exists if the id is taken.
   Status WriteBackupRecord(const BackupRecord& r);
+  bool BackupIdTaken(const std::string& id);
   // All readable records, oldest first; unreadable ones are reported in errors.
   Status ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors);
   // Removes a backup: its record, then its volume indexes. Chunks stay (the
   // garbage collection of a later prune removes those no backup uses).
   // Every other backup still restores: each has a complete volume index.
   Status ForgetBackup(const BackupRecord& r);
+  // Removes a record that cannot be read (forget --force), and the volume
+  // indexes named after it; *what describes the file before it goes.
+  Status ForgetUnreadable(const std::string& id, std::string* what);
   // spec: a full id, a unique id prefix, or "latest".
   Status FindBackup(const std::string& spec, BackupRecord* out);
 
-  // Removes temporary files left by a process that died (exclusive lock only).
-  void RemoveStaleTemporaries();
+  // What interrupted runs left behind (verify reports it; the next
+  // exclusive Open removes it).
+  Status FindLeftovers(Leftovers* out);
+  // What Open removed, one line each, for the user.
+  const std::vector<std::string>& cleaned() const { return cleaned_; }
 
  private:
   Repository(Env* env, std::string path) : env_(env), path_(std::move(path)) {}
   std::string P(const std::string& rel) const { return JoinPath(path_, rel); }
+  // Removes what runs that died left (exclusive lock only): their packs no
+  // index names, temporaries, volume indexes without a record.
+  void RemoveLeftovers();
+  Status OpenJournal();
 
   Env* env_;
   std::string path_;
   RepoConfig config_;
   std::unique_ptr<FileLock> lock_;
   std::string stale_lock_;
+  std::vector<std::string> cleaned_;
+  std::unique_ptr<WritableFile> journal_;
+  std::string journal_path_;
   std::mutex pack_cache_mu_;
   std::unordered_map<std::string, std::shared_ptr<RandomAccessFile>> pack_cache_;
 };
-
-std::string HostName();
 
 }  // namespace gnomon

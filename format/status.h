@@ -20,6 +20,7 @@ class Status {
     kUnsupported,      // a format version or feature this build does not know
     kAborted,          // cancelled by the user or by a signal
     kSnapshotFailed,   // no consistent snapshot: a writer vetoed, a window ran out
+    kExists,           // a write-once name is taken: never overwritten, retry with a new id
   };
 
   Status() = default;
@@ -36,6 +37,7 @@ class Status {
   static Status SnapshotFailed(std::string m) {
     return Status(Code::kSnapshotFailed, std::move(m));
   }
+  static Status Exists(std::string m) { return Status(Code::kExists, std::move(m)); }
   // An IOError for `what` (a path) carrying strerror(err).
   static Status FromErrno(const std::string& what, int err);
 
@@ -44,6 +46,7 @@ class Status {
   const std::string& message() const { return message_; }
   bool IsNotFound() const { return code_ == Code::kNotFound; }
   bool IsCorruption() const { return code_ == Code::kCorruption; }
+  bool IsExists() const { return code_ == Code::kExists; }
 
   // Prefixes the message with context ("reading backup 1a2b: ...").
   Status WithContext(const std::string& context) const {

@@ -252,7 +252,7 @@ TEST_F(CliTest, MissingIndexFileIsFound) {
       << v.out;
   auto r = G({"restore", id, dir_ / "out"});
   EXPECT_EQ(r.exit_code, 3);
-  EXPECT_NE(r.err.find("is in no chunk index"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is in no readable chunk index"), std::string::npos) << r.err;
 }
 
 TEST_F(CliTest, CorruptBackupRecordIsNamedAndOthersStillWork) {

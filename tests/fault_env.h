@@ -28,7 +28,12 @@ class FaultEnv : public Env {
     if (Trip(fail_rename_after)) return Status::IOError("renaming " + from + ": injected fault");
     return base_->RenameFile(from, to);
   }
+  Status RenameNoReplace(const std::string& from, const std::string& to) override {
+    if (Trip(fail_rename_after)) return Status::IOError("renaming " + from + ": injected fault");
+    return base_->RenameNoReplace(from, to);
+  }
   Status SyncDir(const std::string& d) override { return base_->SyncDir(d); }
+  Status RemoveDir(const std::string& d) override { return base_->RemoveDir(d); }
   Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
   Status CreateDir(const std::string& d) override { return base_->CreateDir(d); }
   Status ListDir(const std::string& d, std::vector<std::string>* n) override {

@@ -205,6 +205,9 @@ TEST(Repository, InitRefusesExistingAndOpenChecksVersion) {
   RepoConfig c;
   c.version = 2;
   c.id = "x";
+  // The config is write-once: replacing it takes removing it first.
+  EXPECT_TRUE(WriteFrameFile(env, kConfigFrame, 1, r + "/config", c.Encode()).IsExists());
+  ASSERT_EQ(::unlink((r + "/config").c_str()), 0);
   ASSERT_TRUE(WriteFrameFile(env, kConfigFrame, 1, r + "/config", c.Encode()).ok());
   s = Repository::Open(env, r, LockMode::kShared, "t", &repo);
   EXPECT_EQ(s.code(), Status::Code::kUnsupported);

@@ -943,6 +943,16 @@ HResult BackupComponents::GetSnapshotProperties(const Guid& snapshot_id,
   return VSS_E_OBJECT_NOT_FOUND;
 }
 
+HResult BackupComponents::CheckSnapshotsIntact(std::string* why) const {
+  std::lock_guard<std::mutex> g(mu_);
+  for (const auto& m : set_)
+    if (HResult hr = m.provider->CheckSnapshotIntact(m.snapshot_id); Failed(hr)) {
+      *why = m.provider->last_error();
+      return hr;
+    }
+  return S_OK_;
+}
+
 HResult BackupComponents::SetBackupSucceeded(const Guid& instance_id, const Guid& class_id,
                                              ComponentType type, const std::string& logical_path,
                                              const std::string& name, bool succeeded) {

@@ -100,6 +100,10 @@ class BackupComponents {
   bool IsSnapshotRequired() const;
   HResult DoSnapshotSet(std::shared_ptr<Async>* async);
   HResult GetSnapshotProperties(const Guid& snapshot_id, SnapshotProperties* out) const;
+  // Asks each snapshot's provider whether what was read from it is still
+  // point-in-time (Provider::CheckSnapshotIntact); *why names the first
+  // that is not.
+  HResult CheckSnapshotsIntact(std::string* why) const;
   HResult SetBackupSucceeded(const Guid& instance_id, const Guid& class_id, ComponentType type,
                              const std::string& logical_path, const std::string& name,
                              bool succeeded);

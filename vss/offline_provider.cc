@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 
 namespace gnomon::vss {
 
@@ -46,6 +49,78 @@ std::vector<int> ProcessesWritingTo(const std::string& real_path) {
   }
   ::closedir(proc);
   return pids;
+}
+
+namespace {
+
+// A lease break arrives as this signal; the handler gives the lease up at
+// once, so the writer's open is not held back, and CheckSnapshotIntact then
+// finds the lease gone. (fcntl is async-signal-safe.)
+const int kLeaseSignal = SIGRTMIN + 2;
+
+void OnLeaseBreak(int, siginfo_t* si, void*) { ::fcntl(si->si_fd, F_SETLEASE, F_UNLCK); }
+
+void InstallLeaseHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa = {};
+    sa.sa_sigaction = OnLeaseBreak;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(kLeaseSignal, &sa, nullptr);
+  });
+}
+
+uint64_t Ns(const timespec& t) { return uint64_t(t.tv_sec) * 1000000000ull + uint64_t(t.tv_nsec); }
+
+// Field 7 of /sys/class/block/<dev>/stat: sectors written since boot.
+uint64_t SectorsWritten(const std::string& real_path) {
+  std::ifstream f("/sys/class/block/" + real_path.substr(real_path.rfind('/') + 1) + "/stat");
+  uint64_t v[7] = {};
+  for (auto& x : v) f >> x;
+  return v[6];
+}
+
+}  // namespace
+
+bool OfflineProvider::Fingerprint(const Snap& s, Snap::Fingerprint* out, std::string* why) {
+  struct stat st;
+  if (::stat(s.volume.real_path.c_str(), &st) != 0) {
+    *why = s.volume.path + ": " + std::strerror(errno);
+    return false;
+  }
+  out->ino = st.st_ino;
+  if (s.volume.is_block) {
+    out->sectors_written = SectorsWritten(s.volume.real_path);
+  } else {
+    out->size = static_cast<uint64_t>(st.st_size);
+    out->mtime_ns = Ns(st.st_mtim);
+    out->ctime_ns = Ns(st.st_ctim);
+  }
+  return true;
+}
+
+HResult OfflineProvider::CheckSnapshotIntact(const Guid& snap) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = snaps_.find(snap);
+  if (it == snaps_.end()) return S_OK_;
+  const Snap& s = it->second;
+  const std::string& path = s.volume.path;
+  if (s.leased && ::fcntl(s.fd, F_GETLEASE) != F_RDLCK)
+    return Fail(VSS_E_PROVIDER_VETO, path + " was opened for writing while it was being read");
+  Snap::Fingerprint now;
+  std::string why;
+  if (!Fingerprint(s, &now, &why)) return Fail(VSS_E_PROVIDER_VETO, why);
+  if (!(now == s.before))
+    return Fail(VSS_E_PROVIDER_VETO, path + " changed while it was being read (" +
+                                         (s.volume.is_block ? "sectors were written"
+                                                            : "its size, times or inode moved") +
+                                         ")");
+  auto writers = ProcessesWritingTo(s.volume.real_path);
+  if (!writers.empty())
+    return Fail(VSS_E_PROVIDER_VETO, path + " is open for writing by pid " +
+                                         std::to_string(writers[0]) + " while it was being read");
+  return S_OK_;
 }
 
 OfflineProvider::~OfflineProvider() {
@@ -104,6 +179,30 @@ HResult OfflineProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
     if (s.fd < 0)
       return Fail(VSS_E_PROVIDER_VETO,
                   v.path + ": " + std::strerror(errno) + " (did something mount it?)");
+  } else {
+    // A read lease: the kernel breaks it (and signals us) the moment anyone
+    // opens the file for writing or truncates it. EAGAIN: a writer has it
+    // open already. Other errors (a filesystem without leases, a file root
+    // does not own under a restricted capability set) leave the checks of
+    // CheckSnapshotIntact without it.
+    InstallLeaseHandler();
+    // A file we cannot open gets no lease; reading it fails just the same,
+    // with the reason.
+    s.fd = ::open(v.real_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (s.fd >= 0) {
+      ::fcntl(s.fd, F_SETSIG, kLeaseSignal);
+      if (::fcntl(s.fd, F_SETLEASE, F_RDLCK) == 0) {
+        s.leased = true;
+      } else if (errno == EAGAIN) {
+        ::close(s.fd);
+        return Fail(VSS_E_PROVIDER_VETO, v.path + " is open for writing by another process");
+      }
+    }
+  }
+  std::string why;
+  if (!Fingerprint(s, &s.before, &why)) {
+    if (s.fd >= 0) ::close(s.fd);
+    return Fail(VSS_E_PROVIDER_VETO, why);
   }
   std::lock_guard<std::mutex> g(mu_);
   snaps_[snap] = std::move(s);

@@ -4,6 +4,13 @@
 // until the snapshot is deleted, and a regular file that no process has open
 // for writing and no loop device presents. Everything else is refused, with
 // the reason.
+//
+// Because the "snapshot" is the live volume, nothing may write to it until
+// the image has been read: CheckSnapshotIntact finds a write that happened
+// anyway (a read lease on a file, which the kernel breaks when anyone opens
+// it for writing; size, times and inode compared; the device's count of
+// sectors written; open writers in /proc), and the backup then fails with
+// "no consistent snapshot" instead of storing a torn image.
 #pragma once
 
 #include <map>
@@ -25,13 +32,20 @@ class OfflineProvider : public Provider {
   HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) override;
   HResult DeleteSnapshot(const Guid& snap) override;
   HResult DeleteLeftover(const SnapshotProperties& p) override;
+  HResult CheckSnapshotIntact(const Guid& snap) override;
 
  private:
   struct Snap {
     SnapshotProperties props;
     VolumeIdentity volume;
-    int fd = -1;  // O_EXCL hold on a block device
+    int fd = -1;  // O_EXCL hold on a block device, or the read-leased file
+    bool leased = false;
+    struct Fingerprint {
+      uint64_t ino = 0, size = 0, mtime_ns = 0, ctime_ns = 0, sectors_written = 0;
+      bool operator==(const Fingerprint&) const = default;
+    } before;
   };
+  static bool Fingerprint(const Snap& s, Snap::Fingerprint* out, std::string* why);
   std::mutex mu_;
   std::map<Guid, Snap> snaps_;
 };

@@ -88,6 +88,15 @@ class Provider {
     (void)snap, (void)backup_id, (void)backup_type, (void)volume_key;
     return Fail(E_FAIL_, name() + " snapshots cannot be kept after a backup");
   }
+  // Called after the snapshot's data was read and before the backup is
+  // published: S_OK_ if what was read is still the point-in-time image.
+  // A provider whose snapshot is the live volume itself (offline) checks
+  // that nothing wrote to it meanwhile; one whose snapshot is a separate
+  // immutable copy has nothing to check.
+  virtual HResult CheckSnapshotIntact(const Guid& snap) {
+    (void)snap;
+    return S_OK_;
+  }
   // Removes a snapshot this provider left behind in an earlier process
   // (after a crash), from its registry record.
   virtual HResult DeleteLeftover(const SnapshotProperties& p) = 0;

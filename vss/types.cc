@@ -1,7 +1,8 @@
 #include "vss/types.h"
 
+#include "base/random.h"
+
 #include <cstdio>
-#include <random>
 
 namespace gnomon::vss {
 
@@ -102,9 +103,8 @@ std::string ApplicationLevelName(ApplicationLevel l) {
 }
 
 Guid Guid::Random() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
   Guid g;
-  for (auto& x : g.b) x = static_cast<uint8_t>(rng());
+  RandomFill(g.b.data(), g.b.size());  // the kernel CSPRNG: snapshot and set ids never repeat
   g.b[6] = (g.b[6] & 0x0f) | 0x40;  // version 4
   g.b[8] = (g.b[8] & 0x3f) | 0x80;  // RFC 4122 variant
   return g;

@@ -1,0 +1,214 @@
+#include "engine/restore_target.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "base/random.h"
+#include "base/system.h"
+#include "engine/source_volume.h"
+
+namespace gnomon {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> ProcessesUsing(const std::string& real_path) {
+  std::vector<std::string> out;
+  const int self = ::getpid();
+  std::error_code ec;
+  for (const auto& p : fs::directory_iterator("/proc", ec)) {
+    const std::string name = p.path().filename();
+    const int pid = std::atoi(name.c_str());
+    if (pid <= 0 || pid == self) continue;
+    std::error_code ec2;
+    for (const auto& fd : fs::directory_iterator(p.path() / "fd", ec2)) {
+      std::error_code ec3;
+      if (fs::read_symlink(fd.path(), ec3) != real_path) continue;
+      std::string comm;
+      std::ifstream(p.path() / "comm") >> comm;
+      out.push_back("pid " + name + " (" + comm + ")");
+      break;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Holders of a block device (device-mapper, md, a partition table user),
+// from /sys/class/block/<dev>/holders.
+std::vector<std::string> Holders(const std::string& real_path) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  const std::string dev = fs::path(real_path).filename();
+  for (const auto& h : fs::directory_iterator("/sys/class/block/" + dev + "/holders", ec))
+    out.push_back(h.path().filename());
+  return out;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// ".<name>.gnomon-restore-<host>-<pid>-": the prefix of this process's
+// temporary files for target `name`; other pids' files share it up to the pid.
+std::string TempPrefix(const std::string& name) {
+  return "." + name + ".gnomon-restore-" + HostName() + "-";
+}
+
+// Removes partial restores of the same target left by killed runs on this
+// host: our naming, a regular file we own, a pid that no longer exists.
+void RemoveDeadPartials(const fs::path& target, std::vector<std::string>* cleaned) {
+  const std::string prefix = TempPrefix(target.filename());
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(target.parent_path().empty() ? "." : target.parent_path(), ec)) {
+    const std::string n = e.path().filename();
+    if (n.rfind(prefix, 0) != 0) continue;
+    const int pid = std::atoi(n.c_str() + prefix.size());
+    struct stat st;
+    if (pid <= 0 || ProcessAlive(pid) || ::lstat(e.path().c_str(), &st) != 0 ||
+        !S_ISREG(st.st_mode) || st.st_uid != ::geteuid())
+      continue;
+    if (::unlink(e.path().c_str()) == 0 && cleaned)
+      cleaned->push_back("removed " + e.path().string() + ", a partial restore left by pid " +
+                         std::to_string(pid));
+  }
+}
+
+bool Inside(const fs::path& dir, const fs::path& root) {
+  auto d = dir.begin(), r = root.begin();
+  for (; r != root.end(); ++r, ++d)
+    if (d == dir.end() || *d != *r) return false;
+  return true;
+}
+
+}  // namespace
+
+RestoreTarget::~RestoreTarget() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+Status RestoreTarget::Open(const std::string& path, uint64_t size, bool overwrite,
+                           const std::string& repo_dir, std::vector<std::string>* cleaned) {
+  path_ = path;
+  std::error_code ec;
+  const fs::path repo = fs::canonical(repo_dir, ec);
+  const fs::path dir = fs::weakly_canonical(fs::absolute(path).parent_path(), ec);
+  if (!repo.empty() && Inside(dir, repo))
+    return Status::InvalidArgument(path + ": is inside the repository " + repo_dir +
+                                   "; restore somewhere else");
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) return OpenDevice(path, size);
+  return OpenFile(path, size, overwrite, cleaned);
+}
+
+Status RestoreTarget::OpenDevice(const std::string& path, uint64_t size) {
+  block_ = true;
+  char real[PATH_MAX];
+  const std::string rp = ::realpath(path.c_str(), real) ? real : path;
+  // O_EXCL fails while the device is mounted or held by another O_EXCL
+  // opener; holders and /proc catch the openers it cannot see.
+  fd_ = ::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC);
+  if (fd_ < 0 && errno == EBUSY)
+    return Status::InvalidArgument(path + ": device is in use (mounted or held open exclusively); "
+                                   "refusing to restore over it");
+  if (fd_ < 0) return Status::FromErrno("opening " + path, errno);
+  if (auto h = Holders(rp); !h.empty())
+    return Status::InvalidArgument(path + ": device is held by " + Join(h) +
+                                   "; refusing to restore over it");
+  if (auto users = ProcessesUsing(rp); !users.empty())
+    return Status::InvalidArgument(path + ": device is open in " + Join(users) +
+                                   "; refusing to restore over it");
+  uint64_t dev_size = 0;
+  GNOMON_RETURN_IF_ERROR(BlockDeviceSize(fd_, path, &dev_size));
+  if (dev_size < size)
+    return Status::InvalidArgument(path + ": device holds " + std::to_string(dev_size) +
+                                   " bytes, the volume needs " + std::to_string(size));
+  return Status::OK();
+}
+
+Status RestoreTarget::OpenFile(const std::string& path, uint64_t size, bool overwrite,
+                               std::vector<std::string>* cleaned) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode))
+      return Status::InvalidArgument(path +
+                                     ": target exists and is not a regular file or "
+                                     "block device");
+    if (!overwrite)
+      return Status::InvalidArgument(path +
+                                     ": target file exists; pass --overwrite to "
+                                     "replace it");
+  }
+  const fs::path target(path);
+  RemoveDeadPartials(target, cleaned);
+  // An unpredictable name, created O_EXCL|O_NOFOLLOW: a link planted in the
+  // target's directory can never redirect the write.
+  const fs::path tmp = target.parent_path() / (TempPrefix(target.filename()) +
+                                               std::to_string(::getpid()) + "-" + RandomHexId(8));
+  fd_ = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd_ < 0) return Status::FromErrno("creating " + tmp.string(), errno);
+  tmp_ = tmp;
+  // Sized up front: every slot we never write is a hole that reads as zeros.
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+    return Status::FromErrno("sizing " + tmp_, errno);
+  return Status::OK();
+}
+
+Status RestoreTarget::WriteAt(uint64_t off, const uint8_t* p, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = ::pwrite(fd_, p + done, n - done, static_cast<off_t>(off + done));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("writing " + path_ + " at offset " + std::to_string(off + done),
+                               errno);
+    }
+    done += static_cast<size_t>(w);
+  }
+  return Status::OK();
+}
+
+void RestoreTarget::StartWriteback(uint64_t off, uint64_t n) {
+  ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
+}
+
+Status RestoreTarget::Commit() {
+  if (!block_) {
+    // An existing target keeps its mode and owner; a new one stays 0600.
+    struct stat old;
+    if (::stat(path_.c_str(), &old) == 0) {
+      if (::fchown(fd_, old.st_uid, old.st_gid) != 0 && errno != EPERM)
+        return Status::FromErrno("setting the owner of " + tmp_, errno);
+      if (::fchmod(fd_, old.st_mode & 07777) != 0)
+        return Status::FromErrno("setting the mode of " + tmp_, errno);
+    }
+  }
+  if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
+  if (!block_) {
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+      return Status::FromErrno("renaming " + tmp_ + " to " + path_, errno);
+    const std::string dir = fs::path(path_).parent_path().empty()
+                                ? std::string(".")
+                                : fs::path(path_).parent_path().string();
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);  // the rename is durable too
+      ::close(dfd);
+    }
+  }
+  committed_ = true;
+  return Status::OK();
+}
+
+}  // namespace gnomon

@@ -1,0 +1,51 @@
+// Where a restore writes: a block device written in place, or a new file
+// written under a temporary name and renamed over the target only when
+// complete, so a failed restore never destroys an existing file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "format/status.h"
+
+namespace gnomon {
+
+class RestoreTarget {
+ public:
+  RestoreTarget() = default;
+  RestoreTarget(const RestoreTarget&) = delete;
+  RestoreTarget& operator=(const RestoreTarget&) = delete;
+  ~RestoreTarget();
+
+  // Refuses a target inside repo_dir, a block device in use (mounted, held
+  // by a holder or open in any process: who is named), an existing file
+  // without overwrite, and anything that is neither. Removes partial
+  // restores to the same target that a killed run left (*cleaned says so).
+  Status Open(const std::string& path, uint64_t size, bool overwrite, const std::string& repo_dir,
+              std::vector<std::string>* cleaned);
+  bool is_block() const { return block_; }
+  Status WriteAt(uint64_t off, const uint8_t* p, size_t n);
+  // Starts writeback of a finished range without waiting for it, so the
+  // disk works while later chunks decompress and the closing fsync has
+  // only the tail left.
+  void StartWriteback(uint64_t off, uint64_t n);
+  // fsync; a file keeps an existing target's mode and owner (a new one is
+  // 0600) and is renamed over the target.
+  Status Commit();
+
+ private:
+  Status OpenDevice(const std::string& path, uint64_t size);
+  Status OpenFile(const std::string& path, uint64_t size, bool overwrite,
+                  std::vector<std::string>* cleaned);
+
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool block_ = false;
+  bool committed_ = false;
+};
+
+// Processes that have `real_path` open, as "pid N (comm)", from /proc.
+std::vector<std::string> ProcessesUsing(const std::string& real_path);
+
+}  // namespace gnomon

@@ -1,0 +1,258 @@
+// The repository's life cycle around the data: creating it, the journal of
+// a run's packs, the quarantine, forgetting backups, and cleaning up after
+// runs that died (FORMAT.md §1, §5a, §9).
+#include <unistd.h>
+
+#include <ctime>
+
+#include "format/framed_file.h"
+#include "format/names.h"
+#include "format/repository.h"
+#include "format/repository_layout.h"
+
+namespace gnomon {
+
+namespace {
+
+// An empty directory, or one holding only what an interrupted `init` makes
+// (the layout's empty directories and no config), can become a repository.
+bool IsEmptyOrHalfBuilt(Env* env, const std::string& path, bool* half_built) {
+  std::vector<std::string> names, sub;
+  if (!env->ListDir(path, &names).ok()) return false;
+  *half_built = !names.empty();
+  for (const auto& n : names) {
+    if (n != kPacks && n != kIndex && n != kVolumes && n != kBackups && n != kTmp &&
+        n != kQuarantine)
+      return false;
+    if (!env->ListDir(JoinPath(path, n), &sub).ok()) return false;
+    for (const auto& s : sub) {
+      std::vector<std::string> leaf;
+      if (n != kPacks || !IsHexName(s, 2) || !env->ListDir(JoinPath(JoinPath(path, n), s), &leaf).ok() ||
+          !leaf.empty())
+        return false;
+    }
+  }
+  return true;
+}
+
+// Removes the layout directories an init made (all empty), best effort.
+void RemoveSkeleton(Env* env, const std::string& path) {
+  char sub[3];
+  for (int i = 0; i < 256; ++i) {
+    std::snprintf(sub, sizeof sub, "%02x", i);
+    env->RemoveDir(JoinPath(JoinPath(path, kPacks), sub));
+  }
+  for (const char* d : {kPacks, kIndex, kVolumes, kBackups, kTmp, kQuarantine})
+    env->RemoveDir(JoinPath(path, d));
+}
+
+Status MakeSkeleton(Env* env, const std::string& path) {
+  GNOMON_RETURN_IF_ERROR(env->CreateDir(path));
+  for (const char* d : {kPacks, kIndex, kVolumes, kBackups, kTmp, kQuarantine})
+    GNOMON_RETURN_IF_ERROR(env->CreateDir(JoinPath(path, d)));
+  char sub[3];
+  for (int i = 0; i < 256; ++i) {
+    std::snprintf(sub, sizeof sub, "%02x", i);
+    GNOMON_RETURN_IF_ERROR(env->CreateDir(JoinPath(JoinPath(path, kPacks), sub)));
+  }
+  return env->SyncDir(JoinPath(path, kPacks));
+}
+
+}  // namespace
+
+Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
+  if (config.id.empty()) config.id = RandomHexId(16);
+  if (config.created.empty()) config.created = NowRfc3339();
+  GNOMON_RETURN_IF_ERROR(config.Validate("init " + path));
+  if (env->FileExists(path)) {
+    std::vector<std::string> names;
+    if (!env->ListDir(path, &names).ok())
+      return Status::InvalidArgument(path + ": exists and is not a directory");
+    if (env->FileExists(JoinPath(path, kConfig)))
+      return Status::InvalidArgument(path + ": a repository already exists here");
+    bool half_built = false;
+    if (!IsEmptyOrHalfBuilt(env, path, &half_built))
+      return Status::InvalidArgument(path +
+                                     ": directory is not empty; refusing to create a "
+                                     "repository in it");
+    if (half_built) RemoveSkeleton(env, path);  // an interrupted init: start again
+  }
+  // The config goes last: a directory without one is not yet a repository.
+  Status s = MakeSkeleton(env, path);
+  if (s.ok()) s = WriteFrameFile(env, kConfigFrame, 1, JoinPath(path, kConfig), config.Encode());
+  if (s.ok()) s = env->SyncDir(DirName(path));
+  if (!s.ok()) RemoveSkeleton(env, path);  // nothing half-built stays behind
+  return s;
+}
+
+Status Repository::OpenJournal() {
+  journal_path_ = JoinPath(P(kTmp), SafeHostName(HostName()) + "-" + std::to_string(getpid()) +
+                                        "-" + RandomHexId(8) + kJournalSuffix);
+  Status s = env_->NewWritableFile(journal_path_, &journal_);
+  if (s.ok()) s = env_->SyncDir(P(kTmp));
+  if (!s.ok()) journal_.reset();
+  return s;
+}
+
+Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
+  if (!journal_) GNOMON_RETURN_IF_ERROR(OpenJournal());
+  std::string id = RandomHexId(16);
+  // Durable in the journal before the pack can exist.
+  const std::string line = id + "\n";
+  GNOMON_RETURN_IF_ERROR(journal_->Append({reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
+  GNOMON_RETURN_IF_ERROR(journal_->Sync());
+  std::string tmp = JoinPath(P(kTmp), id + ".pack");
+  std::unique_ptr<WritableFile> f;
+  GNOMON_RETURN_IF_ERROR(env_->NewWritableFile(tmp, &f));
+  *out = std::make_unique<PackWriter>(env_, id, tmp, PackPath(id), std::move(f));
+  return Status::OK();
+}
+
+void Repository::EndWrite() {
+  if (!journal_) return;
+  journal_->Close();
+  journal_.reset();
+  env_->RemoveFile(journal_path_);
+}
+
+Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors) {
+  std::vector<std::string> names;
+  if (!env_->FileExists(P(kQuarantine))) return Status::OK();  // a version-5 repository
+  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kQuarantine), &names));
+  for (const auto& n : names) {
+    if (!IsObjectId(n)) continue;
+    std::string path = JoinPath(P(kQuarantine), n), body;
+    uint64_t t = 0;
+    std::vector<BadChunk> chunks;
+    Status s = ReadFrameFile(env_, kQuarantineFrame, path, &body);
+    if (s.ok()) s = DecodeQuarantine(path, body, &t, &chunks);
+    if (!s.ok()) {
+      errors->push_back(s);
+      continue;
+    }
+    out->insert(chunks.begin(), chunks.end());
+  }
+  return Status::OK();
+}
+
+Status Repository::WriteQuarantine(const std::vector<BadChunk>& chunks) {
+  if (chunks.empty()) return Status::OK();
+  GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kQuarantine)));
+  const std::string body = EncodeQuarantine(static_cast<uint64_t>(std::time(nullptr)), chunks);
+  for (int attempt = 0;; ++attempt) {
+    Status s = WriteFrameFile(env_, kQuarantineFrame, 1, JoinPath(P(kQuarantine), RandomHexId(16)),
+                              body);
+    if (!s.IsExists() || attempt == 8) return s;
+  }
+}
+
+Status Repository::ForgetBackup(const BackupRecord& r) {
+  // The record goes first: once it is gone the backup does not exist, and
+  // its volume indexes are merely unreferenced files. Their names were
+  // checked when the record was read (BackupRecord::Decode), and are
+  // rebuilt here from the id all the same.
+  if (!IsBackupId(r.id)) return Status::Corruption("backup id '" + r.id + "' is malformed");
+  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(JoinPath(P(kBackups), r.id)));
+  GNOMON_RETURN_IF_ERROR(env_->SyncDir(P(kBackups)));
+  for (size_t i = 0; i < r.volumes.size(); ++i) env_->RemoveFile(P(VolumeIndexName(r.id, i)));
+  return Status::OK();
+}
+
+Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
+  if (!IsBackupId(id))
+    return Status::InvalidArgument("'" + id + "' is not a backup id (16 hex characters)");
+  const std::string path = JoinPath(P(kBackups), id);
+  std::unique_ptr<RandomAccessFile> f;
+  GNOMON_RETURN_IF_ERROR(env_->NewRandomAccessFile(path, &f));
+  std::string body;
+  Status s = ReadFrameFile(env_, kBackupFrame, path, &body);
+  BackupRecord r;
+  if (s.ok()) s = BackupRecord::Decode(path, body, &r);
+  *what = path + " (" + std::to_string(f->Size()) + " bytes): " +
+          (s.ok() ? "a readable record of " + r.time : s.message());
+  f.reset();
+  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(path));
+  GNOMON_RETURN_IF_ERROR(env_->SyncDir(P(kBackups)));
+  std::vector<std::string> names;
+  if (env_->ListDir(P(kVolumes), &names).ok())
+    for (const auto& n : names)
+      if (n.rfind(id + ".", 0) == 0 && n.find(".tmp-") == std::string::npos)
+        env_->RemoveFile(JoinPath(P(kVolumes), n));
+  return Status::OK();
+}
+
+Status Repository::FindLeftovers(Leftovers* out) {
+  *out = Leftovers();
+  std::vector<std::string> names;
+  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kTmp), &names));
+  for (const auto& n : names) {
+    out->temporaries.push_back(JoinPath(kTmp, n));
+    if (n.size() <= 8 || n.compare(n.size() - 8, 8, kJournalSuffix) != 0) continue;
+    if (JoinPath(P(kTmp), n) == journal_path_) continue;  // our own run
+    std::string text;
+    if (!env_->ReadFileToString(JoinPath(P(kTmp), n), &text).ok()) continue;
+    Leftovers::Journal j{n, {}};
+    for (size_t pos = 0; pos + kObjectIdHex <= text.size(); pos += kObjectIdHex + 1) {
+      std::string id = text.substr(pos, kObjectIdHex);
+      if (IsObjectId(id)) j.packs.push_back(id);  // a torn last line is skipped
+    }
+    out->journals.push_back(std::move(j));
+  }
+  for (const char* d : {kIndex, kVolumes, kBackups, kQuarantine, ""}) {
+    std::string dir = *d ? P(d) : path_;
+    if (!env_->ListDir(dir, &names).ok()) continue;
+    for (const auto& n : names)
+      if (n.find(".tmp-") != std::string::npos) out->temporaries.push_back(JoinPath(d, n));
+  }
+  if (env_->ListDir(P(kVolumes), &names).ok())
+    for (const auto& n : names) {
+      const std::string id = n.substr(0, n.find('.'));
+      if (IsBackupId(id) && n.find(".tmp-") == std::string::npos &&
+          !env_->FileExists(JoinPath(P(kBackups), id)))
+        out->orphan_indexes.push_back(JoinPath(kVolumes, n));
+    }
+  return Status::OK();
+}
+
+void Repository::RemoveLeftovers() {
+  // We hold the exclusive lock, so every journal and temporary file belongs
+  // to a run that is gone.
+  Leftovers l;
+  if (!FindLeftovers(&l).ok()) return;
+  bool all_read = true;
+  if (!l.journals.empty()) {
+    // A journaled pack that an index file names was committed (or its
+    // index was written before the run died): keep it. If any index file
+    // cannot be read, it might name one: keep them all.
+    std::vector<std::string> names;
+    std::set<std::string> indexed;
+    all_read = ListIndexFiles(&names).ok();
+    for (const auto& n : names) {
+      std::vector<PackSummary> packs;
+      if (!ReadIndexFile(n, &packs).ok()) all_read = false;
+      for (const auto& p : packs) indexed.insert(p.id);
+    }
+    for (const auto& j : l.journals) {
+      size_t removed = 0;
+      for (const auto& id : j.packs)
+        if (all_read && !indexed.count(id) && env_->RemoveFile(PackPath(id)).ok()) ++removed;
+      if (removed)
+        cleaned_.push_back(std::to_string(removed) + " pack(s) of an interrupted backup (" +
+                           j.name + ")");
+      if (!all_read && !j.packs.empty())
+        cleaned_.push_back("kept the packs of interrupted run " + j.name +
+                           ": an index file is damaged and may name them");
+    }
+  }
+  for (const auto& t : l.temporaries)  // a journal whose packs were kept stays for the next run
+    if (all_read || t.find(kJournalSuffix) == std::string::npos) env_->RemoveFile(P(t));
+  if (!l.temporaries.empty())
+    cleaned_.push_back(std::to_string(l.temporaries.size()) +
+                       " temporary file(s) of interrupted runs");
+  for (const auto& v : l.orphan_indexes) env_->RemoveFile(P(v));
+  if (!l.orphan_indexes.empty())
+    cleaned_.push_back(std::to_string(l.orphan_indexes.size()) +
+                       " volume index(es) of backups that never committed");
+}
+
+}  // namespace gnomon
