@@ -98,7 +98,7 @@ void DropCache(const std::string& path) {
 }
 
 Status WriteGenerated(const std::string& path, uint64_t size) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("creating " + path, errno);
   std::vector<uint8_t> buf(4u << 20);
   Status s;
@@ -181,7 +181,7 @@ Status Bench::ReadSource(const std::string& path) {
 
 Status Bench::WriteStage(const std::string& dir) {
   const std::string path = dir + "/write-test";
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("creating " + path, errno);
   Status s;
   auto t0 = Clock::now();

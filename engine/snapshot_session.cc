@@ -11,6 +11,8 @@
 #include <fstream>
 #include <thread>
 
+#include "base/durable_file.h"
+#include "base/json.h"
 #include "vss/extent_diff.h"
 #include "vss/fs_freeze_writer.h"
 #include "vss/offline_provider.h"
@@ -292,13 +294,8 @@ void SnapshotSession::SaveWriterStatus() {
                             {"failure", s.failure},
                             {"message", s.message}});
   ::mkdir(opt_.state_dir.c_str(), 0700);
-  std::string path = opt_.state_dir + "/writers.json", tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j.dump(1) << "\n";
-    if (!f) return;
-  }
-  ::rename(tmp.c_str(), path.c_str());
+  std::string err;
+  ReplaceFileDurably(opt_.state_dir + "/writers.json", j.dump(1) + "\n", &err);  // best effort
 }
 
 Status SnapshotSession::CheckIntact() const {
@@ -312,13 +309,25 @@ Status SnapshotSession::CheckIntact() const {
 }
 
 json LoadWriterStatus(const std::string& state_dir) {
+  // A damaged or hostile state file is ignored, never trusted: only
+  // well-formed entries are kept, so `gnomon writers` cannot crash on it.
   std::ifstream f(state_dir + "/writers.json");
-  if (!f) return json::object();
-  try {
-    return json::parse(f);
-  } catch (const json::exception&) {
-    return json::object();
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), err;
+  json j, out = json::object();
+  if (!f.good() && !f.eof()) return out;
+  if (!ParseJsonBounded(text, &j, &err, 4u << 20) || !j.is_object()) return out;
+  if (j.contains("time") && j["time"].is_string()) out["time"] = j["time"];
+  out["writers"] = json::array();
+  if (!j.contains("writers") || !j["writers"].is_array()) return out;
+  for (const auto& w : j["writers"]) {
+    if (!w.is_object()) continue;
+    auto str = [&](const char* k) { return w.contains(k) && w[k].is_string(); };
+    auto uint = [&](const char* k) { return w.contains(k) && w[k].is_number_unsigned(); };
+    if (str("class_id") && uint("state") && uint("failure") && str("message") &&
+        w["state"].get<uint64_t>() <= 15 && w["failure"].get<uint64_t>() <= 0xffffffffu)
+      out["writers"].push_back(w);
   }
+  return out;
 }
 
 }  // namespace gnomon
@@ -335,7 +344,7 @@ std::vector<std::shared_ptr<vss::Writer>> GatherWriters(const std::vector<std::s
   if (!opt.writer_dir.empty())
     for (auto& w : vss::DiscoverRemoteWriters(opt.writer_dir, 5000, notes)) writers.push_back(w);
   if (!opt.hooks_dir.empty())
-    for (auto& w : vss::DiscoverScriptWriters(opt.hooks_dir, opt.freeze_timeout_ms))
+    for (auto& w : vss::DiscoverScriptWriters(opt.hooks_dir, opt.freeze_timeout_ms, notes))
       writers.push_back(w);
   return writers;
 }

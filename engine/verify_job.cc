@@ -4,11 +4,13 @@
 #include <oneapi/tbb/parallel_for_each.h>
 #include <oneapi/tbb/task_arena.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <set>
 
 #include "engine/backup_job.h"
+#include "engine/vss_summary.h"
 #include "format/patch.h"
 
 namespace gnomon {
@@ -18,35 +20,53 @@ namespace {
 // What the index files say a pack holds, keyed by pack id.
 using PackClaims = std::map<std::string, std::vector<PackEntry>>;
 
-void CheckPack(Repository* repo, const ChunkIndex& index, const std::string& id,
-               const std::vector<PackEntry>& claimed, bool read_data, ChunkDecompressor* dec,
-               std::vector<std::string>* errors, uint64_t* bytes_read) {
+// What reading the packs found.
+struct DataFindings {
+  std::set<BadChunk> bad;                // locations that failed (missing, damaged)
+  std::map<Digest, Digest> patch_bases;  // patch digest -> base digest (read_data only)
+  std::map<Digest, uint8_t> depth;       // digest -> patch depth, for the closure
+};
+
+// Checks one pack against its claims. With read_data every claimed chunk is
+// read at the location the index gives (where restore reads it), decoded and
+// hashed; a failure is recorded as a bad location.
+// Damage already quarantined is known, not news: it goes to *known.
+void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEntry>& claimed,
+               bool read_data, const std::set<BadChunk>& quarantined, ChunkDecompressor* dec,
+               std::vector<std::string>* errors, std::vector<std::string>* known,
+               DataFindings* found, uint64_t* bytes_read) {
+  auto bad = [&](const Digest& d, const std::string& msg) {
+    found->bad.insert({id, d});
+    if (quarantined.count({id, d}))
+      known->push_back(msg + " (quarantined earlier; never used again)");
+    else
+      errors->push_back(msg);
+  };
   std::shared_ptr<RandomAccessFile> f;
   Status s = repo->OpenPack(id, &f);
   if (!s.ok()) {
-    errors->push_back(s.message());
+    for (const auto& c : claimed) bad(c.digest, s.message() + ": chunk " + c.digest.Hex());
     return;
   }
   std::vector<PackEntry> actual;
   s = ReadPackHeader(*f, &actual);
   if (!s.ok()) {
     errors->push_back(s.message());
-    return;
-  }
-  std::map<Digest, PackEntry> by_digest;
-  for (const auto& e : actual) by_digest.emplace(e.digest, e);
-  for (const auto& c : claimed) {
-    auto it = by_digest.find(c.digest);
-    if (it == by_digest.end() || it->second.offset != c.offset ||
-        it->second.stored_len != c.stored_len || it->second.raw_len != c.raw_len ||
-        it->second.codec != c.codec) {
-      errors->push_back(f->path() + ": chunk " + c.digest.Hex() +
-                        " is not where the chunk index says it is");
+  } else {
+    std::map<Digest, PackEntry> by_digest;
+    for (const auto& e : actual) by_digest.emplace(e.digest, e);
+    for (const auto& c : claimed) {
+      auto it = by_digest.find(c.digest);
+      if (it == by_digest.end() || it->second.offset != c.offset ||
+          it->second.stored_len != c.stored_len || it->second.raw_len != c.raw_len ||
+          it->second.codec != c.codec)
+        errors->push_back(f->path() + ": chunk " + c.digest.Hex() +
+                          " is not where the chunk index says it is");
     }
   }
   if (!read_data) return;
   std::vector<uint8_t> stored, raw;
-  for (const auto& e : actual) {
+  for (const auto& e : claimed) {
     std::string where =
         f->path() + ": chunk " + e.digest.Hex() + " at offset " + std::to_string(e.offset);
     stored.resize(e.stored_len);
@@ -55,18 +75,108 @@ void CheckPack(Repository* repo, const ChunkIndex& index, const std::string& id,
     if (s.ok()) s = dec->Decompress(e.codec, stored, raw.data(), e.raw_len, where);
     if (s.ok() && Digest::Of(raw) != e.digest)
       s = Status::Corruption(where + ": content does not match its digest (data is damaged)");
-    if (s.ok() && e.patch_depth) {
-      // A patch is only as good as its base: it must exist and be shallower.
-      PatchView pv;
-      s = DecodePatch(raw, where, &pv);
-      const ChunkLocation* base = pv.base.IsZero() ? nullptr : index.Find(pv.base);
-      if (s.ok() && !pv.base.IsZero() && !base)
-        s = Status::Corruption(where + ": its base chunk " + pv.base.Hex() + " is missing");
-      if (s.ok() && base && base->patch_depth >= e.patch_depth)
-        s = Status::Corruption(where + ": its base does not descend in depth");
-    }
-    if (!s.ok()) errors->push_back(s.message());
+    PatchView pv;
+    if (s.ok() && e.patch_depth) s = DecodePatch(raw, where, &pv);
     *bytes_read += e.stored_len;
+    if (!s.ok()) {
+      bad(e.digest, s.message());
+      continue;
+    }
+    found->depth[e.digest] = e.patch_depth;
+    if (e.patch_depth) found->patch_bases[e.digest] = pv.base;
+  }
+}
+
+// Digests that no intact copy serves: every location is bad, or (a patch)
+// its base is lost, absent or no shallower than itself.
+std::set<Digest> LostDigests(const PackClaims& claims, const std::set<BadChunk>& bad,
+                             const DataFindings& found) {
+  std::map<Digest, bool> good;  // digest -> has an intact location
+  for (const auto& [pack, entries] : claims)
+    for (const auto& e : entries) good[e.digest] |= !bad.count({pack, e.digest});
+  std::set<Digest> lost;
+  for (const auto& [d, ok] : good)
+    if (!ok) lost.insert(d);
+  // Patches in order of depth, so a base is decided before its patches.
+  std::vector<std::pair<uint8_t, Digest>> patches;
+  for (const auto& [d, base] : found.patch_bases) patches.push_back({found.depth.at(d), d});
+  std::sort(patches.begin(), patches.end());
+  for (const auto& [depth, d] : patches) {
+    const Digest& base = found.patch_bases.at(d);
+    if (base.IsZero()) continue;
+    auto bd = found.depth.find(base);
+    if (!good.count(base) || lost.count(base) || (bd != found.depth.end() && bd->second >= depth))
+      lost.insert(d);
+  }
+  return lost;
+}
+
+// Every backup's slots against what is known lost: each backup is whole,
+// repaired (it names data that was damaged and now has an intact copy), or
+// damaged, and is reported as such.
+void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
+                  const std::set<Digest>& known, const std::set<Digest>& lost,
+                  const std::set<Digest>& once_bad, VerifyResult* out) {
+  for (const auto& b : backups) {
+    uint64_t missing = 0, damaged = 0, repaired = 0;
+    Digest first;
+    for (const auto& v : b.volumes) {
+      VolumeIndex vi;
+      if (!repo->ReadVolumeIndex(v, &vi).ok()) continue;  // reported already
+      for (const auto& d : vi.slots) {
+        if (d.IsZero()) continue;
+        if (!known.count(d)) {
+          if (missing++ + damaged == 0) first = d;
+        } else if (lost.count(d)) {
+          if (missing + damaged++ == 0) first = d;
+        } else if (once_bad.count(d)) {
+          ++repaired;
+        }
+      }
+    }
+    if (missing)
+      out->errors.push_back("backup " + b.id + ": " + std::to_string(missing) +
+                            " chunks are in no index (first: " + first.Hex() + ")");
+    if (damaged) {
+      out->errors.push_back("backup " + b.id + " is damaged: " + std::to_string(damaged) +
+                            " chunks have no intact copy (first: " + first.Hex() +
+                            "); a new backup of the same data stores them again");
+    }
+    if (missing || damaged) out->damaged_backups.push_back(b.id);
+    if (repaired && !missing && !damaged) {
+      out->repaired_backups.push_back(b.id);
+      out->warnings.push_back("backup " + b.id + " is repaired: " + std::to_string(repaired) +
+                              " of its chunks were damaged and are now read from intact copies");
+    }
+  }
+}
+
+// Leftovers of interrupted runs, and packs no index names, explained.
+void ReportLeftovers(Repository* repo, const PackClaims& claims, bool damaged_index,
+                     VerifyResult* out) {
+  Leftovers l;
+  if (!repo->FindLeftovers(&l).ok()) return;
+  std::map<std::string, std::string> journaled;  // pack -> journal
+  for (const auto& j : l.journals)
+    for (const auto& p : j.packs) journaled[p] = j.name;
+  for (const auto& t : l.temporaries)
+    out->warnings.push_back(t + ": left by an interrupted run (the next backup removes it)");
+  for (const auto& v : l.orphan_indexes)
+    out->warnings.push_back(v + ": volume index of a backup that never committed (the next "
+                                "backup removes it)");
+  std::vector<std::string> on_disk;
+  if (!repo->ListPacks(&on_disk).ok()) return;
+  out->packs = on_disk.size();
+  for (const auto& id : on_disk) {
+    if (claims.count(id)) continue;
+    std::string why;
+    if (damaged_index)
+      why = "named by no readable index file; a damaged index file may name it, so it is kept";
+    else if (journaled.count(id))
+      why = "left by an interrupted backup (tmp/" + journaled[id] + "); the next backup removes it";
+    else
+      why = "named by no index file and by no interrupted run gnomon knows of";
+    out->warnings.push_back(repo->PackPath(id) + ": pack is " + why);
   }
 }
 
@@ -78,23 +188,29 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
   GNOMON_RETURN_IF_ERROR(repo->ListIndexFiles(&index_files));
   out->index_files = index_files.size();
   PackClaims claims;
-  ChunkIndex index;
+  std::set<Digest> known;
+  bool damaged_index = false;
   for (const auto& n : index_files) {
     std::vector<PackSummary> packs;
     Status s = repo->ReadIndexFile(n, &packs);
     if (!s.ok()) {
       out->errors.push_back(s.message());
+      damaged_index = true;
       continue;
     }
     for (const auto& p : packs) {
       auto& c = claims[p.id];
       c.insert(c.end(), p.entries.begin(), p.entries.end());
-      index.AddPack(p);
+      for (const auto& e : p.entries) known.insert(e.digest);
     }
   }
-  out->chunks = index.size();
+  out->chunks = known.size();
+  std::set<BadChunk> quarantined;
+  std::vector<Status> qerrors;
+  GNOMON_RETURN_IF_ERROR(repo->ReadQuarantine(&quarantined, &qerrors));
+  for (const auto& e : qerrors) out->errors.push_back(e.message());
 
-  // 2. Backup records and their volume indexes: every chunk must be indexed.
+  // 2. Backup records, their volume indexes and VSS documents.
   std::vector<BackupRecord> backups;
   std::vector<Status> record_errors;
   GNOMON_RETURN_IF_ERROR(repo->ListBackups(&backups, &record_errors));
@@ -105,52 +221,60 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
     if (!b.index_file.empty() && !named_index_files.count(b.index_file))
       out->errors.push_back("backup " + b.id + ": its chunk index file index/" + b.index_file +
                             " is missing");
+    VssSummary vss;
+    if (Status s = SummarizeVss(b.extra, &vss); !s.ok())
+      out->errors.push_back("backup " + b.id + ": " + s.message());
     for (const auto& v : b.volumes) {
       ++out->volumes;
       VolumeIndex vi;
       Status s = repo->ReadVolumeIndex(v, &vi);
-      if (!s.ok()) {
-        out->errors.push_back("backup " + b.id + ": " + s.message());
-        continue;
-      }
-      uint64_t missing = 0;
-      Digest first;
-      for (const auto& d : vi.slots)
-        if (!d.IsZero() && !index.Contains(d) && missing++ == 0) first = d;
-      if (missing)
-        out->errors.push_back("backup " + b.id + " volume '" + v.name +
-                              "': " + std::to_string(missing) +
-                              " chunks are in no index (first: " + first.Hex() + ")");
+      if (!s.ok()) out->errors.push_back("backup " + b.id + ": " + s.message());
     }
   }
 
   // 3. Packs: each claimed pack must exist and hold what the index says.
-  std::vector<std::string> on_disk;
-  GNOMON_RETURN_IF_ERROR(repo->ListPacks(&on_disk));
-  out->packs = on_disk.size();
-  for (const auto& id : on_disk)
-    if (!claims.count(id))
-      out->warnings.push_back(repo->PackPath(id) +
-                              ": pack is referenced by no index (left by an interrupted backup)");
   std::vector<std::pair<std::string, std::vector<PackEntry>>> work(claims.begin(), claims.end());
   std::mutex mu;
   uint64_t done = 0;
+  DataFindings found;
   tbb::enumerable_thread_specific<ChunkDecompressor> decs;
   tbb::task_arena arena(opt.threads > 0 ? opt.threads : DefaultThreads());
   arena.execute([&] {
     tbb::parallel_for_each(work.begin(), work.end(), [&](const auto& item) {
       if (opt.cancel && opt.cancel->load()) return;
-      std::vector<std::string> errs;
+      std::vector<std::string> errs, known_bad;
+      DataFindings f;
       uint64_t bytes = 0;
-      CheckPack(repo, index, item.first, item.second, opt.read_data, &decs.local(), &errs, &bytes);
+      CheckPack(repo, item.first, item.second, opt.read_data, quarantined, &decs.local(), &errs,
+                &known_bad, &f, &bytes);
       std::lock_guard<std::mutex> g(mu);
       out->errors.insert(out->errors.end(), errs.begin(), errs.end());
+      out->warnings.insert(out->warnings.end(), known_bad.begin(), known_bad.end());
+      found.bad.insert(f.bad.begin(), f.bad.end());
+      found.patch_bases.insert(f.patch_bases.begin(), f.patch_bases.end());
+      found.depth.insert(f.depth.begin(), f.depth.end());
       out->bytes_read += bytes;
       if (opt.read_data) out->chunks_read += item.second.size();
       if (opt.progress) opt.progress(Progress{"verify", item.first, ++done, work.size()});
     });
   });
   if (opt.cancel && opt.cancel->load()) return Status::Aborted("verify interrupted");
+
+  // 4. New damage is quarantined, so the next backup stores that data again.
+  std::vector<BadChunk> fresh;
+  for (const auto& b : found.bad)
+    if (!quarantined.count(b)) fresh.push_back(b);
+  if (Status s = repo->WriteQuarantine(fresh); !s.ok())
+    out->errors.push_back("recording damaged chunks failed: " + s.message());
+  out->quarantined = fresh.size();
+  std::set<BadChunk> bad = quarantined;
+  bad.insert(found.bad.begin(), found.bad.end());
+  std::set<Digest> once_bad;
+  for (const auto& b : bad) once_bad.insert(b.digest);
+
+  // 5. Which backups are whole, repaired or damaged; what runs left behind.
+  CheckBackups(repo, backups, known, LostDigests(claims, bad, found), once_bad, out);
+  ReportLeftovers(repo, claims, damaged_index, out);
   return Status::OK();
 }
 

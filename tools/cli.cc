@@ -47,7 +47,10 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
   if (!s.ok()) return Fail(g, s);
   if (!(*out)->broken_stale_lock().empty() && !g.quiet)
     std::fprintf(stderr, "gnomon: removed a stale lock left by %s (that process is gone)\n",
-                 (*out)->broken_stale_lock().c_str());
+                 EscapeForTerminal((*out)->broken_stale_lock()).c_str());
+  if (!g.quiet)
+    for (const auto& c : (*out)->cleaned())
+      std::fprintf(stderr, "gnomon: removed what an interrupted run left: %s\n", c.c_str());
   return kOk;
 }
 

@@ -50,7 +50,7 @@ int CmdList(const Globals& g);
 int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt);
 int CmdVerify(const Globals& g, bool read_data);
 int CmdShow(const Globals& g, const std::string& backup);
-int CmdForget(const Globals& g, const std::vector<std::string>& ids);
+int CmdForget(const Globals& g, const std::vector<std::string>& ids, bool force);
 int CmdWriters(const Globals& g);
 int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);
 int CmdBench(const Globals& g, BenchOptions opt);

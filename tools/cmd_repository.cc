@@ -2,7 +2,9 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/system.h"
 #include "engine/verify_job.h"
+#include "engine/vss_summary.h"
 #include "tools/cli.h"
 #include "tools/progress_display.h"
 
@@ -115,12 +117,16 @@ int CmdList(const Globals& g) {
     std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", "ID", "TIME", "HOST", "TYPE", "SIZE",
                 "ADDED", "VOLUMES");
     for (const auto& r : all) {
+      // Names come from files: escaped, so they cannot drive the terminal.
       std::string vols;
       for (const auto& v : r.volumes) vols += (vols.empty() ? "" : ",") + v.name;
       std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", r.id.c_str(),
-                  r.time.substr(0, 19).c_str(), r.host.substr(0, 12).c_str(), r.type.c_str(),
+                  EscapeForTerminal(r.time.substr(0, 19)).c_str(),
+                  EscapeForTerminal(r.host.substr(0, 12)).c_str(),
+                  EscapeForTerminal(r.type).c_str(),
                   HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
-                  HumanBytes(static_cast<double>(r.totals.new_stored_bytes)).c_str(), vols.c_str());
+                  HumanBytes(static_cast<double>(r.totals.new_stored_bytes)).c_str(),
+                  EscapeForTerminal(vols).c_str());
     }
     std::printf("%zu backups\n", all.size());
   }
@@ -142,6 +148,8 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
   RestoreResult res;
   Status s = RunRestore(repo.get(), opt, &res);
   progress.Finish();
+  if (!g.quiet)
+    for (const auto& c : res.cleaned) std::fprintf(stderr, "gnomon: %s\n", c.c_str());
   if (!s.ok()) return Fail(g, s);
   if (g.json) {
     std::cout << json{{"backup", res.backup_id},
@@ -184,6 +192,9 @@ int CmdVerify(const Globals& g, bool read_data) {
                       {"index_files", res.index_files},
                       {"packs", res.packs},
                       {"chunks", res.chunks},
+                      {"quarantined", res.quarantined},
+                      {"damaged_backups", res.damaged_backups},
+                      {"repaired_backups", res.repaired_backups},
                       {"read_data", read_data},
                       {"chunks_read", res.chunks_read},
                       {"bytes_read", res.bytes_read}}
@@ -199,6 +210,11 @@ int CmdVerify(const Globals& g, bool read_data) {
           res.ok() ? "repository is healthy" : "repository is DAMAGED", res.backups, res.volumes,
           res.index_files, res.packs, res.chunks,
           read_data ? " (all chunk data read and checked)" : "", res.errors.size());
+    if (res.quarantined)
+      std::printf(
+          "quarantined %zu damaged chunk copies: the next backup that meets their data stores "
+          "it again\n",
+          res.quarantined);
   }
   return res.ok() ? kOk : kDamaged;
 }
@@ -213,18 +229,21 @@ int CmdShow(const Globals& g, const std::string& spec) {
   BackupRecord r;
   Status s = repo->FindBackup(spec, &r);
   if (!s.ok()) return Fail(g, s);
-  const json& v = r.extra.contains("vss") ? r.extra["vss"] : json();
+  VssSummary v;
+  s = SummarizeVss(r.extra, &v);
+  if (!s.ok()) return Fail(g, s.WithContext("backup " + r.id));
   if (g.json) {
     json j = BackupJson(r);
-    j["vss"] = v;
+    j["vss"] = r.extra.contains("vss") ? r.extra["vss"] : json();
     std::cout << j.dump() << "\n";
     return kOk;
   }
-  std::printf("backup %s\n  time:  %s\n  host:  %s\n  type:  %s\n", r.id.c_str(), r.time.c_str(),
-              r.host.c_str(), r.type.c_str());
+  auto E = [](const std::string& t) { return EscapeForTerminal(t); };
+  std::printf("backup %s\n  time:  %s\n  host:  %s\n  type:  %s\n", r.id.c_str(),
+              E(r.time).c_str(), E(r.host).c_str(), E(r.type).c_str());
   for (const auto& vol : r.volumes) {
     std::printf("  volume %s: %s, %s, %llu chunks (%llu new, %llu duplicate, %llu zero)\n",
-                vol.name.c_str(), vol.source.c_str(),
+                E(vol.name).c_str(), E(vol.source).c_str(),
                 HumanBytes(static_cast<double>(vol.size)).c_str(),
                 static_cast<unsigned long long>(vol.stats.chunks),
                 static_cast<unsigned long long>(vol.stats.new_chunks),
@@ -238,47 +257,39 @@ int CmdShow(const Globals& g, const std::string& spec) {
                          std::to_string(vol.stats.patched_chunks) + " stored as patches")
                             .c_str()
                       : "full read compared with the parent",
-                  vol.tracking_reason.empty() ? "" : (" (" + vol.tracking_reason + ")").c_str());
+                  vol.tracking_reason.empty() ? "" : (" (" + E(vol.tracking_reason) + ")").c_str());
   }
-  if (v.is_null()) {
+  if (!v.present) {
     std::printf("  (no VSS documents in this backup)\n");
     return kOk;
   }
-  const json& bcd = v["bcd"];
-  std::printf("\nsnapshot set {%s}%s\n", bcd.value("snapshot_set_id", "").c_str(),
-              v.value("snapshot_skipped", false) ? " (DoSnapshotSet skipped: no file set needed a "
-                                                   "snapshot)"
-                                                 : "");
-  if (!v.value("snapshot_skipped", false))
-    std::printf("  writers frozen for %.1f ms (Freeze to Thaw)\n", v.value("frozen_ms", 0.0));
-  for (const auto& src : v.value("sources", json::array()))
-    std::printf("  %s: provider %s, read from %s\n", src.value("volume", "").c_str(),
-                src.value("provider", "").c_str(), src.value("device", "").c_str());
+  std::printf("\nsnapshot set {%s}%s\n", E(v.snapshot_set_id).c_str(),
+              v.snapshot_skipped ? " (DoSnapshotSet skipped: no file set needed a snapshot)" : "");
+  if (!v.snapshot_skipped)
+    std::printf("  writers frozen for %.1f ms (Freeze to Thaw)\n", v.frozen_ms);
+  for (const auto& src : v.sources)
+    std::printf("  %s: provider %s, read from %s\n", E(src.volume).c_str(),
+                E(src.provider).c_str(), E(src.device).c_str());
   std::printf("\nBackup Components Document (%s): type %s, component mode %s\n",
-              bcd.value("schema", "").c_str(), bcd.value("backup_type", "").c_str(),
-              bcd.value("select_components", false) ? "yes" : "no");
-  for (const auto& c : bcd.value("components", json::array())) {
-    std::string path = c.value("logical_path", "");
-    std::printf("  [%s] %s%s%s\n", c.value("writer_name", "").c_str(), path.c_str(),
-                path.empty() ? "" : "\\", c.value("name", "").c_str());
-    if (!c.value("backup_stamp", "").empty())
-      std::printf("      backup stamp: %s\n", c.value("backup_stamp", "").c_str());
-    if (!c.value("previous_backup_stamp", "").empty())
-      std::printf("      previous stamp: %s\n", c.value("previous_backup_stamp", "").c_str());
-    if (!c.value("backup_metadata", "").empty())
-      std::printf("      backup metadata: %s\n", c.value("backup_metadata", "").c_str());
+              E(v.schema).c_str(), E(v.backup_type).c_str(), v.select_components ? "yes" : "no");
+  for (const auto& c : v.components) {
+    std::printf("  [%s] %s%s%s\n", E(c.writer_name).c_str(), E(c.logical_path).c_str(),
+                c.logical_path.empty() ? "" : "\\", E(c.name).c_str());
+    if (!c.backup_stamp.empty())
+      std::printf("      backup stamp: %s\n", E(c.backup_stamp).c_str());
+    if (!c.previous_backup_stamp.empty())
+      std::printf("      previous stamp: %s\n", E(c.previous_backup_stamp).c_str());
+    if (!c.backup_metadata.empty())
+      std::printf("      backup metadata: %s\n", E(c.backup_metadata).c_str());
   }
-  std::printf("\nWriters (%zu Writer Metadata Documents):\n", v["writers"].size());
-  for (const auto& w : v.value("writers", json::array())) {
-    std::printf("  '%s' {%s}, %zu components\n", w.value("name", "").c_str(),
-                w.value("class_id", "").c_str(), w["components"].size());
-  }
+  std::printf("\nWriters (%zu Writer Metadata Documents):\n", v.writers.size());
+  for (const auto& w : v.writers)
+    std::printf("  '%s' {%s}, %zu components\n", E(w.name).c_str(), E(w.class_id).c_str(),
+                w.components);
   std::printf("\nWriter status at the end of the snapshot:\n");
-  for (const auto& st : v.value("writer_status", json::array()))
-    std::printf("  '%s': %s%s\n", st.value("name", "").c_str(), st.value("state_name", "").c_str(),
-                st.value("failure", 0u)
-                    ? (", " + st.value("failure_name", "") + ": " + st.value("message", "")).c_str()
-                    : "");
+  for (const auto& st : v.writer_status)
+    std::printf("  '%s': %s%s\n", E(st.name).c_str(), E(st.state_name).c_str(),
+                st.failure ? (", " + E(st.failure_name) + ": " + E(st.message)).c_str() : "");
   return kOk;
 }
 
@@ -286,15 +297,30 @@ int CmdShow(const Globals& g, const std::string& spec) {
 
 namespace gnomon::cli {
 
-int CmdForget(const Globals& g, const std::vector<std::string>& ids) {
+int CmdForget(const Globals& g, const std::vector<std::string>& ids, bool force) {
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kExclusive, "forget", &repo)) return rc;
   json done = json::array();
   for (const auto& id : ids) {
     BackupRecord r;
     Status s = repo->FindBackup(id, &r);
-    if (s.ok()) s = repo->ForgetBackup(r);
-    if (!s.ok()) return Fail(g, s);
+    if (s.ok()) {
+      s = repo->ForgetBackup(r);
+    } else if (force && s.IsCorruption()) {
+      // A record that cannot be read: removed only by its full id, after
+      // saying what it was.
+      std::string what;
+      s = repo->ForgetUnreadable(id, &what);
+      if (s.ok() && !g.json) std::fprintf(stderr, "gnomon: removing unreadable record %s\n",
+                                          EscapeForTerminal(what).c_str());
+      r.id = id;
+    }
+    if (!s.ok()) {
+      if (s.IsCorruption() && !force)
+        s = s.WithContext("the record cannot be read (use 'forget --force " + id +
+                          "' to remove it)");
+      return Fail(g, s);
+    }
     done.push_back(r.id);
     if (!g.json && !g.quiet) std::printf("removed backup %s\n", r.id.c_str());
   }

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+
+#include "tools/cli_checks.h"
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -156,7 +158,7 @@ int main(int argc, char** argv) {
                  "Writer directory (default: $GNOMON_WRITER_DIR or " +
                      gnomon::vss::proto::DefaultWriterDir() + ")");
   app.add_option("--freeze-timeout", freeze_s, "Seconds of the freeze window (default 60)")
-      ->check(CLI::Range(1.0, 600.0));
+      ->check(gnomon::cli::Seconds(1.0, 600.0));
   CLI11_PARSE(app, argc, argv);
   char resolved[PATH_MAX];
   if (realpath(data_dir.c_str(), resolved)) data_dir = resolved;

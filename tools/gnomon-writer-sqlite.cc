@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+
+#include "tools/cli_checks.h"
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -163,7 +165,7 @@ int main(int argc, char** argv) {
                  "Writer directory (default: $GNOMON_WRITER_DIR or " +
                      gnomon::vss::proto::DefaultWriterDir() + ")");
   app.add_option("--freeze-timeout", freeze_s, "Seconds the databases may stay locked (default 60)")
-      ->check(CLI::Range(1.0, 600.0));
+      ->check(gnomon::cli::Seconds(1.0, 600.0));
   CLI11_PARSE(app, argc, argv);
 
   std::vector<Database> dbs;

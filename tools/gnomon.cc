@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "tools/cli.h"
+#include "tools/cli_checks.h"
 
 using namespace gnomon::cli;
 
@@ -42,10 +43,13 @@ int main(int argc, char** argv) {
   int level = 0;
   auto* init = app.add_subcommand("init", "Create a new repository");
   init->add_option("--chunk-size", chunk_kib,
-                   "Chunk size in KiB, a power of two from 4 to 65536 (default 4096)");
-  init->add_option("--compression", level, "zstd level 1..19 (default 2)");
+                   "Chunk size in KiB, a power of two from 4 to 65536 (default 4096)")
+      ->check(PowerOfTwo(4, 65536));
+  init->add_option("--compression", level, "zstd level 1..19 (default 2)")
+      ->check(CLI::Range(1, 19));
   uint32_t pack_mib = 0;
-  init->add_option("--pack-size", pack_mib, "Target pack file size in MiB (default 64)");
+  init->add_option("--pack-size", pack_mib, "Target pack file size in MiB, 1 to 1024 (default 64)")
+      ->check(CLI::Range(1, 1024));
 
   gnomon::BackupOptions bopt;
   auto* backup = app.add_subcommand(
@@ -76,15 +80,15 @@ int main(int argc, char** argv) {
   backup
       ->add_option("--freeze-timeout", freeze_s,
                    "Seconds a writer may stay frozen, Freeze to Thaw (default 60)")
-      ->check(CLI::Range(0.1, 3600.0));
+      ->check(Seconds(0.1, 3600.0));
   backup
       ->add_option("--hold-timeout", hold_s,
                    "Seconds the provider commit may take while writes are held (default 10)")
-      ->check(CLI::Range(0.1, 600.0));
+      ->check(Seconds(0.1, 600.0));
   backup
       ->add_option("--snapshot-wait", set_wait_s,
                    "Seconds to wait for another snapshot set on this machine (default 30)")
-      ->check(CLI::Range(0.0, 3600.0));
+      ->check(Seconds(0.0, 3600.0));
   backup->add_flag("--ignore-writer-failures", bopt.snapshot.ignore_writer_failures,
                    "Back up even if a writer fails PrepareForBackup or PostSnapshot");
 
@@ -104,9 +108,13 @@ int main(int argc, char** argv) {
   restore->add_flag("--overwrite", ropt.overwrite, "Replace TARGET if it is an existing file");
 
   std::vector<std::string> forget_ids;
+  bool forget_force = false;
   auto* forget = app.add_subcommand(
       "forget", "Remove backups from the repository (every other backup still restores)");
   forget->add_option("BACKUP", forget_ids, "Backup id or unique id prefix")->required();
+  forget->add_flag("--force", forget_force,
+                   "Also remove a record that cannot be read (give its full 16-character id); "
+                   "says what the file was before removing it");
 
   std::string show_id;
   auto* show = app.add_subcommand(
@@ -178,7 +186,7 @@ int main(int argc, char** argv) {
     return CmdBackup(g, bopt);
   }
   if (*show) return CmdShow(g, show_id);
-  if (*forget) return CmdForget(g, forget_ids);
+  if (*forget) return CmdForget(g, forget_ids, forget_force);
   if (app.got_subcommand("writers")) return CmdWriters(g);
   if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
   if (*list) return CmdList(g);

@@ -7,6 +7,11 @@
 namespace gnomon::cli {
 
 std::string HumanBytes(double b) {
+  char exact[32];
+  if (b < 1024 * 1024) {  // small sizes exactly: "4097 B", never a rounded "4.00 KiB"
+    std::snprintf(exact, sizeof exact, "%.0f B", b);
+    return exact;
+  }
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   int u = 0;
   while (b >= 1024 && u < 5) {

@@ -511,7 +511,7 @@ HResult BackupComponents::StartSnapshotSet(Guid* set_id) {
   // One snapshot set in creation per system, as the VSS service enforces.
   ::mkdir(opt_.runtime_dir.c_str(), 0755);
   std::string path = opt_.runtime_dir + "/snapshot-set.lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) {
     last_error_ = "cannot open " + path + ": " + std::strerror(errno);
     return errno == EACCES ? E_ACCESSDENIED_ : VSS_E_UNEXPECTED;

@@ -1,5 +1,7 @@
 #include "vss/reflink_provider.h"
 
+#include "base/random.h"
+
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
@@ -30,23 +32,31 @@ std::string BaseOf(const std::string& p) {
 // FICLONE of a small scratch file in dir: the only reliable test, since XFS
 // without reflink=1 and overlay filesystems answer statfs like those with it.
 bool ProbeReflink(const std::string& dir, std::string* why) {
-  std::string a = dir + "/.gnomon-reflink-probe-" + std::to_string(getpid());
-  std::string b = a + ".clone";
-  int fa = ::open(a.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  // Unnamed files (O_TMPFILE): nothing in dir can be planted to redirect
+  // them. Where O_TMPFILE is missing, unpredictable names created
+  // O_EXCL|O_NOFOLLOW.
+  auto make = [&](std::string* named) {
+    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd;
+    *named = dir + "/.gnomon-reflink-probe-" + RandomHexId(8);
+    return ::open(named->c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  };
+  std::string a, b;
+  int fa = make(&a);
   if (fa < 0) {
     *why = "cannot create a probe file in " + dir + ": " + std::strerror(errno);
     return false;
   }
   char block[4096] = {1};
   bool ok = ::write(fa, block, sizeof block) == static_cast<ssize_t>(sizeof block);
-  int fb = ::open(b.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fb = make(&b);
   int err = 0;
   if (ok && fb >= 0 && ::ioctl(fb, FICLONE, fa) != 0) err = errno;
   if (fb < 0) err = errno;
   ::close(fa);
   if (fb >= 0) ::close(fb);
-  ::unlink(a.c_str());
-  ::unlink(b.c_str());
+  if (!a.empty()) ::unlink(a.c_str());
+  if (!b.empty()) ::unlink(b.c_str());
   if (!ok || err) {
     *why = "the filesystem holding " + dir +
            " cannot clone files (FICLONE: " + std::strerror(err ? err : EIO) +

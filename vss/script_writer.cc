@@ -190,9 +190,30 @@ std::string DefaultHooksDir() {
   return d && *d ? d : "/etc/gnomon/writers.d";
 }
 
+std::string UntrustedReason(const std::string& path, const struct stat& st) {
+  const uid_t me = ::geteuid();
+  if (st.st_uid != 0 && st.st_uid != me)
+    return path + " is owned by uid " + std::to_string(st.st_uid) + ", not by root" +
+           (me ? " or uid " + std::to_string(me) : std::string());
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return path + " is writable by " + ((st.st_mode & S_IWOTH) ? "everyone" : "its group") +
+           " (mode " + mode + ")";
+  }
+  return "";
+}
+
 std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
-                                                                 uint32_t freeze_timeout_ms) {
+                                                                 uint32_t freeze_timeout_ms,
+                                                                 std::vector<std::string>* refused) {
   std::vector<std::string> paths;
+  struct stat dst;
+  if (::stat(dir.c_str(), &dst) != 0) return {};  // no hooks directory: no script writers
+  if (std::string why = UntrustedReason(dir, dst); !why.empty()) {
+    refused->push_back("script writers refused: " + why + "; no script in it is run");
+    return {};
+  }
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
       const std::string name = e->d_name;
@@ -201,7 +222,11 @@ std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::stri
         continue;
       const std::string p = dir + "/" + name;
       struct stat st;
-      if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0)
+      if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(p.c_str(), X_OK) != 0)
+        continue;
+      if (std::string why = UntrustedReason(p, st); !why.empty())
+        refused->push_back("script writer refused: " + why + "; it is not run");
+      else
         paths.push_back(p);
     }
     ::closedir(d);

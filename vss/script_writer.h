@@ -15,6 +15,8 @@
 // the file itself is the writer's identity).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,7 +54,15 @@ class ScriptWriter : public Writer {
 std::string DefaultHooksDir();
 // Every executable regular file in dir, in name order, skipping what
 // run-parts skips (hidden files, backups "~", package leftovers ".dpkg-*").
+// A script runs as the backup's user (root, usually) at every event, so
+// only what that user alone controls is run: the directory and each script
+// must be owned by root or by the invoking user and writable by neither
+// group nor others. Everything else is refused, with the reason in *refused.
 std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
-                                                                 uint32_t freeze_timeout_ms);
+                                                                 uint32_t freeze_timeout_ms,
+                                                                 std::vector<std::string>* refused);
+// Why a file or directory with this stat may not be trusted to run code as
+// this process's user, or "" if it may.
+std::string UntrustedReason(const std::string& path, const struct stat& st);
 
 }  // namespace gnomon::vss

@@ -12,6 +12,9 @@
 
 #include "vss/provider.h"
 
+#include "base/durable_file.h"
+#include "base/json.h"
+
 namespace gnomon::vss {
 
 using nlohmann::json;
@@ -78,24 +81,8 @@ bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
          {"file_id", p.file_id},
          {"advances", p.advances}};
   std::string path = dir_ + "/" + p.snapshot_id.ToString() + ".json";
-  std::string tmp = path + ".tmp";
   std::string text = j.dump(1) + "\n";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-            ::fsync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  ok = ok && ::rename(tmp.c_str(), path.c_str()) == 0;
-  if (!ok) {
-    *error = "recording snapshot in " + path + ": " + std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return true;
+  return ReplaceFileDurably(path, text, error);
 }
 
 bool SnapshotRegistry::Get(const Guid& id, SnapshotProperties* out) const {
@@ -119,8 +106,11 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
     std::string n = e->d_name;
     if (n.size() < 6 || n.substr(n.size() - 5) != ".json") continue;
     std::ifstream f(dir_ + "/" + n);
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    json j;
+    std::string err;
+    if (!ParseJsonBounded(text, &j, &err, 1u << 20)) continue;  // damaged: names nothing we trust
     try {
-      json j = json::parse(f);
       SnapshotProperties p;
       Guid::Parse(j.at("snapshot_id"), &p.snapshot_id);
       Guid::Parse(j.at("snapshot_set_id"), &p.snapshot_set_id);

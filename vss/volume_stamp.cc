@@ -1,5 +1,7 @@
 #include "vss/volume_stamp.h"
 
+#include "base/json.h"
+
 #include <sys/stat.h>
 
 #include <climits>
@@ -25,12 +27,13 @@ std::string VolumeStamp::Encode() const {
 }
 
 bool VolumeStamp::Decode(const std::string& text, VolumeStamp* out, std::string* why) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  json j;
+  std::string err;
+  if (!ParseJsonBounded(text, &j, &err, 1u << 20) || !j.is_object()) {
     *why = "the previous backup stamp is not valid JSON (damaged or truncated)";
     return false;
   }
-  std::string schema = j.value("stamp", "");
+  std::string schema = j.contains("stamp") && j["stamp"].is_string() ? j["stamp"].get<std::string>() : "";
   if (schema != kStampSchema && schema != kStampSchemaV1) {
     *why = schema.rfind("gnomon.volume-stamp/", 0) == 0
                ? "the previous backup stamp has version " + schema.substr(20) +
