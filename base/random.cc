@@ -29,10 +29,12 @@ void RandomFill(void* p, size_t n) {
 }
 
 std::string RandomHexId(size_t bytes) {
+  IdSource source;
   {
     std::lock_guard<std::mutex> g(g_source_mu);
-    if (g_source) return g_source(bytes);
+    source = g_source;
   }
+  if (source) return source(bytes);  // called unlocked: it may reset itself
   static const char* kHex = "0123456789abcdef";
   std::string raw(bytes, '\0'), s;
   RandomFill(raw.data(), bytes);

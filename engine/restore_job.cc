@@ -68,8 +68,10 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
   // Check every chunk is known before writing a byte to the target.
   for (const auto& d : vi.slots) {
     if (d.IsZero() || index.Contains(d)) continue;
-    std::string why = health.lost.count(d)
-                          ? "is damaged (quarantined by verify) and no intact copy exists"
+    auto lost = health.lost.find(d);
+    std::string why = lost != health.lost.end()
+                          ? "is damaged (quarantined by verify, in " +
+                                repo->PackPath(lost->second) + ") and no intact copy exists"
                           : "is in no readable chunk index file";
     if (!health.damaged_files.empty() && !health.lost.count(d))
       why += " (damaged: " + health.Describe() + ")";

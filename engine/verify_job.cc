@@ -114,9 +114,11 @@ std::set<Digest> LostDigests(const PackClaims& claims, const std::set<BadChunk>&
 // Every backup's slots against what is known lost: each backup is whole,
 // repaired (it names data that was damaged and now has an intact copy), or
 // damaged, and is reported as such.
+// since: when each quarantined digest was first found damaged; a backup
+// made later stored that data anew and was never damaged.
 void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
                   const std::set<Digest>& known, const std::set<Digest>& lost,
-                  const std::set<Digest>& once_bad, VerifyResult* out) {
+                  const std::map<Digest, std::string>& since, VerifyResult* out) {
   for (const auto& b : backups) {
     uint64_t missing = 0, damaged = 0, repaired = 0;
     Digest first;
@@ -129,7 +131,7 @@ void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
           if (missing++ + damaged == 0) first = d;
         } else if (lost.count(d)) {
           if (missing + damaged++ == 0) first = d;
-        } else if (once_bad.count(d)) {
+        } else if (auto q = since.find(d); q != since.end() && b.time < q->second) {
           ++repaired;
         }
       }
@@ -207,7 +209,8 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
   out->chunks = known.size();
   std::set<BadChunk> quarantined;
   std::vector<Status> qerrors;
-  GNOMON_RETURN_IF_ERROR(repo->ReadQuarantine(&quarantined, &qerrors));
+  std::map<Digest, std::string> since;
+  GNOMON_RETURN_IF_ERROR(repo->ReadQuarantine(&quarantined, &qerrors, &since));
   for (const auto& e : qerrors) out->errors.push_back(e.message());
 
   // 2. Backup records, their volume indexes and VSS documents.
@@ -269,11 +272,10 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
   out->quarantined = fresh.size();
   std::set<BadChunk> bad = quarantined;
   bad.insert(found.bad.begin(), found.bad.end());
-  std::set<Digest> once_bad;
-  for (const auto& b : bad) once_bad.insert(b.digest);
+  for (const auto& b : fresh) since.emplace(b.digest, NowRfc3339());
 
   // 5. Which backups are whole, repaired or damaged; what runs left behind.
-  CheckBackups(repo, backups, known, LostDigests(claims, bad, found), once_bad, out);
+  CheckBackups(repo, backups, known, LostDigests(claims, bad, found), since, out);
   ReportLeftovers(repo, claims, damaged_index, out);
   return Status::OK();
 }

@@ -80,5 +80,8 @@ struct BackupRecord {
 inline constexpr uint32_t kBackupRecordVersion = kBackupFrame.max_version;
 
 std::string NowRfc3339();
+// The same fixed-width form for microseconds since the Unix epoch.
+std::string Rfc3339FromMicros(int64_t micros);
+int64_t NowMicros();
 
 }  // namespace gnomon

@@ -6,9 +6,9 @@
 
 namespace gnomon {
 
-std::string EncodeQuarantine(uint64_t unix_time, const std::vector<BadChunk>& chunks) {
+std::string EncodeQuarantine(uint64_t time, const std::vector<BadChunk>& chunks) {
   std::string out;
-  PutU64(&out, unix_time);
+  PutU64(&out, time);
   PutU32(&out, static_cast<uint32_t>(chunks.size()));
   for (const auto& c : chunks) {
     Digest id;
@@ -19,11 +19,11 @@ std::string EncodeQuarantine(uint64_t unix_time, const std::vector<BadChunk>& ch
   return out;
 }
 
-Status DecodeQuarantine(const std::string& path, const std::string& body, uint64_t* unix_time,
+Status DecodeQuarantine(const std::string& path, const std::string& body, uint64_t* time,
                         std::vector<BadChunk>* chunks) {
   auto p = reinterpret_cast<const uint8_t*>(body.data());
   if (body.size() < 12) return Status::Corruption(path + ": quarantine file is cut short");
-  *unix_time = GetU64(p);
+  *time = GetU64(p);
   uint32_t n = GetU32(p + 8);
   if ((body.size() - 12) % 32 != 0 || (body.size() - 12) / 32 != n)
     return Status::Corruption(path + ": quarantine file lists " + std::to_string(n) +

@@ -24,8 +24,9 @@ struct BadChunk {
   friend bool operator==(const BadChunk&, const BadChunk&) = default;
 };
 
-std::string EncodeQuarantine(uint64_t unix_time, const std::vector<BadChunk>& chunks);
-Status DecodeQuarantine(const std::string& path, const std::string& body, uint64_t* unix_time,
+// time: microseconds since the Unix epoch, when verify found the damage.
+std::string EncodeQuarantine(uint64_t time, const std::vector<BadChunk>& chunks);
+Status DecodeQuarantine(const std::string& path, const std::string& body, uint64_t* time,
                         std::vector<BadChunk>* chunks);
 
 }  // namespace gnomon

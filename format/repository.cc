@@ -19,7 +19,7 @@ std::string IndexHealth::Describe() const {
   auto add = [&](const std::string& s) { out += (out.empty() ? "" : "; ") + s; };
   if (!lost.empty())
     add(std::to_string(lost.size()) + " chunk(s) have no intact copy (first: " +
-        lost.begin()->Hex() + ")");
+        lost.begin()->first.Hex() + " in pack " + lost.begin()->second + ")");
   for (const auto& p : missing_packs) add("pack " + p + " is missing");
   for (const auto& e : damaged_files) add(e.message());
   return out;
@@ -85,7 +85,7 @@ Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool c
     GNOMON_RETURN_IF_ERROR(ListPacks(&ids));
     present.insert(ids.begin(), ids.end());
   }
-  std::unordered_set<Digest, DigestHash> dropped;
+  std::unordered_map<Digest, std::string, DigestHash> dropped;
   std::set<std::string> missing;
   for (const auto& n : names) {
     std::vector<PackSummary> packs;
@@ -99,7 +99,7 @@ Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool c
       if (gone) missing.insert(p.id);
       std::erase_if(p.entries, [&](const PackEntry& e) {
         const bool drop = gone || bad.count(BadChunk{p.id, e.digest});
-        if (drop) dropped.insert(e.digest);
+        if (drop) dropped.emplace(e.digest, p.id);
         health->quarantined += !gone && drop;
         return drop;
       });
@@ -107,8 +107,8 @@ Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool c
     }
   }
   health->missing_packs.assign(missing.begin(), missing.end());
-  for (const auto& d : dropped)
-    if (!index->Contains(d)) health->lost.insert(d);
+  for (const auto& [d, pack] : dropped)
+    if (!index->Contains(d)) health->lost.emplace(d, pack);
   return Status::OK();
 }
 

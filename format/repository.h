@@ -2,6 +2,7 @@
 // access to every file kind. Everything goes through an Env. See FORMAT.md.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -29,7 +30,9 @@ struct IndexHealth {
   std::vector<Status> damaged_files;        // index or quarantine files that cannot be read
   std::vector<std::string> missing_packs;   // named by an index file, absent (if checked)
   size_t quarantined = 0;                   // locations dropped as known damaged
-  std::unordered_set<Digest, DigestHash> lost;  // digests with no usable location left
+  // Digests with no usable location left, each with the pack of a damaged
+  // or missing copy (for messages).
+  std::unordered_map<Digest, std::string, DigestHash> lost;
   bool clean() const { return damaged_files.empty() && missing_packs.empty() && lost.empty(); }
   // One line for a user, e.g. "2 chunks have no intact copy (pack ... is
   // missing); index file ... is damaged".
@@ -74,7 +77,10 @@ class Repository {
   Status WriteIndexFile(const std::vector<PackSummary>& packs, std::string* name);
 
   // Quarantine (FORMAT.md §5a): chunk copies known to be damaged.
-  Status ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors);
+  // since (optional): each quarantined digest's earliest quarantine time,
+  // RFC 3339 as in backup records, so it compares with a record's time.
+  Status ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors,
+                        std::map<Digest, std::string>* since = nullptr);
   Status WriteQuarantine(const std::vector<BadChunk>& chunks);
 
   // Packs. The first pack of a run opens its journal (tmp/*.journal), and

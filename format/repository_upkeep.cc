@@ -115,7 +115,8 @@ void Repository::EndWrite() {
   env_->RemoveFile(journal_path_);
 }
 
-Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors) {
+Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors,
+                                  std::map<Digest, std::string>* since) {
   std::vector<std::string> names;
   if (!env_->FileExists(P(kQuarantine))) return Status::OK();  // a version-5 repository
   GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kQuarantine), &names));
@@ -131,6 +132,12 @@ Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* 
       continue;
     }
     out->insert(chunks.begin(), chunks.end());
+    if (since)
+      for (const auto& c : chunks) {
+        const std::string when = Rfc3339FromMicros(static_cast<int64_t>(t));
+        auto [it, fresh] = since->emplace(c.digest, when);
+        if (!fresh && when < it->second) it->second = when;
+      }
   }
   return Status::OK();
 }
@@ -138,7 +145,7 @@ Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* 
 Status Repository::WriteQuarantine(const std::vector<BadChunk>& chunks) {
   if (chunks.empty()) return Status::OK();
   GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kQuarantine)));
-  const std::string body = EncodeQuarantine(static_cast<uint64_t>(std::time(nullptr)), chunks);
+  const std::string body = EncodeQuarantine(static_cast<uint64_t>(NowMicros()), chunks);
   for (int attempt = 0;; ++attempt) {
     Status s = WriteFrameFile(env_, kQuarantineFrame, 1, JoinPath(P(kQuarantine), RandomHexId(16)),
                               body);

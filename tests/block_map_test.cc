@@ -69,8 +69,10 @@ uint64_t FreeBytes(const std::string& image) {
 class BlockMapTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
-    if (test::Sh("command -v mke2fs && command -v debugfs && command -v dumpe2fs").exit_code)
-      GTEST_SKIP() << "e2fsprogs (mke2fs, debugfs, dumpe2fs) not installed";
+    GNOMON_SKIP_IF(
+        test::Sh("command -v mke2fs && command -v debugfs && command -v dumpe2fs").exit_code
+            ? "e2fsprogs (mke2fs, debugfs, dumpe2fs) not installed"
+            : "");
     repo_ = dir_ / "repo";
     ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64"}).exit_code, 0);
     // Files of every kind a filesystem holds: compressible, random, a

@@ -35,8 +35,8 @@ constexpr uint64_t kVolume = 8 << 20;
 class CbtTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
-    if (auto why = test::ReflinkFs::SkipReason(GetParam()); !why.empty()) GTEST_SKIP() << why;
+    GNOMON_SKIP_IF(test::RootSkipReason());
+    GNOMON_SKIP_IF(test::ReflinkFs::SkipReason(GetParam()));
     reflink_fs_ = std::make_unique<test::ReflinkFs>(dir_, "1G", GetParam());
     ASSERT_TRUE(reflink_fs_->ok());
     fs_dir_ = reflink_fs_->path();

@@ -343,8 +343,15 @@ TEST_F(SlowBackupTest, KilledBackupLeavesVerifiableRepositoryAndNextBackupWorks)
   ASSERT_EQ(v.exit_code, 0) << v.out;
   json j = json::parse(v.out);
   EXPECT_EQ(j["backups"], 0);
-  EXPECT_FALSE(j["warnings"].empty())
-      << "the killed run's packs should be reported as unreferenced";
+  EXPECT_NE(j["warnings"].dump().find("left by an interrupted backup"), std::string::npos)
+      << "the killed run's packs should be reported as its leftovers: " << v.out;
+  const auto killed_packs = [&] {
+    std::vector<std::string> v;
+    for (auto& e : fs::recursive_directory_iterator(repo_ + "/packs"))
+      if (e.is_regular_file()) v.push_back(e.path());
+    return v;
+  }();
+  ASSERT_FALSE(killed_packs.empty());
   // The next backup takes the stale lock and succeeds.
   test::WriteFile(dir_ / "small", test::TextLikeBytes(1u << 20, 8));
   auto b = Gnomon({"--repo", repo_, "backup", dir_ / "small"});
@@ -353,6 +360,12 @@ TEST_F(SlowBackupTest, KilledBackupLeavesVerifiableRepositoryAndNextBackupWorks)
   EXPECT_EQ(Gnomon({"--repo", repo_, "restore", "latest", dir_ / "out"}).exit_code, 0);
   EXPECT_TRUE(test::FilesEqual(dir_ / "small", dir_ / "out"));
   EXPECT_TRUE(fs::is_empty(repo_ + "/tmp"));
+  // The killed run's packs are gone, removed by the next backup.
+  EXPECT_NE(b.err.find("pack(s) of an interrupted backup"), std::string::npos) << b.err;
+  for (const auto& p : killed_packs) EXPECT_FALSE(fs::exists(p)) << p;
+  v = Gnomon({"--repo", repo_, "verify", "--read-data", "--json"});
+  EXPECT_EQ(v.exit_code, 0) << v.out;
+  EXPECT_TRUE(json::parse(v.out)["warnings"].empty()) << v.out;
 }
 
 TEST_F(SlowBackupTest, SecondConcurrentBackupIsRefusedByTheLock) {
@@ -372,7 +385,7 @@ TEST_F(SlowBackupTest, SecondConcurrentBackupIsRefusedByTheLock) {
 }
 
 TEST(LoopDeviceTest, BackupAndRestoreARealBlockDevice) {
-  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  GNOMON_SKIP_IF(test::RootSkipReason());
   test::IsolatedState state;
   TempDir dir;
   std::string repo = dir / "repo";
@@ -399,7 +412,7 @@ TEST(LoopDeviceTest, BackupAndRestoreARealBlockDevice) {
 }
 
 TEST(LoopDeviceTest, MountedDeviceIsRefusedAsSourceAndTarget) {
-  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  GNOMON_SKIP_IF(test::RootSkipReason());
   test::IsolatedState state;
   TempDir dir;
   std::string repo = dir / "repo";
@@ -497,7 +510,7 @@ TEST(BenchCommandTest, GeneratedDataNeedsNoSource) {
 }
 
 TEST(BenchCommandTest, OnALoopDeviceWithExt4ReadsUsedBlocks) {
-  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  GNOMON_SKIP_IF(test::RootSkipReason());
   TempDir dir;
   ASSERT_EQ(test::Sh("truncate -s 64M " + dir / "fs.img" + " && mkfs.ext4 -q " + dir / "fs.img")
                 .exit_code,

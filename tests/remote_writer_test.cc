@@ -381,7 +381,7 @@ TEST_F(RemoteWriterTest, MalformedAndOversizedMessagesAreRejectedAndTheWriterSur
 }
 
 TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
-  if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+  GNOMON_SKIP_IF(test::RootSkipReason());
   auto app = App("guarded");
   // The directory must be reachable by the other user for the refusal to be
   // the writer's, not the file system's.

@@ -154,7 +154,12 @@ CommandResult Run(const std::vector<std::string>& argv, const std::vector<std::s
 
 CommandResult Sh(const std::string& cmd) { return Run({"/bin/sh", "-c", cmd}); }
 
-std::string GnomonBinary() { return GNOMON_BIN; }
+std::string GnomonBinary() {
+  // GNOMON_TEST_BINARY runs the end-to-end tests against another build (an
+  // older one, to see a regression test fail before its fix).
+  const char* other = std::getenv("GNOMON_TEST_BINARY");
+  return other && *other ? other : GNOMON_BIN;
+}
 
 CommandResult Gnomon(const std::vector<std::string>& args) {
   std::vector<std::string> argv{GnomonBinary()};
@@ -193,6 +198,11 @@ std::string ReflinkFs::SkipReason(const std::string& kind) {
   if (Sh("command -v " + mkfs).exit_code != 0)
     return mkfs + " is not installed (tools/install-deps.sh installs it)";
   return "";
+}
+
+bool RequireAll() {
+  const char* v = std::getenv("GNOMON_TEST_REQUIRE_ALL");
+  return v && std::string(v) == "1";
 }
 
 bool IsRoot() { return ::geteuid() == 0; }

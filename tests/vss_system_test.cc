@@ -48,7 +48,7 @@ bool IsFrozen(const std::string& path) {
 class FrozenFsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (auto why = test::RootSkipReason(); !why.empty()) GTEST_SKIP() << why;
+    GNOMON_SKIP_IF(test::RootSkipReason());
     mnt_ = dir_ / "mnt";
     fs::create_directories(mnt_);
     xfs_fs_ = std::make_unique<test::ReflinkFs>(dir_, "3G");
@@ -481,8 +481,9 @@ long SqliteCount(const std::string& db) {
 }
 
 TEST_F(FrozenFsTest, SqliteWriterKeepsEveryRestoredDatabaseConsistent) {
-  if (Sh("command -v sqlite3 && command -v python3").exit_code != 0)
-    GTEST_SKIP() << "sqlite3 and python3 are needed";
+  GNOMON_SKIP_IF(Sh("command -v sqlite3 && command -v python3").exit_code != 0
+                     ? "sqlite3 and python3 are needed"
+                     : "");
   const std::string db = mnt_ + "/app.db";
   writer_pid_ = StartSqliteApp(db);
   for (int i = 0; i < 500 && SqliteCount(db) < 200; ++i)
@@ -577,8 +578,9 @@ struct PgServer {
 };
 
 TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClean) {
-  if (!fs::exists("/usr/lib/postgresql/15/bin/postgres") || Sh("id postgres").exit_code != 0)
-    GTEST_SKIP() << "PostgreSQL 15 (Debian's postgresql package) is needed";
+  GNOMON_SKIP_IF(!fs::exists("/usr/lib/postgresql/15/bin/postgres") || Sh("id postgres").exit_code != 0
+                     ? "PostgreSQL 15 (Debian's postgresql package) is needed"
+                     : "");
   const std::string sock = dir_ / "pgsock";
   fs::create_directories(sock);
   ::chmod(sock.c_str(), 0777);

@@ -1,0 +1,594 @@
+// Regression tests for the defects found by using gnomon as a hostile local
+// user and a careless administrator would (issue 11): each failed before its
+// fix. Most drive the real gnomon binary; the id-collision test drives the
+// engine, whose id source a test can replace.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "base/random.h"
+#include "base/system.h"
+#include "engine/backup_job.h"
+#include "engine/restore_job.h"
+#include "format/framed_file.h"
+#include "format/repository.h"
+#include "tests/test_util.h"
+
+namespace gnomon {
+namespace {
+
+using nlohmann::json;
+using test::Gnomon;
+using test::TempDir;
+namespace fs = std::filesystem;
+
+class DefectsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repo_ = dir_ / "repo";
+    auto r = Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  test::CommandResult G(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--repo", repo_});
+    return Gnomon(args);
+  }
+  std::string BackupId(const std::string& src) {
+    auto r = G({"backup", "--json", src});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out).at("id").get<std::string>() : "";
+  }
+  std::vector<std::string> Files(const std::string& sub) {
+    std::vector<std::string> v;
+    for (auto& e : fs::recursive_directory_iterator(repo_ + "/" + sub))
+      if (e.is_regular_file()) v.push_back(e.path());
+    std::sort(v.begin(), v.end());
+    return v;
+  }
+  // Rewrites a backup record's JSON (as a hostile user with write access to
+  // one file would), keeping its frame valid.
+  void EditRecord(const std::string& id, const std::function<void(json&)>& edit) {
+    const std::string path = repo_ + "/backups/" + id;
+    std::string body;
+    ASSERT_TRUE(ReadFrameFile(Env::Default(), kBackupFrame, path, &body).ok());
+    json j = json::parse(body);
+    edit(j);
+    WriteRecordBody(id, j.dump());
+  }
+  void WriteRecordBody(const std::string& id, const std::string& body) {
+    const std::string path = repo_ + "/backups/" + id;
+    fs::remove(path);
+    ASSERT_TRUE(WriteFrameFile(Env::Default(), kBackupFrame, 3, path, body).ok());
+  }
+  // Rewrites a whole framed file's body through `edit` (index files, volume indexes).
+  static void EditFrame(const FrameKind& kind, const std::string& path,
+                        const std::function<void(std::string&)>& edit) {
+    std::string body;
+    uint32_t version = 0;
+    ASSERT_TRUE(ReadFrameFile(Env::Default(), kind, path, &body, &version).ok());
+    edit(body);
+    fs::remove(path);
+    ASSERT_TRUE(WriteFrameFile(Env::Default(), kind, version, path, body).ok());
+  }
+  json VerifyJson(bool read_data, int want_exit) {
+    auto v = read_data ? G({"verify", "--read-data", "--json"}) : G({"verify", "--json"});
+    EXPECT_EQ(v.exit_code, want_exit) << v.out << v.err;
+    return json::parse(v.out);
+  }
+  test::IsolatedState state_;
+  TempDir dir_;
+  std::string repo_;
+};
+
+// Offset of the first chunk's stored bytes in a pack: the data starts at 0.
+void DamageFirstChunk(const std::string& pack) { test::FlipByte(pack, 100); }
+
+// 1. A damaged chunk must not poison later backups: verify quarantines it,
+// the next backup stores the data again, and the old backup is repaired.
+TEST_F(DefectsTest, DamagedChunkIsStoredAgainAndOldBackupsAreRepaired) {
+  const std::string vol = dir_ / "vol";
+  test::WriteFile(vol, test::TextLikeBytes(640u << 10, 1));  // 10 chunks
+  const std::string first = BackupId(vol);
+  auto packs = Files("packs");
+  ASSERT_FALSE(packs.empty());
+  DamageFirstChunk(packs[0]);
+
+  json v = VerifyJson(true, 3);
+  EXPECT_GE(v["quarantined"].get<int>(), 1) << v.dump();
+  EXPECT_EQ(v["damaged_backups"], json::array({first})) << v.dump();
+  ASSERT_FALSE(Files("quarantine").empty());
+
+  // The next backup of the intact source stores the damaged chunk again.
+  auto b = G({"backup", "--json", vol});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_GE(json::parse(b.out)["totals"]["new_chunks"].get<int>(), 1) << b.out;
+  EXPECT_EQ(G({"restore", "latest", dir_ / "new"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(vol, dir_ / "new"));
+
+  // The old backup names the same digests: it now reads the intact copies.
+  auto r = G({"restore", first, dir_ / "old"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(vol, dir_ / "old"));
+  v = VerifyJson(true, 0);
+  EXPECT_EQ(v["repaired_backups"], json::array({first})) << v.dump();
+  EXPECT_TRUE(v["damaged_backups"].empty()) << v.dump();
+}
+
+TEST_F(DefectsTest, MissingPackIsNoticedByTheNextBackupWithoutVerify) {
+  const std::string vol = dir_ / "vol";
+  test::WriteFile(vol, test::RandomBytes(2u << 20, 2));  // incompressible: 1 MiB packs fill
+  const std::string first = BackupId(vol);
+  auto packs = Files("packs");
+  ASSERT_GE(packs.size(), 2u);
+  fs::remove(packs[0]);
+  auto b = G({"backup", "--json", vol});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(b.err.find("is missing"), std::string::npos) << b.err;
+  EXPECT_EQ(G({"restore", "latest", dir_ / "new"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(vol, dir_ / "new"));
+  EXPECT_EQ(G({"restore", first, dir_ / "old"}).exit_code, 0) << "repaired by the new copies";
+}
+
+// 2. Restore's temporary file cannot be redirected by a planted symlink.
+TEST_F(DefectsTest, RestoreIgnoresPlantedSymlinks) {
+  const std::string vol = dir_ / "vol";
+  test::WriteFile(vol, test::TextLikeBytes(256u << 10, 3));
+  const std::string id = BackupId(vol);
+  const std::string victim = dir_ / "victim";
+  test::WriteFile(victim, {'k', 'e', 'e', 'p'});
+  ::chmod(victim.c_str(), 0600);
+  fs::create_directories(dir_ / "out");
+  // The old name was TARGET.gnomon-restore-<pid>: plant links for the pids
+  // the next processes will get.
+  const int base = ::getpid();
+  for (int pid = base; pid < base + 3000; ++pid)
+    fs::create_symlink(victim, dir_ / ("out/t.gnomon-restore-" + std::to_string(pid)));
+  auto r = G({"restore", id, dir_ / "out/t"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(vol, dir_ / "out/t"));
+  EXPECT_EQ(test::ReadFile(victim), (std::vector<uint8_t>{'k', 'e', 'e', 'p'}));
+  struct stat st;
+  ASSERT_EQ(::stat(victim.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+// 3. The reflink probe in the source's directory cannot be redirected either.
+TEST_F(DefectsTest, ReflinkProbeIgnoresPlantedSymlinks) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  GNOMON_SKIP_IF(test::ReflinkFs::SkipReason("xfs"));
+  test::ReflinkFs xfs(dir_, "300M", "xfs");
+  ASSERT_TRUE(xfs.ok());
+  const std::string vol = xfs.path() + "/vol";
+  test::WriteFile(vol, test::TextLikeBytes(256u << 10, 24));
+  const std::string victim = dir_ / "victim";
+  test::WriteFile(victim, {'k', 'e', 'e', 'p'});
+  const int base = ::getpid();
+  for (int pid = base; pid < base + 3000; ++pid)
+    fs::create_symlink(victim, xfs.path() + "/.gnomon-reflink-probe-" + std::to_string(pid));
+  auto b = G({"backup", "--json", vol});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(json::parse(b.out)["volumes"][0]["tracking"], "full-read");
+  EXPECT_EQ(test::ReadFile(victim), (std::vector<uint8_t>{'k', 'e', 'e', 'p'}));
+  auto s = G({"show", "--json", "latest"});
+  EXPECT_EQ(json::parse(s.out)["vss"]["sources"][0]["provider"], "reflink") << s.out;
+}
+
+// 7. Permissions: the repository is the owner's alone whatever the umask;
+// restore keeps an existing target's mode and creates new ones 0600.
+TEST_F(DefectsTest, RepositoryAndRestoredFilesArePrivate) {
+  const mode_t old = ::umask(022);
+  const std::string repo2 = dir_ / "repo2";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo2}).exit_code, 0);
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(128u << 10, 4));
+  auto b = Gnomon({"--repo", repo2, "backup", dir_ / "vol"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  for (auto& e : fs::recursive_directory_iterator(repo2)) {
+    struct stat st;
+    ASSERT_EQ(::lstat(e.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 077, 0u) << e.path() << " is readable by others";
+  }
+  struct stat st;
+  ASSERT_EQ(::stat(repo2.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(Gnomon({"--repo", repo2, "restore", "latest", dir_ / "new"}).exit_code, 0);
+  ASSERT_EQ(::stat((dir_ / "new").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ::chmod((dir_ / "new").c_str(), 0640);
+  ASSERT_EQ(Gnomon({"--repo", repo2, "restore", "--overwrite", "latest", dir_ / "new"}).exit_code,
+            0);
+  ASSERT_EQ(::stat((dir_ / "new").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u) << "an existing target keeps its mode";
+  ::umask(old);
+}
+
+// 4. Names read from a record never lead outside the repository.
+TEST_F(DefectsTest, ForgetNeverDeletesOutsideTheRepository) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(128u << 10, 5));
+  const std::string id = BackupId(dir_ / "vol");
+  test::WriteFile(dir_ / "victim.txt", {'v'});
+  EditRecord(id, [](json& j) { j["volumes"][0]["index"] = "../../victim.txt"; });
+  auto f = G({"forget", id});
+  EXPECT_EQ(f.exit_code, 3) << f.err;
+  EXPECT_NE(f.err.find("forget --force"), std::string::npos) << f.err;
+  EXPECT_TRUE(fs::exists(dir_ / "victim.txt"));
+  auto v = VerifyJson(false, 3);
+  // 17. A record that cannot be read is removed with --force, named first.
+  f = G({"forget", "--force", id});
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.err.find("backups/" + id), std::string::npos) << f.err;
+  EXPECT_TRUE(fs::exists(dir_ / "victim.txt"));
+  EXPECT_FALSE(fs::exists(repo_ + "/backups/" + id));
+  EXPECT_FALSE(fs::exists(repo_ + "/volumes/" + id + ".0"));
+}
+
+// 5. A colliding id never replaces an earlier backup.
+TEST_F(DefectsTest, ACollidingBackupIdNeverOverwritesAnEarlierBackup) {
+  std::unique_ptr<Repository> repo;
+  ASSERT_TRUE(Repository::Open(Env::Default(), repo_, LockMode::kExclusive, "t", &repo).ok());
+  test::WriteFile(dir_ / "a", test::TextLikeBytes(256u << 10, 6));
+  test::WriteFile(dir_ / "b", test::TextLikeBytes(256u << 10, 7));
+  BackupOptions o;
+  o.snapshot.runtime_dir = dir_ / "run";
+  o.snapshot.state_dir = dir_ / "state";
+  o.sources = {dir_ / "a"};
+  BackupResult first;
+  ASSERT_TRUE(RunBackup(repo.get(), o, &first).ok());
+  const std::string id = first.record.id;
+  const auto record_before = test::ReadFile(repo_ + "/backups/" + id);
+  const auto index_before = test::ReadFile(repo_ + "/volumes/" + id + ".0");
+  // Every backup id the generator gives is the existing one, twice, then random.
+  int forced = 0;
+  SetIdSourceForTesting([&](size_t bytes) {
+    if (bytes == 8 && forced < 2) {
+      ++forced;
+      return id;
+    }
+    SetIdSourceForTesting(nullptr);
+    return RandomHexId(bytes);
+  });
+  o.sources = {dir_ / "b"};
+  BackupResult second;
+  Status s = RunBackup(repo.get(), o, &second);
+  SetIdSourceForTesting(nullptr);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(forced, 2);
+  EXPECT_NE(second.record.id, id);
+  EXPECT_EQ(test::ReadFile(repo_ + "/backups/" + id), record_before);
+  EXPECT_EQ(test::ReadFile(repo_ + "/volumes/" + id + ".0"), index_before);
+  // A write-once name that is taken is refused, never replaced.
+  EXPECT_TRUE(repo->WriteBackupRecord(second.record).IsExists());
+  repo.reset();
+  EXPECT_EQ(G({"restore", id, dir_ / "ra"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "a", dir_ / "ra"));
+  EXPECT_EQ(G({"restore", second.record.id, dir_ / "rb"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "b", dir_ / "rb"));
+}
+
+// 6. The offline provider's "snapshot" is the live file: a write while it is
+// imaged fails the backup with exit 4 instead of storing a torn image. The
+// write comes from a script writer at PostSnapshot, after the snapshot and
+// before the image is read, so the test needs no timing.
+TEST_F(DefectsTest, OfflineProviderRefusesAFileWrittenWhileImaged) {
+  const std::string vol = dir_ / "vol";
+  test::WriteFile(vol, test::TextLikeBytes(1u << 20, 8));
+  fs::create_directories(state_.hooks_dir());
+  const std::string hook = state_.hooks_dir() + "/writer";
+  test::WriteFile(hook, {});
+  {
+    std::string text = "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" + vol +
+                       " bs=1 seek=4800000 conv=notrunc 2>/dev/null\nexit 0\n";
+    fs::remove(hook);
+    test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
+  }
+  ::chmod(hook.c_str(), 0755);
+  auto b = G({"backup", vol});
+  EXPECT_EQ(b.exit_code, 4) << b.err;
+  EXPECT_NE(b.err.find("while it was being read"), std::string::npos) << b.err;
+  EXPECT_TRUE(Files("backups").empty());
+  fs::remove(hook);
+  EXPECT_EQ(G({"backup", vol}).exit_code, 0) << "without the writer it backs up";
+}
+
+TEST_F(DefectsTest, OfflineProviderRefusesADeviceWrittenWhileImaged) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  test::WriteFile(dir_ / "img", test::TextLikeBytes(1u << 20, 9));
+  test::LoopDevice loop(dir_ / "img");
+  ASSERT_FALSE(loop.device().empty());
+  fs::create_directories(state_.hooks_dir());
+  const std::string hook = state_.hooks_dir() + "/writer";
+  std::string text = "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" +
+                     loop.device() + " bs=4096 seek=3 conv=notrunc,fsync 2>/dev/null\nexit 0\n";
+  test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
+  ::chmod(hook.c_str(), 0755);
+  auto b = G({"backup", loop.device()});
+  EXPECT_EQ(b.exit_code, 4) << b.err;
+  EXPECT_TRUE(Files("backups").empty());
+}
+
+// 8. Script writers run only what root (or the invoking user) alone controls.
+TEST_F(DefectsTest, UntrustedScriptWritersAreRefusedAndNamed) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 10));
+  const std::string hooks = state_.hooks_dir();
+  fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);
+  auto script = [&](const std::string& name, mode_t mode) {
+    std::string text = "#!/bin/sh\ntouch " + (dir_ / ("ran-" + name)) + "\n";
+    test::WriteFile(hooks + "/" + name, std::vector<uint8_t>(text.begin(), text.end()));
+    ::chmod((hooks + "/" + name).c_str(), mode);
+  };
+  script("ok", 0755);
+  script("world", 0777);
+  script("group", 0775);
+  auto b = G({"backup", dir_ / "vol"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_TRUE(fs::exists(dir_ / "ran-ok"));
+  EXPECT_FALSE(fs::exists(dir_ / "ran-world"));
+  EXPECT_FALSE(fs::exists(dir_ / "ran-group"));
+  EXPECT_NE(b.err.find(hooks + "/world is writable by everyone"), std::string::npos) << b.err;
+  auto w = Gnomon({"writers"});
+  EXPECT_NE(w.err.find(hooks + "/group is writable by its group"), std::string::npos) << w.err;
+  if (test::IsRoot()) {  // another owner (root can give files away)
+    script("other", 0755);
+    ASSERT_EQ(::chown((hooks + "/other").c_str(), 65534, 65534), 0);
+    b = G({"backup", dir_ / "vol"});
+    EXPECT_FALSE(fs::exists(dir_ / "ran-other"));
+    EXPECT_NE(b.err.find("is owned by uid 65534"), std::string::npos) << b.err;
+  }
+  // A directory anyone can write to: nothing in it runs.
+  fs::remove(dir_ / "ran-ok");
+  ::chmod(hooks.c_str(), 0777);
+  b = G({"backup", dir_ / "vol"});
+  EXPECT_FALSE(fs::exists(dir_ / "ran-ok"));
+  EXPECT_NE(b.err.find("no script in it is run"), std::string::npos) << b.err;
+}
+
+// 9. A block device another process holds open is refused, naming it.
+TEST_F(DefectsTest, RestoreRefusesADeviceAnotherProcessHoldsOpen) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 11));
+  const std::string id = BackupId(dir_ / "vol");
+  test::WriteFile(dir_ / "disk", std::vector<uint8_t>(1u << 20, 0));
+  test::LoopDevice loop(dir_ / "disk");
+  pid_t holder = ::fork();
+  if (holder == 0) {
+    int fd = ::open(loop.device().c_str(), O_RDONLY);
+    (void)fd;
+    ::pause();
+    ::_exit(0);
+  }
+  // Wait (with a deadline) until the child has the device open.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  bool open = false;
+  while (!open && std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    for (auto& fd : fs::directory_iterator("/proc/" + std::to_string(holder) + "/fd", ec))
+      if (fs::read_symlink(fd.path(), ec) == loop.device()) open = true;
+  }
+  ASSERT_TRUE(open);
+  auto r = G({"restore", id, loop.device()});
+  ::kill(holder, SIGKILL);
+  ::waitpid(holder, nullptr, 0);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("pid " + std::to_string(holder)), std::string::npos) << r.err;
+  EXPECT_EQ(test::ReadFile(dir_ / "disk"), std::vector<uint8_t>(1u << 20, 0));
+}
+
+// 10. Checksum-valid records whose VSS documents have the wrong shape.
+TEST_F(DefectsTest, MalformedVssDocumentsAreReportedNotFatal) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 12));
+  const std::string id = BackupId(dir_ / "vol");
+  for (const char* bad : {"5", R"({"bcd":7})", R"({"bcd":{},"writers":3})",
+                          R"({"writer_status":[{"name":"w","failure":"x"}]})"}) {
+    EditRecord(id, [&](json& j) { j["extra"]["vss"] = json::parse(bad); });
+    auto s = G({"show", id});
+    EXPECT_EQ(s.exit_code, 3) << bad << ": " << s.err;
+    EXPECT_NE(s.err.find("extra.vss"), std::string::npos) << s.err;
+    VerifyJson(false, 3);
+  }
+  EditRecord(id, [&](json& j) { j["extra"]["vss"] = json::object(); });
+  EXPECT_EQ(G({"show", id}).exit_code, 0);
+  // A malformed writer-status file is ignored by `gnomon writers`.
+  fs::create_directories(state_.state_dir());
+  for (const char* bad : {"[]", R"({"writers":5})", R"({"writers":[{"class_id":1,"state":"x"}]})",
+                          "{", R"({"writers":[7]})"}) {
+    test::WriteFile(state_.state_dir() + "/writers.json",
+                    std::vector<uint8_t>(bad, bad + std::strlen(bad)));
+    auto w = Gnomon({"writers"});
+    EXPECT_EQ(w.exit_code, 0) << bad << ": " << w.err;
+  }
+}
+
+// 11. Deep nesting is refused before it reaches the parser.
+TEST_F(DefectsTest, DeeplyNestedRecordIsDamagedNotACrash) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 13));
+  const std::string good = BackupId(dir_ / "vol");
+  test::WriteFile(dir_ / "vol2", test::TextLikeBytes(64u << 10, 14));
+  const std::string bad = BackupId(dir_ / "vol2");
+  std::string body;
+  ASSERT_TRUE(ReadFrameFile(Env::Default(), kBackupFrame, repo_ + "/backups/" + bad, &body).ok());
+  json j = json::parse(body);
+  j["extra"] = "NEST";
+  std::string text = j.dump();
+  text.replace(text.find("\"NEST\""), 6, std::string(200000, '[') + std::string(200000, ']'));
+  WriteRecordBody(bad, text);
+  EXPECT_EQ(G({"list"}).exit_code, 3);
+  EXPECT_EQ(G({"show", bad}).exit_code, 3);
+  EXPECT_EQ(G({"verify"}).exit_code, 3);
+  EXPECT_EQ(G({"restore", good, dir_ / "out"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
+  EXPECT_EQ(G({"backup", "--type", "incremental", dir_ / "vol"}).exit_code, 0);
+  EXPECT_EQ(G({"forget", "--force", bad}).exit_code, 0);
+  EXPECT_EQ(G({"verify"}).exit_code, 0);
+}
+
+// 12. Lengths read from files are checked before anything is allocated.
+TEST_F(DefectsTest, ImpossibleLengthsAreDamagedNotAllocated) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(256u << 10, 15));
+  const std::string id = BackupId(dir_ / "vol");
+  // A volume index claiming 4 GiB chunks, with the record's checksum and
+  // chunk size made to agree.
+  const std::string vpath = repo_ + "/volumes/" + id + ".0";
+  EditFrame(kVolumeIndexFrame, vpath, [](std::string& b) {
+    uint32_t big = 0xFFFFFFFFu;
+    std::memcpy(b.data() + 8, &big, 4);
+    uint64_t one = 1;
+    std::memcpy(b.data() + 16, &one, 8);
+    b.resize(24 + 16);
+  });
+  auto file = test::ReadFile(vpath);
+  EditRecord(id, [&](json& j) {
+    j["volumes"][0]["index_checksum"] = Checksum64(file);
+  });
+  auto r = G({"restore", id, dir_ / "out"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+  for (auto& e : fs::directory_iterator(dir_.path()))
+    EXPECT_EQ(e.path().filename().string().find("gnomon-restore"), std::string::npos) << e.path();
+
+  // A chunk-index entry claiming a 4 GiB chunk: that index file is damaged.
+  test::WriteFile(dir_ / "vol3", test::TextLikeBytes(128u << 10, 16));
+  const std::string id3 = BackupId(dir_ / "vol3");
+  auto idx = Files("index");
+  std::string named;
+  for (const auto& p : idx) named = p;  // any one: damage them all
+  for (const auto& p : idx)
+    EditFrame(kIndexFrame, p, [](std::string& b) {
+      uint32_t huge = 0xFFFFFFF0u;
+      std::memcpy(b.data() + 4 + 20 + 24, &huge, 4);  // first entry's raw length
+    });
+  r = G({"restore", id3, dir_ / "out3"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find("impossible with chunk size"), std::string::npos) << r.err;
+}
+
+// 13. init refuses chunk sizes it cannot honour.
+TEST_F(DefectsTest, InitRejectsOutOfRangeSettings) {
+  for (const char* bad : {"4194308", "4194304", "0", "3", "100"}) {
+    auto r = Gnomon({"init", "--repo", dir_ / ("r" + std::string(bad)), "--chunk-size", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("power of two from 4 to 65536"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir_ / ("r" + std::string(bad))));
+  }
+  EXPECT_EQ(Gnomon({"init", "--repo", dir_ / "rz", "--compression", "0"}).exit_code, 2);
+  EXPECT_EQ(Gnomon({"init", "--repo", dir_ / "rz", "--pack-size", "0"}).exit_code, 2);
+}
+
+// 14. Restore into the repository is refused.
+TEST_F(DefectsTest, RestoreIntoTheRepositoryIsRefused) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 17));
+  const std::string id = BackupId(dir_ / "vol");
+  const auto before = Files("");
+  auto r = G({"restore", id, repo_ + "/index/" + std::string(32, 'a')});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("inside the repository"), std::string::npos) << r.err;
+  r = G({"restore", "--overwrite", id, repo_ + "/config"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(Files(""), before);
+  EXPECT_EQ(G({"verify"}).exit_code, 0);
+}
+
+// 15. A damaged index file only affects the backups whose chunks it alone held.
+TEST_F(DefectsTest, DamagedIndexFileSparesBackupsThatDoNotNeedIt) {
+  test::WriteFile(dir_ / "a", test::RandomBytes(256u << 10, 18));
+  const std::string a = BackupId(dir_ / "a");
+  auto idx_a = Files("index");
+  ASSERT_EQ(idx_a.size(), 1u);
+  test::WriteFile(dir_ / "b", test::RandomBytes(256u << 10, 19));
+  const std::string b = BackupId(dir_ / "b");
+  test::FlipByte(idx_a[0], 40);
+  auto r = G({"restore", b, dir_ / "rb"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(dir_ / "b", dir_ / "rb"));
+  r = G({"restore", a, dir_ / "ra"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find(fs::path(idx_a[0]).filename().string()), std::string::npos) << r.err;
+  // 20. verify says why a pack is unreferenced: the damaged index may name it.
+  auto v = G({"verify"});
+  EXPECT_NE(v.out.find("a damaged index file may name it"), std::string::npos) << v.out;
+  EXPECT_EQ(v.out.find("interrupted backup"), std::string::npos) << v.out;
+  // ...and the next backup keeps that pack.
+  const auto packs = Files("packs");
+  EXPECT_EQ(G({"backup", dir_ / "b"}).exit_code, 0);
+  for (const auto& p : packs) EXPECT_TRUE(fs::exists(p)) << p;
+}
+
+// 16. Durations must be finite and in range, everywhere.
+TEST_F(DefectsTest, NonFiniteAndNegativeDurationsAreRefused) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 20));
+  for (const char* opt : {"--freeze-timeout", "--hold-timeout", "--snapshot-wait"})
+    for (const char* bad : {"nan", "inf", "-1", "-inf"}) {
+      auto r = G({"backup", opt, bad, dir_ / "vol"});
+      EXPECT_EQ(r.exit_code, 2) << opt << " " << bad << ": " << r.err;
+    }
+  EXPECT_TRUE(Files("backups").empty());
+  auto w = test::Run({SQLITE_WRITER_BIN, "--freeze-timeout", "nan", dir_ / "db"});
+  EXPECT_NE(w.exit_code, 0);
+  EXPECT_NE(w.err.find("'nan' is not a number of seconds"), std::string::npos) << w.err;
+}
+
+// 18. Deleting the lock file does not let a second writer in.
+TEST_F(DefectsTest, DeletingTheLockFileDoesNotUnlockTheRepository) {
+  std::unique_ptr<Repository> holder;
+  ASSERT_TRUE(
+      Repository::Open(Env::Default(), repo_, LockMode::kExclusive, "backup", &holder).ok());
+  fs::remove(repo_ + "/lock");
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 21));
+  auto r = G({"backup", dir_ / "vol"});
+  EXPECT_EQ(r.exit_code, 11) << r.err;
+  holder.reset();
+  EXPECT_EQ(G({"backup", dir_ / "vol"}).exit_code, 0);
+}
+
+// 19. Leftovers of killed runs are cleaned by the next run of the same kind.
+TEST_F(DefectsTest, HalfBuiltRepositoryAndPartialRestoresAreCleanedUp) {
+  // An init that died: only empty layout directories.
+  const std::string half = dir_ / "half";
+  fs::create_directories(half + "/packs/00");
+  fs::create_directories(half + "/index");
+  auto r = Gnomon({"init", "--repo", half});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // A directory with anything else in it is still refused.
+  fs::create_directories(dir_ / "busy/packs");
+  test::WriteFile(dir_ / "busy/packs/x", {1});
+  EXPECT_NE(Gnomon({"init", "--repo", dir_ / "busy"}).exit_code, 0);
+
+  // A restore killed before it renamed its temporary file.
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 22));
+  const std::string id = BackupId(dir_ / "vol");
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string partial =
+      dir_ / (".out.gnomon-restore-" + HostName() + "-" + std::to_string(dead) + "-0123abcd");
+  test::WriteFile(partial, std::vector<uint8_t>(1u << 20, 7));
+  r = G({"restore", id, dir_ / "out"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(partial));
+  EXPECT_NE(r.err.find("partial restore left by pid " + std::to_string(dead)), std::string::npos)
+      << r.err;
+}
+
+// 20. Sizes below 1 MiB are shown exactly; names cannot drive the terminal.
+TEST_F(DefectsTest, ListShowsExactSmallSizesAndEscapesControlCharacters) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(4097, 23));
+  const std::string id = BackupId(dir_ / "vol");
+  EditRecord(id, [](json& j) { j["host"] = "evil\x1b]0;pwned\x07"; });
+  auto l = G({"list"});
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  EXPECT_NE(l.out.find("4097 B"), std::string::npos) << l.out;
+  EXPECT_EQ(l.out.find('\x1b'), std::string::npos) << "raw escape printed";
+  EXPECT_NE(l.out.find("evil\\x1b"), std::string::npos) << l.out;
+  auto s = G({"show", id});
+  EXPECT_EQ(s.out.find('\x1b'), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gnomon
