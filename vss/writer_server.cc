@@ -62,11 +62,20 @@ bool WriterServer::Start(std::string* error) {
   }
   // Listen under a temporary name and rename into place, so the socket a
   // requester finds is always one it can connect to (never bound but not
-  // yet listening).
-  const std::string tmp = opt_.dir + "/.tmp-" + std::to_string(::getpid()) + ".sock";
+  // yet listening). The temporary name lives in a private directory
+  // (mkdtemp, 0700): chmod and chown, which follow links, can only ever
+  // reach our own socket there.
+  std::string private_dir = opt_.dir + "/.tmp-XXXXXX";
+  if (!::mkdtemp(private_dir.data())) {
+    *error = opt_.dir + ": " + std::strerror(errno);
+    return false;
+  }
+  const std::string tmp = private_dir + "/sock";
   sockaddr_un tmp_addr;
-  if (!proto::UnixAddress(tmp, &tmp_addr, error)) return false;
-  ::unlink(tmp.c_str());
+  if (!proto::UnixAddress(tmp, &tmp_addr, error)) {
+    ::rmdir(private_dir.c_str());
+    return false;
+  }
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0 ||
       ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&tmp_addr), sizeof tmp_addr) != 0 ||
@@ -81,8 +90,10 @@ bool WriterServer::Start(std::string* error) {
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
     ::unlink(tmp.c_str());
+    ::rmdir(private_dir.c_str());
     return false;
   }
+  ::rmdir(private_dir.c_str());
   accept_thread_ = std::thread([this] { AcceptLoop(); });
   return true;
 }
