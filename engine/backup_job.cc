@@ -659,7 +659,7 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
                         BackupResult* out) {
   // Missing packs are noticed here, and their chunks, like quarantined
   // ones, are not in index_: this backup stores such data again.
-  GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_, &health_, /*check_packs=*/true));
+  GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_, &health_));
   if (!health_.clean())
     out->warnings.push_back("the repository has damaged or missing data (" + health_.Describe() +
                             "); this backup stores any of it that it meets again; run "

@@ -73,18 +73,15 @@ Status Repository::ReadIndexFile(const std::string& name, std::vector<PackSummar
   return Status::OK();
 }
 
-Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool check_packs) {
+Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health) {
   *health = IndexHealth();
   std::vector<std::string> names;
   GNOMON_RETURN_IF_ERROR(ListIndexFiles(&names));
   std::set<BadChunk> bad;
   GNOMON_RETURN_IF_ERROR(ReadQuarantine(&bad, &health->damaged_files));
-  std::set<std::string> present;
-  if (check_packs) {
-    std::vector<std::string> ids;
-    GNOMON_RETURN_IF_ERROR(ListPacks(&ids));
-    present.insert(ids.begin(), ids.end());
-  }
+  std::vector<std::string> ids;
+  GNOMON_RETURN_IF_ERROR(ListPacks(&ids));
+  const std::set<std::string> present(ids.begin(), ids.end());
   std::unordered_map<Digest, std::string, DigestHash> dropped;
   std::set<std::string> missing;
   for (const auto& n : names) {
@@ -95,7 +92,7 @@ Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool c
       continue;
     }
     for (auto& p : packs) {
-      const bool gone = check_packs && !present.count(p.id);
+      const bool gone = !present.count(p.id);
       if (gone) missing.insert(p.id);
       std::erase_if(p.entries, [&](const PackEntry& e) {
         const bool drop = gone || bad.count(BadChunk{p.id, e.digest});

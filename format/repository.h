@@ -28,7 +28,7 @@ enum class LockMode { kNone, kShared, kExclusive };
 // named, and the index holds only locations that can still be used.
 struct IndexHealth {
   std::vector<Status> damaged_files;        // index or quarantine files that cannot be read
-  std::vector<std::string> missing_packs;   // named by an index file, absent (if checked)
+  std::vector<std::string> missing_packs;   // named by an index file, absent
   size_t quarantined = 0;                   // locations dropped as known damaged
   // Digests with no usable location left, each with the pack of a damaged
   // or missing copy (for messages).
@@ -66,10 +66,11 @@ class Repository {
   const std::string& broken_stale_lock() const { return stale_lock_; }
 
   // Chunk index: every readable index file, merged, less the quarantined
-  // locations and (with check_packs, as a backup asks) the packs that are
-  // gone. A damaged index file does not fail the load: it is named in
-  // *health, and only what it alone held is unknown.
-  Status LoadChunkIndex(ChunkIndex* index, IndexHealth* health, bool check_packs = false);
+  // locations and those in packs that are gone (so a chunk stored again
+  // after its pack went missing is found at its new place). A damaged index
+  // file does not fail the load: it is named in *health, and only what it
+  // alone held is unknown.
+  Status LoadChunkIndex(ChunkIndex* index, IndexHealth* health);
   Status ListIndexFiles(std::vector<std::string>* names);
   // Reads one index file, checking every length against the configuration.
   Status ReadIndexFile(const std::string& name, std::vector<PackSummary>* packs);

@@ -20,6 +20,7 @@
 #include "engine/restore_job.h"
 #include "format/framed_file.h"
 #include "format/repository.h"
+#include "tests/fault_env.h"
 #include "tests/test_util.h"
 
 namespace gnomon {
@@ -574,6 +575,18 @@ TEST_F(DefectsTest, HalfBuiltRepositoryAndPartialRestoresAreCleanedUp) {
   EXPECT_FALSE(fs::exists(partial));
   EXPECT_NE(r.err.find("partial restore left by pid " + std::to_string(dead)), std::string::npos)
       << r.err;
+}
+
+// 19. An init that fails (a full disk) leaves nothing the next init refuses.
+TEST_F(DefectsTest, AFailedInitLeavesNothingBehind) {
+  test::FaultEnv env(Env::Default());
+  env.space_left = 10;  // the config does not fit
+  const std::string path = dir_ / "full";
+  EXPECT_FALSE(Repository::Init(&env, path, RepoConfig{}).ok());
+  EXPECT_TRUE(!fs::exists(path) || fs::is_empty(path));
+  env.space_left = -1;
+  Status s = Repository::Init(&env, path, RepoConfig{});
+  EXPECT_TRUE(s.ok()) << s.message();
 }
 
 // 20. Sizes below 1 MiB are shown exactly; names cannot drive the terminal.
