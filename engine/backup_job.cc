@@ -659,7 +659,7 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
                         BackupResult* out) {
   // Missing packs are noticed here, and their chunks, like quarantined
   // ones, are not in index_: this backup stores such data again.
-  GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_, &health_));
+  GNOMON_RETURN_IF_ERROR(repo_->LoadChunkIndex(&index_, &health_, IndexUse::kDedup));
   if (!health_.clean())
     out->warnings.push_back("the repository has damaged or missing data (" + health_.Describe() +
                             "); this backup stores any of it that it meets again; run "
@@ -743,7 +743,7 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
 Status BackupRun::Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
   for (int attempt = 0;; ++attempt) {
     size_t written = 0;
-    Status s;
+    Status s = repo_->JournalBackup(rec->id);
     for (; s.ok() && written < indexes.size(); ++written) {
       rec->volumes[written].index = VolumeIndexName(rec->id, written);
       s = repo_->WriteVolumeIndex(rec->volumes[written].index, indexes[written],

@@ -64,14 +64,13 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
   GNOMON_RETURN_IF_ERROR(repo->ReadVolumeIndex(*vol, &vi));
   ChunkIndex index;
   IndexHealth health;
-  GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index, &health));
+  GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index, &health, IndexUse::kRead));
   // Check every chunk is known before writing a byte to the target.
   for (const auto& d : vi.slots) {
     if (d.IsZero() || index.Contains(d)) continue;
     auto lost = health.lost.find(d);
     std::string why = lost != health.lost.end()
-                          ? "is damaged (quarantined by verify, in " +
-                                repo->PackPath(lost->second) + ") and no intact copy exists"
+                          ? "has no copy left: " + repo->PackPath(lost->second) + " is missing"
                           : "is in no readable chunk index file";
     if (!health.damaged_files.empty() && !health.lost.count(d))
       why += " (damaged: " + health.Describe() + ")";

@@ -84,11 +84,15 @@ void RemoveDeadPartials(const fs::path& target, std::vector<std::string>* cleane
   }
 }
 
-bool Inside(const fs::path& dir, const fs::path& root) {
-  auto d = dir.begin(), r = root.begin();
-  for (; r != root.end(); ++r, ++d)
-    if (d == dir.end() || *d != *r) return false;
-  return true;
+// True if dir is root or below it, by device and inode (a bind mount or a
+// symlink of the repository is still the repository).
+bool Inside(const fs::path& dir, const std::string& root) {
+  struct stat r, d;
+  if (::stat(root.c_str(), &r) != 0) return false;
+  for (fs::path p = dir;; p = p.parent_path()) {
+    if (::stat(p.c_str(), &d) == 0 && d.st_dev == r.st_dev && d.st_ino == r.st_ino) return true;
+    if (p == p.root_path() || p.empty()) return false;
+  }
 }
 
 }  // namespace
@@ -102,9 +106,8 @@ Status RestoreTarget::Open(const std::string& path, uint64_t size, bool overwrit
                            const std::string& repo_dir, std::vector<std::string>* cleaned) {
   path_ = path;
   std::error_code ec;
-  const fs::path repo = fs::canonical(repo_dir, ec);
   const fs::path dir = fs::weakly_canonical(fs::absolute(path).parent_path(), ec);
-  if (!repo.empty() && Inside(dir, repo))
+  if (!repo_dir.empty() && Inside(dir, repo_dir))
     return Status::InvalidArgument(path + ": is inside the repository " + repo_dir +
                                    "; restore somewhere else");
   struct stat st;
@@ -141,6 +144,8 @@ Status RestoreTarget::OpenFile(const std::string& path, uint64_t size, bool over
                                std::vector<std::string>* cleaned) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) {
+    existed_ = true;
+    seen_ = st;
     if (!S_ISREG(st.st_mode))
       return Status::InvalidArgument(path +
                                      ": target exists and is not a regular file or "
@@ -184,20 +189,27 @@ void RestoreTarget::StartWriteback(uint64_t off, uint64_t n) {
 }
 
 Status RestoreTarget::Commit() {
-  if (!block_) {
-    // An existing target keeps its mode and owner; a new one stays 0600.
-    struct stat old;
-    if (::stat(path_.c_str(), &old) == 0) {
-      if (::fchown(fd_, old.st_uid, old.st_gid) != 0 && errno != EPERM)
-        return Status::FromErrno("setting the owner of " + tmp_, errno);
-      if (::fchmod(fd_, old.st_mode & 07777) != 0)
-        return Status::FromErrno("setting the mode of " + tmp_, errno);
-    }
-  }
+  if (!block_ && existed_ && ::fchmod(fd_, seen_.st_mode & 07777) != 0)
+    return Status::FromErrno("setting the mode of " + tmp_, errno);
   if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
   if (!block_) {
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+    if (existed_) {
+      struct stat now;
+      if (::stat(path_.c_str(), &now) != 0 || now.st_dev != seen_.st_dev ||
+          now.st_ino != seen_.st_ino)
+        return Status::InvalidArgument(path_ +
+                                       ": the target was replaced while the restore ran; "
+                                       "not replacing it again");
+      if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+        return Status::FromErrno("renaming " + tmp_ + " to " + path_, errno);
+    } else if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) !=
+               0) {
+      if (errno == EEXIST)
+        return Status::InvalidArgument(path_ +
+                                       ": a file appeared there while the restore ran; not "
+                                       "replacing it (pass --overwrite to replace it)");
       return Status::FromErrno("renaming " + tmp_ + " to " + path_, errno);
+    }
     const std::string dir = fs::path(path_).parent_path().empty()
                                 ? std::string(".")
                                 : fs::path(path_).parent_path().string();

@@ -3,6 +3,8 @@
 // complete, so a failed restore never destroys an existing file.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,8 +32,11 @@ class RestoreTarget {
   // disk works while later chunks decompress and the closing fsync has
   // only the tail left.
   void StartWriteback(uint64_t off, uint64_t n);
-  // fsync; a file keeps an existing target's mode and owner (a new one is
-  // 0600) and is renamed over the target.
+  // fsync; a file keeps an existing target's mode (a new one is 0600, and
+  // the owner is always the restoring user) and replaces the target only if
+  // it is still the file Open saw, or is published only if there still is
+  // none (RENAME_NOREPLACE): a file planted meanwhile is never replaced,
+  // nor given the image.
   Status Commit();
 
  private:
@@ -40,6 +45,8 @@ class RestoreTarget {
                   std::vector<std::string>* cleaned);
 
   std::string path_, tmp_;
+  bool existed_ = false;  // the target existed at Open: *seen is it
+  struct stat seen_ = {};
   int fd_ = -1;
   bool block_ = false;
   bool committed_ = false;

@@ -22,7 +22,9 @@ using PackClaims = std::map<std::string, std::vector<PackEntry>>;
 
 // What reading the packs found.
 struct DataFindings {
-  std::set<BadChunk> bad;                // locations that failed (missing, damaged)
+  std::set<BadChunk> bad;                // copies whose bytes are damaged: quarantined
+  std::set<BadChunk> unavailable;        // copies that could not be read (missing pack, I/O)
+  std::set<BadChunk> intact;             // copies read and checked (read_data only)
   std::map<Digest, Digest> patch_bases;  // patch digest -> base digest (read_data only)
   std::map<Digest, uint8_t> depth;       // digest -> patch depth, for the closure
 };
@@ -30,13 +32,16 @@ struct DataFindings {
 // Checks one pack against its claims. With read_data every claimed chunk is
 // read at the location the index gives (where restore reads it), decoded and
 // hashed; a failure is recorded as a bad location.
-// Damage already quarantined is known, not news: it goes to *known.
+// Damage already quarantined is known, not news: it goes to *known. Only
+// bytes proven damaged (a failed digest, decode or truncation: Corruption)
+// are quarantined; a pack that cannot be opened or read may be back
+// tomorrow, so its copies are only unavailable today.
 void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEntry>& claimed,
                bool read_data, const std::set<BadChunk>& quarantined, ChunkDecompressor* dec,
                std::vector<std::string>* errors, std::vector<std::string>* known,
                DataFindings* found, uint64_t* bytes_read) {
-  auto bad = [&](const Digest& d, const std::string& msg) {
-    found->bad.insert({id, d});
+  auto bad = [&](const Digest& d, const Status& st, const std::string& msg) {
+    (read_data && st.IsCorruption() ? found->bad : found->unavailable).insert({id, d});
     if (quarantined.count({id, d}))
       known->push_back(msg + " (quarantined earlier; never used again)");
     else
@@ -45,7 +50,8 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
   std::shared_ptr<RandomAccessFile> f;
   Status s = repo->OpenPack(id, &f);
   if (!s.ok()) {
-    for (const auto& c : claimed) bad(c.digest, s.message() + ": chunk " + c.digest.Hex());
+    for (const auto& c : claimed)
+      bad(c.digest, Status::IOError(""), s.message() + ": chunk " + c.digest.Hex());
     return;
   }
   std::vector<PackEntry> actual;
@@ -79,9 +85,10 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
     if (s.ok() && e.patch_depth) s = DecodePatch(raw, where, &pv);
     *bytes_read += e.stored_len;
     if (!s.ok()) {
-      bad(e.digest, s.message());
+      bad(e.digest, s, s.message());
       continue;
     }
+    found->intact.insert({id, e.digest});
     found->depth[e.digest] = e.patch_depth;
     if (e.patch_depth) found->patch_bases[e.digest] = pv.base;
   }
@@ -163,9 +170,12 @@ void ReportLeftovers(Repository* repo, const PackClaims& claims, bool damaged_in
     for (const auto& p : j.packs) journaled[p] = j.name;
   for (const auto& t : l.temporaries)
     out->warnings.push_back(t + ": left by an interrupted run (the next backup removes it)");
-  for (const auto& v : l.orphan_indexes)
+  for (const auto& v : l.journaled_orphans)
     out->warnings.push_back(v + ": volume index of a backup that never committed (the next "
                                 "backup removes it)");
+  for (const auto& v : l.orphan_indexes)
+    out->warnings.push_back(v + ": volume index that no backup record names (kept: if its "
+                                "record was moved away, put it back)");
   std::vector<std::string> on_disk;
   if (!repo->ListPacks(&on_disk).ok()) return;
   out->packs = on_disk.size();
@@ -254,6 +264,8 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
       out->errors.insert(out->errors.end(), errs.begin(), errs.end());
       out->warnings.insert(out->warnings.end(), known_bad.begin(), known_bad.end());
       found.bad.insert(f.bad.begin(), f.bad.end());
+      found.unavailable.insert(f.unavailable.begin(), f.unavailable.end());
+      found.intact.insert(f.intact.begin(), f.intact.end());
       found.patch_bases.insert(f.patch_bases.begin(), f.patch_bases.end());
       found.depth.insert(f.depth.begin(), f.depth.end());
       out->bytes_read += bytes;
@@ -263,15 +275,32 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
   });
   if (opt.cancel && opt.cancel->load()) return Status::Aborted("verify interrupted");
 
-  // 4. New damage is quarantined, so the next backup stores that data again.
+  // 4. New damage is quarantined, so the next backup stores that data again;
+  // so are patches whose base chain it breaks, which no backup may build on.
+  std::set<BadChunk> damaged = quarantined;
+  damaged.insert(found.bad.begin(), found.bad.end());
+  if (opt.read_data)
+    for (const auto& d : LostDigests(claims, damaged, found))
+      for (const auto& [pack, entries] : claims)
+        for (const auto& e : entries)
+          if (e.digest == d && e.patch_depth) found.bad.insert({pack, d});
   std::vector<BadChunk> fresh;
   for (const auto& b : found.bad)
     if (!quarantined.count(b)) fresh.push_back(b);
   if (Status s = repo->WriteQuarantine(fresh); !s.ok())
     out->errors.push_back("recording damaged chunks failed: " + s.message());
-  out->quarantined = fresh.size();
-  std::set<BadChunk> bad = quarantined;
-  bad.insert(found.bad.begin(), found.bad.end());
+  else
+    out->quarantined = fresh.size();
+  for (const auto& b : quarantined)
+    if (found.intact.count(b))
+      out->warnings.push_back(repo->PackPath(b.pack) + ": quarantined chunk " + b.digest.Hex() +
+                              " reads intact now; backups still store its data anew, and "
+                              "restore uses it only when no other copy exists");
+  // What cannot serve a restore today: with read_data, what failed now;
+  // without, what is quarantined or unavailable.
+  std::set<BadChunk> bad = found.bad;
+  bad.insert(found.unavailable.begin(), found.unavailable.end());
+  if (!opt.read_data) bad.insert(quarantined.begin(), quarantined.end());
   for (const auto& b : fresh) since.emplace(b.digest, NowRfc3339());
 
   // 5. Which backups are whole, repaired or damaged; what runs left behind.

@@ -93,24 +93,24 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   uint64_t size_;
 };
 
-// Holds the flock on the repository directory (dir_fd) and, for an
-// exclusive holder, the open holder-text file (text_fd, else -1).
+// Holds the flocks on the repository directory (dir_fd) and on the
+// holder-text file (text_fd), which an exclusive holder truncates on release.
 class PosixFileLock final : public FileLock {
  public:
-  PosixFileLock(int dir_fd, int text_fd) : dir_fd_(dir_fd), text_fd_(text_fd) {}
+  PosixFileLock(int dir_fd, int text_fd, bool exclusive)
+      : dir_fd_(dir_fd), text_fd_(text_fd), exclusive_(exclusive) {}
   ~PosixFileLock() override {
     // Clear the holder text first so a later reader never blames us.
-    if (text_fd_ >= 0) {
-      if (::ftruncate(text_fd_, 0) != 0) {
-      }
-      ::close(text_fd_);
+    if (exclusive_ && ::ftruncate(text_fd_, 0) != 0) {
     }
+    ::close(text_fd_);  // releases its flock
     ::flock(dir_fd_, LOCK_UN);
     ::close(dir_fd_);
   }
 
  private:
   int dir_fd_, text_fd_;
+  bool exclusive_;
 };
 
 std::string ReadAllFd(int fd) {
@@ -182,11 +182,12 @@ class PosixEnv final : public Env {
     return Status::OK();
   }
   Status CreateDir(const std::string& dir) override {
-    if (::mkdir(dir.c_str(), 0700) == 0) {
-      ::chmod(dir.c_str(), 0700);  // whatever the umask
-      return Status::OK();
-    }
-    if (errno != EEXIST) return Status::FromErrno("creating directory " + dir, errno);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      return Status::FromErrno("creating directory " + dir, errno);
+    // Whatever the umask, and for a directory that already existed (an
+    // empty one given to init): the owner's alone.
+    if (::chmod(dir.c_str(), 0700) != 0 && errno != EPERM)
+      return Status::FromErrno("restricting directory " + dir, errno);
     return Status::OK();
   }
   Status RemoveDir(const std::string& dir) override {
@@ -226,14 +227,26 @@ class PosixEnv final : public Env {
       if (holder.empty()) holder = "another gnomon process that is reading it";
       return Status::Locked(dir + ": repository is locked by " + holder);
     }
-    int fd = -1;
+    // The text file is flocked too: gnomon before format version 6 locked
+    // only it, and must not run beside this one.
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && !exclusive && errno == EACCES)  // a reader without write access
+      fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      ::close(dfd);
+      return Status::FromErrno("opening lock file " + path, e);
+    }
+    if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      int e = errno;
+      std::string holder = ReadAllFd(fd);
+      ::close(fd);
+      ::close(dfd);
+      if (e != EWOULDBLOCK) return Status::FromErrno("locking " + path, e);
+      return Status::Locked(dir + ": repository is locked by " +
+                            (holder.empty() ? "an older gnomon process" : holder));
+    }
     if (exclusive) {
-      fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-      if (fd < 0) {
-        int e = errno;
-        ::close(dfd);
-        return Status::FromErrno("opening lock file " + path, e);
-      }
       // We hold the lock, so text still in the file was left by a holder
       // that died without cleaning up: a stale lock.
       std::string old = ReadAllFd(fd);
@@ -246,7 +259,7 @@ class PosixEnv final : public Env {
         return Status::FromErrno("writing lock file " + path, e);
       }
     }
-    *out = std::make_unique<PosixFileLock>(dfd, fd);
+    *out = std::make_unique<PosixFileLock>(dfd, fd, exclusive);
     return Status::OK();
   }
 };

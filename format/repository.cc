@@ -73,7 +73,7 @@ Status Repository::ReadIndexFile(const std::string& name, std::vector<PackSummar
   return Status::OK();
 }
 
-Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health) {
+Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health, IndexUse use) {
   *health = IndexHealth();
   std::vector<std::string> names;
   GNOMON_RETURN_IF_ERROR(ListIndexFiles(&names));
@@ -84,6 +84,7 @@ Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health) {
   const std::set<std::string> present(ids.begin(), ids.end());
   std::unordered_map<Digest, std::string, DigestHash> dropped;
   std::set<std::string> missing;
+  std::vector<PackSummary> last_resort;  // quarantined copies, for readers only
   for (const auto& n : names) {
     std::vector<PackSummary> packs;
     Status s = ReadIndexFile(n, &packs);
@@ -94,15 +95,24 @@ Status Repository::LoadChunkIndex(ChunkIndex* index, IndexHealth* health) {
     for (auto& p : packs) {
       const bool gone = !present.count(p.id);
       if (gone) missing.insert(p.id);
+      PackSummary quarantined{p.id, {}};
       std::erase_if(p.entries, [&](const PackEntry& e) {
-        const bool drop = gone || bad.count(BadChunk{p.id, e.digest});
-        if (drop) dropped.emplace(e.digest, p.id);
-        health->quarantined += !gone && drop;
-        return drop;
+        const bool q = !gone && bad.count(BadChunk{p.id, e.digest});
+        if (q) quarantined.entries.push_back(e);
+        if (gone || q) dropped.emplace(e.digest, p.id);
+        health->quarantined += q;
+        return gone || q;
       });
       index->AddPack(p);
+      if (!quarantined.entries.empty()) last_resort.push_back(std::move(quarantined));
     }
   }
+  // A reader falls back to a quarantined copy when nothing else holds the
+  // digest: the digest check still stands between it and wrong bytes, and a
+  // copy quarantined after a passing error (a pack moved away and back)
+  // still restores. Backups never deduplicate against one.
+  if (use == IndexUse::kRead)
+    for (const auto& p : last_resort) index->AddPack(p);  // first insert wins: only gaps
   health->missing_packs.assign(missing.begin(), missing.end());
   for (const auto& [d, pack] : dropped)
     if (!index->Contains(d)) health->lost.emplace(d, pack);

@@ -23,15 +23,19 @@
 namespace gnomon {
 
 enum class LockMode { kNone, kShared, kExclusive };
+// kDedup: a backup's index, without quarantined copies (data met again is
+// stored anew). kRead: a reader's, with quarantined copies as a last resort
+// for digests nothing else holds (each read is still checked).
+enum class IndexUse { kDedup, kRead };
 
 // What loading the chunk index found wrong without failing: every problem is
 // named, and the index holds only locations that can still be used.
 struct IndexHealth {
   std::vector<Status> damaged_files;        // index or quarantine files that cannot be read
   std::vector<std::string> missing_packs;   // named by an index file, absent
-  size_t quarantined = 0;                   // locations dropped as known damaged
-  // Digests with no usable location left, each with the pack of a damaged
-  // or missing copy (for messages).
+  size_t quarantined = 0;                   // locations known damaged
+  // Digests with no usable location left (kRead: none at all), each with
+  // the pack of a damaged or missing copy (for messages).
   std::unordered_map<Digest, std::string, DigestHash> lost;
   bool clean() const { return damaged_files.empty() && missing_packs.empty() && lost.empty(); }
   // One line for a user, e.g. "2 chunks have no intact copy (pack ... is
@@ -42,12 +46,16 @@ struct IndexHealth {
 // What an interrupted run left in the repository (see FORMAT.md §9).
 struct Leftovers {
   struct Journal {
-    std::string name;                // under tmp/
-    std::vector<std::string> packs;  // pack ids the dead run created
+    std::string name;                  // under tmp/
+    std::vector<std::string> packs;    // pack ids the dead run created
+    std::vector<std::string> backups;  // backup ids whose volume indexes it began to publish
   };
   std::vector<Journal> journals;
   std::vector<std::string> temporaries;     // tmp/ and *.tmp-* files, relative paths
-  std::vector<std::string> orphan_indexes;  // volumes/<id>.<n> without a backups/<id>
+  // volumes/<id>.<n> without a backups/<id>; journaled: a dead run's, which
+  // the next run removes; others are only reported (a record moved away by
+  // hand must find its volume indexes when it comes back).
+  std::vector<std::string> orphan_indexes, journaled_orphans;
 };
 
 class Repository {
@@ -70,7 +78,7 @@ class Repository {
   // after its pack went missing is found at its new place). A damaged index
   // file does not fail the load: it is named in *health, and only what it
   // alone held is unknown.
-  Status LoadChunkIndex(ChunkIndex* index, IndexHealth* health);
+  Status LoadChunkIndex(ChunkIndex* index, IndexHealth* health, IndexUse use);
   Status ListIndexFiles(std::vector<std::string>* names);
   // Reads one index file, checking every length against the configuration.
   Status ReadIndexFile(const std::string& name, std::vector<PackSummary>* packs);
@@ -88,6 +96,10 @@ class Repository {
   // every pack id is durable there before the pack exists, so the packs of a
   // run that is killed can be found and removed by the next one.
   Status NewPackWriter(std::unique_ptr<PackWriter>* out);
+  // Records in the journal that the run is about to publish backup `id`'s
+  // volume indexes, so a run killed before its record leaves volume
+  // indexes the next run knows to remove (and no others).
+  Status JournalBackup(const std::string& id);
   // The run's packs are committed (named by an index file) or removed: its
   // journal goes.
   void EndWrite();

@@ -108,6 +108,13 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
   return Status::OK();
 }
 
+Status Repository::JournalBackup(const std::string& id) {
+  if (!journal_) GNOMON_RETURN_IF_ERROR(OpenJournal());
+  const std::string line = "backup " + id + "\n";
+  GNOMON_RETURN_IF_ERROR(journal_->Append({reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
+  return journal_->Sync();
+}
+
 void Repository::EndWrite() {
   if (!journal_) return;
   journal_->Close();
@@ -198,10 +205,11 @@ Status Repository::FindLeftovers(Leftovers* out) {
     if (JoinPath(P(kTmp), n) == journal_path_) continue;  // our own run
     std::string text;
     if (!env_->ReadFileToString(JoinPath(P(kTmp), n), &text).ok()) continue;
-    Leftovers::Journal j{n, {}};
-    for (size_t pos = 0; pos + kObjectIdHex <= text.size(); pos += kObjectIdHex + 1) {
-      std::string id = text.substr(pos, kObjectIdHex);
-      if (IsObjectId(id)) j.packs.push_back(id);  // a torn last line is skipped
+    Leftovers::Journal j{n, {}, {}};
+    for (size_t pos = 0, end; (end = text.find('\n', pos)) != std::string::npos; pos = end + 1) {
+      const std::string line = text.substr(pos, end - pos);  // a torn last line has no '\n'
+      if (IsObjectId(line)) j.packs.push_back(line);
+      if (line.rfind("backup ", 0) == 0 && IsBackupId(line.substr(7))) j.backups.push_back(line.substr(7));
     }
     out->journals.push_back(std::move(j));
   }
@@ -211,12 +219,15 @@ Status Repository::FindLeftovers(Leftovers* out) {
     for (const auto& n : names)
       if (n.find(".tmp-") != std::string::npos) out->temporaries.push_back(JoinPath(d, n));
   }
+  std::set<std::string> journaled;
+  for (const auto& j : out->journals) journaled.insert(j.backups.begin(), j.backups.end());
   if (env_->ListDir(P(kVolumes), &names).ok())
     for (const auto& n : names) {
       const std::string id = n.substr(0, n.find('.'));
       if (IsBackupId(id) && n.find(".tmp-") == std::string::npos &&
           !env_->FileExists(JoinPath(P(kBackups), id)))
-        out->orphan_indexes.push_back(JoinPath(kVolumes, n));
+        (journaled.count(id) ? out->journaled_orphans : out->orphan_indexes)
+            .push_back(JoinPath(kVolumes, n));
     }
   return Status::OK();
 }
@@ -256,9 +267,9 @@ void Repository::RemoveLeftovers() {
   if (!l.temporaries.empty())
     cleaned_.push_back(std::to_string(l.temporaries.size()) +
                        " temporary file(s) of interrupted runs");
-  for (const auto& v : l.orphan_indexes) env_->RemoveFile(P(v));
-  if (!l.orphan_indexes.empty())
-    cleaned_.push_back(std::to_string(l.orphan_indexes.size()) +
+  for (const auto& v : l.journaled_orphans) env_->RemoveFile(P(v));
+  if (!l.journaled_orphans.empty())
+    cleaned_.push_back(std::to_string(l.journaled_orphans.size()) +
                        " volume index(es) of backups that never committed");
 }
 

@@ -18,6 +18,7 @@
 #include "base/system.h"
 #include "engine/backup_job.h"
 #include "engine/restore_job.h"
+#include "engine/restore_target.h"
 #include "format/framed_file.h"
 #include "format/repository.h"
 #include "tests/fault_env.h"
@@ -199,6 +200,11 @@ TEST_F(DefectsTest, RepositoryAndRestoredFilesArePrivate) {
   struct stat st;
   ASSERT_EQ(::stat(repo2.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
+  fs::create_directories(dir_ / "open");  // an empty directory anyone may write
+  ::chmod((dir_ / "open").c_str(), 0777);
+  ASSERT_EQ(Gnomon({"init", "--repo", dir_ / "open"}).exit_code, 0);
+  ASSERT_EQ(::stat((dir_ / "open").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
   ASSERT_EQ(Gnomon({"--repo", repo2, "restore", "latest", dir_ / "new"}).exit_code, 0);
   ASSERT_EQ(::stat((dir_ / "new").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -306,12 +312,30 @@ TEST_F(DefectsTest, OfflineProviderRefusesADeviceWrittenWhileImaged) {
   fs::create_directories(state_.hooks_dir());
   const std::string hook = state_.hooks_dir() + "/writer";
   std::string text = "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" +
-                     loop.device() + " bs=4096 seek=3 conv=notrunc,fsync 2>/dev/null\nexit 0\n";
+                     loop.device() + " bs=4096 seek=3 conv=notrunc 2>/dev/null\nexit 0\n";  // buffered
   test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
   ::chmod(hook.c_str(), 0755);
   auto b = G({"backup", loop.device()});
   EXPECT_EQ(b.exit_code, 4) << b.err;
   EXPECT_TRUE(Files("backups").empty());
+}
+
+// 1 (review). A pack that is away for a while (moved, unmounted) is not
+// damaged: verify does not quarantine it, and once it is back the backup
+// restores; even a copy quarantined by mistake still serves a restore.
+TEST_F(DefectsTest, APackThatWasAwayIsNotDamagedForever) {
+  const std::string vol = dir_ / "vol";
+  test::WriteFile(vol, test::RandomBytes(2u << 20, 30));
+  const std::string id = BackupId(vol);
+  auto packs = Files("packs");
+  fs::rename(packs[0], dir_ / "away");
+  json v = VerifyJson(true, 3);
+  EXPECT_EQ(v["quarantined"], 0) << v.dump();
+  EXPECT_EQ(v["damaged_backups"], json::array({id})) << v.dump();
+  fs::rename(dir_ / "away", packs[0]);
+  VerifyJson(true, 0);
+  EXPECT_EQ(G({"restore", id, dir_ / "out"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(vol, dir_ / "out"));
 }
 
 // 8. Script writers run only what root (or the invoking user) alone controls.
@@ -342,6 +366,23 @@ TEST_F(DefectsTest, UntrustedScriptWritersAreRefusedAndNamed) {
     b = G({"backup", dir_ / "vol"});
     EXPECT_FALSE(fs::exists(dir_ / "ran-other"));
     EXPECT_NE(b.err.find("is owned by uid 65534"), std::string::npos) << b.err;
+  }
+  // A link to a script in a directory another user may write: that user
+  // could swap the script between events.
+  if (test::IsRoot()) {
+    fs::create_directories(dir_ / "alice");
+    ASSERT_EQ(::chown((dir_ / "alice").c_str(), 65534, 65534), 0);
+    script("ok", 0755);
+    fs::rename(hooks + "/ok", dir_ / "alice/s.sh");
+    fs::create_symlink(dir_ / "alice/s.sh", hooks + "/ok");
+    fs::remove(dir_ / "ran-ok");
+    b = G({"backup", dir_ / "vol"});
+    EXPECT_FALSE(fs::exists(dir_ / "ran-ok"));
+    EXPECT_NE(b.err.find("a directory above it: " + (dir_ / "alice") + " is owned by uid 65534"),
+              std::string::npos)
+        << b.err;
+    fs::remove(hooks + "/ok");
+    script("ok", 0755);
   }
   // A directory anyone can write to: nothing in it runs.
   fs::remove(dir_ / "ran-ok");
@@ -480,6 +521,57 @@ TEST_F(DefectsTest, InitRejectsOutOfRangeSettings) {
   }
   EXPECT_EQ(Gnomon({"init", "--repo", dir_ / "rz", "--compression", "0"}).exit_code, 2);
   EXPECT_EQ(Gnomon({"init", "--repo", dir_ / "rz", "--pack-size", "0"}).exit_code, 2);
+}
+
+// 4 (review). A file planted at the target while a restore runs is never
+// replaced nor handed the image; a target replaced meanwhile neither.
+TEST_F(DefectsTest, RestoreNeverReplacesAFilePlantedMeanwhile) {
+  const std::string target = dir_ / "img";
+  RestoreTarget t;
+  ASSERT_TRUE(t.Open(target, 4096, false, repo_, nullptr).ok());
+  std::vector<uint8_t> data(4096, 'x');
+  ASSERT_TRUE(t.WriteAt(0, data.data(), data.size()).ok());
+  test::WriteFile(target, {'p', 'l', 'a', 'n', 't'});
+  ::chmod(target.c_str(), 0666);
+  Status s = t.Commit();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("appeared"), std::string::npos) << s.message();
+  EXPECT_EQ(test::ReadFile(target), (std::vector<uint8_t>{'p', 'l', 'a', 'n', 't'}));
+
+  RestoreTarget t2;  // --overwrite of the file seen at Open only
+  ASSERT_TRUE(t2.Open(target, 4096, true, repo_, nullptr).ok());
+  fs::remove(target);
+  test::WriteFile(target, {'n', 'e', 'w'});
+  EXPECT_FALSE(t2.Commit().ok());
+  EXPECT_EQ(test::ReadFile(target), (std::vector<uint8_t>{'n', 'e', 'w'}));
+}
+
+// 5 (review). A record moved away by hand must find its volume indexes when
+// it comes back: only a dead run's journaled volume indexes are removed.
+TEST_F(DefectsTest, VolumeIndexesOfAMovedRecordAreKept) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(128u << 10, 31));
+  const std::string id = BackupId(dir_ / "vol");
+  fs::rename(repo_ + "/backups", dir_ / "stolen");
+  fs::create_directories(repo_ + "/backups");
+  ASSERT_EQ(G({"backup", dir_ / "vol"}).exit_code, 0);
+  auto v = G({"verify"});
+  EXPECT_NE(v.out.find("no backup record names"), std::string::npos) << v.out;
+  fs::rename(dir_ / ("stolen/" + id), repo_ + "/backups/" + id);
+  EXPECT_EQ(G({"restore", id, dir_ / "out"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
+}
+
+TEST_F(DefectsTest, RestoreIntoABindMountOfTheRepositoryIsRefused) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 32));
+  const std::string id = BackupId(dir_ / "vol");
+  fs::create_directories(dir_ / "mnt");
+  ASSERT_EQ(test::Sh("mount --bind " + repo_ + " " + (dir_ / "mnt")).exit_code, 0);
+  auto r = G({"restore", id, dir_ / "mnt/index/x"});
+  test::Sh("umount " + (dir_ / "mnt"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("inside the repository"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(repo_ + "/index/x"));
 }
 
 // 14. Restore into the repository is refused.

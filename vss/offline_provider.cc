@@ -91,6 +91,10 @@ bool OfflineProvider::Fingerprint(const Snap& s, Snap::Fingerprint* out, std::st
   }
   out->ino = st.st_ino;
   if (s.volume.is_block) {
+    // Buffered writes sit in the device's page cache until flushed, and the
+    // counter moves only then: flush first (fsync of our own descriptor
+    // writes back every dirty page of the device).
+    if (s.fd >= 0) ::fsync(s.fd);
     out->sectors_written = SectorsWritten(s.volume.real_path);
   } else {
     out->size = static_cast<uint64_t>(st.st_size);

@@ -208,7 +208,9 @@ HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
   s->src_fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (s->src_fd < 0)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, "opening " + file + ": " + std::strerror(errno));
-  s->dst_fd = ::open(s->base.device.c_str(), O_RDWR | O_CLOEXEC);
+  // O_NOFOLLOW: the base is the snapshot file we made, never a link a user
+  // put in its place.
+  s->dst_fd = ::open(s->base.device.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   struct stat live, base;
   if (s->dst_fd < 0 || ::fstat(s->src_fd, &live) != 0 || ::fstat(s->dst_fd, &base) != 0 ||
       live.st_size != base.st_size || live.st_dev != base.st_dev) {
@@ -314,7 +316,7 @@ HResult ReflinkProvider::Discard(Snap* s) {
   // not overlap.
   std::string failure;
   if (s->saved > 0) {
-    int base = ::open(s->base.device.c_str(), O_RDWR | O_CLOEXEC);
+    int base = ::open(s->base.device.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     int undo = ::open(s->undo_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (base < 0 || undo < 0) failure = std::strerror(errno);
     for (size_t k = 0; failure.empty() && k < s->saved; ++k)

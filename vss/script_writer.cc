@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -204,13 +205,33 @@ std::string UntrustedReason(const std::string& path, const struct stat& st) {
   return "";
 }
 
+std::string UntrustedPathReason(const std::string& path) {
+  // The file and every directory above it, on its real path (symlinks
+  // resolved): anyone who can write one of them could swap the script. A
+  // sticky directory (/tmp) lets nobody rename what they do not own.
+  char real[PATH_MAX];
+  if (!::realpath(path.c_str(), real)) return path + ": " + std::strerror(errno);
+  std::string p = real;
+  for (bool leaf = true;; leaf = false) {
+    struct stat st;
+    if (::stat(p.c_str(), &st) != 0) return p + ": " + std::strerror(errno);
+    const bool sticky_dir = !leaf && (st.st_mode & S_ISVTX);
+    std::string why = UntrustedReason(p, st);
+    if (!why.empty() && !(sticky_dir && why.find(" is writable by") != std::string::npos))
+      return leaf || p == real ? why : "a directory above it: " + why;
+    if (p == "/") return "";
+    const auto slash = p.find_last_of('/');
+    p = slash == 0 ? "/" : p.substr(0, slash);
+  }
+}
+
 std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
                                                                  uint32_t freeze_timeout_ms,
                                                                  std::vector<std::string>* refused) {
   std::vector<std::string> paths;
   struct stat dst;
   if (::stat(dir.c_str(), &dst) != 0) return {};  // no hooks directory: no script writers
-  if (std::string why = UntrustedReason(dir, dst); !why.empty()) {
+  if (std::string why = UntrustedPathReason(dir); !why.empty()) {
     refused->push_back("script writers refused: " + why + "; no script in it is run");
     return {};
   }
@@ -224,7 +245,7 @@ std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::stri
       struct stat st;
       if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(p.c_str(), X_OK) != 0)
         continue;
-      if (std::string why = UntrustedReason(p, st); !why.empty())
+      if (std::string why = UntrustedPathReason(p); !why.empty())
         refused->push_back("script writer refused: " + why + "; it is not run");
       else
         paths.push_back(p);

@@ -57,12 +57,16 @@ std::string DefaultHooksDir();
 // A script runs as the backup's user (root, usually) at every event, so
 // only what that user alone controls is run: the directory and each script
 // must be owned by root or by the invoking user and writable by neither
-// group nor others. Everything else is refused, with the reason in *refused.
+// group nor others, and so must every directory above them on their real
+// paths (symlinks resolved; sticky directories such as /tmp allowed). Everything else is refused, with the reason in *refused.
 std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
                                                                  uint32_t freeze_timeout_ms,
                                                                  std::vector<std::string>* refused);
 // Why a file or directory with this stat may not be trusted to run code as
 // this process's user, or "" if it may.
 std::string UntrustedReason(const std::string& path, const struct stat& st);
+// The same for path and every directory above its real path (a sticky
+// directory may be writable by others).
+std::string UntrustedPathReason(const std::string& path);
 
 }  // namespace gnomon::vss
