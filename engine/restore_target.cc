@@ -195,8 +195,11 @@ Status RestoreTarget::Commit() {
   if (!block_) {
     if (existed_) {
       struct stat now;
+      // Device, inode and change time: an inode number alone can be reused
+      // by a file created after the old one was removed.
       if (::stat(path_.c_str(), &now) != 0 || now.st_dev != seen_.st_dev ||
-          now.st_ino != seen_.st_ino)
+          now.st_ino != seen_.st_ino || now.st_ctim.tv_sec != seen_.st_ctim.tv_sec ||
+          now.st_ctim.tv_nsec != seen_.st_ctim.tv_nsec)
         return Status::InvalidArgument(path_ +
                                        ": the target was replaced while the restore ran; "
                                        "not replacing it again");
