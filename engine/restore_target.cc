@@ -70,7 +70,8 @@ std::string TempPrefix(const std::string& name) {
 void RemoveDeadPartials(const fs::path& target, std::vector<std::string>* cleaned) {
   const std::string prefix = TempPrefix(target.filename());
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(target.parent_path().empty() ? "." : target.parent_path(), ec)) {
+  for (const auto& e :
+       fs::directory_iterator(target.parent_path().empty() ? "." : target.parent_path(), ec)) {
     const std::string n = e.path().filename();
     if (n.rfind(prefix, 0) != 0) continue;
     const int pid = std::atoi(n.c_str() + prefix.size());
@@ -123,7 +124,8 @@ Status RestoreTarget::OpenDevice(const std::string& path, uint64_t size) {
   // opener; holders and /proc catch the openers it cannot see.
   fd_ = ::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC);
   if (fd_ < 0 && errno == EBUSY)
-    return Status::InvalidArgument(path + ": device is in use (mounted or held open exclusively); "
+    return Status::InvalidArgument(path +
+                                   ": device is in use (mounted or held open exclusively); "
                                    "refusing to restore over it");
   if (fd_ < 0) return Status::FromErrno("opening " + path, errno);
   if (auto h = Holders(rp); !h.empty())

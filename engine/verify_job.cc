@@ -171,11 +171,13 @@ void ReportLeftovers(Repository* repo, const PackClaims& claims, bool damaged_in
   for (const auto& t : l.temporaries)
     out->warnings.push_back(t + ": left by an interrupted run (the next backup removes it)");
   for (const auto& v : l.journaled_orphans)
-    out->warnings.push_back(v + ": volume index of a backup that never committed (the next "
-                                "backup removes it)");
+    out->warnings.push_back(v +
+                            ": volume index of a backup that never committed (the next "
+                            "backup removes it)");
   for (const auto& v : l.orphan_indexes)
-    out->warnings.push_back(v + ": volume index that no backup record names (kept: if its "
-                                "record was moved away, put it back)");
+    out->warnings.push_back(v +
+                            ": volume index that no backup record names (kept: if its "
+                            "record was moved away, put it back)");
   std::vector<std::string> on_disk;
   if (!repo->ListPacks(&on_disk).ok()) return;
   out->packs = on_disk.size();

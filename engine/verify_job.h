@@ -22,8 +22,8 @@ struct VerifyResult {
   std::vector<std::string> errors;    // damage: the repository cannot be trusted as is
   std::vector<std::string> warnings;  // harmless: e.g. packs no index refers to
   size_t backups = 0, volumes = 0, index_files = 0, packs = 0, chunks = 0;
-  size_t quarantined = 0;                    // damaged chunk copies newly quarantined
-  std::vector<std::string> damaged_backups;  // backups that cannot restore whole
+  size_t quarantined = 0;                     // damaged chunk copies newly quarantined
+  std::vector<std::string> damaged_backups;   // backups that cannot restore whole
   std::vector<std::string> repaired_backups;  // named damaged data, now served by intact copies
   uint64_t chunks_read = 0, bytes_read = 0;
   bool ok() const { return errors.empty(); }

@@ -145,7 +145,8 @@ Status BackupRecord::Decode(const std::string& path, const std::string& body, Ba
     r.totals = StatsFromJson(j.at("totals"));
     r.index_file = j.at("index_file").get<std::string>();
     r.extra = j.at("extra");
-    if (!r.extra.is_object()) return Status::Corruption(path + ": backup record's extra is not an object");
+    if (!r.extra.is_object())
+      return Status::Corruption(path + ": backup record's extra is not an object");
     GNOMON_RETURN_IF_ERROR(CheckNames(path, r));
     *out = std::move(r);
     return Status::OK();

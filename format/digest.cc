@@ -2,7 +2,6 @@
 
 #include <xxhash.h>
 
-
 namespace gnomon {
 
 Digest Digest::Of(std::span<const uint8_t> data) {

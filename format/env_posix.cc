@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 
 #include "format/env.h"
 
@@ -165,7 +165,8 @@ class PosixEnv final : public Env {
       }
       e = errno;
     }
-    if (e == EEXIST) return Status::Exists(to + ": already exists; a write-once file is never replaced");
+    if (e == EEXIST)
+      return Status::Exists(to + ": already exists; a write-once file is never replaced");
     return Status::FromErrno("renaming " + from + " to " + to, e);
   }
   Status SyncDir(const std::string& dir) override {

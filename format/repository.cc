@@ -5,8 +5,8 @@
 
 #include "format/framed_file.h"
 #include "format/names.h"
-#include "format/repository_layout.h"
 #include "format/patch.h"
+#include "format/repository_layout.h"
 
 namespace gnomon {
 
@@ -65,11 +65,10 @@ Status Repository::ReadIndexFile(const std::string& name, std::vector<PackSummar
   for (const auto& p : *packs)
     for (const auto& e : p.entries)
       if (e.raw_len == 0 || e.raw_len > config_.chunk_size || e.stored_len > e.raw_len)
-        return Status::Corruption(path + ": chunk " + e.digest.Hex() + " claims " +
-                                  std::to_string(e.raw_len) + " raw and " +
-                                  std::to_string(e.stored_len) +
-                                  " stored bytes, impossible with chunk size " +
-                                  std::to_string(config_.chunk_size));
+        return Status::Corruption(
+            path + ": chunk " + e.digest.Hex() + " claims " + std::to_string(e.raw_len) +
+            " raw and " + std::to_string(e.stored_len) +
+            " stored bytes, impossible with chunk size " + std::to_string(config_.chunk_size));
   return Status::OK();
 }
 
@@ -251,8 +250,7 @@ Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
 }
 
 bool Repository::BackupIdTaken(const std::string& id) {
-  return env_->FileExists(JoinPath(P(kBackups), id)) ||
-         env_->FileExists(P(VolumeIndexName(id, 0)));
+  return env_->FileExists(JoinPath(P(kBackups), id)) || env_->FileExists(P(VolumeIndexName(id, 0)));
 }
 
 Status Repository::WriteBackupRecord(const BackupRecord& r) {

@@ -31,9 +31,9 @@ enum class IndexUse { kDedup, kRead };
 // What loading the chunk index found wrong without failing: every problem is
 // named, and the index holds only locations that can still be used.
 struct IndexHealth {
-  std::vector<Status> damaged_files;        // index or quarantine files that cannot be read
-  std::vector<std::string> missing_packs;   // named by an index file, absent
-  size_t quarantined = 0;                   // locations known damaged
+  std::vector<Status> damaged_files;       // index or quarantine files that cannot be read
+  std::vector<std::string> missing_packs;  // named by an index file, absent
+  size_t quarantined = 0;                  // locations known damaged
   // Digests with no usable location left (kRead: none at all), each with
   // the pack of a damaged or missing copy (for messages).
   std::unordered_map<Digest, std::string, DigestHash> lost;
@@ -51,7 +51,7 @@ struct Leftovers {
     std::vector<std::string> backups;  // backup ids whose volume indexes it began to publish
   };
   std::vector<Journal> journals;
-  std::vector<std::string> temporaries;     // tmp/ and *.tmp-* files, relative paths
+  std::vector<std::string> temporaries;  // tmp/ and *.tmp-* files, relative paths
   // volumes/<id>.<n> without a backups/<id>; journaled: a dead run's, which
   // the next run removes; others are only reported (a record moved away by
   // hand must find its volume indexes when it comes back).

@@ -27,8 +27,8 @@ bool IsEmptyOrHalfBuilt(Env* env, const std::string& path, bool* half_built) {
     if (!env->ListDir(JoinPath(path, n), &sub).ok()) return false;
     for (const auto& s : sub) {
       std::vector<std::string> leaf;
-      if (n != kPacks || !IsHexName(s, 2) || !env->ListDir(JoinPath(JoinPath(path, n), s), &leaf).ok() ||
-          !leaf.empty())
+      if (n != kPacks || !IsHexName(s, 2) ||
+          !env->ListDir(JoinPath(JoinPath(path, n), s), &leaf).ok() || !leaf.empty())
         return false;
     }
   }
@@ -99,7 +99,8 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
   std::string id = RandomHexId(16);
   // Durable in the journal before the pack can exist.
   const std::string line = id + "\n";
-  GNOMON_RETURN_IF_ERROR(journal_->Append({reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
+  GNOMON_RETURN_IF_ERROR(
+      journal_->Append({reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
   GNOMON_RETURN_IF_ERROR(journal_->Sync());
   std::string tmp = JoinPath(P(kTmp), id + ".pack");
   std::unique_ptr<WritableFile> f;
@@ -111,7 +112,8 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
 Status Repository::JournalBackup(const std::string& id) {
   if (!journal_) GNOMON_RETURN_IF_ERROR(OpenJournal());
   const std::string line = "backup " + id + "\n";
-  GNOMON_RETURN_IF_ERROR(journal_->Append({reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
+  GNOMON_RETURN_IF_ERROR(
+      journal_->Append({reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
   return journal_->Sync();
 }
 
@@ -154,8 +156,8 @@ Status Repository::WriteQuarantine(const std::vector<BadChunk>& chunks) {
   GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kQuarantine)));
   const std::string body = EncodeQuarantine(static_cast<uint64_t>(NowMicros()), chunks);
   for (int attempt = 0;; ++attempt) {
-    Status s = WriteFrameFile(env_, kQuarantineFrame, 1, JoinPath(P(kQuarantine), RandomHexId(16)),
-                              body);
+    Status s =
+        WriteFrameFile(env_, kQuarantineFrame, 1, JoinPath(P(kQuarantine), RandomHexId(16)), body);
     if (!s.IsExists() || attempt == 8) return s;
   }
 }
@@ -182,8 +184,8 @@ Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
   Status s = ReadFrameFile(env_, kBackupFrame, path, &body);
   BackupRecord r;
   if (s.ok()) s = BackupRecord::Decode(path, body, &r);
-  *what = path + " (" + std::to_string(f->Size()) + " bytes): " +
-          (s.ok() ? "a readable record of " + r.time : s.message());
+  *what = path + " (" + std::to_string(f->Size()) +
+          " bytes): " + (s.ok() ? "a readable record of " + r.time : s.message());
   f.reset();
   GNOMON_RETURN_IF_ERROR(env_->RemoveFile(path));
   GNOMON_RETURN_IF_ERROR(env_->SyncDir(P(kBackups)));
@@ -209,7 +211,8 @@ Status Repository::FindLeftovers(Leftovers* out) {
     for (size_t pos = 0, end; (end = text.find('\n', pos)) != std::string::npos; pos = end + 1) {
       const std::string line = text.substr(pos, end - pos);  // a torn last line has no '\n'
       if (IsObjectId(line)) j.packs.push_back(line);
-      if (line.rfind("backup ", 0) == 0 && IsBackupId(line.substr(7))) j.backups.push_back(line.substr(7));
+      if (line.rfind("backup ", 0) == 0 && IsBackupId(line.substr(7)))
+        j.backups.push_back(line.substr(7));
     }
     out->journals.push_back(std::move(j));
   }

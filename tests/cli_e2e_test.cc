@@ -22,33 +22,7 @@ using test::Gnomon;
 using test::TempDir;
 namespace fs = std::filesystem;
 
-class CliTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    repo_ = dir_ / "repo";
-    auto r = Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "1"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  test::CommandResult G(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--repo", repo_});
-    return Gnomon(args);
-  }
-  std::string BackupId(const std::string& src) {
-    auto r = G({"backup", "--json", src});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.exit_code == 0 ? json::parse(r.out).at("id").get<std::string>() : "";
-  }
-  std::vector<std::string> Files(const std::string& sub) {
-    std::vector<std::string> v;
-    for (auto& e : fs::recursive_directory_iterator(repo_ + "/" + sub))
-      if (e.is_regular_file()) v.push_back(e.path());
-    std::sort(v.begin(), v.end());
-    return v;
-  }
-  test::IsolatedState state_;
-  TempDir dir_;
-  std::string repo_;
-};
+using CliTest = test::RepoTest;
 
 TEST_F(CliTest, BackupListRestoreVerifyWithJsonAndEnvRepo) {
   test::WriteFile(dir_ / "vol", test::TextLikeBytes(3u << 20, 1));

@@ -32,29 +32,8 @@ using test::Gnomon;
 using test::TempDir;
 namespace fs = std::filesystem;
 
-class DefectsTest : public ::testing::Test {
+class DefectsTest : public test::RepoTest {
  protected:
-  void SetUp() override {
-    repo_ = dir_ / "repo";
-    auto r = Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "1"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  test::CommandResult G(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--repo", repo_});
-    return Gnomon(args);
-  }
-  std::string BackupId(const std::string& src) {
-    auto r = G({"backup", "--json", src});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.exit_code == 0 ? json::parse(r.out).at("id").get<std::string>() : "";
-  }
-  std::vector<std::string> Files(const std::string& sub) {
-    std::vector<std::string> v;
-    for (auto& e : fs::recursive_directory_iterator(repo_ + "/" + sub))
-      if (e.is_regular_file()) v.push_back(e.path());
-    std::sort(v.begin(), v.end());
-    return v;
-  }
   // Rewrites a backup record's JSON (as a hostile user with write access to
   // one file would), keeping its frame valid.
   void EditRecord(const std::string& id, const std::function<void(json&)>& edit) {
@@ -85,9 +64,6 @@ class DefectsTest : public ::testing::Test {
     EXPECT_EQ(v.exit_code, want_exit) << v.out << v.err;
     return json::parse(v.out);
   }
-  test::IsolatedState state_;
-  TempDir dir_;
-  std::string repo_;
 };
 
 // Offset of the first chunk's stored bytes in a pack: the data starts at 0.
@@ -311,8 +287,9 @@ TEST_F(DefectsTest, OfflineProviderRefusesADeviceWrittenWhileImaged) {
   ASSERT_FALSE(loop.device().empty());
   fs::create_directories(state_.hooks_dir());
   const std::string hook = state_.hooks_dir() + "/writer";
-  std::string text = "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" +
-                     loop.device() + " bs=4096 seek=3 conv=notrunc 2>/dev/null\nexit 0\n";  // buffered
+  std::string text =
+      "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" + loop.device() +
+      " bs=4096 seek=3 conv=notrunc 2>/dev/null\nexit 0\n";  // buffered
   test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
   ::chmod(hook.c_str(), 0755);
   auto b = G({"backup", loop.device()});
@@ -486,9 +463,7 @@ TEST_F(DefectsTest, ImpossibleLengthsAreDamagedNotAllocated) {
     b.resize(24 + 16);
   });
   auto file = test::ReadFile(vpath);
-  EditRecord(id, [&](json& j) {
-    j["volumes"][0]["index_checksum"] = Checksum64(file);
-  });
+  EditRecord(id, [&](json& j) { j["volumes"][0]["index_checksum"] = Checksum64(file); });
   auto r = G({"restore", id, dir_ / "out"});
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "out"));

@@ -1,5 +1,9 @@
 #include "tests/test_util.h"
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -223,6 +227,31 @@ LoopDevice::LoopDevice(const std::string& backing_file) {
 
 LoopDevice::~LoopDevice() {
   if (!dev_.empty()) Sh("losetup -d " + dev_);
+}
+
+void RepoTest::SetUp() {
+  repo_ = dir_ / "repo";
+  auto r = Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+CommandResult RepoTest::G(std::vector<std::string> args) {
+  args.insert(args.begin(), {"--repo", repo_});
+  return Gnomon(args);
+}
+
+std::string RepoTest::BackupId(const std::string& src) {
+  auto r = G({"backup", "--json", src});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.exit_code == 0 ? nlohmann::json::parse(r.out).at("id").get<std::string>() : "";
+}
+
+std::vector<std::string> RepoTest::Files(const std::string& sub) {
+  std::vector<std::string> v;
+  for (auto& e : std::filesystem::recursive_directory_iterator(repo_ + "/" + sub))
+    if (e.is_regular_file()) v.push_back(e.path());
+  std::sort(v.begin(), v.end());
+  return v;
 }
 
 }  // namespace gnomon::test

@@ -80,11 +80,11 @@ class ReflinkFs {
 // (GNOMON_TEST_REQUIRE_ALL=1) it fails instead, so nothing passes by skipping.
 bool RequireAll();
 #define GNOMON_SKIP_IF(why_expr)                                               \
-  do {                                                                          \
-    if (std::string _why = (why_expr); !_why.empty()) {                         \
+  do {                                                                         \
+    if (std::string _why = (why_expr); !_why.empty()) {                        \
       if (::gnomon::test::RequireAll()) FAIL() << "cannot run here: " << _why; \
-      GTEST_SKIP() << _why;                                                     \
-    }                                                                           \
+      GTEST_SKIP() << _why;                                                    \
+    }                                                                          \
   } while (0)
 
 bool IsRoot();
@@ -99,6 +99,23 @@ class LoopDevice {
 
  private:
   std::string dev_;
+};
+
+// A fresh repository (64 KiB chunks, 1 MiB packs) for tests that drive the
+// gnomon binary, with isolated writer state.
+class RepoTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  // gnomon --repo REPO args...
+  CommandResult G(std::vector<std::string> args);
+  // Backs src up (--json) and returns the new id, or "" after a failure.
+  std::string BackupId(const std::string& src);
+  // Regular files under REPO/sub, sorted ("" for all).
+  std::vector<std::string> Files(const std::string& sub);
+
+  IsolatedState state_;
+  TempDir dir_;
+  std::string repo_;
 };
 
 }  // namespace gnomon::test

@@ -578,7 +578,8 @@ struct PgServer {
 };
 
 TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClean) {
-  GNOMON_SKIP_IF(!fs::exists("/usr/lib/postgresql/15/bin/postgres") || Sh("id postgres").exit_code != 0
+  GNOMON_SKIP_IF(!fs::exists("/usr/lib/postgresql/15/bin/postgres") ||
+                         Sh("id postgres").exit_code != 0
                      ? "PostgreSQL 15 (Debian's postgresql package) is needed"
                      : "");
   const std::string sock = dir_ / "pgsock";

@@ -239,8 +239,8 @@ int CmdShow(const Globals& g, const std::string& spec) {
     return kOk;
   }
   auto E = [](const std::string& t) { return EscapeForTerminal(t); };
-  std::printf("backup %s\n  time:  %s\n  host:  %s\n  type:  %s\n", r.id.c_str(),
-              E(r.time).c_str(), E(r.host).c_str(), E(r.type).c_str());
+  std::printf("backup %s\n  time:  %s\n  host:  %s\n  type:  %s\n", r.id.c_str(), E(r.time).c_str(),
+              E(r.host).c_str(), E(r.type).c_str());
   for (const auto& vol : r.volumes) {
     std::printf("  volume %s: %s, %s, %llu chunks (%llu new, %llu duplicate, %llu zero)\n",
                 E(vol.name).c_str(), E(vol.source).c_str(),
@@ -268,15 +268,14 @@ int CmdShow(const Globals& g, const std::string& spec) {
   if (!v.snapshot_skipped)
     std::printf("  writers frozen for %.1f ms (Freeze to Thaw)\n", v.frozen_ms);
   for (const auto& src : v.sources)
-    std::printf("  %s: provider %s, read from %s\n", E(src.volume).c_str(),
-                E(src.provider).c_str(), E(src.device).c_str());
+    std::printf("  %s: provider %s, read from %s\n", E(src.volume).c_str(), E(src.provider).c_str(),
+                E(src.device).c_str());
   std::printf("\nBackup Components Document (%s): type %s, component mode %s\n",
               E(v.schema).c_str(), E(v.backup_type).c_str(), v.select_components ? "yes" : "no");
   for (const auto& c : v.components) {
     std::printf("  [%s] %s%s%s\n", E(c.writer_name).c_str(), E(c.logical_path).c_str(),
                 c.logical_path.empty() ? "" : "\\", E(c.name).c_str());
-    if (!c.backup_stamp.empty())
-      std::printf("      backup stamp: %s\n", E(c.backup_stamp).c_str());
+    if (!c.backup_stamp.empty()) std::printf("      backup stamp: %s\n", E(c.backup_stamp).c_str());
     if (!c.previous_backup_stamp.empty())
       std::printf("      previous stamp: %s\n", E(c.previous_backup_stamp).c_str());
     if (!c.backup_metadata.empty())
@@ -311,8 +310,9 @@ int CmdForget(const Globals& g, const std::vector<std::string>& ids, bool force)
       // saying what it was.
       std::string what;
       s = repo->ForgetUnreadable(id, &what);
-      if (s.ok() && !g.json) std::fprintf(stderr, "gnomon: removing unreadable record %s\n",
-                                          EscapeForTerminal(what).c_str());
+      if (s.ok() && !g.json)
+        std::fprintf(stderr, "gnomon: removing unreadable record %s\n",
+                     EscapeForTerminal(what).c_str());
       r.id = id;
     }
     if (!s.ok()) {

@@ -20,12 +20,12 @@
 
 #include <CLI/CLI.hpp>
 
-#include "tools/cli_checks.h"
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+#include "tools/cli_checks.h"
 
 #include "vss/writer_server.h"
 

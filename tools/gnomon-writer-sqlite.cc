@@ -23,11 +23,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include "tools/cli_checks.h"
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
+#include "tools/cli_checks.h"
 
 #include "vss/writer_server.h"
 

@@ -116,10 +116,10 @@ HResult OfflineProvider::CheckSnapshotIntact(const Guid& snap) {
   std::string why;
   if (!Fingerprint(s, &now, &why)) return Fail(VSS_E_PROVIDER_VETO, why);
   if (!(now == s.before))
-    return Fail(VSS_E_PROVIDER_VETO, path + " changed while it was being read (" +
-                                         (s.volume.is_block ? "sectors were written"
-                                                            : "its size, times or inode moved") +
-                                         ")");
+    return Fail(
+        VSS_E_PROVIDER_VETO,
+        path + " changed while it was being read (" +
+            (s.volume.is_block ? "sectors were written" : "its size, times or inode moved") + ")");
   auto writers = ProcessesWritingTo(s.volume.real_path);
   if (!writers.empty())
     return Fail(VSS_E_PROVIDER_VETO, path + " is open for writing by pid " +

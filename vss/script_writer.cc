@@ -225,9 +225,8 @@ std::string UntrustedPathReason(const std::string& path) {
   }
 }
 
-std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
-                                                                 uint32_t freeze_timeout_ms,
-                                                                 std::vector<std::string>* refused) {
+std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(
+    const std::string& dir, uint32_t freeze_timeout_ms, std::vector<std::string>* refused) {
   std::vector<std::string> paths;
   struct stat dst;
   if (::stat(dir.c_str(), &dst) != 0) return {};  // no hooks directory: no script writers

@@ -58,7 +58,8 @@ std::string DefaultHooksDir();
 // only what that user alone controls is run: the directory and each script
 // must be owned by root or by the invoking user and writable by neither
 // group nor others, and so must every directory above them on their real
-// paths (symlinks resolved; sticky directories such as /tmp allowed). Everything else is refused, with the reason in *refused.
+// paths (symlinks resolved; sticky directories such as /tmp allowed). Everything else is refused,
+// with the reason in *refused.
 std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::string& dir,
                                                                  uint32_t freeze_timeout_ms,
                                                                  std::vector<std::string>* refused);

@@ -105,8 +105,8 @@ std::string ApplicationLevelName(ApplicationLevel l) {
 Guid Guid::Random() {
   Guid g;
   RandomFill(g.b.data(), g.b.size());  // the kernel CSPRNG: snapshot and set ids never repeat
-  g.b[6] = (g.b[6] & 0x0f) | 0x40;  // version 4
-  g.b[8] = (g.b[8] & 0x3f) | 0x80;  // RFC 4122 variant
+  g.b[6] = (g.b[6] & 0x0f) | 0x40;     // version 4
+  g.b[8] = (g.b[8] & 0x3f) | 0x80;     // RFC 4122 variant
   return g;
 }
 

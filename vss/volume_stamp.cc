@@ -33,7 +33,8 @@ bool VolumeStamp::Decode(const std::string& text, VolumeStamp* out, std::string*
     *why = "the previous backup stamp is not valid JSON (damaged or truncated)";
     return false;
   }
-  std::string schema = j.contains("stamp") && j["stamp"].is_string() ? j["stamp"].get<std::string>() : "";
+  std::string schema =
+      j.contains("stamp") && j["stamp"].is_string() ? j["stamp"].get<std::string>() : "";
   if (schema != kStampSchema && schema != kStampSchemaV1) {
     *why = schema.rfind("gnomon.volume-stamp/", 0) == 0
                ? "the previous backup stamp has version " + schema.substr(20) +
