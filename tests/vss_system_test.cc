@@ -553,10 +553,28 @@ TEST_F(FrozenFsTest, SqliteWriterKeepsEveryRestoredDatabaseConsistent) {
   writer = -1;
 }
 
+// The server binaries of the installed PostgreSQL: `pg_config --bindir`,
+// else the newest /usr/lib/postgresql/<major>/bin that has a postgres, else "".
+std::string PostgresBinDir() {
+  auto r = Sh("pg_config --bindir 2>/dev/null");
+  std::string dir = r.exit_code == 0 ? r.out.substr(0, r.out.find('\n')) : "";
+  if (!dir.empty() && fs::exists(dir + "/postgres")) return dir;
+  int best = -1;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/usr/lib/postgresql", ec)) {
+    const int major = std::atoi(e.path().filename().c_str());
+    if (major > best && fs::exists(e.path() / "bin/postgres")) {
+      best = major;
+      dir = e.path() / "bin";
+    }
+  }
+  return best >= 0 ? dir : "";
+}
+
 // A PostgreSQL server of the test's own (Debian's postgresql package) with
 // its data directory in `dir`, on a Unix socket in `sock` and `port`.
 struct PgServer {
-  std::string bin = "/usr/lib/postgresql/15/bin", data, sock, port;
+  std::string bin, data, sock, port;
   test::CommandResult As(const std::string& cmd) const {
     return Sh("runuser -u postgres -- " + cmd + " 2>&1");
   }
@@ -578,16 +596,16 @@ struct PgServer {
 };
 
 TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClean) {
-  GNOMON_SKIP_IF(!fs::exists("/usr/lib/postgresql/15/bin/postgres") ||
-                         Sh("id postgres").exit_code != 0
-                     ? "PostgreSQL 15 (Debian's postgresql package) is needed"
+  const std::string bin = PostgresBinDir();
+  GNOMON_SKIP_IF(bin.empty() || Sh("id postgres").exit_code != 0
+                     ? "PostgreSQL (Debian's postgresql package) is needed"
                      : "");
   const std::string sock = dir_ / "pgsock";
   fs::create_directories(sock);
   ::chmod(sock.c_str(), 0777);
   ::chmod(dir_.path().c_str(), 0755);
   const std::string port = std::to_string(20000 + ::getpid() % 20000);
-  PgServer pg{"/usr/lib/postgresql/15/bin", mnt_ + "/pg/data", sock, port};
+  PgServer pg{bin, mnt_ + "/pg/data", sock, port};
   ASSERT_EQ(Sh("mkdir -p " + mnt_ + "/pg && chown postgres " + mnt_ + "/pg").exit_code, 0);
   auto init = pg.As(pg.bin + "/initdb -D " + pg.data + " -A trust -U postgres --no-sync");
   ASSERT_EQ(init.exit_code, 0) << init.out;
