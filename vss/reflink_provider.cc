@@ -292,13 +292,25 @@ HResult ReflinkProvider::CommitSnapshots(const Guid& set) {
 }
 
 HResult ReflinkProvider::PostCommitSnapshots(const Guid& set) {
+  // Still before Thaw: nothing here touches the disk.
   std::lock_guard<std::mutex> g(mu_);
   for (auto& [id, s] : snaps_) {
     if (s.props.snapshot_set_id != set) continue;
     CloseFds(&s);
     s.props.state = "committed";
+  }
+  return S_OK_;
+}
+
+HResult ReflinkProvider::PreFinalCommitSnapshots(const Guid& set) {
+  // After Thaw: the registry's fsyncs no longer hold applications frozen. A
+  // crash before this leaves the record at "preparing", which names the
+  // same file, so nothing is lost by waiting.
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto& [id, s] : snaps_) {
+    if (s.props.snapshot_set_id != set) continue;
     std::string err;
-    registry_.Put(s.props, &err);  // best effort: "preparing" lists the same file
+    registry_.Put(s.props, &err);  // best effort
   }
   return S_OK_;
 }

@@ -31,6 +31,7 @@ class ReflinkProvider : public Provider {
   HResult BeginPrepareSnapshot(const Guid& set, const Guid& snap, const VolumeIdentity& v) override;
   HResult CommitSnapshots(const Guid& set) override;
   HResult PostCommitSnapshots(const Guid& set) override;
+  HResult PreFinalCommitSnapshots(const Guid& set) override;
   HResult AbortSnapshots(const Guid& set) override;
   HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) override;
   HResult DeleteSnapshot(const Guid& snap) override;
