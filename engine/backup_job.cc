@@ -633,7 +633,7 @@ Status BackupRun::Run(BackupResult* out) {
   if (st.ok() && (so.type == vss::BackupType::kFull || so.type == vss::BackupType::kIncremental)) {
     // The backup is durable: its snapshots become the bases of the next.
     for (size_t i = 0; i < sources.size(); ++i) {
-      if (session.sources()[i].provider != "reflink") continue;
+      if (!session.sources()[i].retainable) continue;
       Status r = session.RetainBase(i, out->record.id, opt_.type);
       if (!r.ok()) out->warnings.push_back(r.message());
     }

@@ -15,8 +15,7 @@
 #include "base/json.h"
 #include "vss/extent_diff.h"
 #include "vss/fs_freeze_writer.h"
-#include "vss/offline_provider.h"
-#include "vss/reflink_provider.h"
+#include "vss/provider_registry.h"
 #include "vss/remote_writer.h"
 #include "vss/volume_stamp.h"
 #include "vss/volume_writer.h"
@@ -86,15 +85,13 @@ Status SnapshotSession::CheckWriters(const char* phase) {
 Status SnapshotSession::Create(const std::vector<std::string>& volumes,
                                const std::map<std::string, std::string>& previous_stamps) {
   std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters(volumes, opt_, &notes_);
-  reflink_ = std::make_shared<vss::ReflinkProvider>(opt_.state_dir);
-  std::vector<std::shared_ptr<vss::Provider>> providers = {
-      reflink_, std::make_shared<vss::OfflineProvider>()};
+  providers_ = vss::MakeProviders(opt_.state_dir);
   vss::RequesterOptions ro;
   ro.event_timeout_ms = opt_.event_timeout_ms;
   ro.hold_window_ms = opt_.hold_window_ms;
   ro.runtime_dir = opt_.runtime_dir;
   ro.cancel = opt_.cancel;
-  bc_ = std::make_unique<vss::BackupComponents>(writers, providers, ro);
+  bc_ = std::make_unique<vss::BackupComponents>(writers, providers_, ro);
 
   // Identify every volume first: a typo is a plain "not found".
   std::vector<vss::VolumeIdentity> ids;
@@ -172,7 +169,7 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
       if (v.tracked && vss::Guid::Parse(v.base_snapshot, &id) && registry.Get(id, &base) &&
           base.state == "base" && base.backup_type == "incremental" &&
           base.volume_key == vss::VolumeKey(ids[i]))
-        reflink_->AdvanceBase(snapshot_ids_[i], base);
+        if (vss::Provider* p = ProviderNamed(base.provider)) p->AdvanceBase(snapshot_ids_[i], base);
     }
   }
   if ((hr = bc_->DoSnapshotSet(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
@@ -183,11 +180,20 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
     if ((hr = bc_->GetSnapshotProperties(snapshot_ids_[i], &p)) != vss::S_OK_)
       return Fail(hr, "GetSnapshotProperties " + volumes[i]);
     SnapshotSource src{volumes[i], vss::VolumeKey(ids[i]), p.device, p.offset, p.size, p.provider};
-    if (std::vector<vss::ByteRange> r; reflink_->ChangedRanges(snapshot_ids_[i], &r))
-      src.changes = std::move(r);
+    if (vss::Provider* prov = ProviderNamed(p.provider)) {
+      src.retainable = prov->CanRetainSnapshots();
+      if (std::vector<vss::ByteRange> r; prov->ChangedRanges(snapshot_ids_[i], &r))
+        src.changes = std::move(r);
+    }
     sources_.push_back(std::move(src));
   }
   return Status::OK();
+}
+
+vss::Provider* SnapshotSession::ProviderNamed(const std::string& name) const {
+  for (const auto& p : providers_)
+    if (p->name() == name) return p.get();
+  return nullptr;
 }
 
 TrackingVerdict SnapshotSession::VerdictFor(const std::string& volume) const {
@@ -382,13 +388,8 @@ json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes
       }
     for (const auto& wr : writers)
       if (wr->instance_id() == md->instance_id) {
-        if (auto* r = dynamic_cast<vss::RemoteWriter*>(wr.get())) {
-          w["kind"] = "process";
-          w["detail"] = "pid " + std::to_string(r->pid()) + ", " + r->socket_path();
-        } else if (auto* s = dynamic_cast<vss::ScriptWriter*>(wr.get())) {
-          w["kind"] = "script";
-          w["detail"] = s->path();
-        }
+        w["kind"] = wr->kind();
+        w["detail"] = wr->detail();
       }
     w["state_text"] = vss::WriterStateText(static_cast<vss::WriterState>(w["state"].get<int>()));
     w["failure_name"] = vss::HResultName(w["failure"].get<uint32_t>());
@@ -438,15 +439,16 @@ Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix
 }
 
 Status DeleteRecorded(const std::string& state_dir, const vss::SnapshotProperties& props) {
-  // Only providers that leave files behind record their snapshots.
-  if (props.provider != "reflink")
+  std::shared_ptr<vss::Provider> p = vss::MakeProvider(props.provider, state_dir);
+  if (!p)
     return Status::Unsupported("snapshot " + props.snapshot_id.ToString() +
                                " is from unknown provider '" + props.provider + "'");
-  vss::ReflinkProvider p(state_dir);
-  if (p.DeleteLeftover(props) != vss::S_OK_)
+  if (p->DeleteLeftover(props) != vss::S_OK_)
     return Status::IOError("deleting snapshot " + props.snapshot_id.ToString() + ": " +
-                           p.last_error());
+                           p->last_error());
   return Status::OK();
 }
+
+std::vector<std::string> SnapshotProviderNames() { return vss::ProviderNames(); }
 
 }  // namespace gnomon

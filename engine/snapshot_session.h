@@ -16,7 +16,7 @@
 #include "format/status.h"
 #include "vss/backup_components.h"
 #include "vss/extent_diff.h"
-#include "vss/reflink_provider.h"
+#include "vss/provider.h"
 #include "vss/script_writer.h"
 #include "vss/writer_protocol.h"
 
@@ -24,7 +24,7 @@ namespace gnomon {
 
 struct SnapshotOptions {
   vss::BackupType type = vss::BackupType::kFull;
-  std::string provider;  // "" = automatic (reflink, then offline)
+  std::string provider;  // "" = automatic: the first of SnapshotProviderNames() that can
   uint32_t freeze_timeout_ms = 60000;
   uint32_t hold_window_ms = 10000;
   uint32_t event_timeout_ms = 120000;
@@ -50,7 +50,8 @@ struct SnapshotSource {
   std::string key;     // stable volume identity (vss::VolumeKey)
   std::string device;  // snapshot device or file ("" when the set was skipped)
   uint64_t offset = 0, size = 0;
-  std::string provider;  // "" when the set was skipped
+  std::string provider;     // "" when the set was skipped
+  bool retainable = false;  // the provider can keep it as the next backup's base
   // Set when the provider itself knows what changed since the base (a base
   // advanced in place): the changed byte ranges of `device`, in file
   // coordinates.
@@ -103,7 +104,8 @@ class SnapshotSession {
 
   SnapshotOptions opt_;
   std::unique_ptr<vss::BackupComponents> bc_;
-  std::shared_ptr<vss::ReflinkProvider> reflink_;
+  std::vector<std::shared_ptr<vss::Provider>> providers_;  // vss/provider_registry.h
+  vss::Provider* ProviderNamed(const std::string& name) const;
   std::vector<SnapshotSource> sources_;
   std::vector<vss::Guid> snapshot_ids_;
   std::vector<vss::WriterStatus> status_;
@@ -140,5 +142,7 @@ std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir, bool with
 Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix);
 // Deletes a recorded snapshot through the provider that made it.
 Status DeleteRecorded(const std::string& state_dir, const vss::SnapshotProperties& props);
+// The snapshot providers this build has, in the order they are tried.
+std::vector<std::string> SnapshotProviderNames();
 
 }  // namespace gnomon

@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
       ->add_option("--provider", bopt.snapshot.provider,
                    "Snapshot provider: reflink or offline (default: the first that supports "
                    "the volume)")
-      ->check(CLI::IsMember({"reflink", "offline"}));
+      ->check(CLI::IsMember(gnomon::SnapshotProviderNames()));
   double freeze_s = 60, hold_s = 10, set_wait_s = 30;
   backup
       ->add_option("--freeze-timeout", freeze_s,

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "vss/types.h"  // ByteRange
+
 namespace gnomon::vss {
 
 struct FileExtent {
@@ -22,10 +24,6 @@ struct FileExtent {
 bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::string* error);
 // The same for an open file; *error names it as `name`.
 bool ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out, std::string* error);
-
-struct ByteRange {
-  uint64_t offset, length;
-};
 
 // The byte ranges of [offset, offset + size) whose mapping differs between
 // the two files, in file coordinates (sorted, merged).

@@ -97,6 +97,21 @@ class Provider {
     (void)snap;
     return S_OK_;
   }
+  // Whether RetainSnapshot can keep this provider's snapshots as the
+  // change-tracking bases of later backups.
+  virtual bool CanRetainSnapshots() const { return false; }
+  // Before DoSnapshotSet: asks that `snap` be taken by advancing the
+  // retained `base` in place (only what changed since it is copied), if the
+  // provider can; one that cannot takes a whole snapshot as usual.
+  virtual void AdvanceBase(const Guid& snap, const SnapshotProperties& base) {
+    (void)snap, (void)base;
+  }
+  // After DoSnapshotSet: the ranges of the volume that changed since the
+  // base `snap` advanced, when the provider knows them; false otherwise.
+  virtual bool ChangedRanges(const Guid& snap, std::vector<ByteRange>* out) {
+    (void)snap, (void)out;
+    return false;
+  }
   // Removes a snapshot this provider left behind in an earlier process
   // (after a crash), from its registry record.
   virtual HResult DeleteLeftover(const SnapshotProperties& p) = 0;

@@ -46,10 +46,11 @@ class ReflinkProvider : public Provider {
   // `base` of the same volume in place instead of cloning the whole file.
   // The caller vouches that base is a valid base of this volume; if its file
   // turns out not to match the volume, a whole clone is taken instead.
-  void AdvanceBase(const Guid& snap, const SnapshotProperties& base);
+  void AdvanceBase(const Guid& snap, const SnapshotProperties& base) override;
   // For a snapshot taken by advancing a base: the file ranges that changed
   // since that base (the only ones cloned). False for a whole clone.
-  bool ChangedRanges(const Guid& snap, std::vector<ByteRange>* out);
+  bool ChangedRanges(const Guid& snap, std::vector<ByteRange>* out) override;
+  bool CanRetainSnapshots() const override { return true; }
 
  private:
   struct Snap {

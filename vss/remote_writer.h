@@ -32,6 +32,8 @@ class RemoteWriter : public Writer {
 
   const std::string& socket_path() const { return path_; }
   pid_t pid() const { return pid_; }
+  std::string kind() const override { return "process"; }
+  std::string detail() const override { return "pid " + std::to_string(pid_) + ", " + path_; }
 
   bool OnIdentify(WriterMetadata* md) override;
   bool OnPrepareBackup(WriterComponents* components) override;

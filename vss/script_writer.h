@@ -32,6 +32,8 @@ class ScriptWriter : public Writer {
   explicit ScriptWriter(std::string path, uint32_t timeout_ms = 30000,
                         uint32_t freeze_timeout_ms = 60000);
   const std::string& path() const { return path_; }
+  std::string kind() const override { return "script"; }
+  std::string detail() const override { return path_; }
 
   bool OnIdentify(WriterMetadata* md) override;
   bool OnPrepareBackup(WriterComponents* components) override;

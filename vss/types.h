@@ -9,6 +9,11 @@
 
 namespace gnomon::vss {
 
+// A range of bytes of a volume or file.
+struct ByteRange {
+  uint64_t offset, length;
+};
+
 enum class WriterState : int {
   kUnknown = 0,
   kStable = 1,

@@ -75,6 +75,10 @@ class Writer {
   UsageType usage() const { return usage_; }
   SourceType source() const { return source_; }
   uint32_t freeze_timeout_ms() const { return freeze_timeout_ms_; }
+  // What the writer is, for `gnomon writers`: "built-in", "process" (a
+  // program on a socket) or "script", and where it is.
+  virtual std::string kind() const { return "built-in"; }
+  virtual std::string detail() const { return ""; }
 
   // Events. `md` arrives with the identity filled in; add components to it.
   virtual bool OnIdentify(WriterMetadata* md) {
