@@ -98,6 +98,16 @@ bool Inside(const fs::path& dir, const std::string& root) {
 
 }  // namespace
 
+// rename(2) that fails with EEXIST if `to` exists; link + unlink where the
+// filesystem has no RENAME_NOREPLACE (NFS, CIFS).
+bool PublishNoReplace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return true;
+  if (errno != EINVAL && errno != ENOSYS) return false;
+  if (::link(from.c_str(), to.c_str()) != 0) return false;
+  ::unlink(from.c_str());
+  return true;
+}
+
 RestoreTarget::~RestoreTarget() {
   if (fd_ >= 0) ::close(fd_);
   if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
@@ -191,7 +201,9 @@ void RestoreTarget::StartWriteback(uint64_t off, uint64_t n) {
 }
 
 Status RestoreTarget::Commit() {
-  if (!block_ && existed_ && ::fchmod(fd_, seen_.st_mode & 07777) != 0)
+  // Permission bits only: the restoring user owns the new file, so a
+  // set-id bit of another owner's file must not come along.
+  if (!block_ && existed_ && ::fchmod(fd_, seen_.st_mode & 0777) != 0)
     return Status::FromErrno("setting the mode of " + tmp_, errno);
   if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
   if (!block_) {
@@ -207,8 +219,7 @@ Status RestoreTarget::Commit() {
                                        "not replacing it again");
       if (::rename(tmp_.c_str(), path_.c_str()) != 0)
         return Status::FromErrno("renaming " + tmp_ + " to " + path_, errno);
-    } else if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) !=
-               0) {
+    } else if (!PublishNoReplace(tmp_, path_)) {
       if (errno == EEXIST)
         return Status::InvalidArgument(path_ +
                                        ": a file appeared there while the restore ran; not "

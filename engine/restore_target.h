@@ -32,7 +32,7 @@ class RestoreTarget {
   // disk works while later chunks decompress and the closing fsync has
   // only the tail left.
   void StartWriteback(uint64_t off, uint64_t n);
-  // fsync; a file keeps an existing target's mode (a new one is 0600, and
+  // fsync; a file keeps an existing target's permission bits (a new one is 0600, and
   // the owner is always the restoring user) and replaces the target only if
   // it is still the file Open saw, or is published only if there still is
   // none (RENAME_NOREPLACE): a file planted meanwhile is never replaced,

@@ -125,7 +125,7 @@ std::set<Digest> LostDigests(const PackClaims& claims, const std::set<BadChunk>&
 // made later stored that data anew and was never damaged.
 void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
                   const std::set<Digest>& known, const std::set<Digest>& lost,
-                  const std::map<Digest, std::string>& since, VerifyResult* out) {
+                  const std::map<Digest, std::string>& since, bool read_data, VerifyResult* out) {
   for (const auto& b : backups) {
     uint64_t missing = 0, damaged = 0, repaired = 0;
     Digest first;
@@ -147,15 +147,18 @@ void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
       out->errors.push_back("backup " + b.id + ": " + std::to_string(missing) +
                             " chunks are in no index (first: " + first.Hex() + ")");
     if (damaged) {
-      out->errors.push_back("backup " + b.id + " is damaged: " + std::to_string(damaged) +
-                            " chunks have no intact copy (first: " + first.Hex() +
-                            "); a new backup of the same data stores them again");
+      out->errors.push_back(
+          "backup " + b.id + " is damaged: " + std::to_string(damaged) +
+          " chunks have no intact copy (first: " + first.Hex() +
+          "); a new backup of the same data stores them again" +
+          (read_data ? "" : " (without --read-data a quarantined copy counts as damaged)"));
     }
     if (missing || damaged) out->damaged_backups.push_back(b.id);
     if (repaired && !missing && !damaged) {
       out->repaired_backups.push_back(b.id);
-      out->warnings.push_back("backup " + b.id + " is repaired: " + std::to_string(repaired) +
-                              " of its chunks were damaged and are now read from intact copies");
+      out->warnings.push_back("backup " + b.id + " restores: " + std::to_string(repaired) +
+                              " of its chunks were found damaged once and are now read from "
+                              "copies that check out");
     }
   }
 }
@@ -277,18 +280,28 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
   });
   if (opt.cancel && opt.cancel->load()) return Status::Aborted("verify interrupted");
 
-  // 4. New damage is quarantined, so the next backup stores that data again;
-  // so are patches whose base chain it breaks, which no backup may build on.
-  std::set<BadChunk> damaged = quarantined;
-  damaged.insert(found.bad.begin(), found.bad.end());
-  if (opt.read_data)
-    for (const auto& d : LostDigests(claims, damaged, found))
-      for (const auto& [pack, entries] : claims)
-        for (const auto& e : entries)
-          if (e.digest == d && e.patch_depth) found.bad.insert({pack, d});
+  // 4. What cannot serve a restore today: with read_data, the copies that
+  // failed now (a quarantined copy that reads intact still serves, as
+  // restore's last resort); without, every quarantined or unreadable copy.
+  std::set<BadChunk> bad = found.bad;
+  bad.insert(found.unavailable.begin(), found.unavailable.end());
+  if (!opt.read_data) bad.insert(quarantined.begin(), quarantined.end());
+  const std::set<Digest> lost = LostDigests(claims, bad, found);
+
+  // 5. New damage is quarantined, so the next backup stores that data
+  // again; so are the patches whose base chain corrupt bytes break (not a
+  // pack that is merely away), which no backup may build on.
   std::vector<BadChunk> fresh;
   for (const auto& b : found.bad)
     if (!quarantined.count(b)) fresh.push_back(b);
+  if (opt.read_data && !found.bad.empty()) {
+    const std::set<Digest> broken = LostDigests(claims, found.bad, found);
+    for (const auto& [pack, entries] : claims)  // one pass over the index
+      for (const auto& e : entries)
+        if (e.patch_depth && broken.count(e.digest) && !found.bad.count({pack, e.digest}) &&
+            !quarantined.count({pack, e.digest}))
+          fresh.push_back({pack, e.digest});
+  }
   if (Status s = repo->WriteQuarantine(fresh); !s.ok())
     out->errors.push_back("recording damaged chunks failed: " + s.message());
   else
@@ -298,15 +311,10 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
       out->warnings.push_back(repo->PackPath(b.pack) + ": quarantined chunk " + b.digest.Hex() +
                               " reads intact now; backups still store its data anew, and "
                               "restore uses it only when no other copy exists");
-  // What cannot serve a restore today: with read_data, what failed now;
-  // without, what is quarantined or unavailable.
-  std::set<BadChunk> bad = found.bad;
-  bad.insert(found.unavailable.begin(), found.unavailable.end());
-  if (!opt.read_data) bad.insert(quarantined.begin(), quarantined.end());
   for (const auto& b : fresh) since.emplace(b.digest, NowRfc3339());
 
-  // 5. Which backups are whole, repaired or damaged; what runs left behind.
-  CheckBackups(repo, backups, known, LostDigests(claims, bad, found), since, out);
+  // 6. Which backups are whole, repaired or damaged; what runs left behind.
+  CheckBackups(repo, backups, known, lost, since, opt.read_data, out);
   ReportLeftovers(repo, claims, damaged_index, out);
   return Status::OK();
 }

@@ -103,7 +103,7 @@ class PosixFileLock final : public FileLock {
     // Clear the holder text first so a later reader never blames us.
     if (exclusive_ && ::ftruncate(text_fd_, 0) != 0) {
     }
-    ::close(text_fd_);  // releases its flock
+    if (text_fd_ >= 0) ::close(text_fd_);  // releases its flock
     ::flock(dir_fd_, LOCK_UN);
     ::close(dir_fd_);
   }
@@ -186,10 +186,21 @@ class PosixEnv final : public Env {
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
       return Status::FromErrno("creating directory " + dir, errno);
     // Whatever the umask, and for a directory that already existed (an
-    // empty one given to init): the owner's alone.
-    if (::chmod(dir.c_str(), 0700) != 0 && errno != EPERM)
-      return Status::FromErrno("restricting directory " + dir, errno);
-    return Status::OK();
+    // empty one given to init): ours alone. Another user's directory is
+    // refused: they could replace what we put in it.
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno("opening directory " + dir, errno);
+    struct stat st;
+    Status s;
+    if (::fstat(fd, &st) != 0)
+      s = Status::FromErrno("stat " + dir, errno);
+    else if (st.st_uid != ::geteuid())
+      s = Status::InvalidArgument(dir + ": directory belongs to uid " + std::to_string(st.st_uid) +
+                                  "; a repository must be its owner's alone");
+    else if (::fchmod(fd, 0700) != 0)
+      s = Status::FromErrno("restricting directory " + dir, errno);
+    ::close(fd);
+    return s;
   }
   Status RemoveDir(const std::string& dir) override {
     if (::rmdir(dir.c_str()) != 0) return Status::FromErrno("removing directory " + dir, errno);
@@ -231,8 +242,15 @@ class PosixEnv final : public Env {
     // The text file is flocked too: gnomon before format version 6 locked
     // only it, and must not run beside this one.
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 && !exclusive && errno == EACCES)  // a reader without write access
+    if (fd < 0 && !exclusive) {
+      // A reader without write access, or a read-only mount: the file's
+      // lock if it can be opened at all, else the directory's alone.
       fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) {
+        *out = std::make_unique<PosixFileLock>(dfd, -1, false);
+        return Status::OK();
+      }
+    }
     if (fd < 0) {
       int e = errno;
       ::close(dfd);

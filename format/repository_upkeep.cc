@@ -265,15 +265,17 @@ void Repository::RemoveLeftovers() {
                            ": an index file is damaged and may name them");
     }
   }
+  // Volume indexes before the journal that names them, so a crash in
+  // between cannot leave them unnamed.
+  for (const auto& v : l.journaled_orphans) env_->RemoveFile(P(v));
+  if (!l.journaled_orphans.empty())
+    cleaned_.push_back(std::to_string(l.journaled_orphans.size()) +
+                       " volume index(es) of backups that never committed");
   for (const auto& t : l.temporaries)  // a journal whose packs were kept stays for the next run
     if (all_read || t.find(kJournalSuffix) == std::string::npos) env_->RemoveFile(P(t));
   if (!l.temporaries.empty())
     cleaned_.push_back(std::to_string(l.temporaries.size()) +
                        " temporary file(s) of interrupted runs");
-  for (const auto& v : l.journaled_orphans) env_->RemoveFile(P(v));
-  if (!l.journaled_orphans.empty())
-    cleaned_.push_back(std::to_string(l.journaled_orphans.size()) +
-                       " volume index(es) of backups that never committed");
 }
 
 }  // namespace gnomon

@@ -189,6 +189,25 @@ TEST_F(DefectsTest, RepositoryAndRestoredFilesArePrivate) {
             0);
   ASSERT_EQ(::stat((dir_ / "new").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640u) << "an existing target keeps its mode";
+  if (test::IsRoot()) {
+    // Another user's set-id file: the restored image is root's, so it
+    // keeps the permission bits and never the set-id bits.
+    ASSERT_EQ(::chown((dir_ / "new").c_str(), 12345, 12345), 0);
+    ASSERT_EQ(::chmod((dir_ / "new").c_str(), 06755), 0);
+    ASSERT_EQ(Gnomon({"--repo", repo2, "restore", "--overwrite", "latest", dir_ / "new"}).exit_code,
+              0);
+    ASSERT_EQ(::stat((dir_ / "new").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0755u);
+    EXPECT_EQ(st.st_uid, 0u);
+  }
+  // 4 (review). Init refuses a directory another user owns.
+  if (test::IsRoot()) {
+    fs::create_directories(dir_ / "theirs");
+    ASSERT_EQ(::chown((dir_ / "theirs").c_str(), 12345, 12345), 0);
+    auto r = Gnomon({"init", "--repo", dir_ / "theirs"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("belongs to uid 12345"), std::string::npos) << r.err;
+  }
   ::umask(old);
 }
 
@@ -313,6 +332,38 @@ TEST_F(DefectsTest, APackThatWasAwayIsNotDamagedForever) {
   VerifyJson(true, 0);
   EXPECT_EQ(G({"restore", id, dir_ / "out"}).exit_code, 0);
   EXPECT_TRUE(test::FilesEqual(vol, dir_ / "out"));
+
+  // A pack cut short (an unfinished copy-back) is damage and is
+  // quarantined; once the whole pack is back, its copies check out again,
+  // verify --read-data is clean and restore uses them.
+  fs::copy_file(packs[0], dir_ / "whole");
+  test::TruncateFile(packs[0], fs::file_size(packs[0]) / 2);
+  v = VerifyJson(true, 3);
+  EXPECT_GE(v["quarantined"].get<int>(), 1) << v.dump();
+  fs::remove(packs[0]);
+  fs::copy_file(dir_ / "whole", packs[0]);
+  v = VerifyJson(true, 0);
+  EXPECT_NE(v["warnings"].dump().find("reads intact now"), std::string::npos) << v.dump();
+  EXPECT_EQ(G({"restore", "--overwrite", id, dir_ / "out"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(vol, dir_ / "out"));
+}
+
+// ... and a loop device whose backing file is written past the device.
+TEST_F(DefectsTest, OfflineProviderRefusesALoopDeviceWhoseBackingFileIsWritten) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  test::WriteFile(dir_ / "img", test::TextLikeBytes(1u << 20, 34));
+  test::LoopDevice loop(dir_ / "img");
+  ASSERT_FALSE(loop.device().empty());
+  fs::create_directories(state_.hooks_dir());
+  const std::string hook = state_.hooks_dir() + "/writer";
+  std::string text =
+      "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" + (dir_ / "img") +
+      " bs=4096 seek=5 conv=notrunc,fsync 2>/dev/null\nexit 0\n";
+  test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
+  ::chmod(hook.c_str(), 0755);
+  auto b = G({"backup", loop.device()});
+  EXPECT_EQ(b.exit_code, 4) << b.err;
+  EXPECT_TRUE(Files("backups").empty());
 }
 
 // 8. Script writers run only what root (or the invoking user) alone controls.
@@ -359,6 +410,36 @@ TEST_F(DefectsTest, UntrustedScriptWritersAreRefusedAndNamed) {
               std::string::npos)
         << b.err;
     fs::remove(hooks + "/ok");
+    script("ok", 0755);
+  }
+  // A trusted script reached through a link that another user's directory
+  // holds: it is run by its resolved path, so retargeting the link between
+  // events (the script itself does it here, at its first event) changes
+  // nothing.
+  if (test::IsRoot()) {
+    fs::create_directories(dir_ / "sys");
+    fs::create_directories(dir_ / "evil");
+    fs::create_directories(dir_ / "user");
+    const std::string log = dir_ / "log";
+    auto put = [&](const std::string& path, const std::string& text) {
+      test::WriteFile(path, std::vector<uint8_t>(text.begin(), text.end()));
+      ::chmod(path.c_str(), 0755);
+    };
+    put(dir_ / "sys/s.sh", "#!/bin/sh\necho \"legit $1\" >> " + log + "\nln -sfn " +
+                               (dir_ / "evil") + " " + (dir_ / "user/link") + "\n");
+    put(dir_ / "evil/s.sh", "#!/bin/sh\necho \"EVIL $1\" >> " + log + "\n");
+    fs::create_directory_symlink(dir_ / "sys", dir_ / "user/link");
+    ASSERT_EQ(::lchown((dir_ / "user/link").c_str(), 65534, 65534), 0);
+    ASSERT_EQ(::chown((dir_ / "user").c_str(), 65534, 65534), 0);
+    for (auto& e : fs::directory_iterator(hooks)) fs::remove(e.path());
+    fs::create_symlink(dir_ / "user/link/s.sh", hooks + "/linked");
+    b = G({"backup", dir_ / "vol"});
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    auto text = test::ReadFile(log);
+    const std::string ran(text.begin(), text.end());
+    EXPECT_NE(ran.find("legit Freeze"), std::string::npos) << ran;
+    EXPECT_EQ(ran.find("EVIL"), std::string::npos) << ran;
+    for (auto& e : fs::directory_iterator(hooks)) fs::remove(e.path());
     script("ok", 0755);
   }
   // A directory anyone can write to: nothing in it runs.
@@ -547,6 +628,27 @@ TEST_F(DefectsTest, RestoreIntoABindMountOfTheRepositoryIsRefused) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("inside the repository"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(repo_ + "/index/x"));
+}
+
+// 3 (review). A repository on a read-only mount can still be read.
+TEST_F(DefectsTest, ARepositoryOnAReadOnlyMountIsReadable) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(64u << 10, 33));
+  const std::string id = BackupId(dir_ / "vol");
+  fs::remove(repo_ + "/lock");  // and without its lock file
+  fs::create_directories(dir_ / "ro");
+  ASSERT_EQ(test::Sh("mount --bind " + repo_ + " " + (dir_ / "ro") +
+                     " && mount -o remount,ro,bind " + (dir_ / "ro"))
+                .exit_code,
+            0);
+  auto l = Gnomon({"--repo", dir_ / "ro", "list"});
+  auto v = Gnomon({"--repo", dir_ / "ro", "verify"});
+  auto r = Gnomon({"--repo", dir_ / "ro", "restore", id, dir_ / "out"});
+  test::Sh("umount " + (dir_ / "ro"));
+  EXPECT_EQ(l.exit_code, 0) << l.err;
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
 }
 
 // 14. Restore into the repository is refused.

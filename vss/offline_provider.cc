@@ -96,6 +96,12 @@ bool OfflineProvider::Fingerprint(const Snap& s, Snap::Fingerprint* out, std::st
     // writes back every dirty page of the device).
     if (s.fd >= 0) ::fsync(s.fd);
     out->sectors_written = SectorsWritten(s.volume.real_path);
+    struct stat b;
+    if (s.volume.is_loop && ::stat(s.volume.loop.backing_file.c_str(), &b) == 0) {
+      out->backing_size = static_cast<uint64_t>(b.st_size);
+      out->backing_mtime_ns = Ns(b.st_mtim);
+      out->backing_ctime_ns = Ns(b.st_ctim);
+    }
   } else {
     out->size = static_cast<uint64_t>(st.st_size);
     out->mtime_ns = Ns(st.st_mtim);
@@ -121,6 +127,7 @@ HResult OfflineProvider::CheckSnapshotIntact(const Guid& snap) {
         path + " changed while it was being read (" +
             (s.volume.is_block ? "sectors were written" : "its size, times or inode moved") + ")");
   auto writers = ProcessesWritingTo(s.volume.real_path);
+  if (writers.empty() && s.volume.is_loop) writers = ProcessesWritingTo(s.volume.loop.backing_file);
   if (!writers.empty())
     return Fail(VSS_E_PROVIDER_VETO, path + " is open for writing by pid " +
                                          std::to_string(writers[0]) + " while it was being read");

@@ -42,6 +42,8 @@ class OfflineProvider : public Provider {
     bool leased = false;
     struct Fingerprint {
       uint64_t ino = 0, size = 0, mtime_ns = 0, ctime_ns = 0, sectors_written = 0;
+      // A loop device's backing file can be written past the device.
+      uint64_t backing_size = 0, backing_mtime_ns = 0, backing_ctime_ns = 0;
       bool operator==(const Fingerprint&) const = default;
     } before;
   };

@@ -205,13 +205,14 @@ std::string UntrustedReason(const std::string& path, const struct stat& st) {
   return "";
 }
 
-std::string UntrustedPathReason(const std::string& path) {
+std::string UntrustedPathReason(const std::string& path, std::string* resolved) {
   // The file and every directory above it, on its real path (symlinks
   // resolved): anyone who can write one of them could swap the script. A
   // sticky directory (/tmp) lets nobody rename what they do not own.
   char real[PATH_MAX];
   if (!::realpath(path.c_str(), real)) return path + ": " + std::strerror(errno);
   std::string p = real;
+  if (resolved) *resolved = real;
   for (bool leaf = true;; leaf = false) {
     struct stat st;
     if (::stat(p.c_str(), &st) != 0) return p + ": " + std::strerror(errno);
@@ -230,7 +231,7 @@ std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(
   std::vector<std::string> paths;
   struct stat dst;
   if (::stat(dir.c_str(), &dst) != 0) return {};  // no hooks directory: no script writers
-  if (std::string why = UntrustedPathReason(dir); !why.empty()) {
+  if (std::string why = UntrustedPathReason(dir, nullptr); !why.empty()) {
     refused->push_back("script writers refused: " + why + "; no script in it is run");
     return {};
   }
@@ -244,10 +245,13 @@ std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(
       struct stat st;
       if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(p.c_str(), X_OK) != 0)
         continue;
-      if (std::string why = UntrustedPathReason(p); !why.empty())
+      // The script is run by its resolved path, the one that was checked: a
+      // link on the way (owned by anyone) cannot be turned elsewhere later.
+      std::string real;
+      if (std::string why = UntrustedPathReason(p, &real); !why.empty())
         refused->push_back("script writer refused: " + why + "; it is not run");
       else
-        paths.push_back(p);
+        paths.push_back(real);
     }
     ::closedir(d);
   }

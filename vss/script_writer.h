@@ -69,7 +69,8 @@ std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(const std::stri
 // this process's user, or "" if it may.
 std::string UntrustedReason(const std::string& path, const struct stat& st);
 // The same for path and every directory above its real path (a sticky
-// directory may be writable by others).
-std::string UntrustedPathReason(const std::string& path);
+// directory may be writable by others); *resolved (if given) is that real
+// path, which is what must then be run.
+std::string UntrustedPathReason(const std::string& path, std::string* resolved);
 
 }  // namespace gnomon::vss
