@@ -96,8 +96,6 @@ bool Inside(const fs::path& dir, const std::string& root) {
   }
 }
 
-}  // namespace
-
 // rename(2) that fails with EEXIST if `to` exists; link + unlink where the
 // filesystem has no RENAME_NOREPLACE (NFS, CIFS).
 bool PublishNoReplace(const std::string& from, const std::string& to) {
@@ -107,6 +105,8 @@ bool PublishNoReplace(const std::string& from, const std::string& to) {
   ::unlink(from.c_str());
   return true;
 }
+
+}  // namespace
 
 RestoreTarget::~RestoreTarget() {
   if (fd_ >= 0) ::close(fd_);
