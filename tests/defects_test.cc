@@ -34,6 +34,19 @@ namespace fs = std::filesystem;
 
 class DefectsTest : public test::RepoTest {
  protected:
+  // A script writer that, at PostSnapshot (after the snapshot, before the
+  // image is read), writes 4 bytes into `file` with dd `args`: a write the
+  // offline provider must notice. Returns the hook's path.
+  std::string WriteAtPostSnapshot(const std::string& file, const std::string& args) {
+    fs::create_directories(state_.hooks_dir());
+    const std::string hook = state_.hooks_dir() + "/writer";
+    const std::string text = "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" + file +
+                             " " + args + " 2>/dev/null\nexit 0\n";
+    fs::remove(hook);
+    test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
+    ::chmod(hook.c_str(), 0755);
+    return hook;
+  }
   // Rewrites a backup record's JSON (as a hostile user with write access to
   // one file would), keeping its frame valid.
   void EditRecord(const std::string& id, const std::function<void(json&)>& edit) {
@@ -281,16 +294,7 @@ TEST_F(DefectsTest, ACollidingBackupIdNeverOverwritesAnEarlierBackup) {
 TEST_F(DefectsTest, OfflineProviderRefusesAFileWrittenWhileImaged) {
   const std::string vol = dir_ / "vol";
   test::WriteFile(vol, test::TextLikeBytes(1u << 20, 8));
-  fs::create_directories(state_.hooks_dir());
-  const std::string hook = state_.hooks_dir() + "/writer";
-  test::WriteFile(hook, {});
-  {
-    std::string text = "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" + vol +
-                       " bs=1 seek=4800000 conv=notrunc 2>/dev/null\nexit 0\n";
-    fs::remove(hook);
-    test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
-  }
-  ::chmod(hook.c_str(), 0755);
+  const std::string hook = WriteAtPostSnapshot(vol, "bs=1 seek=4800000 conv=notrunc");
   auto b = G({"backup", vol});
   EXPECT_EQ(b.exit_code, 4) << b.err;
   EXPECT_NE(b.err.find("while it was being read"), std::string::npos) << b.err;
@@ -304,13 +308,7 @@ TEST_F(DefectsTest, OfflineProviderRefusesADeviceWrittenWhileImaged) {
   test::WriteFile(dir_ / "img", test::TextLikeBytes(1u << 20, 9));
   test::LoopDevice loop(dir_ / "img");
   ASSERT_FALSE(loop.device().empty());
-  fs::create_directories(state_.hooks_dir());
-  const std::string hook = state_.hooks_dir() + "/writer";
-  std::string text =
-      "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" + loop.device() +
-      " bs=4096 seek=3 conv=notrunc 2>/dev/null\nexit 0\n";  // buffered
-  test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
-  ::chmod(hook.c_str(), 0755);
+  WriteAtPostSnapshot(loop.device(), "bs=4096 seek=3 conv=notrunc");  // buffered
   auto b = G({"backup", loop.device()});
   EXPECT_EQ(b.exit_code, 4) << b.err;
   EXPECT_TRUE(Files("backups").empty());
@@ -354,13 +352,7 @@ TEST_F(DefectsTest, OfflineProviderRefusesALoopDeviceWhoseBackingFileIsWritten) 
   test::WriteFile(dir_ / "img", test::TextLikeBytes(1u << 20, 34));
   test::LoopDevice loop(dir_ / "img");
   ASSERT_FALSE(loop.device().empty());
-  fs::create_directories(state_.hooks_dir());
-  const std::string hook = state_.hooks_dir() + "/writer";
-  std::string text =
-      "#!/bin/sh\n[ \"$1\" = PostSnapshot ] && printf XXXX | dd of=" + (dir_ / "img") +
-      " bs=4096 seek=5 conv=notrunc,fsync 2>/dev/null\nexit 0\n";
-  test::WriteFile(hook, std::vector<uint8_t>(text.begin(), text.end()));
-  ::chmod(hook.c_str(), 0755);
+  WriteAtPostSnapshot(dir_ / "img", "bs=4096 seek=5 conv=notrunc,fsync");
   auto b = G({"backup", loop.device()});
   EXPECT_EQ(b.exit_code, 4) << b.err;
   EXPECT_TRUE(Files("backups").empty());
