@@ -1,10 +1,8 @@
 // gnomon: the command-line front end. Parses arguments and runs a command
 // (tools/cmd_*.cc); no logic of its own.
 #include <CLI/CLI.hpp>
-#include <charconv>
 #include <csignal>
 #include <cstdlib>
-#include <sstream>
 
 #include "tools/cli.h"
 #include "tools/cli_checks.h"
@@ -146,8 +144,10 @@ int main(int argc, char** argv) {
       ->add_option("--sample", bench_sample_mib,
                    "MiB held in memory for the hash and compress stages (default 256)")
       ->check(CLI::Range(4, 65536));
-  std::string bench_levels = "1,3";
-  bench->add_option("--levels", bench_levels, "zstd levels to measure, e.g. 1,3,9 (default 1,3)");
+  std::vector<int> bench_levels = {1, 3};
+  bench->add_option("--levels", bench_levels, "zstd levels to measure, e.g. 1,3,9 (default 1,3)")
+      ->delimiter(',')
+      ->check(CLI::Range(-7, 19));
   bench
       ->add_option("--level", benchopt.pipeline_level,
                    "zstd level of the pipeline run (default: the repository default, 2)")
@@ -195,17 +195,7 @@ int main(int argc, char** argv) {
   if (*bench) {
     benchopt.max_bytes = bench_size_mib << 20;
     benchopt.sample_bytes = bench_sample_mib << 20;
-    benchopt.levels.clear();
-    std::stringstream in(bench_levels);
-    for (std::string item; std::getline(in, item, ',');) {
-      int level = 0;
-      auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), level);
-      if (ec != std::errc() || end != item.data() + item.size() || level < -7 || level > 19) {
-        std::fprintf(stderr, "gnomon: --levels: '%s' is not a zstd level (-7..19)\n", item.c_str());
-        return kUsage;
-      }
-      benchopt.levels.push_back(level);
-    }
+    benchopt.levels = bench_levels;
     return CmdBench(g, benchopt);
   }
   return kUsage;
