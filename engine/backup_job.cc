@@ -14,6 +14,7 @@
 #include <mutex>
 #include <unordered_set>
 
+#include "engine/backup_plan.h"
 #include "engine/block_map.h"
 #include "engine/source_volume.h"
 #include "format/codec.h"
@@ -240,27 +241,9 @@ void BackupRun::DiscardPacks() {
 
 bool BackupRun::PlanPatch(const VolumeIndex& parent, const std::vector<vss::ByteRange>& ranges,
                           size_t* next_range, Work* w) {
-  const uint64_t start = w->slot * uint64_t{parent.chunk_size}, end = start + w->len;
-  while (*next_range < ranges.size() &&
-         ranges[*next_range].offset + ranges[*next_range].length <= start)
-    ++*next_range;
-  // The slot's changed ranges, widened to whole 4 KiB blocks and clipped.
-  w->ranges.clear();
-  auto& rel = w->ranges;
-  uint64_t total = 0;
-  for (size_t k = *next_range; k < ranges.size() && ranges[k].offset < end; ++k) {
-    uint64_t a = std::max(std::max(ranges[k].offset, start) & ~uint64_t{4095}, start);
-    uint64_t b =
-        std::min<uint64_t>((ranges[k].offset + ranges[k].length + 4095) & ~uint64_t{4095}, end);
-    if (!rel.empty() && rel.back().offset + rel.back().length >= a - start) {
-      uint64_t e = std::max<uint64_t>(rel.back().offset + rel.back().length, b - start);
-      total += e - (rel.back().offset + rel.back().length);
-      rel.back().length = static_cast<uint32_t>(e - rel.back().offset);
-    } else {
-      rel.push_back({static_cast<uint32_t>(a - start), static_cast<uint32_t>(b - a)});
-      total += b - a;
-    }
-  }
+  const uint64_t start = w->slot * uint64_t{parent.chunk_size};
+  const uint64_t total = SlotChangedBlocks(ranges, start, w->len, next_range, &w->ranges);
+  const auto& rel = w->ranges;
   w->patch_base = parent.slots[w->slot];
   uint8_t depth = 0;
   if (!w->patch_base.IsZero()) {
@@ -297,16 +280,7 @@ void BackupRun::DiffWithParent(const VolumeIndex& parent, Work* w) {
   // A parent slot that cannot be read only means the chunk is stored whole.
   if (!repo_->ReadSlot(index_, base, old.data(), w->len, &dec).ok()) return;
   std::vector<PatchRange> ranges;
-  uint64_t total = 0;
-  for (uint32_t off = 0; off < w->len; off += 4096) {
-    const uint32_t n = std::min<uint32_t>(4096, w->len - off);
-    if (std::memcmp(old.data() + off, w->raw.data() + off, n) == 0) continue;
-    if (!ranges.empty() && ranges.back().offset + ranges.back().length == off)
-      ranges.back().length += n;
-    else
-      ranges.push_back({off, n});
-    total += n;
-  }
+  const uint64_t total = DifferingBlocks({old.data(), w->len}, {w->raw.data(), w->len}, &ranges);
   if (ranges.empty()) {
     w->same_as_parent = true;
     return;
@@ -527,24 +501,15 @@ Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>
     vss::VolumeIdentity id;
     std::string err;
     if (!vss::IdentifyVolume(src, &id, &err)) continue;  // the snapshot session reports it
-    const std::string key = vss::VolumeKey(id);
-    for (auto it = history.rbegin(); it != history.rend(); ++it) {
-      if (it->type != "full" && (full_only || it->type != "incremental")) continue;
-      auto vol = std::find_if(it->volumes.begin(), it->volumes.end(),
-                              [&](const VolumeRecord& v) { return v.key == key; });
-      if (vol == it->volumes.end()) continue;
-      parents_[key] = Parent{*it, *vol};
-      // The parent's stamp for this volume, as its volume writer left it.
-      try {
-        for (const auto& c : it->extra.at("vss").at("bcd").at("components"))
-          if (c.at("class_id").get<std::string>() == vss::VolumeWriter::ClassId().ToString() &&
-              c.at("name").get<std::string>() == vol->source)
-            (*stamps)[src] = c.at("backup_stamp").get<std::string>();
-      } catch (const nlohmann::json::exception&) {
-        // No usable stamp: the writer falls back to a full read and says so.
-      }
-      break;
-    }
+    const ParentChoice p = ChooseParent(history, vss::VolumeKey(id), full_only);
+    if (!p.record) continue;
+    parents_[p.volume->key] = Parent{*p.record, *p.volume};
+    // The parent's stamp for this volume, as its volume writer left it; none
+    // means the writer falls back to a full read and says why.
+    if (std::string stamp =
+            StoredStamp(*p.record, vss::VolumeWriter::ClassId().ToString(), p.volume->source);
+        !stamp.empty())
+      (*stamps)[src] = stamp;
   }
   return Status::OK();
 }

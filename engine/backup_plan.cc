@@ -1,0 +1,75 @@
+#include "engine/backup_plan.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace gnomon {
+
+ParentChoice ChooseParent(const std::vector<BackupRecord>& history, const std::string& key,
+                          bool full_only) {
+  for (auto it = history.rbegin(); it != history.rend(); ++it) {
+    if (it->type != "full" && (full_only || it->type != "incremental")) continue;
+    auto vol = std::find_if(it->volumes.begin(), it->volumes.end(),
+                            [&](const VolumeRecord& v) { return v.key == key; });
+    if (vol != it->volumes.end()) return {&*it, &*vol};
+  }
+  return {};
+}
+
+std::string StoredStamp(const BackupRecord& r, const std::string& class_id,
+                        const std::string& name) {
+  const auto& extra = r.extra;
+  if (!extra.is_object() || !extra.contains("vss") || !extra["vss"].is_object()) return "";
+  const auto& vss = extra["vss"];
+  if (!vss.contains("bcd") || !vss["bcd"].is_object()) return "";
+  const auto& bcd = vss["bcd"];
+  if (!bcd.contains("components") || !bcd["components"].is_array()) return "";
+  for (const auto& c : bcd["components"]) {
+    auto str = [&](const char* k) {
+      return c.is_object() && c.contains(k) && c[k].is_string() ? c[k].get<std::string>() : "";
+    };
+    if (str("class_id") == class_id && str("name") == name) return str("backup_stamp");
+  }
+  return "";
+}
+
+uint64_t SlotChangedBlocks(const std::vector<vss::ByteRange>& changed, uint64_t start, uint32_t len,
+                           size_t* next, std::vector<PatchRange>* out) {
+  const uint64_t end = start + len;
+  while (*next < changed.size() && changed[*next].offset + changed[*next].length <= start) ++*next;
+  out->clear();
+  uint64_t total = 0;
+  for (size_t k = *next; k < changed.size() && changed[k].offset < end; ++k) {
+    const uint64_t a = std::max(std::max(changed[k].offset, start) & ~uint64_t{4095}, start);
+    const uint64_t b =
+        std::min<uint64_t>((changed[k].offset + changed[k].length + 4095) & ~uint64_t{4095}, end);
+    if (!out->empty() && out->back().offset + out->back().length >= a - start) {
+      const uint64_t e = std::max<uint64_t>(out->back().offset + out->back().length, b - start);
+      total += e - (out->back().offset + out->back().length);
+      out->back().length = static_cast<uint32_t>(e - out->back().offset);
+    } else {
+      out->push_back({static_cast<uint32_t>(a - start), static_cast<uint32_t>(b - a)});
+      total += b - a;
+    }
+  }
+  return total;
+}
+
+uint64_t DifferingBlocks(std::span<const uint8_t> old, std::span<const uint8_t> now,
+                         std::vector<PatchRange>* out) {
+  out->clear();
+  uint64_t total = 0;
+  const uint32_t len = static_cast<uint32_t>(std::min(old.size(), now.size()));
+  for (uint32_t off = 0; off < len; off += 4096) {
+    const uint32_t n = std::min<uint32_t>(4096, len - off);
+    if (std::memcmp(old.data() + off, now.data() + off, n) == 0) continue;
+    if (!out->empty() && out->back().offset + out->back().length == off)
+      out->back().length += n;
+    else
+      out->push_back({off, n});
+    total += n;
+  }
+  return total;
+}
+
+}  // namespace gnomon
