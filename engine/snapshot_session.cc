@@ -13,6 +13,7 @@
 
 #include "base/durable_file.h"
 #include "base/json.h"
+#include "base/system.h"
 #include "vss/extent_diff.h"
 #include "vss/fs_freeze_writer.h"
 #include "vss/provider_registry.h"
@@ -400,11 +401,10 @@ json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes
 
 std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir, bool with_pinned) {
   std::vector<SnapshotEntry> out;
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
+  const std::string host = HostName();
   for (auto& p : vss::SnapshotRegistry(state_dir + "/snapshots").List()) {
     SnapshotEntry e;
-    e.in_use = p.pid > 0 && p.host == host && (::kill(p.pid, 0) == 0 || errno == EPERM);
+    e.in_use = p.host == host && ProcessAlive(p.pid);
     // What the snapshot pins: its extents the live file no longer shares.
     std::string live = p.volume_key.rfind("file:", 0) == 0 ? p.volume_key.substr(5) : "";
     if (auto at = live.rfind('@'); at != std::string::npos) live.resize(at);

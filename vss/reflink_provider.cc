@@ -1,6 +1,7 @@
 #include "vss/reflink_provider.h"
 
 #include "base/random.h"
+#include "base/system.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -155,9 +156,7 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   s.props.created = NowUtc();
   s.props.state = "preparing";
   s.props.pid = ::getpid();
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  s.props.host = host;
+  s.props.host = HostName();
   s.props.generation = Guid::Random().ToString();
   {
     std::lock_guard<std::mutex> g(mu_);
