@@ -24,7 +24,7 @@ using PackClaims = std::map<std::string, std::vector<PackEntry>>;
 struct DataFindings {
   std::set<BadChunk> bad;                // copies whose bytes are damaged: quarantined
   std::set<BadChunk> unavailable;        // copies that could not be read (missing pack, I/O)
-  std::set<BadChunk> intact;             // copies read and checked (read_data only)
+  std::set<BadChunk> intact;             // quarantined copies that read intact now
   std::map<Digest, Digest> patch_bases;  // patch digest -> base digest (read_data only)
   std::map<Digest, uint8_t> depth;       // digest -> patch depth, for the closure
 };
@@ -88,7 +88,7 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
       bad(e.digest, s, s.message());
       continue;
     }
-    found->intact.insert({id, e.digest});
+    if (quarantined.count({id, e.digest})) found->intact.insert({id, e.digest});
     found->depth[e.digest] = e.patch_depth;
     if (e.patch_depth) found->patch_bases[e.digest] = pv.base;
   }

@@ -226,60 +226,61 @@ class PosixEnv final : public Env {
     const std::string dir = DirName(path);
     int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return Status::FromErrno("opening " + dir, errno);
-    if (::flock(dfd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
-      int e = errno;
+    int fd = -1;
+    Status s = Flock(dfd, exclusive, dir, path);
+    if (s.ok()) s = LockTextFile(path, exclusive, holder_info, stale_holder, &fd);
+    if (!s.ok()) {
       ::close(dfd);
-      if (e != EWOULDBLOCK) return Status::FromErrno("locking " + dir, e);
-      std::string holder;
-      int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-      if (fd >= 0) {
-        holder = ReadAllFd(fd);
-        ::close(fd);
-      }
-      if (holder.empty()) holder = "another gnomon process that is reading it";
-      return Status::Locked(dir + ": repository is locked by " + holder);
-    }
-    // The text file is flocked too: gnomon before format version 6 locked
-    // only it, and must not run beside this one.
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 && !exclusive) {
-      // A reader without write access, or a read-only mount: the file's
-      // lock if it can be opened at all, else the directory's alone.
-      fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-      if (fd < 0) {
-        *out = std::make_unique<PosixFileLock>(dfd, -1, false);
-        return Status::OK();
-      }
-    }
-    if (fd < 0) {
-      int e = errno;
-      ::close(dfd);
-      return Status::FromErrno("opening lock file " + path, e);
-    }
-    if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
-      int e = errno;
-      std::string holder = ReadAllFd(fd);
-      ::close(fd);
-      ::close(dfd);
-      if (e != EWOULDBLOCK) return Status::FromErrno("locking " + path, e);
-      return Status::Locked(dir + ": repository is locked by " +
-                            (holder.empty() ? "an older gnomon process" : holder));
-    }
-    if (exclusive) {
-      // We hold the lock, so text still in the file was left by a holder
-      // that died without cleaning up: a stale lock.
-      std::string old = ReadAllFd(fd);
-      if (stale_holder) *stale_holder = old;
-      if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, holder_info.data(), holder_info.size(), 0) !=
-                                         static_cast<ssize_t>(holder_info.size())) {
-        int e = errno;
-        ::close(fd);
-        ::close(dfd);
-        return Status::FromErrno("writing lock file " + path, e);
-      }
+      return s.code() == Status::Code::kLocked ? s.WithContext(dir) : s;
     }
     *out = std::make_unique<PosixFileLock>(dfd, fd, exclusive);
     return Status::OK();
+  }
+
+ private:
+  // flock without blocking; on contention Locked naming the holder, whose
+  // text is in text_path.
+  static Status Flock(int fd, bool exclusive, const std::string& what,
+                      const std::string& text_path) {
+    if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return Status::OK();
+    if (errno != EWOULDBLOCK) return Status::FromErrno("locking " + what, errno);
+    std::string holder;
+    int tfd = ::open(text_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (tfd >= 0) {
+      holder = ReadAllFd(tfd);
+      ::close(tfd);
+    }
+    return Status::Locked("repository is locked by " +
+                          (holder.empty() ? "another gnomon process that is reading it" : holder));
+  }
+
+  // The text file is flocked too (gnomon before format version 6 locked
+  // only it, and must not run beside this one); an exclusive holder writes
+  // its holder_info there. *fd is -1 when a reader cannot open it at all (a
+  // read-only mount without the file): the directory's lock then suffices.
+  static Status LockTextFile(const std::string& path, bool exclusive,
+                             const std::string& holder_info, std::string* stale_holder, int* fd) {
+    *fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (*fd < 0 && !exclusive) {
+      *fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (*fd < 0) return Status::OK();
+    }
+    if (*fd < 0) return Status::FromErrno("opening lock file " + path, errno);
+    Status s = Flock(*fd, exclusive, path, path);
+    if (s.ok() && exclusive) {
+      // We hold the lock, so text still in the file was left by a holder
+      // that died without cleaning up: a stale lock.
+      std::string old = ReadAllFd(*fd);
+      if (stale_holder) *stale_holder = old;
+      if (::ftruncate(*fd, 0) != 0 || ::pwrite(*fd, holder_info.data(), holder_info.size(), 0) !=
+                                          static_cast<ssize_t>(holder_info.size()))
+        s = Status::FromErrno("writing lock file " + path, errno);
+    }
+    if (!s.ok()) {
+      ::close(*fd);
+      *fd = -1;
+    }
+    return s;
   }
 };
 
