@@ -1,5 +1,8 @@
 #include "engine/snapshot_session.h"
 
+#include "engine/snapshots_admin.h"
+#include "engine/writers_admin.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -14,7 +17,6 @@
 #include "base/durable_file.h"
 #include "base/json.h"
 #include "base/system.h"
-#include "vss/extent_diff.h"
 #include "vss/fs_freeze_writer.h"
 #include "vss/provider_registry.h"
 #include "vss/remote_writer.h"
@@ -38,16 +40,8 @@ Status SnapshotSession::Fail(HResult hr, const std::string& what) {
   std::string msg = what + ": " + vss::DescribeHResult(hr) + (detail.empty() ? "" : ": " + detail);
   if (bc_) {
     bc_->AbortBackup();
-    std::shared_ptr<vss::Async> a;
-    if (bc_->GatherWriterStatus(&a) == vss::S_OK_) {
-      status_.clear();
-      for (size_t i = 0; i < bc_->GetWriterStatusCount(); ++i) {
-        vss::WriterStatus s;
-        bc_->GetWriterStatus(i, &s);
-        status_.push_back(s);
-      }
-    }
-    SaveWriterStatus();
+    GatherStatus();
+    SaveWriterStatus(opt_.state_dir, status_);
   }
   if (hr == vss::VSS_S_ASYNC_CANCELLED || (opt_.cancel && opt_.cancel->load()))
     return Status::Aborted("backup interrupted; every frozen filesystem was thawed");
@@ -63,16 +57,22 @@ Status SnapshotSession::Fail(HResult hr, const std::string& what) {
   }
 }
 
-Status SnapshotSession::CheckWriters(const char* phase) {
+void SnapshotSession::GatherStatus() {
   std::shared_ptr<vss::Async> a;
-  bc_->GatherWriterStatus(&a);
+  if (bc_->GatherWriterStatus(&a) != vss::S_OK_) return;
   vss::WaitForAsync(a);
   status_.clear();
-  std::string failed;
   for (size_t i = 0; i < bc_->GetWriterStatusCount(); ++i) {
     vss::WriterStatus s;
     bc_->GetWriterStatus(i, &s);
     status_.push_back(s);
+  }
+}
+
+Status SnapshotSession::CheckWriters(const char* phase) {
+  GatherStatus();
+  std::string failed;
+  for (const vss::WriterStatus& s : status_) {
     if (vss::IsFailedState(s.state))
       failed += (failed.empty() ? "" : "; ") + std::string("writer '") + s.name + "' " +
                 vss::WriterStateText(s.state) + ", " + vss::DescribeHResult(s.failure) +
@@ -85,8 +85,9 @@ Status SnapshotSession::CheckWriters(const char* phase) {
 
 Status SnapshotSession::Create(const std::vector<std::string>& volumes,
                                const std::map<std::string, std::string>& previous_stamps) {
-  std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters(volumes, opt_, &notes_);
-  providers_ = vss::MakeProviders(opt_.state_dir);
+  providers_ = opt_.providers.empty() ? vss::MakeProviders(opt_.state_dir) : opt_.providers;
+  std::vector<std::shared_ptr<vss::Writer>> writers =
+      GatherWriters(volumes, opt_, providers_, &notes_);
   vss::RequesterOptions ro;
   ro.event_timeout_ms = opt_.event_timeout_ms;
   ro.hold_window_ms = opt_.hold_window_ms;
@@ -158,21 +159,7 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
       sources_.push_back({volumes[i], vss::VolumeKey(ids[i]), "", 0, 0, ""});
     return Status::OK();
   }
-  // An incremental whose trusted base is an incremental's snapshot advances
-  // that base in place: only what changed is cloned. A full's base stays as
-  // it is, since differentials are built on it.
-  if (opt_.type == vss::BackupType::kIncremental) {
-    vss::SnapshotRegistry registry(opt_.state_dir + "/snapshots");
-    for (size_t i = 0; i < volumes.size(); ++i) {
-      TrackingVerdict v = VerdictFor(volumes[i]);
-      vss::SnapshotProperties base;
-      vss::Guid id;
-      if (v.tracked && vss::Guid::Parse(v.base_snapshot, &id) && registry.Get(id, &base) &&
-          base.state == "base" && base.backup_type == "incremental" &&
-          base.volume_key == vss::VolumeKey(ids[i]))
-        if (vss::Provider* p = ProviderNamed(base.provider)) p->AdvanceBase(snapshot_ids_[i], base);
-    }
-  }
+  if (opt_.type == vss::BackupType::kIncremental) AdvanceBases(volumes, ids);
   if ((hr = bc_->DoSnapshotSet(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
     return Fail(hr, "creating the snapshot set failed");
   GNOMON_RETURN_IF_ERROR(CheckWriters("PostSnapshot"));
@@ -181,11 +168,8 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
     if ((hr = bc_->GetSnapshotProperties(snapshot_ids_[i], &p)) != vss::S_OK_)
       return Fail(hr, "GetSnapshotProperties " + volumes[i]);
     SnapshotSource src{volumes[i], vss::VolumeKey(ids[i]), p.device, p.offset, p.size, p.provider};
-    if (vss::Provider* prov = ProviderNamed(p.provider)) {
+    if (vss::Provider* prov = ProviderNamed(p.provider))
       src.retainable = prov->CanRetainSnapshots();
-      if (std::vector<vss::ByteRange> r; prov->ChangedRanges(snapshot_ids_[i], &r))
-        src.changes = std::move(r);
-    }
     sources_.push_back(std::move(src));
   }
   return Status::OK();
@@ -197,23 +181,51 @@ vss::Provider* SnapshotSession::ProviderNamed(const std::string& name) const {
   return nullptr;
 }
 
-TrackingVerdict SnapshotSession::VerdictFor(const std::string& volume) const {
-  TrackingVerdict v;
-  v.reason = "the volume writer gave no verdict";
-  for (const auto& c : bc_->document().components) {
-    if (c.class_id != vss::VolumeWriter::ClassId() || c.name != volume) continue;
-    json j = json::parse(c.backup_metadata, nullptr, false);
-    if (j.is_discarded()) break;
-    v.tracked = j.value("change_tracking", "") == "reflink-fiemap";
-    v.base_device = j.value("base_device", "");
-    v.base_snapshot = j.value("base_snapshot", "");
-    v.reason = j.value("reason", "");
+// An incremental whose trusted base is an incremental's snapshot advances
+// that base in place: only what changed is copied. A full's base stays as it
+// is, since differentials are built on it.
+void SnapshotSession::AdvanceBases(const std::vector<std::string>& volumes,
+                                   const std::vector<vss::VolumeIdentity>& ids) {
+  vss::SnapshotRegistry registry(opt_.state_dir + "/snapshots");
+  for (size_t i = 0; i < volumes.size(); ++i) {
+    vss::TrackingVerdict v = VerdictFor(volumes[i]);
+    vss::SnapshotProperties base;
+    vss::Guid id;
+    if (v.tracked() && vss::Guid::Parse(v.base_snapshot, &id) && registry.Get(id, &base) &&
+        base.state == vss::SnapshotState::kBase &&
+        base.backup_type == vss::BackupType::kIncremental &&
+        base.volume_key == vss::VolumeKey(ids[i]))
+      if (vss::Provider* p = ProviderNamed(base.provider)) p->AdvanceBase(snapshot_ids_[i], base);
   }
-  return v;
 }
 
-Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id,
-                                   const std::string& type) {
+vss::TrackingVerdict SnapshotSession::VerdictFor(const std::string& volume) const {
+  for (const auto& c : bc_->document().components)
+    if (c.class_id == vss::VolumeWriter::ClassId() && c.name == volume)
+      return vss::TrackingVerdict::Decode(c.backup_metadata);
+  vss::TrackingVerdict none;
+  none.reason = "the volume writer gave no verdict";
+  return none;
+}
+
+bool SnapshotSession::ChangedSinceBase(size_t i, const vss::TrackingVerdict& v,
+                                       std::vector<vss::ByteRange>* out, std::string* why) const {
+  vss::SnapshotProperties base;
+  vss::Guid id;
+  if (!v.tracked() || !vss::Guid::Parse(v.base_snapshot, &id) ||
+      !vss::SnapshotRegistry(opt_.state_dir + "/snapshots").Get(id, &base)) {
+    *why = "the base snapshot " + v.base_snapshot + " is no longer recorded";
+    return false;
+  }
+  vss::Provider* p = ProviderNamed(sources_[i].provider);
+  if (!p) {
+    *why = "no provider named " + sources_[i].provider;
+    return false;
+  }
+  return p->ChangedRanges(snapshot_ids_[i], base, out, why);
+}
+
+Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id, vss::BackupType type) {
   const std::string& key = sources_[i].key;
   HResult hr = bc_->KeepSnapshot(snapshot_ids_[i], backup_id, type, key);
   if (hr != vss::S_OK_)
@@ -225,16 +237,18 @@ Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id,
   std::string newest_full_time;
   auto all = vss::SnapshotRegistry(opt_.state_dir + "/snapshots").List();
   for (const auto& p : all)
-    if (p.state == "base" && p.volume_key == key && p.backup_type == "full" &&
-        p.created >= newest_full_time) {
+    if (p.state == vss::SnapshotState::kBase && p.volume_key == key &&
+        p.backup_type == vss::BackupType::kFull && p.created >= newest_full_time) {
       newest_full_time = p.created;
       keep_full = p.snapshot_id.ToString();
     }
   for (const auto& p : all) {
-    if (p.state != "base" || p.volume_key != key) continue;
+    if (p.state != vss::SnapshotState::kBase || p.volume_key != key) continue;
     std::string id = p.snapshot_id.ToString();
-    if (id == snapshot_ids_[i].ToString() || (type == "incremental" && id == keep_full)) continue;
-    Status d = DeleteRecorded(opt_.state_dir, p);
+    if (id == snapshot_ids_[i].ToString() ||
+        (type == vss::BackupType::kIncremental && id == keep_full))
+      continue;
+    Status d = DeleteRecorded(opt_.state_dir, p, providers_);
     if (!d.ok())
       return d.WithContext(
           "removing a superseded base (it still takes space; 'gnomon "
@@ -248,15 +262,7 @@ json SnapshotSession::Documents() const {
   for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
     wmds.push_back(bc_->GetWriterMetadata(i)->ToJson());
   json st = json::array();
-  for (const auto& s : status_)
-    st.push_back({{"name", s.name},
-                  {"class_id", s.class_id.ToString()},
-                  {"instance_id", s.instance_id.ToString()},
-                  {"state", static_cast<int>(s.state)},
-                  {"state_name", vss::WriterStateName(s.state)},
-                  {"failure", s.failure},
-                  {"failure_name", vss::HResultName(s.failure)},
-                  {"message", s.message}});
+  for (const auto& s : status_) st.push_back(vss::WriterStatusToJson(s));
   json sources = json::array();
   for (const auto& s : sources_)
     sources.push_back({{"volume", s.volume}, {"provider", s.provider}, {"device", s.device}});
@@ -275,34 +281,12 @@ Status SnapshotSession::Complete(bool succeeded) {
   HResult hr = bc_->BackupComplete(&a);
   if (hr == vss::S_OK_) hr = vss::WaitForAsync(a);
   completed_ = true;
-  std::shared_ptr<vss::Async> g;
-  bc_->GatherWriterStatus(&g);
-  status_.clear();
-  for (size_t i = 0; i < bc_->GetWriterStatusCount(); ++i) {
-    vss::WriterStatus s;
-    bc_->GetWriterStatus(i, &s);
-    status_.push_back(s);
-  }
+  GatherStatus();
   bc_->Release();
-  SaveWriterStatus();
+  SaveWriterStatus(opt_.state_dir, status_);
   if (hr != vss::S_OK_)
     return Status::SnapshotFailed("BackupComplete: " + vss::DescribeHResult(hr));
   return Status::OK();
-}
-
-void SnapshotSession::SaveWriterStatus() {
-  // Best effort: `gnomon writers` shows "unknown" if this cannot be written.
-  json j{{"time", vss::NowUtc()}, {"writers", json::array()}};
-  for (const auto& s : status_)
-    j["writers"].push_back({{"name", s.name},
-                            {"class_id", s.class_id.ToString()},
-                            {"instance_id", s.instance_id.ToString()},
-                            {"state", static_cast<int>(s.state)},
-                            {"failure", s.failure},
-                            {"message", s.message}});
-  ::mkdir(opt_.state_dir.c_str(), 0700);
-  std::string err;
-  ReplaceFileDurably(opt_.state_dir + "/writers.json", j.dump(1) + "\n", &err);  // best effort
 }
 
 Status SnapshotSession::CheckIntact() const {
@@ -314,141 +298,5 @@ Status SnapshotSession::CheckIntact() const {
                                   "that takes a real snapshot)");
   return Status::OK();
 }
-
-json LoadWriterStatus(const std::string& state_dir) {
-  // A damaged or hostile state file is ignored, never trusted: only
-  // well-formed entries are kept, so `gnomon writers` cannot crash on it.
-  std::ifstream f(state_dir + "/writers.json");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), err;
-  json j, out = json::object();
-  if (!f.good() && !f.eof()) return out;
-  if (!ParseJsonBounded(text, &j, &err, 4u << 20) || !j.is_object()) return out;
-  if (j.contains("time") && j["time"].is_string()) out["time"] = j["time"];
-  out["writers"] = json::array();
-  if (!j.contains("writers") || !j["writers"].is_array()) return out;
-  for (const auto& w : j["writers"]) {
-    if (!w.is_object()) continue;
-    auto str = [&](const char* k) { return w.contains(k) && w[k].is_string(); };
-    auto uint = [&](const char* k) { return w.contains(k) && w[k].is_number_unsigned(); };
-    if (str("class_id") && uint("state") && uint("failure") && str("message") &&
-        w["state"].get<uint64_t>() <= 15 && w["failure"].get<uint64_t>() <= 0xffffffffu)
-      out["writers"].push_back(w);
-  }
-  return out;
-}
-
-}  // namespace gnomon
-
-namespace gnomon {
-
-std::vector<std::shared_ptr<vss::Writer>> GatherWriters(const std::vector<std::string>& volumes,
-                                                        const SnapshotOptions& opt,
-                                                        std::vector<std::string>* notes) {
-  std::vector<std::shared_ptr<vss::Writer>> writers = {
-      std::make_shared<vss::FsFreezeWriter>(opt.freeze_timeout_ms),
-      std::make_shared<vss::VolumeWriter>(volumes, opt.state_dir)};
-  writers.insert(writers.end(), opt.extra_writers.begin(), opt.extra_writers.end());
-  if (!opt.writer_dir.empty())
-    for (auto& w : vss::DiscoverRemoteWriters(opt.writer_dir, 5000, notes)) writers.push_back(w);
-  if (!opt.hooks_dir.empty())
-    for (auto& w : vss::DiscoverScriptWriters(opt.hooks_dir, opt.freeze_timeout_ms, notes))
-      writers.push_back(w);
-  return writers;
-}
-
-json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes) {
-  const std::string& state_dir = opt.state_dir;
-  std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters({}, opt, notes);
-  vss::RequesterOptions ro;
-  ro.runtime_dir = opt.runtime_dir;
-  ro.event_timeout_ms = 10000;
-  vss::BackupComponents bc(writers, {}, ro);
-  std::shared_ptr<vss::Async> a;
-  bc.InitializeForBackup();
-  bc.GatherWriterMetadata(&a);
-  vss::WaitForAsync(a);
-  json last = LoadWriterStatus(state_dir);
-  json out = json::array();
-  for (size_t i = 0; i < bc.GetWriterMetadataCount(); ++i) {
-    const vss::WriterMetadata* md = bc.GetWriterMetadata(i);
-    json w{{"name", md->name},
-           {"class_id", md->class_id.ToString()},
-           {"level", vss::ApplicationLevelName(md->level)},
-           {"kind", "built-in"},
-           {"detail", ""},
-           {"state", static_cast<int>(vss::WriterState::kStable)},
-           {"failure", 0},
-           {"message", ""},
-           {"last_backup", nullptr}};
-    for (const auto& s : last.value("writers", json::array()))
-      if (s.value("class_id", "") == md->class_id.ToString()) {
-        w["state"] = s.value("state", 1);
-        w["failure"] = s.value("failure", 0u);
-        w["message"] = s.value("message", "");
-        w["last_backup"] = last.value("time", "");
-      }
-    for (const auto& wr : writers)
-      if (wr->instance_id() == md->instance_id) {
-        w["kind"] = wr->kind();
-        w["detail"] = wr->detail();
-      }
-    w["state_text"] = vss::WriterStateText(static_cast<vss::WriterState>(w["state"].get<int>()));
-    w["failure_name"] = vss::HResultName(w["failure"].get<uint32_t>());
-    out.push_back(w);
-  }
-  return out;
-}
-
-std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir, bool with_pinned) {
-  std::vector<SnapshotEntry> out;
-  const std::string host = HostName();
-  for (auto& p : vss::SnapshotRegistry(state_dir + "/snapshots").List()) {
-    SnapshotEntry e;
-    e.in_use = p.host == host && ProcessAlive(p.pid);
-    // What the snapshot pins: its extents the live file no longer shares.
-    std::string live = p.volume_key.rfind("file:", 0) == 0 ? p.volume_key.substr(5) : "";
-    if (auto at = live.rfind('@'); at != std::string::npos) live.resize(at);
-    std::vector<vss::FileExtent> snap, now;
-    std::string err;
-    if (with_pinned && !live.empty() && vss::ReadExtents(p.device, &snap, &err) &&
-        vss::ReadExtents(live, &now, &err))
-      e.pinned_bytes = vss::PinnedBytes(snap, now);
-    e.props = std::move(p);
-    out.push_back(std::move(e));
-  }
-  std::sort(out.begin(), out.end(), [](const SnapshotEntry& a, const SnapshotEntry& b) {
-    return a.props.created < b.props.created;
-  });
-  return out;
-}
-
-Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix) {
-  const SnapshotEntry* match = nullptr;
-  auto all = ListSnapshots(state_dir);
-  for (const auto& e : all)
-    if (!id_prefix.empty() && e.props.snapshot_id.ToString().rfind(id_prefix, 0) == 0) {
-      if (match) return Status::InvalidArgument("snapshot id '" + id_prefix + "' is ambiguous");
-      match = &e;
-    }
-  if (!match) return Status::NotFound("no snapshot with id '" + id_prefix + "'");
-  if (match->in_use)
-    return Status::InvalidArgument("snapshot " + match->props.snapshot_id.ToString() +
-                                   " is in use by pid " + std::to_string(match->props.pid) +
-                                   " (a running backup); not deleting it");
-  return DeleteRecorded(state_dir, match->props);
-}
-
-Status DeleteRecorded(const std::string& state_dir, const vss::SnapshotProperties& props) {
-  std::shared_ptr<vss::Provider> p = vss::MakeProvider(props.provider, state_dir);
-  if (!p)
-    return Status::Unsupported("snapshot " + props.snapshot_id.ToString() +
-                               " is from unknown provider '" + props.provider + "'");
-  if (p->DeleteLeftover(props) != vss::S_OK_)
-    return Status::IOError("deleting snapshot " + props.snapshot_id.ToString() + ": " +
-                           p->last_error());
-  return Status::OK();
-}
-
-std::vector<std::string> SnapshotProviderNames() { return vss::ProviderNames(); }
 
 }  // namespace gnomon

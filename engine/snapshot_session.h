@@ -15,7 +15,7 @@
 
 #include "format/status.h"
 #include "vss/backup_components.h"
-#include "vss/extent_diff.h"
+#include "vss/contracts.h"
 #include "vss/provider.h"
 #include "vss/script_writer.h"
 #include "vss/writer_protocol.h"
@@ -35,6 +35,9 @@ struct SnapshotOptions {
   // (VSS: "wait and retry"); the window is normally well under a second.
   uint32_t set_wait_ms = 30000;
   std::vector<std::shared_ptr<vss::Writer>> extra_writers;
+  // The snapshot providers to try, in order; empty = every provider of this
+  // build (vss/provider_registry.h).
+  std::vector<std::shared_ptr<vss::Provider>> providers;
   std::string state_dir = vss::DefaultStateDir();
   std::string runtime_dir = vss::DefaultRuntimeDir();
   // Writers in other processes listen here; executables here are script
@@ -52,18 +55,6 @@ struct SnapshotSource {
   uint64_t offset = 0, size = 0;
   std::string provider;     // "" when the set was skipped
   bool retainable = false;  // the provider can keep it as the next backup's base
-  // Set when the provider itself knows what changed since the base (a base
-  // advanced in place): the changed byte ranges of `device`, in file
-  // coordinates.
-  std::optional<std::vector<vss::ByteRange>> changes;
-};
-
-// What the volume writer decided about change tracking for one volume.
-struct TrackingVerdict {
-  bool tracked = false;       // a valid base exists: compare extents with it
-  std::string base_device;    // the retained base snapshot's file
-  std::string base_snapshot;  // and its id
-  std::string reason;         // why not, if not
 };
 
 class SnapshotSession {
@@ -82,11 +73,17 @@ class SnapshotSession {
   // socket, a writer that did not answer hello).
   const std::vector<std::string>& notes() const { return notes_; }
   bool skipped() const { return skipped_; }
-  TrackingVerdict Verdict(size_t i) const { return VerdictFor(sources_[i].volume); }
+  // What the volume writer decided about change tracking for volume i.
+  vss::TrackingVerdict Verdict(size_t i) const { return VerdictFor(sources_[i].volume); }
+  // The byte ranges of volume i's snapshot device (file coordinates) that
+  // changed since the base a tracked verdict names, from its provider;
+  // false with *why if the provider cannot say (then read everything).
+  bool ChangedSinceBase(size_t i, const vss::TrackingVerdict& v, std::vector<vss::ByteRange>* out,
+                        std::string* why) const;
   // Keeps volume i's snapshot as the change-tracking base of backup_id, and
   // deletes the bases of that volume it supersedes. Call after the backup
   // record is durable and before Complete().
-  Status RetainBase(size_t i, const std::string& backup_id, const std::string& type);
+  Status RetainBase(size_t i, const std::string& backup_id, vss::BackupType type);
   // After the snapshots were read, before the backup is published:
   // SnapshotFailed if a provider says what was read is not point-in-time
   // (something wrote to a volume the offline provider was reading).
@@ -98,9 +95,11 @@ class SnapshotSession {
 
  private:
   Status Fail(vss::HResult hr, const std::string& what);
-  TrackingVerdict VerdictFor(const std::string& volume) const;
+  vss::TrackingVerdict VerdictFor(const std::string& volume) const;
   Status CheckWriters(const char* phase);
-  void SaveWriterStatus();
+  void GatherStatus();
+  void AdvanceBases(const std::vector<std::string>& volumes,
+                    const std::vector<vss::VolumeIdentity>& ids);
 
   SnapshotOptions opt_;
   std::unique_ptr<vss::BackupComponents> bc_;
@@ -113,36 +112,5 @@ class SnapshotSession {
   bool skipped_ = false;
   bool completed_ = false;
 };
-
-// Last known writer status, saved by every backup for `gnomon writers`.
-nlohmann::json LoadWriterStatus(const std::string& state_dir);
-
-// Every writer a backup gathers: the built-in ones, those listening in
-// writer_dir, and the scripts in hooks_dir. Unreachable writers are left out
-// with a line in *notes.
-std::vector<std::shared_ptr<vss::Writer>> GatherWriters(const std::vector<std::string>& volumes,
-                                                        const SnapshotOptions& opt,
-                                                        std::vector<std::string>* notes);
-
-// The writers a backup would gather (their metadata, from Identify), each
-// with its kind (built-in, process, script) and last known status:
-// `gnomon writers`, like `vssadmin list writers`.
-nlohmann::json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes);
-
-struct SnapshotEntry {
-  vss::SnapshotProperties props;
-  bool in_use = false;        // its process is alive: a backup is reading it
-  uint64_t pinned_bytes = 0;  // space it keeps allocated that the volume no longer uses
-};
-// Snapshots recorded in the state directory (left by crashed backups, in use
-// by running ones, or kept as bases). with_pinned also measures what each
-// pins, which reads the extent maps of every snapshot and its live file.
-std::vector<SnapshotEntry> ListSnapshots(const std::string& state_dir, bool with_pinned = false);
-// Deletes one (by id or unique prefix); refuses one in use.
-Status DeleteSnapshot(const std::string& state_dir, const std::string& id_prefix);
-// Deletes a recorded snapshot through the provider that made it.
-Status DeleteRecorded(const std::string& state_dir, const vss::SnapshotProperties& props);
-// The snapshot providers this build has, in the order they are tried.
-std::vector<std::string> SnapshotProviderNames();
 
 }  // namespace gnomon

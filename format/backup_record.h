@@ -13,6 +13,9 @@
 
 namespace gnomon {
 
+// VolumeRecord::tracking of a volume read whole (every chunk hashed).
+inline constexpr const char* kTrackingFullRead = "full-read";
+
 struct VolumeStats {
   uint64_t bytes = 0;             // volume bytes covered (read or known zero)
   uint64_t bytes_read = 0;        // bytes actually read from the source
@@ -49,7 +52,9 @@ struct VolumeRecord {
   std::string parent;  // backup whose volume index this one was built on, or ""
   // How unchanged chunks were found: "full-read" (everything read; new
   // chunks found by digest), "reflink-fiemap" (only changed chunks read).
-  std::string tracking = "full-read";
+  // kTrackingFullRead, or the change tracker that said what changed
+  // (vss/contracts.h ChangeTracker names: "reflink-fiemap", "range-log").
+  std::string tracking = kTrackingFullRead;
   std::string tracking_reason;  // why change tracking was not used, or ""
   // Record version 3: which used-block map chose the bytes read: "ext4"
   // (free blocks stored as zeros) or "all" (every byte imaged), and why

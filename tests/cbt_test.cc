@@ -14,6 +14,7 @@
 
 #include "engine/backup_job.h"
 #include "engine/restore_job.h"
+#include "engine/snapshots_admin.h"
 #include "engine/verify_job.h"
 #include "format/patch.h"
 #include "tests/fault_env.h"
@@ -79,7 +80,7 @@ class CbtTest : public ::testing::TestWithParam<std::string> {
   std::vector<vss::SnapshotProperties> Bases() {
     std::vector<vss::SnapshotProperties> out;
     for (auto& e : ListSnapshots(state_.state_dir()))
-      if (e.props.state == "base") out.push_back(e.props);
+      if (e.props.state == vss::SnapshotState::kBase) out.push_back(e.props);
     return out;
   }
   // A full backup, one 4 KiB write, and an incremental on it: the first
@@ -92,7 +93,7 @@ class CbtTest : public ::testing::TestWithParam<std::string> {
   // The retained base of the newest incremental (empty if none).
   vss::SnapshotProperties IncrementalBase() {
     for (auto& b : Bases())
-      if (b.backup_type == "incremental") return b;
+      if (b.backup_type == vss::BackupType::kIncremental) return b;
     return {};
   }
   int UndoFiles() {
@@ -456,7 +457,7 @@ TEST_P(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
   FailingIncremental();
   vss::SnapshotProperties after = IncrementalBase();
   EXPECT_EQ(after.snapshot_id, before.snapshot_id) << "the old base must survive";
-  EXPECT_EQ(after.state, "base");
+  EXPECT_EQ(after.state, vss::SnapshotState::kBase);
   EXPECT_TRUE(test::FilesEqual(after.device, at_i1)) << "the base holds its old bytes again";
   EXPECT_EQ(UndoFiles(), 0);
   EXPECT_EQ(Bases().size(), 2u);

@@ -733,7 +733,8 @@ nlohmann::json VerdictFor(const std::string& volume, const std::string& stamp,
                           const std::string& state_dir, const std::string& runtime_dir) {
   RequesterOptions ro;
   ro.runtime_dir = runtime_dir;
-  auto w = std::make_shared<VolumeWriter>(std::vector<std::string>{volume}, state_dir);
+  auto w = std::make_shared<VolumeWriter>(std::vector<std::string>{volume}, state_dir,
+                                          std::map<std::string, ChangeTracker>{});
   BackupComponents bc({w}, {std::make_shared<OfflineProvider>()}, ro);
   std::shared_ptr<Async> a;
   bc.InitializeForBackup();
@@ -762,7 +763,7 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
   VolumeStamp good;
   good.volume_key = VolumeKey(id);
   good.size = id.size;
-  good.tracker = "reflink-fiemap";
+  good.tracker = ChangeTracker::kReflinkFiemap;
   good.base_snapshot = Guid::Random().ToString();
   std::string encoded = good.Encode();
   VolumeStamp other = good;
@@ -772,6 +773,8 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
   // A version 1 stamp is still read: it gets as far as the good one.
   std::string v1 = encoded;
   v1.replace(v1.find("gnomon.volume-stamp/2"), 21, "gnomon.volume-stamp/1");
+  std::string unknown = encoded;
+  unknown.replace(unknown.find("reflink-fiemap"), 14, "quantum-ledger");
   struct Case {
     std::string stamp, reason;
   } cases[] = {
@@ -783,6 +786,7 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
       {R"({"hello":"world"})", "not a gnomon volume stamp"},
       {other.Encode(), "from another volume"},
       {resized.Encode(), "size changed"},
+      {unknown, "change tracker this gnomon does not know (quantum-ledger)"},
       // A good stamp, but this backup's provider cannot track changes.
       {encoded, "cannot track changes"},
       {v1, "cannot track changes"},

@@ -79,11 +79,12 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
       else if (!v.block_map_reason.empty())
         std::printf("  %-12s every block imaged: %s\n", "", v.block_map_reason.c_str());
       if (!v.parent.empty()) {
-        if (v.tracking == "reflink-fiemap")
+        if (v.tracking != kTrackingFullRead)
           std::printf(
-              "  %-12s based on %s: change tracking (reflink) found %llu changed chunks "
+              "  %-12s based on %s: change tracking (%s) found %llu changed chunks "
               "(%llu stored as patches); %llu unchanged were not read\n",
-              "", v.parent.c_str(), static_cast<unsigned long long>(st.changed_chunks),
+              "", v.parent.c_str(), EscapeForTerminal(v.tracking).c_str(),
+              static_cast<unsigned long long>(st.changed_chunks),
               static_cast<unsigned long long>(st.patched_chunks),
               static_cast<unsigned long long>(st.unchanged_chunks));
         else
@@ -251,7 +252,7 @@ int CmdShow(const Globals& g, const std::string& spec) {
                 static_cast<unsigned long long>(vol.stats.zero_chunks));
     if (!vol.parent.empty())
       std::printf("    built on %s: %s%s\n", vol.parent.c_str(),
-                  vol.tracking == "reflink-fiemap"
+                  vol.tracking != kTrackingFullRead
                       ? ("change tracking, " + std::to_string(vol.stats.unchanged_chunks) +
                          " chunks unchanged and not read, " +
                          std::to_string(vol.stats.patched_chunks) + " stored as patches")

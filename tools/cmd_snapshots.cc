@@ -4,6 +4,8 @@
 #include <iostream>
 
 #include "engine/snapshot_session.h"
+#include "engine/snapshots_admin.h"
+#include "engine/writers_admin.h"
 #include "tools/cli.h"
 #include "tools/progress_display.h"
 
@@ -47,7 +49,8 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
     if (delete_all) {
       // Left-behind snapshots only: a base is deleted by id, on purpose.
       for (const auto& e : ListSnapshots(state))
-        if (!e.in_use && e.props.state != "base") ids.push_back(e.props.snapshot_id.ToString());
+        if (!e.in_use && e.props.state != vss::SnapshotState::kBase)
+          ids.push_back(e.props.snapshot_id.ToString());
     } else {
       ids.push_back(delete_id);
     }
@@ -82,7 +85,9 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
                      {"in_use", e.in_use},
                      {"pid", e.props.pid},
                      {"backup_id", e.props.backup_id},
-                     {"backup_type", e.props.backup_type},
+                     {"backup_type", e.props.backup_type == vss::BackupType::kUndefined
+                                         ? ""
+                                         : vss::BackupTypeName(e.props.backup_type)},
                      {"volume_key", e.props.volume_key},
                      {"pinned_bytes", e.pinned_bytes}});
     std::cout << arr.dump() << "\n";
@@ -95,11 +100,12 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
   std::printf("%-36s  %-20s  %-8s  %-34s  %10s  %10s  %s\n", "ID", "CREATED", "PROVIDER", "STATUS",
               "SIZE", "PINS", "VOLUME -> SNAPSHOT");
   for (const auto& e : all) {
-    std::string status = e.in_use ? "in use (pid " + std::to_string(e.props.pid) + ")"
-                         : e.props.state == "base"
-                             ? "base of " + e.props.backup_type + " " + e.props.backup_id
-                         : e.props.state == "advancing" ? "left behind, half-updated base"
-                                                        : "left behind";
+    std::string status =
+        e.in_use ? "in use (pid " + std::to_string(e.props.pid) + ")"
+        : e.props.state == vss::SnapshotState::kBase
+            ? "base of " + vss::BackupTypeName(e.props.backup_type) + " " + e.props.backup_id
+        : e.props.state == vss::SnapshotState::kAdvancing ? "left behind, half-updated base"
+                                                          : "left behind";
     std::printf("%-36s  %-20s  %-8s  %-34s  %10s  %10s  %s -> %s\n",
                 e.props.snapshot_id.ToString().c_str(), e.props.created.c_str(),
                 e.props.provider.c_str(), status.c_str(),

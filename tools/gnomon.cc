@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "engine/snapshots_admin.h"
 #include "tools/cli.h"
 #include "tools/cli_checks.h"
 

@@ -992,8 +992,7 @@ HResult BackupComponents::BackupComplete(std::shared_ptr<Async>* async) {
 }
 
 HResult BackupComponents::KeepSnapshot(const Guid& snapshot_id, const std::string& backup_id,
-                                       const std::string& backup_type,
-                                       const std::string& volume_key) {
+                                       BackupType backup_type, const std::string& volume_key) {
   std::lock_guard<std::mutex> g(mu_);
   if (state_ != State::kCompleted && state_ != State::kSnapped) return VSS_E_BAD_STATE;
   for (auto& m : set_) {

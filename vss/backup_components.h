@@ -113,7 +113,7 @@ class BackupComponents {
   // as the change-tracking base of a committed backup. Providers that cannot
   // keep snapshots refuse.
   HResult KeepSnapshot(const Guid& snapshot_id, const std::string& backup_id,
-                       const std::string& backup_type, const std::string& volume_key);
+                       BackupType backup_type, const std::string& volume_key);
 
   // The documents, as they stand (save them after DoSnapshotSet).
   const BackupComponentsDocument& document() const { return bcd_; }

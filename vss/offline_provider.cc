@@ -183,7 +183,7 @@ HResult OfflineProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   s.props.device = v.path;
   s.props.size = v.size;
   s.props.created = NowUtc();
-  s.props.state = "preparing";
+  s.props.state = SnapshotState::kPreparing;
   if (v.is_block) {
     // Held until DeleteSnapshot: nobody can mount the device mid-backup.
     s.fd = ::open(v.path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
@@ -227,7 +227,7 @@ HResult OfflineProvider::CommitSnapshots(const Guid& set) {
     if (!s.volume.is_block && !ProcessesWritingTo(s.volume.real_path).empty())
       return Fail(VSS_E_PROVIDER_VETO,
                   s.volume.path + " was opened for writing during snapshot preparation");
-    s.props.state = "committed";
+    s.props.state = SnapshotState::kCommitted;
   }
   return S_OK_;
 }

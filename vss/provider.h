@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "vss/codes.h"
+#include "vss/contracts.h"
 #include "vss/types.h"
 #include "vss/volume.h"
 
@@ -27,12 +28,14 @@ struct SnapshotProperties {
   uint64_t offset = 0;   // where the volume starts within `device`
   uint64_t size = 0;     // volume bytes
   std::string created;   // RFC 3339 UTC
-  std::string state;     // "preparing" | "committed"
-  int pid = 0;           // process that made it; a live one is still using it
+  SnapshotState state = SnapshotState::kPreparing;
+  int pid = 0;  // process that made it; a live one is still using it
   std::string host;
   // Set when a committed backup keeps the snapshot as its change-tracking
-  // base (state "base").
-  std::string backup_id, backup_type, volume_key;
+  // base (state kBase).
+  std::string backup_id;
+  BackupType backup_type = BackupType::kUndefined;
+  std::string volume_key;
   // A token chosen when the snapshot is prepared; the backup stamp names it,
   // so a stamp trusts exactly this snapshot's contents. (Registries written
   // before file_id existed hold the file's "<inode>:<ctime ns>" here.)
@@ -41,9 +44,8 @@ struct SnapshotProperties {
   // touched since no longer matches.
   std::string file_id;
   // Set when this snapshot was taken by advancing the retained base with
-  // this id in place (ReflinkProvider::AdvanceBase): `device` is that base's
-  // file, and the base is in state "advancing" until this one is kept or
-  // discarded.
+  // this id in place (Provider::AdvanceBase): `device` is that base's file,
+  // and the base is in state kAdvancing until this one is kept or discarded.
   std::string advances;
 };
 
@@ -82,9 +84,9 @@ class Provider {
   virtual HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) = 0;
   virtual HResult DeleteSnapshot(const Guid& snap) = 0;
   // Keeps a snapshot after its session ends, as the change-tracking base of
-  // backup_id; recorded in the registry with state "base".
+  // backup_id; recorded in the registry with state kBase.
   virtual HResult RetainSnapshot(const Guid& snap, const std::string& backup_id,
-                                 const std::string& backup_type, const std::string& volume_key) {
+                                 BackupType backup_type, const std::string& volume_key) {
     (void)snap, (void)backup_id, (void)backup_type, (void)volume_key;
     return Fail(E_FAIL_, name() + " snapshots cannot be kept after a backup");
   }
@@ -97,20 +99,33 @@ class Provider {
     (void)snap;
     return S_OK_;
   }
-  // Whether RetainSnapshot can keep this provider's snapshots as the
-  // change-tracking bases of later backups.
-  virtual bool CanRetainSnapshots() const { return false; }
+
+  // Change tracking. A provider that tracks changes keeps a snapshot after
+  // its backup (RetainSnapshot) and later tells what changed since it.
+  virtual ChangeTracker tracker() const { return ChangeTracker::kNone; }
+  bool CanRetainSnapshots() const { return tracker() != ChangeTracker::kNone; }
   // Before DoSnapshotSet: asks that `snap` be taken by advancing the
   // retained `base` in place (only what changed since it is copied), if the
-  // provider can; one that cannot takes a whole snapshot as usual.
+  // provider can; one that cannot takes a whole snapshot as usual. The
+  // caller vouches that base is a valid base of the same volume.
   virtual void AdvanceBase(const Guid& snap, const SnapshotProperties& base) {
     (void)snap, (void)base;
   }
-  // After DoSnapshotSet: the ranges of the volume that changed since the
-  // base `snap` advanced, when the provider knows them; false otherwise.
-  virtual bool ChangedRanges(const Guid& snap, std::vector<ByteRange>* out) {
-    (void)snap, (void)out;
+  // After DoSnapshotSet: the byte ranges of snap's `device` (file
+  // coordinates, sorted, merged) whose contents may differ from the
+  // retained `base` of the same volume. Anything uncertain counts as
+  // changed. On failure, *why says why and the backup reads everything.
+  virtual bool ChangedRanges(const Guid& snap, const SnapshotProperties& base,
+                             std::vector<ByteRange>* out, std::string* why) {
+    (void)snap, (void)base, (void)out;
+    *why = name() + " snapshots do not track changes";
     return false;
+  }
+  // Bytes a recorded snapshot keeps allocated that its volume no longer
+  // uses (what deleting it would free); 0 when the provider cannot tell.
+  virtual uint64_t PinnedBytes(const SnapshotProperties& p) {
+    (void)p;
+    return 0;
   }
   // Removes a snapshot this provider left behind in an earlier process
   // (after a crash), from its registry record.

@@ -101,12 +101,45 @@ void ReflinkProvider::AdvanceBase(const Guid& snap, const SnapshotProperties& ba
   advance_[snap] = base;
 }
 
-bool ReflinkProvider::ChangedRanges(const Guid& snap, std::vector<ByteRange>* out) {
-  std::lock_guard<std::mutex> g(mu_);
-  auto it = snaps_.find(snap);
-  if (it == snaps_.end() || !it->second.advance) return false;
-  *out = it->second.ranges;
+bool ReflinkProvider::ChangedRanges(const Guid& snap, const SnapshotProperties& base,
+                                    std::vector<ByteRange>* out, std::string* why) {
+  SnapshotProperties now;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = snaps_.find(snap);
+    if (it == snaps_.end()) {
+      *why = "snapshot " + snap.ToString() + " is not one of this backup's";
+      return false;
+    }
+    // Advanced in place: the ranges cloned into the base are what changed.
+    if (it->second.advance) {
+      *out = it->second.ranges;
+      return true;
+    }
+    now = it->second.props;
+  }
+  // A whole clone: two clones share every extent the file did not rewrite
+  // between them (vss/extent_diff.h).
+  std::vector<FileExtent> before, after;
+  if (!ReadExtents(base.device, &before, why) || !ReadExtents(now.device, &after, why)) {
+    *why = "reading extent maps failed: " + *why;
+    return false;
+  }
+  *out = DiffRanges(before, after, now.offset, now.size);
   return true;
+}
+
+uint64_t ReflinkProvider::PinnedBytes(const SnapshotProperties& p) {
+  // The live file is named by the volume key (vss/volume_stamp.h VolumeKey).
+  std::string live = p.volume_key.rfind("file:", 0) == 0 ? p.volume_key.substr(5) : "";
+  if (auto at = live.rfind('@'); at != std::string::npos && at + 1 < live.size() &&
+                                 live.find_first_not_of("0123456789", at + 1) == std::string::npos)
+    live.resize(at);  // "@<offset>" of a loop device that starts inside its file
+  std::vector<FileExtent> snap, now;
+  std::string err;
+  if (live.empty() || !ReadExtents(p.device, &snap, &err) || !ReadExtents(live, &now, &err))
+    return 0;
+  return vss::PinnedBytes(snap, now);
 }
 
 bool ReflinkProvider::SourceFile(const VolumeIdentity& v, std::string* file, std::string* why) {
@@ -154,7 +187,7 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   s.props.offset = v.is_loop ? v.loop.offset : 0;
   s.props.size = v.size;
   s.props.created = NowUtc();
-  s.props.state = "preparing";
+  s.props.state = SnapshotState::kPreparing;
   s.props.pid = ::getpid();
   s.props.host = HostName();
   s.props.generation = Guid::Random().ToString();
@@ -226,7 +259,7 @@ HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
   std::string err;
   if (!registry_.Put(s->props, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
   SnapshotProperties busy = s->base;
-  busy.state = "advancing";
+  busy.state = SnapshotState::kAdvancing;
   busy.pid = ::getpid();
   if (!registry_.Put(busy, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
   s->undo_fd = ::open(s->undo_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -296,7 +329,7 @@ HResult ReflinkProvider::PostCommitSnapshots(const Guid& set) {
   for (auto& [id, s] : snaps_) {
     if (s.props.snapshot_set_id != set) continue;
     CloseFds(&s);
-    s.props.state = "committed";
+    s.props.state = SnapshotState::kCommitted;
   }
   return S_OK_;
 }
@@ -339,7 +372,7 @@ HResult ReflinkProvider::Discard(Snap* s) {
   std::string err;
   if (failure.empty()) {
     SnapshotProperties b = s->base;
-    b.state = "base";
+    b.state = SnapshotState::kBase;
     b.pid = -1;
     if (s->saved > 0) b.file_id = FileGeneration(b.device);
     if (!registry_.Put(b, &err)) failure = err;
@@ -385,13 +418,12 @@ HResult ReflinkProvider::DeleteSnapshot(const Guid& snap) {
 }
 
 HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const std::string& backup_id,
-                                        const std::string& backup_type,
-                                        const std::string& volume_key) {
+                                        BackupType backup_type, const std::string& volume_key) {
   std::lock_guard<std::mutex> g(mu_);
   auto it = snaps_.find(snap);
   if (it == snaps_.end()) return VSS_E_OBJECT_NOT_FOUND;
   SnapshotProperties p = it->second.props;
-  p.state = "base";
+  p.state = SnapshotState::kBase;
   p.backup_id = backup_id;
   p.backup_type = backup_type;
   p.volume_key = volume_key;
@@ -418,8 +450,8 @@ HResult ReflinkProvider::DeleteLeftover(const SnapshotProperties& p) {
   // A snapshot that was advancing a base when its process died: the base's
   // file is half-advanced (removed above), and its undo file is of no use.
   Guid base;
-  if (p.state != "base" && p.state != "advancing" && !p.advances.empty() &&
-      Guid::Parse(p.advances, &base)) {
+  if (p.state != SnapshotState::kBase && p.state != SnapshotState::kAdvancing &&
+      !p.advances.empty() && Guid::Parse(p.advances, &base)) {
     ::unlink(UndoPath(p.device, p.snapshot_id).c_str());
     registry_.Remove(base);
   }

@@ -36,8 +36,8 @@ class ReflinkProvider : public Provider {
   HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) override;
   HResult DeleteSnapshot(const Guid& snap) override;
   HResult DeleteLeftover(const SnapshotProperties& p) override;
-  HResult RetainSnapshot(const Guid& snap, const std::string& backup_id,
-                         const std::string& backup_type, const std::string& volume_key) override;
+  HResult RetainSnapshot(const Guid& snap, const std::string& backup_id, BackupType backup_type,
+                         const std::string& volume_key) override;
 
   // The file whose contents a volume is: itself, or a loop device's backing file.
   static bool SourceFile(const VolumeIdentity& v, std::string* file, std::string* why);
@@ -47,10 +47,13 @@ class ReflinkProvider : public Provider {
   // The caller vouches that base is a valid base of this volume; if its file
   // turns out not to match the volume, a whole clone is taken instead.
   void AdvanceBase(const Guid& snap, const SnapshotProperties& base) override;
-  // For a snapshot taken by advancing a base: the file ranges that changed
-  // since that base (the only ones cloned). False for a whole clone.
-  bool ChangedRanges(const Guid& snap, std::vector<ByteRange>* out) override;
-  bool CanRetainSnapshots() const override { return true; }
+  // For a snapshot taken by advancing a base: the ranges cloned into it.
+  // For a whole clone: where its extent map differs from the base's.
+  bool ChangedRanges(const Guid& snap, const SnapshotProperties& base, std::vector<ByteRange>* out,
+                     std::string* why) override;
+  ChangeTracker tracker() const override { return ChangeTracker::kReflinkFiemap; }
+  // The clone's extents the live file no longer shares.
+  uint64_t PinnedBytes(const SnapshotProperties& p) override;
 
  private:
   struct Snap {

@@ -61,25 +61,62 @@ static void MakeDirs(const std::string& dir) {
 
 SnapshotRegistry::SnapshotRegistry(std::string dir) : dir_(std::move(dir)) {}
 
+// The record's JSON, defined once for writing and reading.
+static json ToJson(const SnapshotProperties& p) {
+  return json{
+      {"snapshot_id", p.snapshot_id.ToString()},
+      {"snapshot_set_id", p.snapshot_set_id.ToString()},
+      {"volume", p.volume},
+      {"provider", p.provider},
+      {"device", p.device},
+      {"offset", p.offset},
+      {"size", p.size},
+      {"created", p.created},
+      {"state", p.state},
+      {"pid", p.pid ? p.pid : ::getpid()},
+      {"host", p.host},
+      {"backup_id", p.backup_id},
+      {"backup_type", p.backup_type == BackupType::kUndefined ? json("") : json(p.backup_type)},
+      {"volume_key", p.volume_key},
+      {"generation", p.generation},
+      {"file_id", p.file_id},
+      {"advances", p.advances}};
+}
+
+// False for a record of another shape: it names no file we could trust.
+static bool FromJson(const json& j, SnapshotProperties* out) {
+  SnapshotProperties p;
+  auto text = [&](const char* k) { return j.value(k, std::string()); };
+  try {
+    if (!Guid::Parse(j.at("snapshot_id").get<std::string>(), &p.snapshot_id)) return false;
+    Guid::Parse(j.at("snapshot_set_id").get<std::string>(), &p.snapshot_set_id);
+    p.volume = j.at("volume");
+    p.provider = j.at("provider");
+    p.device = j.at("device");
+    p.offset = j.at("offset");
+    p.size = j.at("size");
+    p.created = j.at("created");
+    p.state = j.at("state").get<SnapshotState>();
+    if (SnapshotStateName(p.state) != j.at("state").get<std::string>()) return false;
+    p.pid = j.value("pid", 0);
+    p.host = text("host");
+    p.backup_id = text("backup_id");
+    p.volume_key = text("volume_key");
+    p.generation = text("generation");
+    p.file_id = text("file_id");
+    p.advances = text("advances");
+    if (!ParseBackupType(text("backup_type"), &p.backup_type))
+      p.backup_type = BackupType::kUndefined;
+  } catch (const json::exception&) {  // nlohmann's way of saying "not that shape"
+    return false;
+  }
+  *out = std::move(p);
+  return true;
+}
+
 bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
   MakeDirs(dir_);
-  json j{{"snapshot_id", p.snapshot_id.ToString()},
-         {"snapshot_set_id", p.snapshot_set_id.ToString()},
-         {"volume", p.volume},
-         {"provider", p.provider},
-         {"device", p.device},
-         {"offset", p.offset},
-         {"size", p.size},
-         {"created", p.created},
-         {"state", p.state},
-         {"pid", p.pid ? p.pid : ::getpid()},
-         {"host", p.host},
-         {"backup_id", p.backup_id},
-         {"backup_type", p.backup_type},
-         {"volume_key", p.volume_key},
-         {"generation", p.generation},
-         {"file_id", p.file_id},
-         {"advances", p.advances}};
+  json j = ToJson(p);
   std::string path = dir_ + "/" + p.snapshot_id.ToString() + ".json";
   std::string text = j.dump(1) + "\n";
   return ReplaceFileDurably(path, text, error);
@@ -110,29 +147,8 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
     json j;
     std::string err;
     if (!ParseJsonBounded(text, &j, &err, 1u << 20)) continue;  // damaged: names nothing we trust
-    try {
-      SnapshotProperties p;
-      Guid::Parse(j.at("snapshot_id"), &p.snapshot_id);
-      Guid::Parse(j.at("snapshot_set_id"), &p.snapshot_set_id);
-      p.volume = j.at("volume");
-      p.provider = j.at("provider");
-      p.device = j.at("device");
-      p.offset = j.at("offset");
-      p.size = j.at("size");
-      p.created = j.at("created");
-      p.state = j.at("state");
-      p.pid = j.value("pid", 0);
-      p.host = j.value("host", std::string());
-      p.backup_id = j.value("backup_id", std::string());
-      p.backup_type = j.value("backup_type", std::string());
-      p.volume_key = j.value("volume_key", std::string());
-      p.generation = j.value("generation", std::string());
-      p.file_id = j.value("file_id", std::string());
-      p.advances = j.value("advances", std::string());
-      out.push_back(std::move(p));
-    } catch (const std::exception&) {
-      // A record we cannot read names no file we could safely delete; skip.
-    }
+    // A record we cannot read names no file we could safely delete; skip.
+    if (SnapshotProperties p; FromJson(j, &p)) out.push_back(std::move(p));
   }
   ::closedir(d);
   return out;

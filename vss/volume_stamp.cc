@@ -46,7 +46,11 @@ bool VolumeStamp::Decode(const std::string& text, VolumeStamp* out, std::string*
     VolumeStamp s;
     s.volume_key = j.at("volume_key");
     s.size = j.at("size");
-    s.tracker = j.at("tracker");
+    if (!ParseTracker(j.at("tracker").get<std::string>(), &s.tracker)) {
+      *why = "the previous backup stamp names a change tracker this gnomon does not know (" +
+             j["tracker"].get<std::string>() + ")";
+      return false;
+    }
     s.series = j.at("series");
     s.sequence = j.at("sequence");
     s.base_snapshot = j.at("base_snapshot");

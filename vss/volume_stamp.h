@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "vss/contracts.h"
 #include "vss/volume.h"
 
 namespace gnomon::vss {
@@ -20,12 +21,12 @@ inline constexpr const char* kStampSchemaV1 = "gnomon.volume-stamp/1";
 struct VolumeStamp {
   std::string volume_key;  // see VolumeKey()
   uint64_t size = 0;
-  std::string tracker = "none";  // "reflink-fiemap" | "none"
-  std::string series;            // changes when a chain restarts
-  uint64_t sequence = 0;         // backups since the series began
-  std::string base_snapshot;     // snapshot id retained as the next base
-  std::string base_device;       // its file
-  std::string generation;        // that snapshot's token (SnapshotProperties::generation)
+  ChangeTracker tracker = ChangeTracker::kNone;  // how the next backup can learn what changed
+  std::string series;                            // changes when a chain restarts
+  uint64_t sequence = 0;                         // backups since the series began
+  std::string base_snapshot;                     // snapshot id retained as the next base
+  std::string base_device;                       // its file
+  std::string generation;  // that snapshot's token (SnapshotProperties::generation)
   bool clean = true;
 
   std::string Encode() const;

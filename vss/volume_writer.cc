@@ -1,12 +1,8 @@
 #include "vss/volume_writer.h"
 
-#include <nlohmann/json.hpp>
-
 #include "vss/provider.h"
 
 namespace gnomon::vss {
-
-using nlohmann::json;
 
 Guid VolumeWriter::ClassId() {
   Guid g;
@@ -14,8 +10,11 @@ Guid VolumeWriter::ClassId() {
   return g;
 }
 
-VolumeWriter::VolumeWriter(std::vector<std::string> volumes, std::string state_dir)
-    : volumes_(std::move(volumes)), state_dir_(std::move(state_dir)) {
+VolumeWriter::VolumeWriter(std::vector<std::string> volumes, std::string state_dir,
+                           std::map<std::string, ChangeTracker> trackers)
+    : volumes_(std::move(volumes)),
+      state_dir_(std::move(state_dir)),
+      trackers_(std::move(trackers)) {
   Initialize(ClassId(), "Volume Image Writer", UsageType::kUserData, SourceType::kOther,
              ApplicationLevel::kSystem);
 }
@@ -38,6 +37,11 @@ bool VolumeWriter::OnIdentify(WriterMetadata* md) {
   return true;
 }
 
+ChangeTracker VolumeWriter::TrackerOf(const std::string& volume) const {
+  auto it = trackers_.find(GetVolumeProvider(volume));
+  return it == trackers_.end() ? ChangeTracker::kNone : it->second;
+}
+
 std::string VolumeWriter::Validate(const std::string& volume, const std::string& text,
                                    VolumeStamp* prev) {
   BackupType type = GetBackupType();
@@ -53,21 +57,25 @@ std::string VolumeWriter::Validate(const std::string& volume, const std::string&
   if (prev->size != v.size)
     return "the volume's size changed (" + std::to_string(prev->size) + " -> " +
            std::to_string(v.size) + " bytes)";
-  if (prev->tracker != "reflink-fiemap")
-    return "the previous backup had no change tracking (tracker " + prev->tracker + ")";
+  if (prev->tracker == ChangeTracker::kNone)
+    return "the previous backup had no change tracking (tracker none)";
   if (!prev->clean) return "the previous backup's tracker was not shut down cleanly";
-  if (GetVolumeProvider(volume) != "reflink")
+  const ChangeTracker now = TrackerOf(volume);
+  if (now == ChangeTracker::kNone)
     return "this backup's snapshot provider (" + GetVolumeProvider(volume) +
            ") cannot track changes";
+  if (now != prev->tracker)
+    return "the previous backup's changes were tracked by " + TrackerName(prev->tracker) +
+           ", this backup's provider tracks by " + TrackerName(now);
   SnapshotProperties base;
   Guid base_id;
   bool found = Guid::Parse(prev->base_snapshot, &base_id) &&
                SnapshotRegistry(state_dir_ + "/snapshots").Get(base_id, &base);
-  if (found && base.state == "advancing")
+  if (found && base.state == SnapshotState::kAdvancing)
     return "the base snapshot " + prev->base_snapshot +
            " was left half-updated by a backup that did not finish (tracker not shut down "
            "cleanly)";
-  if (!found || base.state != "base")
+  if (!found || base.state != SnapshotState::kBase)
     return "the base snapshot " + prev->base_snapshot + " is gone (deleted, or on another machine)";
   std::string file = FileGeneration(base.device);
   if (file.empty()) return "the base snapshot file " + base.device + " is gone";
@@ -85,16 +93,16 @@ bool VolumeWriter::OnPrepareBackup(WriterComponents* components) {
   for (auto& c : *components) {
     VolumeStamp prev;
     std::string why = Validate(c.name(), c.GetPreviousBackupStamp(), &prev);
-    json verdict;
+    TrackingVerdict verdict;
     if (why.empty()) {
-      verdict = {{"change_tracking", "reflink-fiemap"},
-                 {"base_device", prev.base_device},
-                 {"base_snapshot", prev.base_snapshot}};
+      verdict.tracker = prev.tracker;
+      verdict.base_device = prev.base_device;
+      verdict.base_snapshot = prev.base_snapshot;
       trusted_[c.name()] = prev;
     } else {
-      verdict = {{"change_tracking", "full-read"}, {"reason", why}};
+      verdict.reason = why;
     }
-    c.SetBackupMetadata(verdict.dump());
+    c.SetBackupMetadata(verdict.Encode());
   }
   return true;
 }
@@ -112,9 +120,10 @@ bool VolumeWriter::OnPostSnapshot(WriterComponents* components) {
     }
     // Only fulls and incrementals become bases: a differential is built on
     // the full, and a copy never enters the history.
-    bool base = GetVolumeProvider(volume) == "reflink" &&
+    const ChangeTracker tracker = TrackerOf(volume);
+    bool base = tracker != ChangeTracker::kNone &&
                 (type == BackupType::kFull || type == BackupType::kIncremental);
-    s.tracker = base ? "reflink-fiemap" : "none";
+    s.tracker = base ? tracker : ChangeTracker::kNone;
     auto it = trusted_.find(volume);
     if (it != trusted_.end() && type == BackupType::kIncremental) {
       s.series = it->second.series;
