@@ -53,12 +53,9 @@ HResult Async::Cancel() {
 }
 
 HResult WaitForAsync(const std::shared_ptr<Async>& a) {
-  for (;;) {
-    a->Wait(10);
-    HResult hr = a->QueryStatus();
-    if (hr == VSS_S_ASYNC_PENDING) continue;
-    return hr == VSS_S_ASYNC_FINISHED ? S_OK_ : hr;
-  }
+  a->Wait();  // woken by the operation's end; its own steps have the deadlines
+  const HResult hr = a->QueryStatus();
+  return hr == VSS_S_ASYNC_FINISHED ? S_OK_ : hr;
 }
 
 }  // namespace gnomon::vss

@@ -41,9 +41,9 @@ class Async {
   std::thread thread_;
 };
 
-// Wait + QueryStatus until the status is no longer pending, as the QEMU
-// requester's WaitForAsync does; returns the final status mapped so that
-// FINISHED is S_OK.
+// Wait until the operation ends, then QueryStatus, as the QEMU requester's
+// WaitForAsync does; returns the final status mapped so that FINISHED is
+// S_OK.
 HResult WaitForAsync(const std::shared_ptr<Async>& a);
 
 }  // namespace gnomon::vss

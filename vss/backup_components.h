@@ -18,7 +18,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,8 +42,8 @@ struct RequesterOptions {
   uint32_t hold_window_ms = 10000;
   // Directory of the system-wide snapshot-set lock.
   std::string runtime_dir = DefaultRuntimeDir();
-  // Polled while waiting: set (by a signal handler, say) to abort, which
-  // thaws at once.
+  // Set (by a signal handler, say) to abort, which thaws. Nothing can
+  // notify a wait when it is set, so DoSnapshotSet checks it every 100 ms.
   const std::atomic<bool>* cancel = nullptr;
 };
 
@@ -125,43 +127,82 @@ class BackupComponents {
   double frozen_ms() const;
 
  private:
+  // The implementation is split by job over backup_components*.cc; the
+  // types below are defined in vss/backup_components_internal.h.
   enum class State { kNew, kInit, kMeta, kSet, kPrepared, kSnapped, kFailed, kAborted, kCompleted };
+  enum class CommitWait { kDone, kInterrupted, kHoldWindowOver };
   using Event = WriterEvent;
-  struct Slot;
-  struct Job;
-  struct Member {  // a volume in the set
+  using Clock = std::chrono::steady_clock;
+  struct Slot;      // a writer as the session sees it
+  struct Job;       // one handler call in flight
+  struct Batch;     // one event's delivery, shared with its handler threads
+  struct Delivery;  // Deliver's working state
+  struct Member {   // a volume in the set
     VolumeIdentity volume;
     std::shared_ptr<Provider> provider;
     Guid snapshot_id;
     bool keep = false;
   };
 
+  // The session (backup_components.cc).
   HResult CheckIdle() const;  // no async operation running
   std::shared_ptr<Async> Run(std::function<HResult(const std::atomic<bool>&)> op);
-  std::shared_ptr<SessionView> MakeView() const;
+  // Cancels the running operation, wakes it if it waits on cv_, waits for it.
+  void CancelAndWait(const std::shared_ptr<Async>& running);
+  bool CancelRequested() const;
+  void Log(const std::string& event, const std::string& target);
+
+  // Who takes part (backup_components_selection.cc); callers hold mu_.
   bool Included(const Slot& s) const;
   std::vector<Slot*> Participants() const;                   // included, responsive, not failed
   std::vector<Slot*> AtLevel(ApplicationLevel level) const;  // participants, by freeze group
   bool SnapshotRequiredLocked() const;
-  // Delivers ev to each slot in parallel and waits for all, their
-  // deadlines, or an abort. Marks failures; returns true if all succeeded.
-  bool Deliver(Event ev, const std::vector<Slot*>& slots);
-  void MarkFailed(Slot* s, Event ev, HResult hr, const std::string& msg);
-  HResult DoSnapshotSetWork(const std::atomic<bool>& cancelled);
+
+  // The snapshot set (backup_components_set.cc).
   HResult RunProviders(const char* step, HResult (Provider::*fn)(const Guid&));
+  void ReleaseSetLock();
+
+  // Delivering events (backup_components_delivery.cc).
+  std::shared_ptr<SessionView> MakeView() const;
+  // Delivers ev to each slot in parallel and waits for all, their
+  // deadlines, or (Freeze, Thaw) an abort. Marks failures; returns true if
+  // all succeeded.
+  bool Deliver(Event ev, const std::vector<Slot*>& slots);
+  void Send(Delivery& d, size_t i, const std::shared_ptr<SessionView>& view);
+  bool SetDeadlineLocked(Event ev, Slot* s, const std::shared_ptr<Job>& job,
+                         Clock::time_point* deadline);
+  void WaitForHandlers(const Delivery& d);
+  bool Collect(const Delivery& d);
+  bool ApplyResult(Slot* s, Event ev, const Job& job);
+  void MarkFailed(Slot* s, Event ev, HResult hr, const std::string& msg);
+
+  // DoSnapshotSet, the abort and the watchdog (backup_components_snapshot.cc).
+  HResult DoSnapshotSetWork(const std::atomic<bool>& cancelled);
+  HResult PrepareProviders();
+  HResult FreezeCommitThaw(const std::atomic<bool>& cancelled);
+  HResult FrozenSteps(const std::atomic<bool>& cancelled);
+  HResult CommitInHoldWindow(const std::atomic<bool>& cancelled);
+  CommitWait WaitForCommit(Clock::time_point hold_end, const bool& committed,
+                           const std::atomic<bool>& cancelled);
+  HResult PostSnapshot();
+  HResult StopWith(HResult hr, const std::string& why);  // AbortWriters(why), then hr
+  bool Interrupted(const std::atomic<bool>& cancelled) const;
+  HResult WriterFailure() const;  // the first failing writer's code
+  HResult WriterFailureLocked() const;
   // Thaws by delivering OnAbort to everyone not yet past PostSnapshot and
   // aborting providers; safe from any thread, runs once per session.
   void AbortWriters(const std::string& why);
   void Watchdog();
-  bool CancelRequested() const;
-  void Log(const std::string& event, const std::string& target);
-  void ReleaseSetLock();
+  Clock::time_point WatchdogWakeLocked() const;
+  void ExpireFreezeWindowsLocked(std::string* why);
 
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<std::shared_ptr<Provider>> providers_;
   RequesterOptions opt_;
 
   mutable std::mutex mu_;  // guards everything below
+  // Wakes the watchdog and a wait for the provider commit: a freeze window
+  // armed or cancelled, the abort, the commit's end, a cancel, a stop.
   std::condition_variable cv_;
   State state_ = State::kNew;
   bool context_set_ = false;
@@ -171,6 +212,8 @@ class BackupComponents {
   std::vector<Member> set_;
   bool snapshot_set_reached_ = false;  // providers got BeginPrepareSnapshot
   bool aborted_ = false;               // AbortWriters has run or is running
+  // Freeze and Thaw deliveries in progress, for AbortWriters to stop.
+  std::vector<std::shared_ptr<Batch>> abortable_;
   bool do_snapshot_running_ = false;
   std::vector<WriterStatus> gathered_;
   std::string last_error_;

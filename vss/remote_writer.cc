@@ -29,6 +29,33 @@ Guid GuidOf(const json& j) {
   return g;
 }
 
+// Applies what the writer changed in its components (sent as `was`,
+// returned as `now`) through the setters, which enforce what a writer may
+// change: the stamp, the metadata (once), partial and differenced files
+// appended at the end, the two failure messages.
+void ApplyEdits(const std::vector<ComponentRecord>& was, const std::vector<ComponentRecord>& now,
+                WriterComponents* components) {
+  for (size_t i = 0; i < now.size() && i < components->size(); ++i) {
+    Component& c = (*components)[i];
+    const ComponentRecord& a = was[i];
+    const ComponentRecord& b = now[i];
+    if (b.backup_stamp != a.backup_stamp) c.SetBackupStamp(b.backup_stamp);
+    if (b.has_backup_metadata && !a.has_backup_metadata) c.SetBackupMetadata(b.backup_metadata);
+    for (size_t k = a.partial_files.size(); k < b.partial_files.size(); ++k) {
+      const auto& p = b.partial_files[k];
+      c.AddPartialFile(p.path, p.name, p.ranges, p.metadata);
+    }
+    for (size_t k = a.differenced_files.size(); k < b.differenced_files.size(); ++k) {
+      const auto& d = b.differenced_files[k];
+      c.AddDifferencedFilesByLastModifyTime(d.path, d.spec, d.recursive, d.last_modify_time);
+    }
+    if (b.prepare_backup_failure_msg != a.prepare_backup_failure_msg)
+      c.SetPrepareForBackupFailureMsg(b.prepare_backup_failure_msg);
+    if (b.post_snapshot_failure_msg != a.post_snapshot_failure_msg)
+      c.SetPostSnapshotFailureMsg(b.post_snapshot_failure_msg);
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<RemoteWriter> RemoteWriter::Connect(const std::string& socket_path, int timeout_ms,
@@ -135,29 +162,8 @@ bool RemoteWriter::Call(WriterEvent ev, WriterComponents* components, json* repl
                          reply->value("message", ""));
     if (reply->at("type") != "result" || reply->at("seq") != seq_)
       return Unreachable("answer out of sequence: " + reply->dump().substr(0, 200));
-    if (components && reply->contains("components")) {
-      std::vector<ComponentRecord> back = proto::ComponentsFromJson(reply->at("components"));
-      for (size_t i = 0; i < back.size() && i < components->size(); ++i) {
-        Component& c = (*components)[i];
-        const ComponentRecord& was = sent[i];
-        const ComponentRecord& now = back[i];
-        if (now.backup_stamp != was.backup_stamp) c.SetBackupStamp(now.backup_stamp);
-        if (now.has_backup_metadata && !was.has_backup_metadata)
-          c.SetBackupMetadata(now.backup_metadata);
-        for (size_t k = was.partial_files.size(); k < now.partial_files.size(); ++k) {
-          const auto& p = now.partial_files[k];
-          c.AddPartialFile(p.path, p.name, p.ranges, p.metadata);
-        }
-        for (size_t k = was.differenced_files.size(); k < now.differenced_files.size(); ++k) {
-          const auto& d = now.differenced_files[k];
-          c.AddDifferencedFilesByLastModifyTime(d.path, d.spec, d.recursive, d.last_modify_time);
-        }
-        if (now.prepare_backup_failure_msg != was.prepare_backup_failure_msg)
-          c.SetPrepareForBackupFailureMsg(now.prepare_backup_failure_msg);
-        if (now.post_snapshot_failure_msg != was.post_snapshot_failure_msg)
-          c.SetPostSnapshotFailureMsg(now.post_snapshot_failure_msg);
-      }
-    }
+    if (components && reply->contains("components"))
+      ApplyEdits(sent, proto::ComponentsFromJson(reply->at("components")), components);
     const HResult failure = reply->value("failure", S_OK_);
     if (failure != S_OK_) SetWriterFailure(failure, reply->value("message", ""));
     return reply->value("ok", false);

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +41,50 @@ Guid ClassIdFor(const std::string& path) {
 std::string BaseName(const std::string& p) {
   auto slash = p.rfind('/');
   return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+// Reads the script's stderr (keeping the first 64 KiB) until it is closed;
+// false if the deadline came first.
+bool ReadUntilClosed(int fd, Clock::time_point deadline, std::string* text) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), INT_MAX)));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r != 0;
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return true;  // the script closed stderr: it is exiting
+    if (text->size() < 64 * 1024) text->append(buf, static_cast<size_t>(n));
+  }
+}
+
+// Without a pidfd (pidfd_open(2) needs Linux 5.3, and a free descriptor):
+// the exit can only be asked for, so ask every 2 ms.
+bool PollForExit(pid_t pid, Clock::time_point deadline, int* status) {
+  while (::waitpid(pid, status, WNOHANG) == 0) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// Waits for the child's exit and reaps it; false, with the child still
+// running, if the deadline came first. The pidfd becomes readable when the
+// child exits, so the wait sleeps until then or the deadline.
+bool WaitForExit(pid_t pid, int pidfd, Clock::time_point deadline, int* status) {
+  if (pidfd < 0) return PollForExit(pid, deadline, status);
+  for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{pidfd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX)));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return PollForExit(pid, deadline, status);
+    if (r == 0) return false;
+    ::waitpid(pid, status, 0);  // it has exited: at once
+    return true;
+  }
 }
 
 }  // namespace
@@ -85,6 +130,39 @@ bool ScriptWriter::OnBackupShutdown(const Guid&) {
 
 bool ScriptWriter::Run(WriterEvent ev, uint32_t deadline_ms) {
   const std::string event = WriterEventName(ev);
+  int err_fd = -1;
+  const pid_t pid = Spawn(event, &err_fd);
+  if (pid < 0) return false;
+  // Opened before anything can reap the child, so it is surely this one.
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  const auto deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
+  std::string err_text;
+  bool timed_out = !ReadUntilClosed(err_fd, deadline, &err_text);
+  ::close(err_fd);
+  int status = 0;
+  // stderr closed; wait for the exit, still within the deadline.
+  if (!timed_out) timed_out = !WaitForExit(pid, pidfd, deadline, &status);
+  if (pidfd >= 0) ::close(pidfd);
+  if (timed_out) {
+    ::kill(-pid, SIGKILL);
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    SetWriterFailure(VSS_E_WRITERERROR_TIMEOUT, path_ + " " + event + ": killed after its " +
+                                                    std::to_string(deadline_ms) + " ms deadline");
+    return false;
+  }
+  while (!err_text.empty() && (err_text.back() == '\n' || err_text.back() == ' '))
+    err_text.pop_back();
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  const std::string how = WIFEXITED(status)
+                              ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                              : "was killed by signal " + std::to_string(WTERMSIG(status));
+  SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE,
+                   path_ + " " + event + " " + how + (err_text.empty() ? "" : ": " + err_text));
+  return false;
+}
+
+pid_t ScriptWriter::Spawn(const std::string& event, int* err_fd) {
   const std::string set_id =
       GetCurrentSnapshotSetId().IsNull() ? std::string() : GetCurrentSnapshotSetId().ToString();
   const std::string type = BackupTypeName(GetBackupType());
@@ -99,7 +177,7 @@ bool ScriptWriter::Run(WriterEvent ev, uint32_t deadline_ms) {
   int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
     SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE, path_ + ": pipe: " + std::strerror(errno));
-    return false;
+    return -1;
   }
   // Everything the child needs is built before fork: after it, in a
   // process with other threads, only async-signal-safe calls are allowed.
@@ -129,61 +207,10 @@ bool ScriptWriter::Run(WriterEvent ev, uint32_t deadline_ms) {
   if (pid < 0) {
     ::close(err_pipe[0]);
     SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE, path_ + ": fork: " + std::strerror(errno));
-    return false;
+    return -1;
   }
-  std::string err_text;
-  bool timed_out = false;
-  const auto deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      break;
-    }
-    pollfd p{err_pipe[0], POLLIN, 0};
-    int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      timed_out = r == 0;
-      break;
-    }
-    char buf[4096];
-    ssize_t n = ::read(err_pipe[0], buf, sizeof buf);
-    if (n <= 0) break;  // the script closed stderr: it is exiting
-    if (err_text.size() < 64 * 1024) err_text.append(buf, static_cast<size_t>(n));
-  }
-  ::close(err_pipe[0]);
-  int status = 0;
-  if (timed_out) {
-    ::kill(-pid, SIGKILL);
-    ::kill(pid, SIGKILL);
-  } else {
-    // stderr closed; wait for the exit, still within the deadline.
-    while (::waitpid(pid, &status, WNOHANG) == 0) {
-      if (Clock::now() >= deadline) {
-        timed_out = true;
-        ::kill(-pid, SIGKILL);
-        ::kill(pid, SIGKILL);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  }
-  if (timed_out) {
-    ::waitpid(pid, &status, 0);
-    SetWriterFailure(VSS_E_WRITERERROR_TIMEOUT, path_ + " " + event + ": killed after its " +
-                                                    std::to_string(deadline_ms) + " ms deadline");
-    return false;
-  }
-  while (!err_text.empty() && (err_text.back() == '\n' || err_text.back() == ' '))
-    err_text.pop_back();
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
-  const std::string how = WIFEXITED(status)
-                              ? "exited with status " + std::to_string(WEXITSTATUS(status))
-                              : "was killed by signal " + std::to_string(WTERMSIG(status));
-  SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE,
-                   path_ + " " + event + " " + how + (err_text.empty() ? "" : ": " + err_text));
-  return false;
+  *err_fd = err_pipe[0];
+  return pid;
 }
 
 std::string DefaultHooksDir() {

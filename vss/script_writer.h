@@ -47,6 +47,10 @@ class ScriptWriter : public Writer {
 
  private:
   bool Run(WriterEvent ev, uint32_t deadline_ms);
+  // Starts the script for event in a process group of its own, stdin and
+  // stdout on /dev/null, stderr into a pipe whose read end is *err_fd.
+  // -1 (after SetWriterFailure) if it cannot.
+  pid_t Spawn(const std::string& event, int* err_fd);
 
   std::string path_;
   uint32_t timeout_ms_;

@@ -1,7 +1,9 @@
 #include "vss/writer_server.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -13,6 +15,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+
+#include "vss/writer_call.h"
 
 namespace gnomon::vss {
 
@@ -46,6 +50,11 @@ WriterServer::WriterServer(std::shared_ptr<Writer> writer, WriterServerOptions o
 WriterServer::~WriterServer() { Stop(); }
 
 bool WriterServer::Start(std::string* error) {
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    *error = std::string("eventfd: ") + std::strerror(errno);
+    return false;
+  }
   std::error_code ec;
   std::filesystem::create_directories(opt_.dir, ec);
   path_ = opt_.dir + "/" +
@@ -100,7 +109,14 @@ bool WriterServer::Start(std::string* error) {
 
 void WriterServer::Stop() {
   if (stopping_.exchange(true)) return;
+  if (wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    ssize_t n = ::write(wake_fd_, &one, sizeof one);  // wakes AcceptLoop
+    (void)n;
+  }
   if (accept_thread_.joinable()) accept_thread_.join();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+  wake_fd_ = -1;
   if (listen_fd_ >= 0) ::close(listen_fd_);
   listen_fd_ = -1;
   std::vector<std::shared_ptr<Connection>> conns;
@@ -116,8 +132,9 @@ void WriterServer::Stop() {
 
 void WriterServer::AcceptLoop() {
   while (!stopping_) {
-    pollfd pfd{listen_fd_, POLLIN, 0};
-    if (::poll(&pfd, 1, 100) <= 0) continue;
+    // No timeout: Stop() wakes this through wake_fd_.
+    pollfd pfd[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    if (::poll(pfd, 2, -1) <= 0 || pfd[0].revents == 0) continue;
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
     auto c = std::make_shared<Connection>();
@@ -143,24 +160,27 @@ void WriterServer::AbortIfHeld(Connection* c, const std::string& why) {
   std::fprintf(stderr, "writer %s: %s while %s; aborting\n", writer_->name().c_str(), why.c_str(),
                c->held == Connection::Held::kFrozen ? "frozen" : "prepared");
   std::lock_guard<std::mutex> h(handler_mu_);
-  try {
-    writer_->OnAbort();
-  } catch (...) {
-    // Nothing more to do: the application's own abort failed.
-  }
+  // If the application's own abort fails or throws, there is nothing more
+  // to do.
+  CallHandler(*writer_, E::kAbort, nullptr, {});
   c->held = Connection::Held::kNone;
 }
 
 void WriterServer::Serve(std::shared_ptr<Connection> c) {
+  if (Admit(c.get())) {
+    ServeEvents(c.get());
+    AbortIfHeld(c.get(), "the writer is stopping");
+  }
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (owner_ == c.get()) owner_ = nullptr;
+  }
+  ::close(c->fd);
+  c->done = true;
+}
+
+bool WriterServer::Admit(Connection* c) {
   std::string err;
-  auto finish = [&] {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      if (owner_ == c.get()) owner_ = nullptr;
-    }
-    ::close(c->fd);
-    c->done = true;
-  };
   // Root, this process's user, and the socket's group only.
   uid_t uid;
   gid_t gid;
@@ -173,16 +193,14 @@ void WriterServer::Serve(std::shared_ptr<Connection> c) {
                  {"message", "permission denied: only root, uid " + std::to_string(::geteuid()) +
                                  " and gid " + std::to_string(group) + " may connect"}},
                 &err);
-    finish();
-    return;
+    return false;
   }
   json hello;
   if (proto::Recv(c->fd, opt_.hello_timeout_ms, &hello, &err) != proto::RecvResult::kOk ||
       hello.value("type", "") != "hello" || !hello.contains("version") ||
       !hello["version"].is_number_integer()) {
     proto::Send(c->fd, {{"type", "error"}, {"message", "expected hello: " + err}}, &err);
-    finish();
-    return;
+    return false;
   }
   if (hello["version"].get<int>() != proto::kVersion) {
     proto::Send(c->fd,
@@ -191,8 +209,7 @@ void WriterServer::Serve(std::shared_ptr<Connection> c) {
                                  " is not supported (this writer speaks " +
                                  std::to_string(proto::kVersion) + ")"}},
                 &err);
-    finish();
-    return;
+    return false;
   }
   const Writer& w = *writer_;
   proto::Send(c->fd,
@@ -209,7 +226,11 @@ void WriterServer::Serve(std::shared_ptr<Connection> c) {
                  {"freeze_timeout_ms", w.freeze_timeout_ms()},
                  {"pid", ::getpid()}}}},
               &err);
+  return true;
+}
 
+void WriterServer::ServeEvents(Connection* c) {
+  std::string err;
   while (!stopping_) {
     int timeout = -1;
     if (c->held == Connection::Held::kFrozen) {
@@ -222,33 +243,31 @@ void WriterServer::Serve(std::shared_ptr<Connection> c) {
     if (r == proto::RecvResult::kTimeout) {
       // The freeze window ran out with no Thaw: thaw now, and say so when
       // the requester does send Thaw.
-      AbortIfHeld(c.get(), "the freeze window ran out");
+      AbortIfHeld(c, "the freeze window ran out");
       c->timed_out = true;
       continue;
     }
     if (r != proto::RecvResult::kOk) {
       if (r == proto::RecvResult::kError)
         proto::Send(c->fd, {{"type", "error"}, {"message", err}}, &err);
-      AbortIfHeld(c.get(), "the requester's connection dropped");
+      AbortIfHeld(c, "the requester's connection dropped");
       break;
     }
     json reply;
     try {
-      reply = Handle(c.get(), msg);
+      reply = Handle(c, msg);
     } catch (const json::exception& e) {
       proto::Send(c->fd,
                   {{"type", "error"}, {"message", std::string("malformed event: ") + e.what()}},
                   &err);
-      AbortIfHeld(c.get(), "malformed event");
+      AbortIfHeld(c, "malformed event");
       break;
     }
     if (!proto::Send(c->fd, reply, &err)) {
-      AbortIfHeld(c.get(), "the requester's connection dropped");
+      AbortIfHeld(c, "the requester's connection dropped");
       break;
     }
   }
-  AbortIfHeld(c.get(), "the writer is stopping");
-  finish();
 }
 
 json WriterServer::Handle(Connection* c, const json& msg) {
@@ -259,24 +278,7 @@ json WriterServer::Handle(Connection* c, const json& msg) {
   if (!WriterEventFromName(name, &ev))
     throw json::other_error::create(501, "unknown event " + name, &msg);
   json reply{{"type", "result"}, {"seq", msg.at("seq")}, {"event", name}};
-  if (ev != E::kIdentify) {
-    std::lock_guard<std::mutex> g(mu_);
-    if (owner_ && owner_ != c) {
-      reply["ok"] = false;
-      reply["failure"] = VSS_E_WRITERERROR_RETRYABLE;
-      reply["message"] = "the writer is taking part in another backup";
-      return reply;
-    }
-    owner_ = c;
-  }
-  if (ev == E::kThaw && c->timed_out) {
-    c->timed_out = false;
-    reply["ok"] = false;
-    reply["failure"] = VSS_E_WRITERERROR_TIMEOUT;
-    reply["message"] = "the freeze window of " + std::to_string(writer_->freeze_timeout_ms()) +
-                       " ms ran out before Thaw; the writer thawed itself";
-    return reply;
-  }
+  if (Refused(c, ev, &reply)) return reply;
 
   SessionView view;
   detail::EventContext ctx;
@@ -284,61 +286,52 @@ json WriterServer::Handle(Connection* c, const json& msg) {
   ctx.session = &view;
   std::vector<ComponentRecord> recs =
       proto::ComponentsFromJson(msg.value("components", json::array()));
-  bool read_only = msg.value("read_only", false);
-  WriterComponents comps;
-  for (auto& r : recs) comps.emplace_back(&r, &read_only);
-  WriterMetadata md;
-  md.class_id = writer_->class_id();
-  md.instance_id = writer_->instance_id();
-  md.name = writer_->name();
-  md.instance_name = writer_->instance_name();
-  md.usage = writer_->usage();
-  md.source = writer_->source();
-  md.level = writer_->level();
+  const bool read_only = msg.value("read_only", false);
+  WriterMetadata md = IdentityOf(*writer_);
+  HandlerArgs args;
+  args.md = &md;
+  args.components = &recs;
+  args.read_only = &read_only;
+  args.snapshot_set_id = view.snapshot_set_id;
 
-  bool ok = false;
-  std::string exc;
+  HandlerResult result;
   {
-    std::lock_guard<std::mutex> h(handler_mu_);
-    detail::CurrentEvent() = &ctx;
-    try {
-      switch (ev) {
-        case E::kIdentify:
-          ok = writer_->OnIdentify(&md);
-          break;
-        case E::kPrepareBackup:
-          ok = writer_->OnPrepareBackup(&comps);
-          break;
-        case E::kPrepareSnapshot:
-          ok = writer_->OnPrepareSnapshot();
-          break;
-        case E::kFreeze:
-          ok = writer_->OnFreeze();
-          break;
-        case E::kThaw:
-          ok = writer_->OnThaw();
-          break;
-        case E::kPostSnapshot:
-          ok = writer_->OnPostSnapshot(&comps);
-          break;
-        case E::kAbort:
-          ok = writer_->OnAbort();
-          break;
-        case E::kBackupComplete:
-          ok = writer_->OnBackupComplete(&comps);
-          break;
-        case E::kBackupShutdown:
-          ok = writer_->OnBackupShutdown(view.snapshot_set_id);
-          break;
-      }
-    } catch (const std::exception& e) {
-      exc = e.what();
-    } catch (...) {
-      exc = "unknown exception";
-    }
-    detail::CurrentEvent() = nullptr;
+    std::lock_guard<std::mutex> h(handler_mu_);  // one handler at a time
+    result = CallHandler(*writer_, ev, &ctx, args);
   }
-  // What the writer now holds, should the requester vanish.
+  NoteHeld(c, ev);
+  reply["ok"] = result.ok;
+  reply["failure"] = ctx.failure;
+  reply["message"] = HandlerMessage(result, ctx);
+  if (ev == E::kIdentify) reply["metadata"] = md.ToJson();
+  if (ev == E::kPrepareBackup || ev == E::kPostSnapshot || ev == E::kBackupComplete)
+    reply["components"] = proto::ComponentsToJson(recs);
+  return reply;
+}
+
+bool WriterServer::Refused(Connection* c, WriterEvent ev, json* reply) {
+  if (ev != E::kIdentify) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (owner_ && owner_ != c) {
+      (*reply)["ok"] = false;
+      (*reply)["failure"] = VSS_E_WRITERERROR_RETRYABLE;
+      (*reply)["message"] = "the writer is taking part in another backup";
+      return true;
+    }
+    owner_ = c;
+  }
+  if (ev == E::kThaw && c->timed_out) {
+    c->timed_out = false;
+    (*reply)["ok"] = false;
+    (*reply)["failure"] = VSS_E_WRITERERROR_TIMEOUT;
+    (*reply)["message"] = "the freeze window of " + std::to_string(writer_->freeze_timeout_ms()) +
+                          " ms ran out before Thaw; the writer thawed itself";
+    return true;
+  }
+  return false;
+}
+
+void WriterServer::NoteHeld(Connection* c, WriterEvent ev) {
   if (ev == E::kPrepareSnapshot) c->held = Connection::Held::kPrepared;
   if (ev == E::kFreeze) {
     c->held = Connection::Held::kFrozen;
@@ -351,21 +344,35 @@ json WriterServer::Handle(Connection* c, const json& msg) {
     std::lock_guard<std::mutex> g(mu_);
     if (owner_ == c) owner_ = nullptr;
   }
-  reply["ok"] = ok && exc.empty();
-  reply["failure"] = ctx.failure;
-  reply["message"] = exc.empty() ? ctx.failure_message : "handler threw an exception: " + exc;
-  if (ev == E::kIdentify) reply["metadata"] = md.ToJson();
-  if (ev == E::kPrepareBackup || ev == E::kPostSnapshot || ev == E::kBackupComplete)
-    reply["components"] = proto::ComponentsToJson(recs);
-  return reply;
 }
 
 namespace {
-std::atomic<bool> g_signalled{false};
+
+// The self-pipe ServeUntilSignalled sleeps on: the SIGTERM and SIGINT
+// handler writes a byte to it, whichever thread the signal lands on (the
+// server's threads are already running, so blocking the signals for
+// sigwait in this thread alone would not do).
+int g_signal_pipe[2] = {-1, -1};
+
+void OnStopSignal(int) {
+  const int saved_errno = errno;
+  const char byte = 1;
+  ssize_t n = ::write(g_signal_pipe[1], &byte, 1);  // never blocks: O_NONBLOCK
+  (void)n;
+  errno = saved_errno;
+}
+
 }  // namespace
 
 int ServeUntilSignalled(std::shared_ptr<Writer> writer, const WriterServerOptions& opt,
                         const std::string& program, const std::string& what) {
+  if (g_signal_pipe[0] < 0 && ::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    std::fprintf(stderr, "%s: pipe: %s\n", program.c_str(), std::strerror(errno));
+    return 1;
+  }
+  char drain[64];
+  while (::read(g_signal_pipe[0], drain, sizeof drain) > 0) {
+  }
   WriterServer server(std::move(writer), opt);
   std::string err;
   if (!server.Start(&err)) {
@@ -374,9 +381,16 @@ int ServeUntilSignalled(std::shared_ptr<Writer> writer, const WriterServerOption
   }
   std::fprintf(stderr, "%s: %s, listening on %s\n", program.c_str(), what.c_str(),
                server.socket_path().c_str());
-  ::signal(SIGTERM, [](int) { g_signalled = true; });
-  ::signal(SIGINT, [](int) { g_signalled = true; });
-  while (!g_signalled) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // as signal(2) installs it
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  // Serving has no deadline: it ends when a signal comes, and only then.
+  pollfd p{g_signal_pipe[0], POLLIN, 0};
+  while (::poll(&p, 1, -1) <= 0) {
+  }
   server.Stop();
   return 0;
 }

@@ -58,8 +58,20 @@ class WriterServer {
   struct Connection;
   void AcceptLoop();
   void Serve(std::shared_ptr<Connection> c);
+  // Checks the peer's credentials and exchanges hellos; false (the peer
+  // told why) if the connection is refused.
+  bool Admit(Connection* c);
+  // Answers events until the connection ends or the server stops.
+  void ServeEvents(Connection* c);
   // Handles one event message; returns the reply.
   nlohmann::json Handle(Connection* c, const nlohmann::json& msg);
+  // True (with *reply filled in) if the event is refused without calling
+  // the writer: another connection's backup holds it, or the freeze window
+  // ran out before this Thaw.
+  bool Refused(Connection* c, WriterEvent ev, nlohmann::json* reply);
+  // Records what the writer holds after ev (prepared, frozen, nothing),
+  // should the requester vanish.
+  void NoteHeld(Connection* c, WriterEvent ev);
   // Calls OnAbort if the connection left the writer prepared or frozen.
   void AbortIfHeld(Connection* c, const std::string& why);
 
@@ -67,6 +79,7 @@ class WriterServer {
   WriterServerOptions opt_;
   std::string path_;
   int listen_fd_ = -1;
+  int wake_fd_ = -1;  // an eventfd: Stop() wakes AcceptLoop through it
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
   std::mutex mu_;  // guards conns_, owner_
