@@ -10,7 +10,7 @@
 
 #include "engine/progress.h"
 #include "format/config.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace gnomon {
 

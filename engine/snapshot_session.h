@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "vss/backup_components.h"
 #include "vss/contracts.h"
 #include "vss/provider.h"

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "format/framed_file.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace gnomon {
 

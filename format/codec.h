@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 
 struct ZSTD_CCtx_s;
 struct ZSTD_DCtx_s;

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "format/status.h"
+#include "base/status.h"
 
 namespace gnomon {
 

@@ -15,11 +15,6 @@
 
 namespace gnomon {
 
-Status Status::FromErrno(const std::string& what, int err) {
-  if (err == ENOENT) return NotFound(what + ": " + std::strerror(err));
-  return IOError(what + ": " + std::strerror(err));
-}
-
 namespace {
 
 class PosixWritableFile final : public WritableFile {

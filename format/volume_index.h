@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "format/digest.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace gnomon {
 
