@@ -16,6 +16,7 @@
 #include "engine/source_volume.h"
 #include "engine/volume_imager.h"
 #include "format/names.h"
+#include "format/repository_layout.h"
 #include "vss/extent_diff.h"
 #include "vss/volume_stamp.h"
 #include "vss/volume_writer.h"
@@ -301,7 +302,7 @@ Status BackupRun::Commit(BackupRecord* rec, const std::vector<VolumeIndex>& inde
   if (!s.ok()) {
     // Best effort: without the record, none of this is referenced.
     if (!rec->index_file.empty())
-      repo_->env()->RemoveFile(JoinPath(JoinPath(repo_->path(), "index"), rec->index_file));
+      repo_->env()->RemoveFile(RepoPath(repo_->path(), kIndex, rec->index_file));
     Discard();
     return s;
   }
@@ -324,7 +325,7 @@ Status BackupRun::Publish(BackupRecord* rec, const std::vector<VolumeIndex>& ind
     // Only what this attempt wrote is removed: a name that was taken
     // belongs to another backup.
     for (size_t i = 0; i < written; ++i)
-      repo_->env()->RemoveFile(JoinPath(repo_->path(), rec->volumes[i].index));
+      repo_->env()->RemoveFile(RepoPath(repo_->path(), rec->volumes[i].index));
     if (!s.IsExists() || attempt == 8) return s;
     do rec->id = RandomHexId(8);
     while (repo_->BackupIdTaken(rec->id));

@@ -14,6 +14,7 @@
 #include "engine/backup_job.h"
 #include "engine/restore_target.h"
 #include "engine/source_volume.h"
+#include "format/repository_layout.h"
 
 namespace gnomon {
 
@@ -74,7 +75,7 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
                           : "is in no readable chunk index file";
     if (!health.damaged_files.empty() && !health.lost.count(d))
       why += " (damaged: " + health.Describe() + ")";
-    return Status::Corruption(JoinPath(repo->path(), vol->index) + ": chunk " + d.Hex() +
+    return Status::Corruption(RepoPath(repo->path(), vol->index) + ": chunk " + d.Hex() +
                               " of volume '" + vol->name + "' " + why);
   }
 

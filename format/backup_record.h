@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "format/framed_file.h"
 #include "base/status.h"
+#include "format/framed_file.h"
 
 namespace gnomon {
 

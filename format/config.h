@@ -17,7 +17,7 @@ struct RepoConfig {
   uint32_t chunk_size = 4u << 20;  // chosen by bench/chunk-size-table.sh; see RESULTS.md
   std::string hash = "xxh3-128";
   std::string compression = "zstd";
-  int compression_level = 2;  // chosen by bench/tuning-table.sh; see RESULTS.md
+  int compression_level = 2;         // chosen by bench/tuning-table.sh; see RESULTS.md
   uint64_t pack_size = 64ull << 20;  // target; a pack may exceed it by one chunk
   std::string created;
 

@@ -82,8 +82,8 @@ class Env {
   Status WriteTemporary(const std::string& path, std::span<const uint8_t> data, std::string* tmp);
 };
 
-std::string DirName(const std::string& path);
-std::string BaseName(const std::string& path);
-std::string JoinPath(const std::string& a, const std::string& b);
+// The directory holding path ("." for a bare name): the one whose entry a
+// create or rename changes, so the one to fsync.
+std::string ParentDir(const std::string& path);
 
 }  // namespace gnomon

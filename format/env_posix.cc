@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "format/env.h"
 
@@ -218,7 +219,7 @@ class PosixEnv final : public Env {
                   std::unique_ptr<FileLock>* out, std::string* stale_holder) override {
     // The lock is on the directory: deleting the text file cannot let a
     // second writer in while the first still holds it.
-    const std::string dir = DirName(path);
+    const std::string dir = ParentDir(path);
     int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return Status::FromErrno("opening " + dir, errno);
     int fd = -1;
@@ -315,7 +316,7 @@ Status Env::WriteFileAtomic(const std::string& path, std::span<const uint8_t> da
     RemoveFile(tmp);
     return s;
   }
-  return SyncDir(DirName(path));
+  return SyncDir(ParentDir(path));
 }
 
 Status Env::WriteFileOnce(const std::string& path, std::span<const uint8_t> data) {
@@ -326,25 +327,12 @@ Status Env::WriteFileOnce(const std::string& path, std::span<const uint8_t> data
     RemoveFile(tmp);
     return s;
   }
-  return SyncDir(DirName(path));
+  return SyncDir(ParentDir(path));
 }
 
-std::string DirName(const std::string& path) {
-  auto pos = path.find_last_of('/');
-  if (pos == std::string::npos) return ".";
-  if (pos == 0) return "/";
-  return path.substr(0, pos);
-}
-
-std::string BaseName(const std::string& path) {
-  auto pos = path.find_last_of('/');
-  return pos == std::string::npos ? path : path.substr(pos + 1);
-}
-
-std::string JoinPath(const std::string& a, const std::string& b) {
-  if (a.empty()) return b;
-  if (a.back() == '/') return a + b;
-  return a + "/" + b;
+std::string ParentDir(const std::string& path) {
+  std::string d = std::filesystem::path(path).parent_path().string();
+  return d.empty() ? "." : d;
 }
 
 }  // namespace gnomon

@@ -63,7 +63,7 @@ Status PackWriter::Finish() {
   Status c = file_->Close();
   if (s.ok()) s = c;
   if (s.ok()) s = env_->RenameNoReplace(tmp_path_, final_path_);  // packs are write-once
-  if (s.ok()) s = env_->SyncDir(DirName(final_path_));
+  if (s.ok()) s = env_->SyncDir(ParentDir(final_path_));
   if (!s.ok()) Abandon();
   return s;
 }

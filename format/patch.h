@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "format/digest.h"
 #include "base/status.h"
+#include "format/digest.h"
 
 namespace gnomon {
 

@@ -27,7 +27,7 @@ std::string IndexHealth::Describe() const {
 
 Status Repository::Open(Env* env, const std::string& path, LockMode mode,
                         const std::string& purpose, std::unique_ptr<Repository>* out) {
-  std::string cfg_path = JoinPath(path, kConfig);
+  std::string cfg_path = RepoPath(path, kConfig);
   if (!env->FileExists(path)) return Status::NotFound(path + ": repository does not exist");
   if (!env->FileExists(cfg_path))
     return Status::NotFound(path + ": not a gnomon repository (no config file; run 'gnomon init')");
@@ -38,7 +38,7 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
   if (mode != LockMode::kNone) {
     std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() + " since " +
                        NowRfc3339() + " (gnomon " + purpose + ")";
-    GNOMON_RETURN_IF_ERROR(env->LockFile(JoinPath(path, kLock), mode == LockMode::kExclusive, info,
+    GNOMON_RETURN_IF_ERROR(env->LockFile(RepoPath(path, kLock), mode == LockMode::kExclusive, info,
                                          &r->lock_, &r->stale_lock_));
     if (mode == LockMode::kExclusive) r->RemoveLeftovers();
   }
@@ -57,7 +57,7 @@ Status Repository::ListIndexFiles(std::vector<std::string>* names) {
 }
 
 Status Repository::ReadIndexFile(const std::string& name, std::vector<PackSummary>* packs) {
-  std::string path = JoinPath(P(kIndex), name), body;
+  std::string path = P(kIndex, name), body;
   GNOMON_RETURN_IF_ERROR(ReadFrameFile(env_, kIndexFrame, path, &body));
   GNOMON_RETURN_IF_ERROR(DecodeIndexFile(path, body, packs));
   // Lengths decide allocations later: no chunk can be larger than a slot,
@@ -122,13 +122,13 @@ Status Repository::WriteIndexFile(const std::vector<PackSummary>& packs, std::st
   const std::string body = EncodeIndexFile(packs);
   for (int attempt = 0;; ++attempt) {
     *name = RandomHexId(16);
-    Status s = WriteFrameFile(env_, kIndexFrame, 2, JoinPath(P(kIndex), *name), body);
+    Status s = WriteFrameFile(env_, kIndexFrame, 2, P(kIndex, *name), body);
     if (!s.IsExists() || attempt == 8) return s;  // a clash: never overwrite, pick another
   }
 }
 
 std::string Repository::PackPath(const std::string& id) const {
-  return JoinPath(JoinPath(P(kPacks), id.substr(0, 2)), id);
+  return P(kPacks, id.substr(0, 2), id);
 }
 
 Status Repository::ListPacks(std::vector<std::string>* ids) {
@@ -138,7 +138,7 @@ Status Repository::ListPacks(std::vector<std::string>* ids) {
   std::sort(subs.begin(), subs.end());
   for (const auto& s : subs) {
     if (!IsHexName(s, 2)) continue;
-    GNOMON_RETURN_IF_ERROR(env_->ListDir(JoinPath(P(kPacks), s), &names));
+    GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kPacks, s), &names));
     for (auto& n : names)
       if (IsHexName(n, 32) && n.compare(0, 2, s) == 0) ids->push_back(n);
   }
@@ -250,12 +250,11 @@ Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
 }
 
 bool Repository::BackupIdTaken(const std::string& id) {
-  return env_->FileExists(JoinPath(P(kBackups), id)) || env_->FileExists(P(VolumeIndexName(id, 0)));
+  return env_->FileExists(P(kBackups, id)) || env_->FileExists(P(VolumeIndexName(id, 0)));
 }
 
 Status Repository::WriteBackupRecord(const BackupRecord& r) {
-  return WriteFrameFile(env_, kBackupFrame, kBackupRecordVersion, JoinPath(P(kBackups), r.id),
-                        r.Encode());
+  return WriteFrameFile(env_, kBackupFrame, kBackupRecordVersion, P(kBackups, r.id), r.Encode());
 }
 
 Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors) {
@@ -264,7 +263,7 @@ Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Statu
   out->clear();
   for (const auto& n : names) {
     if (!IsHexName(n, 16)) continue;
-    std::string path = JoinPath(P(kBackups), n), body;
+    std::string path = P(kBackups, n), body;
     BackupRecord r;
     Status s = ReadFrameFile(env_, kBackupFrame, path, &body);
     if (s.ok()) s = BackupRecord::Decode(path, body, &r);

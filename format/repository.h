@@ -18,6 +18,7 @@
 #include "format/env.h"
 #include "format/pack.h"
 #include "format/quarantine.h"
+#include "format/repository_layout.h"
 #include "format/volume_index.h"
 
 namespace gnomon {
@@ -142,7 +143,10 @@ class Repository {
 
  private:
   Repository(Env* env, std::string path) : env_(env), path_(std::move(path)) {}
-  std::string P(const std::string& rel) const { return JoinPath(path_, rel); }
+  template <class... Parts>
+  std::string P(const Parts&... parts) const {
+    return RepoPath(path_, parts...);
+  }
   // Removes what runs that died left (exclusive lock only): their packs no
   // index names, temporaries, volume indexes without a record.
   void RemoveLeftovers();

@@ -24,11 +24,11 @@ bool IsEmptyOrHalfBuilt(Env* env, const std::string& path, bool* half_built) {
     if (n != kPacks && n != kIndex && n != kVolumes && n != kBackups && n != kTmp &&
         n != kQuarantine)
       return false;
-    if (!env->ListDir(JoinPath(path, n), &sub).ok()) return false;
+    if (!env->ListDir(RepoPath(path, n), &sub).ok()) return false;
     for (const auto& s : sub) {
       std::vector<std::string> leaf;
-      if (n != kPacks || !IsHexName(s, 2) ||
-          !env->ListDir(JoinPath(JoinPath(path, n), s), &leaf).ok() || !leaf.empty())
+      if (n != kPacks || !IsHexName(s, 2) || !env->ListDir(RepoPath(path, n, s), &leaf).ok() ||
+          !leaf.empty())
         return false;
     }
   }
@@ -40,22 +40,22 @@ void RemoveSkeleton(Env* env, const std::string& path) {
   char sub[3];
   for (int i = 0; i < 256; ++i) {
     std::snprintf(sub, sizeof sub, "%02x", i);
-    env->RemoveDir(JoinPath(JoinPath(path, kPacks), sub));
+    env->RemoveDir(RepoPath(path, kPacks, sub));
   }
   for (const char* d : {kPacks, kIndex, kVolumes, kBackups, kTmp, kQuarantine})
-    env->RemoveDir(JoinPath(path, d));
+    env->RemoveDir(RepoPath(path, d));
 }
 
 Status MakeSkeleton(Env* env, const std::string& path) {
   GNOMON_RETURN_IF_ERROR(env->CreateDir(path));
   for (const char* d : {kPacks, kIndex, kVolumes, kBackups, kTmp, kQuarantine})
-    GNOMON_RETURN_IF_ERROR(env->CreateDir(JoinPath(path, d)));
+    GNOMON_RETURN_IF_ERROR(env->CreateDir(RepoPath(path, d)));
   char sub[3];
   for (int i = 0; i < 256; ++i) {
     std::snprintf(sub, sizeof sub, "%02x", i);
-    GNOMON_RETURN_IF_ERROR(env->CreateDir(JoinPath(JoinPath(path, kPacks), sub)));
+    GNOMON_RETURN_IF_ERROR(env->CreateDir(RepoPath(path, kPacks, sub)));
   }
-  return env->SyncDir(JoinPath(path, kPacks));
+  return env->SyncDir(RepoPath(path, kPacks));
 }
 
 }  // namespace
@@ -68,7 +68,7 @@ Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
     std::vector<std::string> names;
     if (!env->ListDir(path, &names).ok())
       return Status::InvalidArgument(path + ": exists and is not a directory");
-    if (env->FileExists(JoinPath(path, kConfig)))
+    if (env->FileExists(RepoPath(path, kConfig)))
       return Status::InvalidArgument(path + ": a repository already exists here");
     bool half_built = false;
     if (!IsEmptyOrHalfBuilt(env, path, &half_built))
@@ -79,15 +79,15 @@ Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
   }
   // The config goes last: a directory without one is not yet a repository.
   Status s = MakeSkeleton(env, path);
-  if (s.ok()) s = WriteFrameFile(env, kConfigFrame, 1, JoinPath(path, kConfig), config.Encode());
-  if (s.ok()) s = env->SyncDir(DirName(path));
+  if (s.ok()) s = WriteFrameFile(env, kConfigFrame, 1, RepoPath(path, kConfig), config.Encode());
+  if (s.ok()) s = env->SyncDir(ParentDir(path));
   if (!s.ok()) RemoveSkeleton(env, path);  // nothing half-built stays behind
   return s;
 }
 
 Status Repository::OpenJournal() {
-  journal_path_ = JoinPath(P(kTmp), SafeHostName(HostName()) + "-" + std::to_string(getpid()) +
-                                        "-" + RandomHexId(8) + kJournalSuffix);
+  journal_path_ = P(kTmp, SafeHostName(HostName()) + "-" + std::to_string(getpid()) + "-" +
+                              RandomHexId(8) + kJournalSuffix);
   Status s = env_->NewWritableFile(journal_path_, &journal_);
   if (s.ok()) s = env_->SyncDir(P(kTmp));
   if (!s.ok()) journal_.reset();
@@ -102,7 +102,7 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
   GNOMON_RETURN_IF_ERROR(
       journal_->Append({reinterpret_cast<const uint8_t*>(line.data()), line.size()}));
   GNOMON_RETURN_IF_ERROR(journal_->Sync());
-  std::string tmp = JoinPath(P(kTmp), id + ".pack");
+  std::string tmp = P(kTmp, id + ".pack");
   std::unique_ptr<WritableFile> f;
   GNOMON_RETURN_IF_ERROR(env_->NewWritableFile(tmp, &f));
   *out = std::make_unique<PackWriter>(env_, id, tmp, PackPath(id), std::move(f));
@@ -131,7 +131,7 @@ Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* 
   GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kQuarantine), &names));
   for (const auto& n : names) {
     if (!IsObjectId(n)) continue;
-    std::string path = JoinPath(P(kQuarantine), n), body;
+    std::string path = P(kQuarantine, n), body;
     uint64_t t = 0;
     std::vector<BadChunk> chunks;
     Status s = ReadFrameFile(env_, kQuarantineFrame, path, &body);
@@ -156,8 +156,7 @@ Status Repository::WriteQuarantine(const std::vector<BadChunk>& chunks) {
   GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kQuarantine)));
   const std::string body = EncodeQuarantine(static_cast<uint64_t>(NowMicros()), chunks);
   for (int attempt = 0;; ++attempt) {
-    Status s =
-        WriteFrameFile(env_, kQuarantineFrame, 1, JoinPath(P(kQuarantine), RandomHexId(16)), body);
+    Status s = WriteFrameFile(env_, kQuarantineFrame, 1, P(kQuarantine, RandomHexId(16)), body);
     if (!s.IsExists() || attempt == 8) return s;
   }
 }
@@ -168,7 +167,7 @@ Status Repository::ForgetBackup(const BackupRecord& r) {
   // checked when the record was read (BackupRecord::Decode), and are
   // rebuilt here from the id all the same.
   if (!IsBackupId(r.id)) return Status::Corruption("backup id '" + r.id + "' is malformed");
-  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(JoinPath(P(kBackups), r.id)));
+  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(P(kBackups, r.id)));
   GNOMON_RETURN_IF_ERROR(env_->SyncDir(P(kBackups)));
   for (size_t i = 0; i < r.volumes.size(); ++i) env_->RemoveFile(P(VolumeIndexName(r.id, i)));
   return Status::OK();
@@ -177,7 +176,7 @@ Status Repository::ForgetBackup(const BackupRecord& r) {
 Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
   if (!IsBackupId(id))
     return Status::InvalidArgument("'" + id + "' is not a backup id (16 hex characters)");
-  const std::string path = JoinPath(P(kBackups), id);
+  const std::string path = P(kBackups, id);
   std::unique_ptr<RandomAccessFile> f;
   GNOMON_RETURN_IF_ERROR(env_->NewRandomAccessFile(path, &f));
   std::string body;
@@ -193,7 +192,7 @@ Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
   if (env_->ListDir(P(kVolumes), &names).ok())
     for (const auto& n : names)
       if (n.rfind(id + ".", 0) == 0 && n.find(".tmp-") == std::string::npos)
-        env_->RemoveFile(JoinPath(P(kVolumes), n));
+        env_->RemoveFile(P(kVolumes, n));
   return Status::OK();
 }
 
@@ -202,11 +201,11 @@ Status Repository::FindLeftovers(Leftovers* out) {
   std::vector<std::string> names;
   GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kTmp), &names));
   for (const auto& n : names) {
-    out->temporaries.push_back(JoinPath(kTmp, n));
+    out->temporaries.push_back(RepoPath(kTmp, n));
     if (n.size() <= 8 || n.compare(n.size() - 8, 8, kJournalSuffix) != 0) continue;
-    if (JoinPath(P(kTmp), n) == journal_path_) continue;  // our own run
+    if (P(kTmp, n) == journal_path_) continue;  // our own run
     std::string text;
-    if (!env_->ReadFileToString(JoinPath(P(kTmp), n), &text).ok()) continue;
+    if (!env_->ReadFileToString(P(kTmp, n), &text).ok()) continue;
     Leftovers::Journal j{n, {}, {}};
     for (size_t pos = 0, end; (end = text.find('\n', pos)) != std::string::npos; pos = end + 1) {
       const std::string line = text.substr(pos, end - pos);  // a torn last line has no '\n'
@@ -220,7 +219,7 @@ Status Repository::FindLeftovers(Leftovers* out) {
     std::string dir = *d ? P(d) : path_;
     if (!env_->ListDir(dir, &names).ok()) continue;
     for (const auto& n : names)
-      if (n.find(".tmp-") != std::string::npos) out->temporaries.push_back(JoinPath(d, n));
+      if (n.find(".tmp-") != std::string::npos) out->temporaries.push_back(RepoPath(d, n));
   }
   std::set<std::string> journaled;
   for (const auto& j : out->journals) journaled.insert(j.backups.begin(), j.backups.end());
@@ -228,9 +227,9 @@ Status Repository::FindLeftovers(Leftovers* out) {
     for (const auto& n : names) {
       const std::string id = n.substr(0, n.find('.'));
       if (IsBackupId(id) && n.find(".tmp-") == std::string::npos &&
-          !env_->FileExists(JoinPath(P(kBackups), id)))
+          !env_->FileExists(P(kBackups, id)))
         (journaled.count(id) ? out->journaled_orphans : out->orphan_indexes)
-            .push_back(JoinPath(kVolumes, n));
+            .push_back(RepoPath(kVolumes, n));
     }
   return Status::OK();
 }
