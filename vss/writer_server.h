@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/writer.h"
 #include "vss/writer_protocol.h"
 
@@ -47,8 +48,8 @@ class WriterServer {
   WriterServer& operator=(const WriterServer&) = delete;
 
   // Creates the directory, replaces a stale socket of a dead writer (a live
-  // one is refused), listens, and serves on a thread of its own.
-  bool Start(std::string* error);
+  // one is refused: Exists), listens, and serves on a thread of its own.
+  Status Start();
   // Stops listening, drops connections (aborting a frozen writer), removes
   // the socket.
   void Stop();
