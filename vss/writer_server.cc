@@ -241,11 +241,14 @@ void WriterServer::ServeEvents(Connection* c) {
       break;
     }
     json reply;
+    Status handled;
     try {
-      reply = Handle(c, msg);
-    } catch (const json::exception& e) {
-      proto::Send(c->fd,
-                  {{"type", "error"}, {"message", std::string("malformed event: ") + e.what()}});
+      handled = Handle(c, msg, &reply);
+    } catch (const json::exception& e) {  // a field missing or of the wrong type
+      handled = Status::Corruption(e.what());
+    }
+    if (!handled.ok()) {
+      proto::Send(c->fd, {{"type", "error"}, {"message", "malformed event: " + handled.message()}});
       AbortIfHeld(c, "malformed event");
       break;
     }
@@ -256,15 +259,15 @@ void WriterServer::ServeEvents(Connection* c) {
   }
 }
 
-json WriterServer::Handle(Connection* c, const json& msg) {
+Status WriterServer::Handle(Connection* c, const json& msg, json* out) {
   if (msg.at("type").get<std::string>() != "event")
-    throw json::other_error::create(501, "unknown message type " + msg.at("type").dump(), &msg);
+    return Status::InvalidArgument("unknown message type " + msg.at("type").dump());
   const std::string name = msg.at("event").get<std::string>();
   WriterEvent ev;
-  if (!WriterEventFromName(name, &ev))
-    throw json::other_error::create(501, "unknown event " + name, &msg);
-  json reply{{"type", "result"}, {"seq", msg.at("seq")}, {"event", name}};
-  if (Refused(c, ev, &reply)) return reply;
+  if (!WriterEventFromName(name, &ev)) return Status::InvalidArgument("unknown event " + name);
+  json& reply = *out;
+  reply = json{{"type", "result"}, {"seq", msg.at("seq")}, {"event", name}};
+  if (Refused(c, ev, &reply)) return Status::OK();
 
   SessionView view;
   detail::EventContext ctx;
@@ -292,7 +295,7 @@ json WriterServer::Handle(Connection* c, const json& msg) {
   if (ev == E::kIdentify) reply["metadata"] = md.ToJson();
   if (ev == E::kPrepareBackup || ev == E::kPostSnapshot || ev == E::kBackupComplete)
     reply["components"] = proto::ComponentsToJson(recs);
-  return reply;
+  return Status::OK();
 }
 
 bool WriterServer::Refused(Connection* c, WriterEvent ev, json* reply) {

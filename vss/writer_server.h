@@ -64,8 +64,10 @@ class WriterServer {
   bool Admit(Connection* c);
   // Answers events until the connection ends or the server stops.
   void ServeEvents(Connection* c);
-  // Handles one event message; returns the reply.
-  nlohmann::json Handle(Connection* c, const nlohmann::json& msg);
+  // Handles one event message: fills in *reply, or fails (InvalidArgument)
+  // for a message that is not an event this protocol knows. A message of
+  // the wrong shape throws nlohmann::json::exception.
+  Status Handle(Connection* c, const nlohmann::json& msg, nlohmann::json* reply);
   // True (with *reply filled in) if the event is refused without calling
   // the writer: another connection's backup holds it, or the freeze window
   // ran out before this Thaw.
