@@ -371,6 +371,28 @@ TEST_F(RemoteWriterTest, MalformedAndOversizedMessagesAreRejectedAndTheWriterSur
     EXPECT_NE(reply.value("message", "").find("malformed event"), std::string::npos);
     ::close(fd);
   }
+  {
+    // An event whose component has a class id that is no GUID: refused
+    // like any malformed event (it used to escape the server's catch and
+    // end the writer process).
+    int fd = ConnectTo(app->socket());
+    json reply;
+    ASSERT_TRUE(proto::Send(fd, {{"type", "hello"}, {"version", 1}}).ok());
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
+    const json event{{"type", "event"},
+                     {"seq", 1},
+                     {"event", "PrepareForBackup"},
+                     {"session", proto::SessionToJson(SessionView{}, false)},
+                     {"components", json::array({{{"class_id", "not-a-guid"}}})}};
+    ASSERT_TRUE(proto::Send(fd, event).ok());
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
+    EXPECT_EQ(reply.value("type", ""), "error") << reply.dump();
+    EXPECT_NE(reply.value("message", "").find("bad guid"), std::string::npos) << reply.dump();
+    // Closed once the server let go of the writer, so the backup below
+    // does not find it taken.
+    EXPECT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kClosed);
+    ::close(fd);
+  }
   // The writer is still there and serves a real backup.
   EXPECT_TRUE(app->Alive());
   auto bc = Requester();

@@ -28,9 +28,13 @@ FileSpec FileSpecFrom(const json& j) {
   f.is_log = j.at("is_log");
   return f;
 }
+// Throws what the rest of the reading throws, nlohmann::json::exception:
+// ComponentRecord::FromJson promises only that, and the writer server and
+// RemoteWriter catch only that around untrusted input.
 Guid GuidFrom(const json& j) {
   Guid g;
-  if (!Guid::Parse(j.get<std::string>(), &g)) throw std::runtime_error("bad guid");
+  if (!Guid::Parse(j.get<std::string>(), &g))
+    throw json::other_error::create(501, "bad guid " + j.dump(), &j);
   return g;
 }
 
