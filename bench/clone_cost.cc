@@ -39,12 +39,11 @@ int main(int argc, char** argv) {
   }
   const std::string live = argv[1], base = argv[2];
   std::vector<gnomon::vss::FileExtent> lm, bm;
-  std::string err;
   auto t = std::chrono::steady_clock::now();
-  if (!gnomon::vss::ReadExtents(live, &lm, &err)) return Die(err);
+  if (gnomon::Status s = gnomon::vss::ReadExtents(live, &lm); !s.ok()) return Die(s.message());
   double map_live = Since(t);
   t = std::chrono::steady_clock::now();
-  if (!gnomon::vss::ReadExtents(base, &bm, &err)) return Die(err);
+  if (gnomon::Status s = gnomon::vss::ReadExtents(base, &bm); !s.ok()) return Die(s.message());
   double map_base = Since(t);
   struct stat st;
   if (::stat(live.c_str(), &st) != 0) return Die(live);

@@ -98,8 +98,7 @@ Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>
   GNOMON_RETURN_IF_ERROR(repo_->ListBackups(&history, nullptr));  // unreadable ones: no parent
   for (const auto& src : opt_.sources) {
     vss::VolumeIdentity id;
-    std::string err;
-    if (!vss::IdentifyVolume(src, &id, &err)) continue;  // the snapshot session reports it
+    if (!vss::IdentifyVolume(src, &id).ok()) continue;  // the snapshot session reports it
     const ParentChoice p = ChooseParent(history, vss::VolumeKey(id), full_only);
     if (!p.record) continue;
     parents_[p.volume->key] = Parent{*p.record, *p.volume};

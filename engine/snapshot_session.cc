@@ -99,12 +99,9 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
   std::vector<vss::VolumeIdentity> ids;
   for (const auto& v : volumes) {
     vss::VolumeIdentity id;
-    std::string err;
-    if (!vss::IdentifyVolume(v, &id, &err)) {
-      struct stat st;
-      if (::stat(v.c_str(), &st) != 0 && errno == ENOENT)
-        return Status::NotFound(v + ": no such file or device");
-      return Status::InvalidArgument(err);
+    if (Status s = vss::IdentifyVolume(v, &id); !s.ok()) {
+      if (s.IsNotFound()) return Status::NotFound(v + ": no such file or device");
+      return Status::InvalidArgument(s.message());
     }
     ids.push_back(id);
   }
@@ -222,7 +219,11 @@ bool SnapshotSession::ChangedSinceBase(size_t i, const vss::TrackingVerdict& v,
     *why = "no provider named " + sources_[i].provider;
     return false;
   }
-  return p->ChangedRanges(snapshot_ids_[i], base, out, why);
+  if (Status s = p->ChangedRanges(snapshot_ids_[i], base, out); !s.ok()) {
+    *why = s.message();
+    return false;
+  }
+  return true;
 }
 
 Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id, vss::BackupType type) {

@@ -435,9 +435,10 @@ TEST_P(CbtTest, AnIncrementalsBaseIsAdvancedInPlace) {
   EXPECT_TRUE(test::FilesEqual(b2.device, vol_)) << "the advanced base is the snapshot";
   // It shares every extent with the volume again, so the next write shows.
   std::vector<vss::FileExtent> eb, ev;
-  std::string err;
-  ASSERT_TRUE(vss::ReadExtents(b2.device, &eb, &err)) << err;
-  ASSERT_TRUE(vss::ReadExtents(vol_, &ev, &err)) << err;
+  Status s = vss::ReadExtents(b2.device, &eb);
+  ASSERT_TRUE(s.ok()) << s.message();
+  s = vss::ReadExtents(vol_, &ev);
+  ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(vss::PinnedBytes(eb, ev), 0u);
   EXPECT_EQ(UndoFiles(), 0);
   ExpectRestores(i2.id, vol_);
@@ -480,10 +481,9 @@ TEST_P(CbtTest, ACrashWhileAdvancingABaseFallsBackSafely) {
   if (pid == 0) {
     vss::ReflinkProvider p(state_.state_dir());
     vss::VolumeIdentity id;
-    std::string err;
     vss::Guid set = vss::Guid::Random(), snap = vss::Guid::Random();
     p.AdvanceBase(snap, base);
-    bool ok = vss::IdentifyVolume(vol_, &id, &err) &&
+    bool ok = vss::IdentifyVolume(vol_, &id).ok() &&
               p.BeginPrepareSnapshot(set, snap, id) == vss::S_OK_ &&
               p.CommitSnapshots(set) == vss::S_OK_;
     ::_exit(ok ? 0 : 1);
@@ -523,9 +523,10 @@ TEST_P(CbtTest, ExtentDiffMarksExactlyTheChunksWritten) {
   Pwrite(kChunk * 40 - 1, test::RandomBytes(2, 10));  // straddles 39 and 40
   ASSERT_EQ(Sh("cp --reflink=always " + vol_ + " " + b).exit_code, 0);
   std::vector<vss::FileExtent> ea, eb;
-  std::string err;
-  ASSERT_TRUE(vss::ReadExtents(a, &ea, &err)) << err;
-  ASSERT_TRUE(vss::ReadExtents(b, &eb, &err)) << err;
+  Status s = vss::ReadExtents(a, &ea);
+  ASSERT_TRUE(s.ok()) << s.message();
+  s = vss::ReadExtents(b, &eb);
+  ASSERT_TRUE(s.ok()) << s.message();
   std::vector<bool> changed;
   vss::DiffExtents(ea, eb, 0, kVolume, kChunk, &changed);
   std::vector<size_t> got;

@@ -56,10 +56,9 @@ class RangeLogProvider : public vss::Provider {
   int asked = 0;
   std::string asked_base;
 
-  bool IsVolumeSupported(const vss::VolumeIdentity& v, std::string* why) override {
-    if (v.real_path == fs::canonical(file_).string()) return true;
-    *why = "the test provider serves " + file_ + " only";
-    return false;
+  Status IsVolumeSupported(const vss::VolumeIdentity& v) override {
+    if (v.real_path == fs::canonical(file_).string()) return Status::OK();
+    return Status::Unsupported("the test provider serves " + file_ + " only");
   }
   HResult BeginPrepareSnapshot(const Guid& set, const Guid& snap,
                                const vss::VolumeIdentity& v) override {
@@ -93,10 +92,11 @@ class RangeLogProvider : public vss::Provider {
   }
   HResult PreFinalCommitSnapshots(const Guid& set) override {
     std::lock_guard<std::mutex> g(mu_);
-    std::string err;
-    for (auto& [id, p] : snaps_)
-      if (p.snapshot_set_id == set && !registry_.Put(p, &err))
-        return Fail(vss::VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+    for (auto& [id, p] : snaps_) {
+      if (p.snapshot_set_id != set) continue;
+      if (Status s = registry_.Put(p); !s.ok())
+        return Fail(vss::VSS_E_UNEXPECTED_PROVIDER_ERROR, s.message());
+    }
     return vss::S_OK_;
   }
   HResult AbortSnapshots(const Guid& set) override {
@@ -141,8 +141,8 @@ class RangeLogProvider : public vss::Provider {
     p.volume_key = volume_key;
     p.file_id = vss::FileGeneration(p.device);
     p.pid = -1;
-    std::string err;
-    if (!registry_.Put(p, &err)) return Fail(vss::VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+    if (Status s = registry_.Put(p); !s.ok())
+      return Fail(vss::VSS_E_UNEXPECTED_PROVIDER_ERROR, s.message());
     snaps_.erase(it);
     // The log restarts at the new base: what was written after the copy
     // stays in it.
@@ -150,17 +150,16 @@ class RangeLogProvider : public vss::Provider {
     base_ = snap;
     return vss::S_OK_;
   }
-  bool ChangedRanges(const Guid& snap, const SnapshotProperties& base, std::vector<ByteRange>* out,
-                     std::string* why) override {
+  Status ChangedRanges(const Guid& snap, const SnapshotProperties& base,
+                       std::vector<ByteRange>* out) override {
     std::lock_guard<std::mutex> g(mu_);
     ++asked;
     asked_base = base.snapshot_id.ToString();
-    if (!snaps_.count(snap) || base.snapshot_id != base_) {
-      *why = "the range log does not start at base " + base.snapshot_id.ToString();
-      return false;
-    }
+    if (!snaps_.count(snap) || base.snapshot_id != base_)
+      return Status::NotFound("the range log does not start at base " +
+                              base.snapshot_id.ToString());
     *out = pending_log_;
-    return true;
+    return Status::OK();
   }
 
  private:

@@ -29,8 +29,9 @@ using nlohmann::json;
 using test::TempDir;
 
 int ConnectTo(const std::string& path) {
-  std::string err;
-  return proto::ConnectUnix(path, &err);
+  int fd = -1;
+  proto::ConnectUnix(path, &fd);  // stays -1 on failure
+  return fd;
 }
 
 // The writer program, running until the object dies (then SIGKILLed).
@@ -337,13 +338,14 @@ TEST_F(RemoteWriterTest, StaleSocketIsSkippedWithAReasonAndReplacedByTheNextWrit
 
 TEST_F(RemoteWriterTest, MalformedAndOversizedMessagesAreRejectedAndTheWriterSurvives) {
   auto app = App("sturdy");
-  std::string err;
+  gnomon::Status err;
   auto expect_rejected = [&](const std::string& raw, const std::string& what) {
     int fd = ConnectTo(app->socket());
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL), static_cast<ssize_t>(raw.size()));
     json reply;
-    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk) << what << ": " << err;
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk)
+        << what << ": " << err.message();
     EXPECT_EQ(reply.value("type", ""), "error") << what << ": " << reply.dump();
     EXPECT_NE(reply.value("message", "").find(what), std::string::npos) << reply.dump();
     // And the connection is closed.
@@ -361,12 +363,34 @@ TEST_F(RemoteWriterTest, MalformedAndOversizedMessagesAreRejectedAndTheWriterSur
     // A valid hello, then an event missing its session.
     int fd = ConnectTo(app->socket());
     json reply;
-    ASSERT_TRUE(proto::Send(fd, {{"type", "hello"}, {"version", 1}}, &err));
+    ASSERT_TRUE(proto::Send(fd, {{"type", "hello"}, {"version", 1}}).ok());
     ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
-    ASSERT_TRUE(proto::Send(fd, {{"type", "event"}, {"seq", 1}, {"event", "Freeze"}}, &err));
+    ASSERT_TRUE(proto::Send(fd, {{"type", "event"}, {"seq", 1}, {"event", "Freeze"}}).ok());
     ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
     EXPECT_EQ(reply.value("type", ""), "error");
     EXPECT_NE(reply.value("message", "").find("malformed event"), std::string::npos);
+    ::close(fd);
+  }
+  {
+    // An event whose component has a class id that is no GUID: refused
+    // like any malformed event (it used to escape the server's catch and
+    // end the writer process).
+    int fd = ConnectTo(app->socket());
+    json reply;
+    ASSERT_TRUE(proto::Send(fd, {{"type", "hello"}, {"version", 1}}).ok());
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
+    const json event{{"type", "event"},
+                     {"seq", 1},
+                     {"event", "PrepareForBackup"},
+                     {"session", proto::SessionToJson(SessionView{}, false)},
+                     {"components", json::array({{{"class_id", "not-a-guid"}}})}};
+    ASSERT_TRUE(proto::Send(fd, event).ok());
+    ASSERT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kOk);
+    EXPECT_EQ(reply.value("type", ""), "error") << reply.dump();
+    EXPECT_NE(reply.value("message", "").find("bad guid"), std::string::npos) << reply.dump();
+    // Closed once the server let go of the writer, so the backup below
+    // does not find it taken.
+    EXPECT_EQ(proto::Recv(fd, 5000, &reply, &err), proto::RecvResult::kClosed);
     ::close(fd);
   }
   // The writer is still there and serves a real backup.
@@ -395,9 +419,9 @@ TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
     ::close(pipefd[0]);
     std::string out = "setid-failed";
     if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
-      std::string e;
-      auto w = RemoteWriter::Connect(app->socket(), 5000, &e);
-      out = w ? "connected" : e;
+      std::shared_ptr<RemoteWriter> w;
+      gnomon::Status s = RemoteWriter::Connect(app->socket(), 5000, &w);
+      out = s.ok() ? "connected" : s.message();
     }
     ::write(pipefd[1], out.data(), out.size());
     _exit(0);
@@ -410,8 +434,10 @@ TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
   ASSERT_GT(n, 0);
   EXPECT_NE(std::string(buf).find("permission denied"), std::string::npos) << buf;
   // Root still may.
-  std::string e;
-  EXPECT_NE(RemoteWriter::Connect(app->socket(), 5000, &e), nullptr) << e;
+  std::shared_ptr<RemoteWriter> w;
+  gnomon::Status s = RemoteWriter::Connect(app->socket(), 5000, &w);
+  EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_NE(w, nullptr);
 }
 
 TEST_F(RemoteWriterTest, SecondBackupIsRefusedWhileTheFirstHoldsTheWriter) {
@@ -445,27 +471,24 @@ TEST_F(RemoteWriterTest, AWriterThatAnswersGarbageIsLeftOutWithoutHarm) {
   // A fake writer: a proper hello, then an answer claiming to be 2 GiB long.
   std::filesystem::create_directories(writers_dir_);
   sockaddr_un addr;
-  std::string err;
-  ASSERT_TRUE(proto::UnixAddress(writers_dir_ + "/evil.sock", &addr, &err));
+  ASSERT_TRUE(proto::UnixAddress(writers_dir_ + "/evil.sock", &addr).ok());
   int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   ASSERT_EQ(::listen(lfd, 4), 0);
   std::thread fake([lfd] {
     int fd = ::accept(lfd, nullptr, nullptr);
-    std::string e;
+    gnomon::Status e;
     json msg;
     proto::Recv(fd, 5000, &msg, &e);
-    proto::Send(fd,
-                {{"type", "hello"},
-                 {"version", 1},
-                 {"writer",
-                  {{"class_id", Guid::Random().ToString()},
-                   {"name", "evil"},
-                   {"usage", 2},
-                   {"source", 2},
-                   {"level", 3},
-                   {"freeze_timeout_ms", 60000}}}},
-                &e);
+    proto::Send(fd, {{"type", "hello"},
+                     {"version", 1},
+                     {"writer",
+                      {{"class_id", Guid::Random().ToString()},
+                       {"name", "evil"},
+                       {"usage", 2},
+                       {"source", 2},
+                       {"level", 3},
+                       {"freeze_timeout_ms", 60000}}}});
     proto::Recv(fd, 5000, &msg, &e);  // Identify
     ::send(fd, "\xff\xff\xff\x7f{", 5, MSG_NOSIGNAL);
     proto::Recv(fd, 5000, &msg, &e);  // until the requester hangs up

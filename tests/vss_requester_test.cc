@@ -367,17 +367,19 @@ TEST_F(RequesterTest, StampsOptionsAndMetadataFlowThroughTheBcd) {
   EXPECT_EQ(rec.differenced_files[0].last_modify_time, 1700000000);
   // Both documents survive a JSON round trip.
   BackupComponentsDocument back;
-  std::string err;
-  ASSERT_TRUE(BackupComponentsDocument::FromJson(bc->document().ToJson(), &back, &err)) << err;
+  Status s = BackupComponentsDocument::FromJson(bc->document().ToJson(), &back);
+  ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(back.components.at(0).backup_stamp, "stamp-app");
   EXPECT_EQ(back.components.at(0).partial_files.at(0).metadata, "pages");
   EXPECT_EQ(back.components.at(0).differenced_files.at(0).spec, "*.log");
   EXPECT_EQ(back.snapshot_set_id, set_);
   EXPECT_EQ(back.backup_type, BackupType::kIncremental);
   WriterMetadata wmd;
-  ASSERT_TRUE(WriterMetadata::FromJson(md->ToJson(), &wmd, &err)) << err;
+  s = WriterMetadata::FromJson(md->ToJson(), &wmd);
+  ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(wmd.components.at(0).files.at(0).path, volume_);
-  EXPECT_FALSE(WriterMetadata::FromJson(nlohmann::json{{"schema", "other/9"}}, &wmd, &err));
+  EXPECT_EQ(WriterMetadata::FromJson(nlohmann::json{{"schema", "other/9"}}, &wmd).code(),
+            Status::Code::kUnsupported);
 }
 
 TEST_F(RequesterTest, CallsOutOfOrderReturnBadState) {
@@ -758,8 +760,7 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
   std::string vol = dir / "vol.img";
   test::WriteFile(vol, test::RandomBytes(1 << 16, 3));
   VolumeIdentity id;
-  std::string err;
-  ASSERT_TRUE(IdentifyVolume(vol, &id, &err));
+  ASSERT_TRUE(IdentifyVolume(vol, &id).ok());
   VolumeStamp good;
   good.volume_key = VolumeKey(id);
   good.size = id.size;

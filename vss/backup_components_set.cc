@@ -51,9 +51,8 @@ HResult BackupComponents::AddToSnapshotSet(const std::string& volume, const std:
   if (state_ != State::kSet || CheckIdle() != S_OK_) return VSS_E_BAD_STATE;
   if (set_.size() >= 64) return VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED;
   Member m;
-  std::string err;
-  if (!IdentifyVolume(volume, &m.volume, &err)) {
-    last_error_ = err;
+  if (Status s = IdentifyVolume(volume, &m.volume); !s.ok()) {
+    last_error_ = s.message();
     return VSS_E_OBJECT_NOT_FOUND;
   }
   for (const auto& o : set_)
@@ -61,12 +60,12 @@ HResult BackupComponents::AddToSnapshotSet(const std::string& volume, const std:
   std::string reasons;
   for (const auto& p : providers_) {
     if (!provider.empty() && p->name() != provider) continue;
-    std::string why;
-    if (p->IsVolumeSupported(m.volume, &why)) {
+    const Status supported = p->IsVolumeSupported(m.volume);
+    if (supported.ok()) {
       m.provider = p;
       break;
     }
-    reasons += (reasons.empty() ? "" : "; ") + p->name() + " provider: " + why;
+    reasons += (reasons.empty() ? "" : "; ") + p->name() + " provider: " + supported.message();
   }
   if (!m.provider) {
     if (!provider.empty() && reasons.empty()) {

@@ -28,9 +28,13 @@ FileSpec FileSpecFrom(const json& j) {
   f.is_log = j.at("is_log");
   return f;
 }
+// Throws what the rest of the reading throws, nlohmann::json::exception:
+// ComponentRecord::FromJson promises only that, and the writer server and
+// RemoteWriter catch only that around untrusted input.
 Guid GuidFrom(const json& j) {
   Guid g;
-  if (!Guid::Parse(j.get<std::string>(), &g)) throw std::runtime_error("bad guid");
+  if (!Guid::Parse(j.get<std::string>(), &g))
+    throw json::other_error::create(501, "bad guid " + j.dump(), &j);
   return g;
 }
 
@@ -67,12 +71,10 @@ json WriterMetadata::ToJson() const {
               {"components", comps}};
 }
 
-bool WriterMetadata::FromJson(const json& j, WriterMetadata* out, std::string* error) {
+Status WriterMetadata::FromJson(const json& j, WriterMetadata* out) {
   try {
-    if (j.at("schema") != kWmdSchema) {
-      *error = "unknown writer metadata schema " + j.at("schema").dump();
-      return false;
-    }
+    if (j.at("schema") != kWmdSchema)
+      return Status::Unsupported("unknown writer metadata schema " + j.at("schema").dump());
     WriterMetadata m;
     m.class_id = GuidFrom(j.at("class_id"));
     m.instance_id = GuidFrom(j.at("instance_id"));
@@ -98,10 +100,9 @@ bool WriterMetadata::FromJson(const json& j, WriterMetadata* out, std::string* e
       m.components.push_back(std::move(c));
     }
     *out = std::move(m);
-    return true;
+    return Status::OK();
   } catch (const std::exception& e) {
-    *error = std::string("malformed writer metadata: ") + e.what();
-    return false;
+    return Status::Corruption(std::string("malformed writer metadata: ") + e.what());
   }
 }
 
@@ -187,18 +188,14 @@ json BackupComponentsDocument::ToJson() const {
               {"components", comps}};
 }
 
-bool BackupComponentsDocument::FromJson(const json& j, BackupComponentsDocument* out,
-                                        std::string* error) {
+Status BackupComponentsDocument::FromJson(const json& j, BackupComponentsDocument* out) {
   try {
-    if (j.at("schema") != kBcdSchema) {
-      *error = "unknown backup components document schema " + j.at("schema").dump();
-      return false;
-    }
+    if (j.at("schema") != kBcdSchema)
+      return Status::Unsupported("unknown backup components document schema " +
+                                 j.at("schema").dump());
     BackupComponentsDocument d;
-    if (!ParseBackupType(j.at("backup_type"), &d.backup_type)) {
-      *error = "unknown backup type " + j.at("backup_type").dump();
-      return false;
-    }
+    if (!ParseBackupType(j.at("backup_type"), &d.backup_type))
+      return Status::Corruption("unknown backup type " + j.at("backup_type").dump());
     d.select_components = j.at("select_components");
     d.bootable_system_state = j.at("bootable_system_state");
     d.partial_file_support = j.at("partial_file_support");
@@ -216,10 +213,9 @@ bool BackupComponentsDocument::FromJson(const json& j, BackupComponentsDocument*
     }
     for (const auto& cj : j.at("components")) d.components.push_back(ComponentRecord::FromJson(cj));
     *out = std::move(d);
-    return true;
+    return Status::OK();
   } catch (const std::exception& e) {
-    *error = std::string("malformed backup components document: ") + e.what();
-    return false;
+    return Status::Corruption(std::string("malformed backup components document: ") + e.what());
   }
 }
 

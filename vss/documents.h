@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/codes.h"
 #include "vss/types.h"
 
@@ -54,7 +55,8 @@ struct WriterMetadata {
   std::vector<ComponentInfo> components;
 
   nlohmann::json ToJson() const;
-  static bool FromJson(const nlohmann::json& j, WriterMetadata* out, std::string* error);
+  // Unsupported for another schema, Corruption for a malformed document.
+  static Status FromJson(const nlohmann::json& j, WriterMetadata* out);
 };
 
 struct PartialFile {
@@ -106,7 +108,8 @@ struct BackupComponentsDocument {
   ComponentRecord* Find(const Guid& class_id, const std::string& logical_path,
                         const std::string& name);
   nlohmann::json ToJson() const;
-  static bool FromJson(const nlohmann::json& j, BackupComponentsDocument* out, std::string* error);
+  // Unsupported for another schema, Corruption for a malformed document.
+  static Status FromJson(const nlohmann::json& j, BackupComponentsDocument* out);
 };
 
 // A writer's view of its included components, handed to OnPrepareBackup,

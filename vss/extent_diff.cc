@@ -13,20 +13,16 @@
 
 namespace gnomon::vss {
 
-bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::string* error) {
+Status ReadExtents(const std::string& path, std::vector<FileExtent>* out) {
   out->clear();
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *error = path + ": " + std::strerror(errno);
-    return false;
-  }
-  bool ok = ReadExtents(fd, path, out, error);
+  if (fd < 0) return Status::FromErrno(path, errno);
+  Status s = ReadExtents(fd, path, out);
   ::close(fd);
-  return ok;
+  return s;
 }
 
-bool ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out,
-                 std::string* error) {
+Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out) {
   out->clear();
   constexpr unsigned kBatch = 512;
   std::unique_ptr<uint8_t[]> buf(
@@ -40,10 +36,7 @@ bool ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out,
     fm->fm_length = FIEMAP_MAX_OFFSET - start;
     fm->fm_flags = FIEMAP_FLAG_SYNC;  // delayed allocations get real addresses first
     fm->fm_extent_count = kBatch;
-    if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0) {
-      *error = name + ": FIEMAP: " + std::strerror(errno);
-      return false;
-    }
+    if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0) return Status::FromErrno(name + ": FIEMAP", errno);
     if (fm->fm_mapped_extents == 0) break;
     for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) {
       const auto& e = fm->fm_extents[i];
@@ -59,7 +52,7 @@ bool ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out,
       if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
     }
   }
-  return true;
+  return Status::OK();
 }
 
 namespace {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/types.h"  // ByteRange
 
 namespace gnomon::vss {
@@ -21,9 +22,9 @@ struct FileExtent {
 
 // Every extent of the file at path (FIEMAP with FIEMAP_FLAG_SYNC), in
 // logical order.
-bool ReadExtents(const std::string& path, std::vector<FileExtent>* out, std::string* error);
-// The same for an open file; *error names it as `name`.
-bool ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out, std::string* error);
+Status ReadExtents(const std::string& path, std::vector<FileExtent>* out);
+// The same for an open file; an error names it as `name`.
+Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out);
 
 // The byte ranges of [offset, offset + size) whose mapping differs between
 // the two files, in file coordinates (sorted, merged).

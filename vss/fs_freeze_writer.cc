@@ -76,9 +76,8 @@ FsFreezeWriter::FsFreezeWriter(uint32_t freeze_timeout_ms) {
 }
 
 FsFreezeWriter::~FsFreezeWriter() {
-  std::string err;
   std::lock_guard<std::mutex> g(mu_);
-  ThawAll(&err);
+  ThawAll();
   StopGuardian();
   CloseTargets();
 }
@@ -104,9 +103,8 @@ bool FsFreezeWriter::OnPrepareSnapshot() {
   std::set<dev_t> seen;
   for (const auto& vol : GetCurrentVolumeArray()) {
     VolumeIdentity v;
-    std::string err;
-    if (!IdentifyVolume(vol, &v, &err)) {
-      SetWriterFailure(VSS_E_WRITERERROR_NONRETRYABLE, err);
+    if (Status s = IdentifyVolume(vol, &v); !s.ok()) {
+      SetWriterFailure(VSS_E_WRITERERROR_NONRETRYABLE, s.message());
       return false;
     }
     for (auto& m : MountsOnVolume(v))
@@ -128,12 +126,9 @@ bool FsFreezeWriter::OnPrepareSnapshot() {
   return true;
 }
 
-bool FsFreezeWriter::StartGuardian(std::string* error) {
+Status FsFreezeWriter::StartGuardian() {
   int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) {
-    *error = std::string("pipe: ") + std::strerror(errno);
-    return false;
-  }
+  if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno("pipe", errno);
   std::vector<int> fds;
   for (const auto& t : targets_) fds.push_back(t.fd);
   // The guardian's window ends a little after ours: our own timer thaws
@@ -141,16 +136,16 @@ bool FsFreezeWriter::StartGuardian(std::string* error) {
   int64_t deadline = NowMs() + freeze_timeout_ms() + 1000;
   pid_t pid = ::fork();
   if (pid < 0) {
-    *error = std::string("fork: ") + std::strerror(errno);
+    Status s = Status::FromErrno("fork", errno);
     ::close(p[0]);
     ::close(p[1]);
-    return false;
+    return s;
   }
   if (pid == 0) GuardianMain(p[0], fds.data(), static_cast<int>(fds.size()), deadline);
   ::close(p[0]);
   guardian_ = pid;
   guardian_pipe_ = p[1];
-  return true;
+  return Status::OK();
 }
 
 void FsFreezeWriter::StopGuardian() {
@@ -176,9 +171,9 @@ void FsFreezeWriter::CloseTargets() {
 bool FsFreezeWriter::OnFreeze() {
   std::lock_guard<std::mutex> g(mu_);
   if (targets_.empty()) return true;  // nothing mounted from the set's volumes
-  std::string err;
-  if (!StartGuardian(&err)) {
-    SetWriterFailure(VSS_E_WRITERERROR_OUTOFRESOURCES, "starting the thaw guardian: " + err);
+  if (Status s = StartGuardian(); !s.ok()) {
+    SetWriterFailure(VSS_E_WRITERERROR_OUTOFRESOURCES,
+                     s.WithContext("starting the thaw guardian").message());
     return false;
   }
   for (auto& t : targets_) {
@@ -190,8 +185,7 @@ bool FsFreezeWriter::OnFreeze() {
     // As the QEMU guest agent does: a filesystem that cannot freeze, or is
     // already frozen by someone else, is not an error; anything else is.
     if (e == EOPNOTSUPP || e == EBUSY) continue;
-    std::string thaw_err;
-    ThawAll(&thaw_err);
+    ThawAll();
     StopGuardian();
     SetWriterFailure(VSS_E_WRITERERROR_NONRETRYABLE,
                      "freezing " + t.mount_point + ": " + std::strerror(e));
@@ -200,30 +194,29 @@ bool FsFreezeWriter::OnFreeze() {
   return true;
 }
 
-bool FsFreezeWriter::ThawAll(std::string* error) {
-  bool ok = true;
+Status FsFreezeWriter::ThawAll() {
+  std::string failures;
   for (auto it = targets_.rbegin(); it != targets_.rend(); ++it) {
     if (!it->frozen) continue;
     it->frozen = false;
     if (::ioctl(it->fd, FITHAW, 0) != 0) {
-      ok = false;
-      *error += (error->empty() ? "" : "; ") + std::string("thawing ") + it->mount_point + ": " +
-                (errno == EINVAL ? "it was no longer frozen (the freeze window ran out)"
-                                 : std::strerror(errno));
+      const int e = errno;
+      failures +=
+          (failures.empty() ? "" : "; ") + std::string("thawing ") + it->mount_point + ": " +
+          (e == EINVAL ? "it was no longer frozen (the freeze window ran out)" : std::strerror(e));
     }
   }
-  return ok;
+  return failures.empty() ? Status::OK() : Status::IOError(failures);
 }
 
 bool FsFreezeWriter::OnThaw() {
   std::lock_guard<std::mutex> g(mu_);
-  std::string err;
-  bool ok = ThawAll(&err);
+  Status s = ThawAll();
   StopGuardian();
-  if (!ok) {
+  if (!s.ok()) {
     // A filesystem thawed behind our back means writes may have reached the
     // volume inside the window: the snapshot cannot be trusted.
-    SetWriterFailure(VSS_E_WRITERERROR_TIMEOUT, err);
+    SetWriterFailure(VSS_E_WRITERERROR_TIMEOUT, s.message());
     return false;
   }
   return true;
@@ -231,16 +224,14 @@ bool FsFreezeWriter::OnThaw() {
 
 bool FsFreezeWriter::OnAbort() {
   std::lock_guard<std::mutex> g(mu_);
-  std::string err;
-  ThawAll(&err);
+  ThawAll();
   StopGuardian();
   return true;
 }
 
 bool FsFreezeWriter::OnBackupShutdown(const Guid&) {
   std::lock_guard<std::mutex> g(mu_);
-  std::string err;
-  ThawAll(&err);
+  ThawAll();
   StopGuardian();
   CloseTargets();
   return true;

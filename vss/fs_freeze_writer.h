@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/volume.h"
 #include "vss/writer.h"
 
@@ -45,12 +46,12 @@ class FsFreezeWriter : public Writer {
     int fd = -1;
     bool frozen = false;  // by us: an already-frozen filesystem is not ours to thaw
   };
-  bool StartGuardian(std::string* error);
+  Status StartGuardian();
   void StopGuardian();
-  // Thaws whatever we froze, in reverse order of freezing; returns false if
-  // a filesystem we froze was no longer frozen (someone else thawed it:
-  // the freeze window was overrun) or could not be thawed.
-  bool ThawAll(std::string* error);
+  // Thaws whatever we froze, in reverse order of freezing; an IOError naming
+  // every filesystem we froze that was no longer frozen (someone else
+  // thawed it: the freeze window was overrun) or could not be thawed.
+  Status ThawAll();
   void CloseTargets();
 
   mutable std::mutex mu_;

@@ -83,12 +83,9 @@ uint64_t SectorsWritten(const std::string& real_path) {
 
 }  // namespace
 
-bool OfflineProvider::Fingerprint(const Snap& s, Snap::Fingerprint* out, std::string* why) {
+Status OfflineProvider::Fingerprint(const Snap& s, Snap::Fingerprint* out) {
   struct stat st;
-  if (::stat(s.volume.real_path.c_str(), &st) != 0) {
-    *why = s.volume.path + ": " + std::strerror(errno);
-    return false;
-  }
+  if (::stat(s.volume.real_path.c_str(), &st) != 0) return Status::FromErrno(s.volume.path, errno);
   out->ino = st.st_ino;
   if (s.volume.is_block) {
     // Buffered writes sit in the device's page cache until flushed, and the
@@ -107,7 +104,7 @@ bool OfflineProvider::Fingerprint(const Snap& s, Snap::Fingerprint* out, std::st
     out->mtime_ns = Ns(st.st_mtim);
     out->ctime_ns = Ns(st.st_ctim);
   }
-  return true;
+  return Status::OK();
 }
 
 HResult OfflineProvider::CheckSnapshotIntact(const Guid& snap) {
@@ -119,8 +116,7 @@ HResult OfflineProvider::CheckSnapshotIntact(const Guid& snap) {
   if (s.leased && ::fcntl(s.fd, F_GETLEASE) != F_RDLCK)
     return Fail(VSS_E_PROVIDER_VETO, path + " was opened for writing while it was being read");
   Snap::Fingerprint now;
-  std::string why;
-  if (!Fingerprint(s, &now, &why)) return Fail(VSS_E_PROVIDER_VETO, why);
+  if (Status st = Fingerprint(s, &now); !st.ok()) return Fail(VSS_E_PROVIDER_VETO, st.message());
   if (!(now == s.before))
     return Fail(
         VSS_E_PROVIDER_VETO,
@@ -139,37 +135,31 @@ OfflineProvider::~OfflineProvider() {
     if (s.fd >= 0) ::close(s.fd);
 }
 
-bool OfflineProvider::IsVolumeSupported(const VolumeIdentity& v, std::string* why) {
+Status OfflineProvider::IsVolumeSupported(const VolumeIdentity& v) {
   if (v.is_block) {
     int fd = ::open(v.path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
     if (fd < 0) {
-      if (errno == EBUSY) {
-        std::string mounts;
-        for (auto& m : MountsOnVolume(v)) mounts += (mounts.empty() ? "" : ", ") + m.mount_point;
-        *why = v.path + " is in use (" +
-               (mounts.empty() ? std::string("held open exclusively") : "mounted on " + mounts) +
-               "); the offline provider images only unused devices";
-      } else {
-        *why = v.path + ": " + std::strerror(errno);
-      }
-      return false;
+      if (errno != EBUSY) return Status::FromErrno(v.path, errno);
+      std::string mounts;
+      for (auto& m : MountsOnVolume(v)) mounts += (mounts.empty() ? "" : ", ") + m.mount_point;
+      return Status::Unsupported(
+          v.path + " is in use (" +
+          (mounts.empty() ? std::string("held open exclusively") : "mounted on " + mounts) +
+          "); the offline provider images only unused devices");
     }
     ::close(fd);
-    return true;
+    return Status::OK();
   }
-  if (!v.devices.empty()) {
-    *why = v.path +
-           " is the backing file of a loop device; back up the loop device instead, "
-           "or detach it";
-    return false;
-  }
+  if (!v.devices.empty())
+    return Status::Unsupported(v.path +
+                               " is the backing file of a loop device; back up the loop device "
+                               "instead, or detach it");
   auto writers = ProcessesWritingTo(v.real_path);
-  if (!writers.empty()) {
-    *why = v.path + " is open for writing by pid " + std::to_string(writers[0]) +
-           "; the offline provider images only files nothing is writing to";
-    return false;
-  }
-  return true;
+  if (!writers.empty())
+    return Status::Unsupported(v.path + " is open for writing by pid " +
+                               std::to_string(writers[0]) +
+                               "; the offline provider images only files nothing is writing to");
+  return Status::OK();
 }
 
 HResult OfflineProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
@@ -210,10 +200,9 @@ HResult OfflineProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
       }
     }
   }
-  std::string why;
-  if (!Fingerprint(s, &s.before, &why)) {
+  if (Status st = Fingerprint(s, &s.before); !st.ok()) {
     if (s.fd >= 0) ::close(s.fd);
-    return Fail(VSS_E_PROVIDER_VETO, why);
+    return Fail(VSS_E_PROVIDER_VETO, st.message());
   }
   std::lock_guard<std::mutex> g(mu_);
   snaps_[snap] = std::move(s);

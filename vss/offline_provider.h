@@ -25,7 +25,7 @@ class OfflineProvider : public Provider {
   OfflineProvider() = default;
   ~OfflineProvider() override;
   std::string name() const override { return "offline"; }
-  bool IsVolumeSupported(const VolumeIdentity& v, std::string* why) override;
+  Status IsVolumeSupported(const VolumeIdentity& v) override;
   HResult BeginPrepareSnapshot(const Guid& set, const Guid& snap, const VolumeIdentity& v) override;
   HResult CommitSnapshots(const Guid& set) override;
   HResult AbortSnapshots(const Guid& set) override;
@@ -47,7 +47,7 @@ class OfflineProvider : public Provider {
       bool operator==(const Fingerprint&) const = default;
     } before;
   };
-  static bool Fingerprint(const Snap& s, Snap::Fingerprint* out, std::string* why);
+  static Status Fingerprint(const Snap& s, Snap::Fingerprint* out);
   std::mutex mu_;
   std::map<Guid, Snap> snaps_;
 };

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/codes.h"
 #include "vss/contracts.h"
 #include "vss/types.h"
@@ -53,9 +54,10 @@ class Provider {
  public:
   virtual ~Provider() = default;
   virtual std::string name() const = 0;
-  // True if this provider can snapshot v; otherwise *why says why, in words
-  // a user can act on.
-  virtual bool IsVolumeSupported(const VolumeIdentity& v, std::string* why) = 0;
+  // OK if this provider can snapshot v; otherwise the message says why, in
+  // words a user can act on (Unsupported when the provider cannot snapshot
+  // such a volume, the errno's code when the volume could not be examined).
+  virtual Status IsVolumeSupported(const VolumeIdentity& v) = 0;
 
   virtual HResult BeginPrepareSnapshot(const Guid& set, const Guid& snap,
                                        const VolumeIdentity& v) = 0;
@@ -114,12 +116,12 @@ class Provider {
   // After DoSnapshotSet: the byte ranges of snap's `device` (file
   // coordinates, sorted, merged) whose contents may differ from the
   // retained `base` of the same volume. Anything uncertain counts as
-  // changed. On failure, *why says why and the backup reads everything.
-  virtual bool ChangedRanges(const Guid& snap, const SnapshotProperties& base,
-                             std::vector<ByteRange>* out, std::string* why) {
+  // changed. On failure the message says why and the backup reads
+  // everything.
+  virtual Status ChangedRanges(const Guid& snap, const SnapshotProperties& base,
+                               std::vector<ByteRange>* out) {
     (void)snap, (void)base, (void)out;
-    *why = name() + " snapshots do not track changes";
-    return false;
+    return Status::Unsupported(name() + " snapshots do not track changes");
   }
   // Bytes a recorded snapshot keeps allocated that its volume no longer
   // uses (what deleting it would free); 0 when the provider cannot tell.
@@ -149,7 +151,7 @@ class SnapshotRegistry {
  public:
   explicit SnapshotRegistry(std::string dir);
   const std::string& dir() const { return dir_; }
-  bool Put(const SnapshotProperties& p, std::string* error);  // durable (fsync, rename)
+  Status Put(const SnapshotProperties& p);  // durable (fsync, rename); IOError on failure
   bool Get(const Guid& id, SnapshotProperties* out) const;
   void Remove(const Guid& id);
   std::vector<SnapshotProperties> List() const;

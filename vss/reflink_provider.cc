@@ -32,7 +32,7 @@ std::string BaseOf(const std::string& p) {
 
 // FICLONE of a small scratch file in dir: the only reliable test, since XFS
 // without reflink=1 and overlay filesystems answer statfs like those with it.
-bool ProbeReflink(const std::string& dir, std::string* why) {
+Status ProbeReflink(const std::string& dir) {
   // Unnamed files (O_TMPFILE): nothing in dir can be planted to redirect
   // them. Where O_TMPFILE is missing, unpredictable names created
   // O_EXCL|O_NOFOLLOW.
@@ -44,10 +44,7 @@ bool ProbeReflink(const std::string& dir, std::string* why) {
   };
   std::string a, b;
   int fa = make(&a);
-  if (fa < 0) {
-    *why = "cannot create a probe file in " + dir + ": " + std::strerror(errno);
-    return false;
-  }
+  if (fa < 0) return Status::FromErrno("cannot create a probe file in " + dir, errno);
   char block[4096] = {1};
   bool ok = ::write(fa, block, sizeof block) == static_cast<ssize_t>(sizeof block);
   int fb = make(&b);
@@ -58,13 +55,11 @@ bool ProbeReflink(const std::string& dir, std::string* why) {
   if (fb >= 0) ::close(fb);
   if (!a.empty()) ::unlink(a.c_str());
   if (!b.empty()) ::unlink(b.c_str());
-  if (!ok || err) {
-    *why = "the filesystem holding " + dir +
-           " cannot clone files (FICLONE: " + std::strerror(err ? err : EIO) +
-           "); reflink needs XFS with reflink=1 or btrfs";
-    return false;
-  }
-  return true;
+  if (!ok || err)
+    return Status::Unsupported("the filesystem holding " + dir +
+                               " cannot clone files (FICLONE: " + std::strerror(err ? err : EIO) +
+                               "); reflink needs XFS with reflink=1 or btrfs");
+  return Status::OK();
 }
 
 // The undo file of a snapshot that advances a base, beside the base.
@@ -101,32 +96,29 @@ void ReflinkProvider::AdvanceBase(const Guid& snap, const SnapshotProperties& ba
   advance_[snap] = base;
 }
 
-bool ReflinkProvider::ChangedRanges(const Guid& snap, const SnapshotProperties& base,
-                                    std::vector<ByteRange>* out, std::string* why) {
+Status ReflinkProvider::ChangedRanges(const Guid& snap, const SnapshotProperties& base,
+                                      std::vector<ByteRange>* out) {
   SnapshotProperties now;
   {
     std::lock_guard<std::mutex> g(mu_);
     auto it = snaps_.find(snap);
-    if (it == snaps_.end()) {
-      *why = "snapshot " + snap.ToString() + " is not one of this backup's";
-      return false;
-    }
+    if (it == snaps_.end())
+      return Status::NotFound("snapshot " + snap.ToString() + " is not one of this backup's");
     // Advanced in place: the ranges cloned into the base are what changed.
     if (it->second.advance) {
       *out = it->second.ranges;
-      return true;
+      return Status::OK();
     }
     now = it->second.props;
   }
   // A whole clone: two clones share every extent the file did not rewrite
   // between them (vss/extent_diff.h).
   std::vector<FileExtent> before, after;
-  if (!ReadExtents(base.device, &before, why) || !ReadExtents(now.device, &after, why)) {
-    *why = "reading extent maps failed: " + *why;
-    return false;
-  }
+  Status s = ReadExtents(base.device, &before);
+  if (s.ok()) s = ReadExtents(now.device, &after);
+  if (!s.ok()) return s.WithContext("reading extent maps failed");
   *out = DiffRanges(before, after, now.offset, now.size);
-  return true;
+  return Status::OK();
 }
 
 uint64_t ReflinkProvider::PinnedBytes(const SnapshotProperties& p) {
@@ -136,48 +128,40 @@ uint64_t ReflinkProvider::PinnedBytes(const SnapshotProperties& p) {
                                  live.find_first_not_of("0123456789", at + 1) == std::string::npos)
     live.resize(at);  // "@<offset>" of a loop device that starts inside its file
   std::vector<FileExtent> snap, now;
-  std::string err;
-  if (live.empty() || !ReadExtents(p.device, &snap, &err) || !ReadExtents(live, &now, &err))
-    return 0;
+  if (live.empty() || !ReadExtents(p.device, &snap).ok() || !ReadExtents(live, &now).ok()) return 0;
   return vss::PinnedBytes(snap, now);
 }
 
-bool ReflinkProvider::SourceFile(const VolumeIdentity& v, std::string* file, std::string* why) {
+Status ReflinkProvider::SourceFile(const VolumeIdentity& v, std::string* file) {
   if (!v.is_block) {
     *file = v.real_path;
-    return true;
+    return Status::OK();
   }
-  if (!v.is_loop) {
-    *why = v.path + " is a block device but not a loop device; reflink snapshots files only";
-    return false;
-  }
-  if (v.loop.backing_file.find(" (deleted)") != std::string::npos) {
-    *why = v.path + ": its backing file was deleted";
-    return false;
-  }
+  if (!v.is_loop)
+    return Status::Unsupported(v.path +
+                               " is a block device but not a loop device; reflink snapshots "
+                               "files only");
+  if (v.loop.backing_file.find(" (deleted)") != std::string::npos)
+    return Status::NotFound(v.path + ": its backing file was deleted");
   *file = v.loop.backing_file;
-  return true;
+  return Status::OK();
 }
 
-bool ReflinkProvider::IsVolumeSupported(const VolumeIdentity& v, std::string* why) {
+Status ReflinkProvider::IsVolumeSupported(const VolumeIdentity& v) {
   std::string file;
-  if (!SourceFile(v, &file, why)) return false;
+  GNOMON_RETURN_IF_ERROR(SourceFile(v, &file));
   struct statfs sf;
-  if (::statfs(file.c_str(), &sf) != 0) {
-    *why = file + ": " + std::strerror(errno);
-    return false;
-  }
-  if (sf.f_type != kXfsMagic && sf.f_type != static_cast<long>(BTRFS_SUPER_MAGIC)) {
-    *why = file + " is not on XFS or btrfs, which reflink snapshots need";
-    return false;
-  }
-  return ProbeReflink(DirOf(file), why);
+  if (::statfs(file.c_str(), &sf) != 0) return Status::FromErrno(file, errno);
+  if (sf.f_type != kXfsMagic && sf.f_type != static_cast<long>(BTRFS_SUPER_MAGIC))
+    return Status::Unsupported(file + " is not on XFS or btrfs, which reflink snapshots need");
+  return ProbeReflink(DirOf(file));
 }
 
 HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
                                               const VolumeIdentity& v) {
-  std::string file, why;
-  if (!SourceFile(v, &file, &why)) return Fail(VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER, why);
+  std::string file;
+  if (Status st = SourceFile(v, &file); !st.ok())
+    return Fail(VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER, st.message());
   Snap s;
   s.props.snapshot_id = snap;
   s.props.snapshot_set_id = set;
@@ -218,10 +202,9 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, "opening " + file + ": " + std::strerror(errno));
   // Recorded before the clone exists, so a crash from here on leaves a
   // snapshot `gnomon snapshots` can find.
-  std::string err;
-  if (!registry_.Put(s.props, &err)) {
+  if (Status st = registry_.Put(s.props); !st.ok()) {
     CloseFds(&s);
-    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
   }
   s.dst_fd = ::open(s.props.device.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (s.dst_fd < 0) {
@@ -256,33 +239,33 @@ HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
   s->undo_path = UndoPath(s->base.device, s->props.snapshot_id);
   // Recorded before the base is touched: after a crash, deleting this
   // record removes the half-advanced base and the undo file.
-  std::string err;
-  if (!registry_.Put(s->props, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  if (Status st = registry_.Put(s->props); !st.ok())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
   SnapshotProperties busy = s->base;
   busy.state = SnapshotState::kAdvancing;
   busy.pid = ::getpid();
-  if (!registry_.Put(busy, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  if (Status st = registry_.Put(busy); !st.ok())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
   s->undo_fd = ::open(s->undo_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (s->undo_fd < 0 || ::ftruncate(s->undo_fd, live.st_size) != 0)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
                 "creating " + s->undo_path + ": " + std::strerror(errno));
   // The base does not change until the commit: map it now, outside the window.
-  if (!ReadExtents(s->dst_fd, s->base.device, &s->base_map, &err))
-    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  if (Status st = ReadExtents(s->dst_fd, s->base.device, &s->base_map); !st.ok())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
   return S_OK_;
 }
 
 HResult ReflinkProvider::CommitAdvance(Snap* s) {
   struct stat live, base;
-  std::string err;
   std::vector<FileExtent> now;
   if (::fstat(s->src_fd, &live) != 0 || ::fstat(s->dst_fd, &base) != 0)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, s->props.volume + ": " + std::strerror(errno));
   if (live.st_size != base.st_size)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
                 s->props.volume + " changed size while its snapshot was prepared");
-  if (!ReadExtents(s->src_fd, s->props.volume, &now, &err))
-    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  if (Status st = ReadExtents(s->src_fd, s->props.volume, &now); !st.ok())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
   s->ranges = DiffRanges(s->base_map, now, 0, static_cast<uint64_t>(live.st_size));
   s->base_map = {};  // megabytes for a fragmented image; the ranges are what rollback needs
   // Each range's old extents go to the undo file before the new ones
@@ -341,8 +324,7 @@ HResult ReflinkProvider::PreFinalCommitSnapshots(const Guid& set) {
   std::lock_guard<std::mutex> g(mu_);
   for (auto& [id, s] : snaps_) {
     if (s.props.snapshot_set_id != set) continue;
-    std::string err;
-    registry_.Put(s.props, &err);  // best effort
+    registry_.Put(s.props);  // best effort
   }
   return S_OK_;
 }
@@ -369,13 +351,12 @@ HResult ReflinkProvider::Discard(Snap* s) {
     if (base >= 0) ::close(base);
     if (undo >= 0) ::close(undo);
   }
-  std::string err;
   if (failure.empty()) {
     SnapshotProperties b = s->base;
     b.state = SnapshotState::kBase;
     b.pid = -1;
     if (s->saved > 0) b.file_id = FileGeneration(b.device);
-    if (!registry_.Put(b, &err)) failure = err;
+    if (Status st = registry_.Put(b); !st.ok()) failure = st.message();
   }
   ::unlink(s->undo_path.c_str());
   registry_.Remove(s->props.snapshot_id);
@@ -433,8 +414,8 @@ HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const std::string& bac
   // An advanced base is this snapshot now: its old record goes first, so no
   // moment has two records for one file.
   if (it->second.advance) registry_.Remove(it->second.base.snapshot_id);
-  std::string err;
-  if (!registry_.Put(p, &err)) return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, err);
+  if (Status st = registry_.Put(p); !st.ok())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
   if (it->second.advance) ::unlink(it->second.undo_path.c_str());
   snaps_.erase(it);
   return S_OK_;

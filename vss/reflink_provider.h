@@ -27,7 +27,7 @@ class ReflinkProvider : public Provider {
   explicit ReflinkProvider(std::string state_dir = DefaultStateDir());
   ~ReflinkProvider() override;
   std::string name() const override { return "reflink"; }
-  bool IsVolumeSupported(const VolumeIdentity& v, std::string* why) override;
+  Status IsVolumeSupported(const VolumeIdentity& v) override;
   HResult BeginPrepareSnapshot(const Guid& set, const Guid& snap, const VolumeIdentity& v) override;
   HResult CommitSnapshots(const Guid& set) override;
   HResult PostCommitSnapshots(const Guid& set) override;
@@ -39,8 +39,10 @@ class ReflinkProvider : public Provider {
   HResult RetainSnapshot(const Guid& snap, const std::string& backup_id, BackupType backup_type,
                          const std::string& volume_key) override;
 
-  // The file whose contents a volume is: itself, or a loop device's backing file.
-  static bool SourceFile(const VolumeIdentity& v, std::string* file, std::string* why);
+  // The file whose contents a volume is: itself, or a loop device's backing
+  // file. Unsupported for any other block device, NotFound for a loop
+  // device whose backing file was deleted.
+  static Status SourceFile(const VolumeIdentity& v, std::string* file);
 
   // Takes snapshot `snap` (not yet prepared) by advancing the retained base
   // `base` of the same volume in place instead of cloning the whole file.
@@ -49,8 +51,8 @@ class ReflinkProvider : public Provider {
   void AdvanceBase(const Guid& snap, const SnapshotProperties& base) override;
   // For a snapshot taken by advancing a base: the ranges cloned into it.
   // For a whole clone: where its extent map differs from the base's.
-  bool ChangedRanges(const Guid& snap, const SnapshotProperties& base, std::vector<ByteRange>* out,
-                     std::string* why) override;
+  Status ChangedRanges(const Guid& snap, const SnapshotProperties& base,
+                       std::vector<ByteRange>* out) override;
   ChangeTracker tracker() const override { return ChangeTracker::kReflinkFiemap; }
   // The clone's extents the live file no longer shares.
   uint64_t PinnedBytes(const SnapshotProperties& p) override;

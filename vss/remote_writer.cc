@@ -58,37 +58,34 @@ void ApplyEdits(const std::vector<ComponentRecord>& was, const std::vector<Compo
 
 }  // namespace
 
-std::shared_ptr<RemoteWriter> RemoteWriter::Connect(const std::string& socket_path, int timeout_ms,
-                                                    std::string* error) {
-  int fd = proto::ConnectUnix(socket_path, error);
-  if (fd < 0) {
+Status RemoteWriter::Connect(const std::string& socket_path, int timeout_ms,
+                             std::shared_ptr<RemoteWriter>* out) {
+  out->reset();
+  int fd = -1;
+  if (Status s = proto::ConnectUnix(socket_path, &fd); !s.ok()) {
     if (errno == ECONNREFUSED)
-      *error = socket_path + ": no writer is listening (stale socket of a writer that exited?)";
-    return nullptr;
+      return Status::NotFound(socket_path +
+                              ": no writer is listening (stale socket of a writer that exited?)");
+    return s;
   }
   std::shared_ptr<RemoteWriter> w(new RemoteWriter());
   w->path_ = socket_path;
   w->fd_ = fd;
-  std::string err;
   json hello;
   // A writer that refuses us says why first and closes, maybe before our
   // hello arrives: read its answer even if sending failed.
-  std::string send_err;
-  proto::Send(fd, {{"type", "hello"}, {"version", proto::kVersion}}, &send_err);
+  const Status sent = proto::Send(fd, {{"type", "hello"}, {"version", proto::kVersion}});
+  Status err;
   if (proto::Recv(fd, timeout_ms, &hello, &err) != proto::RecvResult::kOk) {
-    if (err.empty()) err = send_err;
-    *error = socket_path + ": no hello from the writer" + (err.empty() ? "" : " (" + err + ")");
-    return nullptr;
+    if (err.ok()) err = sent;
+    return Status::IOError(socket_path + ": no hello from the writer" +
+                           (err.ok() ? "" : " (" + err.message() + ")"));
   }
   try {
-    if (hello.at("type") == "error") {
-      *error = socket_path + ": the writer refused: " + hello.value("message", "");
-      return nullptr;
-    }
-    if (hello.at("type") != "hello" || hello.at("version") != proto::kVersion) {
-      *error = socket_path + ": unexpected hello " + hello.dump();
-      return nullptr;
-    }
+    if (hello.at("type") == "error")
+      return Status::IOError(socket_path + ": the writer refused: " + hello.value("message", ""));
+    if (hello.at("type") != "hello" || hello.at("version") != proto::kVersion)
+      return Status::Corruption(socket_path + ": unexpected hello " + hello.dump());
     const json& id = hello.at("writer");
     w->pid_ = id.value("pid", 0);
     HResult hr =
@@ -97,15 +94,13 @@ std::shared_ptr<RemoteWriter> RemoteWriter::Connect(const std::string& socket_pa
                       static_cast<SourceType>(id.at("source").get<int>()),
                       static_cast<ApplicationLevel>(id.at("level").get<int>()),
                       id.at("freeze_timeout_ms").get<uint32_t>(), id.value("instance_name", ""));
-    if (hr != S_OK_) {
-      *error = socket_path + ": the writer's identity is invalid: " + id.dump();
-      return nullptr;
-    }
+    if (hr != S_OK_)
+      return Status::Corruption(socket_path + ": the writer's identity is invalid: " + id.dump());
   } catch (const json::exception& e) {
-    *error = socket_path + ": malformed hello (" + e.what() + ")";
-    return nullptr;
+    return Status::Corruption(socket_path + ": malformed hello (" + e.what() + ")");
   }
-  return w;
+  *out = std::move(w);
+  return Status::OK();
 }
 
 RemoteWriter::~RemoteWriter() {
@@ -140,11 +135,12 @@ bool RemoteWriter::Call(WriterEvent ev, WriterComponents* components, json* repl
     // requester's setters below.
     msg["read_only"] = !components->empty() && components->front().read_only();
   }
-  std::string err;
-  if (!proto::Send(fd_, msg, &err)) return Unreachable("connection lost: " + err);
+  if (Status s = proto::Send(fd_, msg); !s.ok())
+    return Unreachable("connection lost: " + s.message());
   const int limit = ev == WriterEvent::kFreeze || ev == WriterEvent::kThaw
                         ? static_cast<int>(freeze_timeout_ms()) + kEventLimitMs
                         : kEventLimitMs;
+  Status err;
   switch (proto::Recv(fd_, limit, reply, &err)) {
     case proto::RecvResult::kOk:
       break;
@@ -154,7 +150,7 @@ bool RemoteWriter::Call(WriterEvent ev, WriterComponents* components, json* repl
     case proto::RecvResult::kTimeout:
       return Unreachable("no answer to " + std::string(event));
     case proto::RecvResult::kError:
-      return Unreachable("bad answer to " + std::string(event) + ": " + err);
+      return Unreachable("bad answer to " + std::string(event) + ": " + err.message());
   }
   try {
     if (reply->at("type") == "error")
@@ -176,9 +172,10 @@ bool RemoteWriter::OnIdentify(WriterMetadata* md) {
   json reply;
   if (!Call(WriterEvent::kIdentify, nullptr, &reply)) return false;
   WriterMetadata remote;
-  std::string err;
-  if (!reply.contains("metadata") || !WriterMetadata::FromJson(reply["metadata"], &remote, &err))
-    return Unreachable("malformed writer metadata: " + err);
+  if (!reply.contains("metadata"))
+    return Unreachable("malformed writer metadata: the answer has none");
+  if (Status s = WriterMetadata::FromJson(reply["metadata"], &remote); !s.ok())
+    return Unreachable("malformed writer metadata: " + s.message());
   // Identity stays as the requester knows it; the rest is the writer's.
   md->restore_method = remote.restore_method;
   md->backup_schema = remote.backup_schema;
@@ -244,12 +241,11 @@ std::vector<std::shared_ptr<RemoteWriter>> DiscoverRemoteWriters(const std::stri
   ::closedir(d);
   std::sort(paths.begin(), paths.end());
   for (const auto& p : paths) {
-    std::string err;
-    auto w = RemoteWriter::Connect(p, timeout_ms, &err);
-    if (w)
+    std::shared_ptr<RemoteWriter> w;
+    if (Status s = RemoteWriter::Connect(p, timeout_ms, &w); s.ok())
       out.push_back(std::move(w));
     else if (notes)
-      notes->push_back(err);
+      notes->push_back(s.message());
   }
   return out;
 }

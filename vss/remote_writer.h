@@ -18,16 +18,20 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/writer.h"
 
 namespace gnomon::vss {
 
 class RemoteWriter : public Writer {
  public:
-  // Connects and exchanges hello; the returned writer is initialized with
-  // the remote writer's identity. Null with *error on failure.
-  static std::shared_ptr<RemoteWriter> Connect(const std::string& socket_path, int timeout_ms,
-                                               std::string* error);
+  // Connects and exchanges hello; *out is then initialized with the remote
+  // writer's identity. On failure *out is null and the message names the
+  // socket: NotFound if nobody listens there (a stale socket), IOError if
+  // the socket or the writer refused us or no hello came, Corruption for a
+  // hello that makes no sense.
+  static Status Connect(const std::string& socket_path, int timeout_ms,
+                        std::shared_ptr<RemoteWriter>* out);
   ~RemoteWriter() override;
 
   const std::string& socket_path() const { return path_; }

@@ -114,12 +114,14 @@ static bool FromJson(const json& j, SnapshotProperties* out) {
   return true;
 }
 
-bool SnapshotRegistry::Put(const SnapshotProperties& p, std::string* error) {
+Status SnapshotRegistry::Put(const SnapshotProperties& p) {
   MakeDirs(dir_);
   json j = ToJson(p);
   std::string path = dir_ + "/" + p.snapshot_id.ToString() + ".json";
   std::string text = j.dump(1) + "\n";
-  return ReplaceFileDurably(path, text, error);
+  std::string error;
+  if (!ReplaceFileDurably(path, text, &error)) return Status::IOError(error);
+  return Status::OK();
 }
 
 bool SnapshotRegistry::Get(const Guid& id, SnapshotProperties* out) const {

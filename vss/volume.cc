@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -114,12 +115,9 @@ bool LoopInfoFor(dev_t rdev, LoopInfo* out) {
   return false;
 }
 
-bool IdentifyVolume(const std::string& path, VolumeIdentity* out, std::string* error) {
+Status IdentifyVolume(const std::string& path, VolumeIdentity* out) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    *error = path + ": " + std::strerror(errno);
-    return false;
-  }
+  if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(path, errno);
   VolumeIdentity v;
   v.path = path;
   v.real_path = RealPath(path);
@@ -129,9 +127,9 @@ bool IdentifyVolume(const std::string& path, VolumeIdentity* out, std::string* e
     v.devices.push_back(st.st_rdev);
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0 || ::ioctl(fd, BLKGETSIZE64, &v.size) != 0) {
-      *error = path + ": cannot read the device size: " + std::strerror(errno);
+      Status s = Status::IOError(path + ": cannot read the device size: " + std::strerror(errno));
       if (fd >= 0) ::close(fd);
-      return false;
+      return s;
     }
     ::close(fd);
     v.is_loop = LoopInfoFor(st.st_rdev, &v.loop);
@@ -140,11 +138,10 @@ bool IdentifyVolume(const std::string& path, VolumeIdentity* out, std::string* e
     for (auto& l : ListLoopDevices())
       if (RealPath(l.backing_file) == v.real_path) v.devices.push_back(l.rdev);
   } else {
-    *error = path + ": not a block device or regular file";
-    return false;
+    return Status::InvalidArgument(path + ": not a block device or regular file");
   }
   *out = std::move(v);
-  return true;
+  return Status::OK();
 }
 
 std::vector<MountEntry> MountsOnVolume(const VolumeIdentity& v) {

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
+
 namespace gnomon::vss {
 
 struct MountEntry {
@@ -41,8 +43,10 @@ struct VolumeIdentity {
   LoopInfo loop;  // if is_loop
 };
 
-// Fills *out, or returns false with a message naming the path.
-bool IdentifyVolume(const std::string& path, VolumeIdentity* out, std::string* error);
+// Fills *out, or returns an error naming the path: NotFound if nothing is
+// there, InvalidArgument for something that is not a block device or a
+// regular file, IOError otherwise.
+Status IdentifyVolume(const std::string& path, VolumeIdentity* out);
 // Mounted filesystems on the volume, in mount order (bind mounts of one
 // filesystem appear once, at their first mount).
 std::vector<MountEntry> MountsOnVolume(const VolumeIdentity& v);

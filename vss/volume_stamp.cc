@@ -26,31 +26,27 @@ std::string VolumeStamp::Encode() const {
       .dump();
 }
 
-bool VolumeStamp::Decode(const std::string& text, VolumeStamp* out, std::string* why) {
+Status VolumeStamp::Decode(const std::string& text, VolumeStamp* out) {
   json j;
   std::string err;
-  if (!ParseJsonBounded(text, &j, &err, 1u << 20) || !j.is_object()) {
-    *why = "the previous backup stamp is not valid JSON (damaged or truncated)";
-    return false;
-  }
+  if (!ParseJsonBounded(text, &j, &err, 1u << 20) || !j.is_object())
+    return Status::Corruption("the previous backup stamp is not valid JSON (damaged or truncated)");
   std::string schema =
       j.contains("stamp") && j["stamp"].is_string() ? j["stamp"].get<std::string>() : "";
   if (schema != kStampSchema && schema != kStampSchemaV1) {
-    *why = schema.rfind("gnomon.volume-stamp/", 0) == 0
-               ? "the previous backup stamp has version " + schema.substr(20) +
-                     ", newer than this gnomon understands"
-               : "the previous backup stamp is not a gnomon volume stamp";
-    return false;
+    if (schema.rfind("gnomon.volume-stamp/", 0) == 0)
+      return Status::Unsupported("the previous backup stamp has version " + schema.substr(20) +
+                                 ", newer than this gnomon understands");
+    return Status::InvalidArgument("the previous backup stamp is not a gnomon volume stamp");
   }
   try {
     VolumeStamp s;
     s.volume_key = j.at("volume_key");
     s.size = j.at("size");
-    if (!ParseTracker(j.at("tracker").get<std::string>(), &s.tracker)) {
-      *why = "the previous backup stamp names a change tracker this gnomon does not know (" +
-             j["tracker"].get<std::string>() + ")";
-      return false;
-    }
+    if (!ParseTracker(j.at("tracker").get<std::string>(), &s.tracker))
+      return Status::Unsupported(
+          "the previous backup stamp names a change tracker this gnomon does not know (" +
+          j["tracker"].get<std::string>() + ")");
     s.series = j.at("series");
     s.sequence = j.at("sequence");
     s.base_snapshot = j.at("base_snapshot");
@@ -58,10 +54,10 @@ bool VolumeStamp::Decode(const std::string& text, VolumeStamp* out, std::string*
     s.generation = j.at("generation");
     s.clean = j.at("clean");
     *out = std::move(s);
-    return true;
+    return Status::OK();
   } catch (const json::exception& e) {
-    *why = std::string("the previous backup stamp is incomplete (") + e.what() + ")";
-    return false;
+    return Status::Corruption(std::string("the previous backup stamp is incomplete (") + e.what() +
+                              ")");
   }
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "base/status.h"
 #include "vss/contracts.h"
 #include "vss/volume.h"
 
@@ -30,8 +31,10 @@ struct VolumeStamp {
   bool clean = true;
 
   std::string Encode() const;
-  // False with a reason for a stamp that is malformed or from the future.
-  static bool Decode(const std::string& text, VolumeStamp* out, std::string* why);
+  // Fails with the reason for a stamp that is damaged or incomplete
+  // (Corruption), not a gnomon stamp (InvalidArgument), or from a newer
+  // gnomon (Unsupported).
+  static Status Decode(const std::string& text, VolumeStamp* out);
 };
 
 // A name for a volume that survives re-attaching a loop device: the backing

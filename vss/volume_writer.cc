@@ -48,10 +48,9 @@ std::string VolumeWriter::Validate(const std::string& volume, const std::string&
   if (type != BackupType::kIncremental && type != BackupType::kDifferential)
     return BackupTypeName(type) + " backup: every chunk is read";
   if (text.empty()) return "no previous backup of this volume to build on";
-  std::string why;
-  if (!VolumeStamp::Decode(text, prev, &why)) return why;
+  if (Status s = VolumeStamp::Decode(text, prev); !s.ok()) return s.message();
   VolumeIdentity v;
-  if (!IdentifyVolume(volume, &v, &why)) return why;
+  if (Status s = IdentifyVolume(volume, &v); !s.ok()) return s.message();
   if (prev->volume_key != VolumeKey(v))
     return "the previous stamp is from another volume (" + prev->volume_key + ")";
   if (prev->size != v.size)
@@ -112,9 +111,8 @@ bool VolumeWriter::OnPostSnapshot(WriterComponents* components) {
   for (auto& c : *components) {
     const std::string& volume = c.name();
     VolumeIdentity v;
-    std::string why;
     VolumeStamp s;
-    if (IdentifyVolume(volume, &v, &why)) {
+    if (IdentifyVolume(volume, &v).ok()) {
       s.volume_key = VolumeKey(v);
       s.size = v.size;
     }

@@ -20,12 +20,11 @@ std::string DefaultWriterDir() {
   return DefaultRuntimeDir() + "/writers";
 }
 
-bool Send(int fd, const json& msg, std::string* error) {
+Status Send(int fd, const json& msg) {
   const std::string body = msg.dump();
-  if (body.size() > kMaxMessageBytes) {
-    *error = "message of " + std::to_string(body.size()) + " bytes exceeds the protocol's limit";
-    return false;
-  }
+  if (body.size() > kMaxMessageBytes)
+    return Status::InvalidArgument("message of " + std::to_string(body.size()) +
+                                   " bytes exceeds the protocol's limit");
   std::string frame(4, '\0');
   const uint32_t n = static_cast<uint32_t>(body.size());
   for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((n >> (8 * i)) & 0xff);
@@ -34,13 +33,10 @@ bool Send(int fd, const json& msg, std::string* error) {
   while (done < frame.size()) {
     ssize_t w = ::send(fd, frame.data() + done, frame.size() - done, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      *error = std::string("send: ") + std::strerror(errno);
-      return false;
-    }
+    if (w < 0) return Status::FromErrno("send", errno);
     done += static_cast<size_t>(w);
   }
-  return true;
+  return Status::OK();
 }
 
 namespace {
@@ -49,7 +45,7 @@ using Clock = std::chrono::steady_clock;
 
 // Reads exactly n bytes by the deadline.
 RecvResult ReadFull(int fd, char* p, size_t n, Clock::time_point deadline, bool forever,
-                    std::string* error) {
+                    Status* error) {
   size_t done = 0;
   while (done < n) {
     int wait = -1;
@@ -62,7 +58,7 @@ RecvResult ReadFull(int fd, char* p, size_t n, Clock::time_point deadline, bool 
     int r = ::poll(&pfd, 1, wait);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      *error = std::string("poll: ") + std::strerror(errno);
+      *error = Status::FromErrno("poll", errno);
       return RecvResult::kError;
     }
     if (r == 0) return RecvResult::kTimeout;
@@ -70,12 +66,12 @@ RecvResult ReadFull(int fd, char* p, size_t n, Clock::time_point deadline, bool 
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
       if (errno == ECONNRESET) return RecvResult::kClosed;
-      *error = std::string("recv: ") + std::strerror(errno);
+      *error = Status::FromErrno("recv", errno);
       return RecvResult::kError;
     }
     if (got == 0) {
       if (done > 0) {
-        *error = "connection closed in the middle of a message";
+        *error = Status::Corruption("connection closed in the middle of a message");
         return RecvResult::kError;
       }
       return RecvResult::kClosed;
@@ -87,7 +83,7 @@ RecvResult ReadFull(int fd, char* p, size_t n, Clock::time_point deadline, bool 
 
 }  // namespace
 
-RecvResult Recv(int fd, int timeout_ms, json* msg, std::string* error) {
+RecvResult Recv(int fd, int timeout_ms, json* msg, Status* error) {
   const bool forever = timeout_ms < 0;
   const auto deadline = Clock::now() + std::chrono::milliseconds(forever ? 0 : timeout_ms);
   unsigned char len[4];
@@ -95,20 +91,20 @@ RecvResult Recv(int fd, int timeout_ms, json* msg, std::string* error) {
   if (r != RecvResult::kOk) return r;
   const uint32_t n = len[0] | (len[1] << 8) | (len[2] << 16) | (uint32_t{len[3]} << 24);
   if (n == 0 || n > kMaxMessageBytes) {
-    *error = "message length " + std::to_string(n) + " is outside 1.." +
-             std::to_string(kMaxMessageBytes) + " bytes";
+    *error = Status::Corruption("message length " + std::to_string(n) + " is outside 1.." +
+                                std::to_string(kMaxMessageBytes) + " bytes");
     return RecvResult::kError;
   }
   std::string body(n, '\0');
   r = ReadFull(fd, body.data(), n, deadline, forever, error);
   if (r == RecvResult::kClosed) {
-    *error = "connection closed in the middle of a message";
+    *error = Status::Corruption("connection closed in the middle of a message");
     return RecvResult::kError;
   }
   if (r != RecvResult::kOk) return r;
   *msg = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!msg->is_object()) {
-    *error = "message is not a JSON object";
+    *error = Status::Corruption("message is not a JSON object");
     return RecvResult::kError;
   }
   return RecvResult::kOk;
@@ -161,8 +157,7 @@ void SessionFromJson(const json& j, SessionView* v, bool* set_id_valid) {
     std::vector<VolumeIdentity> ids;
     for (const auto& p : volumes) {
       VolumeIdentity id;
-      std::string err;
-      if (IdentifyVolume(p, &id, &err)) ids.push_back(id);
+      if (IdentifyVolume(p, &id).ok()) ids.push_back(id);
     }
     return PathOnVolumes(path, false, ids);
   };
@@ -181,27 +176,32 @@ std::vector<ComponentRecord> ComponentsFromJson(const json& j) {
   return out;
 }
 
-bool UnixAddress(const std::string& path, sockaddr_un* addr, std::string* error) {
+Status UnixAddress(const std::string& path, sockaddr_un* addr) {
   *addr = sockaddr_un{};
   addr->sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr->sun_path) {
-    *error = path + ": socket path too long";
-    return false;
-  }
+  if (path.size() >= sizeof addr->sun_path)
+    return Status::InvalidArgument(path + ": socket path too long");
   std::memcpy(addr->sun_path, path.c_str(), path.size() + 1);
-  return true;
+  return Status::OK();
 }
 
-int ConnectUnix(const std::string& path, std::string* error) {
+Status ConnectUnix(const std::string& path, int* fd) {
+  *fd = -1;
   sockaddr_un addr;
-  if (!UnixAddress(path, &addr, error)) return -1;
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
+  if (Status st = UnixAddress(path, &addr); !st.ok()) {
+    errno = ENAMETOOLONG;
+    return st;
+  }
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s >= 0 && ::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    *fd = s;
+    return Status::OK();
+  }
   const int err = errno;
-  *error = path + ": " + std::strerror(err);
-  if (fd >= 0) ::close(fd);
+  if (s >= 0) ::close(s);
+  Status st = Status::FromErrno(path, err);
   errno = err;
-  return -1;
+  return st;
 }
 
 bool PeerCredentials(int fd, uid_t* uid, gid_t* gid, pid_t* pid) {

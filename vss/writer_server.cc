@@ -49,25 +49,20 @@ WriterServer::WriterServer(std::shared_ptr<Writer> writer, WriterServerOptions o
 
 WriterServer::~WriterServer() { Stop(); }
 
-bool WriterServer::Start(std::string* error) {
+Status WriterServer::Start() {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (wake_fd_ < 0) {
-    *error = std::string("eventfd: ") + std::strerror(errno);
-    return false;
-  }
+  if (wake_fd_ < 0) return Status::FromErrno("eventfd", errno);
   std::error_code ec;
   std::filesystem::create_directories(opt_.dir, ec);
   path_ = opt_.dir + "/" +
           (opt_.socket_name.empty() ? SafeName(writer_->name()) + ".sock" : opt_.socket_name);
   sockaddr_un addr;
-  if (!proto::UnixAddress(path_, &addr, error)) return false;  // the name must fit
+  GNOMON_RETURN_IF_ERROR(proto::UnixAddress(path_, &addr));  // the name must fit
   // A socket file nobody listens on is a dead writer's: replace it. One
   // somebody listens on is a live writer's: never steal it.
-  std::string ignored;
-  if (int probe = proto::ConnectUnix(path_, &ignored); probe >= 0) {
+  if (int probe = -1; proto::ConnectUnix(path_, &probe).ok()) {
     ::close(probe);
-    *error = path_ + ": another writer is listening there";
-    return false;
+    return Status::Exists(path_ + ": another writer is listening there");
   }
   // Listen under a temporary name and rename into place, so the socket a
   // requester finds is always one it can connect to (never bound but not
@@ -75,15 +70,12 @@ bool WriterServer::Start(std::string* error) {
   // (mkdtemp, 0700): chmod and chown, which follow links, can only ever
   // reach our own socket there.
   std::string private_dir = opt_.dir + "/.tmp-XXXXXX";
-  if (!::mkdtemp(private_dir.data())) {
-    *error = opt_.dir + ": " + std::strerror(errno);
-    return false;
-  }
+  if (!::mkdtemp(private_dir.data())) return Status::FromErrno(opt_.dir, errno);
   const std::string tmp = private_dir + "/sock";
   sockaddr_un tmp_addr;
-  if (!proto::UnixAddress(tmp, &tmp_addr, error)) {
+  if (Status s = proto::UnixAddress(tmp, &tmp_addr); !s.ok()) {
     ::rmdir(private_dir.c_str());
-    return false;
+    return s;
   }
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0 ||
@@ -95,16 +87,16 @@ bool WriterServer::Start(std::string* error) {
       (opt_.group != static_cast<gid_t>(-1) &&
        ::chown(tmp.c_str(), static_cast<uid_t>(-1), opt_.group) != 0) ||
       ::rename(tmp.c_str(), path_.c_str()) != 0) {
-    *error = path_ + ": " + std::strerror(errno);
+    Status s = Status::FromErrno(path_, errno);
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
     ::unlink(tmp.c_str());
     ::rmdir(private_dir.c_str());
-    return false;
+    return s;
   }
   ::rmdir(private_dir.c_str());
   accept_thread_ = std::thread([this] { AcceptLoop(); });
-  return true;
+  return Status::OK();
 }
 
 void WriterServer::Stop() {
@@ -180,7 +172,6 @@ void WriterServer::Serve(std::shared_ptr<Connection> c) {
 }
 
 bool WriterServer::Admit(Connection* c) {
-  std::string err;
   // Root, this process's user, and the socket's group only.
   uid_t uid;
   gid_t gid;
@@ -191,46 +182,41 @@ bool WriterServer::Admit(Connection* c) {
     proto::Send(c->fd,
                 {{"type", "error"},
                  {"message", "permission denied: only root, uid " + std::to_string(::geteuid()) +
-                                 " and gid " + std::to_string(group) + " may connect"}},
-                &err);
+                                 " and gid " + std::to_string(group) + " may connect"}});
     return false;
   }
   json hello;
+  Status err;
   if (proto::Recv(c->fd, opt_.hello_timeout_ms, &hello, &err) != proto::RecvResult::kOk ||
       hello.value("type", "") != "hello" || !hello.contains("version") ||
       !hello["version"].is_number_integer()) {
-    proto::Send(c->fd, {{"type", "error"}, {"message", "expected hello: " + err}}, &err);
+    proto::Send(c->fd, {{"type", "error"}, {"message", "expected hello: " + err.message()}});
     return false;
   }
   if (hello["version"].get<int>() != proto::kVersion) {
-    proto::Send(c->fd,
-                {{"type", "error"},
-                 {"message", "protocol version " + hello["version"].dump() +
-                                 " is not supported (this writer speaks " +
-                                 std::to_string(proto::kVersion) + ")"}},
-                &err);
+    proto::Send(c->fd, {{"type", "error"},
+                        {"message", "protocol version " + hello["version"].dump() +
+                                        " is not supported (this writer speaks " +
+                                        std::to_string(proto::kVersion) + ")"}});
     return false;
   }
   const Writer& w = *writer_;
-  proto::Send(c->fd,
-              {{"type", "hello"},
-               {"version", proto::kVersion},
-               {"writer",
-                {{"class_id", w.class_id().ToString()},
-                 {"instance_id", w.instance_id().ToString()},
-                 {"name", w.name()},
-                 {"instance_name", w.instance_name()},
-                 {"usage", static_cast<int>(w.usage())},
-                 {"source", static_cast<int>(w.source())},
-                 {"level", static_cast<int>(w.level())},
-                 {"freeze_timeout_ms", w.freeze_timeout_ms()},
-                 {"pid", ::getpid()}}}},
-              &err);
+  proto::Send(c->fd, {{"type", "hello"},
+                      {"version", proto::kVersion},
+                      {"writer",
+                       {{"class_id", w.class_id().ToString()},
+                        {"instance_id", w.instance_id().ToString()},
+                        {"name", w.name()},
+                        {"instance_name", w.instance_name()},
+                        {"usage", static_cast<int>(w.usage())},
+                        {"source", static_cast<int>(w.source())},
+                        {"level", static_cast<int>(w.level())},
+                        {"freeze_timeout_ms", w.freeze_timeout_ms()},
+                        {"pid", ::getpid()}}}});
   return true;
 }
 
 void WriterServer::ServeEvents(Connection* c) {
-  std::string err;
   while (!stopping_) {
     int timeout = -1;
     if (c->held == Connection::Held::kFrozen) {
@@ -239,6 +225,7 @@ void WriterServer::ServeEvents(Connection* c) {
       timeout = std::max<int>(0, static_cast<int>(left.count()));
     }
     json msg;
+    Status err;
     proto::RecvResult r = proto::Recv(c->fd, timeout, &msg, &err);
     if (r == proto::RecvResult::kTimeout) {
       // The freeze window ran out with no Thaw: thaw now, and say so when
@@ -249,36 +236,38 @@ void WriterServer::ServeEvents(Connection* c) {
     }
     if (r != proto::RecvResult::kOk) {
       if (r == proto::RecvResult::kError)
-        proto::Send(c->fd, {{"type", "error"}, {"message", err}}, &err);
+        proto::Send(c->fd, {{"type", "error"}, {"message", err.message()}});
       AbortIfHeld(c, "the requester's connection dropped");
       break;
     }
     json reply;
+    Status handled;
     try {
-      reply = Handle(c, msg);
-    } catch (const json::exception& e) {
-      proto::Send(c->fd,
-                  {{"type", "error"}, {"message", std::string("malformed event: ") + e.what()}},
-                  &err);
+      handled = Handle(c, msg, &reply);
+    } catch (const json::exception& e) {  // a field missing or of the wrong type
+      handled = Status::Corruption(e.what());
+    }
+    if (!handled.ok()) {
+      proto::Send(c->fd, {{"type", "error"}, {"message", "malformed event: " + handled.message()}});
       AbortIfHeld(c, "malformed event");
       break;
     }
-    if (!proto::Send(c->fd, reply, &err)) {
+    if (!proto::Send(c->fd, reply).ok()) {
       AbortIfHeld(c, "the requester's connection dropped");
       break;
     }
   }
 }
 
-json WriterServer::Handle(Connection* c, const json& msg) {
+Status WriterServer::Handle(Connection* c, const json& msg, json* out) {
   if (msg.at("type").get<std::string>() != "event")
-    throw json::other_error::create(501, "unknown message type " + msg.at("type").dump(), &msg);
+    return Status::InvalidArgument("unknown message type " + msg.at("type").dump());
   const std::string name = msg.at("event").get<std::string>();
   WriterEvent ev;
-  if (!WriterEventFromName(name, &ev))
-    throw json::other_error::create(501, "unknown event " + name, &msg);
-  json reply{{"type", "result"}, {"seq", msg.at("seq")}, {"event", name}};
-  if (Refused(c, ev, &reply)) return reply;
+  if (!WriterEventFromName(name, &ev)) return Status::InvalidArgument("unknown event " + name);
+  json& reply = *out;
+  reply = json{{"type", "result"}, {"seq", msg.at("seq")}, {"event", name}};
+  if (Refused(c, ev, &reply)) return Status::OK();
 
   SessionView view;
   detail::EventContext ctx;
@@ -306,7 +295,7 @@ json WriterServer::Handle(Connection* c, const json& msg) {
   if (ev == E::kIdentify) reply["metadata"] = md.ToJson();
   if (ev == E::kPrepareBackup || ev == E::kPostSnapshot || ev == E::kBackupComplete)
     reply["components"] = proto::ComponentsToJson(recs);
-  return reply;
+  return Status::OK();
 }
 
 bool WriterServer::Refused(Connection* c, WriterEvent ev, json* reply) {
@@ -374,9 +363,8 @@ int ServeUntilSignalled(std::shared_ptr<Writer> writer, const WriterServerOption
   while (::read(g_signal_pipe[0], drain, sizeof drain) > 0) {
   }
   WriterServer server(std::move(writer), opt);
-  std::string err;
-  if (!server.Start(&err)) {
-    std::fprintf(stderr, "%s: %s\n", program.c_str(), err.c_str());
+  if (Status s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), s.message().c_str());
     return 1;
   }
   std::fprintf(stderr, "%s: %s, listening on %s\n", program.c_str(), what.c_str(),

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/writer.h"
 #include "vss/writer_protocol.h"
 
@@ -47,8 +48,8 @@ class WriterServer {
   WriterServer& operator=(const WriterServer&) = delete;
 
   // Creates the directory, replaces a stale socket of a dead writer (a live
-  // one is refused), listens, and serves on a thread of its own.
-  bool Start(std::string* error);
+  // one is refused: Exists), listens, and serves on a thread of its own.
+  Status Start();
   // Stops listening, drops connections (aborting a frozen writer), removes
   // the socket.
   void Stop();
@@ -63,8 +64,10 @@ class WriterServer {
   bool Admit(Connection* c);
   // Answers events until the connection ends or the server stops.
   void ServeEvents(Connection* c);
-  // Handles one event message; returns the reply.
-  nlohmann::json Handle(Connection* c, const nlohmann::json& msg);
+  // Handles one event message: fills in *reply, or fails (InvalidArgument)
+  // for a message that is not an event this protocol knows. A message of
+  // the wrong shape throws nlohmann::json::exception.
+  Status Handle(Connection* c, const nlohmann::json& msg, nlohmann::json* reply);
   // True (with *reply filled in) if the event is refused without calling
   // the writer: another connection's backup holds it, or the freeze window
   // ran out before this Thaw.
