@@ -1,3 +1,4 @@
+#include <fmt/core.h>
 #include <cstdio>
 #include <iostream>
 
@@ -31,7 +32,7 @@ int ExitFor(const Status& s) {
 
 int Fail(const Globals& g, const Status& s, int code) {
   if (code < 0) code = ExitFor(s);
-  std::fprintf(stderr, "gnomon: error: %s\n", s.message().c_str());
+  fmt::print(stderr, "gnomon: error: {}\n", s.message());
   if (g.json) std::cout << json{{"error", s.message()}, {"exit_code", code}}.dump() << "\n";
   return code;
 }
@@ -46,11 +47,11 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
   if (s.IsNotFound()) return Fail(g, s, kNoRepo);
   if (!s.ok()) return Fail(g, s);
   if (!(*out)->broken_stale_lock().empty() && !g.quiet)
-    std::fprintf(stderr, "gnomon: removed a stale lock left by %s (that process is gone)\n",
-                 EscapeForTerminal((*out)->broken_stale_lock()).c_str());
+    fmt::print(stderr, "gnomon: removed a stale lock left by {} (that process is gone)\n",
+               EscapeForTerminal((*out)->broken_stale_lock()));
   if (!g.quiet)
     for (const auto& c : (*out)->cleaned())
-      std::fprintf(stderr, "gnomon: removed what an interrupted run left: %s\n", c.c_str());
+      fmt::print(stderr, "gnomon: removed what an interrupted run left: {}\n", c);
   return kOk;
 }
 

@@ -1,5 +1,5 @@
 // gnomon bench: the throughput-benchmarking command (engine/bench_job.h).
-#include <cstdio>
+#include <fmt/format.h>
 #include <iostream>
 
 #include "engine/bench_job.h"
@@ -35,26 +35,25 @@ json BenchJson(const BenchResult& r) {
 }
 
 void PrintTable(const BenchResult& r) {
-  std::printf("source %s: %s used, sample %s in memory, %d threads\n\n", r.source.c_str(),
-              HumanBytes(static_cast<double>(r.source_bytes)).c_str(),
-              HumanBytes(static_cast<double>(r.sample_bytes)).c_str(), r.threads);
-  std::printf("%-10s %-7s %5s %12s %7s  %s\n", "STAGE", "THREADS", "LEVEL", "MB/s", "RATIO",
-              "DETAIL");
+  fmt::print("source {}: {} used, sample {} in memory, {} threads\n\n", r.source,
+             HumanBytes(static_cast<double>(r.source_bytes)),
+             HumanBytes(static_cast<double>(r.sample_bytes)), r.threads);
+  fmt::print("{:<10} {:<7} {:>5} {:>12} {:>7}  {}\n", "STAGE", "THREADS", "LEVEL", "MB/s", "RATIO",
+             "DETAIL");
   for (const auto& s : r.stages) {
     std::string level = s.level ? std::to_string(s.level) : "";
-    char ratio[16] = "";
-    if (s.ratio > 0) std::snprintf(ratio, sizeof ratio, "%.2f", s.ratio);
-    std::printf("%-10s %7d %5s %12.1f %7s  %s\n", s.stage.c_str(), s.threads, level.c_str(),
-                s.mb_per_s, ratio, s.detail.c_str());
+    std::string ratio = s.ratio > 0 ? fmt::format("{:.2f}", s.ratio) : "";
+    fmt::print("{:<10} {:>7} {:>5} {:>12.1f} {:>7}  {}\n", s.stage, s.threads, level, s.mb_per_s,
+               ratio, s.detail);
   }
-  std::printf(
-      "\nlimits in MB/s of volume: read %.0f, cpu (hash + compress on %d threads) %.0f, "
-      "write %.0f\nthe pipeline is bound by: %s\n",
-      r.read_limit, r.threads, r.cpu_limit, r.write_limit, r.bound_by.c_str());
+  fmt::print(
+      "\nlimits in MB/s of volume: read {:.0f}, cpu (hash + compress on {} threads) {:.0f}, "
+      "write {:.0f}\nthe pipeline is bound by: {}\n",
+      r.read_limit, r.threads, r.cpu_limit, r.write_limit, r.bound_by);
   if (r.block_map == "ext4")
-    std::printf("(the pipeline read only the used blocks of the ext4 filesystem: %s of %s)\n",
-                HumanBytes(static_cast<double>(r.pipeline_bytes_read)).c_str(),
-                HumanBytes(static_cast<double>(r.source_bytes)).c_str());
+    fmt::print("(the pipeline read only the used blocks of the ext4 filesystem: {} of {})\n",
+               HumanBytes(static_cast<double>(r.pipeline_bytes_read)),
+               HumanBytes(static_cast<double>(r.source_bytes)));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // The repository commands: init, backup, list, restore, verify, show.
+#include <fmt/core.h>
 #include <cstdio>
 #include <iostream>
 
@@ -36,9 +37,8 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) 
                      .dump()
               << "\n";
   } else if (!g.quiet) {
-    std::printf("created gnomon repository %s at %s (chunk size %s, zstd level %d)\n",
-                cfg.id.substr(0, 8).c_str(), g.repo.c_str(), HumanBytes(cfg.chunk_size).c_str(),
-                cfg.compression_level);
+    fmt::print("created gnomon repository {} at {} (chunk size {}, zstd level {})\n",
+               cfg.id.substr(0, 8), g.repo, HumanBytes(cfg.chunk_size), cfg.compression_level);
   }
   return kOk;
 }
@@ -54,50 +54,42 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
   Status s = RunBackup(repo.get(), opt, &res);
   progress.Finish();
   if (!s.ok()) return Fail(g, s);
-  for (const auto& w : res.warnings) std::fprintf(stderr, "gnomon: warning: %s\n", w.c_str());
+  for (const auto& w : res.warnings) fmt::print(stderr, "gnomon: warning: {}\n", w);
   const auto& r = res.record;
   if (g.json) {
     std::cout << BackupJson(r).dump() << "\n";
   } else if (g.quiet) {
-    std::printf("%s\n", r.id.c_str());
+    fmt::print("{}\n", r.id);
   } else {
-    std::printf("backup %s saved (%s)\n", r.id.c_str(), r.type.c_str());
+    fmt::print("backup {} saved ({})\n", r.id, r.type);
     for (const auto& v : r.volumes) {
       const auto& st = v.stats;
-      std::printf(
-          "  %-12s %s: %llu chunks, %llu new (%s -> %s stored), %llu duplicate, %llu zero\n",
-          v.name.c_str(), HumanBytes(static_cast<double>(v.size)).c_str(),
-          static_cast<unsigned long long>(st.chunks),
-          static_cast<unsigned long long>(st.new_chunks),
-          HumanBytes(static_cast<double>(st.new_raw_bytes)).c_str(),
-          HumanBytes(static_cast<double>(st.new_stored_bytes)).c_str(),
-          static_cast<unsigned long long>(st.dup_chunks),
-          static_cast<unsigned long long>(st.zero_chunks));
+      fmt::print("  {:<12} {}: {} chunks, {} new ({} -> {} stored), {} duplicate, {} zero\n",
+                 v.name, HumanBytes(static_cast<double>(v.size)), st.chunks, st.new_chunks,
+                 HumanBytes(static_cast<double>(st.new_raw_bytes)),
+                 HumanBytes(static_cast<double>(st.new_stored_bytes)), st.dup_chunks,
+                 st.zero_chunks);
       if (v.block_map == "ext4")
-        std::printf("  %-12s used blocks only (ext4 bitmaps): %s free, not read\n", "",
-                    HumanBytes(static_cast<double>(st.unused_bytes)).c_str());
+        fmt::print("  {:<12} used blocks only (ext4 bitmaps): {} free, not read\n", "",
+                   HumanBytes(static_cast<double>(st.unused_bytes)));
       else if (!v.block_map_reason.empty())
-        std::printf("  %-12s every block imaged: %s\n", "", v.block_map_reason.c_str());
+        fmt::print("  {:<12} every block imaged: {}\n", "", v.block_map_reason);
       if (!v.parent.empty()) {
         if (v.tracking != kTrackingFullRead)
-          std::printf(
-              "  %-12s based on %s: change tracking (%s) found %llu changed chunks "
-              "(%llu stored as patches); %llu unchanged were not read\n",
-              "", v.parent.c_str(), EscapeForTerminal(v.tracking).c_str(),
-              static_cast<unsigned long long>(st.changed_chunks),
-              static_cast<unsigned long long>(st.patched_chunks),
-              static_cast<unsigned long long>(st.unchanged_chunks));
+          fmt::print(
+              "  {:<12} based on {}: change tracking ({}) found {} changed chunks "
+              "({} stored as patches); {} unchanged were not read\n",
+              "", v.parent, EscapeForTerminal(v.tracking), st.changed_chunks, st.patched_chunks,
+              st.unchanged_chunks);
         else
-          std::printf("  %-12s based on %s: full read, %llu chunks differ from it (%s)\n", "",
-                      v.parent.c_str(), static_cast<unsigned long long>(st.changed_chunks),
-                      v.tracking_reason.c_str());
+          fmt::print("  {:<12} based on {}: full read, {} chunks differ from it ({})\n", "",
+                     v.parent, st.changed_chunks, v.tracking_reason);
       } else if (r.type == "incremental" || r.type == "differential") {
-        std::printf("  %-12s full read: %s\n", "", v.tracking_reason.c_str());
+        fmt::print("  {:<12} full read: {}\n", "", v.tracking_reason);
       }
     }
-    std::printf("  %s in %.2f s = %s\n", HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
-                r.totals.seconds,
-                HumanRate(static_cast<double>(r.totals.bytes), r.totals.seconds).c_str());
+    fmt::print("  {} in {:.2f} s = {}\n", HumanBytes(static_cast<double>(r.totals.bytes)),
+               r.totals.seconds, HumanRate(static_cast<double>(r.totals.bytes), r.totals.seconds));
   }
   return kOk;
 }
@@ -109,27 +101,25 @@ int CmdList(const Globals& g) {
   std::vector<Status> errors;
   Status s = repo->ListBackups(&all, &errors);
   if (!s.ok()) return Fail(g, s);
-  for (const auto& e : errors) std::fprintf(stderr, "gnomon: warning: %s\n", e.message().c_str());
+  for (const auto& e : errors) fmt::print(stderr, "gnomon: warning: {}\n", e.message());
   if (g.json) {
     json arr = json::array();
     for (const auto& r : all) arr.push_back(BackupJson(r));
     std::cout << arr.dump() << "\n";
   } else {
-    std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", "ID", "TIME", "HOST", "TYPE", "SIZE",
-                "ADDED", "VOLUMES");
+    fmt::print("{:<16}  {:<20}  {:<12}  {:<6}  {:>10}  {:>10}  {}\n", "ID", "TIME", "HOST", "TYPE",
+               "SIZE", "ADDED", "VOLUMES");
     for (const auto& r : all) {
       // Names come from files: escaped, so they cannot drive the terminal.
       std::string vols;
       for (const auto& v : r.volumes) vols += (vols.empty() ? "" : ",") + v.name;
-      std::printf("%-16s  %-20s  %-12s  %-6s  %10s  %10s  %s\n", r.id.c_str(),
-                  EscapeForTerminal(r.time.substr(0, 19)).c_str(),
-                  EscapeForTerminal(r.host.substr(0, 12)).c_str(),
-                  EscapeForTerminal(r.type).c_str(),
-                  HumanBytes(static_cast<double>(r.totals.bytes)).c_str(),
-                  HumanBytes(static_cast<double>(r.totals.new_stored_bytes)).c_str(),
-                  EscapeForTerminal(vols).c_str());
+      fmt::print("{:<16}  {:<20}  {:<12}  {:<6}  {:>10}  {:>10}  {}\n", r.id,
+                 EscapeForTerminal(r.time.substr(0, 19)), EscapeForTerminal(r.host.substr(0, 12)),
+                 EscapeForTerminal(r.type), HumanBytes(static_cast<double>(r.totals.bytes)),
+                 HumanBytes(static_cast<double>(r.totals.new_stored_bytes)),
+                 EscapeForTerminal(vols));
     }
-    std::printf("%zu backups\n", all.size());
+    fmt::print("{} backups\n", all.size());
   }
   return errors.empty() ? kOk : kDamaged;
 }
@@ -150,7 +140,7 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
   Status s = RunRestore(repo.get(), opt, &res);
   progress.Finish();
   if (!g.quiet)
-    for (const auto& c : res.cleaned) std::fprintf(stderr, "gnomon: %s\n", c.c_str());
+    for (const auto& c : res.cleaned) fmt::print(stderr, "gnomon: {}\n", c);
   if (!s.ok()) return Fail(g, s);
   if (g.json) {
     std::cout << json{{"backup", res.backup_id},
@@ -163,10 +153,9 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
                      .dump()
               << "\n";
   } else if (!g.quiet) {
-    std::printf("restored %s:%s to %s: %s in %.2f s = %s\n", res.backup_id.c_str(),
-                res.volume.c_str(), opt.target.c_str(),
-                HumanBytes(static_cast<double>(res.bytes)).c_str(), res.seconds,
-                HumanRate(static_cast<double>(res.bytes), res.seconds).c_str());
+    fmt::print("restored {}:{} to {}: {} in {:.2f} s = {}\n", res.backup_id, res.volume, opt.target,
+               HumanBytes(static_cast<double>(res.bytes)), res.seconds,
+               HumanRate(static_cast<double>(res.bytes), res.seconds));
   }
   return kOk;
 }
@@ -202,18 +191,18 @@ int CmdVerify(const Globals& g, bool read_data) {
                      .dump()
               << "\n";
   } else {
-    for (const auto& w : res.warnings) std::printf("warning: %s\n", w.c_str());
-    for (const auto& e : res.errors) std::printf("error: %s\n", e.c_str());
+    for (const auto& w : res.warnings) fmt::print("warning: {}\n", w);
+    for (const auto& e : res.errors) fmt::print("error: {}\n", e);
     if (!g.quiet || !res.ok())
-      std::printf(
-          "%s: %zu backups, %zu volumes, %zu index files, %zu packs, %zu chunks%s; %zu "
+      fmt::print(
+          "{}: {} backups, {} volumes, {} index files, {} packs, {} chunks{}; {} "
           "errors\n",
           res.ok() ? "repository is healthy" : "repository is DAMAGED", res.backups, res.volumes,
           res.index_files, res.packs, res.chunks,
           read_data ? " (all chunk data read and checked)" : "", res.errors.size());
     if (res.quarantined)
-      std::printf(
-          "quarantined %zu damaged chunk copies: the next backup that meets their data stores "
+      fmt::print(
+          "quarantined {} damaged chunk copies: the next backup that meets their data stores "
           "it again\n",
           res.quarantined);
   }
@@ -240,56 +229,48 @@ int CmdShow(const Globals& g, const std::string& spec) {
     return kOk;
   }
   auto E = [](const std::string& t) { return EscapeForTerminal(t); };
-  std::printf("backup %s\n  time:  %s\n  host:  %s\n  type:  %s\n", r.id.c_str(), E(r.time).c_str(),
-              E(r.host).c_str(), E(r.type).c_str());
+  fmt::print("backup {}\n  time:  {}\n  host:  {}\n  type:  {}\n", r.id, E(r.time), E(r.host),
+             E(r.type));
   for (const auto& vol : r.volumes) {
-    std::printf("  volume %s: %s, %s, %llu chunks (%llu new, %llu duplicate, %llu zero)\n",
-                E(vol.name).c_str(), E(vol.source).c_str(),
-                HumanBytes(static_cast<double>(vol.size)).c_str(),
-                static_cast<unsigned long long>(vol.stats.chunks),
-                static_cast<unsigned long long>(vol.stats.new_chunks),
-                static_cast<unsigned long long>(vol.stats.dup_chunks),
-                static_cast<unsigned long long>(vol.stats.zero_chunks));
+    fmt::print("  volume {}: {}, {}, {} chunks ({} new, {} duplicate, {} zero)\n", E(vol.name),
+               E(vol.source), HumanBytes(static_cast<double>(vol.size)), vol.stats.chunks,
+               vol.stats.new_chunks, vol.stats.dup_chunks, vol.stats.zero_chunks);
     if (!vol.parent.empty())
-      std::printf("    built on %s: %s%s\n", vol.parent.c_str(),
-                  vol.tracking != kTrackingFullRead
-                      ? ("change tracking, " + std::to_string(vol.stats.unchanged_chunks) +
-                         " chunks unchanged and not read, " +
-                         std::to_string(vol.stats.patched_chunks) + " stored as patches")
-                            .c_str()
-                      : "full read compared with the parent",
-                  vol.tracking_reason.empty() ? "" : (" (" + E(vol.tracking_reason) + ")").c_str());
+      fmt::print("    built on {}: {}{}\n", vol.parent,
+                 vol.tracking != kTrackingFullRead
+                     ? "change tracking, " + std::to_string(vol.stats.unchanged_chunks) +
+                           " chunks unchanged and not read, " +
+                           std::to_string(vol.stats.patched_chunks) + " stored as patches"
+                     : std::string("full read compared with the parent"),
+                 vol.tracking_reason.empty() ? std::string() : " (" + E(vol.tracking_reason) + ")");
   }
   if (!v.present) {
-    std::printf("  (no VSS documents in this backup)\n");
+    fmt::print("  (no VSS documents in this backup)\n");
     return kOk;
   }
-  std::printf("\nsnapshot set {%s}%s\n", E(v.snapshot_set_id).c_str(),
-              v.snapshot_skipped ? " (DoSnapshotSet skipped: no file set needed a snapshot)" : "");
+  fmt::print("\nsnapshot set {{{}}}{}\n", E(v.snapshot_set_id),
+             v.snapshot_skipped ? " (DoSnapshotSet skipped: no file set needed a snapshot)" : "");
   if (!v.snapshot_skipped)
-    std::printf("  writers frozen for %.1f ms (Freeze to Thaw)\n", v.frozen_ms);
+    fmt::print("  writers frozen for {:.1f} ms (Freeze to Thaw)\n", v.frozen_ms);
   for (const auto& src : v.sources)
-    std::printf("  %s: provider %s, read from %s\n", E(src.volume).c_str(), E(src.provider).c_str(),
-                E(src.device).c_str());
-  std::printf("\nBackup Components Document (%s): type %s, component mode %s\n",
-              E(v.schema).c_str(), E(v.backup_type).c_str(), v.select_components ? "yes" : "no");
+    fmt::print("  {}: provider {}, read from {}\n", E(src.volume), E(src.provider), E(src.device));
+  fmt::print("\nBackup Components Document ({}): type {}, component mode {}\n", E(v.schema),
+             E(v.backup_type), v.select_components ? "yes" : "no");
   for (const auto& c : v.components) {
-    std::printf("  [%s] %s%s%s\n", E(c.writer_name).c_str(), E(c.logical_path).c_str(),
-                c.logical_path.empty() ? "" : "\\", E(c.name).c_str());
-    if (!c.backup_stamp.empty()) std::printf("      backup stamp: %s\n", E(c.backup_stamp).c_str());
+    fmt::print("  [{}] {}{}{}\n", E(c.writer_name), E(c.logical_path),
+               c.logical_path.empty() ? "" : "\\", E(c.name));
+    if (!c.backup_stamp.empty()) fmt::print("      backup stamp: {}\n", E(c.backup_stamp));
     if (!c.previous_backup_stamp.empty())
-      std::printf("      previous stamp: %s\n", E(c.previous_backup_stamp).c_str());
-    if (!c.backup_metadata.empty())
-      std::printf("      backup metadata: %s\n", E(c.backup_metadata).c_str());
+      fmt::print("      previous stamp: {}\n", E(c.previous_backup_stamp));
+    if (!c.backup_metadata.empty()) fmt::print("      backup metadata: {}\n", E(c.backup_metadata));
   }
-  std::printf("\nWriters (%zu Writer Metadata Documents):\n", v.writers.size());
+  fmt::print("\nWriters ({} Writer Metadata Documents):\n", v.writers.size());
   for (const auto& w : v.writers)
-    std::printf("  '%s' {%s}, %zu components\n", E(w.name).c_str(), E(w.class_id).c_str(),
-                w.components);
-  std::printf("\nWriter status at the end of the snapshot:\n");
+    fmt::print("  '{}' {{{}}}, {} components\n", E(w.name), E(w.class_id), w.components);
+  fmt::print("\nWriter status at the end of the snapshot:\n");
   for (const auto& st : v.writer_status)
-    std::printf("  '%s': %s%s\n", E(st.name).c_str(), E(st.state_name).c_str(),
-                st.failure ? (", " + E(st.failure_name) + ": " + E(st.message)).c_str() : "");
+    fmt::print("  '{}': {}{}\n", E(st.name), E(st.state_name),
+               st.failure ? ", " + E(st.failure_name) + ": " + E(st.message) : std::string());
   return kOk;
 }
 
@@ -312,8 +293,7 @@ int CmdForget(const Globals& g, const std::vector<std::string>& ids, bool force)
       std::string what;
       s = repo->ForgetUnreadable(id, &what);
       if (s.ok() && !g.json)
-        std::fprintf(stderr, "gnomon: removing unreadable record %s\n",
-                     EscapeForTerminal(what).c_str());
+        fmt::print(stderr, "gnomon: removing unreadable record {}\n", EscapeForTerminal(what));
       r.id = id;
     }
     if (!s.ok()) {
@@ -323,7 +303,7 @@ int CmdForget(const Globals& g, const std::vector<std::string>& ids, bool force)
       return Fail(g, s);
     }
     done.push_back(r.id);
-    if (!g.json && !g.quiet) std::printf("removed backup %s\n", r.id.c_str());
+    if (!g.json && !g.quiet) fmt::print("removed backup {}\n", r.id);
   }
   if (g.json) std::cout << json{{"removed", done}}.dump() << "\n";
   return kOk;

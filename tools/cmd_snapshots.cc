@@ -1,5 +1,6 @@
 // The VSS-facing commands: writers (like `vssadmin list writers`) and
 // snapshots (list and delete snapshots left behind by crashed backups).
+#include <fmt/core.h>
 #include <cstdio>
 #include <iostream>
 
@@ -16,27 +17,26 @@ using nlohmann::json;
 int CmdWriters(const Globals& g) {
   std::vector<std::string> notes;
   json ws = DescribeWriters(SnapshotOptions{}, &notes);
-  for (const auto& n : notes) std::fprintf(stderr, "gnomon: warning: %s\n", n.c_str());
+  for (const auto& n : notes) fmt::print(stderr, "gnomon: warning: {}\n", n);
   if (g.json) {
     std::cout << ws.dump() << "\n";
     return kOk;
   }
   for (const auto& w : ws) {
-    std::printf("Writer name: '%s'\n", w["name"].get<std::string>().c_str());
-    std::printf("   Writer Id: {%s}\n", w["class_id"].get<std::string>().c_str());
-    std::printf("   Kind: %s, application level %s\n", w["kind"].get<std::string>().c_str(),
-                w["level"].get<std::string>().c_str());
+    fmt::print("Writer name: '{}'\n", w["name"].get<std::string>());
+    fmt::print("   Writer Id: {{{}}}\n", w["class_id"].get<std::string>());
+    fmt::print("   Kind: {}, application level {}\n", w["kind"].get<std::string>(),
+               w["level"].get<std::string>());
     if (!w.value("detail", "").empty())
-      std::printf("   Where: %s\n", w["detail"].get<std::string>().c_str());
-    std::printf("   State: %s\n", w["state_text"].get<std::string>().c_str());
+      fmt::print("   Where: {}\n", w["detail"].get<std::string>());
+    fmt::print("   State: {}\n", w["state_text"].get<std::string>());
     uint32_t f = w["failure"].get<uint32_t>();
-    std::printf("   Last error: %s\n", f == 0 ? "No error"
-                                              : (w["failure_name"].get<std::string>() + ": " +
-                                                 w["message"].get<std::string>())
-                                                    .c_str());
+    fmt::print("   Last error: {}\n", f == 0 ? std::string("No error")
+                                             : w["failure_name"].get<std::string>() + ": " +
+                                                   w["message"].get<std::string>());
     if (!w["last_backup"].is_null())
-      std::printf("   Last backup: %s\n", w["last_backup"].get<std::string>().c_str());
-    std::printf("\n");
+      fmt::print("   Last backup: {}\n", w["last_backup"].get<std::string>());
+    fmt::print("\n");
   }
   return kOk;
 }
@@ -65,7 +65,7 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
         continue;
       }
       done.push_back(id);
-      if (!g.json && !g.quiet) std::printf("deleted snapshot %s\n", id.c_str());
+      if (!g.json && !g.quiet) fmt::print("deleted snapshot {}\n", id);
     }
     if (g.json) std::cout << json{{"deleted", done}}.dump() << "\n";
     return rc;
@@ -94,11 +94,11 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
     return kOk;
   }
   if (all.empty()) {
-    std::printf("no snapshots (state directory %s)\n", state.c_str());
+    fmt::print("no snapshots (state directory {})\n", state);
     return kOk;
   }
-  std::printf("%-36s  %-20s  %-8s  %-34s  %10s  %10s  %s\n", "ID", "CREATED", "PROVIDER", "STATUS",
-              "SIZE", "PINS", "VOLUME -> SNAPSHOT");
+  fmt::print("{:<36}  {:<20}  {:<8}  {:<34}  {:>10}  {:>10}  {}\n", "ID", "CREATED", "PROVIDER",
+             "STATUS", "SIZE", "PINS", "VOLUME -> SNAPSHOT");
   for (const auto& e : all) {
     std::string status =
         e.in_use ? "in use (pid " + std::to_string(e.props.pid) + ")"
@@ -106,12 +106,10 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
             ? "base of " + vss::BackupTypeName(e.props.backup_type) + " " + e.props.backup_id
         : e.props.state == vss::SnapshotState::kAdvancing ? "left behind, half-updated base"
                                                           : "left behind";
-    std::printf("%-36s  %-20s  %-8s  %-34s  %10s  %10s  %s -> %s\n",
-                e.props.snapshot_id.ToString().c_str(), e.props.created.c_str(),
-                e.props.provider.c_str(), status.c_str(),
-                HumanBytes(static_cast<double>(e.props.size)).c_str(),
-                HumanBytes(static_cast<double>(e.pinned_bytes)).c_str(), e.props.volume.c_str(),
-                e.props.device.c_str());
+    fmt::print("{:<36}  {:<20}  {:<8}  {:<34}  {:>10}  {:>10}  {} -> {}\n",
+               e.props.snapshot_id.ToString(), e.props.created, e.props.provider, status,
+               HumanBytes(static_cast<double>(e.props.size)),
+               HumanBytes(static_cast<double>(e.pinned_bytes)), e.props.volume, e.props.device);
   }
   return kOk;
 }

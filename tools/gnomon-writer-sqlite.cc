@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -175,8 +176,8 @@ int main(int argc, char** argv) {
     char resolved[PATH_MAX];
     if (realpath(p.c_str(), resolved)) d.path = resolved;
     if (sqlite3_open_v2(d.path.c_str(), &d.db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
-      std::fprintf(stderr, "gnomon-writer-sqlite: %s: %s\n", p.c_str(),
-                   d.db ? sqlite3_errmsg(d.db) : "cannot open");
+      fmt::print(stderr, "gnomon-writer-sqlite: {}: {}\n", p,
+                 d.db ? sqlite3_errmsg(d.db) : "cannot open");
       return 1;
     }
     dbs.push_back(d);
