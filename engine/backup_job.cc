@@ -140,9 +140,8 @@ VolumePlan BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const
   if (!verdict.tracked()) return plan;
   const SnapshotSource& snap = session.sources()[i];
   std::vector<vss::ByteRange> file_ranges;
-  std::string why;
-  if (!session.ChangedSinceBase(i, verdict, &file_ranges, &why)) {
-    fall_back(why);
+  if (Status c = session.ChangedSinceBase(i, verdict, &file_ranges); !c.ok()) {
+    fall_back(c.message());
     return plan;
   }
   vss::MarkChangedChunks(file_ranges, snap.offset, snap.size, repo_->config().chunk_size,

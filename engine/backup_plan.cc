@@ -33,6 +33,30 @@ std::string StoredStamp(const BackupRecord& r, const std::string& class_id,
   return "";
 }
 
+std::vector<vss::ByteRange> NormalizeRanges(std::vector<vss::ByteRange> ranges, uint64_t offset,
+                                            uint64_t size) {
+  const uint64_t end = offset + size;
+  std::vector<vss::ByteRange> clipped;
+  for (const auto& r : ranges) {
+    // Saturating: a length that would wrap means "to the end".
+    const uint64_t r_end = r.length > UINT64_MAX - r.offset ? UINT64_MAX : r.offset + r.length;
+    const uint64_t a = std::max(r.offset, offset), b = std::min(r_end, end);
+    if (a < b) clipped.push_back({a, b - a});
+  }
+  std::sort(clipped.begin(), clipped.end(),
+            [](const vss::ByteRange& x, const vss::ByteRange& y) { return x.offset < y.offset; });
+  std::vector<vss::ByteRange> out;
+  for (const auto& r : clipped) {
+    if (!out.empty() && r.offset <= out.back().offset + out.back().length) {
+      const uint64_t e = std::max(out.back().offset + out.back().length, r.offset + r.length);
+      out.back().length = e - out.back().offset;
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
 uint64_t SlotChangedBlocks(const std::vector<vss::ByteRange>& changed, uint64_t start, uint32_t len,
                            size_t* next, std::vector<PatchRange>* out) {
   const uint64_t end = start + len;

@@ -30,6 +30,11 @@ ParentChoice ChooseParent(const std::vector<BackupRecord>& history, const std::s
 std::string StoredStamp(const BackupRecord& r, const std::string& class_id,
                         const std::string& name);
 
+// Ranges as a provider reported them (any order, overlapping, possibly
+// past the end), made sorted, merged and clipped to [offset, offset + size).
+std::vector<vss::ByteRange> NormalizeRanges(std::vector<vss::ByteRange> ranges, uint64_t offset,
+                                            uint64_t size);
+
 // The parts of `changed` (sorted, merged byte ranges of the volume) that
 // fall in the slot [start, start + len): widened to whole 4 KiB blocks,
 // clipped to the slot, merged, and relative to start. *next is a cursor

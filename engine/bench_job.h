@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "engine/progress.h"
 #include "format/config.h"
-#include "base/status.h"
 
 namespace gnomon {
 

@@ -1,5 +1,6 @@
 #include "engine/snapshot_session.h"
 
+#include "engine/backup_plan.h"
 #include "engine/snapshots_admin.h"
 #include "engine/writers_admin.h"
 
@@ -205,25 +206,50 @@ vss::TrackingVerdict SnapshotSession::VerdictFor(const std::string& volume) cons
   return none;
 }
 
-bool SnapshotSession::ChangedSinceBase(size_t i, const vss::TrackingVerdict& v,
-                                       std::vector<vss::ByteRange>* out, std::string* why) const {
+// The base a tracked verdict names, read back from the registry, must be
+// the one the stamp (stored in the repository) and the volume writer
+// vouched for: same file, same volume, same provider and tracker, and
+// either untouched since it was kept or being advanced by this very
+// process. Anything else is a full read: a registry record alone never
+// decides what a backup leaves unread.
+Status SnapshotSession::CheckBase(size_t i, const vss::TrackingVerdict& v,
+                                  const vss::SnapshotProperties& base) const {
+  const SnapshotSource& src = sources_[i];
+  auto mismatch = [&](const std::string& what) {
+    return Status::InvalidArgument("the base snapshot " + v.base_snapshot + "'s record " + what +
+                                   "; not trusting it");
+  };
+  if (base.device != v.base_device) return mismatch("names another file than the stamp");
+  if (base.volume_key != src.key) return mismatch("is of another volume");
+  if (base.provider != src.provider) return mismatch("is from another provider");
+  const vss::Provider* p = ProviderNamed(src.provider);
+  if (!p || p->tracker() != v.tracker) return mismatch("was kept by another change tracker");
+  if (base.state == vss::SnapshotState::kAdvancing) {
+    if (base.pid != ::getpid()) return mismatch("is being advanced by another process");
+    return Status::OK();
+  }
+  if (base.state != vss::SnapshotState::kBase) return mismatch("is not a kept base");
+  const std::string& expect = base.file_id.empty() ? base.generation : base.file_id;
+  if (vss::FileGeneration(base.device) != expect) return mismatch("names a file that was replaced");
+  return Status::OK();
+}
+
+Status SnapshotSession::ChangedSinceBase(size_t i, const vss::TrackingVerdict& v,
+                                         std::vector<vss::ByteRange>* out) const {
   vss::SnapshotProperties base;
   vss::Guid id;
   if (!v.tracked() || !vss::Guid::Parse(v.base_snapshot, &id) ||
-      !vss::SnapshotRegistry(opt_.state_dir + "/snapshots").Get(id, &base)) {
-    *why = "the base snapshot " + v.base_snapshot + " is no longer recorded";
-    return false;
-  }
-  vss::Provider* p = ProviderNamed(sources_[i].provider);
-  if (!p) {
-    *why = "no provider named " + sources_[i].provider;
-    return false;
-  }
-  if (Status s = p->ChangedRanges(snapshot_ids_[i], base, out); !s.ok()) {
-    *why = s.message();
-    return false;
-  }
-  return true;
+      !vss::SnapshotRegistry(opt_.state_dir + "/snapshots").Get(id, &base))
+    return Status::NotFound("the base snapshot " + v.base_snapshot + " is no longer recorded");
+  GNOMON_RETURN_IF_ERROR(CheckBase(i, v, base));
+  std::vector<vss::ByteRange> ranges;
+  GNOMON_RETURN_IF_ERROR(
+      ProviderNamed(sources_[i].provider)->ChangedRanges(snapshot_ids_[i], base, &ranges));
+  // A provider's ranges may come in any order (a range log is in write
+  // order), overlap, or reach past the volume: the planner needs them
+  // sorted, merged and within the volume.
+  *out = NormalizeRanges(std::move(ranges), sources_[i].offset, sources_[i].size);
+  return Status::OK();
 }
 
 Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id, vss::BackupType type) {

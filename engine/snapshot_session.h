@@ -76,10 +76,12 @@ class SnapshotSession {
   // What the volume writer decided about change tracking for volume i.
   vss::TrackingVerdict Verdict(size_t i) const { return VerdictFor(sources_[i].volume); }
   // The byte ranges of volume i's snapshot device (file coordinates) that
-  // changed since the base a tracked verdict names, from its provider;
-  // false with *why if the provider cannot say (then read everything).
-  bool ChangedSinceBase(size_t i, const vss::TrackingVerdict& v, std::vector<vss::ByteRange>* out,
-                        std::string* why) const;
+  // changed since the base a tracked verdict names, from its provider:
+  // sorted, merged and within the volume. An error says why not (then read
+  // everything): the base's record does not match the stamp, or the
+  // provider cannot say.
+  Status ChangedSinceBase(size_t i, const vss::TrackingVerdict& v,
+                          std::vector<vss::ByteRange>* out) const;
   // Keeps volume i's snapshot as the change-tracking base of backup_id, and
   // deletes the bases of that volume it supersedes. Call after the backup
   // record is durable and before Complete().
@@ -96,6 +98,8 @@ class SnapshotSession {
  private:
   Status Fail(vss::HResult hr, const std::string& what);
   vss::TrackingVerdict VerdictFor(const std::string& volume) const;
+  Status CheckBase(size_t i, const vss::TrackingVerdict& v,
+                   const vss::SnapshotProperties& base) const;
   Status CheckWriters(const char* phase);
   void GatherStatus();
   void AdvanceBases(const std::vector<std::string>& volumes,

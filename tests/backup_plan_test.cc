@@ -114,5 +114,25 @@ TEST(BackupPlan, DifferingBlocksAreMergedAndTheLastMayBeShort) {
   EXPECT_EQ(out[1].length, 100u);
 }
 
+TEST(BackupPlan, ProviderRangesAreSortedMergedAndClippedToTheVolume) {
+  using R = std::vector<vss::ByteRange>;
+  auto eq = [](const R& a, const R& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i].offset != b[i].offset || a[i].length != b[i].length) return false;
+    return true;
+  };
+  // Write order, not offset order: the later, lower range must survive.
+  EXPECT_TRUE(
+      eq(NormalizeRanges({{8192, 4096}, {0, 4096}}, 0, 1 << 20), R{{0, 4096}, {8192, 4096}}));
+  // Overlapping and touching ranges merge.
+  EXPECT_TRUE(eq(NormalizeRanges({{100, 50}, {120, 100}, {220, 10}}, 0, 1000), R{{100, 130}}));
+  // Clipped to a volume that starts inside its file; empty ones dropped.
+  EXPECT_TRUE(eq(NormalizeRanges({{0, 600}, {5000, 100}, {700, 0}}, 512, 4096), R{{512, 88}}));
+  // A length that would wrap reaches the end of the volume.
+  EXPECT_TRUE(eq(NormalizeRanges({{4000, UINT64_MAX}}, 0, 8192), R{{4000, 4192}}));
+  EXPECT_TRUE(NormalizeRanges({}, 0, 8192).empty());
+}
+
 }  // namespace
 }  // namespace gnomon

@@ -55,6 +55,8 @@ class RangeLogProvider : public vss::Provider {
   // How often the engine asked what changed, and against which base.
   int asked = 0;
   std::string asked_base;
+  // Set: the provider says it cannot tell what changed (its log overflowed).
+  bool refuse = false;
 
   Status IsVolumeSupported(const vss::VolumeIdentity& v) override {
     if (v.real_path == fs::canonical(file_).string()) return Status::OK();
@@ -155,10 +157,11 @@ class RangeLogProvider : public vss::Provider {
     std::lock_guard<std::mutex> g(mu_);
     ++asked;
     asked_base = base.snapshot_id.ToString();
+    if (refuse) return Status::Unsupported("the range log overflowed");
     if (!snaps_.count(snap) || base.snapshot_id != base_)
       return Status::NotFound("the range log does not start at base " +
                               base.snapshot_id.ToString());
-    *out = pending_log_;
+    *out = pending_log_;  // in write order, as a log is: the engine sorts it
     return Status::OK();
   }
 
@@ -263,7 +266,7 @@ TEST_F(ProviderSeamTest, FullAndIncrementalThroughAProviderTheEngineHasNeverHear
   ASSERT_EQ(snaps.size(), 2u);
 }
 
-TEST_F(ProviderSeamTest, AProviderThatCannotSayWhatChangedMeansAFullReadThatSaysWhy) {
+TEST_F(ProviderSeamTest, ABaseWhoseRecordIsGoneMeansAFullReadThatSaysWhy) {
   const BackupRecord full = Backup("full");
   // The base is gone from the provider's point of view: its log no longer
   // starts there.
@@ -274,6 +277,57 @@ TEST_F(ProviderSeamTest, AProviderThatCannotSayWhatChangedMeansAFullReadThatSays
   const VolumeRecord& v = inc.volumes[0];
   EXPECT_EQ(v.tracking, kTrackingFullRead);
   EXPECT_NE(v.tracking_reason.find("is gone"), std::string::npos) << v.tracking_reason;
+  EXPECT_EQ(provider_->asked, 0);  // the volume writer already said no
+  EXPECT_EQ(v.stats.changed_chunks, 1u);
+  ExpectRestores(inc.id, test::ReadFile(vol_));
+}
+
+// Writes in one chunk, the later one at a lower offset: a log in write
+// order must not lose the first (found by review: the planner merged
+// ranges assuming ascending order).
+TEST_F(ProviderSeamTest, RangesInWriteOrderLoseNothing) {
+  Backup("full");
+  provider_->Write(5 * kChunk + 8192, test::RandomBytes(4096, 5));
+  provider_->Write(5 * kChunk, test::RandomBytes(4096, 6));
+  const BackupRecord inc = Backup("incremental");
+  EXPECT_EQ(inc.volumes[0].tracking, "range-log") << inc.volumes[0].tracking_reason;
+  EXPECT_EQ(inc.volumes[0].stats.changed_chunks, 1u);
+  EXPECT_EQ(inc.volumes[0].stats.patched_chunks, 1u);
+  ExpectRestores(inc.id, test::ReadFile(vol_));
+}
+
+TEST_F(ProviderSeamTest, AProviderThatCannotSayWhatChangedMeansAFullReadThatSaysWhy) {
+  Backup("full");
+  provider_->Write(5 * kChunk, test::RandomBytes(100, 4));
+  provider_->refuse = true;
+  const BackupRecord inc = Backup("incremental");
+  const VolumeRecord& v = inc.volumes[0];
+  EXPECT_EQ(provider_->asked, 1);
+  EXPECT_EQ(v.tracking, kTrackingFullRead);
+  EXPECT_NE(v.tracking_reason.find("the range log overflowed"), std::string::npos)
+      << v.tracking_reason;
+  EXPECT_EQ(v.stats.changed_chunks, 1u);
+  ExpectRestores(inc.id, test::ReadFile(vol_));
+}
+
+// The registry is not the authority on which file is the base: a record
+// that names another file than the stamp (stored in the repository) does,
+// even one made to look untouched, is not trusted (found by review: a
+// differential then read nothing and restored the wrong bytes).
+TEST_F(ProviderSeamTest, ARegistryRecordNamingAnotherFileIsNotTrusted) {
+  Backup("full");
+  provider_->Write(7 * kChunk, test::RandomBytes(kChunk, 8));
+  auto snaps = ListSnapshots(state_.state_dir());
+  ASSERT_EQ(snaps.size(), 1u);
+  vss::SnapshotProperties forged = snaps[0].props;
+  forged.device = dir_ / "decoy.img";
+  ASSERT_TRUE(fs::copy_file(vol_, forged.device));  // today's bytes: "nothing changed"
+  forged.file_id = vss::FileGeneration(forged.device);
+  ASSERT_TRUE(vss::SnapshotRegistry(state_.state_dir() + "/snapshots").Put(forged).ok());
+  const BackupRecord inc = Backup("incremental");
+  const VolumeRecord& v = inc.volumes[0];
+  EXPECT_EQ(v.tracking, kTrackingFullRead);
+  EXPECT_NE(v.tracking_reason.find("names another file"), std::string::npos) << v.tracking_reason;
   EXPECT_EQ(v.stats.changed_chunks, 1u);
   ExpectRestores(inc.id, test::ReadFile(vol_));
 }

@@ -1,8 +1,10 @@
 // gnomon: the command-line front end. Parses arguments and runs a command
 // (tools/cmd_*.cc); no logic of its own.
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <system_error>
 
 #include "engine/snapshots_admin.h"
 #include "tools/cli.h"
@@ -179,25 +181,36 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
 
-  if (*init) return CmdInit(g, chunk_kib, level, pack_mib);
-  if (*backup) {
-    bopt.snapshot.freeze_timeout_ms = static_cast<uint32_t>(freeze_s * 1000);
-    bopt.snapshot.hold_window_ms = static_cast<uint32_t>(hold_s * 1000);
-    bopt.snapshot.set_wait_ms = static_cast<uint32_t>(set_wait_s * 1000);
-    return CmdBackup(g, bopt);
+  auto run = [&]() -> int {
+    if (*init) return CmdInit(g, chunk_kib, level, pack_mib);
+    if (*backup) {
+      bopt.snapshot.freeze_timeout_ms = static_cast<uint32_t>(freeze_s * 1000);
+      bopt.snapshot.hold_window_ms = static_cast<uint32_t>(hold_s * 1000);
+      bopt.snapshot.set_wait_ms = static_cast<uint32_t>(set_wait_s * 1000);
+      return CmdBackup(g, bopt);
+    }
+    if (*show) return CmdShow(g, show_id);
+    if (*forget) return CmdForget(g, forget_ids, forget_force);
+    if (app.got_subcommand("writers")) return CmdWriters(g);
+    if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
+    if (*list) return CmdList(g);
+    if (*restore) return CmdRestore(g, what, ropt);
+    if (*verify) return CmdVerify(g, read_data);
+    if (*bench) {
+      benchopt.max_bytes = bench_size_mib << 20;
+      benchopt.sample_bytes = bench_sample_mib << 20;
+      benchopt.levels = bench_levels;
+      return CmdBench(g, benchopt);
+    }
+    return kUsage;
+  };
+  // fmt::print throws when output cannot be written (stdout closed, a full
+  // disk under a redirect): that is a failed command, not a crash.
+  try {
+    return run();
+  } catch (const std::system_error& e) {
+    std::string msg = std::string("gnomon: writing output: ") + e.what() + "\n";
+    [[maybe_unused]] ssize_t n = ::write(2, msg.data(), msg.size());
+    return kFailed;
   }
-  if (*show) return CmdShow(g, show_id);
-  if (*forget) return CmdForget(g, forget_ids, forget_force);
-  if (app.got_subcommand("writers")) return CmdWriters(g);
-  if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
-  if (*list) return CmdList(g);
-  if (*restore) return CmdRestore(g, what, ropt);
-  if (*verify) return CmdVerify(g, read_data);
-  if (*bench) {
-    benchopt.max_bytes = bench_size_mib << 20;
-    benchopt.sample_bytes = bench_sample_mib << 20;
-    benchopt.levels = bench_levels;
-    return CmdBench(g, benchopt);
-  }
-  return kUsage;
 }

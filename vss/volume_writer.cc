@@ -76,6 +76,9 @@ std::string VolumeWriter::Validate(const std::string& volume, const std::string&
            "cleanly)";
   if (!found || base.state != SnapshotState::kBase)
     return "the base snapshot " + prev->base_snapshot + " is gone (deleted, or on another machine)";
+  if (base.device != prev->base_device)
+    return "the base snapshot " + prev->base_snapshot + "'s record names another file (" +
+           base.device + ") than the stamp (" + prev->base_device + ")";
   std::string file = FileGeneration(base.device);
   if (file.empty()) return "the base snapshot file " + base.device + " is gone";
   // The stamp names the snapshot's token; the registry vouches that the file
