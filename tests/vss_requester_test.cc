@@ -6,9 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -798,6 +801,65 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
     EXPECT_EQ(v["change_tracking"], "full-read");
     EXPECT_NE(v["reason"].get<std::string>().find(c.reason), std::string::npos) << v.dump();
   }
+}
+
+}  // namespace
+}  // namespace gnomon::vss
+
+namespace gnomon::vss {
+namespace {
+
+// A registry directory holding what is not a record: List() returns at once
+// with only the good record, neither blocking on a FIFO nor reading
+// /dev/zero until memory runs out; a record filed under another id's name
+// cannot stand in for that snapshot.
+TEST(SnapshotRegistryTest, ListSkipsAnythingButSmallRegularRecordsUnderTheirOwnId) {
+  TempDir dir;
+  SnapshotRegistry reg(dir / "snapshots");
+  SnapshotProperties good;
+  good.snapshot_id = Guid::Random();
+  good.snapshot_set_id = Guid::Random();
+  good.volume = dir / "vol.img";
+  good.provider = "reflink";
+  good.device = dir / (".gnomon-snap-" + good.snapshot_id.ToString() + "-vol.img");
+  good.state = SnapshotState::kBase;
+  ASSERT_TRUE(reg.Put(good).ok());
+  const std::string rdir = reg.dir();
+  const auto good_file = test::ReadFile(rdir + "/" + good.snapshot_id.ToString() + ".json");
+  ASSERT_FALSE(good_file.empty());
+
+  ASSERT_EQ(::mkfifo((rdir + "/x.json").c_str(), 0600), 0) << std::strerror(errno);
+  ASSERT_EQ(::symlink("/dev/zero", (rdir + "/z.json").c_str()), 0) << std::strerror(errno);
+  // A valid record, padded past 1 MiB, under its own id's name.
+  SnapshotProperties big = good;
+  big.snapshot_id = Guid::Random();
+  ASSERT_TRUE(reg.Put(big).ok());
+  const std::string big_path = rdir + "/" + big.snapshot_id.ToString() + ".json";
+  auto padded = test::ReadFile(big_path);
+  padded.insert(padded.end(), (1u << 20) + 1, ' ');
+  test::WriteFile(big_path, padded);
+  // The good record's text under another id's name, pointing elsewhere.
+  std::string impostor(good_file.begin(), good_file.end());
+  const std::string real_device = good.device;
+  impostor.replace(impostor.find(real_device), real_device.size(), dir / "precious");
+  test::WriteFile(rdir + "/" + Guid::Random().ToString() + ".json",
+                  std::vector<uint8_t>(impostor.begin(), impostor.end()));
+
+  // On a thread of its own: if List() blocks, the test fails at the deadline
+  // instead of hanging (a std::async future would wait for it on destruction).
+  auto list = std::make_shared<std::packaged_task<std::vector<SnapshotProperties>()>>(
+      [reg] { return reg.List(); });
+  auto result = list->get_future();
+  std::thread([list] { (*list)(); }).detach();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "SnapshotRegistry::List() blocked";
+  const auto all = result.get();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].snapshot_id, good.snapshot_id);
+  EXPECT_EQ(all[0].device, good.device);
+  SnapshotProperties got;
+  ASSERT_TRUE(reg.Get(good.snapshot_id, &got));
+  EXPECT_EQ(got.device, good.device);
 }
 
 }  // namespace

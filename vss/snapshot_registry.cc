@@ -3,10 +3,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -137,6 +138,33 @@ void SnapshotRegistry::Remove(const Guid& id) {
   ::unlink((dir_ + "/" + id.ToString() + ".json").c_str());
 }
 
+// A record is a small regular file: anything else in the directory (a FIFO
+// that would block the open, a link to /dev/zero that never ends, a file of
+// gigabytes) is skipped without reading more than kMaxRecordBytes of it.
+static constexpr size_t kMaxRecordBytes = 1u << 20;
+
+static bool ReadRecordFile(const std::string& path, std::string* text) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<uint64_t>(st.st_size) <= kMaxRecordBytes;
+  text->clear();
+  char buf[64 << 10];
+  while (ok) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ok = n == 0;
+      break;
+    }
+    text->append(buf, static_cast<size_t>(n));
+    ok = text->size() <= kMaxRecordBytes;  // grew since fstat: still bounded
+  }
+  ::close(fd);
+  return ok;
+}
+
 std::vector<SnapshotProperties> SnapshotRegistry::List() const {
   std::vector<SnapshotProperties> out;
   DIR* d = ::opendir(dir_.c_str());
@@ -144,13 +172,16 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
   while (auto* e = ::readdir(d)) {
     std::string n = e->d_name;
     if (n.size() < 6 || n.substr(n.size() - 5) != ".json") continue;
-    std::ifstream f(dir_ + "/" + n);
-    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::string text;
+    if (!ReadRecordFile(dir_ + "/" + n, &text)) continue;
     json j;
     std::string err;
-    if (!ParseJsonBounded(text, &j, &err, 1u << 20)) continue;  // damaged: names nothing we trust
+    if (!ParseJsonBounded(text, &j, &err, kMaxRecordBytes)) continue;  // damaged: names nothing
     // A record we cannot read names no file we could safely delete; skip.
-    if (SnapshotProperties p; FromJson(j, &p)) out.push_back(std::move(p));
+    // So is one filed under another snapshot's name (Put writes <id>.json):
+    // it could shadow that snapshot's own record.
+    if (SnapshotProperties p; FromJson(j, &p) && p.snapshot_id.ToString() + ".json" == n)
+      out.push_back(std::move(p));
   }
   ::closedir(d);
   return out;
