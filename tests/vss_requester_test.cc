@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include "tests/test_util.h"
 #include "vss/backup_components.h"
 #include "vss/offline_provider.h"
+#include "vss/reflink_provider.h"
 #include "vss/volume_stamp.h"
 #include "vss/volume_writer.h"
 
@@ -809,6 +811,8 @@ TEST(VolumeStampTest, BadStampsAreRejectedWithAReasonAndAFullRead) {
 namespace gnomon::vss {
 namespace {
 
+namespace fs = std::filesystem;
+
 // A registry directory holding what is not a record: List() returns at once
 // with only the good record, neither blocking on a FIFO nor reading
 // /dev/zero until memory runs out; a record filed under another id's name
@@ -860,6 +864,102 @@ TEST(SnapshotRegistryTest, ListSkipsAnythingButSmallRegularRecordsUnderTheirOwnI
   SnapshotProperties got;
   ASSERT_TRUE(reg.Get(good.snapshot_id, &got));
   EXPECT_EQ(got.device, good.device);
+}
+
+// DeleteLeftover removes only what a registry record may name: its own
+// snapshot's clone, beside the file the record says it is a snapshot of.
+TEST(ReflinkLeftoverTest, DeleteLeftoverRemovesOnlyTheRecordsOwnCloneBesideItsFile) {
+  TempDir dir, elsewhere;
+  const std::string live = dir / "vol.img";
+  test::WriteFile(live, {1, 2, 3});
+  ReflinkProvider provider(dir / "state");
+  SnapshotRegistry reg(dir / "state/snapshots");
+  const Guid id = Guid::Random(), other = Guid::Random();
+  auto record = [&](const std::string& device) {
+    SnapshotProperties p;
+    p.snapshot_id = id;
+    p.provider = "reflink";
+    p.device = device;
+    p.state = SnapshotState::kBase;
+    p.volume_key = "file:" + live;
+    return p;
+  };
+  const std::string clone_name = ".gnomon-snap-" + id.ToString() + "-vol.img";
+  const std::string far = elsewhere / clone_name;  // the right name, another directory
+  const std::string other_ids = dir / (".gnomon-snap-" + other.ToString() + "-vol.img");
+  const std::string loose = dir / ".gnomon-snap-precious";  // the prefix alone
+  const std::string clone = dir / clone_name;
+  for (const auto& f : {far, other_ids, loose, clone}) test::WriteFile(f, {7});
+
+  EXPECT_EQ(provider.DeleteLeftover(record(far)), E_INVALIDARG_);
+  EXPECT_EQ(provider.DeleteLeftover(record(other_ids)), E_INVALIDARG_);
+  EXPECT_EQ(provider.DeleteLeftover(record(loose)), E_INVALIDARG_);
+  SnapshotProperties loop = record(far);  // a loop device starting inside the file
+  loop.volume_key = "file:" + live + "@1048576";
+  EXPECT_EQ(provider.DeleteLeftover(loop), E_INVALIDARG_);
+  // A snapshot that advanced a base is the base's file (another id in its
+  // name), but still only beside the live file.
+  const std::string far_base = elsewhere / (".gnomon-snap-" + other.ToString() + "-vol.img");
+  test::WriteFile(far_base, {7});
+  SnapshotProperties advanced = record(far_base);
+  advanced.advances = other.ToString();
+  EXPECT_EQ(provider.DeleteLeftover(advanced), E_INVALIDARG_);
+  for (const auto& f : {far, other_ids, loose, far_base}) EXPECT_TRUE(fs::exists(f)) << f;
+
+  EXPECT_EQ(provider.DeleteLeftover(record(clone)), S_OK_) << provider.last_error();
+  EXPECT_FALSE(fs::exists(clone));
+  EXPECT_TRUE(fs::exists(live));
+}
+
+// A snapshot that died advancing a base: its device (the base's file) and
+// undo file go, and the base's record with them, but only a base record
+// naming that same file.
+TEST(ReflinkLeftoverTest, AnAdvancingLeftoverRemovesOnlyTheBaseRecordOfItsOwnFile) {
+  TempDir dir;
+  ReflinkProvider provider(dir / "state");
+  SnapshotRegistry reg(dir / "state/snapshots");
+  auto put = [&](SnapshotProperties p) {
+    p.provider = "reflink";
+    EXPECT_TRUE(reg.Put(p).ok());
+    return p;
+  };
+  SnapshotProperties base;
+  base.snapshot_id = Guid::Random();
+  base.device = dir / (".gnomon-snap-" + base.snapshot_id.ToString() + "-vol.img");
+  base.state = SnapshotState::kAdvancing;
+  base = put(base);
+  SnapshotProperties unrelated;  // a base of another file, which no other record may remove
+  unrelated.snapshot_id = Guid::Random();
+  unrelated.device = dir / (".gnomon-snap-" + unrelated.snapshot_id.ToString() + "-other.img");
+  unrelated.state = SnapshotState::kBase;
+  unrelated = put(unrelated);
+
+  SnapshotProperties dead;  // the advance that died: its device is the base's file
+  dead.snapshot_id = Guid::Random();
+  dead.device = base.device;
+  dead.advances = base.snapshot_id.ToString();
+  dead.state = SnapshotState::kPreparing;
+  dead = put(dead);
+  const std::string undo = dir / (".gnomon-undo-" + dead.snapshot_id.ToString());
+  test::WriteFile(base.device, {1});
+  test::WriteFile(undo, {2});
+  SnapshotProperties hostile = dead;  // names the unrelated base as the one it advanced
+  hostile.snapshot_id = Guid::Random();
+  hostile.device = dir / (".gnomon-snap-" + hostile.snapshot_id.ToString() + "-vol.img");
+  hostile.advances = unrelated.snapshot_id.ToString();
+  hostile = put(hostile);
+
+  EXPECT_EQ(provider.DeleteLeftover(hostile), S_OK_) << provider.last_error();
+  SnapshotProperties got;
+  EXPECT_TRUE(reg.Get(unrelated.snapshot_id, &got)) << "another base's record was removed";
+  EXPECT_FALSE(reg.Get(hostile.snapshot_id, &got));
+
+  EXPECT_EQ(provider.DeleteLeftover(dead), S_OK_) << provider.last_error();
+  EXPECT_FALSE(fs::exists(base.device));
+  EXPECT_FALSE(fs::exists(undo));
+  EXPECT_FALSE(reg.Get(base.snapshot_id, &got));
+  EXPECT_FALSE(reg.Get(dead.snapshot_id, &got));
+  EXPECT_TRUE(reg.Get(unrelated.snapshot_id, &got));
 }
 
 }  // namespace

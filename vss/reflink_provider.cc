@@ -67,6 +67,51 @@ std::string UndoPath(const std::string& base_device, const Guid& snap) {
   return DirOf(base_device) + "/.gnomon-undo-" + snap.ToString();
 }
 
+// The live file a volume key names (vss/volume_stamp.h VolumeKey:
+// "file:<path>", or "file:<path>@<offset>" for a loop device that starts
+// inside its file), or "" for any other key.
+std::string LiveFileOf(const std::string& volume_key) {
+  std::string live = volume_key.rfind("file:", 0) == 0 ? volume_key.substr(5) : "";
+  if (auto at = live.rfind('@'); at != std::string::npos && at + 1 < live.size() &&
+                                 live.find_first_not_of("0123456789", at + 1) == std::string::npos)
+    live.resize(at);
+  return live;
+}
+
+constexpr char kClonePrefix[] = ".gnomon-snap-";
+
+// The snapshot id in a clone's name ".gnomon-snap-<id>-<file name>", as
+// BeginPrepareSnapshot writes it (canonical form), or "" if `name` is not
+// of that form.
+std::string CloneNameId(const std::string& name) {
+  const size_t start = sizeof kClonePrefix - 1, len = Guid().ToString().size();
+  if (name.rfind(kClonePrefix, 0) != 0 || name.size() <= start + len + 1 ||
+      name[start + len] != '-')
+    return "";
+  const std::string id = name.substr(start, len);
+  Guid g;
+  return Guid::Parse(id, &g) && g.ToString() == id ? id : "";
+}
+
+// Whether a registry record's `device` is a clone this provider made, so
+// that removing it can never remove anything else: the record's own id in
+// the name (a snapshot that advanced a base in place is that base's file,
+// named for an earlier snapshot, so any id there), and, when the record
+// names its live file, beside that file. The record is a file anyone with
+// access to the state directory could have written.
+Status CheckCloneName(const SnapshotProperties& p) {
+  const std::string id = CloneNameId(BaseOf(p.device));
+  Guid advanced;
+  if (id.empty() || (id != p.snapshot_id.ToString() && !(Guid::Parse(p.advances, &advanced))))
+    return Status::InvalidArgument(p.device + " is not a gnomon snapshot file of snapshot " +
+                                   p.snapshot_id.ToString());
+  if (const std::string live = LiveFileOf(p.volume_key);
+      !live.empty() && DirOf(p.device) != DirOf(live))
+    return Status::InvalidArgument(p.device + " is not beside " + live +
+                                   ", the file it would be a snapshot of");
+  return Status::OK();
+}
+
 // Clones [r.offset, r.offset + r.length) of `from` to the same place in `to`.
 bool CloneRange(int from, int to, const ByteRange& r) {
   struct file_clone_range c {};
@@ -122,11 +167,7 @@ Status ReflinkProvider::ChangedRanges(const Guid& snap, const SnapshotProperties
 }
 
 uint64_t ReflinkProvider::PinnedBytes(const SnapshotProperties& p) {
-  // The live file is named by the volume key (vss/volume_stamp.h VolumeKey).
-  std::string live = p.volume_key.rfind("file:", 0) == 0 ? p.volume_key.substr(5) : "";
-  if (auto at = live.rfind('@'); at != std::string::npos && at + 1 < live.size() &&
-                                 live.find_first_not_of("0123456789", at + 1) == std::string::npos)
-    live.resize(at);  // "@<offset>" of a loop device that starts inside its file
+  const std::string live = LiveFileOf(p.volume_key);
   std::vector<FileExtent> snap, now;
   if (live.empty() || !ReadExtents(p.device, &snap).ok() || !ReadExtents(live, &now).ok()) return 0;
   return vss::PinnedBytes(snap, now);
@@ -220,6 +261,12 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
 }
 
 HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
+  // The base's file (from its registry record) is written to below, and the
+  // undo file goes beside it: only ever a clone of ours beside this file.
+  if (CloneNameId(BaseOf(s->base.device)).empty() || DirOf(s->base.device) != DirOf(file)) {
+    s->advance = false;  // not this volume's base after all: take a whole clone
+    return S_OK_;
+  }
   s->src_fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (s->src_fd < 0)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, "opening " + file + ": " + std::strerror(errno));
@@ -423,18 +470,21 @@ HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const std::string& bac
 
 HResult ReflinkProvider::DeleteLeftover(const SnapshotProperties& p) {
   // Only ever a hidden clone this provider named; never anything else.
-  if (BaseOf(p.device).rfind(".gnomon-snap-", 0) != 0)
-    return Fail(E_INVALIDARG_, p.device + " is not a gnomon snapshot file; not removing it");
+  if (Status st = CheckCloneName(p); !st.ok())
+    return Fail(E_INVALIDARG_, st.message() + "; not removing it");
   if (::unlink(p.device.c_str()) != 0 && errno != ENOENT)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
                 "removing " + p.device + ": " + std::strerror(errno));
   // A snapshot that was advancing a base when its process died: the base's
   // file is half-advanced (removed above), and its undo file is of no use.
+  // The undo file is beside the device just checked, named for this record;
+  // the base's record goes only if it names that same file.
   Guid base;
   if (p.state != SnapshotState::kBase && p.state != SnapshotState::kAdvancing &&
       !p.advances.empty() && Guid::Parse(p.advances, &base)) {
     ::unlink(UndoPath(p.device, p.snapshot_id).c_str());
-    registry_.Remove(base);
+    if (SnapshotProperties b; registry_.Get(base, &b) && b.device == p.device)
+      registry_.Remove(base);
   }
   registry_.Remove(p.snapshot_id);
   return S_OK_;
