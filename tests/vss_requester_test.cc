@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -601,6 +602,65 @@ TEST_F(RequesterTest, ProviderCommitOverrunningTheHoldWindowFailsTheSet) {
   ASSERT_TRUE(log_->Has("app", "Abort"));
   EXPECT_LT(log_->when["app:Abort"] - t0, std::chrono::milliseconds(700));
   EXPECT_NE(bc->last_error().find("flush-and-hold"), std::string::npos) << bc->last_error();
+}
+
+// A provider whose commit outlasts the hold window and which notes whether
+// AbortSnapshots came while CommitSnapshots was still running (the clone
+// being made while its files are removed).
+class OverrunningCommitProvider : public OfflineProvider {
+ public:
+  explicit OverrunningCommitProvider(int ms) : ms_(ms) {}
+  HResult CommitSnapshots(const Guid& set) override {
+    in_commit_ = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms_));
+    HResult hr = OfflineProvider::CommitSnapshots(set);
+    in_commit_ = false;
+    return hr;
+  }
+  HResult AbortSnapshots(const Guid& set) override {
+    if (in_commit_) abort_during_commit = true;
+    ++aborts;
+    return OfflineProvider::AbortSnapshots(set);
+  }
+  std::atomic<bool> abort_during_commit{false};
+  std::atomic<int> aborts{0};
+
+ private:
+  int ms_;
+  std::atomic<bool> in_commit_{false};
+};
+
+TEST_F(RequesterTest, HoldWindowOverrunThawsAtOnceAndAbortsProvidersAfterTheCommit) {
+  W("app");
+  opt_.hold_window_ms = 200;
+  auto provider = std::make_shared<OverrunningCommitProvider>(1200);
+  auto bc = Make(provider);
+  Prepare(bc.get());
+  auto t0 = Clock::now();
+  EXPECT_EQ(Snapshot(bc.get()), VSS_E_HOLD_WRITES_TIMEOUT) << bc->last_error();
+  ASSERT_TRUE(log_->Has("app", "Abort"));
+  EXPECT_LT(log_->when["app:Abort"] - t0, std::chrono::milliseconds(800))
+      << "thawing must not wait for the commit to end";
+  EXPECT_FALSE(provider->abort_during_commit)
+      << "AbortSnapshots ran while CommitSnapshots was still running";
+  EXPECT_EQ(provider->aborts.load(), 1);
+}
+
+TEST_F(RequesterTest, FreezeWindowRunningOutDuringTheCommitAbortsProvidersAfterIt) {
+  // The watchdog's abort, not the snapshot thread's: the same rule.
+  W("app", ApplicationLevel::kFrontEnd, 300);
+  opt_.hold_window_ms = 10000;
+  auto provider = std::make_shared<OverrunningCommitProvider>(1200);
+  auto bc = Make(provider);
+  Prepare(bc.get());
+  auto t0 = Clock::now();
+  EXPECT_EQ(Snapshot(bc.get()), VSS_E_WRITERERROR_TIMEOUT) << bc->last_error();
+  ASSERT_TRUE(log_->Has("app", "Abort"));
+  EXPECT_LT(log_->when["app:Abort"] - t0, std::chrono::milliseconds(900))
+      << "thawing must not wait for the commit to end";
+  EXPECT_FALSE(provider->abort_during_commit)
+      << "AbortSnapshots ran while CommitSnapshots was still running";
+  EXPECT_EQ(provider->aborts.load(), 1);
 }
 
 TEST_F(RequesterTest, AbortAfterEachPhase) {

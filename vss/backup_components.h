@@ -190,7 +190,8 @@ class BackupComponents {
   HResult WriterFailure() const;  // the first failing writer's code
   HResult WriterFailureLocked() const;
   // Thaws by delivering OnAbort to everyone not yet past PostSnapshot and
-  // aborting providers; safe from any thread, runs once per session.
+  // aborting providers (during the provider commit: once it has returned,
+  // on the commit's thread); safe from any thread, runs once per session.
   void AbortWriters(const std::string& why);
   void Watchdog();
   Clock::time_point WatchdogWakeLocked() const;
@@ -212,6 +213,11 @@ class BackupComponents {
   std::vector<Member> set_;
   bool snapshot_set_reached_ = false;  // providers got BeginPrepareSnapshot
   bool aborted_ = false;               // AbortWriters has run or is running
+  // CommitSnapshots is running on the commit's thread; an abort meanwhile
+  // sets provider_abort_deferred_ and that thread runs AbortSnapshots once
+  // the commit has returned (CommitInHoldWindow).
+  bool commit_running_ = false;
+  bool provider_abort_deferred_ = false;
   // Freeze and Thaw deliveries in progress, for AbortWriters to stop.
   std::vector<std::shared_ptr<Batch>> abortable_;
   bool do_snapshot_running_ = false;

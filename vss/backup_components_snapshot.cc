@@ -140,12 +140,27 @@ HResult BackupComponents::CommitInHoldWindow(const std::atomic<bool>& cancelled)
   // The commit runs on a thread of its own, so that an abort thaws at once
   // whatever the provider is doing; its end notifies cv_. Every path below
   // waits for it before returning, so the thread never outlives `committed`.
+  // An abort meanwhile (from here, the watchdog or a cancel) delivers OnAbort
+  // at once but leaves the providers' AbortSnapshots to this thread, once
+  // CommitSnapshots has returned: a provider never removes the snapshot
+  // files its commit is still writing.
   bool committed = false;  // under mu_
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    commit_running_ = true;
+  }
   auto commit = Async::Start([this, &committed](const std::atomic<bool>&) {
     HResult hr = RunProviders("CommitSnapshots", &Provider::CommitSnapshots);
-    std::lock_guard<std::mutex> g(mu_);
-    committed = true;
-    cv_.notify_all();
+    bool abort_providers;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      committed = true;
+      commit_running_ = false;
+      abort_providers = provider_abort_deferred_;
+      provider_abort_deferred_ = false;
+      cv_.notify_all();
+    }
+    if (abort_providers) RunProviders("AbortSnapshots", &Provider::AbortSnapshots);
     return hr;
   });
   const auto hold_end = Clock::now() + std::chrono::milliseconds(opt_.hold_window_ms);
@@ -154,16 +169,21 @@ HResult BackupComponents::CommitInHoldWindow(const std::atomic<bool>& cancelled)
       break;
     case CommitWait::kInterrupted:
       AbortWriters("backup cancelled during the provider commit");
-      commit->Wait();
+      commit->Wait();  // the commit ends, then the providers abort
       return WriterFailure();
     case CommitWait::kHoldWindowOver:
       AbortWriters("the provider commit overran the flush-and-hold window of " +
                    std::to_string(opt_.hold_window_ms) + " ms");
-      commit->Wait();  // the clone must end before its files are removed
-      RunProviders("AbortSnapshots", &Provider::AbortSnapshots);
+      commit->Wait();  // the clone ends before its files are removed
       return VSS_E_HOLD_WRITES_TIMEOUT;
   }
   commit->Wait();  // `committed` is set a moment before the handle's result
+  {
+    // An abort that landed as the commit ended: the providers were aborted
+    // (by the commit's thread or the abort itself); nothing more to commit.
+    std::lock_guard<std::mutex> g(mu_);
+    if (aborted_) return WriterFailureLocked();
+  }
   if (HResult hr = commit->QueryStatus(); hr != VSS_S_ASYNC_FINISHED) return StopWith(hr, "");
   if (HResult hr = RunProviders("PostCommitSnapshots", &Provider::PostCommitSnapshots); Failed(hr))
     return StopWith(hr, "");
@@ -230,7 +250,7 @@ HResult BackupComponents::WriterFailureLocked() const {
 void BackupComponents::AbortWriters(const std::string& why) {
   std::vector<Slot*> targets;
   std::vector<std::shared_ptr<Batch>> waiting;
-  bool reached;
+  bool reached, defer_providers;
   {
     std::lock_guard<std::mutex> g(mu_);
     if (aborted_) return;
@@ -240,6 +260,10 @@ void BackupComponents::AbortWriters(const std::string& why) {
       if (Included(*s) && !s->got_post_snapshot && s->responsive) targets.push_back(s.get());
     for (auto& s : slots_) s->armed = false;
     reached = snapshot_set_reached_;
+    // During the provider commit its own thread aborts the providers when
+    // CommitSnapshots returns (CommitInHoldWindow); the writers thaw now.
+    defer_providers = reached && commit_running_;
+    if (defer_providers) provider_abort_deferred_ = true;
     waiting = abortable_;
     cv_.notify_all();  // the watchdog, a wait for the commit
   }
@@ -253,7 +277,7 @@ void BackupComponents::AbortWriters(const std::string& why) {
     b->cv.notify_all();
   }
   Deliver(Event::kAbort, targets);
-  if (reached) RunProviders("AbortSnapshots", &Provider::AbortSnapshots);
+  if (reached && !defer_providers) RunProviders("AbortSnapshots", &Provider::AbortSnapshots);
 }
 
 void BackupComponents::Watchdog() {
