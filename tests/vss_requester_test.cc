@@ -663,6 +663,44 @@ TEST_F(RequesterTest, FreezeWindowRunningOutDuringTheCommitAbortsProvidersAfterI
   EXPECT_EQ(provider->aborts.load(), 1);
 }
 
+// As SIGINT would: the cancel flag is set after the provider commit
+// returned and before Thaw, and the watchdog aborts meanwhile. That abort
+// used to deadlock the snapshot thread.
+class CancelInPostCommitProvider : public OfflineProvider {
+ public:
+  explicit CancelInPostCommitProvider(std::shared_ptr<std::atomic<bool>> flag)
+      : flag_(std::move(flag)) {}
+  HResult PostCommitSnapshots(const Guid& set) override {
+    flag_->store(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the watchdog aborts meanwhile
+    return OfflineProvider::PostCommitSnapshots(set);
+  }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> flag_;
+};
+
+TEST_F(RequesterTest, AnAbortLandingAfterTheCommitBeforeThawDoesNotDeadlock) {
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  opt_.cancel = cancel.get();
+  W("front", ApplicationLevel::kFrontEnd);
+  W("sys", ApplicationLevel::kSystem);
+  auto bc = Make(std::make_shared<CancelInPostCommitProvider>(cancel));
+  Prepare(bc.get());
+  std::shared_ptr<Async> a;
+  ASSERT_EQ(bc->DoSnapshotSet(&a), S_OK_);
+  if (a->Wait(10000) != S_OK_) {
+    // Deadlocked: destroying the session would wait for it forever. Leak it
+    // (its provider keeps the flag its watchdog reads), so the test fails
+    // instead of hanging.
+    (void)bc.release();
+    FAIL() << "DoSnapshotSet did not end within 10 s: the snapshot thread deadlocked";
+  }
+  EXPECT_TRUE(log_->Has("front", "Abort"));
+  EXPECT_TRUE(log_->Has("sys", "Abort"));
+  EXPECT_FALSE(log_->Has("front", "PostSnapshot"));
+}
+
 TEST_F(RequesterTest, AbortAfterEachPhase) {
   // After PrepareForBackup: every writer gets OnAbort.
   {
