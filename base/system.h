@@ -11,8 +11,10 @@ std::string HostName();
 // alive: it exists, we just may not signal it).
 bool ProcessAlive(int pid);
 // A control-free rendering of text for a terminal: control characters and
-// DEL become \xNN, so a name read from a file cannot move the cursor, change
-// colours or retitle the window.
+// DEL become \xNN, the C1 controls (UTF-8 of U+0080..U+009F) \u0080..\u009f,
+// and bytes that are not UTF-8 \xNN; other UTF-8 is left as it is. So a name
+// read from a file cannot move the cursor, change colours or retitle the
+// window.
 std::string EscapeForTerminal(const std::string& text);
 
 }  // namespace gnomon

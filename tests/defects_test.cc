@@ -23,6 +23,7 @@
 #include "format/repository.h"
 #include "tests/fault_env.h"
 #include "tests/test_util.h"
+#include "vss/provider.h"
 
 namespace gnomon {
 namespace {
@@ -762,6 +763,66 @@ TEST_F(DefectsTest, ListShowsExactSmallSizesAndEscapesControlCharacters) {
   EXPECT_NE(l.out.find("evil\\x1b"), std::string::npos) << l.out;
   auto s = G({"show", id});
   EXPECT_EQ(s.out.find('\x1b'), std::string::npos);
+}
+
+// 20. Names a file held reach the terminal escaped everywhere: the journal
+// an interrupted run left in tmp/, a restored volume's name, an error
+// message, and what `gnomon snapshots` lists from the registry.
+TEST_F(DefectsTest, LeftoverNamesRestoredVolumesErrorsAndSnapshotsAreEscaped) {
+  const std::string evil =
+      "evil\x1b]0;pwned\x07\xc2\x9b"
+      "2J";
+  const std::string shown = "evil\\x1b]0;pwned\\x07\\u009b2J";
+  auto raw = [](const std::string& text) {
+    return text.find('\x1b') != std::string::npos || text.find("\xc2\x9b") != std::string::npos;
+  };
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(4097, 24));
+  const std::string id = BackupId(dir_ / "vol");
+  ASSERT_FALSE(id.empty());
+
+  // A journal of an interrupted backup naming a pack no index file names:
+  // the next backup removes the pack and says which run left it.
+  const std::string pack = "0123456789abcdef0123456789abcdef";
+  fs::create_directories(repo_ + "/packs/01");
+  test::WriteFile(repo_ + "/packs/01/" + pack, {1, 2, 3});
+  const std::string journal = pack + "\n";
+  test::WriteFile(repo_ + "/tmp/" + evil + ".journal",
+                  std::vector<uint8_t>(journal.begin(), journal.end()));
+  auto b = G({"backup", dir_ / "vol"});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_FALSE(fs::exists(repo_ + "/packs/01/" + pack));
+  EXPECT_NE(b.err.find(shown + ".journal"), std::string::npos) << b.err;
+  EXPECT_FALSE(raw(b.err)) << "raw escape printed";
+
+  // A restore prints the volume's name from the record.
+  EditRecord(id, [&](json& j) { j["volumes"][0]["name"] = evil; });
+  auto r = G({"restore", id, dir_ / "out"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(":" + shown + " to "), std::string::npos) << r.out;
+  EXPECT_FALSE(raw(r.out)) << "raw escape printed";
+
+  // An error message naming what it was given.
+  auto e = G({"restore", id + ":no-" + evil, dir_ / "out2"});
+  EXPECT_NE(e.exit_code, 0);
+  EXPECT_NE(e.err.find("no-" + shown), std::string::npos) << e.err;
+  EXPECT_FALSE(raw(e.err)) << "raw escape printed";
+
+  // A registry record's fields in `gnomon snapshots`.
+  vss::SnapshotProperties p;
+  p.snapshot_id = vss::Guid::Random();
+  p.volume = evil;
+  p.provider = "offline";
+  p.device = "/dev/" + evil;
+  p.created = evil;
+  p.state = vss::SnapshotState::kBase;
+  p.backup_id = evil;
+  p.pid = -1;
+  ASSERT_TRUE(vss::SnapshotRegistry(state_.state_dir() + "/snapshots").Put(p).ok());
+  auto l = Gnomon({"snapshots"});
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  EXPECT_NE(l.out.find(p.snapshot_id.ToString()), std::string::npos) << l.out;
+  EXPECT_NE(l.out.find(shown + " -> /dev/" + shown), std::string::npos) << l.out;
+  EXPECT_FALSE(raw(l.out)) << "raw escape printed";
 }
 
 }  // namespace

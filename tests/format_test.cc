@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+
+#include "base/system.h"
 #include "format/chunk_index.h"
 #include "format/coding.h"
 #include "format/framed_file.h"
@@ -280,6 +282,35 @@ TEST(Repository, AtomicWriteFailureKeepsOldFile) {
     ASSERT_TRUE(env.ListDir(dir.path(), &names).ok());
     EXPECT_EQ(names.size(), 1u) << "temporary file left behind";
   }
+}
+
+// Names read from files reach the terminal only through EscapeForTerminal.
+TEST(EscapeForTerminal, EscapesC0AndC1ControlsAndLeavesOtherUtf8Intact) {
+  EXPECT_EQ(EscapeForTerminal("plain name-1.img"), "plain name-1.img");
+  EXPECT_EQ(EscapeForTerminal("a\x1b]0;t\x07z\x7f"), "a\\x1b]0;t\\x07z\\x7f");
+  EXPECT_EQ(EscapeForTerminal(std::string("nul\0", 4)), "nul\\x00");
+  // C1 controls in UTF-8: CSI (U+009B), OSC (U+009D), the first and last.
+  EXPECT_EQ(EscapeForTerminal("x\xc2\x9b"
+                              "2J"),
+            "x\\u009b2J");
+  EXPECT_EQ(EscapeForTerminal("\xc2\x9d"
+                              "0;t\xc2\x9c"),
+            "\\u009d0;t\\u009c");
+  EXPECT_EQ(EscapeForTerminal("\xc2\x80\xc2\x9f"), "\\u0080\\u009f");
+  // The characters either side of them, and longer sequences, stay.
+  for (const char* kept : {"\xc2\xa0", "\xc3\xa9t\xc3\xa9", "\xe2\x82\xac", "\xe6\x97\xa5",
+                           "\xf0\x9f\x92\xbe", "\xf4\x8f\xbf\xbf"})
+    EXPECT_EQ(EscapeForTerminal(kept), kept);
+  // Bytes that are not UTF-8 (a lone 0x9b is CSI to an 8-bit terminal; a
+  // cut-off sequence; an overlong NUL; a surrogate) are escaped byte by byte.
+  EXPECT_EQ(EscapeForTerminal("\x9b"
+                              "2J"),
+            "\\x9b2J");
+  EXPECT_EQ(EscapeForTerminal("end\xc2"), "end\\xc2");
+  EXPECT_EQ(EscapeForTerminal("\xc0\x80"), "\\xc0\\x80");
+  EXPECT_EQ(EscapeForTerminal("\xed\xa0\x80"), "\\xed\\xa0\\x80");
+  EXPECT_EQ(EscapeForTerminal("\xe2\x82"), "\\xe2\\x82");
+  EXPECT_EQ(EscapeForTerminal("\xc2\x7f"), "\\xc2\\x7f");
 }
 
 }  // namespace

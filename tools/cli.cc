@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/system.h"
 #include "tools/cli.h"
 
 namespace gnomon::cli {
@@ -32,7 +33,8 @@ int ExitFor(const Status& s) {
 
 int Fail(const Globals& g, const Status& s, int code) {
   if (code < 0) code = ExitFor(s);
-  fmt::print(stderr, "gnomon: error: {}\n", s.message());
+  // The message may name what a file held (a volume, a writer, a path).
+  fmt::print(stderr, "gnomon: error: {}\n", EscapeForTerminal(s.message()));
   if (g.json) std::cout << json{{"error", s.message()}, {"exit_code", code}}.dump() << "\n";
   return code;
 }
@@ -51,7 +53,8 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
                EscapeForTerminal((*out)->broken_stale_lock()));
   if (!g.quiet)
     for (const auto& c : (*out)->cleaned())
-      fmt::print(stderr, "gnomon: removed what an interrupted run left: {}\n", c);
+      fmt::print(stderr, "gnomon: removed what an interrupted run left: {}\n",
+                 EscapeForTerminal(c));  // names a journal in the repository's tmp/
   return kOk;
 }
 

@@ -54,7 +54,8 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
   Status s = RunBackup(repo.get(), opt, &res);
   progress.Finish();
   if (!s.ok()) return Fail(g, s);
-  for (const auto& w : res.warnings) fmt::print(stderr, "gnomon: warning: {}\n", w);
+  for (const auto& w : res.warnings)
+    fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
   const auto& r = res.record;
   if (g.json) {
     std::cout << BackupJson(r).dump() << "\n";
@@ -65,15 +66,15 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
     for (const auto& v : r.volumes) {
       const auto& st = v.stats;
       fmt::print("  {:<12} {}: {} chunks, {} new ({} -> {} stored), {} duplicate, {} zero\n",
-                 v.name, HumanBytes(static_cast<double>(v.size)), st.chunks, st.new_chunks,
-                 HumanBytes(static_cast<double>(st.new_raw_bytes)),
+                 EscapeForTerminal(v.name), HumanBytes(static_cast<double>(v.size)), st.chunks,
+                 st.new_chunks, HumanBytes(static_cast<double>(st.new_raw_bytes)),
                  HumanBytes(static_cast<double>(st.new_stored_bytes)), st.dup_chunks,
                  st.zero_chunks);
       if (v.block_map == "ext4")
         fmt::print("  {:<12} used blocks only (ext4 bitmaps): {} free, not read\n", "",
                    HumanBytes(static_cast<double>(st.unused_bytes)));
       else if (!v.block_map_reason.empty())
-        fmt::print("  {:<12} every block imaged: {}\n", "", v.block_map_reason);
+        fmt::print("  {:<12} every block imaged: {}\n", "", EscapeForTerminal(v.block_map_reason));
       if (!v.parent.empty()) {
         if (v.tracking != kTrackingFullRead)
           fmt::print(
@@ -83,9 +84,9 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
               st.unchanged_chunks);
         else
           fmt::print("  {:<12} based on {}: full read, {} chunks differ from it ({})\n", "",
-                     v.parent, st.changed_chunks, v.tracking_reason);
+                     v.parent, st.changed_chunks, EscapeForTerminal(v.tracking_reason));
       } else if (r.type == "incremental" || r.type == "differential") {
-        fmt::print("  {:<12} full read: {}\n", "", v.tracking_reason);
+        fmt::print("  {:<12} full read: {}\n", "", EscapeForTerminal(v.tracking_reason));
       }
     }
     fmt::print("  {} in {:.2f} s = {}\n", HumanBytes(static_cast<double>(r.totals.bytes)),
@@ -101,7 +102,8 @@ int CmdList(const Globals& g) {
   std::vector<Status> errors;
   Status s = repo->ListBackups(&all, &errors);
   if (!s.ok()) return Fail(g, s);
-  for (const auto& e : errors) fmt::print(stderr, "gnomon: warning: {}\n", e.message());
+  for (const auto& e : errors)
+    fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(e.message()));
   if (g.json) {
     json arr = json::array();
     for (const auto& r : all) arr.push_back(BackupJson(r));
@@ -140,7 +142,7 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
   Status s = RunRestore(repo.get(), opt, &res);
   progress.Finish();
   if (!g.quiet)
-    for (const auto& c : res.cleaned) fmt::print(stderr, "gnomon: {}\n", c);
+    for (const auto& c : res.cleaned) fmt::print(stderr, "gnomon: {}\n", EscapeForTerminal(c));
   if (!s.ok()) return Fail(g, s);
   if (g.json) {
     std::cout << json{{"backup", res.backup_id},
@@ -153,7 +155,8 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
                      .dump()
               << "\n";
   } else if (!g.quiet) {
-    fmt::print("restored {}:{} to {}: {} in {:.2f} s = {}\n", res.backup_id, res.volume, opt.target,
+    fmt::print("restored {}:{} to {}: {} in {:.2f} s = {}\n", res.backup_id,
+               EscapeForTerminal(res.volume), opt.target,
                HumanBytes(static_cast<double>(res.bytes)), res.seconds,
                HumanRate(static_cast<double>(res.bytes), res.seconds));
   }
@@ -191,8 +194,8 @@ int CmdVerify(const Globals& g, bool read_data) {
                      .dump()
               << "\n";
   } else {
-    for (const auto& w : res.warnings) fmt::print("warning: {}\n", w);
-    for (const auto& e : res.errors) fmt::print("error: {}\n", e);
+    for (const auto& w : res.warnings) fmt::print("warning: {}\n", EscapeForTerminal(w));
+    for (const auto& e : res.errors) fmt::print("error: {}\n", EscapeForTerminal(e));
     if (!g.quiet || !res.ok())
       fmt::print(
           "{}: {} backups, {} volumes, {} index files, {} packs, {} chunks{}; {} "

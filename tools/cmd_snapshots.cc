@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/system.h"
 #include "engine/snapshot_session.h"
 #include "engine/snapshots_admin.h"
 #include "engine/writers_admin.h"
@@ -17,25 +18,24 @@ using nlohmann::json;
 int CmdWriters(const Globals& g) {
   std::vector<std::string> notes;
   json ws = DescribeWriters(SnapshotOptions{}, &notes);
-  for (const auto& n : notes) fmt::print(stderr, "gnomon: warning: {}\n", n);
+  for (const auto& n : notes) fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(n));
   if (g.json) {
     std::cout << ws.dump() << "\n";
     return kOk;
   }
+  // What a writer reports (its name, where it is, its failure) and what a
+  // status file held: escaped, so they cannot drive the terminal.
+  auto E = [](const json& j) { return EscapeForTerminal(j.get<std::string>()); };
   for (const auto& w : ws) {
-    fmt::print("Writer name: '{}'\n", w["name"].get<std::string>());
-    fmt::print("   Writer Id: {{{}}}\n", w["class_id"].get<std::string>());
-    fmt::print("   Kind: {}, application level {}\n", w["kind"].get<std::string>(),
-               w["level"].get<std::string>());
-    if (!w.value("detail", "").empty())
-      fmt::print("   Where: {}\n", w["detail"].get<std::string>());
-    fmt::print("   State: {}\n", w["state_text"].get<std::string>());
+    fmt::print("Writer name: '{}'\n", E(w["name"]));
+    fmt::print("   Writer Id: {{{}}}\n", E(w["class_id"]));
+    fmt::print("   Kind: {}, application level {}\n", E(w["kind"]), E(w["level"]));
+    if (!w.value("detail", "").empty()) fmt::print("   Where: {}\n", E(w["detail"]));
+    fmt::print("   State: {}\n", E(w["state_text"]));
     uint32_t f = w["failure"].get<uint32_t>();
-    fmt::print("   Last error: {}\n", f == 0 ? std::string("No error")
-                                             : w["failure_name"].get<std::string>() + ": " +
-                                                   w["message"].get<std::string>());
-    if (!w["last_backup"].is_null())
-      fmt::print("   Last backup: {}\n", w["last_backup"].get<std::string>());
+    fmt::print("   Last error: {}\n",
+               f == 0 ? std::string("No error") : E(w["failure_name"]) + ": " + E(w["message"]));
+    if (!w["last_backup"].is_null()) fmt::print("   Last backup: {}\n", E(w["last_backup"]));
     fmt::print("\n");
   }
   return kOk;
@@ -106,10 +106,13 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
             ? "base of " + vss::BackupTypeName(e.props.backup_type) + " " + e.props.backup_id
         : e.props.state == vss::SnapshotState::kAdvancing ? "left behind, half-updated base"
                                                           : "left behind";
+    // Every field but the id and the numbers is what a registry file held.
     fmt::print("{:<36}  {:<20}  {:<8}  {:<34}  {:>10}  {:>10}  {} -> {}\n",
-               e.props.snapshot_id.ToString(), e.props.created, e.props.provider, status,
+               e.props.snapshot_id.ToString(), EscapeForTerminal(e.props.created),
+               EscapeForTerminal(e.props.provider), EscapeForTerminal(status),
                HumanBytes(static_cast<double>(e.props.size)),
-               HumanBytes(static_cast<double>(e.pinned_bytes)), e.props.volume, e.props.device);
+               HumanBytes(static_cast<double>(e.pinned_bytes)), EscapeForTerminal(e.props.volume),
+               EscapeForTerminal(e.props.device));
   }
   return kOk;
 }
