@@ -1,9 +1,11 @@
 #include "base/durable_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "base/random.h"
@@ -36,6 +38,28 @@ bool ReplaceFileDurably(const std::string& path, const std::string& text, std::s
     ::close(dfd);
   }
   return true;
+}
+
+bool ReadSmallFile(const std::string& path, size_t max_bytes, std::string* text) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<uint64_t>(st.st_size) <= max_bytes;
+  text->clear();
+  char buf[64 << 10];
+  while (ok) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ok = n == 0;
+      break;
+    }
+    text->append(buf, static_cast<size_t>(n));
+    ok = text->size() <= max_bytes;  // grew since fstat: still bounded
+  }
+  ::close(fd);
+  return ok;
 }
 
 }  // namespace gnomon

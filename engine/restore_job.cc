@@ -9,9 +9,9 @@
 
 #include <cerrno>
 #include <chrono>
-#include <mutex>
 
 #include "engine/backup_job.h"
+#include "engine/pipeline_util.h"
 #include "engine/restore_target.h"
 #include "engine/source_volume.h"
 #include "format/repository_layout.h"
@@ -53,6 +53,119 @@ struct Slot {
   std::vector<uint8_t> buf;
 };
 
+// Every chunk the volume index names must be known before a byte of the
+// target is written.
+Status CheckChunksKnown(const Repository& repo, const VolumeRecord& vol, const VolumeIndex& vi,
+                        const ChunkIndex& index, const IndexHealth& health) {
+  for (const auto& d : vi.slots) {
+    if (d.IsZero() || index.Contains(d)) continue;
+    auto lost = health.lost.find(d);
+    std::string why = lost != health.lost.end()
+                          ? "has no copy left: " + repo.PackPath(lost->second) + " is missing"
+                          : "is in no readable chunk index file";
+    if (!health.damaged_files.empty() && !health.lost.count(d))
+      why += " (damaged: " + health.Describe() + ")";
+    return Status::Corruption(RepoPath(repo.path(), vol.index) + ": chunk " + d.Hex() +
+                              " of volume '" + vol.name + "' " + why);
+  }
+  return Status::OK();
+}
+
+// The pipeline: slots in order -> read, decompress, verify and write
+// (parallel) -> progress and writeback (in order).
+class RestoreRun {
+ public:
+  RestoreRun(Repository* repo, const RestoreOptions& opt, const VolumeRecord& vol,
+             const VolumeIndex& vi, const ChunkIndex& index, RestoreTarget* target)
+      : repo_(repo), opt_(opt), vol_(vol), vi_(vi), index_(index), target_(target) {}
+  Status Run(uint64_t* written);
+
+ private:
+  Slot* Next(BufferPool<Slot>* pool);
+  void Fill(Slot* s);
+  void Done(Slot* s);
+
+  Repository* repo_;
+  const RestoreOptions& opt_;
+  const VolumeRecord& vol_;
+  const VolumeIndex& vi_;
+  const ChunkIndex& index_;
+  RestoreTarget* target_;
+  tbb::enumerable_thread_specific<ChunkDecompressor> decs_;
+  FirstError error_;
+  uint64_t next_ = 0, done_ = 0, written_ = 0, flushed_ = 0;
+};
+
+Slot* RestoreRun::Next(BufferPool<Slot>* pool) {
+  // A block device may hold old data where the volume had zeros; a new file
+  // is already zero there.
+  if (!target_->is_block())
+    while (next_ < vi_.slots.size() && vi_.slots[next_].IsZero()) done_ += vi_.SlotLength(next_++);
+  if (next_ >= vi_.slots.size() || error_.failed() || (opt_.cancel && opt_.cancel->load()))
+    return nullptr;
+  Slot* s = pool->Take();
+  s->index = next_;
+  s->len = vi_.SlotLength(next_);
+  s->zero = vi_.slots[next_].IsZero();
+  ++next_;
+  return s;
+}
+
+void RestoreRun::Fill(Slot* s) {
+  if (error_.failed()) return;
+  if (s->zero) {
+    std::fill(s->buf.begin(), s->buf.begin() + s->len, 0);
+  } else {
+    Status st = repo_->ReadSlot(index_, vi_.slots[s->index], s->buf.data(), s->len, &decs_.local());
+    if (!st.ok()) return error_.Set(st.WithContext("slot " + std::to_string(s->index)));
+  }
+  Status st = target_->WriteAt(s->index * vi_.chunk_size, s->buf.data(), s->len);
+  if (!st.ok()) error_.Set(st);
+}
+
+void RestoreRun::Done(Slot* s) {
+  constexpr uint64_t kWritebackStep = 64ull << 20;
+  done_ += s->len;
+  written_ += s->len;
+  if (done_ - flushed_ >= kWritebackStep) {
+    target_->StartWriteback(flushed_, done_ - flushed_);
+    flushed_ = done_;
+  }
+  if (opt_.progress) opt_.progress(Progress{"restore", opt_.target, done_, vol_.size});
+}
+
+Status RestoreRun::Run(uint64_t* written) {
+  const int threads = opt_.threads > 0 ? opt_.threads : DefaultThreads();
+  const size_t tokens = 4u * threads;
+  const uint32_t chunk = vi_.chunk_size;
+  BufferPool<Slot> pool(tokens, [chunk](Slot& s) { s.buf.resize(chunk); });
+  using tbb::filter_mode;
+  auto next = [&](tbb::flow_control& fc) -> Slot* {
+    Slot* s = Next(&pool);
+    if (!s) fc.stop();
+    return s;
+  };
+  auto fill = [&](Slot* s) {
+    Fill(s);
+    return s;
+  };
+  auto done = [&](Slot* s) {
+    Done(s);
+    pool.Give(s);
+  };
+  tbb::task_arena arena(threads);
+  arena.execute([&] {
+    tbb::parallel_pipeline(tokens,
+                           tbb::make_filter<void, Slot*>(filter_mode::serial_in_order, next) &
+                               tbb::make_filter<Slot*, Slot*>(filter_mode::parallel, fill) &
+                               tbb::make_filter<Slot*, void>(filter_mode::serial_in_order, done));
+  });
+  if (error_.failed()) return error_.status();
+  if (opt_.cancel && opt_.cancel->load()) return Status::Aborted("restore interrupted");
+  *written = written_;
+  return Status::OK();
+}
+
 }  // namespace
 
 Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* out) {
@@ -66,100 +179,13 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
   ChunkIndex index;
   IndexHealth health;
   GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index, &health, IndexUse::kRead));
-  // Check every chunk is known before writing a byte to the target.
-  for (const auto& d : vi.slots) {
-    if (d.IsZero() || index.Contains(d)) continue;
-    auto lost = health.lost.find(d);
-    std::string why = lost != health.lost.end()
-                          ? "has no copy left: " + repo->PackPath(lost->second) + " is missing"
-                          : "is in no readable chunk index file";
-    if (!health.damaged_files.empty() && !health.lost.count(d))
-      why += " (damaged: " + health.Describe() + ")";
-    return Status::Corruption(RepoPath(repo->path(), vol->index) + ": chunk " + d.Hex() +
-                              " of volume '" + vol->name + "' " + why);
-  }
+  GNOMON_RETURN_IF_ERROR(CheckChunksKnown(*repo, *vol, vi, index, health));
 
   RestoreTarget target;
   GNOMON_RETURN_IF_ERROR(
       target.Open(opt.target, vol->size, opt.overwrite, repo->path(), &out->cleaned));
-
-  const int threads = opt.threads > 0 ? opt.threads : DefaultThreads();
-  const size_t tokens = 4u * threads;
-  std::vector<std::unique_ptr<Slot>> storage;
-  std::vector<Slot*> free_slots;
-  std::mutex free_mu;
-  for (size_t i = 0; i < tokens; ++i) {
-    storage.push_back(std::make_unique<Slot>());
-    storage.back()->buf.resize(vi.chunk_size);
-    free_slots.push_back(storage.back().get());
-  }
-  tbb::enumerable_thread_specific<ChunkDecompressor> decs;
-  std::mutex err_mu;
-  Status error;
-  std::atomic<bool> failed{false};
-  auto fail = [&](const Status& s) {
-    std::lock_guard<std::mutex> g(err_mu);
-    if (error.ok()) error = s;
-    failed = true;
-  };
-  // A block device may hold old data where the volume had zeros; a new file
-  // is already zero there.
-  const bool write_zeros = target.is_block();
-  uint64_t next = 0, done = 0, written = 0, flushed = 0;
-  constexpr uint64_t kWritebackStep = 64ull << 20;
-  const uint64_t nslots = vi.slots.size();
-
-  tbb::task_arena arena(threads);
-  arena.execute([&] {
-    tbb::parallel_pipeline(
-        tokens,
-        tbb::make_filter<
-            void, Slot*>(tbb::filter_mode::serial_in_order, [&](tbb::flow_control& fc) -> Slot* {
-          if (!write_zeros)
-            while (next < nslots && vi.slots[next].IsZero()) done += vi.SlotLength(next++);
-          if (next >= nslots || failed || (opt.cancel && opt.cancel->load())) {
-            fc.stop();
-            return nullptr;
-          }
-          Slot* s;
-          {
-            std::lock_guard<std::mutex> g(free_mu);
-            s = free_slots.back();
-            free_slots.pop_back();
-          }
-          s->index = next;
-          s->len = vi.SlotLength(next);
-          s->zero = vi.slots[next].IsZero();
-          ++next;
-          return s;
-        }) & tbb::make_filter<Slot*, Slot*>(tbb::filter_mode::parallel, [&](Slot* s) -> Slot* {
-          if (failed) return s;
-          if (s->zero) {
-            std::fill(s->buf.begin(), s->buf.begin() + s->len, 0);
-          } else {
-            Status st =
-                repo->ReadSlot(index, vi.slots[s->index], s->buf.data(), s->len, &decs.local());
-            if (!st.ok()) fail(st.WithContext("slot " + std::to_string(s->index)));
-          }
-          if (!failed) {
-            Status st = target.WriteAt(s->index * vi.chunk_size, s->buf.data(), s->len);
-            if (!st.ok()) fail(st);
-          }
-          return s;
-        }) & tbb::make_filter<Slot*, void>(tbb::filter_mode::serial_in_order, [&](Slot* s) {
-          done += s->len;
-          written += s->len;
-          if (done - flushed >= kWritebackStep) {
-            target.StartWriteback(flushed, done - flushed);
-            flushed = done;
-          }
-          if (opt.progress) opt.progress(Progress{"restore", opt.target, done, vol->size});
-          std::lock_guard<std::mutex> g(free_mu);
-          free_slots.push_back(s);
-        }));
-  });
-  if (failed) return error;
-  if (opt.cancel && opt.cancel->load()) return Status::Aborted("restore interrupted");
+  uint64_t written = 0;
+  GNOMON_RETURN_IF_ERROR(RestoreRun(repo, opt, *vol, vi, index, &target).Run(&written));
   GNOMON_RETURN_IF_ERROR(target.Commit());
   if (opt.progress) opt.progress(Progress{"restore", opt.target, vol->size, vol->size});
   out->backup_id = rec.id;

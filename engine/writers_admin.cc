@@ -2,7 +2,6 @@
 
 #include <sys/stat.h>
 
-#include <fstream>
 #include <map>
 
 #include "base/durable_file.h"
@@ -34,7 +33,7 @@ std::vector<std::shared_ptr<vss::Writer>> GatherWriters(
 }
 
 void SaveWriterStatus(const std::string& state_dir, const std::vector<vss::WriterStatus>& status) {
-  json j{{"time", vss::NowUtc()}, {"writers", json::array()}};
+  json j{{"time", NowRfc3339Seconds()}, {"writers", json::array()}};
   for (const auto& s : status) j["writers"].push_back(vss::WriterStatusToJson(s));
   ::mkdir(state_dir.c_str(), 0700);
   std::string err;
@@ -43,10 +42,11 @@ void SaveWriterStatus(const std::string& state_dir, const std::vector<vss::Write
 
 LastWriterStatus LoadWriterStatus(const std::string& state_dir) {
   LastWriterStatus out;
-  std::ifstream f(state_dir + "/writers.json");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), err;
+  std::string text, err;
   json j;
-  if (!ParseJsonBounded(text, &j, &err, 4u << 20) || !j.is_object()) return out;
+  if (!ReadSmallFile(state_dir + "/writers.json", 4u << 20, &text) ||
+      !ParseJsonBounded(text, &j, &err, 4u << 20) || !j.is_object())
+    return out;
   if (j.contains("time") && j["time"].is_string()) out.time = j["time"];
   if (!j.contains("writers") || !j["writers"].is_array()) return out;
   for (const auto& w : j["writers"])

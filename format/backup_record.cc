@@ -155,33 +155,4 @@ Status BackupRecord::Decode(const std::string& path, const std::string& body, Ba
   }
 }
 
-std::string Rfc3339FromMicros(int64_t micros) {
-  const time_t t = static_cast<time_t>(micros / 1000000);
-  std::tm tm;
-  gmtime_r(&t, &tm);
-  char buf[40], out[80];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(out, sizeof out, "%s.%06dZ", buf, static_cast<int>(micros % 1000000));
-  return out;
-}
-
-int64_t NowMicros() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t{ts.tv_sec} * 1000000 + ts.tv_nsec / 1000;
-}
-
-std::string NowRfc3339() {
-  // Microseconds, fixed width: records sort by this string, and two backups
-  // in one second must still order correctly for "latest".
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  std::tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  char buf[40], out[80];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(out, sizeof out, "%s.%06ldZ", buf, ts.tv_nsec / 1000);
-  return out;
-}
-
 }  // namespace gnomon

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/status.h"
 #include "format/framed_file.h"
 
@@ -84,9 +85,5 @@ struct BackupRecord {
 // The frame's newest version is the record version this code writes.
 inline constexpr uint32_t kBackupRecordVersion = kBackupFrame.max_version;
 
-std::string NowRfc3339();
-// The same fixed-width form for microseconds since the Unix epoch.
-std::string Rfc3339FromMicros(int64_t micros);
-int64_t NowMicros();
 
 }  // namespace gnomon

@@ -71,7 +71,7 @@ class RangeLogProvider : public vss::Provider {
     p.provider = name();
     p.device = snap_dir_ + "/" + snap.ToString() + ".img";
     p.size = v.size;
-    p.created = vss::NowUtc();
+    p.created = NowRfc3339Seconds();
     p.pid = ::getpid();
     p.host = HostName();
     p.generation = RandomHexId(16);

@@ -172,7 +172,7 @@ HResult OfflineProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   s.props.provider = name();
   s.props.device = v.path;
   s.props.size = v.size;
-  s.props.created = NowUtc();
+  s.props.created = NowRfc3339Seconds();
   s.props.state = SnapshotState::kPreparing;
   if (v.is_block) {
     // Held until DeleteSnapshot: nobody can mount the device mid-backup.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/clock.h"
 #include "vss/codes.h"
 #include "vss/contracts.h"
 #include "vss/types.h"
@@ -164,6 +165,5 @@ class SnapshotRegistry {
 std::string DefaultStateDir();
 // $GNOMON_RUNTIME_DIR, else /run/gnomon for root, else a per-user directory.
 std::string DefaultRuntimeDir();
-std::string NowUtc();
 
 }  // namespace gnomon::vss

@@ -211,7 +211,7 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   s.props.device = DirOf(file) + "/.gnomon-snap-" + snap.ToString() + "-" + BaseOf(file);
   s.props.offset = v.is_loop ? v.loop.offset : 0;
   s.props.size = v.size;
-  s.props.created = NowUtc();
+  s.props.created = NowRfc3339Seconds();
   s.props.state = SnapshotState::kPreparing;
   s.props.pid = ::getpid();
   s.props.host = HostName();

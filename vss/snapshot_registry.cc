@@ -39,15 +39,6 @@ std::string DefaultRuntimeDir() {
   return "/tmp/gnomon-run-" + std::to_string(::geteuid());
 }
 
-std::string NowUtc() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 static void MakeDirs(const std::string& dir) {
   std::string cur;
   std::stringstream ss(dir);
@@ -143,28 +134,6 @@ void SnapshotRegistry::Remove(const Guid& id) {
 // gigabytes) is skipped without reading more than kMaxRecordBytes of it.
 static constexpr size_t kMaxRecordBytes = 1u << 20;
 
-static bool ReadRecordFile(const std::string& path, std::string* text) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return false;
-  struct stat st;
-  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-            static_cast<uint64_t>(st.st_size) <= kMaxRecordBytes;
-  text->clear();
-  char buf[64 << 10];
-  while (ok) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ok = n == 0;
-      break;
-    }
-    text->append(buf, static_cast<size_t>(n));
-    ok = text->size() <= kMaxRecordBytes;  // grew since fstat: still bounded
-  }
-  ::close(fd);
-  return ok;
-}
-
 std::vector<SnapshotProperties> SnapshotRegistry::List() const {
   std::vector<SnapshotProperties> out;
   DIR* d = ::opendir(dir_.c_str());
@@ -173,7 +142,7 @@ std::vector<SnapshotProperties> SnapshotRegistry::List() const {
     std::string n = e->d_name;
     if (n.size() < 6 || n.substr(n.size() - 5) != ".json") continue;
     std::string text;
-    if (!ReadRecordFile(dir_ + "/" + n, &text)) continue;
+    if (!ReadSmallFile(dir_ + "/" + n, kMaxRecordBytes, &text)) continue;
     json j;
     std::string err;
     if (!ParseJsonBounded(text, &j, &err, kMaxRecordBytes)) continue;  // damaged: names nothing
