@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "vss/volume_stamp.h"
 
@@ -21,14 +22,12 @@ namespace gnomon::vss {
 namespace {
 constexpr long kXfsMagic = 0x58465342;
 
+// The directory a file is in ("." for a bare name) and its name.
 std::string DirOf(const std::string& p) {
-  auto pos = p.find_last_of('/');
-  return pos == std::string::npos ? "." : (pos == 0 ? "/" : p.substr(0, pos));
+  std::string d = std::filesystem::path(p).parent_path().string();
+  return d.empty() ? "." : d;
 }
-std::string BaseOf(const std::string& p) {
-  auto pos = p.find_last_of('/');
-  return pos == std::string::npos ? p : p.substr(pos + 1);
-}
+std::string BaseOf(const std::string& p) { return std::filesystem::path(p).filename().string(); }
 
 // FICLONE of a small scratch file in dir: the only reliable test, since XFS
 // without reflink=1 and overlay filesystems answer statfs like those with it.

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <thread>
 
@@ -36,11 +37,6 @@ Guid ClassIdFor(const std::string& path) {
   g.b[6] = static_cast<uint8_t>((g.b[6] & 0x0f) | 0x50);  // a name-based GUID
   g.b[8] = static_cast<uint8_t>((g.b[8] & 0x3f) | 0x80);
   return g;
-}
-
-std::string BaseName(const std::string& p) {
-  auto slash = p.rfind('/');
-  return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
 // Reads the script's stderr (keeping the first 64 KiB) until it is closed;
@@ -91,8 +87,9 @@ bool WaitForExit(pid_t pid, int pidfd, Clock::time_point deadline, int* status) 
 
 ScriptWriter::ScriptWriter(std::string path, uint32_t timeout_ms, uint32_t freeze_timeout_ms)
     : path_(std::move(path)), timeout_ms_(timeout_ms) {
-  Initialize(ClassIdFor(path_), "script " + BaseName(path_), UsageType::kUserData,
-             SourceType::kOther, ApplicationLevel::kFrontEnd, freeze_timeout_ms);
+  Initialize(ClassIdFor(path_), "script " + std::filesystem::path(path_).filename().string(),
+             UsageType::kUserData, SourceType::kOther, ApplicationLevel::kFrontEnd,
+             freeze_timeout_ms);
 }
 
 bool ScriptWriter::OnIdentify(WriterMetadata* md) {
@@ -101,7 +98,7 @@ bool ScriptWriter::OnIdentify(WriterMetadata* md) {
   ComponentInfo c;
   c.type = ComponentType::kFileGroup;
   c.logical_path = "scripts";
-  c.name = BaseName(path_);
+  c.name = std::filesystem::path(path_).filename().string();
   c.caption = path_;
   md->components.push_back(c);
   return true;
