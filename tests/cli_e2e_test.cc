@@ -142,6 +142,48 @@ TEST_F(CliTest, ForgetRemovesABackupAndTheOthersStillRestore) {
   EXPECT_EQ(G({"forget", "ffffffffffffffff"}).exit_code, 1);
 }
 
+// Retention through the real binary: what a dry run says, what the policy
+// removes, that every kept backup restores, and that forget without ids or
+// a policy refuses.
+TEST_F(CliTest, ForgetWithAPolicyKeepsWhatItSaysAndTheRestStillRestores) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(2u << 20, 14));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    test::WriteFile(dir_ / "vol", test::TextLikeBytes(2u << 20, 20 + i));
+    ids.push_back(BackupId(dir_ / "vol"));
+    ASSERT_EQ(ids.back().size(), 16u);
+  }
+  test::WriteFile(dir_ / "other", test::TextLikeBytes(1u << 20, 30));
+  const std::string other = BackupId(dir_ / "other");  // a group of its own
+
+  auto none = G({"forget"});
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find("--keep-last"), std::string::npos) << none.err;
+  EXPECT_EQ(G({"forget", "--keep-last", "1", ids[0]}).exit_code, 2);
+  EXPECT_EQ(G({"forget", "--keep-within", "7x"}).exit_code, 2);
+  EXPECT_EQ(G({"forget", "--keep-last", "1", "--group-by", "hostname"}).exit_code, 2);
+
+  auto dry = G({"--json", "forget", "--keep-last", "1", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  json j = json::parse(dry.out);
+  EXPECT_EQ(j["removed"], json({ids[1], ids[0]}));
+  ASSERT_EQ(j["groups"].size(), 2u);
+  EXPECT_EQ(G({"--json", "list"}).out.find(ids[0]) != std::string::npos, true);
+
+  auto f = G({"forget", "--keep-last", "1"});
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.out.find("  keep          " + ids[2]), std::string::npos) << f.out;
+  EXPECT_NE(f.out.find("  remove        " + ids[0]), std::string::npos) << f.out;
+  EXPECT_NE(f.out.find("last, needed by the next incremental"), std::string::npos) << f.out;
+  EXPECT_NE(f.out.find("removed 2 backups"), std::string::npos) << f.out;
+  EXPECT_EQ(G({"restore", ids[0], dir_ / "x"}).exit_code, 1);  // gone
+  ASSERT_EQ(G({"restore", ids[2], dir_ / "out"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
+  ASSERT_EQ(G({"restore", other, dir_ / "out2"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "other", dir_ / "out2"));
+  EXPECT_EQ(G({"verify", "--read-data"}).exit_code, 0);
+}
+
 TEST_F(CliTest, UsageErrorsAndMissingRepository) {
   EXPECT_EQ(Gnomon({"frobnicate"}).exit_code, 2);
   EXPECT_EQ(Gnomon({"backup"}).exit_code, 2);

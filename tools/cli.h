@@ -9,6 +9,7 @@
 #include "engine/bench_job.h"
 #include "engine/progress.h"
 #include "engine/restore_job.h"
+#include "engine/retention.h"
 #include "format/repository.h"
 
 namespace gnomon::cli {
@@ -50,7 +51,13 @@ int CmdList(const Globals& g);
 int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt);
 int CmdVerify(const Globals& g, bool read_data);
 int CmdShow(const Globals& g, const std::string& backup);
-int CmdForget(const Globals& g, const std::vector<std::string>& ids, bool force);
+struct ForgetOptions {
+  std::vector<std::string> ids;  // or a policy, not both
+  RetentionPolicy policy;
+  bool force = false;    // ids: also unreadable records
+  bool dry_run = false;  // policy: say what would go, remove nothing
+};
+int CmdForget(const Globals& g, const ForgetOptions& opt);
 int CmdWriters(const Globals& g);
 int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);
 int CmdBench(const Globals& g, BenchOptions opt);

@@ -279,37 +279,4 @@ int CmdShow(const Globals& g, const std::string& spec) {
 
 }  // namespace gnomon::cli
 
-namespace gnomon::cli {
-
-int CmdForget(const Globals& g, const std::vector<std::string>& ids, bool force) {
-  std::unique_ptr<Repository> repo;
-  if (int rc = OpenRepo(g, LockMode::kExclusive, "forget", &repo)) return rc;
-  json done = json::array();
-  for (const auto& id : ids) {
-    BackupRecord r;
-    Status s = repo->FindBackup(id, &r);
-    if (s.ok()) {
-      s = repo->ForgetBackup(r);
-    } else if (force && s.IsCorruption()) {
-      // A record that cannot be read: removed only by its full id, after
-      // saying what it was.
-      std::string what;
-      s = repo->ForgetUnreadable(id, &what);
-      if (s.ok() && !g.json)
-        fmt::print(stderr, "gnomon: removing unreadable record {}\n", EscapeForTerminal(what));
-      r.id = id;
-    }
-    if (!s.ok()) {
-      if (s.IsCorruption() && !force)
-        s = s.WithContext("the record cannot be read (use 'forget --force " + id +
-                          "' to remove it)");
-      return Fail(g, s);
-    }
-    done.push_back(r.id);
-    if (!g.json && !g.quiet) fmt::print("removed backup {}\n", r.id);
-  }
-  if (g.json) std::cout << json{{"removed", done}}.dump() << "\n";
-  return kOk;
-}
-
-}  // namespace gnomon::cli
+namespace gnomon::cli {}  // namespace gnomon::cli

@@ -108,14 +108,39 @@ int main(int argc, char** argv) {
       ->required();
   restore->add_flag("--overwrite", ropt.overwrite, "Replace TARGET if it is an existing file");
 
-  std::vector<std::string> forget_ids;
-  bool forget_force = false;
+  ForgetOptions fopt;
+  std::string keep_within, group_by = "host,volume";
   auto* forget = app.add_subcommand(
-      "forget", "Remove backups from the repository (every other backup still restores)");
-  forget->add_option("BACKUP", forget_ids, "Backup id or unique id prefix")->required();
-  forget->add_flag("--force", forget_force,
+      "forget",
+      "Remove backups from the repository, by id or by a retention policy (every other backup "
+      "still restores)");
+  forget->add_option("BACKUP", fopt.ids, "Backup id or unique id prefix");
+  forget->add_flag("--force", fopt.force,
                    "Also remove a record that cannot be read (give its full 16-character id); "
                    "says what the file was before removing it");
+  auto keep = [&](const char* name, int* n, const char* what) {
+    forget->add_option(name, *n, what)->check(CLI::Range(1, 1000000))->group("Retention policy");
+  };
+  keep("--keep-last", &fopt.policy.last, "Keep the N newest backups");
+  keep("--keep-hourly", &fopt.policy.hourly, "Keep the newest backup of each of the last N hours");
+  keep("--keep-daily", &fopt.policy.daily, "Keep the newest backup of each of the last N days");
+  keep("--keep-weekly", &fopt.policy.weekly, "... of each of the last N ISO weeks");
+  keep("--keep-monthly", &fopt.policy.monthly, "... of each of the last N months");
+  keep("--keep-yearly", &fopt.policy.yearly, "... of each of the last N years");
+  forget
+      ->add_option("--keep-within", keep_within,
+                   "Keep every backup within DURATION of the group's newest (e.g. 14d, 1y6m; "
+                   "units y m w d h)")
+      ->group("Retention policy");
+  forget->add_option("--keep-tag", fopt.policy.tags, "Keep every backup with tag T")
+      ->group("Retention policy");
+  forget
+      ->add_option("--group-by", group_by,
+                   "Apply the policy per host,volume (default), host, volume, or '' (all "
+                   "backups as one group)")
+      ->group("Retention policy");
+  forget->add_flag("--dry-run", fopt.dry_run, "With a policy: show what would go; remove nothing")
+      ->group("Retention policy");
 
   std::string show_id;
   auto* show = app.add_subcommand(
@@ -190,7 +215,15 @@ int main(int argc, char** argv) {
       return CmdBackup(g, bopt);
     }
     if (*show) return CmdShow(g, show_id);
-    if (*forget) return CmdForget(g, forget_ids, forget_force);
+    if (*forget) {
+      if (!keep_within.empty())
+        if (gnomon::Status d = gnomon::ParseDuration(keep_within, &fopt.policy.within_seconds);
+            !d.ok())
+          return Fail(g, d, kUsage);
+      if (gnomon::Status d = gnomon::ParseGroupBy(group_by, &fopt.policy); !d.ok())
+        return Fail(g, d, kUsage);
+      return CmdForget(g, fopt);
+    }
     if (app.got_subcommand("writers")) return CmdWriters(g);
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
     if (*list) return CmdList(g);
