@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "base/paths.h"
 #include "base/status.h"
 
 namespace gnomon {
@@ -81,9 +82,5 @@ class Env {
  private:
   Status WriteTemporary(const std::string& path, std::span<const uint8_t> data, std::string* tmp);
 };
-
-// The directory holding path ("." for a bare name): the one whose entry a
-// create or rename changes, so the one to fsync.
-std::string ParentDir(const std::string& path);
 
 }  // namespace gnomon

@@ -12,6 +12,8 @@
 
 #include "format/env.h"
 
+#include "base/paths.h"
+
 #include "base/random.h"
 
 namespace gnomon {
@@ -328,11 +330,6 @@ Status Env::WriteFileOnce(const std::string& path, std::span<const uint8_t> data
     return s;
   }
   return SyncDir(ParentDir(path));
-}
-
-std::string ParentDir(const std::string& path) {
-  std::string d = std::filesystem::path(path).parent_path().string();
-  return d.empty() ? "." : d;
 }
 
 }  // namespace gnomon

@@ -1,5 +1,6 @@
 #include "vss/reflink_provider.h"
 
+#include "base/paths.h"
 #include "base/random.h"
 #include "base/system.h"
 
@@ -21,13 +22,6 @@ namespace gnomon::vss {
 
 namespace {
 constexpr long kXfsMagic = 0x58465342;
-
-// The directory a file is in ("." for a bare name) and its name.
-std::string DirOf(const std::string& p) {
-  std::string d = std::filesystem::path(p).parent_path().string();
-  return d.empty() ? "." : d;
-}
-std::string BaseOf(const std::string& p) { return std::filesystem::path(p).filename().string(); }
 
 // FICLONE of a small scratch file in dir: the only reliable test, since XFS
 // without reflink=1 and overlay filesystems answer statfs like those with it.
@@ -63,7 +57,7 @@ Status ProbeReflink(const std::string& dir) {
 
 // The undo file of a snapshot that advances a base, beside the base.
 std::string UndoPath(const std::string& base_device, const Guid& snap) {
-  return DirOf(base_device) + "/.gnomon-undo-" + snap.ToString();
+  return ParentDir(base_device) + "/.gnomon-undo-" + snap.ToString();
 }
 
 // The live file a volume key names (vss/volume_stamp.h VolumeKey:
@@ -99,13 +93,13 @@ std::string CloneNameId(const std::string& name) {
 // names its live file, beside that file. The record is a file anyone with
 // access to the state directory could have written.
 Status CheckCloneName(const SnapshotProperties& p) {
-  const std::string id = CloneNameId(BaseOf(p.device));
+  const std::string id = CloneNameId(FileName(p.device));
   Guid advanced;
   if (id.empty() || (id != p.snapshot_id.ToString() && !(Guid::Parse(p.advances, &advanced))))
     return Status::InvalidArgument(p.device + " is not a gnomon snapshot file of snapshot " +
                                    p.snapshot_id.ToString());
   if (const std::string live = LiveFileOf(p.volume_key);
-      !live.empty() && DirOf(p.device) != DirOf(live))
+      !live.empty() && ParentDir(p.device) != ParentDir(live))
     return Status::InvalidArgument(p.device + " is not beside " + live +
                                    ", the file it would be a snapshot of");
   return Status::OK();
@@ -194,7 +188,7 @@ Status ReflinkProvider::IsVolumeSupported(const VolumeIdentity& v) {
   if (::statfs(file.c_str(), &sf) != 0) return Status::FromErrno(file, errno);
   if (sf.f_type != kXfsMagic && sf.f_type != static_cast<long>(BTRFS_SUPER_MAGIC))
     return Status::Unsupported(file + " is not on XFS or btrfs, which reflink snapshots need");
-  return ProbeReflink(DirOf(file));
+  return ProbeReflink(ParentDir(file));
 }
 
 HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
@@ -207,7 +201,7 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
   s.props.snapshot_set_id = set;
   s.props.volume = v.path;
   s.props.provider = name();
-  s.props.device = DirOf(file) + "/.gnomon-snap-" + snap.ToString() + "-" + BaseOf(file);
+  s.props.device = ParentDir(file) + "/.gnomon-snap-" + snap.ToString() + "-" + FileName(file);
   s.props.offset = v.is_loop ? v.loop.offset : 0;
   s.props.size = v.size;
   s.props.created = NowRfc3339Seconds();
@@ -262,7 +256,8 @@ HResult ReflinkProvider::BeginPrepareSnapshot(const Guid& set, const Guid& snap,
 HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
   // The base's file (from its registry record) is written to below, and the
   // undo file goes beside it: only ever a clone of ours beside this file.
-  if (CloneNameId(BaseOf(s->base.device)).empty() || DirOf(s->base.device) != DirOf(file)) {
+  if (CloneNameId(FileName(s->base.device)).empty() ||
+      ParentDir(s->base.device) != ParentDir(file)) {
     s->advance = false;  // not this volume's base after all: take a whole clone
     return S_OK_;
   }

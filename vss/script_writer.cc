@@ -1,5 +1,7 @@
 #include "vss/script_writer.h"
 
+#include "base/paths.h"
+
 #include <dirent.h>
 #include <poll.h>
 #include <signal.h>
@@ -87,9 +89,8 @@ bool WaitForExit(pid_t pid, int pidfd, Clock::time_point deadline, int* status) 
 
 ScriptWriter::ScriptWriter(std::string path, uint32_t timeout_ms, uint32_t freeze_timeout_ms)
     : path_(std::move(path)), timeout_ms_(timeout_ms) {
-  Initialize(ClassIdFor(path_), "script " + std::filesystem::path(path_).filename().string(),
-             UsageType::kUserData, SourceType::kOther, ApplicationLevel::kFrontEnd,
-             freeze_timeout_ms);
+  Initialize(ClassIdFor(path_), "script " + FileName(path_), UsageType::kUserData,
+             SourceType::kOther, ApplicationLevel::kFrontEnd, freeze_timeout_ms);
 }
 
 bool ScriptWriter::OnIdentify(WriterMetadata* md) {
@@ -98,7 +99,7 @@ bool ScriptWriter::OnIdentify(WriterMetadata* md) {
   ComponentInfo c;
   c.type = ComponentType::kFileGroup;
   c.logical_path = "scripts";
-  c.name = std::filesystem::path(path_).filename().string();
+  c.name = FileName(path_);
   c.caption = path_;
   md->components.push_back(c);
   return true;
