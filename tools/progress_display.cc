@@ -49,13 +49,15 @@ void ProgressDisplay::Update(const Progress& p) {
                        static_cast<int>(eta) % 60);
   }
   line.resize(std::min<size_t>(line.size(), 255));  // as long as the 256-byte buffer it had
-  fmt::print(stderr, "\r\033[K{}", line);
+  // Best effort, like the progress itself: a terminal that went away must
+  // not fail the backup (fmt::print would throw).
+  std::fputs(("\r\033[K" + line).c_str(), stderr);
   std::fflush(stderr);
   drawn_ = true;
 }
 
 void ProgressDisplay::Finish() {
-  if (drawn_) fmt::print(stderr, "\r\033[K");
+  if (drawn_) std::fputs("\r\033[K", stderr);
   drawn_ = false;
 }
 

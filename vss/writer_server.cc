@@ -1,5 +1,7 @@
 #include "vss/writer_server.h"
 
+#include <fmt/format.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -149,8 +151,12 @@ void WriterServer::AcceptLoop() {
 void WriterServer::AbortIfHeld(Connection* c, const std::string& why) {
   if (c->held == Connection::Held::kNone) return;
   // The application's operator should see why its writer aborted by itself.
-  std::fprintf(stderr, "writer %s: %s while %s; aborting\n", writer_->name().c_str(), why.c_str(),
-               c->held == Connection::Held::kFrozen ? "frozen" : "prepared");
+  // fputs, not fmt::print: a closed stderr must not throw on the way to
+  // the abort (fmt::print throws when it cannot write).
+  std::fputs(fmt::format("writer {}: {} while {}; aborting\n", writer_->name(), why,
+                         c->held == Connection::Held::kFrozen ? "frozen" : "prepared")
+                 .c_str(),
+             stderr);
   std::lock_guard<std::mutex> h(handler_mu_);
   // If the application's own abort fails or throws, there is nothing more
   // to do.
@@ -356,7 +362,7 @@ void OnStopSignal(int) {
 int ServeUntilSignalled(std::shared_ptr<Writer> writer, const WriterServerOptions& opt,
                         const std::string& program, const std::string& what) {
   if (g_signal_pipe[0] < 0 && ::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-    std::fprintf(stderr, "%s: pipe: %s\n", program.c_str(), std::strerror(errno));
+    std::fputs(fmt::format("{}: pipe: {}\n", program, std::strerror(errno)).c_str(), stderr);
     return 1;
   }
   char drain[64];
@@ -364,11 +370,11 @@ int ServeUntilSignalled(std::shared_ptr<Writer> writer, const WriterServerOption
   }
   WriterServer server(std::move(writer), opt);
   if (Status s = server.Start(); !s.ok()) {
-    std::fprintf(stderr, "%s: %s\n", program.c_str(), s.message().c_str());
+    std::fputs(fmt::format("{}: {}\n", program, s.message()).c_str(), stderr);
     return 1;
   }
-  std::fprintf(stderr, "%s: %s, listening on %s\n", program.c_str(), what.c_str(),
-               server.socket_path().c_str());
+  std::fputs(fmt::format("{}: {}, listening on {}\n", program, what, server.socket_path()).c_str(),
+             stderr);
   struct sigaction sa = {};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
