@@ -162,11 +162,17 @@ TEST_F(CliTest, ForgetWithAPolicyKeepsWhatItSaysAndTheRestStillRestores) {
   EXPECT_EQ(G({"forget", "--keep-last", "1", ids[0]}).exit_code, 2);
   EXPECT_EQ(G({"forget", "--keep-within", "7x"}).exit_code, 2);
   EXPECT_EQ(G({"forget", "--keep-last", "1", "--group-by", "hostname"}).exit_code, 2);
+  // Found by review: an empty tag (an unset variable) matched untagged
+  // backups, and --keep-tag swallowed a following id.
+  EXPECT_EQ(G({"forget", "--keep-tag", ""}).exit_code, 2);
+  EXPECT_EQ(G({"forget", "--keep-within", ""}).exit_code, 2);
+  EXPECT_EQ(G({"forget", "--keep-tag", "t1", ids[0]}).exit_code, 2);  // ids and a policy
 
   auto dry = G({"--json", "forget", "--keep-last", "1", "--dry-run"});
   ASSERT_EQ(dry.exit_code, 0) << dry.err;
   json j = json::parse(dry.out);
-  EXPECT_EQ(j["removed"], json({ids[1], ids[0]}));
+  EXPECT_EQ(j["would_remove"], json({ids[1], ids[0]}));
+  EXPECT_FALSE(j.contains("removed"));
   ASSERT_EQ(j["groups"].size(), 2u);
   EXPECT_EQ(G({"--json", "list"}).out.find(ids[0]) != std::string::npos, true);
 

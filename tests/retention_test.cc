@@ -23,10 +23,13 @@ BackupRecord Rec(const std::string& id, const std::string& time, const std::stri
 }
 
 // id -> reasons joined, for the kept ones; removed ones map to "-".
+// "Now" for every test: 2026-12-01T00:00:00Z.
+constexpr int64_t kNow = 1796083200;
+
 std::map<std::string, std::string> Decide(const std::vector<BackupRecord>& recs,
-                                          const RetentionPolicy& p) {
+                                          const RetentionPolicy& p, int64_t now = kNow) {
   std::map<std::string, std::string> out;
-  for (const auto& g : ApplyRetention(recs, p))
+  for (const auto& g : ApplyRetention(recs, p, now))
     for (const auto& d : g.backups) {
       std::string why;
       for (const auto& r : d.reasons) why += (why.empty() ? "" : ",") + r;
@@ -77,11 +80,11 @@ TEST(Retention, WithinCountsBackFromTheNewestBackupAndTagsKeep) {
                                     Rec("new", "2026-11-25T00:00:00Z", "copy")};
   recs[0].tags = {"keep-forever"};
   RetentionPolicy p;
-  ASSERT_TRUE(ParseDuration("7d", &p.within_seconds).ok());
-  p.tags = {"keep-forever"};
+  ASSERT_TRUE(ParseDuration("7d", &p.within).ok());
+  p.tags = {{"keep-forever"}};
   auto d = Decide(recs, p);
-  EXPECT_EQ(d["new"], "within");
-  EXPECT_EQ(d["mid"], "within");  // 5 days before the newest, whatever today is
+  EXPECT_EQ(d["new"], "within 7d");
+  EXPECT_EQ(d["mid"], "within 7d");  // 5 days before the newest, whatever today is
   EXPECT_EQ(d["old"], "tag keep-forever");
 }
 
@@ -118,7 +121,7 @@ TEST(Retention, WhatTheKeptAndTheNextBackupsBuildOnIsKept) {
   recs[4].parent = "f2";
   RetentionPolicy p;
   p.last = 1;  // keeps c1 only, by policy
-  p.tags = {"x"};
+  p.tags = {{"x"}};
   recs[1].tags = {"x"};  // keeps d1
   auto d = Decide(recs, p);
   EXPECT_EQ(d["c1"], "last");
@@ -129,12 +132,105 @@ TEST(Retention, WhatTheKeptAndTheNextBackupsBuildOnIsKept) {
   EXPECT_EQ(d["d2"], "-");  // nothing builds on a differential
 }
 
-TEST(Retention, DurationsAreResticsForm) {
-  int64_t s = 0;
-  ASSERT_TRUE(ParseDuration("1y6m2w3d4h", &s).ok());
-  EXPECT_EQ(s, ((365 + 6 * 30 + 14 + 3) * 24 + 4) * 3600);
-  for (const char* bad : {"", "7", "d", "7x", "-1d", "0d", "1d2"})
-    EXPECT_FALSE(ParseDuration(bad, &s).ok()) << bad;
+TEST(Retention, DurationsAreResticsFormInCalendarUnits) {
+  Duration d;
+  ASSERT_TRUE(ParseDuration("1y6m2w3d4h", &d).ok());
+  EXPECT_EQ(d.ToString(), "1y6m17d4h");
+  for (const char* bad :
+       {"", "7", "d", "7x", "-1d", "0d", "1d2", "99999999999999999999d", "100001d"})
+    EXPECT_FALSE(ParseDuration(bad, &d).ok()) << bad;
+  // A month back from August 15 noon is July 15 noon (calendar, as
+  // restic's AddDate): a backup of July 15 evening is within it, though 30
+  // days back (July 16 noon) would not reach it.
+  std::vector<BackupRecord> recs = {Rec("jul15", "2026-07-15T18:00:00Z", "copy"),
+                                    Rec("aug15", "2026-08-15T12:00:00Z", "copy")};
+  RetentionPolicy p;
+  ASSERT_TRUE(ParseDuration("1m", &p.within).ok());
+  EXPECT_EQ(Decide(recs, p)["jul15"], "within 1m");
+}
+
+// Found by review: one record from a wrong clock must not push the others
+// out of --keep-within.
+TEST(Retention, ABackupFromTheFutureIsNotTheReferenceOfWithin) {
+  std::vector<BackupRecord> recs = {Rec("a", "2026-11-20T00:00:00Z", "copy"),
+                                    Rec("b", "2026-11-29T00:00:00Z", "copy"),
+                                    Rec("future", "2036-01-01T00:00:00Z", "copy")};
+  RetentionPolicy p;
+  ASSERT_TRUE(ParseDuration("30d", &p.within).ok());
+  auto d = Decide(recs, p);
+  EXPECT_EQ(d["a"], "within 30d");
+  EXPECT_EQ(d["b"], "within 30d");
+  EXPECT_EQ(d["future"], "within 30d");  // after the reference: inside the window
+}
+
+// Found by review: --keep-tag "$UNSET" must not match untagged backups;
+// T1,T2 means both tags; lists are ORed.
+TEST(Retention, TagListsNeedEveryTagAndEmptyTagsAreRefused) {
+  std::vector<std::string> list;
+  EXPECT_FALSE(ParseTagList("", &list).ok());
+  EXPECT_FALSE(ParseTagList("a,,b", &list).ok());
+  ASSERT_TRUE(ParseTagList("a,b", &list).ok());
+  std::vector<BackupRecord> recs = {
+      Rec("ab", "2026-11-01T00:00:00Z", "copy"), Rec("a", "2026-11-02T00:00:00Z", "copy"),
+      Rec("c", "2026-11-03T00:00:00Z", "copy"), Rec("none", "2026-11-04T00:00:00Z", "copy")};
+  recs[0].tags = {"a", "b"};
+  recs[1].tags = {"a"};
+  recs[2].tags = {"c"};
+  RetentionPolicy p;
+  p.tags = {list, {"c"}};
+  auto d = Decide(recs, p);
+  EXPECT_EQ(d["ab"], "tag a,b");
+  EXPECT_EQ(d["a"], "-");
+  EXPECT_EQ(d["c"], "tag c");
+  EXPECT_EQ(d["none"], "-");
+}
+
+// restic 0.17: a rule with periods to spare keeps the oldest backup too.
+TEST(Retention, ARuleWithPeriodsToSpareKeepsTheOldest) {
+  std::vector<BackupRecord> recs = {Rec("first", "2026-02-01T00:00:00Z", "copy"),
+                                    Rec("mid", "2026-11-01T00:00:00Z", "copy"),
+                                    Rec("new", "2026-11-30T00:00:00Z", "copy")};
+  RetentionPolicy p;
+  p.yearly = 10;
+  auto d = Decide(recs, p);
+  EXPECT_EQ(d["new"], "yearly");
+  EXPECT_EQ(d["mid"], "-");
+  EXPECT_EQ(d["first"], "oldest yearly");
+}
+
+// Found by review: a record whose time cannot be read was dropped even by
+// --keep-last; now it is kept, and flagged.
+TEST(Retention, ABackupWhoseTimeCannotBeReadIsKept) {
+  std::vector<BackupRecord> recs = {
+      Rec("odd", "2026-11-30 00:00:00", "copy"), Rec("empty", "", "copy"),
+      Rec("x", "2026-11-28T00:00:00Z", "copy"), Rec("y", "2026-11-29T00:00:00.5Z", "copy")};
+  RetentionPolicy p;
+  p.last = 1;
+  auto d = Decide(recs, p);
+  EXPECT_EQ(d["y"], "last");
+  EXPECT_EQ(d["x"], "-");
+  EXPECT_EQ(d["odd"], "undated (its time cannot be read)");
+  EXPECT_EQ(d["empty"], "undated (its time cannot be read)");
+}
+
+// Found by review: with one group for everything, another volume's only
+// full went; what the engine would choose as a parent is kept whatever the
+// grouping.
+TEST(Retention, ParentsAreKeptPerVolumeWhateverTheGrouping) {
+  std::vector<BackupRecord> recs = {
+      Rec("other", "2026-11-01T00:00:00Z", "full", "h", "file:/other.img"),
+      Rec("v1", "2026-11-02T00:00:00Z", "full"), Rec("v2", "2026-11-03T00:00:00Z", "full")};
+  RetentionPolicy p;
+  p.last = 1;
+  ASSERT_TRUE(ParseGroupBy("", &p).ok());
+  auto d = Decide(recs, p);
+  EXPECT_EQ(d["v2"],
+            "last,needed by the next incremental (its parent),needed by the next differential "
+            "(its parent)");
+  EXPECT_EQ(d["v1"], "-");
+  EXPECT_EQ(d["other"],
+            "needed by the next incremental (its parent),needed by the next differential (its "
+            "parent)");
 }
 
 TEST(Retention, AnEmptyPolicyIsEmpty) {

@@ -54,8 +54,9 @@ int CmdShow(const Globals& g, const std::string& backup);
 struct ForgetOptions {
   std::vector<std::string> ids;  // or a policy, not both
   RetentionPolicy policy;
-  bool force = false;    // ids: also unreadable records
-  bool dry_run = false;  // policy: say what would go, remove nothing
+  bool force = false;           // ids: also unreadable records
+  bool dry_run = false;         // policy: say what would go, remove nothing
+  bool policy_options = false;  // --group-by was given
 };
 int CmdForget(const Globals& g, const ForgetOptions& opt);
 int CmdWriters(const Globals& g);

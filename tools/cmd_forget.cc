@@ -1,6 +1,7 @@
 // gnomon forget: by id, or by a retention policy (engine/retention.h).
 #include <fmt/format.h>
 
+#include <ctime>
 #include <iostream>
 
 #include "base/system.h"
@@ -79,9 +80,16 @@ int ForgetByPolicy(const Globals& g, Repository* repo, const RetentionPolicy& po
   if (Status s = repo->ListBackups(&records, &errors); !s.ok()) return Fail(g, s);
   for (const auto& e : errors)
     fmt::print(stderr, "gnomon: warning: {} (left as it is)\n", EscapeForTerminal(e.message()));
-  const std::vector<RetentionGroup> groups = ApplyRetention(records, policy);
+  const std::vector<RetentionGroup> groups =
+      ApplyRetention(records, policy, static_cast<int64_t>(std::time(nullptr)));
   json out_groups = json::array(), removed = json::array();
   for (const auto& group : groups) {
+    for (const auto& d : group.backups)
+      if (d.undated)
+        fmt::print(stderr,
+                   "gnomon: warning: backup {} has a time that cannot be read ('{}'); "
+                   "kept\n",
+                   d.record->id, EscapeForTerminal(d.record->time));
     if (g.json)
       out_groups.push_back(GroupJson(group));
     else if (!g.quiet)
@@ -93,8 +101,14 @@ int ForgetByPolicy(const Globals& g, Repository* repo, const RetentionPolicy& po
       removed.push_back(d.record->id);
     }
   }
+  std::string group_by = policy.group_by_host ? "host" : "";
+  if (policy.group_by_volume) group_by += group_by.empty() ? "volume" : ",volume";
   if (g.json)
-    std::cout << json{{"groups", out_groups}, {"removed", removed}, {"dry_run", dry_run}}.dump()
+    std::cout << json{{"groups", out_groups},
+                      {dry_run ? "would_remove" : "removed", removed},
+                      {"dry_run", dry_run},
+                      {"group_by", group_by}}
+                     .dump()
               << "\n";
   else if (!g.quiet)
     fmt::print("{} {} backup{}\n", dry_run ? "would remove" : "removed", removed.size(),
@@ -105,6 +119,12 @@ int ForgetByPolicy(const Globals& g, Repository* repo, const RetentionPolicy& po
 }  // namespace
 
 int CmdForget(const Globals& g, const ForgetOptions& opt) {
+  if (!opt.ids.empty() && opt.dry_run)
+    return Fail(g, Status::InvalidArgument("--dry-run goes with a policy"), kUsage);
+  if (opt.policy.empty() && opt.policy_options)
+    return Fail(g, Status::InvalidArgument("--group-by goes with a policy"), kUsage);
+  if (opt.force && !opt.policy.empty())
+    return Fail(g, Status::InvalidArgument("--force goes with backup ids, not a policy"), kUsage);
   if (opt.ids.empty() == opt.policy.empty())
     return Fail(g,
                 Status::InvalidArgument(

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <system_error>
+#include <tuple>
 
 #include "engine/snapshots_admin.h"
 #include "tools/cli.h"
@@ -23,6 +24,25 @@ void OnSignal(int) {
 }
 
 }  // namespace
+
+// The policy's texts, parsed and checked before the repository is opened.
+static int ForgetCommand(const Globals& g, const CLI::App& cmd, const std::string& within,
+                         const std::vector<std::string>& tags, const std::string& group_by,
+                         ForgetOptions* opt) {
+  // An empty value (an unset variable) is an error, never "no rule".
+  if (cmd.count("--keep-within"))
+    if (gnomon::Status d = gnomon::ParseDuration(within, &opt->policy.within); !d.ok())
+      return Fail(g, d, kUsage);
+  for (const auto& t : tags) {
+    std::vector<std::string> list;
+    if (gnomon::Status d = gnomon::ParseTagList(t, &list); !d.ok()) return Fail(g, d, kUsage);
+    opt->policy.tags.push_back(list);
+  }
+  opt->policy_options = cmd.count("--group-by") > 0;
+  if (gnomon::Status d = gnomon::ParseGroupBy(group_by, &opt->policy); !d.ok())
+    return Fail(g, d, kUsage);
+  return CmdForget(g, *opt);
+}
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -110,6 +130,7 @@ int main(int argc, char** argv) {
 
   ForgetOptions fopt;
   std::string keep_within, group_by = "host,volume";
+  std::vector<std::string> keep_tags;
   auto* forget = app.add_subcommand(
       "forget",
       "Remove backups from the repository, by id or by a retention policy (every other backup "
@@ -118,29 +139,44 @@ int main(int argc, char** argv) {
   forget->add_flag("--force", fopt.force,
                    "Also remove a record that cannot be read (give its full 16-character id); "
                    "says what the file was before removing it");
-  auto keep = [&](const char* name, int* n, const char* what) {
-    forget->add_option(name, *n, what)->check(CLI::Range(1, 1000000))->group("Retention policy");
+  auto keep = [&](const char* name, int* n, const std::string& what) {
+    forget->add_option(name, *n, what)
+        ->check(CLI::Range(1, 1000000))
+        ->type_name("N")
+        ->group("Retention policy (restic's semantics; periods in UTC)");
   };
   keep("--keep-last", &fopt.policy.last, "Keep the N newest backups");
-  keep("--keep-hourly", &fopt.policy.hourly, "Keep the newest backup of each of the last N hours");
-  keep("--keep-daily", &fopt.policy.daily, "Keep the newest backup of each of the last N days");
-  keep("--keep-weekly", &fopt.policy.weekly, "... of each of the last N ISO weeks");
-  keep("--keep-monthly", &fopt.policy.monthly, "... of each of the last N months");
-  keep("--keep-yearly", &fopt.policy.yearly, "... of each of the last N years");
+  for (auto [flag, field, unit] : {std::tuple{"--keep-hourly", &fopt.policy.hourly, "hours"},
+                                   std::tuple{"--keep-daily", &fopt.policy.daily, "days"},
+                                   std::tuple{"--keep-weekly", &fopt.policy.weekly, "ISO weeks"},
+                                   std::tuple{"--keep-monthly", &fopt.policy.monthly, "months"},
+                                   std::tuple{"--keep-yearly", &fopt.policy.yearly, "years"}})
+    keep(flag, field,
+         std::string("Keep the newest backup of each of the last N ") + unit +
+             " that have one (if fewer, also the oldest backup)");
+  const char* policy_group = "Retention policy (restic's semantics; periods in UTC)";
   forget
       ->add_option("--keep-within", keep_within,
-                   "Keep every backup within DURATION of the group's newest (e.g. 14d, 1y6m; "
-                   "units y m w d h)")
-      ->group("Retention policy");
-  forget->add_option("--keep-tag", fopt.policy.tags, "Keep every backup with tag T")
-      ->group("Retention policy");
+                   "Keep every backup within DURATION (calendar units y m w d h, e.g. 14d, 1y6m) "
+                   "of the group's newest backup that is not in the future")
+      ->type_name("DURATION")
+      ->group(policy_group);
+  forget
+      ->add_option("--keep-tag", keep_tags,
+                   "Keep every backup with tag T (T1,T2: with both); may be repeated")
+      ->expected(1)
+      ->allow_extra_args(false)  // one value per --keep-tag: what follows may be an id
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->type_name("T")
+      ->group(policy_group);
   forget
       ->add_option("--group-by", group_by,
                    "Apply the policy per host,volume (default), host, volume, or '' (all "
-                   "backups as one group)")
-      ->group("Retention policy");
-  forget->add_flag("--dry-run", fopt.dry_run, "With a policy: show what would go; remove nothing")
-      ->group("Retention policy");
+                   "backups as one group). Whatever the grouping, a kept differential's full and "
+                   "the backups the next incremental and differential build on are kept")
+      ->group(policy_group);
+  forget->add_flag("--dry-run", fopt.dry_run, "Show what the policy would remove; remove nothing")
+      ->group(policy_group);
 
   std::string show_id;
   auto* show = app.add_subcommand(
@@ -215,15 +251,7 @@ int main(int argc, char** argv) {
       return CmdBackup(g, bopt);
     }
     if (*show) return CmdShow(g, show_id);
-    if (*forget) {
-      if (!keep_within.empty())
-        if (gnomon::Status d = gnomon::ParseDuration(keep_within, &fopt.policy.within_seconds);
-            !d.ok())
-          return Fail(g, d, kUsage);
-      if (gnomon::Status d = gnomon::ParseGroupBy(group_by, &fopt.policy); !d.ok())
-        return Fail(g, d, kUsage);
-      return CmdForget(g, fopt);
-    }
+    if (*forget) return ForgetCommand(g, *forget, keep_within, keep_tags, group_by, &fopt);
     if (app.got_subcommand("writers")) return CmdWriters(g);
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
     if (*list) return CmdList(g);
