@@ -83,6 +83,7 @@ int ForgetByPolicy(const Globals& g, Repository* repo, const RetentionPolicy& po
   const std::vector<RetentionGroup> groups =
       ApplyRetention(records, policy, static_cast<int64_t>(std::time(nullptr)));
   json out_groups = json::array(), removed = json::array();
+  size_t done = 0;
   for (const auto& group : groups) {
     for (const auto& d : group.backups)
       if (d.undated)
@@ -94,13 +95,20 @@ int ForgetByPolicy(const Globals& g, Repository* repo, const RetentionPolicy& po
       out_groups.push_back(GroupJson(group));
     else if (!g.quiet)
       PrintGroup(group, dry_run);
-    for (const auto& d : group.backups) {
-      if (d.keep) continue;
-      if (!dry_run)
-        if (Status s = repo->ForgetBackup(*d.record); !s.ok()) return Fail(g, s);
-      removed.push_back(d.record->id);
-    }
+    for (const auto& d : group.backups)
+      if (!d.keep) removed.push_back(d.record->id);
   }
+  // Every decision is shown before the first removal; a failure part way
+  // says how far it got (each removal is whole on its own).
+  if (!dry_run)
+    for (const auto& group : groups)
+      for (const auto& d : group.backups) {
+        if (d.keep) continue;
+        if (Status s = repo->ForgetBackup(*d.record); !s.ok())
+          return Fail(g, s.WithContext("removed " + std::to_string(done) + " of " +
+                                       std::to_string(removed.size()) + " backups, then"));
+        ++done;
+      }
   std::string group_by = policy.group_by_host ? "host" : "";
   if (policy.group_by_volume) group_by += group_by.empty() ? "volume" : ",volume";
   if (g.json)
@@ -135,11 +143,7 @@ int CmdForget(const Globals& g, const ForgetOptions& opt) {
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, opt.dry_run ? LockMode::kShared : LockMode::kExclusive, "forget", &repo))
     return rc;
-  if (!opt.ids.empty()) {
-    if (opt.dry_run)
-      return Fail(g, Status::InvalidArgument("--dry-run goes with a policy"), kUsage);
-    return ForgetIds(g, repo.get(), opt.ids, opt.force);
-  }
+  if (!opt.ids.empty()) return ForgetIds(g, repo.get(), opt.ids, opt.force);
   return ForgetByPolicy(g, repo.get(), opt.policy, opt.dry_run);
 }
 
