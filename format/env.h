@@ -81,6 +81,9 @@ class Env {
 
  private:
   Status WriteTemporary(const std::string& path, std::span<const uint8_t> data, std::string* tmp);
+  // A durable temporary, renamed to path (over it, or only if it is free),
+  // then the directory synced.
+  Status Publish(const std::string& path, std::span<const uint8_t> data, bool replace);
 };
 
 }  // namespace gnomon

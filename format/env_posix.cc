@@ -311,20 +311,17 @@ Status Env::WriteTemporary(const std::string& path, std::span<const uint8_t> dat
 }
 
 Status Env::WriteFileAtomic(const std::string& path, std::span<const uint8_t> data) {
-  std::string tmp;
-  GNOMON_RETURN_IF_ERROR(WriteTemporary(path, data, &tmp));
-  Status s = RenameFile(tmp, path);
-  if (!s.ok()) {
-    RemoveFile(tmp);
-    return s;
-  }
-  return SyncDir(ParentDir(path));
+  return Publish(path, data, /*replace=*/true);
 }
 
 Status Env::WriteFileOnce(const std::string& path, std::span<const uint8_t> data) {
+  return Publish(path, data, /*replace=*/false);
+}
+
+Status Env::Publish(const std::string& path, std::span<const uint8_t> data, bool replace) {
   std::string tmp;
   GNOMON_RETURN_IF_ERROR(WriteTemporary(path, data, &tmp));
-  Status s = RenameNoReplace(tmp, path);
+  Status s = replace ? RenameFile(tmp, path) : RenameNoReplace(tmp, path);
   if (!s.ok()) {
     RemoveFile(tmp);
     return s;
