@@ -190,6 +190,41 @@ TEST_F(CliTest, ForgetWithAPolicyKeepsWhatItSaysAndTheRestStillRestores) {
   EXPECT_EQ(G({"verify", "--read-data"}).exit_code, 0);
 }
 
+// stats marks what live backups use, through patches to their bases: the
+// chunk a forgotten full shares with a kept incremental's patch stays live;
+// once nothing names a pack, it is reclaimable whole.
+TEST_F(CliTest, StatsCountsWhatLiveBackupsUseThroughPatchBases) {
+  test::WriteFile(dir_ / "vol", test::RandomBytes(4u << 20, 40));
+  const std::string full = BackupId(dir_ / "vol");
+  auto bytes = test::ReadFile(dir_ / "vol");
+  bytes[100000] ^= 0xff;
+  test::WriteFile(dir_ / "vol", bytes);
+  auto inc = G({"--json", "backup", "--type", "incremental", dir_ / "vol"});
+  ASSERT_EQ(inc.exit_code, 0) << inc.err;
+  const std::string inc_id = json::parse(inc.out)["id"];
+  auto stats = [&] {
+    auto r = G({"--json", "stats"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out);
+  };
+  json s = stats();
+  EXPECT_EQ(s["backups"], 2);
+  EXPECT_EQ(s["reclaimable_bytes"], 0);
+  EXPECT_EQ(s["complete"], true);
+  ASSERT_EQ(G({"forget", full}).exit_code, 0);
+  s = stats();
+  EXPECT_EQ(s["backups"], 1);
+  EXPECT_EQ(s["patches_followed"], 1) << s.dump();
+  EXPECT_EQ(s["reclaimable_bytes"], 0) << "the full's chunk is the incremental's patch base";
+  EXPECT_EQ(s["dead_packs"], 0);
+  ASSERT_EQ(G({"forget", inc_id}).exit_code, 0);
+  s = stats();
+  EXPECT_EQ(s["live_bytes"], 0);
+  EXPECT_EQ(s["reclaimable_bytes"], s["stored_bytes"]);
+  EXPECT_EQ(s["dead_packs"], s["packs"]);
+  EXPECT_EQ(s["dead_pack_bytes"], s["pack_bytes"]);
+}
+
 TEST_F(CliTest, UsageErrorsAndMissingRepository) {
   EXPECT_EQ(Gnomon({"frobnicate"}).exit_code, 2);
   EXPECT_EQ(Gnomon({"backup"}).exit_code, 2);

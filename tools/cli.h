@@ -60,6 +60,7 @@ struct ForgetOptions {
 };
 int CmdForget(const Globals& g, const ForgetOptions& opt);
 int CmdWriters(const Globals& g);
+int CmdStats(const Globals& g);
 int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);
 int CmdBench(const Globals& g, BenchOptions opt);
 

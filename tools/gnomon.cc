@@ -178,6 +178,11 @@ int main(int argc, char** argv) {
   forget->add_flag("--dry-run", fopt.dry_run, "Show what the policy would remove; remove nothing")
       ->group(policy_group);
 
+  auto* stats = app.add_subcommand(
+      "stats",
+      "Show what the repository holds, what of it live backups use, and what a prune could "
+      "give back");
+
   std::string show_id;
   auto* show = app.add_subcommand(
       "show", "Show one backup: volumes, snapshot set, VSS documents, writer status");
@@ -251,6 +256,7 @@ int main(int argc, char** argv) {
       return CmdBackup(g, bopt);
     }
     if (*show) return CmdShow(g, show_id);
+    if (*stats) return CmdStats(g);
     if (*forget) return ForgetCommand(g, *forget, keep_within, keep_tags, group_by, &fopt);
     if (app.got_subcommand("writers")) return CmdWriters(g);
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);

@@ -1,0 +1,117 @@
+#include "engine/repo_usage.h"
+
+#include <map>
+
+#include "format/codec.h"
+#include "format/patch.h"
+
+namespace gnomon {
+
+namespace {
+
+// The base a live patch names, read from the patch itself.
+Status PatchBase(Repository* repo, const ChunkIndex& index, const Digest& d, Digest* base) {
+  const ChunkLocation* loc = index.Find(d);
+  thread_local ChunkDecompressor dec;
+  std::vector<uint8_t> raw(loc->raw_len);
+  GNOMON_RETURN_IF_ERROR(repo->ReadChunk(index, d, raw.data(), &dec));
+  PatchView view;
+  GNOMON_RETURN_IF_ERROR(DecodePatch(raw, "patch " + d.Hex(), &view));
+  *base = view.base;
+  return Status::OK();
+}
+
+}  // namespace
+
+Status MarkLive(Repository* repo, const ChunkIndex& index, const std::vector<BackupRecord>& records,
+                std::unordered_set<Digest, DigestHash>* live, std::vector<std::string>* problems,
+                size_t* patches_followed) {
+  std::vector<Digest> pending;  // live patches whose base is not yet marked
+  auto mark = [&](const Digest& d) {
+    if (d.IsZero() || !live->insert(d).second) return;
+    const ChunkLocation* loc = index.Find(d);
+    if (loc && loc->patch_depth > 0) pending.push_back(d);
+  };
+  for (const auto& r : records)
+    for (const auto& v : r.volumes) {
+      VolumeIndex vi;
+      if (Status s = repo->ReadVolumeIndex(v, &vi); !s.ok()) {
+        problems->push_back(s.message());
+        continue;
+      }
+      for (const auto& d : vi.slots) mark(d);
+    }
+  while (!pending.empty()) {
+    const Digest d = pending.back();
+    pending.pop_back();
+    Digest base;
+    if (Status s = PatchBase(repo, index, d, &base); !s.ok()) {
+      problems->push_back(s.message());
+      continue;
+    }
+    ++*patches_followed;
+    mark(base);
+  }
+  return Status::OK();
+}
+
+Status MeasureUsage(Repository* repo, RepoUsage* out) {
+  std::vector<BackupRecord> records;
+  std::vector<Status> errors;
+  GNOMON_RETURN_IF_ERROR(repo->ListBackups(&records, &errors));
+  out->backups = records.size();
+  out->unreadable_backups = errors.size();
+  for (const auto& e : errors) out->problems.push_back(e.message());
+  ChunkIndex index;
+  IndexHealth health;
+  GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index, &health, IndexUse::kRead));
+  for (const auto& e : health.damaged_files) out->problems.push_back(e.message());
+  std::unordered_set<Digest, DigestHash> live;
+  GNOMON_RETURN_IF_ERROR(
+      MarkLive(repo, index, records, &live, &out->problems, &out->patches_followed));
+  out->live_chunks = live.size();
+
+  // Every copy the index files list, by pack: live if it is the copy reads
+  // use of a live chunk.
+  std::vector<std::string> names;
+  GNOMON_RETURN_IF_ERROR(repo->ListIndexFiles(&names));
+  struct PackUse {
+    uint64_t live = 0, dead = 0;
+  };
+  std::map<std::string, PackUse> by_pack;
+  for (const auto& n : names) {
+    std::vector<PackSummary> packs;
+    if (!repo->ReadIndexFile(n, &packs).ok()) continue;  // named in health already
+    for (const auto& p : packs)
+      for (const auto& e : p.entries) {
+        const ChunkLocation* loc = index.Find(e.digest);
+        const bool used = live.count(e.digest) && loc && index.pack_id(loc->pack) == p.id &&
+                          loc->offset == e.offset;
+        (used ? by_pack[p.id].live : by_pack[p.id].dead) += e.stored_len;
+        ++out->chunks;
+        out->stored_bytes += e.stored_len;
+        out->live_bytes += used ? e.stored_len : 0;
+      }
+  }
+  std::vector<std::string> ids;
+  GNOMON_RETURN_IF_ERROR(repo->ListPacks(&ids));
+  for (const auto& id : ids) {
+    std::shared_ptr<RandomAccessFile> f;
+    const uint64_t size = repo->OpenPack(id, &f).ok() ? f->Size() : 0;
+    ++out->packs;
+    out->pack_bytes += size;
+    auto it = by_pack.find(id);
+    if (it == by_pack.end()) continue;  // in no index file: a leftover the next writer removes
+    if (it->second.live == 0) {
+      ++out->dead_packs;
+      out->dead_pack_bytes += size;
+    } else if (it->second.dead > 0) {
+      ++out->mixed_packs;
+      out->mixed_dead_bytes += it->second.dead;
+    }
+  }
+  out->complete = out->problems.empty();
+  return Status::OK();
+}
+
+}  // namespace gnomon
