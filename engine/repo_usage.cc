@@ -1,6 +1,7 @@
 #include "engine/repo_usage.h"
 
 #include <map>
+#include <set>
 
 #include "format/codec.h"
 #include "format/patch.h"
@@ -9,11 +10,13 @@ namespace gnomon {
 
 namespace {
 
-// The base a live patch names, read from the patch itself.
+// The base a live patch names, read from the patch itself (verified
+// against its digest: a damaged patch must not name a wrong base).
 Status PatchBase(Repository* repo, const ChunkIndex& index, const Digest& d, Digest* base) {
   const ChunkLocation* loc = index.Find(d);
   thread_local ChunkDecompressor dec;
-  std::vector<uint8_t> raw(loc->raw_len);
+  thread_local std::vector<uint8_t> raw;
+  raw.resize(loc->raw_len);
   GNOMON_RETURN_IF_ERROR(repo->ReadChunk(index, d, raw.data(), &dec));
   PatchView view;
   GNOMON_RETURN_IF_ERROR(DecodePatch(raw, "patch " + d.Hex(), &view));
@@ -30,7 +33,13 @@ Status MarkLive(Repository* repo, const ChunkIndex& index, const std::vector<Bac
   auto mark = [&](const Digest& d) {
     if (d.IsZero() || !live->insert(d).second) return;
     const ChunkLocation* loc = index.Find(d);
-    if (loc && loc->patch_depth > 0) pending.push_back(d);
+    // A live chunk the index does not know (its pack is missing, its index
+    // file gone): if it is a patch, its base is unknown too.
+    if (!loc)
+      problems->push_back("chunk " + d.Hex() +
+                          ", named by a remaining backup, is in no readable pack");
+    else if (loc->patch_depth > 0)
+      pending.push_back(d);
   };
   for (const auto& r : records)
     for (const auto& v : r.volumes) {
@@ -66,6 +75,12 @@ Status MeasureUsage(Repository* repo, RepoUsage* out) {
   IndexHealth health;
   GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&index, &health, IndexUse::kRead));
   for (const auto& e : health.damaged_files) out->problems.push_back(e.message());
+  // A volume index whose record was moved away is kept for when it comes
+  // back (FORMAT.md §9): what it names is unknown here.
+  Leftovers left;
+  GNOMON_RETURN_IF_ERROR(repo->FindLeftovers(&left));
+  for (const auto& o : left.orphan_indexes)
+    out->problems.push_back(o + " has no backup record (put the record back, or remove it)");
   std::unordered_set<Digest, DigestHash> live;
   GNOMON_RETURN_IF_ERROR(
       MarkLive(repo, index, records, &live, &out->problems, &out->patches_followed));
@@ -76,33 +91,49 @@ Status MeasureUsage(Repository* repo, RepoUsage* out) {
   std::vector<std::string> names;
   GNOMON_RETURN_IF_ERROR(repo->ListIndexFiles(&names));
   struct PackUse {
-    uint64_t live = 0, dead = 0;
+    bool live = false;
+    uint64_t dead = 0;
   };
+  std::vector<std::string> ids;
+  GNOMON_RETURN_IF_ERROR(repo->ListPacks(&ids));
+  const std::set<std::string> present(ids.begin(), ids.end());
   std::map<std::string, PackUse> by_pack;
   for (const auto& n : names) {
     std::vector<PackSummary> packs;
     if (!repo->ReadIndexFile(n, &packs).ok()) continue;  // named in health already
-    for (const auto& p : packs)
+    for (const auto& p : packs) {
+      if (!present.count(p.id)) continue;  // missing: nothing of it is stored
       for (const auto& e : p.entries) {
         const ChunkLocation* loc = index.Find(e.digest);
         const bool used = live.count(e.digest) && loc && index.pack_id(loc->pack) == p.id &&
                           loc->offset == e.offset;
-        (used ? by_pack[p.id].live : by_pack[p.id].dead) += e.stored_len;
+        PackUse& use = by_pack[p.id];
+        use.live |= used;
+        use.dead += used ? 0 : e.stored_len;
         ++out->chunks;
         out->stored_bytes += e.stored_len;
         out->live_bytes += used ? e.stored_len : 0;
       }
+    }
   }
-  std::vector<std::string> ids;
-  GNOMON_RETURN_IF_ERROR(repo->ListPacks(&ids));
   for (const auto& id : ids) {
     std::shared_ptr<RandomAccessFile> f;
-    const uint64_t size = repo->OpenPack(id, &f).ok() ? f->Size() : 0;
+    uint64_t size = 0;
+    if (Status s = repo->OpenPack(id, &f); s.ok())
+      size = f->Size();
+    else
+      out->problems.push_back(s.message());
     ++out->packs;
     out->pack_bytes += size;
     auto it = by_pack.find(id);
-    if (it == by_pack.end()) continue;  // in no index file: a leftover the next writer removes
-    if (it->second.live == 0) {
+    if (it == by_pack.end()) {
+      // In no index file: a run that died before its index file (the next
+      // writer removes those its journal names), or put here by hand.
+      ++out->unindexed_packs;
+      out->unindexed_pack_bytes += size;
+      continue;
+    }
+    if (!it->second.live) {
       ++out->dead_packs;
       out->dead_pack_bytes += size;
     } else if (it->second.dead > 0) {

@@ -4,7 +4,8 @@
 // transitively, the base of every live patch (FORMAT.md §4a): a patch
 // names its base by digest inside its bytes, so each live patch is read
 // once to find it. A copy of a chunk that reads never use (a second copy
-// in another pack) is not live.
+// in another pack) is not live. (A prune must not drop such a copy before
+// the one reads use has been read back: it may be the only good one.)
 #pragma once
 
 #include <cstdint>
@@ -23,7 +24,7 @@ struct RepoUsage {
   size_t packs = 0;               // pack files present
   uint64_t pack_bytes = 0;        // their size on disk
   size_t chunks = 0;              // blob copies the index files list
-  uint64_t stored_bytes = 0;      // their stored (compressed) bytes
+  uint64_t stored_bytes = 0;      // their stored (compressed) bytes, in packs present
   size_t live_chunks = 0;
   uint64_t live_bytes = 0;  // stored bytes of the copies reads use, for live chunks
   size_t patches_followed = 0;
@@ -33,6 +34,9 @@ struct RepoUsage {
   // Packs with live and dead copies: a prune may repack them.
   size_t mixed_packs = 0;
   uint64_t mixed_dead_bytes = 0;
+  // Packs no index file names (not counted in chunks or stored_bytes).
+  size_t unindexed_packs = 0;
+  uint64_t unindexed_pack_bytes = 0;
   // False if anything could not be read (a record, a volume index, a patch,
   // an index file): what it named is unknown, so it must be assumed live and
   // a prune must not run on these figures.

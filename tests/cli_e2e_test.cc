@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -223,6 +224,38 @@ TEST_F(CliTest, StatsCountsWhatLiveBackupsUseThroughPatchBases) {
   EXPECT_EQ(s["reclaimable_bytes"], s["stored_bytes"]);
   EXPECT_EQ(s["dead_packs"], s["packs"]);
   EXPECT_EQ(s["dead_pack_bytes"], s["pack_bytes"]);
+}
+
+// Found by review: a live patch whose pack is missing, or a volume index
+// whose record was moved away, left the figures "complete" while a base
+// they name counted as reclaimable (a prune on them would lose data).
+TEST_F(CliTest, StatsIsIncompleteWhenWhatALiveBackupNamesCannotBeRead) {
+  test::WriteFile(dir_ / "vol", test::RandomBytes(1u << 20, 41));
+  const std::string full = BackupId(dir_ / "vol");
+  auto bytes = test::ReadFile(dir_ / "vol");
+  bytes[70000] ^= 0xff;
+  test::WriteFile(dir_ / "vol", bytes);
+  const auto packs_before = Files("packs");
+  auto inc = G({"--json", "backup", "--type", "incremental", dir_ / "vol"});
+  ASSERT_EQ(inc.exit_code, 0) << inc.err;
+  const std::string inc_id = json::parse(inc.out)["id"];
+  ASSERT_EQ(G({"forget", full}).exit_code, 0);
+  std::string inc_pack;
+  for (const auto& p : Files("packs"))
+    if (std::find(packs_before.begin(), packs_before.end(), p) == packs_before.end()) inc_pack = p;
+  ASSERT_FALSE(inc_pack.empty());
+
+  fs::rename(inc_pack, dir_ / "away");  // Files() gives whole paths
+  auto r = G({"--json", "stats"});
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_EQ(json::parse(r.out)["complete"], false) << r.out;
+  fs::rename(dir_ / "away", inc_pack);
+  EXPECT_EQ(G({"stats"}).exit_code, 0);
+
+  fs::rename(repo_ + "/backups/" + inc_id, dir_ / "record");
+  r = G({"--json", "stats"});
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("has no backup record"), std::string::npos) << r.out;
 }
 
 TEST_F(CliTest, UsageErrorsAndMissingRepository) {

@@ -33,9 +33,11 @@ int CmdStats(const Globals& g) {
                       {"dead_pack_bytes", u.dead_pack_bytes},
                       {"mixed_packs", u.mixed_packs},
                       {"mixed_dead_bytes", u.mixed_dead_bytes},
+                      {"unindexed_packs", u.unindexed_packs},
+                      {"unindexed_pack_bytes", u.unindexed_pack_bytes},
                       {"complete", u.complete},
                       {"problems", u.problems}}
-                     .dump()
+                     .dump(-1, ' ', false, json::error_handler_t::replace)
               << "\n";
     return u.complete ? kOk : kDamaged;
   }
@@ -51,6 +53,9 @@ int CmdStats(const Globals& g) {
       "dead in them)\n",
       B(u.reclaimable_bytes()), u.dead_packs, B(u.dead_pack_bytes), u.mixed_packs,
       B(u.mixed_dead_bytes));
+  if (u.unindexed_packs)
+    fmt::print("unindexed:    {} packs ({}) that no index file names\n", u.unindexed_packs,
+               B(u.unindexed_pack_bytes));
   for (const auto& p : u.problems)
     fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(p));
   if (!u.complete)
