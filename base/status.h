@@ -47,6 +47,7 @@ class Status {
   bool IsNotFound() const { return code_ == Code::kNotFound; }
   bool IsCorruption() const { return code_ == Code::kCorruption; }
   bool IsExists() const { return code_ == Code::kExists; }
+  bool IsLocked() const { return code_ == Code::kLocked; }
 
   // Prefixes the message with context ("reading backup 1a2b: ...").
   Status WithContext(const std::string& context) const {

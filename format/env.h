@@ -70,6 +70,12 @@ class Env {
   virtual Status LockFile(const std::string& path, bool exclusive, const std::string& holder_info,
                           std::unique_ptr<FileLock>* out, std::string* stale_holder) = 0;
 
+  // A plain flock on `path` (a regular file, created empty with mode 0600
+  // if absent; never through a symlink), without blocking: Locked on
+  // contention. Released when *out is destroyed. The gc/ locks (FORMAT.md §8).
+  virtual Status TryFlock(const std::string& path, bool exclusive,
+                          std::unique_ptr<FileLock>* out) = 0;
+
   // Convenience built on the primitives above.
   Status ReadFileToString(const std::string& path, std::string* out);
   // Durability before visibility: write to path.tmp-<rand>, fsync, rename over

@@ -111,6 +111,16 @@ class PosixFileLock final : public FileLock {
   bool exclusive_;
 };
 
+// A flock on one file, released by closing it.
+class PosixPlainLock final : public FileLock {
+ public:
+  explicit PosixPlainLock(int fd) : fd_(fd) {}
+  ~PosixPlainLock() override { ::close(fd_); }
+
+ private:
+  int fd_;
+};
+
 std::string ReadAllFd(int fd) {
   std::string s;
   char buf[4096];
@@ -232,6 +242,21 @@ class PosixEnv final : public Env {
       return s.code() == Status::Code::kLocked ? s.WithContext(dir) : s;
     }
     *out = std::make_unique<PosixFileLock>(dfd, fd, exclusive);
+    return Status::OK();
+  }
+
+  Status TryFlock(const std::string& path, bool exclusive,
+                  std::unique_ptr<FileLock>* out) override {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && !exclusive) fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno("opening lock file " + path, errno);
+    if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      const int e = errno;
+      ::close(fd);
+      if (e == EWOULDBLOCK) return Status::Locked(path + " is held by another process");
+      return Status::FromErrno("locking " + path, e);
+    }
+    *out = std::make_unique<PosixPlainLock>(fd);
     return Status::OK();
   }
 

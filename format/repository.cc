@@ -40,7 +40,16 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
                        NowRfc3339() + " (gnomon " + purpose + ")";
     GNOMON_RETURN_IF_ERROR(env->LockFile(RepoPath(path, kLock), mode == LockMode::kExclusive, info,
                                          &r->lock_, &r->stale_lock_));
-    if (mode == LockMode::kExclusive) r->RemoveLeftovers();
+    GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
+    if (mode == LockMode::kExclusive) {
+      // A prune that is running writes temporaries and a journal of its
+      // own, and cleans up when it deletes: leave it all to it.
+      std::unique_ptr<FileLock> gc;
+      std::string ignored;
+      if (env->CreateDir(RepoPath(path, kGc)).ok() &&
+          env->LockFile(RepoPath(path, kGc, "lock"), false, "", &gc, &ignored).ok())
+        r->RemoveLeftovers();
+    }
   }
   *out = std::move(r);
   return Status::OK();

@@ -2,6 +2,7 @@
 // access to every file kind. Everything goes through an Env. See FORMAT.md.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -135,6 +136,33 @@ class Repository {
   // spec: a full id, a unique id prefix, or "latest".
   Status FindBackup(const std::string& spec, BackupRecord* out);
 
+  // Garbage collection's locks (FORMAT.md §8). Open takes gc/users shared
+  // for every locked mode (waiting at gc/gate while a prune deletes); these
+  // are prune's. LockGc: gc/lock, exclusive, for the whole prune.
+  Status LockGc(const std::string& purpose, std::unique_ptr<FileLock>* out);
+  // gc/gate, then gc/users, exclusively: no other process that reads the
+  // repository runs until both are released. Waits for the users to drain
+  // at most 60 s at a time, letting go of the gate in between, up to
+  // max_wait_ms in all; then Locked.
+  Status EnterDeletion(int64_t max_wait_ms, std::unique_ptr<FileLock>* gate,
+                       std::unique_ptr<FileLock>* users);
+  // Told (once per wait) when Open waits at the gate, for the user.
+  static void SetWaitNotice(std::function<void(const std::string&)> notice);
+
+  // Prune's deletions (the caller holds gc/users exclusively).
+  Status DeletePack(const std::string& id);
+  Status DeleteIndexFile(const std::string& name);
+  struct QuarantineFile {
+    std::string name;
+    std::vector<BadChunk> chunks;
+  };
+  Status ListQuarantineFiles(std::vector<QuarantineFile>* out, std::vector<Status>* errors);
+  Status DeleteQuarantineFile(const std::string& name);
+  // Removes what dead runs left, as an exclusive Open does, and (if every
+  // index file reads) packs that no index file and no journal names; one
+  // line per kind in cleaned(). Only under gc/users held exclusively.
+  void RemoveLeftoversForGc();
+
   // What interrupted runs left behind (verify reports it; the next
   // exclusive Open removes it).
   Status FindLeftovers(Leftovers* out);
@@ -149,13 +177,17 @@ class Repository {
   }
   // Removes what runs that died left (exclusive lock only): their packs no
   // index names, temporaries, volume indexes without a record.
-  void RemoveLeftovers();
+  // unjournaled: also packs no index file and no journal names.
+  void RemoveLeftovers(bool unjournaled = false);
+  void RemoveUnindexedPacks(const Leftovers& l, const std::set<std::string>& indexed);
   Status OpenJournal();
+  // gc/users shared for the life of this object (FORMAT.md §8).
+  Status EnterAsUser();
 
   Env* env_;
   std::string path_;
   RepoConfig config_;
-  std::unique_ptr<FileLock> lock_;
+  std::unique_ptr<FileLock> lock_, users_lock_;
   std::string stale_lock_;
   std::vector<std::string> cleaned_;
   std::unique_ptr<WritableFile> journal_;

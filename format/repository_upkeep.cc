@@ -234,13 +234,28 @@ Status Repository::FindLeftovers(Leftovers* out) {
   return Status::OK();
 }
 
-void Repository::RemoveLeftovers() {
-  // We hold the exclusive lock, so every journal and temporary file belongs
-  // to a run that is gone.
+void Repository::RemoveUnindexedPacks(const Leftovers& l, const std::set<std::string>& indexed) {
+  // Left by a prune killed between deleting an index file and the packs it
+  // alone named (FORMAT.md §9a); a live run's packs are in its journal.
+  std::set<std::string> journaled;
+  for (const auto& j : l.journals) journaled.insert(j.packs.begin(), j.packs.end());
+  std::vector<std::string> ids;
+  if (!ListPacks(&ids).ok()) return;
+  size_t removed = 0;
+  for (const auto& id : ids)
+    if (!indexed.count(id) && !journaled.count(id) && DeletePack(id).ok()) ++removed;
+  if (removed)
+    cleaned_.push_back(std::to_string(removed) + " pack(s) that no index file names");
+}
+
+void Repository::RemoveLeftovers(bool unjournaled) {
+  // We hold the exclusive lock and no prune runs (or we are prune, holding
+  // gc/users exclusively), so every other journal and temporary file
+  // belongs to a run that is gone.
   Leftovers l;
   if (!FindLeftovers(&l).ok()) return;
   bool all_read = true;
-  if (!l.journals.empty()) {
+  if (!l.journals.empty() || unjournaled) {
     // A journaled pack that an index file names was committed (or its
     // index was written before the run died): keep it. If any index file
     // cannot be read, it might name one: keep them all.
@@ -252,6 +267,7 @@ void Repository::RemoveLeftovers() {
       if (!ReadIndexFile(n, &packs).ok()) all_read = false;
       for (const auto& p : packs) indexed.insert(p.id);
     }
+    if (unjournaled && all_read) RemoveUnindexedPacks(l, indexed);
     for (const auto& j : l.journals) {
       size_t removed = 0;
       for (const auto& id : j.packs)

@@ -44,6 +44,9 @@ class FaultEnv : public Env {
                   std::unique_ptr<FileLock>* out, std::string* stale) override {
     return base_->LockFile(p, ex, info, out, stale);
   }
+  Status TryFlock(const std::string& p, bool ex, std::unique_ptr<FileLock>* out) override {
+    return base_->TryFlock(p, ex, out);
+  }
 
   static bool Trip(std::atomic<int>& counter) {
     int v = counter.load();

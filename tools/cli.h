@@ -57,8 +57,15 @@ struct ForgetOptions {
   bool force = false;           // ids: also unreadable records
   bool dry_run = false;         // policy: say what would go, remove nothing
   bool policy_options = false;  // --group-by was given
+  bool prune = false;           // then run prune (its options are the defaults)
 };
 int CmdForget(const Globals& g, const ForgetOptions& opt);
+struct PruneCliOptions {
+  double max_unused_percent = 5;
+  bool dry_run = false;
+  double wait_seconds = 3600;
+};
+int CmdPrune(const Globals& g, const PruneCliOptions& opt);
 int CmdWriters(const Globals& g);
 int CmdStats(const Globals& g);
 int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);

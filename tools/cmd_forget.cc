@@ -140,11 +140,16 @@ int CmdForget(const Globals& g, const ForgetOptions& opt) {
                                       "--keep-daily N, ..., --keep-within DURATION, --keep-tag T)"
                                     : "give backup ids or a policy, not both"),
                 kUsage);
+  if (opt.prune && opt.dry_run)
+    return Fail(g, Status::InvalidArgument("--prune does not go with --dry-run"), kUsage);
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, opt.dry_run ? LockMode::kShared : LockMode::kExclusive, "forget", &repo))
     return rc;
-  if (!opt.ids.empty()) return ForgetIds(g, repo.get(), opt.ids, opt.force);
-  return ForgetByPolicy(g, repo.get(), opt.policy, opt.dry_run);
+  int rc = !opt.ids.empty() ? ForgetIds(g, repo.get(), opt.ids, opt.force)
+                            : ForgetByPolicy(g, repo.get(), opt.policy, opt.dry_run);
+  if (rc != kOk || !opt.prune) return rc;
+  repo.reset();  // prune's deletion step waits for every lock holder, us too
+  return CmdPrune(g, PruneCliOptions{});
 }
 
 }  // namespace gnomon::cli

@@ -178,6 +178,30 @@ int main(int argc, char** argv) {
   forget->add_flag("--dry-run", fopt.dry_run, "Show what the policy would remove; remove nothing")
       ->group(policy_group);
 
+  forget->add_flag("--prune", fopt.prune,
+                   "Then run 'gnomon prune' (default options) to free what the removed backups "
+                   "alone used");
+
+  PruneCliOptions popt;
+  auto* prune = app.add_subcommand(
+      "prune",
+      "Free the space no remaining backup uses: delete packs with nothing live, repack mostly "
+      "dead ones. Runs beside backups; only its short deletion step waits for them");
+  prune
+      ->add_option("--max-unused", popt.max_unused_percent,
+                   "Repack partly used packs while more than this percentage of the stored "
+                   "bytes would stay dead (default 5); only packs at least a third dead are "
+                   "repacked, so copying costs at most twice what it frees")
+      ->check(CLI::Range(0.0, 100.0))
+      ->type_name("PERCENT");
+  prune->add_flag("--dry-run", popt.dry_run, "Show what would be deleted and repacked; change nothing");
+  prune
+      ->add_option("--wait", popt.wait_seconds,
+                   "How long the deletion step may wait for running backups, restores and "
+                   "verifies to finish, in seconds (default 3600); new ones wait for it")
+      ->check(CLI::Range(0.0, 7.0 * 86400))
+      ->type_name("SECONDS");
+
   auto* stats = app.add_subcommand(
       "stats",
       "Show what the repository holds, what of it live backups use, and what a prune could "
@@ -246,6 +270,10 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  gnomon::Repository::SetWaitNotice([](const std::string& what) {
+    std::string line = "gnomon: " + gnomon::EscapeForTerminal(what) + "\n";
+    std::fputs(line.c_str(), stderr);
+  });
 
   auto run = [&]() -> int {
     if (*init) return CmdInit(g, chunk_kib, level, pack_mib);
@@ -257,6 +285,7 @@ int main(int argc, char** argv) {
     }
     if (*show) return CmdShow(g, show_id);
     if (*stats) return CmdStats(g);
+    if (*prune) return CmdPrune(g, popt);
     if (*forget) return ForgetCommand(g, *forget, keep_within, keep_tags, group_by, &fopt);
     if (app.got_subcommand("writers")) return CmdWriters(g);
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);

@@ -1,0 +1,138 @@
+// Garbage collection's side of the repository: the gc/ locks that let prune
+// run beside backups and readers, and the deletions of its last step
+// (FORMAT.md §8, §9a).
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "base/clock.h"
+#include "format/framed_file.h"
+#include "format/names.h"
+#include "format/repository.h"
+#include "format/repository_layout.h"
+
+namespace gnomon {
+
+namespace {
+
+constexpr int64_t kUserWaitMs = 10 * 60 * 1000;  // a user waits this long at the gate
+constexpr int64_t kDrainMs = 60 * 1000;           // prune holds the gate this long per try
+constexpr int64_t kPollMs = 20;
+
+std::function<void(const std::string&)>& WaitNotice() {
+  static std::function<void(const std::string&)> notice;
+  return notice;
+}
+
+int64_t NowMs() { return NowMicros() / 1000; }
+void Nap(int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// Retries f (a TryFlock) until it stops answering Locked or deadline_ms passes.
+template <class F>
+Status Poll(int64_t deadline_ms, F f) {
+  for (;;) {
+    Status s = f();
+    if (!s.IsLocked() || NowMs() >= deadline_ms) return s;
+    Nap(kPollMs);
+  }
+}
+
+}  // namespace
+
+void Repository::SetWaitNotice(std::function<void(const std::string&)> notice) {
+  WaitNotice() = std::move(notice);
+}
+
+Status Repository::EnterAsUser() {
+  // A repository on read-only media cannot have gc/ made: nobody can
+  // delete there, so there is nothing to wait for.
+  if (!env_->CreateDir(P(kGc)).ok()) return Status::OK();
+  const int64_t deadline = NowMs() + kUserWaitMs;
+  bool told = false;
+  for (;;) {
+    std::unique_ptr<FileLock> gate;
+    Status s = env_->TryFlock(P(kGc, "gate"), false, &gate);
+    // Holding the gate shared while taking users means a prune cannot
+    // slip in between and find us half-entered.
+    if (s.ok()) s = env_->TryFlock(P(kGc, "users"), false, &users_lock_);
+    if (!s.IsLocked()) return s;
+    if (NowMs() >= deadline)
+      return Status::Locked("a prune has been deleting in " + path_ + " for 10 minutes; try later");
+    if (!told && WaitNotice()) WaitNotice()("waiting for a prune to finish deleting in " + path_);
+    told = true;
+    gate.reset();
+    Nap(50);
+  }
+}
+
+Status Repository::LockGc(const std::string& purpose, std::unique_ptr<FileLock>* out) {
+  GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kGc)));
+  const std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() +
+                           " since " + NowRfc3339() + " (gnomon " + purpose + ")";
+  std::string stale;
+  Status s = env_->LockFile(P(kGc, "lock"), true, info, out, &stale);
+  if (s.IsLocked()) return Status::Locked(path_ + ": another prune is running: " + s.message());
+  return s;
+}
+
+Status Repository::EnterDeletion(int64_t max_wait_ms, std::unique_ptr<FileLock>* gate,
+                                 std::unique_ptr<FileLock>* users) {
+  const int64_t deadline = NowMs() + max_wait_ms;
+  for (;;) {
+    // The gate first: no new user starts while the ones running drain.
+    Status s = Poll(deadline, [&] { return env_->TryFlock(P(kGc, "gate"), true, gate); });
+    if (!s.ok()) return s.IsLocked() ? Status::Locked("the gate stays busy") : s;
+    const int64_t drain = std::min(deadline, NowMs() + kDrainMs);
+    s = Poll(drain, [&] { return env_->TryFlock(P(kGc, "users"), true, users); });
+    if (!s.IsLocked()) return s;
+    gate->reset();  // a long restore or verify: let backups through meanwhile
+    if (NowMs() >= deadline)
+      return Status::Locked("the repository stayed in use (a backup, restore or verify is running)");
+    Nap(std::min<int64_t>(5000, deadline - NowMs()));
+  }
+}
+
+Status Repository::DeletePack(const std::string& id) {
+  if (!IsObjectId(id)) return Status::Corruption("pack id '" + id + "' is malformed");
+  Status s = env_->RemoveFile(PackPath(id));
+  return s.IsNotFound() ? Status::OK() : s;
+}
+
+Status Repository::DeleteIndexFile(const std::string& name) {
+  if (!IsObjectId(name)) return Status::Corruption("index file name '" + name + "' is malformed");
+  Status s = env_->RemoveFile(P(kIndex, name));
+  return s.IsNotFound() ? Status::OK() : s;
+}
+
+Status Repository::ListQuarantineFiles(std::vector<QuarantineFile>* out,
+                                       std::vector<Status>* errors) {
+  out->clear();
+  if (!env_->FileExists(P(kQuarantine))) return Status::OK();
+  std::vector<std::string> names;
+  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kQuarantine), &names));
+  for (const auto& n : names) {
+    if (!IsObjectId(n)) continue;
+    std::string path = P(kQuarantine, n), body;
+    uint64_t t = 0;
+    QuarantineFile q{n, {}};
+    Status s = ReadFrameFile(env_, kQuarantineFrame, path, &body);
+    if (s.ok()) s = DecodeQuarantine(path, body, &t, &q.chunks);
+    if (s.ok())
+      out->push_back(std::move(q));
+    else
+      errors->push_back(s);
+  }
+  return Status::OK();
+}
+
+Status Repository::DeleteQuarantineFile(const std::string& name) {
+  if (!IsObjectId(name)) return Status::Corruption("quarantine file '" + name + "' is malformed");
+  Status s = env_->RemoveFile(P(kQuarantine, name));
+  return s.IsNotFound() ? Status::OK() : s;
+}
+
+void Repository::RemoveLeftoversForGc() { RemoveLeftovers(/*unjournaled=*/true); }
+
+}  // namespace gnomon
