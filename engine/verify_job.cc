@@ -5,10 +5,17 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <limits>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 
+#include "base/clock.h"
+#include "base/random.h"
 #include "engine/backup_job.h"
 #include "engine/vss_summary.h"
 #include "format/patch.h"
@@ -36,12 +43,18 @@ struct DataFindings {
 // bytes proven damaged (a failed digest, decode or truncation: Corruption)
 // are quarantined; a pack that cannot be opened or read may be back
 // tomorrow, so its copies are only unavailable today.
+// *result (read_data only) is what the pack's check file entry says: damaged
+// if any chunk's bytes were proven damaged, else unreadable if the pack or a
+// chunk could not be read, else intact.
 void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEntry>& claimed,
                bool read_data, const std::set<BadChunk>& quarantined, ChunkDecompressor* dec,
                std::vector<std::string>* errors, std::vector<std::string>* known,
-               DataFindings* found, uint64_t* bytes_read) {
+               DataFindings* found, uint64_t* bytes_read, uint32_t* result) {
+  bool damaged = false, unreadable = false;
   auto bad = [&](const Digest& d, const Status& st, const std::string& msg) {
-    (read_data && st.IsCorruption() ? found->bad : found->unavailable).insert({id, d});
+    const bool proven = read_data && st.IsCorruption();
+    (proven ? damaged : unreadable) = true;
+    (proven ? found->bad : found->unavailable).insert({id, d});
     if (quarantined.count({id, d}))
       known->push_back(msg + " (quarantined earlier; never used again)");
     else
@@ -52,6 +65,7 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
   if (!s.ok()) {
     for (const auto& c : claimed)
       bad(c.digest, Status::IOError(""), s.message() + ": chunk " + c.digest.Hex());
+    *result = kPackUnreadable;
     return;
   }
   std::vector<PackEntry> actual;
@@ -92,6 +106,7 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
     found->depth[e.digest] = e.patch_depth;
     if (e.patch_depth) found->patch_bases[e.digest] = pv.base;
   }
+  *result = damaged ? kPackDamaged : unreadable ? kPackUnreadable : kPackIntact;
 }
 
 // Digests that no intact copy serves: every location is bad, or (a patch)
@@ -125,7 +140,8 @@ std::set<Digest> LostDigests(const PackClaims& claims, const std::set<BadChunk>&
 // made later stored that data anew and was never damaged.
 void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
                   const std::set<Digest>& known, const std::set<Digest>& lost,
-                  const std::map<Digest, std::string>& since, bool read_data, VerifyResult* out) {
+                  const std::map<Digest, std::string>& since, const std::string& damaged_note,
+                  VerifyResult* out) {
   for (const auto& b : backups) {
     uint64_t missing = 0, damaged = 0, repaired = 0;
     Digest first;
@@ -147,11 +163,9 @@ void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
       out->errors.push_back("backup " + b.id + ": " + std::to_string(missing) +
                             " chunks are in no index (first: " + first.Hex() + ")");
     if (damaged) {
-      out->errors.push_back(
-          "backup " + b.id + " is damaged: " + std::to_string(damaged) +
-          " chunks have no intact copy (first: " + first.Hex() +
-          "); a new backup of the same data stores them again" +
-          (read_data ? "" : " (without --read-data a quarantined copy counts as damaged)"));
+      out->errors.push_back("backup " + b.id + " is damaged: " + std::to_string(damaged) +
+                            " chunks have no intact copy (first: " + first.Hex() +
+                            "); a new backup of the same data stores them again" + damaged_note);
     }
     if (missing || damaged) out->damaged_backups.push_back(b.id);
     if (repaired && !missing && !damaged) {
@@ -197,9 +211,133 @@ void ReportLeftovers(Repository* repo, const PackClaims& claims, bool damaged_in
   }
 }
 
+// The packs a run reads whole (FORMAT.md §5b), out of the claimed ones.
+std::set<std::string> SelectPacks(const PackClaims& claims, const VerifySubset& subset,
+                                  const std::map<std::string, uint64_t>& last_checked) {
+  std::set<std::string> out;
+  switch (subset.kind) {
+    case VerifySubset::Kind::kAll:
+      for (const auto& [id, entries] : claims) out.insert(id);
+      break;
+    case VerifySubset::Kind::kSlice:
+      // Claimed ids come from index files in binary: always 32 hex.
+      for (const auto& [id, entries] : claims) {
+        uint32_t v = 0;
+        std::from_chars(id.data(), id.data() + 8, v, 16);
+        if (v % subset.t == subset.k - 1) out.insert(id);
+      }
+      break;
+    case VerifySubset::Kind::kPercent: {
+      // Never checked first, then the oldest last check; ties in random
+      // order (a shuffle, then a stable sort), so packs checked together
+      // are not always read together again.
+      std::vector<std::string> ids;
+      for (const auto& [id, entries] : claims) ids.push_back(id);
+      uint64_t seed = 0;
+      RandomFill(&seed, sizeof seed);
+      std::mt19937_64 rng(seed);
+      std::shuffle(ids.begin(), ids.end(), rng);
+      auto key = [&](const std::string& id) {
+        auto it = last_checked.find(id);
+        return it == last_checked.end() ? std::pair<bool, uint64_t>{false, 0}
+                                        : std::pair<bool, uint64_t>{true, it->second};
+      };
+      std::stable_sort(ids.begin(), ids.end(),
+                       [&](const std::string& a, const std::string& b) { return key(a) < key(b); });
+      ids.resize(PercentOfPacks(subset.percent, ids.size()));
+      out.insert(ids.begin(), ids.end());
+      break;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
+std::string VerifySubset::Spec() const {
+  switch (kind) {
+    case Kind::kAll:
+      return "all";
+    case Kind::kPercent: {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g%%", percent);
+      return buf;
+    }
+    case Kind::kSlice:
+      return std::to_string(k) + "/" + std::to_string(t);
+  }
+  return "";
+}
+
+std::string VerifySubset::Describe() const {
+  switch (kind) {
+    case Kind::kAll:
+      return "all";
+    case Kind::kPercent:
+      return Spec() + ", least recently checked first";
+    case Kind::kSlice:
+      return "slice " + Spec();
+  }
+  return "";
+}
+
+Status ParseVerifySubset(const std::string& text, VerifySubset* out) {
+  const std::string forms = "give N% (e.g. 10% or 2.5%) or K/T (e.g. 3/7)";
+  auto digits = [](const std::string& s) {
+    return !s.empty() && s.size() <= 20 &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (!text.empty() && text.back() == '%') {
+    const std::string num = text.substr(0, text.size() - 1);
+    const size_t dot = num.find('.');
+    const bool well_formed = dot == std::string::npos
+                                 ? digits(num)
+                                 : digits(num.substr(0, dot)) && digits(num.substr(dot + 1));
+    double p = 0;
+    if (!well_formed ||
+        std::from_chars(num.data(), num.data() + num.size(), p).ptr != num.data() + num.size())
+      return Status::InvalidArgument("'" + text + "' is not a percentage: " + forms);
+    if (!(p > 0 && p <= 100))
+      return Status::InvalidArgument("'" + text +
+                                     "': the percentage must be above 0% and at most 100%");
+    *out = VerifySubset{VerifySubset::Kind::kPercent, p, 1, 1};
+    return Status::OK();
+  }
+  if (const size_t slash = text.find('/'); slash != std::string::npos) {
+    const std::string ks = text.substr(0, slash), ts = text.substr(slash + 1);
+    uint64_t k = 0, t = 0;
+    if (!digits(ks) || !digits(ts) ||
+        std::from_chars(ks.data(), ks.data() + ks.size(), k).ec != std::errc() ||
+        std::from_chars(ts.data(), ts.data() + ts.size(), t).ec != std::errc())
+      return Status::InvalidArgument("'" + text + "' is not a slice K/T: " + forms);
+    if (t < 1 || t > std::numeric_limits<uint32_t>::max())
+      return Status::InvalidArgument("'" + text + "': T must be from 1 to 4294967295");
+    if (k < 1 || k > t)
+      return Status::InvalidArgument("'" + text + "': K must be from 1 to T (" + std::to_string(t) +
+                                     ")");
+    *out = VerifySubset{VerifySubset::Kind::kSlice, 100, static_cast<uint32_t>(k),
+                        static_cast<uint32_t>(t)};
+    return Status::OK();
+  }
+  return Status::InvalidArgument("'" + text + "' is not a subset: " + forms);
+}
+
+size_t PercentOfPacks(double percent, size_t packs) {
+  if (packs == 0 || !(percent > 0)) return 0;
+  if (percent >= 100) return packs;
+  // The margin keeps a product that is a whole number in decimals (10% of
+  // 30) from rounding up past it in binary.
+  const double n = std::ceil(percent * static_cast<double>(packs) / 100 - 1e-9);
+  return std::clamp<size_t>(n < 1 ? 1 : static_cast<size_t>(n), 1, packs);
+}
+
 Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) {
+  const uint64_t started = static_cast<uint64_t>(NowMicros());
+  const bool reading = opt.read_data || opt.subset.kind != VerifySubset::Kind::kAll;
+  if (const VerifySubset& u = opt.subset;
+      (u.kind == VerifySubset::Kind::kPercent && !(u.percent > 0 && u.percent <= 100)) ||
+      (u.kind == VerifySubset::Kind::kSlice && !(u.k >= 1 && u.k <= u.t)))
+    return Status::InvalidArgument("verify: subset " + u.Spec() + " is out of range");
   // 1. Index files: each must decode; together they say what each pack holds.
   std::vector<std::string> index_files;
   GNOMON_RETURN_IF_ERROR(repo->ListIndexFiles(&index_files));
@@ -227,18 +365,27 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
   std::map<Digest, std::string> since;
   GNOMON_RETURN_IF_ERROR(repo->ReadQuarantine(&quarantined, &qerrors, &since));
   for (const auto& e : qerrors) out->errors.push_back(e.message());
+  // When each pack was last read whole. A damaged check file costs only its
+  // schedule (its packs look older than they are): it is no damage to data.
+  std::map<std::string, uint64_t> last_checked;
+  std::vector<Status> cerrors;
+  if (Status s = repo->ReadLastChecks(&last_checked, &cerrors); !s.ok())
+    out->errors.push_back("reading check files: " + s.message());
+  for (const auto& e : cerrors)
+    out->warnings.push_back(e.message() +
+                            " (ignored: the packs it names may only be read again sooner "
+                            "than their turn)");
 
-  // 2. Backup records, their volume indexes and VSS documents.
+  // 2. Backup records, their volume indexes and VSS documents. A record's
+  // index_file is not checked: garbage collection replaces index files, so
+  // it is informational (FORMAT.md §5, §7); a backup whose chunks no index
+  // file holds is reported by CheckBackups.
   std::vector<BackupRecord> backups;
   std::vector<Status> record_errors;
   GNOMON_RETURN_IF_ERROR(repo->ListBackups(&backups, &record_errors));
   for (const auto& e : record_errors) out->errors.push_back(e.message());
   out->backups = backups.size();
-  std::set<std::string> named_index_files(index_files.begin(), index_files.end());
   for (const auto& b : backups) {
-    if (!b.index_file.empty() && !named_index_files.count(b.index_file))
-      out->errors.push_back("backup " + b.id + ": its chunk index file index/" + b.index_file +
-                            " is missing");
     VssSummary vss;
     if (Status s = SummarizeVss(b.extra, &vss); !s.ok())
       out->errors.push_back("backup " + b.id + ": " + s.message());
@@ -250,21 +397,33 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
     }
   }
 
-  // 3. Packs: each claimed pack must exist and hold what the index says.
+  // 3. Packs: each claimed pack must exist and hold what the index says;
+  // the selected ones are read whole.
+  const std::set<std::string> to_read =
+      reading ? SelectPacks(claims, opt.subset, last_checked) : std::set<std::string>();
+  out->claimed_packs = claims.size();
+  out->packs_read = to_read.size();
+  if (reading) {
+    out->subset = opt.subset.Spec();
+    out->subset_description = opt.subset.Describe();
+  }
   std::vector<std::pair<std::string, std::vector<PackEntry>>> work(claims.begin(), claims.end());
   std::mutex mu;
   uint64_t done = 0;
   DataFindings found;
+  std::vector<PackCheck> checks;
   tbb::enumerable_thread_specific<ChunkDecompressor> decs;
   tbb::task_arena arena(opt.threads > 0 ? opt.threads : DefaultThreads());
   arena.execute([&] {
     tbb::parallel_for_each(work.begin(), work.end(), [&](const auto& item) {
       if (opt.cancel && opt.cancel->load()) return;
+      const bool read = to_read.count(item.first) > 0;
       std::vector<std::string> errs, known_bad;
       DataFindings f;
       uint64_t bytes = 0;
-      CheckPack(repo, item.first, item.second, opt.read_data, quarantined, &decs.local(), &errs,
-                &known_bad, &f, &bytes);
+      uint32_t result = kPackIntact;
+      CheckPack(repo, item.first, item.second, read, quarantined, &decs.local(), &errs, &known_bad,
+                &f, &bytes, &result);
       std::lock_guard<std::mutex> g(mu);
       out->errors.insert(out->errors.end(), errs.begin(), errs.end());
       out->warnings.insert(out->warnings.end(), known_bad.begin(), known_bad.end());
@@ -274,36 +433,65 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
       found.patch_bases.insert(f.patch_bases.begin(), f.patch_bases.end());
       found.depth.insert(f.depth.begin(), f.depth.end());
       out->bytes_read += bytes;
-      if (opt.read_data) out->chunks_read += item.second.size();
+      if (read) {
+        out->chunks_read += item.second.size();
+        checks.push_back({item.first, result});
+      }
       if (opt.progress) opt.progress(Progress{"verify", item.first, ++done, work.size()});
     });
   });
   if (opt.cancel && opt.cancel->load()) return Status::Aborted("verify interrupted");
+  std::sort(checks.begin(), checks.end(),
+            [](const PackCheck& a, const PackCheck& b) { return a.pack < b.pack; });
 
-  // 4. What cannot serve a restore today: with read_data, the copies that
-  // failed now (a quarantined copy that reads intact still serves, as
-  // restore's last resort); without, every quarantined or unreadable copy.
+  // A subset reads some packs only. For the others this run knows what
+  // verify without --read-data knows: their header matches the index and
+  // whether they can be opened; their copies count as intact unless
+  // quarantined (the last proof of damage stands until their pack's turn),
+  // and their patches' bases are unknown (found.patch_bases holds only the
+  // patches read now). So LostDigests follows the base chains of the
+  // patches read, counting an unread base intact unless its copies are
+  // quarantined or unavailable, and takes the depths of unread copies from
+  // the index (the same word CheckPack records for a read one). A patch in
+  // an unread pack whose base is lost is found in its own pack's turn (and
+  // quarantined then, its base's copies counting as proven damaged below);
+  // until then no backup builds on it unseen: while a digest has no usable
+  // copy, a backup neither deduplicates against a patch nor builds on a
+  // parent's chain without reading it back (FORMAT.md §5a).
+  std::set<BadChunk> proven = found.bad;  // copies whose bytes are known damaged
+  for (const auto& q : quarantined)
+    if (reading && claims.count(q.pack) && !to_read.count(q.pack)) proven.insert(q);
+  for (const auto& [pack, entries] : claims)
+    if (!to_read.count(pack))
+      for (const auto& e : entries) found.depth.emplace(e.digest, e.patch_depth);
+
+  // 4. What cannot serve a restore today: the copies that failed now (a
+  // quarantined copy that reads intact still serves, as restore's last
+  // resort); in packs not read, every quarantined or unreadable copy.
   std::set<BadChunk> bad = found.bad;
   bad.insert(found.unavailable.begin(), found.unavailable.end());
-  if (!opt.read_data) bad.insert(quarantined.begin(), quarantined.end());
+  for (const auto& q : quarantined)
+    if (!to_read.count(q.pack)) bad.insert(q);
   const std::set<Digest> lost = LostDigests(claims, bad, found);
 
   // 5. New damage is quarantined, so the next backup stores that data
-  // again; so are the patches whose base chain corrupt bytes break (not a
-  // pack that is merely away), which no backup may build on.
+  // again; so are the patches read whose base chain damaged bytes break
+  // (found now, or quarantined earlier in a pack not read now; not a pack
+  // that is merely away), which no backup may build on.
   std::vector<BadChunk> fresh;
   for (const auto& b : found.bad)
     if (!quarantined.count(b)) fresh.push_back(b);
-  if (opt.read_data && !found.bad.empty()) {
-    const std::set<Digest> broken = LostDigests(claims, found.bad, found);
+  if (reading && !proven.empty()) {
+    const std::set<Digest> broken = LostDigests(claims, proven, found);
     for (const auto& [pack, entries] : claims)  // one pass over the index
       for (const auto& e : entries)
         if (e.patch_depth && broken.count(e.digest) && !found.bad.count({pack, e.digest}) &&
             !quarantined.count({pack, e.digest}))
           fresh.push_back({pack, e.digest});
   }
-  if (Status s = repo->WriteQuarantine(fresh); !s.ok())
-    out->errors.push_back("recording damaged chunks failed: " + s.message());
+  const Status qs = repo->WriteQuarantine(fresh);
+  if (!qs.ok())
+    out->errors.push_back("recording damaged chunks failed: " + qs.message());
   else
     out->quarantined = fresh.size();
   for (const auto& b : quarantined)
@@ -313,8 +501,37 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
                               "restore uses it only when no other copy exists");
   for (const auto& b : fresh) since.emplace(b.digest, NowRfc3339());
 
-  // 6. Which backups are whole, repaired or damaged; what runs left behind.
-  CheckBackups(repo, backups, known, lost, since, opt.read_data, out);
+  // 6. The check file: which packs this run read whole, and what it found.
+  // A damaged pack's entry says its damage is in a quarantine file of this
+  // run; if that write failed, the pack is left out, so it is not taken as
+  // checked until its damage is recorded.
+  if (!qs.ok()) std::erase_if(checks, [](const PackCheck& c) { return c.result == kPackDamaged; });
+  if (!checks.empty()) {
+    if (Status s = repo->WriteCheckFile(started, checks); !s.ok()) {
+      out->errors.push_back("recording which packs were read failed: " + s.message() +
+                            " (they count as not checked by this run)");
+    } else {
+      for (const auto& c : checks) {
+        uint64_t& t = last_checked[c.pack];
+        t = std::max(t, started);
+      }
+    }
+  }
+  for (const auto& [id, entries] : claims) {
+    auto it = last_checked.find(id);
+    if (it == last_checked.end())
+      ++out->never_checked;
+    else if (out->oldest_check == 0 || it->second < out->oldest_check)
+      out->oldest_check = it->second;
+  }
+
+  // 7. Which backups are whole, repaired or damaged; what runs left behind.
+  std::string note;
+  if (!reading)
+    note = " (without --read-data a quarantined copy counts as damaged)";
+  else if (opt.subset.kind != VerifySubset::Kind::kAll)
+    note = " (a quarantined copy in a pack this run did not read counts as damaged)";
+  CheckBackups(repo, backups, known, lost, since, note, out);
   ReportLeftovers(repo, claims, damaged_index, out);
   return Status::OK();
 }

@@ -14,6 +14,7 @@
 
 #include "base/system.h"
 #include "format/backup_record.h"
+#include "format/check_file.h"
 #include "format/chunk_index.h"
 #include "format/config.h"
 #include "format/env.h"
@@ -93,6 +94,16 @@ class Repository {
   Status ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors,
                         std::map<Digest, std::string>* since = nullptr);
   Status WriteQuarantine(const std::vector<BadChunk>& chunks);
+  // Check files (FORMAT.md §5b): which packs each verify run read whole.
+  // Write-once under checks/<random id>; checks/ is made if missing.
+  Status WriteCheckFile(uint64_t time, const std::vector<PackCheck>& checks);
+  // The check files' names under checks/ (none if it does not exist), sorted.
+  Status ListCheckFiles(std::vector<std::string>* names);
+  Status ReadCheckFile(const std::string& name, uint64_t* time, std::vector<PackCheck>* checks);
+  // Each pack's last check: the newest time among the check files that name
+  // it. A file that cannot be read goes to *errors (its packs may then look
+  // older than they are) and does not fail the call.
+  Status ReadLastChecks(std::map<std::string, uint64_t>* last_checked, std::vector<Status>* errors);
 
   // Packs. The first pack of a run opens its journal (tmp/*.journal), and
   // every pack id is durable there before the pack exists, so the packs of a

@@ -14,6 +14,7 @@ inline constexpr const char* kIndex = "index";
 inline constexpr const char* kVolumes = "volumes";
 inline constexpr const char* kBackups = "backups";
 inline constexpr const char* kQuarantine = "quarantine";
+inline constexpr const char* kChecks = "checks";
 inline constexpr const char* kTmp = "tmp";
 inline constexpr const char* kGc = "gc";  // gc/lock, gc/gate, gc/users (FORMAT.md §8)
 inline constexpr const char* kJournalSuffix = ".journal";

@@ -1,8 +1,9 @@
 // The repository's life cycle around the data: creating it, the journal of
-// a run's packs, the quarantine, forgetting backups, and cleaning up after
-// runs that died (FORMAT.md §1, §5a, §9).
+// a run's packs, the quarantine, the check files, forgetting backups, and
+// cleaning up after runs that died (FORMAT.md §1, §5a, §5b, §9).
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "format/framed_file.h"
@@ -161,6 +162,57 @@ Status Repository::WriteQuarantine(const std::vector<BadChunk>& chunks) {
   }
 }
 
+Status Repository::WriteCheckFile(uint64_t time, const std::vector<PackCheck>& checks) {
+  for (const auto& c : checks)
+    if (!IsObjectId(c.pack))
+      return Status::InvalidArgument("check file: '" + c.pack + "' is not a pack id");
+  GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kChecks)));  // a version-7 repository has none
+  const std::string body = EncodeChecks(time, checks);
+  for (int attempt = 0;; ++attempt) {
+    Status s = WriteFrameFile(env_, kCheckFrame, 1, P(kChecks, RandomHexId(16)), body);
+    if (!s.IsExists() || attempt == 8) return s;
+  }
+}
+
+Status Repository::ListCheckFiles(std::vector<std::string>* names) {
+  names->clear();
+  if (!env_->FileExists(P(kChecks))) return Status::OK();  // none written yet
+  std::vector<std::string> all;
+  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kChecks), &all));
+  for (auto& n : all)
+    if (IsObjectId(n)) names->push_back(std::move(n));  // not .tmp- files
+  std::sort(names->begin(), names->end());
+  return Status::OK();
+}
+
+Status Repository::ReadCheckFile(const std::string& name, uint64_t* time,
+                                 std::vector<PackCheck>* checks) {
+  if (!IsObjectId(name)) return Status::InvalidArgument("'" + name + "' is not a check file name");
+  const std::string path = P(kChecks, name);
+  std::string body;
+  GNOMON_RETURN_IF_ERROR(ReadFrameFile(env_, kCheckFrame, path, &body));
+  return DecodeChecks(path, body, time, checks);
+}
+
+Status Repository::ReadLastChecks(std::map<std::string, uint64_t>* last_checked,
+                                  std::vector<Status>* errors) {
+  std::vector<std::string> names;
+  GNOMON_RETURN_IF_ERROR(ListCheckFiles(&names));
+  for (const auto& n : names) {
+    uint64_t t = 0;
+    std::vector<PackCheck> checks;
+    if (Status s = ReadCheckFile(n, &t, &checks); !s.ok()) {
+      errors->push_back(s);
+      continue;
+    }
+    for (const auto& c : checks) {
+      auto [it, fresh] = last_checked->emplace(c.pack, t);
+      if (!fresh && t > it->second) it->second = t;
+    }
+  }
+  return Status::OK();
+}
+
 Status Repository::ForgetBackup(const BackupRecord& r) {
   // The record goes first: once it is gone the backup does not exist, and
   // its volume indexes are merely unreferenced files. Their names were
@@ -215,7 +267,7 @@ Status Repository::FindLeftovers(Leftovers* out) {
     }
     out->journals.push_back(std::move(j));
   }
-  for (const char* d : {kIndex, kVolumes, kBackups, kQuarantine, ""}) {
+  for (const char* d : {kIndex, kVolumes, kBackups, kQuarantine, kChecks, ""}) {
     std::string dir = *d ? P(d) : path_;
     if (!env_->ListDir(dir, &names).ok()) continue;
     for (const auto& n : names)

@@ -73,15 +73,7 @@ class DefectsTest : public test::RepoTest {
     fs::remove(path);
     ASSERT_TRUE(WriteFrameFile(Env::Default(), kind, version, path, body).ok());
   }
-  json VerifyJson(bool read_data, int want_exit) {
-    auto v = read_data ? G({"verify", "--read-data", "--json"}) : G({"verify", "--json"});
-    EXPECT_EQ(v.exit_code, want_exit) << v.out << v.err;
-    return json::parse(v.out);
-  }
 };
-
-// Offset of the first chunk's stored bytes in a pack: the data starts at 0.
-void DamageFirstChunk(const std::string& pack) { test::FlipByte(pack, 100); }
 
 // 1. A damaged chunk must not poison later backups: verify quarantines it,
 // the next backup stores the data again, and the old backup is repaired.
@@ -91,7 +83,7 @@ TEST_F(DefectsTest, DamagedChunkIsStoredAgainAndOldBackupsAreRepaired) {
   const std::string first = BackupId(vol);
   auto packs = Files("packs");
   ASSERT_FALSE(packs.empty());
-  DamageFirstChunk(packs[0]);
+  test::DamageFirstChunk(packs[0]);
 
   json v = VerifyJson(true, 3);
   EXPECT_GE(v["quarantined"].get<int>(), 1) << v.dump();

@@ -254,4 +254,16 @@ std::vector<std::string> RepoTest::Files(const std::string& sub) {
   return v;
 }
 
+nlohmann::json RepoTest::VerifyWith(std::vector<std::string> args, int want_exit) {
+  args.insert(args.begin(), {"verify", "--json"});
+  auto v = G(args);
+  EXPECT_EQ(v.exit_code, want_exit) << v.out << v.err;
+  return nlohmann::json::parse(v.out);
+}
+
+nlohmann::json RepoTest::VerifyJson(bool read_data, int want_exit) {
+  return VerifyWith(
+      read_data ? std::vector<std::string>{"--read-data"} : std::vector<std::string>{}, want_exit);
+}
+
 }  // namespace gnomon::test

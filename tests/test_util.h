@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,6 +32,9 @@ void WriteFile(const std::string& path, const std::vector<uint8_t>& data);
 std::vector<uint8_t> ReadFile(const std::string& path);
 bool FilesEqual(const std::string& a, const std::string& b);  // streams, any size
 void FlipByte(const std::string& path, uint64_t offset);
+// Damages the first chunk of a pack: its stored bytes start at offset 0, and
+// every chunk the tests store is longer than 100 bytes.
+inline void DamageFirstChunk(const std::string& pack) { FlipByte(pack, 100); }
 void TruncateFile(const std::string& path, uint64_t size);
 
 struct CommandResult {
@@ -112,6 +117,10 @@ class RepoTest : public ::testing::Test {
   std::string BackupId(const std::string& src);
   // Regular files under REPO/sub, sorted ("" for all).
   std::vector<std::string> Files(const std::string& sub);
+  // gnomon verify --json args...: expects want_exit, returns the report.
+  nlohmann::json VerifyWith(std::vector<std::string> args, int want_exit);
+  // ... with --read-data or without.
+  nlohmann::json VerifyJson(bool read_data, int want_exit);
 
   IsolatedState state_;
   TempDir dir_;

@@ -10,6 +10,7 @@
 #include "engine/progress.h"
 #include "engine/restore_job.h"
 #include "engine/retention.h"
+#include "engine/verify_job.h"
 #include "format/repository.h"
 
 namespace gnomon::cli {
@@ -49,7 +50,8 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib);
 int CmdBackup(const Globals& g, BackupOptions opt);
 int CmdList(const Globals& g);
 int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt);
-int CmdVerify(const Globals& g, bool read_data);
+// subset: the packs to read whole (kAll: every pack if read_data, else none).
+int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset);
 int CmdShow(const Globals& g, const std::string& backup);
 struct ForgetOptions {
   std::vector<std::string> ids;  // or a policy, not both

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/clock.h"
 #include "base/system.h"
 #include "engine/verify_job.h"
 #include "engine/vss_summary.h"
@@ -163,12 +164,13 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
   return kOk;
 }
 
-int CmdVerify(const Globals& g, bool read_data) {
+int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset) {
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kShared, "verify", &repo)) return rc;
   ProgressDisplay progress(!g.json && !g.quiet);
   VerifyOptions opt;
   opt.read_data = read_data;
+  opt.subset = subset;
   opt.threads = g.threads;
   opt.progress = progress.Callback();
   opt.cancel = &g_cancel;
@@ -176,6 +178,10 @@ int CmdVerify(const Globals& g, bool read_data) {
   Status s = RunVerify(repo.get(), opt, &res);
   progress.Finish();
   if (!s.ok()) return Fail(g, s);
+  const bool reading = !res.subset.empty();
+  // Seconds are enough for a person; JSON keeps the microseconds.
+  const std::string oldest =
+      res.oldest_check ? Rfc3339FromMicros(static_cast<int64_t>(res.oldest_check)) : "";
   if (g.json) {
     std::cout << json{{"ok", res.ok()},
                       {"errors", res.errors},
@@ -188,7 +194,12 @@ int CmdVerify(const Globals& g, bool read_data) {
                       {"quarantined", res.quarantined},
                       {"damaged_backups", res.damaged_backups},
                       {"repaired_backups", res.repaired_backups},
-                      {"read_data", read_data},
+                      {"read_data", reading},
+                      {"subset", reading ? json(res.subset) : json()},
+                      {"claimed_packs", res.claimed_packs},
+                      {"packs_read", res.packs_read},
+                      {"never_checked", res.never_checked},
+                      {"oldest_check", oldest.empty() ? json() : json(oldest)},
                       {"chunks_read", res.chunks_read},
                       {"bytes_read", res.bytes_read}}
                      .dump()
@@ -196,13 +207,25 @@ int CmdVerify(const Globals& g, bool read_data) {
   } else {
     for (const auto& w : res.warnings) fmt::print("warning: {}\n", EscapeForTerminal(w));
     for (const auto& e : res.errors) fmt::print("error: {}\n", EscapeForTerminal(e));
+    const bool all_read = reading && res.packs_read == res.claimed_packs;
     if (!g.quiet || !res.ok())
       fmt::print(
           "{}: {} backups, {} volumes, {} index files, {} packs, {} chunks{}; {} "
           "errors\n",
           res.ok() ? "repository is healthy" : "repository is DAMAGED", res.backups, res.volumes,
           res.index_files, res.packs, res.chunks,
-          read_data ? " (all chunk data read and checked)" : "", res.errors.size());
+          all_read ? " (all chunk data read and checked)" : "", res.errors.size());
+    if (!g.quiet) {
+      std::string coverage = res.never_checked == 0
+                                 ? std::string("every pack has been checked")
+                                 : fmt::format("{} packs never checked", res.never_checked);
+      if (!oldest.empty()) coverage += "; oldest check " + oldest.substr(0, 19) + "Z";
+      if (reading)
+        fmt::print("read {} of {} packs ({}); {}\n", res.packs_read, res.claimed_packs,
+                   res.subset_description, coverage);
+      else
+        fmt::print("no chunk data read (--read-data, --read-data-subset); {}\n", coverage);
+    }
     if (res.quarantined)
       fmt::print(
           "quarantined {} damaged chunk copies: the next backup that meets their data stores "

@@ -253,8 +253,26 @@ int main(int argc, char** argv) {
                     "Where the scratch repository and write test go (default: $TMPDIR or /tmp)");
 
   bool read_data = false;
-  auto* verify = app.add_subcommand("verify", "Check the repository's structure and data");
-  verify->add_flag("--read-data", read_data, "Also read, decompress and re-hash every chunk");
+  std::string read_subset;
+  auto* verify = app.add_subcommand(
+      "verify",
+      "Check the repository's structure (every index file, record, volume index and pack "
+      "header) and, with --read-data or --read-data-subset, its data");
+  auto* read_all = verify->add_flag(
+      "--read-data", read_data,
+      "Also read every pack whole: decompress and re-hash every chunk. Damaged copies are "
+      "quarantined, so the next backup stores their data again");
+  verify
+      ->add_option(
+          "--read-data-subset", read_subset,
+          "Read only some packs whole (the structure is still checked in full); each run "
+          "records in checks/ which packs it read. N% (e.g. 10%, 2.5%) reads ceil(N% of the "
+          "packs), those checked least recently (never checked first), so N% on a schedule "
+          "reads every pack within ceil(100/N) runs: 25% weekly covers everything monthly. "
+          "K/T (e.g. 3/7) reads the packs whose id's first 8 hex digits, as a number, are K-1 "
+          "modulo T, so 1/T to T/T together read every pack once")
+      ->type_name("N%|K/T")
+      ->excludes(read_all);
 
   app.footer(
       "Exit codes: 0 ok, 1 failed, 2 usage, 3 damaged data, 4 snapshot failed,\n"
@@ -291,7 +309,13 @@ int main(int argc, char** argv) {
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
     if (*list) return CmdList(g);
     if (*restore) return CmdRestore(g, what, ropt);
-    if (*verify) return CmdVerify(g, read_data);
+    if (*verify) {
+      gnomon::VerifySubset subset;
+      if (verify->count("--read-data-subset"))
+        if (gnomon::Status d = gnomon::ParseVerifySubset(read_subset, &subset); !d.ok())
+          return Fail(g, d.WithContext("--read-data-subset"), kUsage);
+      return CmdVerify(g, read_data, subset);
+    }
     if (*bench) {
       benchopt.max_bytes = bench_size_mib << 20;
       benchopt.sample_bytes = bench_sample_mib << 20;
