@@ -39,9 +39,31 @@ deb=$(ls "$work"/out/gnomon_*.deb 2>/dev/null | head -1)
 files=$(dpkg-deb -c "$deb")
 bins=(usr/bin/gnomon usr/bin/gnomon-writer-sqlite usr/bin/gnomon-writer-postgres)
 manpage=usr/share/man/man1/gnomon.1.gz
-for f in "${bins[@]}" "$manpage"; do
+# The scheduled jobs: units naming the installed gnomon-job, which names the
+# installed gnomon (both are filled in at install time: the build was
+# configured for /usr/local, the package installs into /usr).
+units=()
+for j in backup prune verify; do
+  units+=("usr/lib/systemd/system/gnomon-$j.service" "usr/lib/systemd/system/gnomon-$j.timer")
+done
+job=usr/libexec/gnomon/gnomon-job
+conf=etc/gnomon/gnomon.conf
+for f in "${bins[@]}" "$manpage" "${units[@]}" "$job" "$conf"; do
   grep -q " \./$f\$" <<<"$files" || fail "$f is not in the package"
 done
+grep -q "^-rwxr-xr-x root/root .* \./$job\$" <<<"$files" ||
+  fail "$job is not root's and executable: $(grep "$job" <<<"$files")"
+from_deb() { dpkg-deb --fsys-tarfile "$deb" | tar -xO "./$1"; }
+for j in backup prune verify; do
+  exec_start=$(from_deb "usr/lib/systemd/system/gnomon-$j.service" | grep '^ExecStart=')
+  [ "$exec_start" = "ExecStart=/$job $j" ] ||
+    fail "gnomon-$j.service runs '$exec_start', not /$job $j"
+done
+# shellcheck disable=SC2016  # the script's own text, not an expansion
+from_deb "$job" | grep -qx 'gnomon=${GNOMON_BIN:-/usr/bin/gnomon}' ||
+  fail "$job does not default to /usr/bin/gnomon: $(from_deb "$job" | grep '^gnomon=')"
+conffiles=$(dpkg-deb -I "$deb" conffiles 2>&1) || fail "the package has no conffiles: $conffiles"
+[ "$conffiles" = "/$conf" ] || fail "conffiles lists '$conffiles', not /$conf"
 deps=$(dpkg-deb -f "$deb" Depends)
 for lib in libzstd libtbb libext2fs; do
   grep -q "$lib" <<<"$deps" || fail "Depends lacks $lib: $deps"
@@ -124,12 +146,25 @@ for want in "NAME" "gnomon - block-level" "COMMANDS" "restore" "--read-data" "EX
   grep -qF -- "$want" <<<"$page" || fail "gnomon(1) lacks '$want'"
 done
 
+# The installed job script finds the installed config, root's and 0644, and
+# refuses to back up until it names a repository (exit 2, naming the file).
+out=$(in_root "/$job" backup 2>&1) && fail "/$job backup succeeded with the default config: $out"
+rc=$?
+if [ "$rc" -ne 2 ] || ! grep -q "GNOMON_REPO is not set in /$conf" <<<"$out"; then
+  fail "/$job backup with the default config: exit $rc, not 2 naming /$conf: $out"
+fi
+
 in_root dpkg -r gnomon >"$log" 2>&1 || fail "dpkg -r gnomon failed: $(tail -5 "$log")"
 status=$(in_root dpkg-query -W -f='${db:Status-Abbrev}' gnomon 2>/dev/null || true)
 [[ $status != ii* ]] || fail "gnomon is still installed after dpkg -r (status $status)"
-for f in "${bins[@]}" "$manpage"; do
+for f in "${bins[@]}" "$manpage" "${units[@]}" "$job"; do
   [ ! -e "$root/$f" ] || fail "/$f is left behind after dpkg -r"
 done
+# A conffile outlives dpkg -r (the administrator's settings) and goes with purge.
+[ -e "$root/$conf" ] || fail "/$conf was removed by dpkg -r; a conffile stays until purge"
+in_root dpkg --purge gnomon >"$log" 2>&1 || fail "dpkg --purge gnomon failed: $(tail -5 "$log")"
+[ ! -e "$root/$conf" ] || fail "/$conf is left behind after dpkg --purge"
 
 echo "package_test: $(basename "$deb") ($ver) installs on a fresh Debian 12 minbase root" \
-     "from $mirror, runs, shows gnomon(1) and removes cleanly; Depends: $deps"
+     "from $mirror, runs, shows gnomon(1), installs the scheduled jobs and removes cleanly" \
+     "(its config kept until purge); Depends: $deps"

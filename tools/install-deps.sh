@@ -7,7 +7,8 @@ pkgs=(build-essential cmake ninja-build pkg-config
       nlohmann-json3-dev libcli11-dev libext2fs-dev libsqlite3-dev sqlite3 python3 libpq-dev
       postgresql postgresql-contrib
       e2fsprogs xfsprogs btrfs-progs util-linux zstd time libfmt-dev
-      debootstrap wget)  # debootstrap: tests/package_test.sh installs the .deb in a fresh root
+      debootstrap wget   # debootstrap: tests/package_test.sh installs the .deb in a fresh root
+      systemd)           # systemd-analyze: tests/systemd_units_test.sh verifies the units
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
