@@ -167,6 +167,26 @@ Status DropQuarantine(Repository* repo, const Census& c, const std::set<std::str
   return Status::OK();
 }
 
+// Check files all of whose packs are gone, likewise. One that cannot be
+// read is left for verify to report.
+Status DropChecks(Repository* repo, const Census& c, const std::set<std::string>& dead,
+                  PruneResult* out) {
+  std::vector<std::string> names;
+  GNOMON_RETURN_IF_ERROR(repo->ListCheckFiles(&names));
+  for (const auto& n : names) {
+    uint64_t time = 0;
+    std::vector<PackCheck> checks;
+    if (!repo->ReadCheckFile(n, &time, &checks).ok()) continue;
+    if (!std::all_of(checks.begin(), checks.end(), [&](const PackCheck& k) {
+          return dead.count(k.pack) || !c.present.count(k.pack);
+        }))
+      continue;
+    GNOMON_RETURN_IF_ERROR(repo->DeleteCheckFile(n));
+    ++out->check_files_deleted;
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 Status DeleteStep(Repository* repo, const PruneOptions& opt,
@@ -196,6 +216,7 @@ Status DeleteStep(Repository* repo, const PruneOptions& opt,
   GNOMON_RETURN_IF_ERROR(ReplaceIndexFiles(repo, c, dead, out));
   GNOMON_RETURN_IF_ERROR(DeletePacks(repo, dead, out));
   GNOMON_RETURN_IF_ERROR(DropQuarantine(repo, c, dead, out));
+  GNOMON_RETURN_IF_ERROR(DropChecks(repo, c, dead, out));
   repo->RemoveLeftoversForGc();
   out->cleaned = repo->cleaned();
   out->deleted = true;

@@ -169,6 +169,7 @@ class Repository {
   };
   Status ListQuarantineFiles(std::vector<QuarantineFile>* out, std::vector<Status>* errors);
   Status DeleteQuarantineFile(const std::string& name);
+  Status DeleteCheckFile(const std::string& name);
   // Removes what dead runs left, as an exclusive Open does, and (if every
   // index file reads) packs that no index file and no journal names; one
   // line per kind in cleaned(). Only under gc/users held exclusively.

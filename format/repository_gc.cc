@@ -133,6 +133,12 @@ Status Repository::DeleteQuarantineFile(const std::string& name) {
   return s.IsNotFound() ? Status::OK() : s;
 }
 
+Status Repository::DeleteCheckFile(const std::string& name) {
+  if (!IsObjectId(name)) return Status::Corruption("check file '" + name + "' is malformed");
+  Status s = env_->RemoveFile(P(kChecks, name));
+  return s.IsNotFound() ? Status::OK() : s;
+}
+
 void Repository::RemoveLeftoversForGc() { RemoveLeftovers(/*unjournaled=*/true); }
 
 }  // namespace gnomon
