@@ -10,10 +10,10 @@
 namespace gnomon {
 
 struct Progress {
-  std::string phase;   // "backup", "restore", "verify"
-  std::string item;    // the volume or pack being worked on
-  uint64_t done = 0;   // bytes
-  uint64_t total = 0;  // bytes
+  std::string phase;   // "backup", "restore", "verify", "prune"
+  std::string item;    // the volume or pack being worked on; prune: its step
+  uint64_t done = 0;   // bytes (verify: packs; prune: steps)
+  uint64_t total = 0;
 };
 
 using ProgressFn = std::function<void(const Progress&)>;

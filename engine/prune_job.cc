@@ -1,8 +1,10 @@
 #include "engine/prune_job.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 #include <unordered_set>
 
 #include "base/clock.h"
@@ -103,6 +105,22 @@ bool NeedsCleaning(Repository* repo, const Census& c) {
   return false;
 }
 
+// Volume indexes without a record may belong to a record moved away by
+// hand, which must find its chunks when it comes back; or to a forget that
+// is between removing a record and its volume indexes, for milliseconds.
+// Only those still there a moment later count.
+Status PersistentOrphans(Repository* repo, std::vector<std::string>* out) {
+  Leftovers first, again;
+  GNOMON_RETURN_IF_ERROR(repo->FindLeftovers(&first));
+  if (first.orphan_indexes.empty()) return Status::OK();
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  GNOMON_RETURN_IF_ERROR(repo->FindLeftovers(&again));
+  const std::set<std::string> now(again.orphan_indexes.begin(), again.orphan_indexes.end());
+  for (const auto& o : first.orphan_indexes)
+    if (now.count(o)) out->push_back(o);
+  return Status::OK();
+}
+
 }  // namespace
 
 Status TakeCensus(Repository* repo, Census* c, std::vector<std::string>* problems) {
@@ -143,9 +161,9 @@ Status Mark(Repository* repo, const std::vector<BackupRecord>& records, ChunkInd
             DigestSet* live, std::vector<std::string>* problems) {
   IndexHealth health;
   GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(index, &health, IndexUse::kRead));
-  Leftovers left;
-  GNOMON_RETURN_IF_ERROR(repo->FindLeftovers(&left));
-  for (const auto& o : left.orphan_indexes)
+  std::vector<std::string> orphans;
+  GNOMON_RETURN_IF_ERROR(PersistentOrphans(repo, &orphans));
+  for (const auto& o : orphans)
     problems->push_back(o + " has no backup record (put the record back, or remove it)");
   size_t followed = 0;
   return MarkLive(repo, *index, records, live, problems, &followed);

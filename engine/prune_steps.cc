@@ -193,7 +193,9 @@ Status DeleteStep(Repository* repo, const PruneOptions& opt,
                   const std::vector<BackupRecord>& marked, DigestSet* live,
                   const std::set<std::string>& doomed, PruneResult* out) {
   std::unique_ptr<FileLock> gate, users;
-  GNOMON_RETURN_IF_ERROR(repo->EnterDeletion(opt.max_wait_ms, &gate, &users));
+  Status s = repo->EnterDeletion(opt.max_wait_ms, &gate, &users);
+  out->deferred = s.IsLocked();
+  GNOMON_RETURN_IF_ERROR(s);
   // a. Mark again what backups committed since the first mark.
   std::vector<BackupRecord> now, fresh;
   std::vector<Status> errors;

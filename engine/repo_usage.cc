@@ -45,7 +45,9 @@ Status MarkLive(Repository* repo, const ChunkIndex& index, const std::vector<Bac
     for (const auto& v : r.volumes) {
       VolumeIndex vi;
       if (Status s = repo->ReadVolumeIndex(v, &vi); !s.ok()) {
-        problems->push_back(s.message());
+        // A forget running beside us removes the record, then its volume
+        // indexes: a backup gone since it was listed needs nothing.
+        if (repo->BackupExists(r.id)) problems->push_back(s.message());
         continue;
       }
       for (const auto& d : vi.slots) mark(d);

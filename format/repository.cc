@@ -262,6 +262,10 @@ bool Repository::BackupIdTaken(const std::string& id) {
   return env_->FileExists(P(kBackups, id)) || env_->FileExists(P(VolumeIndexName(id, 0)));
 }
 
+bool Repository::BackupExists(const std::string& id) {
+  return IsBackupId(id) && env_->FileExists(P(kBackups, id));
+}
+
 Status Repository::WriteBackupRecord(const BackupRecord& r) {
   return WriteFrameFile(env_, kBackupFrame, kBackupRecordVersion, P(kBackups, r.id), r.Encode());
 }
@@ -275,6 +279,7 @@ Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Statu
     std::string path = P(kBackups, n), body;
     BackupRecord r;
     Status s = ReadFrameFile(env_, kBackupFrame, path, &body);
+    if (s.IsNotFound()) continue;  // forgotten since it was listed
     if (s.ok()) s = BackupRecord::Decode(path, body, &r);
     if (s.ok() && r.id != n) s = Status::Corruption(path + ": record id " + r.id + " != file name");
     if (!s.ok()) {

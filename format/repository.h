@@ -135,6 +135,7 @@ class Repository {
   // Backup records. Write-once: Exists if the id is taken.
   Status WriteBackupRecord(const BackupRecord& r);
   bool BackupIdTaken(const std::string& id);
+  bool BackupExists(const std::string& id);  // its record is there
   // All readable records, oldest first; unreadable ones are reported in errors.
   Status ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors);
   // Removes a backup: its record, then its volume indexes. Chunks stay (the

@@ -72,7 +72,9 @@ Status Repository::LockGc(const std::string& purpose, std::unique_ptr<FileLock>*
   const std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() +
                            " since " + NowRfc3339() + " (gnomon " + purpose + ")";
   std::string stale;
-  Status s = env_->LockFile(P(kGc, "lock"), true, info, out, &stale);
+  // A backup's clean-up holds it shared for milliseconds; another prune
+  // holds it for its whole run.
+  Status s = Poll(NowMs() + 5000, [&] { return env_->LockFile(P(kGc, "lock"), true, info, out, &stale); });
   if (s.IsLocked()) return Status::Locked(path_ + ": another prune is running: " + s.message());
   return s;
 }

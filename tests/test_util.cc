@@ -138,6 +138,9 @@ CommandResult Run(const std::vector<std::string>& argv, const std::vector<std::s
     ::dup2(in, 0);
     ::dup2(o, 1);
     ::dup2(e, 2);
+    // Nothing the test (or another of its threads) has open leaks into
+    // the command: a file being written would look in use to it.
+    ::close_range(3, ~0U, 0);
     for (const auto& kv : env) ::putenv(const_cast<char*>(kv.c_str()));
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));

@@ -77,7 +77,7 @@ int CmdPrune(const Globals& g, const PruneCliOptions& opt) {
   PruneResult r;
   Status s = RunPrune(repo.get(), po, &r);
   progress.Finish();
-  if (!s.ok() && !s.IsLocked()) return Fail(g, s);
+  if (!s.ok() && !r.deferred) return Fail(g, s);
   if (g.json)
     std::cout << PruneJson(r, opt.dry_run).dump(-1, ' ', false, json::error_handler_t::replace)
               << "\n";
@@ -93,7 +93,7 @@ int CmdPrune(const Globals& g, const PruneCliOptions& opt) {
                "(run 'gnomon verify')\n");
     return kDamaged;
   }
-  if (s.IsLocked())
+  if (r.deferred)
     return Fail(g, Status::Locked("prune wrote its new packs but deleted nothing: " + s.message() +
                                   "; the next prune finishes the job"));
   return kOk;

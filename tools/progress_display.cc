@@ -39,6 +39,8 @@ void ProgressDisplay::Update(const Progress& p) {
   std::string line;
   if (p.phase == "verify") {
     line = fmt::format("{}: pack {}/{}  {:>5.1f}%", p.phase, p.done, p.total, pct);
+  } else if (p.phase == "prune") {
+    line = fmt::format("prune: step {}/{} ({})", p.done + 1, p.total, p.item);
   } else {
     double rate = secs > 0 ? static_cast<double>(p.done) / secs : 0;
     double eta = rate > 0 ? static_cast<double>(p.total - p.done) / rate : 0;

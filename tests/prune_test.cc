@@ -1,0 +1,333 @@
+// gnomon prune (FORMAT.md §9a): what it frees and keeps, the deletion
+// step's revival of packs a backup began to use meanwhile, prune beside a
+// loop of backups, and SIGKILL at random points.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "engine/prune_job.h"
+#include "tests/test_util.h"
+
+extern char** environ;
+
+namespace gnomon::test {
+namespace {
+
+using nlohmann::json;
+
+class PruneTest : public RepoTest {
+ protected:
+  std::string vol() { return dir_ / "vol"; }
+  // Rewrites [off, off+len) of the volume with seeded random bytes.
+  void Put(uint64_t off, size_t len, uint64_t seed) {
+    auto data = RandomBytes(len, seed);
+    auto all = std::filesystem::exists(vol()) ? ReadFile(vol()) : std::vector<uint8_t>();
+    if (all.size() < off + len) all.resize(off + len);
+    std::copy(data.begin(), data.end(), all.begin() + static_cast<long>(off));
+    WriteFile(vol(), all);
+  }
+  json Prune(std::vector<std::string> extra = {}, int want = 0) {
+    std::vector<std::string> args{"prune", "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = G(args);
+    EXPECT_EQ(r.exit_code, want) << r.out << r.err;
+    return r.out.empty() ? json() : json::parse(r.out);
+  }
+  json Stats() {
+    auto r = G({"stats", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out);
+  }
+  void ExpectRestores(const std::string& id, const std::vector<uint8_t>& want) {
+    const std::string out = dir_ / ("restored-" + id);
+    std::filesystem::remove(out);
+    auto r = G({"restore", "-q", id, out});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(ReadFile(out) == want) << "backup " << id << " restores different bytes";
+    std::filesystem::remove(out);
+  }
+  // Files left that a finished prune must have removed.
+  std::vector<std::string> Debris() {
+    std::vector<std::string> out = Files("tmp");
+    for (const auto& f : Files(""))
+      if (f.find(".tmp-") != std::string::npos) out.push_back(f);
+    return out;
+  }
+};
+
+TEST_F(PruneTest, FreesWhatOnlyForgottenBackupsUsedAndKeepsTheRest) {
+  Put(0, 4 << 20, 1);
+  const std::string a = BackupId(vol());
+  Put(0, 2 << 20, 2);  // half new
+  const std::string b = BackupId(vol());
+  const auto want_b = ReadFile(vol());
+  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  const json before = Stats();
+  ASSERT_GT(before["reclaimable_bytes"].get<uint64_t>(), 0u);
+
+  json dry = Prune({"--dry-run"});
+  EXPECT_EQ(dry["plan"]["delete_packs"].get<int>(), 2);  // 2 MiB of a's own chunks, 1 MiB packs
+  EXPECT_EQ(Stats()["packs"], before["packs"]) << "a dry run deleted something";
+
+  json res = Prune();
+  EXPECT_TRUE(res["deleted"].get<bool>());
+  EXPECT_EQ(res["packs_deleted"].get<int>(), 2);
+  EXPECT_EQ(res["bytes_written"].get<uint64_t>(), 0u);
+  const json after = Stats();
+  EXPECT_EQ(after["reclaimable_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(after["unindexed_packs"].get<int>(), 0);
+  EXPECT_EQ(after["live_bytes"], before["live_bytes"]);
+  VerifyJson(true, 0);
+  ExpectRestores(b, want_b);
+  EXPECT_TRUE(Debris().empty());
+  // Nothing left to do: a second prune changes nothing.
+  json again = Prune();
+  EXPECT_EQ(again["packs_deleted"].get<int>(), 0);
+  EXPECT_EQ(again["packs_written"].get<int>(), 0);
+}
+
+TEST_F(PruneTest, RepacksMostlyDeadPacksWritingAtMostTwiceWhatItFrees) {
+  // 4 MiB packs, so dead and live chunks share packs.
+  std::filesystem::remove_all(repo_);
+  ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "4"}).exit_code, 0);
+  Put(0, 8 << 20, 1);
+  const std::string a = BackupId(vol());
+  for (uint64_t off = 0; off < (8u << 20); off += 256 << 10) Put(off, 128 << 10, 2 + off);
+  const std::string b = BackupId(vol());
+  const auto want_b = ReadFile(vol());
+  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+
+  json keep_all = Prune({"--max-unused", "100", "--dry-run"});
+  EXPECT_EQ(keep_all["plan"]["repack_packs"].get<int>(), 0) << "100% may stay unused";
+  json res = Prune({"--max-unused", "0"});
+  EXPECT_GT(res["packs_written"].get<int>(), 0);
+  EXPECT_GT(res["plan"]["repack_packs"].get<int>(), 0);
+  const uint64_t freed = res["bytes_deleted"].get<uint64_t>() - res["bytes_written"].get<uint64_t>();
+  EXPECT_LE(res["bytes_written"].get<uint64_t>(), 2 * freed + (64u << 10));
+  const json after = Stats();
+  EXPECT_EQ(after["reclaimable_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(after["mixed_packs"].get<int>(), 0);
+  VerifyJson(true, 0);
+  ExpectRestores(b, want_b);
+}
+
+TEST_F(PruneTest, IncrementalsKeepThePatchBasesTheyNeed) {
+  Put(0, 4 << 20, 1);
+  const std::string full = BackupId(vol());
+  Put(100 << 10, 4096, 2);  // a small change: the incremental stores a patch on full's chunk
+  auto r = G({"backup", "--json", "--type", "incremental", vol()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string inc = json::parse(r.out)["id"];
+  const auto want = ReadFile(vol());
+  ASSERT_EQ(G({"forget", full}).exit_code, 0);
+  ASSERT_GT(Stats()["patches_followed"].get<int>(), 0) << "no patch: the test proves nothing";
+  Prune({"--max-unused", "0"});
+  VerifyJson(true, 0);
+  ExpectRestores(inc, want);
+}
+
+TEST_F(PruneTest, RefusesToDeleteWhenARecordCannotBeRead) {
+  Put(0, 2 << 20, 1);
+  const std::string a = BackupId(vol());
+  Put(0, 2 << 20, 2);
+  const std::string b = BackupId(vol());
+  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  FlipByte(repo_ + "/backups/" + b, 40);
+  const auto packs = Files("packs");
+  json res = Prune({}, 3);
+  EXPECT_FALSE(res["complete"].get<bool>());
+  EXPECT_EQ(Files("packs"), packs) << "prune deleted packs an unreadable record may need";
+}
+
+// A backup that commits while prune plans and repacks may deduplicate
+// against a chunk the plan doomed: the deletion step marks again and keeps
+// that pack.
+TEST_F(PruneTest, APackABackupBeganToUseMeanwhileIsRevived) {
+  Put(0, 2 << 20, 1);
+  const std::string a = BackupId(vol());
+  const auto old = ReadFile(vol());
+  Put(0, 2 << 20, 2);
+  BackupId(vol());
+  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  WriteFile(vol(), old);  // a's data again: its packs are doomed, and wanted
+
+  std::unique_ptr<Repository> repo;
+  ASSERT_TRUE(Repository::Open(Env::Default(), repo_, LockMode::kNone, "t", &repo).ok());
+  PruneOptions opt;
+  std::string revived_by;
+  opt.progress = [&](const Progress& p) {
+    if (p.item == "delete") revived_by = BackupId(vol());  // between plan and deletion
+  };
+  PruneResult res;
+  ASSERT_TRUE(RunPrune(repo.get(), opt, &res).ok());
+  repo.reset();
+  ASSERT_FALSE(revived_by.empty());
+  EXPECT_EQ(res.plan_delete, 2u);
+  EXPECT_EQ(res.packs_revived, 2u);
+  EXPECT_EQ(res.packs_deleted, 0u);
+  VerifyJson(true, 0);
+  ExpectRestores(revived_by, old);
+}
+
+// The deletion step waits for readers; one that outlasts --wait leaves the
+// deletion to the next prune, and readers arriving meanwhile wait at the gate.
+TEST_F(PruneTest, DeletionWaitsForReadersAndReadersWaitForIt) {
+  Put(0, 2 << 20, 1);
+  const std::string a = BackupId(vol());
+  Put(0, 2 << 20, 2);
+  BackupId(vol());
+  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  const auto packs = Files("packs");
+  {
+    std::unique_ptr<FileLock> reader;  // as a long restore holds it
+    ASSERT_TRUE(Env::Default()->TryFlock(repo_ + "/gc/users", false, &reader).ok());
+    auto r = G({"prune", "--wait", "1"});
+    EXPECT_EQ(r.exit_code, 11) << r.out << r.err;
+    EXPECT_NE(r.err.find("deleted nothing"), std::string::npos) << r.err;
+    EXPECT_EQ(Files("packs"), packs);
+  }
+  {
+    std::unique_ptr<FileLock> gate;  // as prune holds it while it deletes
+    ASSERT_TRUE(Env::Default()->TryFlock(repo_ + "/gc/gate", true, &gate).ok());
+    std::atomic<bool> done{false};
+    CommandResult listed;
+    std::thread t([&] {
+      listed = G({"list"});
+      done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    EXPECT_FALSE(done.load()) << "list did not wait at the gate";
+    gate.reset();
+    t.join();
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    EXPECT_NE(listed.err.find("waiting for a prune"), std::string::npos) << listed.err;
+  }
+  json res = Prune();
+  EXPECT_EQ(res["packs_deleted"].get<int>(), 2);
+}
+
+// Backups in a loop, each with new data and data of backups forgotten
+// earlier, while prune runs again and again: every backup stays whole.
+TEST_F(PruneTest, BackupsInALoopBesidePruneStayWhole) {
+  constexpr int kRounds = 14;
+  constexpr size_t kMiB = 1 << 20;
+  std::map<std::string, std::vector<uint8_t>> made;
+  std::atomic<bool> stop{false};
+  std::atomic<int> prunes{0}, deleted{0};
+  std::vector<std::string> prune_errors;
+  std::thread pruner([&] {
+    while (!stop) {
+      auto r = G({"prune", "--json", "--max-unused", "0", "--wait", "120"});
+      if (r.exit_code != 0) {
+        prune_errors.push_back(r.err);
+        continue;
+      }
+      ++prunes;
+      deleted += json::parse(r.out)["packs_deleted"].get<int>();
+    }
+  });
+  Put(0, 6 * kMiB, 1000);
+  for (int i = 0; i < kRounds; ++i) {
+    Put((i % 3) * kMiB, kMiB, 2000 + i);                  // new
+    if (i >= 4) Put(3 * kMiB + (i % 3) * kMiB, kMiB, 2000 + i - 4);  // old: forgotten earlier
+    auto r = G({"backup", "--json", vol()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    made[json::parse(r.out)["id"]] = ReadFile(vol());
+    auto f = G({"forget", "--keep-last", "3"});
+    ASSERT_EQ(f.exit_code, 0) << f.err;
+  }
+  stop = true;
+  pruner.join();
+  EXPECT_TRUE(prune_errors.empty()) << prune_errors.front();
+  RecordProperty("prunes", prunes.load());
+  RecordProperty("packs_deleted", deleted.load());
+  EXPECT_GT(prunes.load(), 1);
+  EXPECT_GT(deleted.load(), 0) << "no prune ever deleted anything: the test proved nothing";
+  Prune({"--max-unused", "0"});
+  VerifyJson(true, 0);
+  auto list = json::parse(G({"list", "--json"}).out);
+  ASSERT_EQ(list.size(), 3u);
+  for (const auto& b : list) ExpectRestores(b["id"], made.at(b["id"]));
+  EXPECT_EQ(Stats()["reclaimable_bytes"].get<uint64_t>(), 0u);
+  EXPECT_TRUE(Debris().empty());
+}
+
+pid_t Spawn(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+// SIGKILL at a random point of a prune that deletes and repacks, 50 times:
+// each time every remaining backup restores, verify --read-data passes,
+// and the next prune finishes the job and leaves nothing behind.
+TEST_F(PruneTest, SurvivesSigkillAtRandomPoints) {
+  std::filesystem::remove_all(repo_);
+  ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "2"}).exit_code, 0);
+  std::map<std::string, std::vector<uint8_t>> kept;
+  std::vector<std::string> forget;
+  for (int i = 0; i < 6; ++i) {
+    Put(static_cast<uint64_t>(i % 4) << 20, 3 << 20, 50 + i);
+    const std::string id = BackupId(vol());
+    ASSERT_FALSE(id.empty());
+    if (i % 2 == 0) forget.push_back(id);
+    else kept[id] = ReadFile(vol());
+  }
+  for (const auto& id : forget) ASSERT_EQ(G({"forget", id}).exit_code, 0);
+  const std::string tmpl = dir_ / "template";
+  std::filesystem::copy(repo_, tmpl, std::filesystem::copy_options::recursive);
+  // How long an uninterrupted prune takes here, for the range of kill times.
+  const auto t0 = std::chrono::steady_clock::now();
+  json whole = Prune({"--max-unused", "0"});
+  const auto span_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                           std::chrono::steady_clock::now() - t0)
+                           .count();
+  ASSERT_GT(whole["packs_deleted"].get<int>(), 0);
+  ASSERT_GT(whole["packs_written"].get<int>(), 0) << "the template must repack too";
+
+  std::mt19937_64 rng(std::random_device{}());
+  int killed = 0;
+  for (int run = 0; run < 50; ++run) {
+    std::filesystem::remove_all(repo_);
+    std::filesystem::copy(tmpl, repo_, std::filesystem::copy_options::recursive);
+    const long delay = static_cast<long>(rng() % static_cast<uint64_t>(span_us * 12 / 10 + 1));
+    pid_t pid = Spawn({GnomonBinary(), "--repo", repo_, "prune", "--max-unused", "0"});
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_for(std::chrono::microseconds(delay));
+    killed += ::kill(pid, SIGKILL) == 0;
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    SCOPED_TRACE("run " + std::to_string(run) + ", killed after " + std::to_string(delay) + " us");
+    VerifyJson(true, 0);
+    for (const auto& [id, data] : kept) ExpectRestores(id, data);
+    json next = Prune({"--max-unused", "0"});
+    const json st = Stats();
+    EXPECT_EQ(st["reclaimable_bytes"].get<uint64_t>(), 0u);
+    EXPECT_EQ(st["unindexed_packs"].get<int>(), 0);
+    EXPECT_EQ(st["backups"].get<size_t>(), kept.size());
+    EXPECT_EQ(Debris(), std::vector<std::string>());
+    if (HasFailure()) break;
+  }
+  RecordProperty("killed", killed);
+  EXPECT_GT(killed, 10) << "most prunes finished before the kill: the test proved little";
+}
+
+}  // namespace
+}  // namespace gnomon::test
