@@ -304,7 +304,10 @@ TEST_F(PruneTest, SurvivesSigkillAtRandomPoints) {
 
   std::mt19937_64 rng(std::random_device{}());
   int killed = 0;
-  for (int run = 0; run < 50; ++run) {
+  // bench/prune-crash.sh runs more.
+  const char* env_runs = std::getenv("GNOMON_PRUNE_KILL_RUNS");
+  const int runs = std::max(50, env_runs ? std::atoi(env_runs) : 0);
+  for (int run = 0; run < runs; ++run) {
     std::filesystem::remove_all(repo_);
     std::filesystem::copy(tmpl, repo_, std::filesystem::copy_options::recursive);
     const long delay = static_cast<long>(rng() % static_cast<uint64_t>(span_us * 12 / 10 + 1));
