@@ -508,8 +508,10 @@ Status RunVerify(Repository* repo, const VerifyOptions& opt, VerifyResult* out) 
   if (!qs.ok()) std::erase_if(checks, [](const PackCheck& c) { return c.result == kPackDamaged; });
   if (!checks.empty()) {
     if (Status s = repo->WriteCheckFile(started, checks); !s.ok()) {
-      out->errors.push_back("recording which packs were read failed: " + s.message() +
-                            " (they count as not checked by this run)");
+      // Only the schedule suffers (a read-only copy of a repository cannot
+      // record its checks): no damage to data, so a warning.
+      out->warnings.push_back("recording which packs were read failed: " + s.message() +
+                              " (they count as not checked by this run)");
     } else {
       for (const auto& c : checks) {
         uint64_t& t = last_checked[c.pack];
