@@ -173,6 +173,9 @@ HResult BackupComponents::PrepareForBackup(std::shared_ptr<Async>* async) {
   std::lock_guard<std::mutex> g(mu_);
   if (state_ != State::kSet || !backup_state_set_ || CheckIdle() != S_OK_) return VSS_E_BAD_STATE;
   if (bcd_.context & ctx::kNoWritersBit) return VSS_E_BAD_STATE;
+  // Like SetBackupState, every required component is a call the requester
+  // must have made before PrepareForBackup.
+  if (HResult hr = CheckRequiredLocked(); hr != S_OK_) return hr;
   state_ = State::kPrepared;
   *async = Run([this](const std::atomic<bool>&) {
     std::vector<Slot*> all;

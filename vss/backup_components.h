@@ -80,6 +80,11 @@ class BackupComponents {
   HResult GatherWriterMetadata(std::shared_ptr<Async>* async);
   size_t GetWriterMetadataCount() const;
   const WriterMetadata* GetWriterMetadata(size_t i) const;
+  // Enforces selectability (vss/component_sets.h): a non-selectable
+  // subcomponent is E_INVALIDARG (it comes in only with its set), a
+  // component whose set overlaps one already added is
+  // VSS_E_OBJECT_ALREADY_EXISTS; last_error() says which. The members of the
+  // component's set are listed in the BCD's implicit_components.
   HResult AddComponent(const Guid& instance_id, const Guid& class_id, ComponentType type,
                        const std::string& logical_path, const std::string& name);
   HResult StartSnapshotSet(Guid* set_id);
@@ -93,6 +98,8 @@ class BackupComponents {
   HResult SetPreviousBackupStamp(const Guid& class_id, ComponentType type,
                                  const std::string& logical_path, const std::string& name,
                                  const std::string& stamp);
+  // VSS_E_BAD_STATE, with nothing delivered, if a writer that takes part
+  // lacks one of its required components (last_error() names it).
   HResult PrepareForBackup(std::shared_ptr<Async>* async);
   HResult GatherWriterStatus(std::shared_ptr<Async>* async);
   size_t GetWriterStatusCount() const;
@@ -157,6 +164,11 @@ class BackupComponents {
   std::vector<Slot*> Participants() const;                   // included, responsive, not failed
   std::vector<Slot*> AtLevel(ApplicationLevel level) const;  // participants, by freeze group
   bool SnapshotRequiredLocked() const;
+  // Explicitly or implicitly (as a member of an added component set).
+  bool IsIncludedLocked(const Slot& s, const ComponentInfo& c) const;
+  // PrepareForBackup's check: every writer that takes part has each of its
+  // required components added; VSS_E_BAD_STATE naming one that is not.
+  HResult CheckRequiredLocked();
 
   // The snapshot set (backup_components_set.cc).
   HResult RunProviders(const char* step, HResult (Provider::*fn)(const Guid&));

@@ -10,6 +10,9 @@ std::string ComponentInfo::FullPath() const {
 std::string ComponentRecord::FullPath() const {
   return logical_path.empty() ? name : logical_path + "\\" + name;
 }
+std::string ImplicitComponent::FullPath() const {
+  return logical_path.empty() ? name : logical_path + "\\" + name;
+}
 
 namespace {
 
@@ -177,6 +180,15 @@ json BackupComponentsDocument::ToJson() const {
                      {"size", s.size}});
   json comps = json::array();
   for (const auto& c : components) comps.push_back(c.ToJson());
+  json implicit = json::array();
+  for (const auto& c : implicit_components)
+    implicit.push_back({{"class_id", c.class_id.ToString()},
+                        {"instance_id", c.instance_id.ToString()},
+                        {"writer_name", c.writer_name},
+                        {"type", static_cast<int>(c.type)},
+                        {"logical_path", c.logical_path},
+                        {"name", c.name},
+                        {"included_with", c.included_with}});
   return json{{"schema", kBcdSchema},
               {"backup_type", BackupTypeName(backup_type)},
               {"select_components", select_components},
@@ -185,7 +197,8 @@ json BackupComponentsDocument::ToJson() const {
               {"context", context},
               {"snapshot_set_id", snapshot_set_id.ToString()},
               {"snapshots", snaps},
-              {"components", comps}};
+              {"components", comps},
+              {"implicit_components", implicit}};
 }
 
 Status BackupComponentsDocument::FromJson(const json& j, BackupComponentsDocument* out) {
@@ -212,6 +225,19 @@ Status BackupComponentsDocument::FromJson(const json& j, BackupComponentsDocumen
       d.snapshots.push_back(sd);
     }
     for (const auto& cj : j.at("components")) d.components.push_back(ComponentRecord::FromJson(cj));
+    // Optional: documents written before gnomon listed implicit components.
+    if (j.contains("implicit_components"))
+      for (const auto& ij : j.at("implicit_components")) {
+        ImplicitComponent c;
+        c.class_id = GuidFrom(ij.at("class_id"));
+        c.instance_id = GuidFrom(ij.at("instance_id"));
+        c.writer_name = ij.at("writer_name");
+        c.type = static_cast<ComponentType>(ij.at("type").get<int>());
+        c.logical_path = ij.at("logical_path");
+        c.name = ij.at("name");
+        c.included_with = ij.at("included_with");
+        d.implicit_components.push_back(std::move(c));
+      }
     *out = std::move(d);
     return Status::OK();
   } catch (const std::exception& e) {

@@ -87,6 +87,20 @@ struct ComponentRecord {
   static ComponentRecord FromJson(const nlohmann::json& j);  // throws nlohmann::json::exception
 };
 
+// A component included implicitly: a member of the component set of an
+// explicitly included component (§7; vss/component_sets.h). VSS keeps no
+// record of these in the BCD; gnomon lists them so that a stored BCD shows
+// everything that was included. A set's backup success, options, stamps and
+// failure messages are those of its explicit component (`included_with`).
+struct ImplicitComponent {
+  Guid class_id, instance_id;
+  std::string writer_name;
+  ComponentType type = ComponentType::kFileGroup;
+  std::string logical_path, name;
+  std::string included_with;  // "path\name" of the explicit component
+  std::string FullPath() const;
+};
+
 struct SnapshotDescription {
   Guid snapshot_id;
   std::string volume;    // as added to the set
@@ -104,6 +118,7 @@ struct BackupComponentsDocument {
   Guid snapshot_set_id;
   std::vector<SnapshotDescription> snapshots;
   std::vector<ComponentRecord> components;
+  std::vector<ImplicitComponent> implicit_components;  // absent in older documents
 
   ComponentRecord* Find(const Guid& class_id, const std::string& logical_path,
                         const std::string& name);

@@ -1,0 +1,52 @@
+// Selectability and component sets: which of a writer's components a
+// requester adds with AddComponent, which it must add, and which come in
+// implicitly (shared/vss-behaviour.md §7; Microsoft's "Working with
+// Selectability for Backup", "Logical Pathing of Components" and
+// IVssBackupComponents::AddComponent).
+//
+// A component's ancestors are the writer's components whose "path\name" is
+// its logical path or a leading part of it (at a '\'). Then:
+//  - required: not selectable, no selectable ancestor. Added explicitly, and
+//    whenever any component of its writer takes part;
+//  - optional: selectable, no selectable ancestor. Added explicitly if the
+//    requester chooses it;
+//  - subcomponent: not selectable, with a selectable ancestor. Never added:
+//    it comes in implicitly with that ancestor's component set;
+//  - selectable subcomponent: selectable, with a selectable ancestor. Comes in
+//    with an included ancestor, or is added explicitly on its own.
+// A selectable component with components below it defines a component set:
+// itself and every component below it. Sets nest. A non-selectable
+// component defines no set (the components below it with no selectable
+// ancestor are required in their own right).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "vss/documents.h"
+
+namespace gnomon::vss {
+
+// Whether a component with this logical path lies below the component whose
+// "path\name" is full_path.
+bool IsBelow(const std::string& logical_path, const std::string& full_path);
+
+enum class ComponentRole { kRequired, kOptional, kSubcomponent, kSelectableSubcomponent };
+// "required", "optional", "subcomponent", "selectable subcomponent".
+std::string ComponentRoleName(ComponentRole r);
+
+// Indexes into md.components.
+std::vector<size_t> AncestorsOf(const WriterMetadata& md, size_t i);  // outermost first
+// The component set i defines: every component below it, nested sets
+// included. Empty if i is not selectable or nothing lies below it.
+std::vector<size_t> SetMembersOf(const WriterMetadata& md, size_t i);
+// The nearest selectable ancestor (the set i is a member of), or npos.
+size_t SetOf(const WriterMetadata& md, size_t i);
+ComponentRole RoleOf(const WriterMetadata& md, size_t i);
+// npos if the writer has no such component.
+size_t FindComponent(const WriterMetadata& md, const std::string& logical_path,
+                     const std::string& name);
+inline constexpr size_t kNoComponent = static_cast<size_t>(-1);
+
+}  // namespace gnomon::vss
