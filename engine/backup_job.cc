@@ -170,14 +170,13 @@ Status BackupRun::Run(BackupResult* out) {
   // pipeline reads the snapshots, never the live volumes.
   SnapshotSession session(so);
   Status created = session.Create(opt_.sources, stamps);
+  out->bad_selection = session.bad_selection();
   out->warnings.insert(out->warnings.end(), session.notes().begin(), session.notes().end());
   GNOMON_RETURN_IF_ERROR(created);
   std::vector<SourceVolume> sources(opt_.sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {
     const SnapshotSource& snap = session.sources()[i];
-    Status s = session.skipped()
-                   ? SourceVolume::Open(snap.volume, &sources[i])
-                   : SourceVolume::OpenSnapshot(snap.device, snap.offset, snap.size, &sources[i]);
+    Status s = SourceVolume::OpenSnapshot(snap.device, snap.offset, snap.size, &sources[i]);
     if (!s.ok()) {
       session.Complete(false);
       return s;

@@ -36,6 +36,9 @@ struct BackupResult {
   BackupRecord record;
   size_t packs_written = 0;
   std::vector<std::string> warnings;  // the backup succeeded, but tell the user
+  // It failed because --component named what does not exist or cannot be
+  // selected: a usage error.
+  bool bad_selection = false;
 };
 
 // The repository must be open with LockMode::kExclusive.

@@ -1,6 +1,7 @@
 #include "engine/snapshot_session.h"
 
 #include "engine/backup_plan.h"
+#include "engine/component_selection.h"
 #include "engine/snapshots_admin.h"
 #include "engine/writers_admin.h"
 
@@ -114,18 +115,7 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
     return Fail(hr, "SetBackupState");
   if ((hr = bc_->GatherWriterMetadata(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
     return Fail(hr, "GatherWriterMetadata");
-  // Component mode: every component with a file set on one of the volumes
-  // (or with no files at all: it cannot be told apart, so it is included).
-  for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i) {
-    const vss::WriterMetadata* md = bc_->GetWriterMetadata(i);
-    for (const auto& c : md->components) {
-      bool affected = c.files.empty();
-      for (const auto& f : c.files) affected |= vss::PathOnVolumes(f.path, f.recursive, ids);
-      if (!affected) continue;
-      hr = bc_->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name);
-      if (hr != vss::S_OK_) return Fail(hr, "AddComponent " + c.FullPath());
-    }
-  }
+  GNOMON_RETURN_IF_ERROR(AddComponents(ids));
   vss::Guid set_id;
   const auto give_up =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(opt_.set_wait_ms);
@@ -150,13 +140,16 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
     return Fail(hr, "PrepareForBackup");
   GNOMON_RETURN_IF_ERROR(CheckWriters("PrepareForBackup"));
 
-  if (!bc_->IsSnapshotRequired()) {
-    // §5.4: no included file set needs a snapshot for this backup type.
-    skipped_ = true;
-    for (size_t i = 0; i < volumes.size(); ++i)
-      sources_.push_back({volumes[i], vss::VolumeKey(ids[i]), "", 0, 0, ""});
-    return Status::OK();
-  }
+  // §5.4 lets a requester skip DoSnapshotSet when no included file set needs
+  // a snapshot. An image backup never can: the Volume Image Writer's
+  // component for each volume is required, and its file set (the volume
+  // itself, mask 0xF0F) needs a snapshot for every backup type (docs/vss.md,
+  // "The file-set mask rule"). Were it missing, the volumes would be read
+  // live: refuse instead.
+  if (!bc_->IsSnapshotRequired())
+    return Fail(vss::VSS_E_UNEXPECTED,
+                "no included file set needs a snapshot (the Volume Image Writer did not take "
+                "part); a volume is imaged only from a snapshot, never live");
   if (opt_.type == vss::BackupType::kIncremental) AdvanceBases(volumes, ids);
   if ((hr = bc_->DoSnapshotSet(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
     return Fail(hr, "creating the snapshot set failed");
@@ -170,6 +163,31 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
       src.retainable = prov->CanRetainSnapshots();
     sources_.push_back(std::move(src));
   }
+  return Status::OK();
+}
+
+// Component mode: what engine/component_selection.h chooses (each writer's
+// required components and its component sets with data on the volumes, for
+// the writers --component names, or all); set members come in implicitly.
+Status SnapshotSession::AddComponents(const std::vector<vss::VolumeIdentity>& ids) {
+  std::vector<const vss::WriterMetadata*> mds;
+  for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
+    mds.push_back(bc_->GetWriterMetadata(i));
+  auto on_volumes = [&](const vss::FileSpec& f) {
+    return vss::PathOnVolumes(f.path, f.recursive, ids);
+  };
+  std::vector<ComponentChoice> chosen;
+  if (Status s = ChooseComponents(mds, on_volumes, opt_.components, &chosen, &notes_); !s.ok()) {
+    bad_selection_ = true;
+    return s;
+  }
+  for (const ComponentChoice& c : chosen)
+    for (size_t k : c.components) {
+      const vss::ComponentInfo& info = c.writer->components[k];
+      HResult hr = bc_->AddComponent(c.writer->instance_id, c.writer->class_id, info.type,
+                                     info.logical_path, info.name);
+      if (hr != vss::S_OK_) return Fail(hr, "AddComponent " + info.FullPath());
+    }
   return Status::OK();
 }
 
@@ -296,7 +314,7 @@ json SnapshotSession::Documents() const {
   return json{{"bcd", bc_->document().ToJson()},
               {"writers", wmds},
               {"writer_status", st},
-              {"snapshot_skipped", skipped_},
+              {"snapshot_skipped", false},  // never: see Create
               {"frozen_ms", bc_->frozen_ms()},
               {"sources", sources}};
 }
@@ -317,7 +335,7 @@ Status SnapshotSession::Complete(bool succeeded) {
 }
 
 Status SnapshotSession::CheckIntact() const {
-  if (!bc_ || skipped_) return Status::OK();
+  if (!bc_) return Status::OK();
   std::string why;
   if (vss::Failed(bc_->CheckSnapshotsIntact(&why)))
     return Status::SnapshotFailed("no consistent snapshot: " + why +

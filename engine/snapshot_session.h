@@ -34,6 +34,9 @@ struct SnapshotOptions {
   // How long to wait for another snapshot set on this system to be created
   // (VSS: "wait and retry"); the window is normally well under a second.
   uint32_t set_wait_ms = 30000;
+  // Which writers' components take part (--component WRITER[\LOGICAL\PATH]);
+  // empty: every writer with data on the volumes (engine/component_selection.h).
+  std::vector<std::string> components;
   std::vector<std::shared_ptr<vss::Writer>> extra_writers;
   // The snapshot providers to try, in order; empty = every provider of this
   // build (vss/provider_registry.h).
@@ -51,9 +54,9 @@ struct SnapshotOptions {
 struct SnapshotSource {
   std::string volume;  // as given by the user
   std::string key;     // stable volume identity (vss::VolumeKey)
-  std::string device;  // snapshot device or file ("" when the set was skipped)
+  std::string device;  // snapshot device or file
   uint64_t offset = 0, size = 0;
-  std::string provider;     // "" when the set was skipped
+  std::string provider;
   bool retainable = false;  // the provider can keep it as the next backup's base
 };
 
@@ -72,7 +75,9 @@ class SnapshotSession {
   // What the user should know that did not stop the backup (a stale writer
   // socket, a writer that did not answer hello).
   const std::vector<std::string>& notes() const { return notes_; }
-  bool skipped() const { return skipped_; }
+  // Create failed because SnapshotOptions::components named a writer or
+  // component that does not exist or cannot be selected (a usage error).
+  bool bad_selection() const { return bad_selection_; }
   // What the volume writer decided about change tracking for volume i.
   vss::TrackingVerdict Verdict(size_t i) const { return VerdictFor(sources_[i].volume); }
   // The byte ranges of volume i's snapshot device (file coordinates) that
@@ -97,6 +102,7 @@ class SnapshotSession {
 
  private:
   Status Fail(vss::HResult hr, const std::string& what);
+  Status AddComponents(const std::vector<vss::VolumeIdentity>& ids);
   vss::TrackingVerdict VerdictFor(const std::string& volume) const;
   Status CheckBase(size_t i, const vss::TrackingVerdict& v,
                    const vss::SnapshotProperties& base) const;
@@ -113,7 +119,7 @@ class SnapshotSession {
   std::vector<vss::Guid> snapshot_ids_;
   std::vector<vss::WriterStatus> status_;
   std::vector<std::string> notes_;
-  bool skipped_ = false;
+  bool bad_selection_ = false;
   bool completed_ = false;
 };
 

@@ -6,6 +6,7 @@
 
 #include "base/durable_file.h"
 #include "base/json.h"
+#include "engine/component_selection.h"
 #include "vss/contracts.h"
 #include "vss/fs_freeze_writer.h"
 #include "vss/remote_writer.h"
@@ -54,7 +55,8 @@ LastWriterStatus LoadWriterStatus(const std::string& state_dir) {
   return out;
 }
 
-json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes) {
+json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes,
+                     bool components) {
   std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters({}, opt, {}, notes);
   vss::RequesterOptions ro;
   ro.runtime_dir = opt.runtime_dir;
@@ -92,6 +94,7 @@ json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes
         w["detail"] = wr->detail();
       }
     w["state_text"] = vss::WriterStateText(st.state);
+    if (components) w["components"] = DescribeComponents(*md);
     out.push_back(w);
   }
   return out;

@@ -35,7 +35,10 @@ void SaveWriterStatus(const std::string& state_dir, const std::vector<vss::Write
 LastWriterStatus LoadWriterStatus(const std::string& state_dir);
 
 // The writers a backup would gather (their metadata, from Identify), each
-// with its kind (built-in, process, script) and last known status.
-nlohmann::json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes);
+// with its kind (built-in, process, script) and last known status; with
+// components, also each writer's "components" (DescribeComponents in
+// engine/component_selection.h).
+nlohmann::json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes,
+                               bool components = false);
 
 }  // namespace gnomon

@@ -68,7 +68,8 @@ struct PruneCliOptions {
   double wait_seconds = 3600;
 };
 int CmdPrune(const Globals& g, const PruneCliOptions& opt);
-int CmdWriters(const Globals& g);
+// components: also list each writer's components (--components).
+int CmdWriters(const Globals& g, bool components = false);
 int CmdStats(const Globals& g);
 int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);
 int CmdBench(const Globals& g, BenchOptions opt);

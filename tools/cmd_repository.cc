@@ -54,7 +54,7 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
   BackupResult res;
   Status s = RunBackup(repo.get(), opt, &res);
   progress.Finish();
-  if (!s.ok()) return Fail(g, s);
+  if (!s.ok()) return Fail(g, s, res.bad_selection ? kUsage : -1);
   for (const auto& w : res.warnings)
     fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
   const auto& r = res.record;

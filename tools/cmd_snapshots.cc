@@ -15,9 +15,42 @@ namespace gnomon::cli {
 
 using nlohmann::json;
 
-int CmdWriters(const Globals& g) {
+// A writer's components (--components): path, type, selectability, role,
+// component sets, file specs.
+static void PrintComponents(const json& comps) {
+  auto E = [](const json& j) { return EscapeForTerminal(j.get<std::string>()); };
+  fmt::print("   Components:{}\n", comps.empty() ? " none" : "");
+  for (const auto& c : comps) {
+    std::string role = E(c["role"]);
+    if (c["required"].get<bool>()) role += " (taken whenever the writer takes part)";
+    if (!c["component_set"].is_null())
+      role += ", in the component set of '" + E(c["component_set"]) + "'" +
+              (c["selectable"].get<bool>() ? " (comes in with it, or on its own)"
+                                           : " (comes in only with it)");
+    std::string sel = E(c["selectability"]);
+    if (c["selectable"].get<bool>() && c["selectable_for_restore"].get<bool>())
+      sel += ", selectable for restore";
+    fmt::print("      '{}': {}, {}, {}\n", E(c["path"]), E(c["type"]), sel, role);
+    if (!c["set_members"].empty()) {
+      std::string members;
+      for (const auto& m : c["set_members"]) members += (members.empty() ? "" : ", ") + E(m);
+      fmt::print("         defines a component set: {}\n", members);
+    }
+    for (const auto& f : c["files"]) {
+      std::string line = "         file: " + E(f["path"]);
+      if (!f["spec"].get<std::string>().empty()) line += ", spec '" + E(f["spec"]) + "'";
+      if (f["recursive"].get<bool>()) line += ", recursive";
+      if (!f["alternate_path"].get<std::string>().empty())
+        line += ", read from " + E(f["alternate_path"]);
+      if (f["is_log"].get<bool>()) line += ", log files";
+      fmt::print("{}, mask {}\n", line, E(f["mask_hex"]));
+    }
+  }
+}
+
+int CmdWriters(const Globals& g, bool components) {
   std::vector<std::string> notes;
-  json ws = DescribeWriters(SnapshotOptions{}, &notes);
+  json ws = DescribeWriters(SnapshotOptions{}, &notes, components);
   for (const auto& n : notes) fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(n));
   if (g.json) {
     std::cout << ws.dump() << "\n";
@@ -36,6 +69,7 @@ int CmdWriters(const Globals& g) {
     fmt::print("   Last error: {}\n",
                f == 0 ? std::string("No error") : E(w["failure_name"]) + ": " + E(w["message"]));
     if (!w["last_backup"].is_null()) fmt::print("   Last backup: {}\n", E(w["last_backup"]));
+    if (components) PrintComponents(w["components"]);
     fmt::print("\n");
   }
   return kOk;

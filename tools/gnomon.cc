@@ -112,6 +112,17 @@ int main(int argc, char** argv) {
       ->check(Seconds(0.0, 3600.0));
   backup->add_flag("--ignore-writer-failures", bopt.snapshot.ignore_writer_failures,
                    "Back up even if a writer fails PrepareForBackup or PostSnapshot");
+  backup
+      ->add_option("--component", bopt.snapshot.components,
+                   "Only the writers named take part: WRITER (its name or class id, as 'gnomon "
+                   "writers' prints them) or WRITER\\PATH (one component, as 'gnomon writers "
+                   "--components' prints it, with its writer's required components); "
+                   "repeatable. Default: every writer with data on the volumes. The built-in "
+                   "writers always take part")
+      ->expected(1)
+      ->allow_extra_args(false)  // one value per --component: what follows is a SOURCE
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->type_name("WRITER[\\PATH]");
 
   auto* list = app.add_subcommand("list", "List the backups in the repository");
 
@@ -212,8 +223,12 @@ int main(int argc, char** argv) {
       "show", "Show one backup: volumes, snapshot set, VSS documents, writer status");
   show->add_option("BACKUP", show_id, "Backup id, unique id prefix or 'latest'")->required();
 
-  app.add_subcommand("writers",
-                     "List the writers a backup gathers, with their state and last error");
+  bool writer_components = false;
+  auto* writers = app.add_subcommand(
+      "writers", "List the writers a backup gathers, with their state and last error");
+  writers->add_flag("--components", writer_components,
+                    "Also list each writer's components: path, selectability, whether required, "
+                    "component sets, file specs");
   std::string snap_delete;
   bool snap_delete_all = false;
   auto* snapshots = app.add_subcommand(
@@ -305,7 +320,7 @@ int main(int argc, char** argv) {
     if (*stats) return CmdStats(g);
     if (*prune) return CmdPrune(g, popt);
     if (*forget) return ForgetCommand(g, *forget, keep_within, keep_tags, group_by, &fopt);
-    if (app.got_subcommand("writers")) return CmdWriters(g);
+    if (*writers) return CmdWriters(g, writer_components);
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
     if (*list) return CmdList(g);
     if (*restore) return CmdRestore(g, what, ropt);
