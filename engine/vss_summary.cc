@@ -93,6 +93,14 @@ Status SummarizeVss(const json& extra, VssSummary* out) {
       r.Str(*c, "backup_metadata", &k.backup_metadata);
       out->components.push_back(k);
     }
+    for (const json* c : r.Objects(*bcd, "implicit_components")) {
+      VssSummary::ImplicitComponent k;
+      r.Str(*c, "writer_name", &k.writer_name);
+      r.Str(*c, "logical_path", &k.logical_path);
+      r.Str(*c, "name", &k.name);
+      r.Str(*c, "included_with", &k.included_with);
+      out->implicit_components.push_back(k);
+    }
   }
   for (const json* w : r.Objects(*vss, "writers")) {
     VssSummary::Writer k;

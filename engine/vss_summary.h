@@ -26,6 +26,11 @@ struct VssSummary {
         backup_metadata;
   };
   std::vector<Component> components;
+  // Members of the explicit components' sets (bcd.implicit_components).
+  struct ImplicitComponent {
+    std::string writer_name, logical_path, name, included_with;
+  };
+  std::vector<ImplicitComponent> implicit_components;
   struct Writer {
     std::string name, class_id;
     size_t components = 0;

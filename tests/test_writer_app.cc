@@ -5,6 +5,17 @@
 //
 // Usage: test_writer_app DIR NAME LOG [--veto EVENT] [--crash EVENT]
 //                        [--hang EVENT] [--freeze-ms N] [--volume PATH]
+//                        [--layout set] [--components-log PATH]
+//
+// --layout set identifies a writer with component sets (all on the volume
+// but `extra`):
+//   app\db      not selectable, top level: required
+//   data        selectable: defines a set of data\log and data\index
+//   data\log    not selectable: comes in only with data (selectable for restore)
+//   data\index  selectable subcomponent: with data, or on its own
+//   extra       selectable, its file not on the volume
+// --components-log appends, at each PrepareForBackup, the components the
+// writer was given ("path\name" comma-separated; empty if none).
 #include <unistd.h>
 
 #include <chrono>
@@ -21,10 +32,11 @@ namespace {
 
 class AppWriter : public gnomon::vss::Writer {
  public:
-  std::string log_path, veto, crash, hang, volume;
+  std::string log_path, veto, crash, hang, volume, layout, components_log;
 
   bool OnIdentify(gnomon::vss::WriterMetadata* md) override {
     if (!Event("Identify")) return false;
+    if (layout == "set") return SetLayout(md);
     gnomon::vss::ComponentInfo c;
     c.type = gnomon::vss::ComponentType::kDatabase;
     c.logical_path = "app";
@@ -35,7 +47,34 @@ class AppWriter : public gnomon::vss::Writer {
     md->components.push_back(c);
     return true;
   }
+  bool SetLayout(gnomon::vss::WriterMetadata* md) {
+    auto add = [&](const char* path, const char* name, bool selectable, const std::string& file) {
+      gnomon::vss::ComponentInfo c;
+      c.type = gnomon::vss::ComponentType::kFileGroup;
+      c.logical_path = path;
+      c.name = name;
+      c.selectable = selectable;
+      gnomon::vss::FileSpec f;
+      f.path = file;
+      c.files.push_back(f);
+      md->components.push_back(c);
+    };
+    add("app", "db", false, volume);
+    add("", "data", true, volume);
+    add("data", "log", false, volume);
+    md->components.back().selectable_for_restore = true;
+    add("data", "index", true, volume);
+    add("", "extra", true, "/nonexistent/gnomon-test-extra");
+    return true;
+  }
   bool OnPrepareBackup(gnomon::vss::WriterComponents* comps) override {
+    if (!components_log.empty()) {
+      std::string names;
+      for (auto& c : *comps)
+        names += (names.empty() ? "" : ",") +
+                 (c.logical_path().empty() ? c.name() : c.logical_path() + "\\" + c.name());
+      std::ofstream(components_log, std::ios::app) << names << std::endl;
+    }
     for (auto& c : *comps) c.SetBackupMetadata("metadata from " + name());
     return Event("PrepareForBackup");
   }
@@ -80,6 +119,8 @@ int main(int argc, char** argv) {
   uint32_t freeze_ms = 60000;
   for (int i = 4; i + 1 < argc; i += 2) {
     std::string opt = argv[i], val = argv[i + 1];
+    if (opt == "--layout") w->layout = val;
+    if (opt == "--components-log") w->components_log = val;
     if (opt == "--veto") w->veto = val;
     if (opt == "--crash") w->crash = val;
     if (opt == "--hang") w->hang = val;

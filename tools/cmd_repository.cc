@@ -290,6 +290,10 @@ int CmdShow(const Globals& g, const std::string& spec) {
       fmt::print("      previous stamp: {}\n", E(c.previous_backup_stamp));
     if (!c.backup_metadata.empty()) fmt::print("      backup metadata: {}\n", E(c.backup_metadata));
   }
+  for (const auto& c : v.implicit_components)
+    fmt::print("  [{}] {}{}{} (implicit, in the component set of {})\n", E(c.writer_name),
+               E(c.logical_path), c.logical_path.empty() ? "" : "\\", E(c.name),
+               E(c.included_with));
   fmt::print("\nWriters ({} Writer Metadata Documents):\n", v.writers.size());
   for (const auto& w : v.writers)
     fmt::print("  '{}' {{{}}}, {} components\n", E(w.name), E(w.class_id), w.components);
