@@ -54,19 +54,17 @@ bool Names(const std::string& selector, const WriterMetadata& md, std::string* p
   return true;
 }
 
-std::string RoleText(const WriterMetadata& md, size_t k) {
-  const ComponentRole role = vss::RoleOf(md, k);
-  std::string text = vss::ComponentRoleName(role);
-  if (role == ComponentRole::kSubcomponent || role == ComponentRole::kSelectableSubcomponent)
-    text += " of " + md.components[vss::SetOf(md, k)].FullPath();
+std::string RoleText(const vss::ComponentSets& sets, size_t k) {
+  std::string text = vss::ComponentRoleName(sets.Role(k));
+  if (sets.SetOf(k) != vss::kNoComponent) text += " of " + sets.FullPath(sets.SetOf(k));
   return text;
 }
 
-std::string ListComponents(const WriterMetadata& md) {
+std::string ListComponents(const WriterMetadata& md, const vss::ComponentSets& sets) {
   if (md.components.empty()) return "it has none";
   std::string out = "its components are: ";
   for (size_t k = 0; k < md.components.size(); ++k)
-    out += (k ? ", " : "") + md.components[k].FullPath() + " (" + RoleText(md, k) + ")";
+    out += (k ? ", " : "") + sets.FullPath(k) + " (" + RoleText(sets, k) + ")";
   return out;
 }
 
@@ -83,19 +81,21 @@ Status Resolve(const std::string& selector, const std::vector<const WriterMetada
       s.whole = true;
       continue;
     }
+    const vss::ComponentSets sets(*md);
     size_t k = vss::kNoComponent;
-    for (size_t i = 0; i < md->components.size(); ++i)
-      if (md->components[i].FullPath() == path) k = i;
+    for (size_t i = 0; i < md->components.size() && k == vss::kNoComponent; ++i)
+      if (sets.FullPath(i) == path) k = i;
     if (k == vss::kNoComponent)
       return Status::InvalidArgument("--component '" + selector + "': writer '" + md->name +
-                                     "' has no component '" + path + "'; " + ListComponents(*md));
-    if (vss::RoleOf(*md, k) == ComponentRole::kSubcomponent) {
-      const std::string root = md->components[vss::SetOf(*md, k)].FullPath();
+                                     "' has no component '" + path + "'; " +
+                                     ListComponents(*md, sets));
+    if (sets.Role(k) == ComponentRole::kSubcomponent) {
+      const std::string root = sets.FullPath(sets.SetOf(k));
       return Status::InvalidArgument("--component '" + selector + "': component '" + path +
                                      "' of writer '" + md->name +
                                      "' is not selectable: it comes in only with the component "
-                                     "set of '" + root + "' (select '" + md->name + "\\" + root +
-                                     "')");
+                                     "set of '" +
+                                     root + "' (select '" + md->name + "\\" + root + "')");
     }
     s.components.insert(k);
   }
@@ -110,14 +110,14 @@ Status Resolve(const std::string& selector, const std::vector<const WriterMetada
 
 // The writer's choice when it takes part as a whole: its required
 // components and the optional ones whose set has a file on the volumes.
-std::set<size_t> WholeWriter(const WriterMetadata& md, const std::vector<bool>& on) {
+std::set<size_t> WholeWriter(const vss::ComponentSets& sets, const std::vector<bool>& on) {
   std::set<size_t> out;
-  for (size_t k = 0; k < md.components.size(); ++k) {
-    const ComponentRole role = vss::RoleOf(md, k);
+  for (size_t k = 0; k < on.size(); ++k) {
+    const ComponentRole role = sets.Role(k);
     if (role == ComponentRole::kRequired) out.insert(k);
     if (role != ComponentRole::kOptional) continue;
     bool touches = on[k];
-    for (size_t m : vss::SetMembersOf(md, k)) touches = touches || on[m];
+    for (size_t m : sets.Members(k)) touches = touches || on[m];
     if (touches) out.insert(k);
   }
   return out;
@@ -141,28 +141,29 @@ Status ChooseComponents(const std::vector<const WriterMetadata*>& writers,
               std::any_of(files.begin(), files.end(), [&](const auto& f) { return on_volumes(f); });
       affected = affected || on[k];
     }
+    const vss::ComponentSets sets(*md);
     std::set<size_t> chosen;
     auto it = sel.find(md);
     if (selectors.empty() || BuiltIn(*md)) {
-      if (affected) chosen = WholeWriter(*md, on);
+      if (affected) chosen = WholeWriter(sets, on);
     } else if (it != sel.end()) {
       if (!affected)
         notes->push_back("writer '" + md->name +
                          "' has no file on the volumes backed up; it takes part because "
                          "--component names it");
-      if (it->second.whole) chosen = WholeWriter(*md, on);
+      if (it->second.whole) chosen = WholeWriter(sets, on);
       for (size_t k = 0; k < md->components.size(); ++k)
-        if (vss::RoleOf(*md, k) == ComponentRole::kRequired) chosen.insert(k);
+        if (sets.Role(k) == ComponentRole::kRequired) chosen.insert(k);
       chosen.insert(it->second.components.begin(), it->second.components.end());
     }
     // A member of a chosen component's set comes in with it, never on its own.
     std::set<size_t> members;
     for (size_t k : chosen)
-      for (size_t m : vss::SetMembersOf(*md, k)) members.insert(m);
+      for (size_t m : sets.Members(k)) members.insert(m);
     ComponentChoice c{md, {}};
     for (bool required : {true, false})
       for (size_t k : chosen)
-        if (!members.count(k) && (vss::RoleOf(*md, k) == ComponentRole::kRequired) == required)
+        if (!members.count(k) && (sets.Role(k) == ComponentRole::kRequired) == required)
           c.components.push_back(k);
     if (!c.components.empty()) out->push_back(std::move(c));
   }
@@ -170,13 +171,14 @@ Status ChooseComponents(const std::vector<const WriterMetadata*>& writers,
 }
 
 json DescribeComponents(const WriterMetadata& md) {
+  const vss::ComponentSets sets(md);
   json out = json::array();
   for (size_t k = 0; k < md.components.size(); ++k) {
     const vss::ComponentInfo& c = md.components[k];
-    const ComponentRole role = vss::RoleOf(md, k);
-    const size_t set = vss::SetOf(md, k);
+    const ComponentRole role = sets.Role(k);
+    const size_t set = sets.SetOf(k);
     json members = json::array();
-    for (size_t m : vss::SetMembersOf(md, k)) members.push_back(md.components[m].FullPath());
+    for (size_t m : sets.Members(k)) members.push_back(sets.FullPath(m));
     json files = json::array();
     for (const auto& f : c.files) {
       char mask[16];
@@ -197,12 +199,12 @@ json DescribeComponents(const WriterMetadata& md) {
          {"type", c.type == vss::ComponentType::kDatabase ? "database" : "file group"},
          {"selectable", c.selectable},
          {"selectable_for_restore", c.selectable_for_restore},
-         {"selectability", c.selectable                ? "selectable"
+         {"selectability", c.selectable               ? "selectable"
                            : c.selectable_for_restore ? "selectable for restore"
                                                       : "not selectable"},
          {"role", vss::ComponentRoleName(role)},
          {"required", role == ComponentRole::kRequired},
-         {"component_set", set == vss::kNoComponent ? json(nullptr) : json(md.components[set].FullPath())},
+         {"component_set", set == vss::kNoComponent ? json(nullptr) : json(sets.FullPath(set))},
          {"set_members", members},
          {"files", files}});
   }

@@ -311,10 +311,11 @@ json SnapshotSession::Documents() const {
   json sources = json::array();
   for (const auto& s : sources_)
     sources.push_back({{"volume", s.volume}, {"provider", s.provider}, {"device", s.device}});
+  // DoSnapshotSet is never skipped (see Create); the key stays for readers.
   return json{{"bcd", bc_->document().ToJson()},
               {"writers", wmds},
               {"writer_status", st},
-              {"snapshot_skipped", false},  // never: see Create
+              {"snapshot_skipped", false},
               {"frozen_ms", bc_->frozen_ms()},
               {"sources", sources}};
 }

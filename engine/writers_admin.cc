@@ -55,8 +55,7 @@ LastWriterStatus LoadWriterStatus(const std::string& state_dir) {
   return out;
 }
 
-json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes,
-                     bool components) {
+json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes, bool components) {
   std::vector<std::shared_ptr<vss::Writer>> writers = GatherWriters({}, opt, {}, notes);
   vss::RequesterOptions ro;
   ro.runtime_dir = opt.runtime_dir;

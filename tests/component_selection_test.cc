@@ -199,10 +199,9 @@ class SelectionCliTest : public ::testing::Test {
         state_.writer_dir(), "setapp", dir_ / "set.log",
         std::vector<std::string>{"--volume", volume_, "--layout", "set", "--components-log",
                                  dir_ / "set.components"});
-    other_ = std::make_unique<App>(
-        state_.writer_dir(), "other", dir_ / "other.log",
-        std::vector<std::string>{"--volume", volume_, "--components-log",
-                                 dir_ / "other.components"});
+    other_ = std::make_unique<App>(state_.writer_dir(), "other", dir_ / "other.log",
+                                   std::vector<std::string>{"--volume", volume_, "--components-log",
+                                                            dir_ / "other.components"});
   }
   test::CommandResult Backup(std::vector<std::string> extra) {
     std::vector<std::string> args = {"--repo", repo_, "backup", "--json"};
@@ -217,7 +216,7 @@ class SelectionCliTest : public ::testing::Test {
   }
   // writer -> "path\name" of its explicit (or implicit: "path\name <- root") components.
   static std::map<std::string, std::vector<std::string>> Components(const json& bcd,
-                                                                   bool implicit) {
+                                                                    bool implicit) {
     std::map<std::string, std::vector<std::string>> m;
     for (const auto& c : bcd[implicit ? "implicit_components" : "components"]) {
       std::string lp = c["logical_path"], name = c["name"];
@@ -303,12 +302,15 @@ TEST_F(SelectionCliTest, ABadComponentIsAUsageErrorNamingWhatExists) {
     std::vector<std::string> said;
   };
   const std::vector<Case> cases = {
-      {"nosuch", {"no writer has that name or class id", "'setapp' {", "'other' {",
-                  "'Volume Image Writer' {"}},
-      {"setapp\\nope", {"writer 'setapp' has no component 'nope'", "app\\db (required)",
-                        "data\\log (subcomponent of data)", "extra (optional)"}},
-      {"setapp\\data\\log", {"'data\\log' of writer 'setapp' is not selectable",
-                             "only with the component set of 'data'", "select 'setapp\\data'"}},
+      {"nosuch",
+       {"no writer has that name or class id", "'setapp' {", "'other' {",
+        "'Volume Image Writer' {"}},
+      {"setapp\\nope",
+       {"writer 'setapp' has no component 'nope'", "app\\db (required)",
+        "data\\log (subcomponent of data)", "extra (optional)"}},
+      {"setapp\\data\\log",
+       {"'data\\log' of writer 'setapp' is not selectable", "only with the component set of 'data'",
+        "select 'setapp\\data'"}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.selector);
@@ -352,13 +354,13 @@ TEST_F(SelectionCliTest, WritersComponentsListsSelectabilityRolesSetsAndFileSpec
   ASSERT_EQ(text.exit_code, 0) << text.err;
   for (const std::string& s : std::vector<std::string>{
            "   Components:\n", "'app\\db': file group, not selectable, required (taken whenever",
-        "'data': file group, selectable, optional\n",
-        "         defines a component set: data\\log, data\\index\n",
-        "'data\\log': file group, selectable for restore, subcomponent, in the component set "
-        "of 'data' (comes in only with it)",
-        "'data\\index': file group, selectable, selectable subcomponent, in the component set "
-        "of 'data' (comes in with it, or on its own)",
-        "         file: " + volume_ + ", spec '*', mask 0xf0f\n"})
+           "'data': file group, selectable, optional\n",
+           "         defines a component set: data\\log, data\\index\n",
+           "'data\\log': file group, selectable for restore, subcomponent, in the component set "
+           "of 'data' (comes in only with it)",
+           "'data\\index': file group, selectable, selectable subcomponent, in the component set "
+           "of 'data' (comes in with it, or on its own)",
+           "         file: " + volume_ + ", spec '*', mask 0xf0f\n"})
     EXPECT_NE(text.out.find(s), std::string::npos) << s << "\n" << text.out;
   // Without --components, neither lists them.
   EXPECT_EQ(Gnomon({"writers"}).out.find("Components:"), std::string::npos);

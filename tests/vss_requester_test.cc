@@ -411,7 +411,8 @@ class SelectionTest : public RequesterTest {
   // "path\name <- included_with"
   static std::vector<std::string> Implicit(const BackupComponentsDocument& d) {
     std::vector<std::string> out;
-    for (const auto& c : d.implicit_components) out.push_back(c.FullPath() + " <- " + c.included_with);
+    for (const auto& c : d.implicit_components)
+      out.push_back(c.FullPath() + " <- " + c.included_with);
     return out;
   }
 };
@@ -528,10 +529,9 @@ TEST_F(SelectionTest, ASelectableSubcomponentComesWithItsSetOrOnItsOwnButNotBoth
     Begin(bc.get());
     ASSERT_EQ(Add(bc.get(), "my", "", "writerData"), S_OK_) << bc->last_error();
     EXPECT_EQ(Implicit(bc->document()),
-              (std::vector<std::string>{"writerData\\Set1 <- writerData",
-                                        "writerData\\Set1\\Jan <- writerData",
-                                        "writerData\\Usage <- writerData",
-                                        "writerData\\Usage\\Jan <- writerData"}));
+              (std::vector<std::string>{
+                  "writerData\\Set1 <- writerData", "writerData\\Set1\\Jan <- writerData",
+                  "writerData\\Usage <- writerData", "writerData\\Usage\\Jan <- writerData"}));
     EXPECT_EQ(Add(bc.get(), "my", "writerData", "Usage"), VSS_E_OBJECT_ALREADY_EXISTS);
     EXPECT_NE(bc->last_error().find("already included with the component set of 'writerData'"),
               std::string::npos)
@@ -567,7 +567,7 @@ TEST_F(SelectionTest, ARequiredComponentLeftOutFailsPrepareForBackup) {
 // members count, and those of components not included do not.
 TEST_F(SelectionTest, ASubcomponentNeedingASnapshotMakesItsSetNeedOne) {
   L("app", {Comp("", "data", true, fsbt::kAllBackupRequired),  // the root needs none
-            Comp("data", "log", false)});                       // its member does (0xF0F)
+            Comp("data", "log", false)});                      // its member does (0xF0F)
   auto bc = Make();
   Begin(bc.get());
   ASSERT_EQ(Add(bc.get(), "app", "", "data"), S_OK_);

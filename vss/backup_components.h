@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -164,8 +165,9 @@ class BackupComponents {
   std::vector<Slot*> Participants() const;                   // included, responsive, not failed
   std::vector<Slot*> AtLevel(ApplicationLevel level) const;  // participants, by freeze group
   bool SnapshotRequiredLocked() const;
-  // Explicitly or implicitly (as a member of an added component set).
-  bool IsIncludedLocked(const Slot& s, const ComponentInfo& c) const;
+  // The "path\name" of s's components included explicitly or implicitly
+  // (as members of an added component set).
+  std::set<std::string> IncludedLocked(const Slot& s) const;
   // PrepareForBackup's check: every writer that takes part has each of its
   // required components added; VSS_E_BAD_STATE naming one that is not.
   HResult CheckRequiredLocked();

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "vss/backup_components.h"
+#include "vss/component_sets.h"
 #include "vss/writer_call.h"
 
 namespace gnomon::vss {
@@ -42,6 +43,13 @@ struct BackupComponents::Slot {
   bool armed = false;
   Clock::time_point deadline;
   std::shared_ptr<Job> freeze_job;
+  // Selectability relations of md's components, built on first use under
+  // mu_ (md does not change after Identify).
+  std::unique_ptr<ComponentSets> sets;
+  const ComponentSets& Sets() {
+    if (!sets) sets = std::make_unique<ComponentSets>(md);
+    return *sets;
+  }
 };
 
 // One handler call in flight. Shared with the handler's thread, which may

@@ -5,7 +5,7 @@
 // rest of the session asks of it (is this writer included, who are the
 // participants, by freeze level, does any included file set need a
 // snapshot).
-#include <algorithm>
+#include <set>
 #include <string>
 
 #include "vss/backup_components_internal.h"
@@ -26,33 +26,31 @@ HResult BackupComponents::AddComponent(const Guid& instance_id, const Guid& clas
       slot = s.get();
   if (!slot) return VSS_E_OBJECT_NOT_FOUND;
   const WriterMetadata& md = slot->md;
-  const size_t i = FindComponent(md, logical_path, name);
+  const ComponentSets& sets = slot->Sets();
+  const size_t i = sets.Find(logical_path, name);
   if (i == kNoComponent || md.components[i].type != type) return VSS_E_OBJECT_NOT_FOUND;
   if (bcd_.Find(class_id, logical_path, name)) return VSS_E_OBJECT_ALREADY_EXISTS;
-  const std::string what =
-      "component '" + md.components[i].FullPath() + "' of writer '" + md.name + "'";
+  const std::string what = "component '" + sets.FullPath(i) + "' of writer '" + md.name + "'";
   // A non-selectable subcomponent comes in only with its component set.
   // VSS leaves adding one undefined; gnomon refuses it with the code
   // AddComponent documents for a parameter that is not valid.
-  if (RoleOf(md, i) == ComponentRole::kSubcomponent) {
+  if (sets.Role(i) == ComponentRole::kSubcomponent) {
     last_error_ = what + " is not selectable: it belongs to the component set of '" +
-                  md.components[SetOf(md, i)].FullPath() + "' and is included with it";
+                  sets.FullPath(sets.SetOf(i)) + "' and is included with it";
     return E_INVALIDARG_;
   }
   // A component and a member of its set are never both explicit: the set
   // already includes the member (VSS: "do not add a selectable subcomponent
   // whose ancestor is already added"), whichever comes first.
-  const std::vector<size_t> members = SetMembersOf(md, i);
   for (const auto& r : bcd_.components) {
     if (r.class_id != class_id || r.instance_id != instance_id) continue;
-    const size_t k = FindComponent(md, r.logical_path, r.name);
+    const size_t k = sets.Find(r.logical_path, r.name);
     if (k == kNoComponent) continue;
-    const std::vector<size_t> of_k = SetMembersOf(md, k);
-    if (std::find(of_k.begin(), of_k.end(), i) != of_k.end()) {
+    if (sets.InSetOf(i, k)) {
       last_error_ = what + " is already included with the component set of '" + r.FullPath() + "'";
       return VSS_E_OBJECT_ALREADY_EXISTS;
     }
-    if (std::find(members.begin(), members.end(), k) != members.end()) {
+    if (sets.InSetOf(k, i)) {
       last_error_ = what + " defines a component set that holds '" + r.FullPath() +
                     "', which was added on its own";
       return VSS_E_OBJECT_ALREADY_EXISTS;
@@ -67,7 +65,7 @@ HResult BackupComponents::AddComponent(const Guid& instance_id, const Guid& clas
   r.name = name;
   bcd_.components.push_back(r);
   // Its set's members are included implicitly, nested sets and all.
-  for (size_t k : members) {
+  for (size_t k : sets.Members(i)) {
     const ComponentInfo& c = md.components[k];
     bcd_.implicit_components.push_back(
         {class_id, instance_id, md.name, c.type, c.logical_path, c.name, r.FullPath()});
@@ -75,35 +73,31 @@ HResult BackupComponents::AddComponent(const Guid& instance_id, const Guid& clas
   return S_OK_;
 }
 
+std::set<std::string> BackupComponents::IncludedLocked(const Slot& s) const {
+  std::set<std::string> out;
+  for (const auto& r : bcd_.components)
+    if (r.class_id == s.md.class_id && r.instance_id == s.md.instance_id) out.insert(r.FullPath());
+  for (const auto& r : bcd_.implicit_components)
+    if (r.class_id == s.md.class_id && r.instance_id == s.md.instance_id) out.insert(r.FullPath());
+  return out;
+}
+
 HResult BackupComponents::CheckRequiredLocked() {
   if (!bcd_.select_components) return S_OK_;  // volume mode: every component takes part
   for (const auto& s : slots_) {
     if (!Included(*s)) continue;
-    const WriterMetadata& md = s->md;
-    for (size_t k = 0; k < md.components.size(); ++k) {
-      if (RoleOf(md, k) != ComponentRole::kRequired) continue;
-      if (IsIncludedLocked(*s, md.components[k])) continue;
-      last_error_ = "writer '" + md.name + "' takes part, but its required component '" +
-                    md.components[k].FullPath() +
+    const ComponentSets& sets = s->Sets();
+    const std::set<std::string> included = IncludedLocked(*s);
+    for (size_t k = 0; k < s->md.components.size(); ++k) {
+      if (sets.Role(k) != ComponentRole::kRequired || included.count(sets.FullPath(k))) continue;
+      last_error_ = "writer '" + s->md.name + "' takes part, but its required component '" +
+                    sets.FullPath(k) +
                     "' was not added (AddComponent every required component of a writer "
                     "that takes part)";
       return VSS_E_BAD_STATE;
     }
   }
   return S_OK_;
-}
-
-bool BackupComponents::IsIncludedLocked(const Slot& s, const ComponentInfo& c) const {
-  if (!bcd_.select_components) return true;
-  for (const auto& r : bcd_.components)
-    if (r.class_id == s.md.class_id && r.instance_id == s.md.instance_id &&
-        r.logical_path == c.logical_path && r.name == c.name)
-      return true;
-  for (const auto& r : bcd_.implicit_components)
-    if (r.class_id == s.md.class_id && r.instance_id == s.md.instance_id &&
-        r.logical_path == c.logical_path && r.name == c.name)
-      return true;
-  return false;
 }
 
 HResult BackupComponents::SetBackupOptions(const Guid& class_id, ComponentType type,
@@ -181,8 +175,9 @@ bool BackupComponents::SnapshotRequiredLocked() const {
   const uint32_t bit = fsbt::SnapshotBitFor(bcd_.backup_type);
   for (auto& s : slots_) {
     if (!Included(*s)) continue;
+    const std::set<std::string> included = IncludedLocked(*s);
     for (const auto& c : s->md.components) {
-      if (!IsIncludedLocked(*s, c)) continue;
+      if (bcd_.select_components && !included.count(c.FullPath())) continue;
       for (const auto& f : c.files)
         if (f.mask & bit) return true;
     }

@@ -25,46 +25,68 @@ std::string ComponentRoleName(ComponentRole r) {
   return "unknown";
 }
 
-std::vector<size_t> AncestorsOf(const WriterMetadata& md, size_t i) {
-  const std::string& path = md.components[i].logical_path;
-  std::vector<size_t> out;
-  for (size_t k = 0; k < md.components.size(); ++k)
-    if (k != i && IsBelow(path, md.components[k].FullPath())) out.push_back(k);
-  // Outermost first: an ancestor's full path is shorter than the next one's.
-  std::sort(out.begin(), out.end(), [&](size_t a, size_t b) {
-    return md.components[a].FullPath().size() < md.components[b].FullPath().size();
-  });
-  return out;
+ComponentSets::ComponentSets(const WriterMetadata& md) : md_(md) {
+  const size_t n = md.components.size();
+  full_.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    full_.push_back(md.components[i].FullPath());
+    by_full_.emplace(full_.back(), i);  // keeps the first of a (malformed) duplicate
+  }
+  ancestors_.resize(n);
+  members_.resize(n);
+  set_of_.assign(n, kNoComponent);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& lp = md.components[i].logical_path;
+    if (lp.empty()) continue;
+    // Each leading part of the logical path that ends at a '\', then all
+    // of it: outermost first, so the last selectable one is the nearest.
+    for (size_t end = lp.find('\\');; end = lp.find('\\', end + 1)) {
+      auto it = by_full_.find(end == std::string::npos ? lp : lp.substr(0, end));
+      if (it != by_full_.end() && it->second != i) {
+        ancestors_[i].push_back(it->second);
+        if (md.components[it->second].selectable) {
+          set_of_[i] = it->second;
+          members_[it->second].push_back(i);
+        }
+      }
+      if (end == std::string::npos) break;
+    }
+  }
 }
 
-std::vector<size_t> SetMembersOf(const WriterMetadata& md, size_t i) {
-  std::vector<size_t> out;
-  if (!md.components[i].selectable) return out;
-  const std::string root = md.components[i].FullPath();
-  for (size_t k = 0; k < md.components.size(); ++k)
-    if (k != i && IsBelow(md.components[k].logical_path, root)) out.push_back(k);
-  return out;
+size_t ComponentSets::Find(const std::string& logical_path, const std::string& name) const {
+  auto it = by_full_.find(logical_path.empty() ? name : logical_path + "\\" + name);
+  auto is = [&](size_t k) {
+    return md_.components[k].logical_path == logical_path && md_.components[k].name == name;
+  };
+  if (it != by_full_.end() && is(it->second)) return it->second;
+  // A name with a '\' in it (VSS forbids them) can share a full path with
+  // another component: look the slow way.
+  for (size_t k = 0; k < md_.components.size(); ++k)
+    if (is(k)) return k;
+  return kNoComponent;
 }
 
-size_t SetOf(const WriterMetadata& md, size_t i) {
-  size_t nearest = kNoComponent;
-  for (size_t a : AncestorsOf(md, i))
-    if (md.components[a].selectable) nearest = a;
-  return nearest;
-}
-
-ComponentRole RoleOf(const WriterMetadata& md, size_t i) {
-  const bool in_set = SetOf(md, i) != kNoComponent;
-  if (md.components[i].selectable)
+ComponentRole ComponentSets::Role(size_t i) const {
+  const bool in_set = set_of_[i] != kNoComponent;
+  if (md_.components[i].selectable)
     return in_set ? ComponentRole::kSelectableSubcomponent : ComponentRole::kOptional;
   return in_set ? ComponentRole::kSubcomponent : ComponentRole::kRequired;
 }
 
+bool ComponentSets::InSetOf(size_t i, size_t k) const {
+  return md_.components[k].selectable &&
+         std::find(ancestors_[i].begin(), ancestors_[i].end(), k) != ancestors_[i].end();
+}
+
+ComponentRole RoleOf(const WriterMetadata& md, size_t i) { return ComponentSets(md).Role(i); }
+size_t SetOf(const WriterMetadata& md, size_t i) { return ComponentSets(md).SetOf(i); }
+std::vector<size_t> SetMembersOf(const WriterMetadata& md, size_t i) {
+  return ComponentSets(md).Members(i);
+}
 size_t FindComponent(const WriterMetadata& md, const std::string& logical_path,
                      const std::string& name) {
-  for (size_t k = 0; k < md.components.size(); ++k)
-    if (md.components[k].logical_path == logical_path && md.components[k].name == name) return k;
-  return kNoComponent;
+  return ComponentSets(md).Find(logical_path, name);
 }
 
 }  // namespace gnomon::vss

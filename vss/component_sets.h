@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "vss/documents.h"
@@ -36,17 +37,42 @@ enum class ComponentRole { kRequired, kOptional, kSubcomponent, kSelectableSubco
 // "required", "optional", "subcomponent", "selectable subcomponent".
 std::string ComponentRoleName(ComponentRole r);
 
-// Indexes into md.components.
-std::vector<size_t> AncestorsOf(const WriterMetadata& md, size_t i);  // outermost first
-// The component set i defines: every component below it, nested sets
-// included. Empty if i is not selectable or nothing lies below it.
-std::vector<size_t> SetMembersOf(const WriterMetadata& md, size_t i);
-// The nearest selectable ancestor (the set i is a member of), or npos.
-size_t SetOf(const WriterMetadata& md, size_t i);
+inline constexpr size_t kNoComponent = static_cast<size_t>(-1);
+
+// The relations between one writer's components, computed once from its
+// metadata (which must outlive this): a lookup per level of each logical
+// path, so writers with thousands of components cost little. Indexes are
+// into md.components.
+class ComponentSets {
+ public:
+  explicit ComponentSets(const WriterMetadata& md);
+  // kNoComponent if the writer has no such component.
+  size_t Find(const std::string& logical_path, const std::string& name) const;
+  const std::vector<size_t>& Ancestors(size_t i) const { return ancestors_[i]; }  // outermost first
+  // The nearest selectable ancestor (the set i is a member of), or kNoComponent.
+  size_t SetOf(size_t i) const { return set_of_[i]; }
+  ComponentRole Role(size_t i) const;
+  // The component set i defines: every component below it, nested sets
+  // included, in metadata order. Empty if i is not selectable or nothing
+  // lies below it.
+  const std::vector<size_t>& Members(size_t i) const { return members_[i]; }
+  // Whether i is a member of k's set (k selectable, i below it).
+  bool InSetOf(size_t i, size_t k) const;
+  const std::string& FullPath(size_t i) const { return full_[i]; }
+
+ private:
+  const WriterMetadata& md_;
+  std::vector<std::string> full_;
+  std::unordered_map<std::string, size_t> by_full_;  // the first component of each full path
+  std::vector<std::vector<size_t>> ancestors_, members_;
+  std::vector<size_t> set_of_;
+};
+
+// One-off conveniences over ComponentSets.
 ComponentRole RoleOf(const WriterMetadata& md, size_t i);
-// npos if the writer has no such component.
+size_t SetOf(const WriterMetadata& md, size_t i);
+std::vector<size_t> SetMembersOf(const WriterMetadata& md, size_t i);
 size_t FindComponent(const WriterMetadata& md, const std::string& logical_path,
                      const std::string& name);
-inline constexpr size_t kNoComponent = static_cast<size_t>(-1);
 
 }  // namespace gnomon::vss
