@@ -170,8 +170,8 @@ Status BackupRun::Run(BackupResult* out) {
   // pipeline reads the snapshots, never the live volumes.
   SnapshotSession session(so);
   Status created = session.Create(opt_.sources, stamps);
-  out->bad_selection = session.bad_selection();
   out->warnings.insert(out->warnings.end(), session.notes().begin(), session.notes().end());
+  out->bad_selection = session.bad_selection();
   GNOMON_RETURN_IF_ERROR(created);
   std::vector<SourceVolume> sources(opt_.sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {

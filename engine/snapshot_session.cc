@@ -71,6 +71,31 @@ void SnapshotSession::GatherStatus() {
   }
 }
 
+// Component mode: what engine/component_selection.h chooses (each writer's
+// required components and its component sets with data on the volumes, for
+// the writers --component names, or all); set members come in implicitly.
+Status SnapshotSession::AddComponents(const std::vector<vss::VolumeIdentity>& ids) {
+  std::vector<const vss::WriterMetadata*> mds;
+  for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
+    mds.push_back(bc_->GetWriterMetadata(i));
+  auto on_volumes = [&](const vss::FileSpec& f) {
+    return vss::PathOnVolumes(f.path, f.recursive, ids);
+  };
+  std::vector<ComponentChoice> chosen;
+  if (Status s = ChooseComponents(mds, on_volumes, opt_.components, &chosen, &notes_); !s.ok()) {
+    bad_selection_ = true;
+    return s;
+  }
+  for (const ComponentChoice& c : chosen)
+    for (size_t k : c.components) {
+      const vss::ComponentInfo& info = c.writer->components[k];
+      HResult hr = bc_->AddComponent(c.writer->instance_id, c.writer->class_id, info.type,
+                                     info.logical_path, info.name);
+      if (hr != vss::S_OK_) return Fail(hr, "AddComponent " + info.FullPath());
+    }
+  return Status::OK();
+}
+
 Status SnapshotSession::CheckWriters(const char* phase) {
   GatherStatus();
   std::string failed;
@@ -163,31 +188,6 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
       src.retainable = prov->CanRetainSnapshots();
     sources_.push_back(std::move(src));
   }
-  return Status::OK();
-}
-
-// Component mode: what engine/component_selection.h chooses (each writer's
-// required components and its component sets with data on the volumes, for
-// the writers --component names, or all); set members come in implicitly.
-Status SnapshotSession::AddComponents(const std::vector<vss::VolumeIdentity>& ids) {
-  std::vector<const vss::WriterMetadata*> mds;
-  for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
-    mds.push_back(bc_->GetWriterMetadata(i));
-  auto on_volumes = [&](const vss::FileSpec& f) {
-    return vss::PathOnVolumes(f.path, f.recursive, ids);
-  };
-  std::vector<ComponentChoice> chosen;
-  if (Status s = ChooseComponents(mds, on_volumes, opt_.components, &chosen, &notes_); !s.ok()) {
-    bad_selection_ = true;
-    return s;
-  }
-  for (const ComponentChoice& c : chosen)
-    for (size_t k : c.components) {
-      const vss::ComponentInfo& info = c.writer->components[k];
-      HResult hr = bc_->AddComponent(c.writer->instance_id, c.writer->class_id, info.type,
-                                     info.logical_path, info.name);
-      if (hr != vss::S_OK_) return Fail(hr, "AddComponent " + info.FullPath());
-    }
   return Status::OK();
 }
 

@@ -5,17 +5,6 @@
 //
 // Usage: test_writer_app DIR NAME LOG [--veto EVENT] [--crash EVENT]
 //                        [--hang EVENT] [--freeze-ms N] [--volume PATH]
-//                        [--layout set] [--components-log PATH]
-//
-// --layout set identifies a writer with component sets (all on the volume
-// but `extra`):
-//   app\db      not selectable, top level: required
-//   data        selectable: defines a set of data\log and data\index
-//   data\log    not selectable: comes in only with data (selectable for restore)
-//   data\index  selectable subcomponent: with data, or on its own
-//   extra       selectable, its file not on the volume
-// --components-log appends, at each PrepareForBackup, the components the
-// writer was given ("path\name" comma-separated; empty if none).
 #include <unistd.h>
 
 #include <chrono>
@@ -32,11 +21,10 @@ namespace {
 
 class AppWriter : public gnomon::vss::Writer {
  public:
-  std::string log_path, veto, crash, hang, volume, layout, components_log;
+  std::string log_path, veto, crash, hang, volume;
 
   bool OnIdentify(gnomon::vss::WriterMetadata* md) override {
     if (!Event("Identify")) return false;
-    if (layout == "set") return SetLayout(md);
     gnomon::vss::ComponentInfo c;
     c.type = gnomon::vss::ComponentType::kDatabase;
     c.logical_path = "app";
@@ -47,34 +35,7 @@ class AppWriter : public gnomon::vss::Writer {
     md->components.push_back(c);
     return true;
   }
-  bool SetLayout(gnomon::vss::WriterMetadata* md) {
-    auto add = [&](const char* path, const char* name, bool selectable, const std::string& file) {
-      gnomon::vss::ComponentInfo c;
-      c.type = gnomon::vss::ComponentType::kFileGroup;
-      c.logical_path = path;
-      c.name = name;
-      c.selectable = selectable;
-      gnomon::vss::FileSpec f;
-      f.path = file;
-      c.files.push_back(f);
-      md->components.push_back(c);
-    };
-    add("app", "db", false, volume);
-    add("", "data", true, volume);
-    add("data", "log", false, volume);
-    md->components.back().selectable_for_restore = true;
-    add("data", "index", true, volume);
-    add("", "extra", true, "/nonexistent/gnomon-test-extra");
-    return true;
-  }
   bool OnPrepareBackup(gnomon::vss::WriterComponents* comps) override {
-    if (!components_log.empty()) {
-      std::string names;
-      for (auto& c : *comps)
-        names += (names.empty() ? "" : ",") +
-                 (c.logical_path().empty() ? c.name() : c.logical_path() + "\\" + c.name());
-      std::ofstream(components_log, std::ios::app) << names << std::endl;
-    }
     for (auto& c : *comps) c.SetBackupMetadata("metadata from " + name());
     return Event("PrepareForBackup");
   }
@@ -107,6 +68,55 @@ class AppWriter : public gnomon::vss::Writer {
   }
 };
 
+// For the component selection tests: --layout set identifies a writer with
+// component sets instead (all on the volume but `extra`):
+//   app\db      not selectable, top level: required
+//   data        selectable: defines a set of data\log and data\index
+//   data\log    not selectable: comes in only with data (selectable for restore)
+//   data\index  selectable subcomponent: with data, or on its own
+//   extra       selectable, its file not on the volume
+// and --components-log FILE appends, at each PrepareForBackup, the
+// components the writer was given ("path\name" comma-separated; an empty
+// line if none).
+class SetAppWriter : public AppWriter {
+ public:
+  std::string layout, components_log;
+
+  bool OnIdentify(gnomon::vss::WriterMetadata* md) override {
+    if (!AppWriter::OnIdentify(md)) return false;
+    if (layout != "set") return true;
+    md->components.clear();
+    auto add = [&](const char* path, const char* name, bool selectable, const std::string& file) {
+      gnomon::vss::ComponentInfo c;
+      c.type = gnomon::vss::ComponentType::kFileGroup;
+      c.logical_path = path;
+      c.name = name;
+      c.selectable = selectable;
+      gnomon::vss::FileSpec f;
+      f.path = file;
+      c.files.push_back(f);
+      md->components.push_back(c);
+    };
+    add("app", "db", false, volume);
+    add("", "data", true, volume);
+    add("data", "log", false, volume);
+    md->components.back().selectable_for_restore = true;
+    add("data", "index", true, volume);
+    add("", "extra", true, "/nonexistent/gnomon-test-extra");
+    return true;
+  }
+  bool OnPrepareBackup(gnomon::vss::WriterComponents* comps) override {
+    if (!components_log.empty()) {
+      std::string names;
+      for (auto& c : *comps)
+        names += (names.empty() ? "" : ",") +
+                 (c.logical_path().empty() ? c.name() : c.logical_path() + "\\" + c.name());
+      std::ofstream(components_log, std::ios::app) << names << std::endl;
+    }
+    return AppWriter::OnPrepareBackup(comps);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -114,7 +124,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: test_writer_app DIR NAME LOG [options]\n");
     return 2;
   }
-  auto w = std::make_shared<AppWriter>();
+  auto w = std::make_shared<SetAppWriter>();
   w->log_path = argv[3];
   uint32_t freeze_ms = 60000;
   for (int i = 4; i + 1 < argc; i += 2) {

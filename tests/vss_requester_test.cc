@@ -327,322 +327,6 @@ TEST_F(RequesterTest, SkippingIsRefusedWhenASnapshotIsRequired) {
   EXPECT_EQ(bc->BackupComplete(&a), VSS_E_BAD_STATE);
 }
 
-// Component selection (vss/component_sets.h): a writer laid out after
-// Microsoft's "MyWriter" example (Working with Selectability for Backup),
-// every file set on the test volume unless a test sets a mask.
-class LayoutWriter : public TestWriter {
- public:
-  using TestWriter::TestWriter;
-  std::vector<ComponentInfo> layout;
-  std::vector<std::string> seen_components;  // given at PrepareForBackup, "path\name"
-  bool OnIdentify(WriterMetadata* md) override {
-    if (!TestWriter::OnIdentify(md)) return false;
-    md->components = layout;
-    return true;
-  }
-  bool OnPrepareBackup(WriterComponents* comps) override {
-    for (auto& c : *comps) seen_components.push_back(c.record().FullPath());
-    return TestWriter::OnPrepareBackup(comps);
-  }
-};
-
-class SelectionTest : public RequesterTest {
- protected:
-  ComponentInfo Comp(const std::string& path, const std::string& name, bool selectable,
-                     uint32_t mask = fsbt::kDefault) {
-    ComponentInfo c;
-    c.type = ComponentType::kFileGroup;
-    c.logical_path = path;
-    c.name = name;
-    c.selectable = selectable;
-    FileSpec f;
-    f.path = volume_;
-    f.mask = mask;
-    c.files.push_back(f);
-    return c;
-  }
-  std::vector<ComponentInfo> MyWriter() {
-    return {Comp("", "Executables", false),         Comp("Executables", "ConfigFiles", false),
-            Comp("", "LicenseInfo", true),          Comp("", "Security", true),
-            Comp("Security", "UserInfo", false),    Comp("Security", "Certificates", false),
-            Comp("", "writerData", true),           Comp("writerData", "Set1", false),
-            Comp("writerData\\Set1", "Jan", false), Comp("writerData", "Usage", true),
-            Comp("writerData\\Usage", "Jan", false)};
-  }
-  std::shared_ptr<LayoutWriter> L(const std::string& name, std::vector<ComponentInfo> layout) {
-    auto w = std::make_shared<LayoutWriter>(name, ApplicationLevel::kFrontEnd, log_, volume_);
-    w->layout = std::move(layout);
-    writers_.push_back(w);
-    return w;
-  }
-  // InitializeForBackup .. GatherWriterMetadata.
-  void Begin(BackupComponents* bc, BackupType type = BackupType::kFull) {
-    ASSERT_EQ(bc->InitializeForBackup(), S_OK_);
-    ASSERT_EQ(bc->SetBackupState(true, false, type), S_OK_);
-    std::shared_ptr<Async> a;
-    ASSERT_EQ(bc->GatherWriterMetadata(&a), S_OK_);
-    ASSERT_EQ(WaitForAsync(a), S_OK_);
-  }
-  const WriterMetadata* Md(BackupComponents* bc, const std::string& name) {
-    for (size_t i = 0; i < bc->GetWriterMetadataCount(); ++i)
-      if (bc->GetWriterMetadata(i)->name == name) return bc->GetWriterMetadata(i);
-    ADD_FAILURE() << "no metadata for writer " << name;
-    return nullptr;
-  }
-  HResult Add(BackupComponents* bc, const std::string& writer, const std::string& path,
-              const std::string& name) {
-    const WriterMetadata* md = Md(bc, writer);
-    return md ? bc->AddComponent(md->instance_id, md->class_id, ComponentType::kFileGroup, path,
-                                 name)
-              : E_FAIL_;
-  }
-  HResult Prepared(BackupComponents* bc) {
-    if (HResult hr = bc->StartSnapshotSet(&set_); hr != S_OK_) return hr;
-    if (HResult hr = bc->AddToSnapshotSet(volume_, "", &snap_); hr != S_OK_) return hr;
-    std::shared_ptr<Async> a;
-    if (HResult hr = bc->PrepareForBackup(&a); hr != S_OK_) return hr;
-    return WaitForAsync(a);
-  }
-  static std::vector<std::string> Explicit(const BackupComponentsDocument& d) {
-    std::vector<std::string> out;
-    for (const auto& c : d.components) out.push_back(c.FullPath());
-    return out;
-  }
-  // "path\name <- included_with"
-  static std::vector<std::string> Implicit(const BackupComponentsDocument& d) {
-    std::vector<std::string> out;
-    for (const auto& c : d.implicit_components)
-      out.push_back(c.FullPath() + " <- " + c.included_with);
-    return out;
-  }
-};
-
-TEST_F(SelectionTest, RolesFollowSelectabilityAndLogicalPaths) {
-  WriterMetadata md;
-  md.components = MyWriter();
-  auto role = [&](const std::string& path, const std::string& name) {
-    return ComponentRoleName(RoleOf(md, FindComponent(md, path, name)));
-  };
-  EXPECT_EQ(role("", "Executables"), "required");
-  // Below a non-selectable component, with no selectable ancestor: required too.
-  EXPECT_EQ(role("Executables", "ConfigFiles"), "required");
-  EXPECT_EQ(role("", "LicenseInfo"), "optional");
-  EXPECT_EQ(role("", "Security"), "optional");
-  EXPECT_EQ(role("Security", "UserInfo"), "subcomponent");
-  EXPECT_EQ(role("writerData\\Set1", "Jan"), "subcomponent");
-  EXPECT_EQ(role("writerData", "Usage"), "selectable subcomponent");
-  EXPECT_EQ(role("writerData\\Usage", "Jan"), "subcomponent");
-  // The set a component belongs to is its nearest selectable ancestor.
-  EXPECT_EQ(md.components[SetOf(md, FindComponent(md, "writerData\\Usage", "Jan"))].FullPath(),
-            "writerData\\Usage");
-  EXPECT_EQ(SetOf(md, FindComponent(md, "Executables", "ConfigFiles")), kNoComponent);
-  // writerData's set holds the nested ones; a non-selectable component defines none.
-  EXPECT_EQ(SetMembersOf(md, FindComponent(md, "", "writerData")).size(), 4u);
-  EXPECT_TRUE(SetMembersOf(md, FindComponent(md, "", "Executables")).empty());
-  EXPECT_TRUE(SetMembersOf(md, FindComponent(md, "", "LicenseInfo")).empty());
-  EXPECT_TRUE(IsBelow("writerData\\Usage", "writerData"));
-  EXPECT_FALSE(IsBelow("writerDataX", "writerData"));
-  EXPECT_FALSE(IsBelow("", "writerData"));
-}
-
-TEST_F(SelectionTest, ANonSelectableSubcomponentIsNeverAddedDirectly) {
-  L("my", MyWriter());
-  auto bc = Make();
-  Begin(bc.get());
-  EXPECT_EQ(Add(bc.get(), "my", "Security", "UserInfo"), E_INVALIDARG_);
-  EXPECT_NE(bc->last_error().find("component set of 'Security'"), std::string::npos)
-      << bc->last_error();
-  EXPECT_EQ(Add(bc.get(), "my", "writerData\\Set1", "Jan"), E_INVALIDARG_);
-  EXPECT_EQ(Add(bc.get(), "my", "writerData\\Usage", "Jan"), E_INVALIDARG_);
-  EXPECT_NE(bc->last_error().find("'writerData\\Usage'"), std::string::npos) << bc->last_error();
-  EXPECT_EQ(Add(bc.get(), "my", "Security", "Nothing"), VSS_E_OBJECT_NOT_FOUND);
-  EXPECT_TRUE(bc->document().components.empty());
-  EXPECT_TRUE(bc->document().implicit_components.empty());
-}
-
-TEST_F(SelectionTest, ASetRootBringsItsSubcomponentsIntoTheBcdImplicitly) {
-  auto w = L("my", MyWriter());
-  {
-    auto bc = Make();
-    Begin(bc.get());
-    for (auto [path, name] : {std::pair{"", "Executables"}, std::pair{"Executables", "ConfigFiles"},
-                              std::pair{"", "Security"}})
-      ASSERT_EQ(Add(bc.get(), "my", path, name), S_OK_) << name << ": " << bc->last_error();
-    EXPECT_EQ(Explicit(bc->document()),
-              (std::vector<std::string>{"Executables", "Executables\\ConfigFiles", "Security"}));
-    EXPECT_EQ(Implicit(bc->document()),
-              (std::vector<std::string>{"Security\\UserInfo <- Security",
-                                        "Security\\Certificates <- Security"}));
-    ASSERT_EQ(Prepared(bc.get()), S_OK_) << bc->last_error();
-    ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
-    // Success is per set: the members have no record of their own.
-    const WriterMetadata* md = Md(bc.get(), "my");
-    EXPECT_EQ(bc->SetBackupSucceeded(md->instance_id, md->class_id, ComponentType::kFileGroup,
-                                     "Security", "UserInfo", true),
-              VSS_E_OBJECT_NOT_FOUND);
-    for (auto& c : bc->document().components)
-      ASSERT_EQ(
-          bc->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, true),
-          S_OK_);
-    std::shared_ptr<Async> a;
-    ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
-    ASSERT_EQ(WaitForAsync(a), S_OK_);
-    // The stored document keeps both lists.
-    BackupComponentsDocument back;
-    ASSERT_TRUE(BackupComponentsDocument::FromJson(bc->document().ToJson(), &back).ok());
-    EXPECT_EQ(Implicit(back), Implicit(bc->document()));
-    EXPECT_EQ(back.implicit_components.at(0).writer_name, "my");
-    EXPECT_EQ(back.implicit_components.at(0).class_id, md->class_id);
-  }
-  // The writer is handed its explicit components only, as IVssWriterComponents is.
-  EXPECT_EQ(w->seen_components,
-            (std::vector<std::string>{"Executables", "Executables\\ConfigFiles", "Security"}));
-  EXPECT_EQ(log_->Of("my"), (std::vector<std::string>{
-                                "Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze",
-                                "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
-  // A document from before implicit components were listed still reads.
-  BackupComponentsDocument old;
-  nlohmann::json j = BackupComponentsDocument().ToJson();
-  j.erase("implicit_components");
-  ASSERT_TRUE(BackupComponentsDocument::FromJson(j, &old).ok());
-  EXPECT_TRUE(old.implicit_components.empty());
-}
-
-TEST_F(SelectionTest, ASelectableSubcomponentComesWithItsSetOrOnItsOwnButNotBoth) {
-  L("my", MyWriter());
-  {
-    // On its own: its own set (Jan) comes with it, not its ancestor's.
-    auto bc = Make();
-    Begin(bc.get());
-    ASSERT_EQ(Add(bc.get(), "my", "writerData", "Usage"), S_OK_) << bc->last_error();
-    EXPECT_EQ(Implicit(bc->document()),
-              (std::vector<std::string>{"writerData\\Usage\\Jan <- writerData\\Usage"}));
-    // Its ancestor's set would hold it a second time.
-    EXPECT_EQ(Add(bc.get(), "my", "", "writerData"), VSS_E_OBJECT_ALREADY_EXISTS);
-    EXPECT_NE(bc->last_error().find("'writerData\\Usage', which was added on its own"),
-              std::string::npos)
-        << bc->last_error();
-  }
-  {
-    // With its set: nested sets come in whole, and it cannot be added again.
-    auto bc = Make();
-    Begin(bc.get());
-    ASSERT_EQ(Add(bc.get(), "my", "", "writerData"), S_OK_) << bc->last_error();
-    EXPECT_EQ(Implicit(bc->document()),
-              (std::vector<std::string>{
-                  "writerData\\Set1 <- writerData", "writerData\\Set1\\Jan <- writerData",
-                  "writerData\\Usage <- writerData", "writerData\\Usage\\Jan <- writerData"}));
-    EXPECT_EQ(Add(bc.get(), "my", "writerData", "Usage"), VSS_E_OBJECT_ALREADY_EXISTS);
-    EXPECT_NE(bc->last_error().find("already included with the component set of 'writerData'"),
-              std::string::npos)
-        << bc->last_error();
-    EXPECT_EQ(Explicit(bc->document()), (std::vector<std::string>{"writerData"}));
-  }
-}
-
-TEST_F(SelectionTest, ARequiredComponentLeftOutFailsPrepareForBackup) {
-  L("my", MyWriter());
-  L("bystander", MyWriter());  // none of its components is added: it does not take part
-  auto bc = Make();
-  Begin(bc.get());
-  ASSERT_EQ(Add(bc.get(), "my", "", "Security"), S_OK_);
-  ASSERT_EQ(Add(bc.get(), "my", "", "Executables"), S_OK_);
-  EXPECT_EQ(Prepared(bc.get()), VSS_E_BAD_STATE);
-  EXPECT_NE(bc->last_error().find("required component 'Executables\\ConfigFiles'"),
-            std::string::npos)
-      << bc->last_error();
-  EXPECT_EQ(log_->Of("my"), (std::vector<std::string>{"Identify"}));  // nothing delivered
-  // The requester may still add it and go on.
-  ASSERT_EQ(Add(bc.get(), "my", "Executables", "ConfigFiles"), S_OK_);
-  std::shared_ptr<Async> a;
-  ASSERT_EQ(bc->PrepareForBackup(&a), S_OK_) << bc->last_error();
-  ASSERT_EQ(WaitForAsync(a), S_OK_);
-  ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
-  // The writer with nothing added heard PrepareForBackup (with no
-  // components) and was never frozen.
-  EXPECT_EQ(log_->Of("bystander"), (std::vector<std::string>{"Identify", "PrepareForBackup"}));
-}
-
-// §5.4 with component sets: the snapshot bits of implicitly included
-// members count, and those of components not included do not.
-TEST_F(SelectionTest, ASubcomponentNeedingASnapshotMakesItsSetNeedOne) {
-  L("app", {Comp("", "data", true, fsbt::kAllBackupRequired),  // the root needs none
-            Comp("data", "log", false)});                      // its member does (0xF0F)
-  auto bc = Make();
-  Begin(bc.get());
-  ASSERT_EQ(Add(bc.get(), "app", "", "data"), S_OK_);
-  ASSERT_EQ(Prepared(bc.get()), S_OK_);
-  EXPECT_TRUE(bc->IsSnapshotRequired());
-  std::shared_ptr<Async> a;
-  EXPECT_EQ(bc->BackupComplete(&a), VSS_E_BAD_STATE);  // DoSnapshotSet cannot be skipped
-}
-
-TEST_F(SelectionTest, NoSnapshotIsNeededWhenNoIncludedFileSetAsksForOne) {
-  for (BackupType type : {BackupType::kFull, BackupType::kIncremental}) {
-    SCOPED_TRACE(BackupTypeName(type));
-    // Both the root and its member ask for backups, not snapshots.
-    writers_.clear();
-    L("app", {Comp("", "data", true, fsbt::kAllBackupRequired),
-              Comp("data", "log", false, fsbt::kAllBackupRequired)});
-    auto bc = Make();
-    Begin(bc.get(), type);
-    ASSERT_EQ(Add(bc.get(), "app", "", "data"), S_OK_);
-    ASSERT_EQ(Prepared(bc.get()), S_OK_);
-    EXPECT_FALSE(bc->IsSnapshotRequired());
-  }
-}
-
-TEST_F(SelectionTest, ARootNeedingASnapshotDoesNotCountWhenOnlyItsSubcomponentIsIncluded) {
-  L("app", {Comp("", "data", true),  // needs a snapshot (0xF0F), but is left out
-            Comp("data", "index", true, fsbt::kAllBackupRequired)});
-  {
-    auto bc = Make();
-    Begin(bc.get());
-    ASSERT_EQ(Add(bc.get(), "app", "data", "index"), S_OK_);
-    ASSERT_EQ(Prepared(bc.get()), S_OK_);
-    EXPECT_FALSE(bc->IsSnapshotRequired());
-    // So DoSnapshotSet may be skipped: BackupComplete straight away.
-    const auto& c = bc->document().components.at(0);
-    EXPECT_EQ(
-        bc->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, true),
-        S_OK_);
-    std::shared_ptr<Async> a;
-    ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
-    ASSERT_EQ(WaitForAsync(a), S_OK_);
-  }
-  EXPECT_EQ(log_->Of("app"), (std::vector<std::string>{"Identify", "PrepareForBackup",
-                                                       "BackupComplete", "BackupShutdown"}));
-  // With the root, its own file set counts.
-  auto bc = Make();
-  Begin(bc.get());
-  ASSERT_EQ(Add(bc.get(), "app", "", "data"), S_OK_);
-  ASSERT_EQ(Prepared(bc.get()), S_OK_);
-  EXPECT_TRUE(bc->IsSnapshotRequired());
-}
-
-// An image backup always needs a snapshot: the volume writer's component
-// for each volume is required, and its file set asks for one for every
-// backup type (docs/vss.md, "The file-set mask rule").
-TEST_F(SelectionTest, TheVolumeWritersComponentAlwaysNeedsASnapshot) {
-  for (BackupType type : {BackupType::kFull, BackupType::kIncremental, BackupType::kDifferential,
-                          BackupType::kCopy}) {
-    SCOPED_TRACE(BackupTypeName(type));
-    auto w = std::make_shared<VolumeWriter>(std::vector<std::string>{volume_}, dir_ / "state",
-                                            std::map<std::string, ChangeTracker>{});
-    BackupComponents bc({w}, {std::make_shared<OfflineProvider>()}, opt_);
-    Begin(&bc, type);
-    const WriterMetadata* md = bc.GetWriterMetadata(0);
-    ASSERT_NE(md, nullptr);
-    ASSERT_EQ(md->components.size(), 1u);
-    EXPECT_EQ(RoleOf(*md, 0), ComponentRole::kRequired);
-    ASSERT_EQ(bc.AddComponent(md->instance_id, md->class_id, ComponentType::kFileGroup,
-                              VolumeWriter::kLogicalPath, volume_),
-              S_OK_);
-    ASSERT_EQ(Prepared(&bc), S_OK_);
-    EXPECT_TRUE(bc.IsSnapshotRequired());
-  }
-}
-
 TEST_F(RequesterTest, StampsOptionsAndMetadataFlowThroughTheBcd) {
   auto w = W("app");
   auto bc = Make();
@@ -1127,6 +811,322 @@ TEST_F(RequesterTest, VolumeNoProviderSupportsListsEveryReason) {
             VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER);
   ::close(fd);
   EXPECT_EQ(bc->AddToSnapshotSet(volume_, "", &snap_), S_OK_);
+}
+
+// Component selection (vss/component_sets.h): a writer laid out after
+// Microsoft's "MyWriter" example (Working with Selectability for Backup),
+// every file set on the test volume unless a test sets a mask.
+class LayoutWriter : public TestWriter {
+ public:
+  using TestWriter::TestWriter;
+  std::vector<ComponentInfo> layout;
+  std::vector<std::string> seen_components;  // given at PrepareForBackup, "path\name"
+  bool OnIdentify(WriterMetadata* md) override {
+    if (!TestWriter::OnIdentify(md)) return false;
+    md->components = layout;
+    return true;
+  }
+  bool OnPrepareBackup(WriterComponents* comps) override {
+    for (auto& c : *comps) seen_components.push_back(c.record().FullPath());
+    return TestWriter::OnPrepareBackup(comps);
+  }
+};
+
+class SelectionTest : public RequesterTest {
+ protected:
+  ComponentInfo Comp(const std::string& path, const std::string& name, bool selectable,
+                     uint32_t mask = fsbt::kDefault) {
+    ComponentInfo c;
+    c.type = ComponentType::kFileGroup;
+    c.logical_path = path;
+    c.name = name;
+    c.selectable = selectable;
+    FileSpec f;
+    f.path = volume_;
+    f.mask = mask;
+    c.files.push_back(f);
+    return c;
+  }
+  std::vector<ComponentInfo> MyWriter() {
+    return {Comp("", "Executables", false),         Comp("Executables", "ConfigFiles", false),
+            Comp("", "LicenseInfo", true),          Comp("", "Security", true),
+            Comp("Security", "UserInfo", false),    Comp("Security", "Certificates", false),
+            Comp("", "writerData", true),           Comp("writerData", "Set1", false),
+            Comp("writerData\\Set1", "Jan", false), Comp("writerData", "Usage", true),
+            Comp("writerData\\Usage", "Jan", false)};
+  }
+  std::shared_ptr<LayoutWriter> L(const std::string& name, std::vector<ComponentInfo> layout) {
+    auto w = std::make_shared<LayoutWriter>(name, ApplicationLevel::kFrontEnd, log_, volume_);
+    w->layout = std::move(layout);
+    writers_.push_back(w);
+    return w;
+  }
+  // InitializeForBackup .. GatherWriterMetadata.
+  void Begin(BackupComponents* bc, BackupType type = BackupType::kFull) {
+    ASSERT_EQ(bc->InitializeForBackup(), S_OK_);
+    ASSERT_EQ(bc->SetBackupState(true, false, type), S_OK_);
+    std::shared_ptr<Async> a;
+    ASSERT_EQ(bc->GatherWriterMetadata(&a), S_OK_);
+    ASSERT_EQ(WaitForAsync(a), S_OK_);
+  }
+  const WriterMetadata* Md(BackupComponents* bc, const std::string& name) {
+    for (size_t i = 0; i < bc->GetWriterMetadataCount(); ++i)
+      if (bc->GetWriterMetadata(i)->name == name) return bc->GetWriterMetadata(i);
+    ADD_FAILURE() << "no metadata for writer " << name;
+    return nullptr;
+  }
+  HResult Add(BackupComponents* bc, const std::string& writer, const std::string& path,
+              const std::string& name) {
+    const WriterMetadata* md = Md(bc, writer);
+    return md ? bc->AddComponent(md->instance_id, md->class_id, ComponentType::kFileGroup, path,
+                                 name)
+              : E_FAIL_;
+  }
+  HResult Prepared(BackupComponents* bc) {
+    if (HResult hr = bc->StartSnapshotSet(&set_); hr != S_OK_) return hr;
+    if (HResult hr = bc->AddToSnapshotSet(volume_, "", &snap_); hr != S_OK_) return hr;
+    std::shared_ptr<Async> a;
+    if (HResult hr = bc->PrepareForBackup(&a); hr != S_OK_) return hr;
+    return WaitForAsync(a);
+  }
+  static std::vector<std::string> Explicit(const BackupComponentsDocument& d) {
+    std::vector<std::string> out;
+    for (const auto& c : d.components) out.push_back(c.FullPath());
+    return out;
+  }
+  // "path\name <- included_with"
+  static std::vector<std::string> Implicit(const BackupComponentsDocument& d) {
+    std::vector<std::string> out;
+    for (const auto& c : d.implicit_components)
+      out.push_back(c.FullPath() + " <- " + c.included_with);
+    return out;
+  }
+};
+
+TEST_F(SelectionTest, RolesFollowSelectabilityAndLogicalPaths) {
+  WriterMetadata md;
+  md.components = MyWriter();
+  auto role = [&](const std::string& path, const std::string& name) {
+    return ComponentRoleName(RoleOf(md, FindComponent(md, path, name)));
+  };
+  EXPECT_EQ(role("", "Executables"), "required");
+  // Below a non-selectable component, with no selectable ancestor: required too.
+  EXPECT_EQ(role("Executables", "ConfigFiles"), "required");
+  EXPECT_EQ(role("", "LicenseInfo"), "optional");
+  EXPECT_EQ(role("", "Security"), "optional");
+  EXPECT_EQ(role("Security", "UserInfo"), "subcomponent");
+  EXPECT_EQ(role("writerData\\Set1", "Jan"), "subcomponent");
+  EXPECT_EQ(role("writerData", "Usage"), "selectable subcomponent");
+  EXPECT_EQ(role("writerData\\Usage", "Jan"), "subcomponent");
+  // The set a component belongs to is its nearest selectable ancestor.
+  EXPECT_EQ(md.components[SetOf(md, FindComponent(md, "writerData\\Usage", "Jan"))].FullPath(),
+            "writerData\\Usage");
+  EXPECT_EQ(SetOf(md, FindComponent(md, "Executables", "ConfigFiles")), kNoComponent);
+  // writerData's set holds the nested ones; a non-selectable component defines none.
+  EXPECT_EQ(SetMembersOf(md, FindComponent(md, "", "writerData")).size(), 4u);
+  EXPECT_TRUE(SetMembersOf(md, FindComponent(md, "", "Executables")).empty());
+  EXPECT_TRUE(SetMembersOf(md, FindComponent(md, "", "LicenseInfo")).empty());
+  EXPECT_TRUE(IsBelow("writerData\\Usage", "writerData"));
+  EXPECT_FALSE(IsBelow("writerDataX", "writerData"));
+  EXPECT_FALSE(IsBelow("", "writerData"));
+}
+
+TEST_F(SelectionTest, ANonSelectableSubcomponentIsNeverAddedDirectly) {
+  L("my", MyWriter());
+  auto bc = Make();
+  Begin(bc.get());
+  EXPECT_EQ(Add(bc.get(), "my", "Security", "UserInfo"), E_INVALIDARG_);
+  EXPECT_NE(bc->last_error().find("component set of 'Security'"), std::string::npos)
+      << bc->last_error();
+  EXPECT_EQ(Add(bc.get(), "my", "writerData\\Set1", "Jan"), E_INVALIDARG_);
+  EXPECT_EQ(Add(bc.get(), "my", "writerData\\Usage", "Jan"), E_INVALIDARG_);
+  EXPECT_NE(bc->last_error().find("'writerData\\Usage'"), std::string::npos) << bc->last_error();
+  EXPECT_EQ(Add(bc.get(), "my", "Security", "Nothing"), VSS_E_OBJECT_NOT_FOUND);
+  EXPECT_TRUE(bc->document().components.empty());
+  EXPECT_TRUE(bc->document().implicit_components.empty());
+}
+
+TEST_F(SelectionTest, ASetRootBringsItsSubcomponentsIntoTheBcdImplicitly) {
+  auto w = L("my", MyWriter());
+  {
+    auto bc = Make();
+    Begin(bc.get());
+    for (auto [path, name] : {std::pair{"", "Executables"}, std::pair{"Executables", "ConfigFiles"},
+                              std::pair{"", "Security"}})
+      ASSERT_EQ(Add(bc.get(), "my", path, name), S_OK_) << name << ": " << bc->last_error();
+    EXPECT_EQ(Explicit(bc->document()),
+              (std::vector<std::string>{"Executables", "Executables\\ConfigFiles", "Security"}));
+    EXPECT_EQ(Implicit(bc->document()),
+              (std::vector<std::string>{"Security\\UserInfo <- Security",
+                                        "Security\\Certificates <- Security"}));
+    ASSERT_EQ(Prepared(bc.get()), S_OK_) << bc->last_error();
+    ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+    // Success is per set: the members have no record of their own.
+    const WriterMetadata* md = Md(bc.get(), "my");
+    EXPECT_EQ(bc->SetBackupSucceeded(md->instance_id, md->class_id, ComponentType::kFileGroup,
+                                     "Security", "UserInfo", true),
+              VSS_E_OBJECT_NOT_FOUND);
+    for (auto& c : bc->document().components)
+      ASSERT_EQ(
+          bc->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, true),
+          S_OK_);
+    std::shared_ptr<Async> a;
+    ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
+    ASSERT_EQ(WaitForAsync(a), S_OK_);
+    // The stored document keeps both lists.
+    BackupComponentsDocument back;
+    ASSERT_TRUE(BackupComponentsDocument::FromJson(bc->document().ToJson(), &back).ok());
+    EXPECT_EQ(Implicit(back), Implicit(bc->document()));
+    EXPECT_EQ(back.implicit_components.at(0).writer_name, "my");
+    EXPECT_EQ(back.implicit_components.at(0).class_id, md->class_id);
+  }
+  // The writer is handed its explicit components only, as IVssWriterComponents is.
+  EXPECT_EQ(w->seen_components,
+            (std::vector<std::string>{"Executables", "Executables\\ConfigFiles", "Security"}));
+  EXPECT_EQ(log_->Of("my"), (std::vector<std::string>{
+                                "Identify", "PrepareForBackup", "PrepareForSnapshot", "Freeze",
+                                "Thaw", "PostSnapshot", "BackupComplete", "BackupShutdown"}));
+  // A document from before implicit components were listed still reads.
+  BackupComponentsDocument old;
+  nlohmann::json j = BackupComponentsDocument().ToJson();
+  j.erase("implicit_components");
+  ASSERT_TRUE(BackupComponentsDocument::FromJson(j, &old).ok());
+  EXPECT_TRUE(old.implicit_components.empty());
+}
+
+TEST_F(SelectionTest, ASelectableSubcomponentComesWithItsSetOrOnItsOwnButNotBoth) {
+  L("my", MyWriter());
+  {
+    // On its own: its own set (Jan) comes with it, not its ancestor's.
+    auto bc = Make();
+    Begin(bc.get());
+    ASSERT_EQ(Add(bc.get(), "my", "writerData", "Usage"), S_OK_) << bc->last_error();
+    EXPECT_EQ(Implicit(bc->document()),
+              (std::vector<std::string>{"writerData\\Usage\\Jan <- writerData\\Usage"}));
+    // Its ancestor's set would hold it a second time.
+    EXPECT_EQ(Add(bc.get(), "my", "", "writerData"), VSS_E_OBJECT_ALREADY_EXISTS);
+    EXPECT_NE(bc->last_error().find("'writerData\\Usage', which was added on its own"),
+              std::string::npos)
+        << bc->last_error();
+  }
+  {
+    // With its set: nested sets come in whole, and it cannot be added again.
+    auto bc = Make();
+    Begin(bc.get());
+    ASSERT_EQ(Add(bc.get(), "my", "", "writerData"), S_OK_) << bc->last_error();
+    EXPECT_EQ(Implicit(bc->document()),
+              (std::vector<std::string>{
+                  "writerData\\Set1 <- writerData", "writerData\\Set1\\Jan <- writerData",
+                  "writerData\\Usage <- writerData", "writerData\\Usage\\Jan <- writerData"}));
+    EXPECT_EQ(Add(bc.get(), "my", "writerData", "Usage"), VSS_E_OBJECT_ALREADY_EXISTS);
+    EXPECT_NE(bc->last_error().find("already included with the component set of 'writerData'"),
+              std::string::npos)
+        << bc->last_error();
+    EXPECT_EQ(Explicit(bc->document()), (std::vector<std::string>{"writerData"}));
+  }
+}
+
+TEST_F(SelectionTest, ARequiredComponentLeftOutFailsPrepareForBackup) {
+  L("my", MyWriter());
+  L("bystander", MyWriter());  // none of its components is added: it does not take part
+  auto bc = Make();
+  Begin(bc.get());
+  ASSERT_EQ(Add(bc.get(), "my", "", "Security"), S_OK_);
+  ASSERT_EQ(Add(bc.get(), "my", "", "Executables"), S_OK_);
+  EXPECT_EQ(Prepared(bc.get()), VSS_E_BAD_STATE);
+  EXPECT_NE(bc->last_error().find("required component 'Executables\\ConfigFiles'"),
+            std::string::npos)
+      << bc->last_error();
+  EXPECT_EQ(log_->Of("my"), (std::vector<std::string>{"Identify"}));  // nothing delivered
+  // The requester may still add it and go on.
+  ASSERT_EQ(Add(bc.get(), "my", "Executables", "ConfigFiles"), S_OK_);
+  std::shared_ptr<Async> a;
+  ASSERT_EQ(bc->PrepareForBackup(&a), S_OK_) << bc->last_error();
+  ASSERT_EQ(WaitForAsync(a), S_OK_);
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  // The writer with nothing added heard PrepareForBackup (with no
+  // components) and was never frozen.
+  EXPECT_EQ(log_->Of("bystander"), (std::vector<std::string>{"Identify", "PrepareForBackup"}));
+}
+
+// §5.4 with component sets: the snapshot bits of implicitly included
+// members count, and those of components not included do not.
+TEST_F(SelectionTest, ASubcomponentNeedingASnapshotMakesItsSetNeedOne) {
+  L("app", {Comp("", "data", true, fsbt::kAllBackupRequired),  // the root needs none
+            Comp("data", "log", false)});                      // its member does (0xF0F)
+  auto bc = Make();
+  Begin(bc.get());
+  ASSERT_EQ(Add(bc.get(), "app", "", "data"), S_OK_);
+  ASSERT_EQ(Prepared(bc.get()), S_OK_);
+  EXPECT_TRUE(bc->IsSnapshotRequired());
+  std::shared_ptr<Async> a;
+  EXPECT_EQ(bc->BackupComplete(&a), VSS_E_BAD_STATE);  // DoSnapshotSet cannot be skipped
+}
+
+TEST_F(SelectionTest, NoSnapshotIsNeededWhenNoIncludedFileSetAsksForOne) {
+  for (BackupType type : {BackupType::kFull, BackupType::kIncremental}) {
+    SCOPED_TRACE(BackupTypeName(type));
+    // Both the root and its member ask for backups, not snapshots.
+    writers_.clear();
+    L("app", {Comp("", "data", true, fsbt::kAllBackupRequired),
+              Comp("data", "log", false, fsbt::kAllBackupRequired)});
+    auto bc = Make();
+    Begin(bc.get(), type);
+    ASSERT_EQ(Add(bc.get(), "app", "", "data"), S_OK_);
+    ASSERT_EQ(Prepared(bc.get()), S_OK_);
+    EXPECT_FALSE(bc->IsSnapshotRequired());
+  }
+}
+
+TEST_F(SelectionTest, ARootNeedingASnapshotDoesNotCountWhenOnlyItsSubcomponentIsIncluded) {
+  L("app", {Comp("", "data", true),  // needs a snapshot (0xF0F), but is left out
+            Comp("data", "index", true, fsbt::kAllBackupRequired)});
+  {
+    auto bc = Make();
+    Begin(bc.get());
+    ASSERT_EQ(Add(bc.get(), "app", "data", "index"), S_OK_);
+    ASSERT_EQ(Prepared(bc.get()), S_OK_);
+    EXPECT_FALSE(bc->IsSnapshotRequired());
+    // So DoSnapshotSet may be skipped: BackupComplete straight away.
+    const auto& c = bc->document().components.at(0);
+    EXPECT_EQ(
+        bc->SetBackupSucceeded(c.instance_id, c.class_id, c.type, c.logical_path, c.name, true),
+        S_OK_);
+    std::shared_ptr<Async> a;
+    ASSERT_EQ(bc->BackupComplete(&a), S_OK_);
+    ASSERT_EQ(WaitForAsync(a), S_OK_);
+  }
+  EXPECT_EQ(log_->Of("app"), (std::vector<std::string>{"Identify", "PrepareForBackup",
+                                                       "BackupComplete", "BackupShutdown"}));
+  // With the root, its own file set counts.
+  auto bc = Make();
+  Begin(bc.get());
+  ASSERT_EQ(Add(bc.get(), "app", "", "data"), S_OK_);
+  ASSERT_EQ(Prepared(bc.get()), S_OK_);
+  EXPECT_TRUE(bc->IsSnapshotRequired());
+}
+
+// An image backup always needs a snapshot: the volume writer's component
+// for each volume is required, and its file set asks for one for every
+// backup type (docs/vss.md, "The file-set mask rule").
+TEST_F(SelectionTest, TheVolumeWritersComponentAlwaysNeedsASnapshot) {
+  for (BackupType type : {BackupType::kFull, BackupType::kIncremental, BackupType::kDifferential,
+                          BackupType::kCopy}) {
+    SCOPED_TRACE(BackupTypeName(type));
+    auto w = std::make_shared<VolumeWriter>(std::vector<std::string>{volume_}, dir_ / "state",
+                                            std::map<std::string, ChangeTracker>{});
+    BackupComponents bc({w}, {std::make_shared<OfflineProvider>()}, opt_);
+    Begin(&bc, type);
+    const WriterMetadata* md = bc.GetWriterMetadata(0);
+    ASSERT_NE(md, nullptr);
+    ASSERT_EQ(md->components.size(), 1u);
+    EXPECT_EQ(RoleOf(*md, 0), ComponentRole::kRequired);
+    ASSERT_EQ(bc.AddComponent(md->instance_id, md->class_id, ComponentType::kFileGroup,
+                              VolumeWriter::kLogicalPath, volume_),
+              S_OK_);
+    ASSERT_EQ(Prepared(&bc), S_OK_);
+    EXPECT_TRUE(bc.IsSnapshotRequired());
+  }
 }
 
 TEST(VssNames, StatesAndCodesHaveTheirVssNames) {
