@@ -74,7 +74,9 @@ bool ParseLsn(const std::string& s, uint64_t* out) {
 class PostgresWriter : public vss::Writer {
  public:
   PostgresWriter(std::string conninfo, std::string data_dir)
-      : conninfo_(std::move(conninfo)), data_dir_(std::move(data_dir)) {}
+      : conninfo_(std::move(conninfo)), data_dir_(std::move(data_dir)) {
+    vss::ReadBackupOptions("", Options(), &options_);  // the defaults
+  }
   ~PostgresWriter() override {
     if (conn_) PQfinish(conn_);
   }

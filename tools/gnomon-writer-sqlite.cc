@@ -86,7 +86,9 @@ bool IsIncremental(vss::BackupType t) {
 
 class SqliteWriter : public vss::Writer {
  public:
-  explicit SqliteWriter(std::vector<Database> dbs) : dbs_(std::move(dbs)) {}
+  explicit SqliteWriter(std::vector<Database> dbs) : dbs_(std::move(dbs)) {
+    for (auto& d : dbs_) vss::ReadBackupOptions("", Options(), &d.options);  // the defaults
+  }
   ~SqliteWriter() override {
     for (auto& d : dbs_) sqlite3_close(d.db);
   }
