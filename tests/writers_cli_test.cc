@@ -106,6 +106,26 @@ TEST_F(WritersCliTest, FailingScriptVetoesTheFreezeWithItsStderr) {
   EXPECT_EQ(json::parse(l.out).size(), 0u);
 }
 
+TEST_F(WritersCliTest, AScriptGetsItsBackupOptionsInEveryEventAndMayRefuseThem) {
+  const std::string log = dir_ / "events";
+  Script("10-opts", "echo \"$1 $(printf %s \"$GNOMON_BACKUP_OPTIONS\" | tr '\\n' ';')\" >> " + log +
+                        "\ncase \"$GNOMON_BACKUP_OPTIONS\" in *colour=*) echo 'colour?' >&2; "
+                        "exit 5;; esac\n");
+  auto r = Backup({"--writer-option", "script 10-opts:mode=quiet", "--writer-option",
+                   "script 10-opts:level=2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto lines = Lines(log);
+  ASSERT_EQ(lines.size(), 7u);
+  for (const auto& l : lines) EXPECT_EQ(l.substr(l.find(' ')), " mode=quiet;level=2;") << l;
+  // Without options the variable is empty.
+  ASSERT_EQ(Backup().exit_code, 0);
+  EXPECT_EQ(Lines(log).at(7), "PrepareForBackup ");
+  // A script may refuse an option as any writer does: a veto, exit 4.
+  r = Backup({"--writer-option", "script 10-opts:colour=blue"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_NE(r.err.find("colour?"), std::string::npos) << r.err;
+}
+
 TEST_F(WritersCliTest, ScriptPastItsDeadlineIsKilledAndTheBackupFails) {
   Script("slow", "if [ \"$1\" = Freeze ]; then sleep 60; fi\n");
   const auto t0 = std::chrono::steady_clock::now();
