@@ -38,4 +38,9 @@ LastWriterStatus LoadWriterStatus(const std::string& state_dir);
 // with its kind (built-in, process, script) and last known status.
 nlohmann::json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes);
 
+// Whether every opt.writer_options names a writer a backup would gather
+// (Identify, as `gnomon writers` does), before the backup starts:
+// InvalidArgument naming the writers there are otherwise.
+Status CheckWriterOptions(const SnapshotOptions& opt, std::vector<std::string>* notes);
+
 }  // namespace gnomon
