@@ -57,8 +57,10 @@ class BackupRun {
   Status Image(std::vector<SourceVolume>& sources, const SnapshotSession* session,
                BackupResult* out);
   // Finds each source's parent backup and its stamp (incremental and
-  // differential only).
-  Status FindParents(bool full_only, std::map<std::string, std::string>* stamps);
+  // differential only), and the stamps of every other writer's components
+  // in those parents.
+  Status FindParents(bool full_only, std::map<std::string, std::string>* stamps,
+                     std::vector<ComponentStamp>* component_stamps);
   // Decides how volume i is read: which parent index to build on and, if
   // change tracking can be trusted, which chunks changed. Fills v's parent,
   // tracking and tracking_reason.
@@ -93,15 +95,18 @@ class BackupRun {
   FirstError error_;
 };
 
-Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>* stamps) {
+Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>* stamps,
+                              std::vector<ComponentStamp>* component_stamps) {
   std::vector<BackupRecord> history;
   GNOMON_RETURN_IF_ERROR(repo_->ListBackups(&history, nullptr));  // unreadable ones: no parent
+  std::vector<const BackupRecord*> parent_records;
   for (const auto& src : opt_.sources) {
     vss::VolumeIdentity id;
     if (!vss::IdentifyVolume(src, &id).ok()) continue;  // the snapshot session reports it
     const ParentChoice p = ChooseParent(history, vss::VolumeKey(id), full_only);
     if (!p.record) continue;
     parents_[p.volume->key] = Parent{*p.record, *p.volume};
+    parent_records.push_back(p.record);
     // The parent's stamp for this volume, as its volume writer left it; none
     // means the writer falls back to a full read and says why.
     if (std::string stamp =
@@ -109,6 +114,10 @@ Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>
         !stamp.empty())
       (*stamps)[src] = stamp;
   }
+  // Every other writer's stamps come from the backups this one builds on,
+  // matched by class, logical path and component name (vss-behaviour.md
+  // §6); the session hands them back to the writers that keep stamps.
+  *component_stamps = ParentStamps(parent_records, vss::VolumeWriter::ClassId().ToString());
   return Status::OK();
 }
 
@@ -163,13 +172,15 @@ Status BackupRun::Run(BackupResult* out) {
   // Parents: an incremental builds on the newest full or incremental of the
   // same volume, a differential on the newest full; a copy is never one.
   std::map<std::string, std::string> stamps;
+  std::vector<ComponentStamp> component_stamps;
   if (so.type == vss::BackupType::kIncremental || so.type == vss::BackupType::kDifferential)
-    GNOMON_RETURN_IF_ERROR(FindParents(so.type == vss::BackupType::kDifferential, &stamps));
+    GNOMON_RETURN_IF_ERROR(
+        FindParents(so.type == vss::BackupType::kDifferential, &stamps, &component_stamps));
   so.cancel = opt_.cancel;
   // Writers frozen, snapshot taken, writers thawed: from here on the
   // pipeline reads the snapshots, never the live volumes.
   SnapshotSession session(so);
-  Status created = session.Create(opt_.sources, stamps);
+  Status created = session.Create(opt_.sources, stamps, component_stamps);
   out->warnings.insert(out->warnings.end(), session.notes().begin(), session.notes().end());
   out->bad_selection = session.bad_selection();
   GNOMON_RETURN_IF_ERROR(created);

@@ -33,6 +33,41 @@ std::string StoredStamp(const BackupRecord& r, const std::string& class_id,
   return "";
 }
 
+std::vector<ComponentStamp> StoredStamps(const BackupRecord& r) {
+  std::vector<ComponentStamp> out;
+  const auto& extra = r.extra;
+  if (!extra.is_object() || !extra.contains("vss") || !extra["vss"].is_object()) return out;
+  const auto& vss = extra["vss"];
+  if (!vss.contains("bcd") || !vss["bcd"].is_object()) return out;
+  const auto& bcd = vss["bcd"];
+  if (!bcd.contains("components") || !bcd["components"].is_array()) return out;
+  for (const auto& c : bcd["components"]) {
+    auto has = [&](const char* k) { return c.is_object() && c.contains(k) && c[k].is_string(); };
+    if (!has("class_id") || !has("logical_path") || !has("name") || !has("backup_stamp")) continue;
+    ComponentStamp s{c["class_id"], c["logical_path"], c["name"], c["backup_stamp"], r.id};
+    if (!s.stamp.empty()) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<ComponentStamp> ParentStamps(std::vector<const BackupRecord*> parents,
+                                         const std::string& skip_class) {
+  // Newest first; records sort by time (fixed-width RFC 3339), then id.
+  std::sort(parents.begin(), parents.end(), [](const BackupRecord* a, const BackupRecord* b) {
+    return a->time != b->time ? a->time > b->time : a->id > b->id;
+  });
+  std::vector<ComponentStamp> out;
+  for (const BackupRecord* r : parents)
+    for (auto& s : StoredStamps(*r)) {
+      if (s.class_id == skip_class) continue;
+      const bool known = std::any_of(out.begin(), out.end(), [&](const ComponentStamp& o) {
+        return o.class_id == s.class_id && o.logical_path == s.logical_path && o.name == s.name;
+      });
+      if (!known) out.push_back(std::move(s));
+    }
+  return out;
+}
+
 std::vector<vss::ByteRange> NormalizeRanges(std::vector<vss::ByteRange> ranges, uint64_t offset,
                                             uint64_t size) {
   const uint64_t end = offset + size;

@@ -30,6 +30,25 @@ ParentChoice ChooseParent(const std::vector<BackupRecord>& history, const std::s
 std::string StoredStamp(const BackupRecord& r, const std::string& class_id,
                         const std::string& name);
 
+// A backup stamp a record's BCD holds for one component (FORMAT.md §7),
+// keyed as VSS keys stored stamps: by writer class, logical path and
+// component name, never by instance.
+struct ComponentStamp {
+  std::string class_id, logical_path, name, stamp;
+  std::string backup_id;  // the record it was stored in
+};
+// Every non-empty stamp of a record's BCD; none when its documents have
+// another shape (a component of another shape is skipped).
+std::vector<ComponentStamp> StoredStamps(const BackupRecord& r);
+// The stamps the next incremental or differential hands back with
+// SetPreviousBackupStamp: those of its parents (the records its volumes
+// build on), a component's from the newest parent that holds it. Stamps of
+// writer class skip_class are left out (the Volume Image Writer's go back
+// per volume, by volume key, since its component names the volume's path,
+// which may change while the volume stays the same).
+std::vector<ComponentStamp> ParentStamps(std::vector<const BackupRecord*> parents,
+                                         const std::string& skip_class);
+
 // Ranges as a provider reported them (any order, overlapping, possibly
 // past the end), made sorted, merged and clipped to [offset, offset + size).
 std::vector<vss::ByteRange> NormalizeRanges(std::vector<vss::ByteRange> ranges, uint64_t offset,

@@ -1,5 +1,7 @@
 #include "engine/repo_usage.h"
 
+#include <oneapi/tbb/parallel_for.h>
+
 #include <map>
 #include <set>
 
@@ -52,16 +54,23 @@ Status MarkLive(Repository* repo, const ChunkIndex& index, const std::vector<Bac
       }
       for (const auto& d : vi.slots) mark(d);
     }
+  // A level of the patch chains at a time, each level's patches read in
+  // parallel (reading them is nearly all of the mark's time).
   while (!pending.empty()) {
-    const Digest d = pending.back();
-    pending.pop_back();
-    Digest base;
-    if (Status s = PatchBase(repo, index, d, &base); !s.ok()) {
-      problems->push_back(s.message());
-      continue;
+    std::vector<Digest> level;
+    level.swap(pending);
+    std::vector<Digest> bases(level.size());
+    std::vector<Status> errors(level.size());
+    tbb::parallel_for(size_t{0}, level.size(),
+                      [&](size_t i) { errors[i] = PatchBase(repo, index, level[i], &bases[i]); });
+    for (size_t i = 0; i < level.size(); ++i) {
+      if (!errors[i].ok()) {
+        problems->push_back(errors[i].message());
+        continue;
+      }
+      ++*patches_followed;
+      mark(bases[i]);
     }
-    ++*patches_followed;
-    mark(base);
   }
   return Status::OK();
 }

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "base/durable_file.h"
@@ -111,7 +112,8 @@ Status SnapshotSession::CheckWriters(const char* phase) {
 }
 
 Status SnapshotSession::Create(const std::vector<std::string>& volumes,
-                               const std::map<std::string, std::string>& previous_stamps) {
+                               const std::map<std::string, std::string>& previous_stamps,
+                               const std::vector<ComponentStamp>& component_stamps) {
   providers_ = opt_.providers.empty() ? vss::MakeProviders(opt_.state_dir) : opt_.providers;
   std::vector<std::shared_ptr<vss::Writer>> writers =
       GatherWriters(volumes, opt_, providers_, &notes_);
@@ -154,13 +156,9 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
       return Fail(hr, "cannot snapshot " + v);
     snapshot_ids_.push_back(snap);
   }
-  // The parents' stamps go back to the volume writer, which decides in
-  // PrepareForBackup whether they can be trusted.
-  for (const auto& [volume, stamp] : previous_stamps) {
-    hr = bc_->SetPreviousBackupStamp(vss::VolumeWriter::ClassId(), vss::ComponentType::kFileGroup,
-                                     vss::VolumeWriter::kLogicalPath, volume, stamp);
-    if (hr != vss::S_OK_) return Fail(hr, "SetPreviousBackupStamp " + volume);
-  }
+  // The parents' stamps go back to their writers, which decide in
+  // PrepareForBackup whether they can be trusted; the user's options too.
+  GNOMON_RETURN_IF_ERROR(SetComponentOptions(previous_stamps, component_stamps));
   if ((hr = bc_->PrepareForBackup(&a)) != vss::S_OK_ || (hr = vss::WaitForAsync(a)))
     return Fail(hr, "PrepareForBackup");
   GNOMON_RETURN_IF_ERROR(CheckWriters("PrepareForBackup"));
@@ -188,7 +186,66 @@ Status SnapshotSession::Create(const std::vector<std::string>& volumes,
       src.retainable = prov->CanRetainSnapshots();
     sources_.push_back(std::move(src));
   }
+  NoteWriterMessages();
   return Status::OK();
+}
+
+Status SnapshotSession::SetComponentOptions(const std::map<std::string, std::string>& volume_stamps,
+                                            const std::vector<ComponentStamp>& component_stamps) {
+  std::vector<WriterIdentity> writers;
+  for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
+    writers.push_back({bc_->GetWriterMetadata(i)->name, bc_->GetWriterMetadata(i)->class_id});
+  std::map<vss::Guid, std::string> options;
+  if (Status s = ResolveWriterOptions(opt_.writer_options, writers, &options); !s.ok()) {
+    bc_->AbortBackup();
+    return s;
+  }
+  auto metadata_of = [&](const vss::Guid& instance) -> const vss::WriterMetadata* {
+    for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
+      if (bc_->GetWriterMetadata(i)->instance_id == instance) return bc_->GetWriterMetadata(i);
+    return nullptr;
+  };
+  std::set<vss::Guid> reached;
+  // A copy: the calls below edit the document.
+  const std::vector<vss::ComponentRecord> components = bc_->document().components;
+  for (const auto& c : components) {
+    HResult hr;
+    if (auto it = options.find(c.class_id); it != options.end()) {
+      hr = bc_->SetBackupOptions(c.class_id, c.type, c.logical_path, c.name, it->second);
+      if (hr != vss::S_OK_) return Fail(hr, "SetBackupOptions " + c.FullPath());
+      reached.insert(c.class_id);
+    }
+    // As VSS requesters do, only a writer that keeps stamps gets one back
+    // (and the session keeps stamps only from such writers).
+    const vss::WriterMetadata* md = metadata_of(c.instance_id);
+    if (!md || !(md->backup_schema & vss::schema::kTimestamped)) continue;
+    std::string stamp;
+    if (c.class_id == vss::VolumeWriter::ClassId()) {
+      // By volume key (FindParents), since the path may have changed.
+      if (auto it = volume_stamps.find(c.name); it != volume_stamps.end()) stamp = it->second;
+    } else {
+      const std::string cls = c.class_id.ToString();
+      for (const auto& p : component_stamps)
+        if (p.class_id == cls && p.logical_path == c.logical_path && p.name == c.name)
+          stamp = p.stamp;
+    }
+    if (stamp.empty()) continue;
+    hr = bc_->SetPreviousBackupStamp(c.class_id, c.type, c.logical_path, c.name, stamp);
+    if (hr != vss::S_OK_) return Fail(hr, "SetPreviousBackupStamp " + c.FullPath());
+  }
+  for (const auto& [cls, text] : options)
+    if (!reached.count(cls))
+      for (const auto& w : writers)
+        if (w.class_id == cls)
+          notes_.push_back("--writer-option for writer '" + w.name +
+                           "' reaches nothing: it has no component in this backup");
+  return Status::OK();
+}
+
+void SnapshotSession::NoteWriterMessages() {
+  for (const vss::WriterStatus& s : status_)
+    if (!vss::IsFailedState(s.state) && !s.message.empty())
+      notes_.push_back("writer '" + s.name + "': " + s.message);
 }
 
 vss::Provider* SnapshotSession::ProviderNamed(const std::string& name) const {

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "base/status.h"
+#include "engine/backup_plan.h"
+#include "engine/writer_options.h"
 #include "vss/backup_components.h"
 #include "vss/contracts.h"
 #include "vss/provider.h"
@@ -48,6 +50,9 @@ struct SnapshotOptions {
   std::string writer_dir = vss::proto::DefaultWriterDir();
   std::string hooks_dir = vss::DefaultHooksDir();
   const std::atomic<bool>* cancel = nullptr;
+  // --writer-option: backup options for the components of the writers they
+  // name (SetBackupOptions). One that names no writer fails Create.
+  std::vector<WriterOption> writer_options;
 };
 
 // Where the pipeline reads one volume from.
@@ -68,9 +73,14 @@ class SnapshotSession {
   // Everything up to and including DoSnapshotSet. On failure the session has
   // already aborted (writers thawed) and the status says why.
   // previous_stamps: volume -> the backup stamp of its parent backup, handed
-  // to the volume writer with SetPreviousBackupStamp.
+  // to the volume writer with SetPreviousBackupStamp; component_stamps: the
+  // parents' stamps of every other writer's components, handed back to
+  // each included component with the same writer class, logical path and
+  // name. Only writers whose backup schema declares VSS_BS_TIMESTAMPED get
+  // a stamp back.
   Status Create(const std::vector<std::string>& volumes,
-                const std::map<std::string, std::string>& previous_stamps = {});
+                const std::map<std::string, std::string>& previous_stamps = {},
+                const std::vector<ComponentStamp>& component_stamps = {});
   const std::vector<SnapshotSource>& sources() const { return sources_; }
   // What the user should know that did not stop the backup (a stale writer
   // socket, a writer that did not answer hello).
@@ -107,6 +117,13 @@ class SnapshotSession {
   Status CheckBase(size_t i, const vss::TrackingVerdict& v,
                    const vss::SnapshotProperties& base) const;
   Status CheckWriters(const char* phase);
+  // SetBackupOptions (--writer-option) and SetPreviousBackupStamp for each
+  // included component, between AddToSnapshotSet and PrepareForBackup.
+  Status SetComponentOptions(const std::map<std::string, std::string>& volume_stamps,
+                             const std::vector<ComponentStamp>& component_stamps);
+  // What writers that did not fail said in their status (a stamp ignored, a
+  // non-fatal failure), as notes for the user.
+  void NoteWriterMessages();
   void GatherStatus();
   void AdvanceBases(const std::vector<std::string>& volumes,
                     const std::vector<vss::VolumeIdentity>& ids);

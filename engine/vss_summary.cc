@@ -91,6 +91,7 @@ Status SummarizeVss(const json& extra, VssSummary* out) {
       r.Str(*c, "backup_stamp", &k.backup_stamp);
       r.Str(*c, "previous_backup_stamp", &k.previous_backup_stamp);
       r.Str(*c, "backup_metadata", &k.backup_metadata);
+      r.Str(*c, "backup_options", &k.backup_options);
       out->components.push_back(k);
     }
     for (const json* c : r.Objects(*bcd, "implicit_components")) {

@@ -23,7 +23,7 @@ struct VssSummary {
   std::vector<Source> sources;
   struct Component {
     std::string writer_name, logical_path, name, backup_stamp, previous_backup_stamp,
-        backup_metadata;
+        backup_metadata, backup_options;
   };
   std::vector<Component> components;
   // Members of the explicit components' sets (bcd.implicit_components).

@@ -3,7 +3,7 @@
 // the whole VSS sequence, and through every way it can go wrong: a veto, a
 // writer that crashes or hangs, a requester killed while the writer is
 // frozen, a stale socket, malformed and oversized messages, a peer that may
-// not connect.
+// not connect. Stamps and backup options cross the socket both ways.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -506,6 +506,103 @@ TEST_F(RemoteWriterTest, AWriterThatAnswersGarbageIsLeftOutWithoutHarm) {
   bc.reset();
   fake.join();
   ::close(lfd);
+}
+
+// The sequence up to PrepareForBackup for a backup of `type` that hands
+// each component `options` and `previous` (if not empty), as gnomon backup
+// does for an incremental with --writer-option.
+HResult PrepareWith(BackupComponents* bc, const std::string& volume, BackupType type,
+                    const std::string& options, const std::string& previous) {
+  EXPECT_EQ(bc->InitializeForBackup(), S_OK_);
+  EXPECT_EQ(bc->SetBackupState(true, false, type), S_OK_);
+  std::shared_ptr<Async> a;
+  EXPECT_EQ(bc->GatherWriterMetadata(&a), S_OK_);
+  EXPECT_EQ(WaitForAsync(a), S_OK_);
+  std::vector<std::pair<const WriterMetadata*, ComponentInfo>> comps;
+  for (size_t i = 0; i < bc->GetWriterMetadataCount(); ++i) {
+    const WriterMetadata* md = bc->GetWriterMetadata(i);
+    for (const auto& c : md->components) {
+      EXPECT_EQ(bc->AddComponent(md->instance_id, md->class_id, c.type, c.logical_path, c.name),
+                S_OK_);
+      comps.emplace_back(md, c);
+    }
+  }
+  Guid set, snap;
+  EXPECT_EQ(bc->StartSnapshotSet(&set), S_OK_);
+  EXPECT_EQ(bc->AddToSnapshotSet(volume, "", &snap), S_OK_);
+  for (const auto& [md, c] : comps) {
+    if (!options.empty()) {
+      EXPECT_EQ(bc->SetBackupOptions(md->class_id, c.type, c.logical_path, c.name, options), S_OK_);
+    }
+    if (!previous.empty()) {
+      EXPECT_EQ(bc->SetPreviousBackupStamp(md->class_id, c.type, c.logical_path, c.name, previous),
+                S_OK_);
+    }
+  }
+  EXPECT_EQ(bc->PrepareForBackup(&a), S_OK_);
+  return WaitForAsync(a);
+}
+
+// What the writer program said it received in PrepareForBackup (--report).
+std::vector<json> Reports(const std::string& path) {
+  std::vector<json> v;
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);) v.push_back(json::parse(line));
+  return v;
+}
+
+TEST_F(RemoteWriterTest, PreviousStampAndOptionsCrossTheSocketAndTheNewStampComesBack) {
+  const std::string report = dir_ / "report";
+  auto app = App("stamper", {"--options", "mode", "--report", report});
+  auto bc = Requester();
+  ASSERT_EQ(PrepareWith(bc.get(), volume_, BackupType::kIncremental, "mode=fast\n",
+                        "stamp from stamper for full"),
+            S_OK_);
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  auto got = Reports(report);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["type"], "incremental");
+  EXPECT_EQ(got[0]["component"], "app\\db");
+  EXPECT_EQ(got[0]["previous_stamp"], "stamp from stamper for full");
+  EXPECT_EQ(got[0]["options"], "mode=fast\n");
+  const auto& c = bc->document().components.at(0);
+  EXPECT_EQ(c.previous_backup_stamp, "stamp from stamper for full");
+  EXPECT_EQ(c.backup_stamp, "stamp from stamper for incremental");
+  EXPECT_EQ(Status(bc.get(), "stamper").message, "");
+  bc->Release();
+}
+
+TEST_F(RemoteWriterTest, AWriterWithoutTimestampedKeepsNoStampAndItsStatusSaysWhy) {
+  auto app = App("plain", {"--schema", "0"});
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  EXPECT_EQ(bc->GetWriterMetadata(0)->backup_schema, 0u);
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  const auto& c = bc->document().components.at(0);
+  EXPECT_EQ(c.backup_stamp, "") << "the writer set one, but does not declare VSS_BS_TIMESTAMPED";
+  EXPECT_EQ(c.backup_metadata, "metadata from plain");  // its other edits stand
+  ASSERT_EQ(c.partial_files.size(), 1u);
+  WriterStatus s = Status(bc.get(), "plain");
+  EXPECT_EQ(s.failure, S_OK_);
+  EXPECT_NE(s.message.find("does not declare VSS_BS_TIMESTAMPED"), std::string::npos)
+      << s.message;
+  bc->Release();
+}
+
+TEST_F(RemoteWriterTest, AnOptionTheWriterDoesNotKnowFailsItsPrepareForBackup) {
+  const std::string report = dir_ / "report";
+  auto app = App("strict", {"--options", "mode", "--report", report});
+  auto bc = Requester();
+  ASSERT_EQ(PrepareWith(bc.get(), volume_, BackupType::kFull, "mode=fast\ncolour=blue\n", ""),
+            S_OK_);
+  WriterStatus s = Status(bc.get(), "strict");
+  EXPECT_EQ(s.state, WriterState::kFailedAtPrepareBackup);
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_NONRETRYABLE);
+  EXPECT_NE(s.message.find("unknown backup option 'colour'"), std::string::npos) << s.message;
+  EXPECT_NE(s.message.find("understands: mode=TEXT"), std::string::npos) << s.message;
+  ASSERT_EQ(Reports(report).size(), 1u);
+  EXPECT_EQ(Reports(report)[0]["options"], "mode=fast\ncolour=blue\n");
+  bc->Release();
 }
 
 }  // namespace

@@ -3,25 +3,40 @@
 // receives to LOG, one line each, as it happens. Told to, it vetoes, crashes
 // (_exit) or hangs at one event.
 //
+// Its backup schema is --schema (hex; default 0x33: TIMESTAMPED, INCREMENTAL,
+// DIFFERENTIAL, COPY). It understands the backup options --options names
+// (comma-separated keys; default none) and fails PrepareForBackup on any
+// other. With --report FILE it appends, in PrepareForBackup, one JSON line
+// per component saying what it received: {"type", "component",
+// "previous_stamp", "options"}.
+//
 // Usage: test_writer_app DIR NAME LOG [--veto EVENT] [--crash EVENT]
 //                        [--hang EVENT] [--freeze-ms N] [--volume PATH]
+//                        [--schema HEX] [--options K1,K2] [--report FILE]
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "vss/backup_options.h"
 #include "vss/writer_server.h"
 
 namespace {
 
 class AppWriter : public gnomon::vss::Writer {
  public:
-  std::string log_path, veto, crash, hang, volume;
+  std::string log_path, veto, crash, hang, volume, report;
+  uint32_t schema = gnomon::vss::schema::kTimestamped | gnomon::vss::schema::kIncremental |
+                    gnomon::vss::schema::kDifferential | gnomon::vss::schema::kCopy;
+  std::vector<gnomon::vss::BackupOptionSpec> options;
 
   bool OnIdentify(gnomon::vss::WriterMetadata* md) override {
     if (!Event("Identify")) return false;
@@ -33,10 +48,28 @@ class AppWriter : public gnomon::vss::Writer {
     f.path = volume;
     c.files.push_back(f);
     md->components.push_back(c);
+    md->backup_schema = schema;
     return true;
   }
   bool OnPrepareBackup(gnomon::vss::WriterComponents* comps) override {
-    for (auto& c : *comps) c.SetBackupMetadata("metadata from " + name());
+    for (auto& c : *comps) {
+      if (!report.empty())
+        std::ofstream(report, std::ios::app)
+            << nlohmann::json{{"type", gnomon::vss::BackupTypeName(GetBackupType())},
+                              {"component", c.logical_path() + "\\" + c.name()},
+                              {"previous_stamp", c.GetPreviousBackupStamp()},
+                              {"options", c.GetBackupOptions()}}
+                   .dump()
+            << std::endl;
+      std::map<std::string, std::string> opts;
+      if (gnomon::Status s = gnomon::vss::ReadBackupOptions(c.GetBackupOptions(), options, &opts);
+          !s.ok()) {
+        Event("PrepareForBackup");
+        SetWriterFailure(gnomon::vss::VSS_E_WRITERERROR_NONRETRYABLE, name() + ": " + s.message());
+        return false;
+      }
+      c.SetBackupMetadata("metadata from " + name());
+    }
     return Event("PrepareForBackup");
   }
   bool OnPrepareSnapshot() override { return Event("PrepareForSnapshot"); }
@@ -136,6 +169,15 @@ int main(int argc, char** argv) {
     if (opt == "--hang") w->hang = val;
     if (opt == "--freeze-ms") freeze_ms = static_cast<uint32_t>(std::stoul(val));
     if (opt == "--volume") w->volume = val;
+    if (opt == "--schema") w->schema = static_cast<uint32_t>(std::stoul(val, nullptr, 16));
+    if (opt == "--report") w->report = val;
+    if (opt == "--options")
+      for (size_t p = 0; p <= val.size();) {
+        size_t comma = val.find(',', p);
+        if (comma == std::string::npos) comma = val.size();
+        if (comma > p) w->options.push_back({val.substr(p, comma - p), {}, ""});
+        p = comma + 1;
+      }
   }
   w->Initialize(gnomon::vss::Guid::Random(), argv[2], gnomon::vss::UsageType::kUserData,
                 gnomon::vss::SourceType::kTransactedDb, gnomon::vss::ApplicationLevel::kFrontEnd,

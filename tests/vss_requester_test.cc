@@ -67,6 +67,7 @@ class TestWriter : public Writer {
   std::map<std::string, Act> acts;
   std::map<std::string, int> hang_ms;
   uint32_t mask = fsbt::kDefault;
+  uint32_t backup_schema = schema::kTimestamped | schema::kIncremental;
   // What the writer saw, for assertions.
   BackupType seen_type = BackupType::kUndefined;
   std::string seen_previous_stamp, seen_options;
@@ -85,7 +86,7 @@ class TestWriter : public Writer {
     f.mask = mask;
     c.files.push_back(f);
     md->components.push_back(c);
-    md->backup_schema = schema::kTimestamped | schema::kIncremental;
+    md->backup_schema = backup_schema;
     return true;
   }
   bool OnPrepareBackup(WriterComponents* comps) override {
@@ -325,6 +326,29 @@ TEST_F(RequesterTest, SkippingIsRefusedWhenASnapshotIsRequired) {
   EXPECT_TRUE(bc->IsSnapshotRequired());
   std::shared_ptr<Async> a;
   EXPECT_EQ(bc->BackupComplete(&a), VSS_E_BAD_STATE);
+}
+
+TEST_F(RequesterTest, AStampFromAWriterWithoutTimestampedIsIgnoredAndSaidSo) {
+  auto plain = W("plain");
+  plain->backup_schema = schema::kIncremental;  // no VSS_BS_TIMESTAMPED
+  W("keeper");
+  auto bc = Make();
+  Prepare(bc.get());
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  std::map<std::string, std::string> stamps;
+  for (const auto& c : bc->document().components) stamps[c.writer_name] = c.backup_stamp;
+  EXPECT_EQ(stamps["plain"], "") << "kept a stamp VSS would not keep";
+  EXPECT_EQ(stamps["keeper"], "stamp-keeper");
+  // Said in the writer's status, which fails nothing, and in the log.
+  WriterStatus st = StatusOf(bc.get(), "plain");
+  EXPECT_EQ(st.failure, S_OK_);
+  EXPECT_EQ(st.state, WriterState::kWaitingForBackupComplete);
+  EXPECT_NE(st.message.find("does not declare VSS_BS_TIMESTAMPED"), std::string::npos)
+      << st.message;
+  EXPECT_NE(st.message.find("PostSnapshot"), std::string::npos) << st.message;
+  EXPECT_EQ(StatusOf(bc.get(), "keeper").message, "");
+  auto ev = Events(bc.get());
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "IgnoreBackupStamp/plain app\\db"), 1);
 }
 
 TEST_F(RequesterTest, StampsOptionsAndMetadataFlowThroughTheBcd) {

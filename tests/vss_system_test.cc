@@ -501,12 +501,24 @@ TEST_F(FrozenFsTest, SqliteWriterKeepsEveryRestoredDatabaseConsistent) {
   std::string repo = dir_ / "repo";
   ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
   fs::create_directories(dir_ / "r");
+  // A backup option the writer does not know, or a value it does not allow,
+  // fails its PrepareForBackup: exit 4, nothing stored.
+  for (const char* bad : {"sqlite:vacuum=yes", "sqlite:checkpoint=sometimes"}) {
+    auto r = Gnomon({"--repo", repo, "backup", "--writer-option", bad, loop_});
+    EXPECT_EQ(r.exit_code, 4) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("checkpoint=passive|full|restart|truncate"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(json::parse(Gnomon({"--repo", repo, "list", "--json"}).out).size(), 0u);
   // A full, then incrementals: from the second on, each advances the base
   // of the one before in place while the application commits.
+  std::string parent_stamp;
   for (int round = 0; round < 4; ++round) {
     const long before = SqliteCount(db);
-    auto b = Gnomon(
-        {"--repo", repo, "backup", "--json", "--type", round == 0 ? "full" : "incremental", loop_});
+    std::vector<std::string> args = {"--repo", repo, "backup", "--json", "--type",
+                                     round == 0 ? "full" : "incremental"};
+    if (round == 1) args.insert(args.end(), {"--writer-option", "sqlite:checkpoint=full"});
+    args.push_back(loop_);
+    auto b = Gnomon(args);
     ASSERT_EQ(b.exit_code, 0) << b.err;
     const long after = SqliteCount(db);
     if (round > 0) {
@@ -515,16 +527,37 @@ TEST_F(FrozenFsTest, SqliteWriterKeepsEveryRestoredDatabaseConsistent) {
     }
     // The writer took part: its component carries its stamp.
     auto show = Gnomon({"--repo", repo, "show", "--json", "latest"});
-    bool stamped = false;
+    json sq;
     std::string seen;
     const json shown = json::parse(show.out);  // outlives the loop
     for (const auto& c : shown["vss"]["bcd"]["components"]) {
       seen += c["writer_name"].get<std::string>() + ": " + c["name"].get<std::string>() + " [" +
               c["backup_stamp"].get<std::string>().substr(0, 40) + "]\n";
-      if (c["writer_name"] == "sqlite" && c["name"] == db)
-        stamped = c["backup_stamp"].get<std::string>().rfind("sqlite schema_version=", 0) == 0;
+      if (c["writer_name"] == "sqlite" && c["name"] == db) sq = c;
     }
-    EXPECT_TRUE(stamped) << seen << b.err;
+    ASSERT_FALSE(sq.is_null()) << seen << b.err;
+    const json stamp = json::parse(sq["backup_stamp"].get<std::string>(), nullptr, false);
+    EXPECT_EQ(stamp.value("stamp", ""), "gnomon.sqlite-stamp/1") << sq.dump();
+    EXPECT_GT(stamp.value("page_count", 0), 0) << sq.dump();
+    const json md = json::parse(sq["backup_metadata"].get<std::string>(), nullptr, false);
+    ASSERT_TRUE(md.is_object()) << sq.dump();
+    EXPECT_EQ(md["options"]["checkpoint"], round == 1 ? "full" : "truncate") << sq.dump();
+    EXPECT_EQ(md["checkpoint"]["mode"], round == 1 ? "full" : "truncate") << sq.dump();
+    if (round == 0) {
+      EXPECT_EQ(sq["previous_backup_stamp"], "");
+      EXPECT_FALSE(md.contains("since_previous")) << sq.dump();
+    } else {
+      // Each incremental handed the writer exactly the stamp it set on the
+      // backup before, and the writer knew it for its own.
+      EXPECT_EQ(sq["previous_backup_stamp"], parent_stamp);
+      EXPECT_EQ(md["previous_stamp"], parent_stamp) << "what the writer received";
+      const json& since = md["since_previous"];
+      EXPECT_EQ(since["valid"], true) << since.dump();
+      EXPECT_EQ(since["issued_by_this_writer"], true) << since.dump();
+      EXPECT_EQ(since["changed"], true) << "the application commits all the time: " << since.dump();
+      EXPECT_EQ(since["schema_changed"], false) << since.dump();
+    }
+    parent_stamp = sq["backup_stamp"];
 
     ASSERT_EQ(Gnomon({"--repo", repo, "restore", "--overwrite", "latest", dir_ / "restored.img"})
                   .exit_code,
@@ -645,8 +678,10 @@ TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClea
 
   std::string repo = dir_ / "repo";
   ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
-  auto b = Gnomon({"--repo", repo, "backup", "--json", loop_});
+  auto b = Gnomon(
+      {"--repo", repo, "backup", "--json", "--writer-option", "postgresql:checkpoint=fast", loop_});
   ASSERT_EQ(b.exit_code, 0) << b.err;
+  const std::string full_id = json::parse(b.out)["id"];
   // (Whether pgbench got a commit in during a backup this short is up to
   // the scheduler; that it ran throughout is what matters.)
   const long after = pg.Count("pgbench_history");
@@ -654,19 +689,50 @@ TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClea
   ::waitpid(writer_pid_, nullptr, 0);
   writer_pid_ = -1;
 
-  // The writer's label is stored with the backup.
-  auto show = Gnomon({"--repo", repo, "show", "--json", "latest"});
-  const json shown = json::parse(show.out);
-  std::string label;
-  for (const auto& c : shown["vss"]["bcd"]["components"])
-    if (c["writer_name"] == "postgresql")
-      label = json::parse(c["backup_metadata"].get<std::string>()).value("label", "");
+  // The writer's label is stored with the backup, with the option it was
+  // given and its stamp: the cluster and the checkpoint's WAL position.
+  auto pg_component = [&](const std::string& id) {
+    const json shown = json::parse(Gnomon({"--repo", repo, "show", "--json", id}).out);
+    for (const auto& c : shown["vss"]["bcd"]["components"])
+      if (c["writer_name"] == "postgresql") return c;
+    return json();
+  };
+  const json full = pg_component(full_id);
+  ASSERT_FALSE(full.is_null());
+  const json full_md = json::parse(full["backup_metadata"].get<std::string>());
+  const std::string label = full_md.value("label", "");
   EXPECT_NE(label.find("START WAL LOCATION"), std::string::npos) << label;
   EXPECT_NE(label.find("LABEL: gnomon"), std::string::npos) << label;
+  EXPECT_EQ(full_md["options"]["checkpoint"], "fast");
+  const json full_stamp = json::parse(full["backup_stamp"].get<std::string>(), nullptr, false);
+  EXPECT_EQ(full_stamp.value("stamp", ""), "gnomon.postgresql-stamp/1") << full.dump();
+  EXPECT_EQ(full_stamp.value("start_lsn", ""), full_md.value("start_lsn", "?"));
+  EXPECT_FALSE(full_stamp.value("system_identifier", "").empty()) << full.dump();
 
-  // Restore, and start the restored cluster (the original still running
-  // elsewhere: its postmaster.pid in the image is stale).
-  ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir_ / "restored.img"}).exit_code, 0);
+  // An incremental: the writer gets back exactly the stamp it set on the
+  // full, knows it for its own, and reports the WAL written since.
+  auto inc = Gnomon({"--repo", repo, "backup", "--json", "--type", "incremental", loop_});
+  ASSERT_EQ(inc.exit_code, 0) << inc.err;
+  const json incr = pg_component(json::parse(inc.out)["id"]);
+  ASSERT_FALSE(incr.is_null());
+  EXPECT_EQ(incr["previous_backup_stamp"], full["backup_stamp"]);
+  const json inc_md = json::parse(incr["backup_metadata"].get<std::string>());
+  EXPECT_EQ(inc_md["previous_stamp"], full["backup_stamp"]) << "what the writer received";
+  const json& since = inc_md["since_previous"];
+  EXPECT_EQ(since["valid"], true) << since.dump();
+  EXPECT_EQ(since["issued_by_this_writer"], true) << since.dump();
+  EXPECT_EQ(since["previous_start_lsn"], full_stamp["start_lsn"]) << since.dump();
+  EXPECT_GT(since.value("wal_bytes", 0ull), 0ull) << "two checkpoints apart: " << since.dump();
+  // A value the writer does not allow fails its PrepareForBackup: exit 4.
+  auto bad = Gnomon(
+      {"--repo", repo, "backup", "--writer-option", "postgresql:checkpoint=never", loop_});
+  EXPECT_EQ(bad.exit_code, 4) << bad.err;
+  EXPECT_NE(bad.err.find("checkpoint='never' is not an allowed value"), std::string::npos)
+      << bad.err;
+
+  // Restore the full, and start the restored cluster (the original still
+  // running elsewhere: its postmaster.pid in the image is stale).
+  ASSERT_EQ(Gnomon({"--repo", repo, "restore", full_id, dir_ / "restored.img"}).exit_code, 0);
   auto fsck = Sh("e2fsck -fn " + dir_ / "restored.img");
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
   fs::create_directories(dir_ / "r");

@@ -7,6 +7,7 @@
 #include "base/system.h"
 #include "engine/verify_job.h"
 #include "engine/vss_summary.h"
+#include "engine/writers_admin.h"
 #include "tools/cli.h"
 #include "tools/progress_display.h"
 
@@ -45,6 +46,17 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) 
 }
 
 int CmdBackup(const Globals& g, BackupOptions opt) {
+  if (!opt.snapshot.writer_options.empty()) {
+    // A writer option that names no writer is a mistake on the command
+    // line: said before the repository is opened, naming the writers there
+    // are. (The session checks again, against the writers it gathers.)
+    std::vector<std::string> notes;
+    if (Status s = CheckWriterOptions(opt.snapshot, &notes); !s.ok()) {
+      for (const auto& n : notes)
+        fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(n));
+      return Fail(g, s, kUsage);
+    }
+  }
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kExclusive, "backup", &repo)) return rc;
   ProgressDisplay progress(!g.json && !g.quiet);
@@ -285,6 +297,8 @@ int CmdShow(const Globals& g, const std::string& spec) {
   for (const auto& c : v.components) {
     fmt::print("  [{}] {}{}{}\n", E(c.writer_name), E(c.logical_path),
                c.logical_path.empty() ? "" : "\\", E(c.name));
+    if (!c.backup_options.empty())  // KEY=VALUE lines (vss/backup_options.h)
+      fmt::print("      backup options: {}\n", E(c.backup_options));
     if (!c.backup_stamp.empty()) fmt::print("      backup stamp: {}\n", E(c.backup_stamp));
     if (!c.previous_backup_stamp.empty())
       fmt::print("      previous stamp: {}\n", E(c.previous_backup_stamp));

@@ -1,17 +1,32 @@
 // gnomon-writer-postgres: a writer for a PostgreSQL server (15 or later), in
 // a process of its own, through the writer library (vss/writer_server.h).
-//   PrepareForSnapshot  CHECKPOINT, then pg_backup_start('gnomon', fast) on one
-//                    session this writer holds open (a non-exclusive backup)
+//   PrepareForBackup the backup options (checkpoint=fast|spread) and the
+//                    previous backup stamp; an option it does not know fails
+//                    the event (the backup, exit 4)
+//   PrepareForSnapshot  with checkpoint=fast (the default) CHECKPOINT, then
+//                    pg_backup_start('gnomon', true); with checkpoint=spread
+//                    pg_backup_start('gnomon', false), which waits for a
+//                    checkpoint paced by checkpoint_completion_target; on
+//                    one session this writer holds open (a non-exclusive
+//                    backup). Its LSN is the redo point of that checkpoint.
 //   Thaw             pg_backup_stop(false): the backup label and tablespace
 //                    map of the snapshot
 //   PostSnapshot     both stored as the component's backup metadata (JSON:
-//                    label, tablespace_map, start_lsn, stop_lsn), and a stamp
+//                    label, tablespace_map, start_lsn, stop_lsn, and on an
+//                    incremental or differential since_previous: the WAL
+//                    written since the backup whose stamp came back), and a
+//                    stamp (JSON, gnomon.postgresql-stamp/1: the cluster's
+//                    system identifier, timeline, start and stop LSN)
+//   BackupComplete   remembers the stamps of backups that succeeded, so the
+//                    next incremental can tell its own stamp from another's
 //   Abort            pg_backup_stop, so the server is not left in backup mode
 // The data directory is one component (recursive file set), so it is
 // included when its volume is backed up. The image is also an atomic,
 // crash-consistent copy of the data directory: started as it is, PostgreSQL
 // recovers from its own WAL. The label serves a restore with a WAL archive
 // (point-in-time recovery): write it to backup_label before starting.
+// The writer declares VSS_BS_TIMESTAMPED: gnomon keeps its stamps and hands
+// each back on the next incremental (docs/vss.md, "Backup stamps").
 //
 // Usage: gnomon-writer-postgres --data-dir DIR [--conninfo STR] [--name NAME]
 //                               [--dir DIR] [--freeze-timeout S]
@@ -20,32 +35,63 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cinttypes>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 #include "tools/cli_checks.h"
 
+#include "vss/backup_options.h"
 #include "vss/writer_server.h"
 
 namespace {
 
-class PostgresWriter : public gnomon::vss::Writer {
+using nlohmann::json;
+namespace vss = gnomon::vss;
+
+constexpr const char* kStampSchema = "gnomon.postgresql-stamp/1";
+
+// The backup options this writer understands (gnomon backup --writer-option).
+const std::vector<vss::BackupOptionSpec>& Options() {
+  static const std::vector<vss::BackupOptionSpec> kSpec = {
+      {"checkpoint", {"fast", "spread"}, "fast"}};
+  return kSpec;
+}
+
+// An LSN as PostgreSQL prints it ("16/B374D848"); false if it is not one.
+bool ParseLsn(const std::string& s, uint64_t* out) {
+  unsigned hi = 0, lo = 0;
+  char rest = 0;
+  if (std::sscanf(s.c_str(), "%X/%X%c", &hi, &lo, &rest) != 2) return false;
+  *out = (static_cast<uint64_t>(hi) << 32) | lo;
+  return true;
+}
+
+class PostgresWriter : public vss::Writer {
  public:
   PostgresWriter(std::string conninfo, std::string data_dir)
-      : conninfo_(std::move(conninfo)), data_dir_(std::move(data_dir)) {}
+      : conninfo_(std::move(conninfo)), data_dir_(std::move(data_dir)) {
+    vss::ReadBackupOptions("", Options(), &options_);  // the defaults
+  }
   ~PostgresWriter() override {
     if (conn_) PQfinish(conn_);
   }
 
-  bool OnIdentify(gnomon::vss::WriterMetadata* md) override {
-    gnomon::vss::ComponentInfo c;
-    c.type = gnomon::vss::ComponentType::kDatabase;
+  bool OnIdentify(vss::WriterMetadata* md) override {
+    // Stamps (TIMESTAMPED) say how much WAL was written since the backup
+    // they came from.
+    md->backup_schema = vss::schema::kTimestamped | vss::schema::kIncremental |
+                        vss::schema::kDifferential | vss::schema::kCopy;
+    vss::ComponentInfo c;
+    c.type = vss::ComponentType::kDatabase;
     c.logical_path = "postgresql";
     c.name = data_dir_;
     c.caption = "PostgreSQL cluster in " + data_dir_;
-    gnomon::vss::FileSpec f;
+    vss::FileSpec f;
     f.path = data_dir_;
     f.recursive = true;
     c.files.push_back(f);
@@ -53,14 +99,41 @@ class PostgresWriter : public gnomon::vss::Writer {
     return true;
   }
 
+  bool OnPrepareBackup(vss::WriterComponents* comps) override {
+    vss::ReadBackupOptions("", Options(), &options_);
+    previous_stamp_.clear();
+    for (auto& c : *comps) {
+      if (gnomon::Status s = vss::ReadBackupOptions(c.GetBackupOptions(), Options(), &options_);
+          !s.ok()) {
+        // Not ignored: the user asked for a backup this writer cannot make.
+        SetWriterFailure(vss::VSS_E_WRITERERROR_NONRETRYABLE, s.message());
+        return false;
+      }
+      previous_stamp_ = c.GetPreviousBackupStamp();
+    }
+    return true;
+  }
+
   bool OnPrepareSnapshot() override {
-    label_ = tablespace_map_ = start_lsn_ = stop_lsn_ = "";
+    label_ = tablespace_map_ = start_lsn_ = stop_lsn_ = system_identifier_ = "";
+    timeline_ = 0;
     if (!Connect()) return false;
     std::vector<std::string> row;
-    if (!Query("CHECKPOINT", &row)) return false;
-    if (!Query("SELECT pg_backup_start('gnomon', true)", &row)) return false;
+    const bool fast = options_["checkpoint"] == "fast";
+    if (fast && !Query("CHECKPOINT", &row)) return false;
+    if (!Query(fast ? "SELECT pg_backup_start('gnomon', true)"
+                    : "SELECT pg_backup_start('gnomon', false)",
+               &row))
+      return false;
     start_lsn_ = row.empty() ? "" : row[0];
     in_backup_ = true;
+    // Which cluster and timeline the stamp is of. Best effort: a role that
+    // may not read the control data still gets its backup, and a stamp
+    // whose next incremental cannot tell clusters apart.
+    if (QuietQuery("SELECT system_identifier FROM pg_control_system()", &row) && !row.empty())
+      system_identifier_ = row[0];
+    if (QuietQuery("SELECT timeline_id FROM pg_control_checkpoint()", &row) && !row.empty())
+      timeline_ = std::stoll(row[0]);
     return true;
   }
   bool OnFreeze() override { return true; }  // backup mode is the quiescence
@@ -69,19 +142,40 @@ class PostgresWriter : public gnomon::vss::Writer {
     if (in_backup_) Stop();
     return true;
   }
-  bool OnPostSnapshot(gnomon::vss::WriterComponents* comps) override {
+  bool OnPostSnapshot(vss::WriterComponents* comps) override {
+    const json stamp{{"stamp", kStampSchema},
+                     {"system_identifier", system_identifier_},
+                     {"timeline", timeline_},
+                     {"start_lsn", start_lsn_},
+                     {"stop_lsn", stop_lsn_}};
+    json md{{"label", label_},
+            {"tablespace_map", tablespace_map_},
+            {"start_lsn", start_lsn_},
+            {"stop_lsn", stop_lsn_},
+            {"backup_type", vss::BackupTypeName(GetBackupType())},
+            {"options", options_},
+            {"previous_stamp", previous_stamp_}};
+    const vss::BackupType type = GetBackupType();
+    if (type == vss::BackupType::kIncremental || type == vss::BackupType::kDifferential)
+      md["since_previous"] = SincePrevious(stamp);
     for (auto& c : *comps) {
-      c.SetBackupMetadata(nlohmann::json{
-          {"label", label_},
-          {"tablespace_map", tablespace_map_},
-          {"start_lsn", start_lsn_},
-          {"stop_lsn",
-           stop_lsn_}}.dump());
-      c.SetBackupStamp("postgresql start_lsn=" + start_lsn_ + " stop_lsn=" + stop_lsn_);
+      c.SetBackupMetadata(md.dump());
+      c.SetBackupStamp(stamp.dump());
     }
     return true;
   }
-  bool OnBackupShutdown(const gnomon::vss::Guid&) override {
+  bool OnBackupComplete(vss::WriterComponents* comps) override {
+    // Stamps of backups that can be built on: the next incremental's
+    // previous stamp should be one of them.
+    if (GetBackupType() == vss::BackupType::kCopy) return true;
+    for (auto& c : *comps)
+      if (c.GetBackupSucceeded() && !c.GetBackupStamp().empty()) {
+        if (issued_.size() >= 256) issued_.erase(issued_.begin());
+        issued_.insert(c.GetBackupStamp());
+      }
+    return true;
+  }
+  bool OnBackupShutdown(const vss::Guid&) override {
     // The session is needed only from PrepareForSnapshot to Thaw.
     if (conn_ && !in_backup_) {
       PQfinish(conn_);
@@ -91,12 +185,44 @@ class PostgresWriter : public gnomon::vss::Writer {
   }
 
  private:
+  // What an incremental or differential means for the cluster: the stamp
+  // that came back must be this cluster's, from before this backup; the WAL
+  // written from its checkpoint to this backup's is what changed.
+  json SincePrevious(const json& now) const {
+    auto invalid = [](const std::string& why) { return json{{"valid", false}, {"reason", why}}; };
+    if (previous_stamp_.empty())
+      return invalid("no previous stamp: no earlier backup of this cluster to build on");
+    const json prev = json::parse(previous_stamp_, nullptr, false);
+    if (!prev.is_object() || prev.value("stamp", "") != kStampSchema)
+      return invalid("the previous stamp is not a " + std::string(kStampSchema) +
+                     " stamp (an older writer's?)");
+    uint64_t prev_lsn = 0, lsn = 0;
+    if (!prev.contains("start_lsn") || !prev["start_lsn"].is_string() ||
+        !ParseLsn(prev["start_lsn"], &prev_lsn))
+      return invalid("the previous stamp has no start LSN");
+    if (!ParseLsn(start_lsn_, &lsn)) return invalid("this backup has no start LSN");
+    const std::string prev_id = prev.value("system_identifier", "");
+    if (!prev_id.empty() && !system_identifier_.empty() && prev_id != system_identifier_)
+      return invalid("the previous stamp is of another cluster (system identifier " + prev_id +
+                     ", this cluster's is " + system_identifier_ + ")");
+    if (prev_lsn > lsn)
+      return invalid("the previous stamp's WAL position " + prev["start_lsn"].get<std::string>() +
+                     " is ahead of this backup's " + start_lsn_ +
+                     " (the cluster was restored or re-created since?)");
+    return json{{"valid", true},
+                {"issued_by_this_writer", issued_.count(previous_stamp_) > 0},
+                {"previous_start_lsn", prev["start_lsn"]},
+                {"start_lsn", now["start_lsn"]},
+                {"wal_bytes", lsn - prev_lsn},
+                {"timeline_changed", prev.value("timeline", 0ll) != timeline_}};
+  }
+
   bool Connect() {
     if (conn_ && PQstatus(conn_) == CONNECTION_OK) return true;
     if (conn_) PQfinish(conn_);
     conn_ = PQconnectdb(conninfo_.c_str());
     if (PQstatus(conn_) != CONNECTION_OK) {
-      SetWriterFailure(gnomon::vss::VSS_E_WRITERERROR_RETRYABLE,
+      SetWriterFailure(vss::VSS_E_WRITERERROR_RETRYABLE,
                        "cannot connect to PostgreSQL: " + std::string(PQerrorMessage(conn_)));
       PQfinish(conn_);
       conn_ = nullptr;
@@ -104,14 +230,24 @@ class PostgresWriter : public gnomon::vss::Writer {
     }
     return true;
   }
-  // Runs sql; the first row's columns as text in *row.
+  // Runs sql; the first row's columns as text in *row. On failure the
+  // writer failure is set (Query) or not (QuietQuery).
   bool Query(const char* sql, std::vector<std::string>* row) {
+    std::string err;
+    if (Run(sql, row, &err)) return true;
+    SetWriterFailure(vss::VSS_E_WRITERERROR_RETRYABLE, std::string(sql) + ": " + err);
+    return false;
+  }
+  bool QuietQuery(const char* sql, std::vector<std::string>* row) {
+    std::string err;
+    return Run(sql, row, &err);
+  }
+  bool Run(const char* sql, std::vector<std::string>* row, std::string* err) {
     row->clear();
     PGresult* r = PQexec(conn_, sql);
     const ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-      SetWriterFailure(gnomon::vss::VSS_E_WRITERERROR_RETRYABLE,
-                       std::string(sql) + ": " + PQresultErrorMessage(r));
+      *err = PQresultErrorMessage(r);
       PQclear(r);
       return false;
     }
@@ -136,7 +272,12 @@ class PostgresWriter : public gnomon::vss::Writer {
   std::string conninfo_, data_dir_;
   PGconn* conn_ = nullptr;
   bool in_backup_ = false;
-  std::string label_, tablespace_map_, start_lsn_, stop_lsn_;
+  std::string label_, tablespace_map_, start_lsn_, stop_lsn_, system_identifier_;
+  long long timeline_ = 0;
+  // This backup's options and previous stamp (PrepareForBackup).
+  std::map<std::string, std::string> options_;
+  std::string previous_stamp_;
+  std::set<std::string> issued_;
 };
 
 }  // namespace
@@ -146,8 +287,20 @@ int main(int argc, char** argv) {
       "gnomon-writer-postgres: takes part in gnomon backups for a PostgreSQL server:\n"
       "a checkpoint and pg_backup_start before the snapshot, pg_backup_stop after it,\n"
       "the backup label stored with the backup. Runs until SIGINT or SIGTERM."};
+  app.footer(
+      "Backup options (gnomon backup --writer-option NAME:KEY=VALUE; any other key fails\n"
+      "the backup):\n"
+      "  checkpoint=fast|spread\n"
+      "      fast (default): an immediate CHECKPOINT, then pg_backup_start(fast => true);\n"
+      "      spread: pg_backup_start(fast => false), which waits for a checkpoint paced\n"
+      "      by checkpoint_completion_target (less I/O at once, but PrepareForSnapshot\n"
+      "      may then take minutes: gnomon gives it 120 s)\n"
+      "Backup stamps: the cluster's system identifier, timeline and the backup's start\n"
+      "and stop LSN. On an incremental or differential the backup metadata checks the\n"
+      "stamp handed back is this cluster's and says how much WAL was written since it\n"
+      "(since_previous: wal_bytes, issued_by_this_writer).");
   std::string conninfo = "dbname=postgres", data_dir, name = "postgresql";
-  gnomon::vss::WriterServerOptions opt;
+  vss::WriterServerOptions opt;
   double freeze_s = 60;
   app.add_option("--data-dir", data_dir, "The cluster's data directory")->required();
   app.add_option("--conninfo", conninfo,
@@ -156,7 +309,7 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "Writer name, also its socket's name (default postgresql)");
   app.add_option("--dir", opt.dir,
                  "Writer directory (default: $GNOMON_WRITER_DIR or " +
-                     gnomon::vss::proto::DefaultWriterDir() + ")");
+                     vss::proto::DefaultWriterDir() + ")");
   app.add_option("--freeze-timeout", freeze_s, "Seconds of the freeze window (default 60)")
       ->check(gnomon::cli::Seconds(1.0, 600.0));
   CLI11_PARSE(app, argc, argv);
@@ -164,10 +317,11 @@ int main(int argc, char** argv) {
   if (realpath(data_dir.c_str(), resolved)) data_dir = resolved;
 
   auto w = std::make_shared<PostgresWriter>(conninfo, data_dir);
-  gnomon::vss::Guid cls;
-  gnomon::vss::Guid::Parse("a3d6f1c8-2b47-4e91-8c0d-5e2f7b9a4c61", &cls);
-  w->Initialize(cls, name, gnomon::vss::UsageType::kUserData,
-                gnomon::vss::SourceType::kTransactedDb, gnomon::vss::ApplicationLevel::kBackEnd,
-                static_cast<uint32_t>(freeze_s * 1000));
-  return gnomon::vss::ServeUntilSignalled(w, opt, "gnomon-writer-postgres", data_dir);
+  // A stable class id: the same writer from one run to the next (stamps are
+  // handed back by class id).
+  vss::Guid cls;
+  vss::Guid::Parse("a3d6f1c8-2b47-4e91-8c0d-5e2f7b9a4c61", &cls);
+  w->Initialize(cls, name, vss::UsageType::kUserData, vss::SourceType::kTransactedDb,
+                vss::ApplicationLevel::kBackEnd, static_cast<uint32_t>(freeze_s * 1000));
+  return vss::ServeUntilSignalled(w, opt, "gnomon-writer-postgres", data_dir);
 }

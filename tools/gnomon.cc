@@ -83,6 +83,18 @@ int main(int argc, char** argv) {
                    "a base)")
       ->check(CLI::IsMember({"full", "incremental", "differential", "copy"}));
   backup->add_option("--tag", bopt.tags, "Tag to store with the backup (repeatable)");
+  std::vector<std::string> writer_opts;
+  backup
+      ->add_option("--writer-option", writer_opts,
+                   "A backup option for a writer's components (VSS SetBackupOptions), as "
+                   "WRITER:KEY=VALUE; WRITER is a name or class id as 'gnomon writers' shows "
+                   "them (repeatable). A writer acts on the options it documents and fails the "
+                   "backup (exit 4) on one it does not know; a WRITER that does not exist is a "
+                   "usage error")
+      ->expected(1)
+      ->allow_extra_args(false)  // one value per --writer-option: what follows may be a SOURCE
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->type_name("WRITER:KEY=VALUE");
   backup->add_flag("--all-blocks", bopt.all_blocks,
                    "Image every block, not only those the filesystem uses (ext2/3/4 volumes "
                    "are otherwise read through their block bitmaps; free blocks restore as "
@@ -314,6 +326,12 @@ int main(int argc, char** argv) {
       bopt.snapshot.freeze_timeout_ms = static_cast<uint32_t>(freeze_s * 1000);
       bopt.snapshot.hold_window_ms = static_cast<uint32_t>(hold_s * 1000);
       bopt.snapshot.set_wait_ms = static_cast<uint32_t>(set_wait_s * 1000);
+      for (const auto& text : writer_opts) {
+        gnomon::WriterOption o;
+        if (gnomon::Status d = gnomon::ParseWriterOption(text, &o); !d.ok())
+          return Fail(g, d.WithContext("--writer-option"), kUsage);
+        bopt.snapshot.writer_options.push_back(std::move(o));
+      }
       return CmdBackup(g, bopt);
     }
     if (*show) return CmdShow(g, show_id);

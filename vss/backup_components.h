@@ -188,6 +188,9 @@ class BackupComponents {
   void WaitForHandlers(const Delivery& d);
   bool Collect(const Delivery& d);
   bool ApplyResult(Slot* s, Event ev, const Job& job);
+  // A stamp from a writer without VSS_BS_TIMESTAMPED, not kept: noted in
+  // its status and the log.
+  void IgnoredStampLocked(Slot* s, Event ev, const ComponentRecord& c);
   void MarkFailed(Slot* s, Event ev, HResult hr, const std::string& msg);
 
   // DoSnapshotSet, the abort and the watchdog (backup_components_snapshot.cc).

@@ -59,6 +59,18 @@ void BackupComponents::MarkFailed(Slot* s, Event ev, HResult hr, const std::stri
                  DescribeHResult(hr) + (msg.empty() ? "" : ": " + msg);
 }
 
+void BackupComponents::IgnoredStampLocked(Slot* s, Event ev, const ComponentRecord& c) {
+  // Caller holds mu_. Said once per writer, in its status (which is stored
+  // with the backup) and in the session's log; it fails nothing.
+  static const std::string kWhy =
+      "backup stamp ignored: the writer's backup schema does not declare VSS_BS_TIMESTAMPED "
+      "(0x20)";
+  log_.push_back({"IgnoreBackupStamp", s->writer->name() + " " + c.FullPath()});
+  if (s->message.find(kWhy) != std::string::npos) return;
+  s->message += (s->message.empty() ? "" : "; ") + kWhy + " (set in " + WriterEventName(ev) +
+                " for " + c.FullPath() + ")";
+}
+
 bool BackupComponents::Deliver(Event ev, const std::vector<Slot*>& slots) {
   if (slots.empty()) return true;
   Delivery d(ev, slots);
@@ -198,7 +210,17 @@ bool BackupComponents::ApplyResult(Slot* s, Event ev, const Job& job) {
   }
   if (!job.read_only && !job.comps.empty()) {
     for (const auto& c : job.comps)
-      if (auto* rec = bcd_.Find(c.class_id, c.logical_path, c.name)) *rec = c;
+      if (auto* rec = bcd_.Find(c.class_id, c.logical_path, c.name)) {
+        const std::string stamp = rec->backup_stamp;
+        *rec = c;
+        // As in VSS, only a writer whose backup schema declares
+        // VSS_BS_TIMESTAMPED keeps backup stamps: another's is not stored,
+        // so it is never handed back, and its status says so.
+        if (c.backup_stamp != stamp && !(s->md.backup_schema & schema::kTimestamped)) {
+          rec->backup_stamp = stamp;
+          IgnoredStampLocked(s, ev, c);
+        }
+      }
   }
   if (ev == Event::kAbort || ev == Event::kBackupShutdown) {
     if (!job.result.ok && ev == Event::kBackupShutdown)
@@ -211,7 +233,9 @@ bool BackupComponents::ApplyResult(Slot* s, Event ev, const Job& job) {
     // With a failure code set, a non-fatal failure: reported, the writer
     // carries on (§2.2).
     if (job.ctx.failure != S_OK_) {
-      if (s->message.empty()) s->message = job.ctx.failure_message;
+      // The first failure's message leads; a note (IgnoredStampLocked) follows.
+      if (s->failure == S_OK_)
+        s->message = job.ctx.failure_message + (s->message.empty() ? "" : "; " + s->message);
       s->failure = job.ctx.failure;
     }
     if (!IsFailedState(s->state)) s->state = StateAfter(ev);

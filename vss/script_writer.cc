@@ -105,7 +105,11 @@ bool ScriptWriter::OnIdentify(WriterMetadata* md) {
   return true;
 }
 
-bool ScriptWriter::OnPrepareBackup(WriterComponents*) {
+bool ScriptWriter::OnPrepareBackup(WriterComponents* components) {
+  // The backup options (--writer-option) reach the script in every event of
+  // this backup, from PrepareForBackup on; a script that does not know one
+  // should veto rather than ignore it.
+  options_ = components && !components->empty() ? components->front().GetBackupOptions() : "";
   return Run(WriterEvent::kPrepareBackup, timeout_ms_);
 }
 bool ScriptWriter::OnPrepareSnapshot() { return Run(WriterEvent::kPrepareSnapshot, timeout_ms_); }
@@ -171,7 +175,8 @@ pid_t ScriptWriter::Spawn(const std::string& event, int* err_fd) {
   std::vector<std::string> args = {path_, event, set_id, type};
   args.insert(args.end(), volumes.begin(), volumes.end());
   std::vector<std::string> env = {"GNOMON_EVENT=" + event, "GNOMON_SNAPSHOT_SET_ID=" + set_id,
-                                  "GNOMON_BACKUP_TYPE=" + type, "GNOMON_VOLUMES=" + vol_env};
+                                  "GNOMON_BACKUP_TYPE=" + type, "GNOMON_VOLUMES=" + vol_env,
+                                  "GNOMON_BACKUP_OPTIONS=" + options_};
   int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
     SetWriterFailure(VSS_E_WRITERERROR_RETRYABLE, path_ + ": pipe: " + std::strerror(errno));
@@ -185,7 +190,8 @@ pid_t ScriptWriter::Spawn(const std::string& event, int* err_fd) {
   std::vector<char*> envp;
   for (char** e = environ; *e; ++e)
     if (std::strncmp(*e, "GNOMON_EVENT=", 13) && std::strncmp(*e, "GNOMON_SNAPSHOT_SET_ID=", 23) &&
-        std::strncmp(*e, "GNOMON_BACKUP_TYPE=", 19) && std::strncmp(*e, "GNOMON_VOLUMES=", 15))
+        std::strncmp(*e, "GNOMON_BACKUP_TYPE=", 19) && std::strncmp(*e, "GNOMON_VOLUMES=", 15) &&
+        std::strncmp(*e, "GNOMON_BACKUP_OPTIONS=", 22))
       envp.push_back(*e);
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);

@@ -6,7 +6,9 @@
 //   SCRIPT EVENT SNAPSHOT_SET_ID BACKUP_TYPE VOLUME...
 //
 // with the same in GNOMON_EVENT, GNOMON_SNAPSHOT_SET_ID, GNOMON_BACKUP_TYPE
-// and GNOMON_VOLUMES (newline-separated), and each run has a deadline. A
+// and GNOMON_VOLUMES (newline-separated), its backup options (KEY=VALUE
+// lines, vss/backup_options.h; from PrepareForBackup on) in
+// GNOMON_BACKUP_OPTIONS, and each run has a deadline. A
 // non-zero exit is a veto: the writer fails the event with the script's
 // stderr as its message, so (unlike the QEMU guest agent's fsfreeze hook) a
 // failing script stops a Freeze. A run past its deadline is killed and is a
@@ -54,6 +56,7 @@ class ScriptWriter : public Writer {
 
   std::string path_;
   uint32_t timeout_ms_;
+  std::string options_;  // this backup's, from PrepareForBackup
 };
 
 // Default hooks directory: $GNOMON_HOOKS_DIR, else /etc/gnomon/writers.d.
