@@ -40,16 +40,20 @@ Status Mark(Repository* repo, const std::vector<BackupRecord>& records, ChunkInd
             DigestSet* live, std::vector<std::string>* problems);
 
 // Step 3: copies the keepers of *repack into new packs named by a new index
-// file. A pack whose keeper cannot be read back intact leaves *repack
-// (kept whole, reported).
+// file, adding each copied digest to *checked. A pack whose keeper cannot
+// be read back intact leaves *repack (kept whole, reported).
 Status RepackPacks(Repository* repo, const ChunkIndex& index, const DigestSet& live,
                    const std::map<std::string, std::vector<PackEntry>>& claims,
-                   std::set<std::string>* repack, PruneResult* out);
+                   const CancelFlag* cancel, std::set<std::string>* repack, DigestSet* checked,
+                   PruneResult* out);
 // Step 4: with the repository to itself, marks again (records not in
 // `marked`), spares doomed packs that turn out live, replaces the index
 // files that name the rest, deletes them, and cleans up after dead runs.
+// *checked: live digests with a copy this prune wrote or read back intact.
 Status DeleteStep(Repository* repo, const PruneOptions& opt,
-                  const std::vector<BackupRecord>& marked, DigestSet* live,
+                  const std::vector<BackupRecord>& marked, DigestSet* live, DigestSet* checked,
                   const std::set<std::string>& doomed, PruneResult* out);
+// Whether quarantine or check files name only packs that are gone.
+bool StaleSideFiles(Repository* repo, const std::set<std::string>& present);
 
 }  // namespace gnomon

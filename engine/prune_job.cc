@@ -54,13 +54,17 @@ void MakePlan(const Census& c, const ChunkIndex& index, const DigestSet& live, d
     if (p.live > 0 && p.dead > 0)
       order.push_back({static_cast<double>(p.dead) / static_cast<double>(p.live + p.dead), id});
   std::sort(order.rbegin(), order.rend());
-  const double allowed = max_unused * static_cast<double>(out->stored_bytes);
+  // The allowance is a share of what stays stored after this prune.
+  uint64_t stays = out->stored_bytes;
+  for (const auto& id : plan->remove) stays -= plan->packs[id].dead;
   for (const auto& [share, id] : order) {
     const PackPlan& p = plan->packs[id];
-    if (p.dead_quarantined ||
-        (static_cast<double>(dead_total) > allowed && p.dead * 2 >= p.live)) {
+    if (p.dead_quarantined || (static_cast<double>(dead_total) >
+                                   max_unused * static_cast<double>(stays) &&
+                               p.dead * 2 >= p.live)) {
       plan->repack.insert(id);
       dead_total -= p.dead;
+      stays -= p.dead;
     }
   }
 }
@@ -68,19 +72,21 @@ void MakePlan(const Census& c, const ChunkIndex& index, const DigestSet& live, d
 // Before a dead copy of a live chunk goes, its keeper is read back: the
 // dead copy may be the only good one. A pack whose dead copy cannot be
 // spared is kept whole.
-void CheckKeepers(Repository* repo, const ChunkIndex& index, Plan* plan, PruneResult* out) {
+void CheckKeepers(Repository* repo, const ChunkIndex& index, Plan* plan, DigestSet* checked,
+                  PruneResult* out) {
   ChunkDecompressor dec;
   std::vector<uint8_t> buf;
-  std::map<Digest, bool> checked;
+  std::map<Digest, bool> result;
   for (auto* set : {&plan->remove, &plan->repack})
     for (auto it = set->begin(); it != set->end();) {
       bool spare = true;
       for (const auto& d : plan->packs[*it].live_elsewhere) {
-        auto [c, fresh] = checked.emplace(d, true);
+        auto [c, fresh] = result.emplace(d, true);
         if (fresh) {
           buf.resize(index.Find(d)->raw_len);
           Status s = repo->ReadChunk(index, d, buf.data(), &dec);
           c->second = s.ok();
+          if (s.ok()) checked->insert(d);
           if (!s.ok())
             out->warnings.push_back("kept pack " + *it + ": the copy of chunk " + d.Hex() +
                                     " that backups use cannot be read (" + s.message() +
@@ -102,7 +108,7 @@ bool NeedsCleaning(Repository* repo, const Census& c) {
     if (!c.claims.count(id)) return true;  // no index file names it
   for (const auto& [id, entries] : c.claims)
     if (!c.present.count(id)) return true;  // named, missing
-  return false;
+  return StaleSideFiles(repo, c.present);
 }
 
 // Volume indexes without a record may belong to a record moved away by
@@ -164,7 +170,8 @@ Status Mark(Repository* repo, const std::vector<BackupRecord>& records, ChunkInd
   std::vector<std::string> orphans;
   GNOMON_RETURN_IF_ERROR(PersistentOrphans(repo, &orphans));
   for (const auto& o : orphans)
-    problems->push_back(o + " has no backup record (put the record back, or remove it)");
+    problems->push_back(o + " has no backup record (put its record back, or remove it with "
+                            "'gnomon forget --force ID')");
   size_t followed = 0;
   return MarkLive(repo, *index, records, live, problems, &followed);
 }
@@ -174,8 +181,14 @@ Status RunPrune(Repository* repo, const PruneOptions& opt, PruneResult* out) {
   auto step = [&](const char* what, uint64_t n) {
     if (opt.progress) opt.progress(Progress{"prune", what, n, 4});
   };
+  auto finish = [&](Status s) {
+    out->seconds = static_cast<double>(NowMicros() - start) / 1e6;
+    return s;
+  };
+  // A dry run writes nothing, not even a lock (it may look at a read-only
+  // copy); it only reports.
   std::unique_ptr<FileLock> gc;
-  GNOMON_RETURN_IF_ERROR(repo->LockGc(opt.dry_run ? "prune --dry-run" : "prune", &gc));
+  if (!opt.dry_run) GNOMON_RETURN_IF_ERROR(repo->LockGc("prune", &gc));
   step("mark", 0);
   std::vector<BackupRecord> records;
   std::vector<Status> errors;
@@ -188,12 +201,13 @@ Status RunPrune(Repository* repo, const PruneOptions& opt, PruneResult* out) {
   DigestSet live;
   GNOMON_RETURN_IF_ERROR(Mark(repo, records, &index, &live, &out->problems));
   out->packs = census.present.size();
-  if (!out->complete()) return Status::OK();  // what it names is unknown: delete nothing
+  if (!out->complete()) return finish(Status::OK());  // what it names is unknown: delete nothing
 
   step("plan", 1);
   Plan plan;
   MakePlan(census, index, live, opt.max_unused, &plan, out);
-  CheckKeepers(repo, index, &plan, out);
+  DigestSet checked;  // live digests with a copy read back or written by this prune
+  CheckKeepers(repo, index, &plan, &checked, out);
   for (const auto& id : plan.remove) out->plan_delete_bytes += plan.packs[id].dead;
   for (const auto& id : plan.repack) {
     out->plan_repack_live_bytes += plan.packs[id].live;
@@ -201,11 +215,12 @@ Status RunPrune(Repository* repo, const PruneOptions& opt, PruneResult* out) {
   }
   out->plan_delete = plan.remove.size();
   out->plan_repack = plan.repack.size();
-  if (opt.dry_run) return Status::OK();
+  if (opt.dry_run) return finish(Status::OK());
   if (opt.cancel && opt.cancel->load()) return Status::Aborted("prune interrupted");
 
   step("repack", 2);
-  GNOMON_RETURN_IF_ERROR(RepackPacks(repo, index, live, census.claims, &plan.repack, out));
+  GNOMON_RETURN_IF_ERROR(
+      RepackPacks(repo, index, live, census.claims, opt.cancel, &plan.repack, &checked, out));
   if (opt.cancel && opt.cancel->load()) return Status::Aborted("prune interrupted");
 
   step("delete", 3);
@@ -213,9 +228,8 @@ Status RunPrune(Repository* repo, const PruneOptions& opt, PruneResult* out) {
   doomed.insert(plan.repack.begin(), plan.repack.end());
   Status s;
   if (!doomed.empty() || NeedsCleaning(repo, census))
-    s = DeleteStep(repo, opt, records, &live, doomed, out);
-  out->seconds = static_cast<double>(NowMicros() - start) / 1e6;
-  return s;
+    s = DeleteStep(repo, opt, records, &live, &checked, doomed, out);
+  return finish(s);
 }
 
 }  // namespace gnomon

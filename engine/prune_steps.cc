@@ -65,11 +65,13 @@ class Repacker {
 
 Status RepackPacks(Repository* repo, const ChunkIndex& index, const DigestSet& live,
                    const std::map<std::string, std::vector<PackEntry>>& claims,
-                   std::set<std::string>* repack, PruneResult* out) {
+                   const CancelFlag* cancel, std::set<std::string>* repack, DigestSet* checked,
+                   PruneResult* out) {
   Repacker repacker(repo, out);
   ChunkDecompressor dec;
   std::vector<uint8_t> stored;
   for (auto it = repack->begin(); it != repack->end();) {
+    if (cancel && cancel->load()) return Status::Aborted("prune interrupted");
     std::shared_ptr<RandomAccessFile> f;
     Status s = repo->OpenPack(*it, &f);
     for (const auto& e : claims.at(*it)) {
@@ -77,7 +79,9 @@ Status RepackPacks(Repository* repo, const ChunkIndex& index, const DigestSet& l
       if (!IsKeeper(index, live, *it, e)) continue;
       s = ReadChecked(*f, e, &dec, &stored);
       // A copy already made of an earlier chunk stays a harmless duplicate.
-      if (s.ok()) GNOMON_RETURN_IF_ERROR(repacker.Add(e, stored));
+      if (!s.ok()) break;
+      GNOMON_RETURN_IF_ERROR(repacker.Add(e, stored));
+      checked->insert(e.digest);
     }
     if (s.ok()) {
       ++it;
@@ -92,23 +96,68 @@ Status RepackPacks(Repository* repo, const ChunkIndex& index, const DigestSet& l
 
 namespace {
 
-// Doomed packs that hold a live chunk no pack that stays serves: a backup
-// committed since the plan deduplicated against it. They stay.
-void Revive(const Census& c, const DigestSet& live, std::set<std::string>* dead,
-            PruneResult* out) {
-  DigestSet served;
+// Doomed packs that hold a live chunk no checked copy in a pack that
+// stays serves: a backup committed since the plan deduplicated against
+// it. A copy counts if this prune wrote it or read it back (*checked), or
+// reads back intact now; otherwise the doomed pack stays.
+void Revive(Repository* repo, const Census& c, const DigestSet& live, DigestSet* checked,
+            std::set<std::string>* dead, PruneResult* out) {
+  DigestSet need;
+  for (const auto& id : *dead)
+    if (auto it = c.claims.find(id); it != c.claims.end())
+      for (const auto& e : it->second)
+        if (live.count(e.digest) && !checked->count(e.digest)) need.insert(e.digest);
+  std::map<Digest, std::vector<std::pair<std::string, PackEntry>>> copies;
   for (const auto& [id, entries] : c.claims)
     if (c.present.count(id) && !dead->count(id))
       for (const auto& e : entries)
-        if (!c.quarantined.count({id, e.digest})) served.insert(e.digest);
+        if (need.count(e.digest) && !c.quarantined.count({id, e.digest}))
+          copies[e.digest].push_back({id, e});
+  ChunkDecompressor dec;
+  std::vector<uint8_t> stored;
+  for (const auto& d : need)
+    for (const auto& [id, e] : copies[d]) {
+      std::shared_ptr<RandomAccessFile> f;
+      if (repo->OpenPack(id, &f).ok() && ReadChecked(*f, e, &dec, &stored).ok()) {
+        checked->insert(d);
+        break;
+      }
+    }
   for (auto it = dead->begin(); it != dead->end();) {
     const auto& entries = c.claims.count(*it) ? c.claims.at(*it) : std::vector<PackEntry>{};
     const bool needed = std::any_of(entries.begin(), entries.end(), [&](const PackEntry& e) {
-      return live.count(e.digest) && !served.count(e.digest);
+      return live.count(e.digest) && !checked->count(e.digest);
     });
     out->packs_revived += needed;
     it = needed ? dead->erase(it) : std::next(it);
   }
+}
+
+// Replacing index files changes which copy of a duplicated chunk readers
+// use (the first index file by name wins). A new keeper that was never
+// checked is read back; one found damaged is quarantined (FORMAT.md §5a),
+// so readers keep using the copy they used before.
+Status CheckNewKeepers(Repository* repo, const ChunkIndex& before, const DigestSet& live,
+                       const DigestSet& checked, PruneResult* out) {
+  ChunkIndex after;
+  IndexHealth health;
+  GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(&after, &health, IndexUse::kRead));
+  ChunkDecompressor dec;
+  std::vector<uint8_t> buf;
+  std::vector<BadChunk> bad;
+  for (const auto& d : live) {
+    const ChunkLocation* b = before.Find(d);
+    const ChunkLocation* a = after.Find(d);
+    if (!a || checked.count(d) ||
+        (b && before.pack_id(b->pack) == after.pack_id(a->pack) && b->offset == a->offset))
+      continue;
+    buf.resize(a->raw_len);
+    if (Status s = repo->ReadChunk(after, d, buf.data(), &dec); s.IsCorruption()) {
+      bad.push_back({after.pack_id(a->pack), d});
+      out->warnings.push_back(s.message() + " (quarantined; readers use another copy)");
+    }
+  }
+  return repo->WriteQuarantine(bad);
 }
 
 // One new index file with every entry of the files that name a dead or
@@ -151,15 +200,13 @@ Status DeletePacks(Repository* repo, const std::set<std::string>& dead, PruneRes
 }
 
 // Quarantine files all of whose packs are gone say nothing any more.
-Status DropQuarantine(Repository* repo, const Census& c, const std::set<std::string>& dead,
-                      PruneResult* out) {
+Status DropQuarantine(Repository* repo, const std::set<std::string>& present, PruneResult* out) {
   std::vector<Repository::QuarantineFile> files;
   std::vector<Status> errors;
   GNOMON_RETURN_IF_ERROR(repo->ListQuarantineFiles(&files, &errors));
   for (const auto& q : files) {
-    if (!std::all_of(q.chunks.begin(), q.chunks.end(), [&](const BadChunk& b) {
-          return dead.count(b.pack) || !c.present.count(b.pack);
-        }))
+    if (!std::all_of(q.chunks.begin(), q.chunks.end(),
+                     [&](const BadChunk& b) { return !present.count(b.pack); }))
       continue;
     GNOMON_RETURN_IF_ERROR(repo->DeleteQuarantineFile(q.name));
     ++out->quarantine_files_deleted;
@@ -169,17 +216,15 @@ Status DropQuarantine(Repository* repo, const Census& c, const std::set<std::str
 
 // Check files all of whose packs are gone, likewise. One that cannot be
 // read is left for verify to report.
-Status DropChecks(Repository* repo, const Census& c, const std::set<std::string>& dead,
-                  PruneResult* out) {
+Status DropChecks(Repository* repo, const std::set<std::string>& present, PruneResult* out) {
   std::vector<std::string> names;
   GNOMON_RETURN_IF_ERROR(repo->ListCheckFiles(&names));
   for (const auto& n : names) {
     uint64_t time = 0;
     std::vector<PackCheck> checks;
     if (!repo->ReadCheckFile(n, &time, &checks).ok()) continue;
-    if (!std::all_of(checks.begin(), checks.end(), [&](const PackCheck& k) {
-          return dead.count(k.pack) || !c.present.count(k.pack);
-        }))
+    if (!std::all_of(checks.begin(), checks.end(),
+                     [&](const PackCheck& k) { return !present.count(k.pack); }))
       continue;
     GNOMON_RETURN_IF_ERROR(repo->DeleteCheckFile(n));
     ++out->check_files_deleted;
@@ -189,11 +234,32 @@ Status DropChecks(Repository* repo, const Census& c, const std::set<std::string>
 
 }  // namespace
 
+bool StaleSideFiles(Repository* repo, const std::set<std::string>& present) {
+  std::vector<Repository::QuarantineFile> files;
+  std::vector<Status> errors;
+  if (repo->ListQuarantineFiles(&files, &errors).ok())
+    for (const auto& q : files)
+      if (std::none_of(q.chunks.begin(), q.chunks.end(),
+                       [&](const BadChunk& b) { return present.count(b.pack) > 0; }))
+        return true;
+  std::vector<std::string> names;
+  if (repo->ListCheckFiles(&names).ok())
+    for (const auto& n : names) {
+      uint64_t time = 0;
+      std::vector<PackCheck> checks;
+      if (repo->ReadCheckFile(n, &time, &checks).ok() &&
+          std::none_of(checks.begin(), checks.end(),
+                       [&](const PackCheck& k) { return present.count(k.pack) > 0; }))
+        return true;
+    }
+  return false;
+}
+
 Status DeleteStep(Repository* repo, const PruneOptions& opt,
-                  const std::vector<BackupRecord>& marked, DigestSet* live,
+                  const std::vector<BackupRecord>& marked, DigestSet* live, DigestSet* checked,
                   const std::set<std::string>& doomed, PruneResult* out) {
-  std::unique_ptr<FileLock> gate, users;
-  Status s = repo->EnterDeletion(opt.max_wait_ms, &gate, &users);
+  Repository::DeletionLocks locks;
+  Status s = repo->EnterDeletion(opt.max_wait_ms, opt.cancel, &locks);
   out->deferred = s.IsLocked();
   GNOMON_RETURN_IF_ERROR(s);
   // a. Mark again what backups committed since the first mark.
@@ -214,13 +280,23 @@ Status DeleteStep(Repository* repo, const PruneOptions& opt,
   std::set<std::string> dead;
   for (const auto& id : doomed)
     if (c.present.count(id)) dead.insert(id);
-  Revive(c, *live, &dead, out);
+  Revive(repo, c, *live, checked, &dead, out);
+  for (const auto& [id, entries] : c.claims)
+    if (!c.present.count(id))
+      out->warnings.push_back("dropped the index entries of missing pack " + id +
+                              " (no remaining backup needs what it held)");
   GNOMON_RETURN_IF_ERROR(ReplaceIndexFiles(repo, c, dead, out));
+  GNOMON_RETURN_IF_ERROR(CheckNewKeepers(repo, index, *live, *checked, out));
   GNOMON_RETURN_IF_ERROR(DeletePacks(repo, dead, out));
-  GNOMON_RETURN_IF_ERROR(DropQuarantine(repo, c, dead, out));
-  GNOMON_RETURN_IF_ERROR(DropChecks(repo, c, dead, out));
   repo->RemoveLeftoversForGc();
   out->cleaned = repo->cleaned();
+  // Quarantine and check files name packs: those all of whose packs are
+  // gone now (this prune's, or an earlier one's killed) go too.
+  std::vector<std::string> ids;
+  GNOMON_RETURN_IF_ERROR(repo->ListPacks(&ids));
+  c.present = std::set<std::string>(ids.begin(), ids.end());
+  GNOMON_RETURN_IF_ERROR(DropQuarantine(repo, c.present, out));
+  GNOMON_RETURN_IF_ERROR(DropChecks(repo, c.present, out));
   out->deleted = true;
   return Status::OK();
 }

@@ -196,7 +196,12 @@ Status SnapshotSession::SetComponentOptions(const std::map<std::string, std::str
   for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
     writers.push_back({bc_->GetWriterMetadata(i)->name, bc_->GetWriterMetadata(i)->class_id});
   std::map<vss::Guid, std::string> options;
+  // A writer option that names no writer is a mistake on the command line
+  // (a usage error), found here, before anything is frozen. (Asking the
+  // writers beforehand would cost a session of its own, which script
+  // writers would see as events.)
   if (Status s = ResolveWriterOptions(opt_.writer_options, writers, &options); !s.ok()) {
+    bad_selection_ = s.code() == Status::Code::kInvalidArgument;
     bc_->AbortBackup();
     return s;
   }

@@ -99,16 +99,4 @@ json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes
   return out;
 }
 
-Status CheckWriterOptions(const SnapshotOptions& opt, std::vector<std::string>* notes) {
-  std::vector<WriterIdentity> writers;
-  for (const auto& w : DescribeWriters(opt, notes)) {
-    WriterIdentity id;
-    id.name = w["name"].get<std::string>();
-    vss::Guid::Parse(w["class_id"].get<std::string>(), &id.class_id);
-    writers.push_back(std::move(id));
-  }
-  std::map<vss::Guid, std::string> resolved;
-  return ResolveWriterOptions(opt.writer_options, writers, &resolved);
-}
-
 }  // namespace gnomon

@@ -41,9 +41,5 @@ LastWriterStatus LoadWriterStatus(const std::string& state_dir);
 nlohmann::json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes,
                                bool components = false);
 
-// Whether every opt.writer_options names a writer a backup would gather
-// (Identify, as `gnomon writers` does), before the backup starts:
-// InvalidArgument naming the writers there are otherwise.
-Status CheckWriterOptions(const SnapshotOptions& opt, std::vector<std::string>* notes);
 
 }  // namespace gnomon

@@ -178,7 +178,12 @@ class PosixEnv final : public Env {
     return Status::FromErrno("renaming " + from + " to " + to, e);
   }
   Status SyncDir(const std::string& dir) override {
-    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    // Never through a symlink planted in the repository (gc/ -> /etc): the
+    // fchmod below would change the target. (A repository path a user
+    // gives that is a symlink is resolved by init before it gets here.)
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
+      return Status::InvalidArgument(dir + ": is not a directory (a symbolic link or a file); refusing it");
     if (fd < 0) return Status::FromErrno("opening directory " + dir, errno);
     int rc = ::fsync(fd);
     int e = errno;
@@ -196,7 +201,12 @@ class PosixEnv final : public Env {
     // Whatever the umask, and for a directory that already existed (an
     // empty one given to init): ours alone. Another user's directory is
     // refused: they could replace what we put in it.
-    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    // Never through a symlink planted in the repository (gc/ -> /etc): the
+    // fchmod below would change the target. (A repository path a user
+    // gives that is a symlink is resolved by init before it gets here.)
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
+      return Status::InvalidArgument(dir + ": is not a directory (a symbolic link or a file); refusing it");
     if (fd < 0) return Status::FromErrno("opening directory " + dir, errno);
     struct stat st;
     Status s;

@@ -38,9 +38,11 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
   if (mode != LockMode::kNone) {
     std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() + " since " +
                        NowRfc3339() + " (gnomon " + purpose + ")";
+    // gc/users first: waiting at the gate must not hold the repository
+    // lock, which prune's deletion step takes too.
+    GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
     GNOMON_RETURN_IF_ERROR(env->LockFile(RepoPath(path, kLock), mode == LockMode::kExclusive, info,
                                          &r->lock_, &r->stale_lock_));
-    GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
     if (mode == LockMode::kExclusive) {
       // A prune that is running writes temporaries and a journal of its
       // own, and cleans up when it deletes: leave it all to it.

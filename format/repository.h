@@ -2,6 +2,7 @@
 // access to every file kind. Everything goes through an Env. See FORMAT.md.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -143,7 +144,8 @@ class Repository {
   // Every other backup still restores: each has a complete volume index.
   Status ForgetBackup(const BackupRecord& r);
   // Removes a record that cannot be read (forget --force), and the volume
-  // indexes named after it; *what describes the file before it goes.
+  // indexes named after it; *what describes the file before it goes. With
+  // no record, removes the volume indexes named after id, if any.
   Status ForgetUnreadable(const std::string& id, std::string* what);
   // spec: a full id, a unique id prefix, or "latest".
   Status FindBackup(const std::string& spec, BackupRecord* out);
@@ -152,12 +154,16 @@ class Repository {
   // for every locked mode (waiting at gc/gate while a prune deletes); these
   // are prune's. LockGc: gc/lock, exclusive, for the whole prune.
   Status LockGc(const std::string& purpose, std::unique_ptr<FileLock>* out);
-  // gc/gate, then gc/users, exclusively: no other process that reads the
-  // repository runs until both are released. Waits for the users to drain
-  // at most 60 s at a time, letting go of the gate in between, up to
-  // max_wait_ms in all; then Locked.
-  Status EnterDeletion(int64_t max_wait_ms, std::unique_ptr<FileLock>* gate,
-                       std::unique_ptr<FileLock>* users);
+  // gc/gate, then gc/users, then the repository lock, exclusively: no
+  // other process that reads the repository runs until they are released
+  // (the repository lock keeps out a gnomon older than format version 8,
+  // which knows no gc/ locks). Waits for the users to drain at most 60 s
+  // at a time, letting go of the gate in between, up to max_wait_ms in
+  // all; then Locked. Aborted as soon as *cancel is set.
+  struct DeletionLocks {
+    std::unique_ptr<FileLock> gate, users, repository;
+  };
+  Status EnterDeletion(int64_t max_wait_ms, const std::atomic<bool>* cancel, DeletionLocks* out);
   // Told (once per wait) when Open waits at the gate, for the user.
   static void SetWaitNotice(std::function<void(const std::string&)> notice);
 
@@ -192,6 +198,7 @@ class Repository {
   // index names, temporaries, volume indexes without a record.
   // unjournaled: also packs no index file and no journal names.
   void RemoveLeftovers(bool unjournaled = false);
+  Status ForgetRecordless(const std::string& id, std::string* what);
   void RemoveUnindexedPacks(const Leftovers& l, const std::set<std::string>& indexed);
   Status OpenJournal();
   // gc/users shared for the life of this object (FORMAT.md §8).
@@ -200,7 +207,9 @@ class Repository {
   Env* env_;
   std::string path_;
   RepoConfig config_;
-  std::unique_ptr<FileLock> lock_, users_lock_;
+  // users_lock_ goes last: a process never holds the repository lock
+  // without gc/users (FORMAT.md §8), which prune's deletion step relies on.
+  std::unique_ptr<FileLock> users_lock_, lock_;
   std::string stale_lock_;
   std::vector<std::string> cleaned_;
   std::unique_ptr<WritableFile> journal_;

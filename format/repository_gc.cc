@@ -75,24 +75,47 @@ Status Repository::LockGc(const std::string& purpose, std::unique_ptr<FileLock>*
   // A backup's clean-up holds it shared for milliseconds; another prune
   // holds it for its whole run.
   Status s = Poll(NowMs() + 5000, [&] { return env_->LockFile(P(kGc, "lock"), true, info, out, &stale); });
-  if (s.IsLocked()) return Status::Locked(path_ + ": another prune is running: " + s.message());
+  if (s.IsLocked())
+    return Status::Locked(path_ + ": another prune is running (or a backup is cleaning up): " +
+                          s.message());
   return s;
 }
 
-Status Repository::EnterDeletion(int64_t max_wait_ms, std::unique_ptr<FileLock>* gate,
-                                 std::unique_ptr<FileLock>* users) {
+Status Repository::EnterDeletion(int64_t max_wait_ms, const std::atomic<bool>* cancel,
+                                 DeletionLocks* out) {
   const int64_t deadline = NowMs() + max_wait_ms;
+  const std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() +
+                           " since " + NowRfc3339() + " (gnomon prune, deleting)";
+  auto poll = [&](int64_t until, auto f) {
+    for (;;) {
+      if (cancel && cancel->load()) return Status::Aborted("prune interrupted");
+      Status s = f();
+      if (!s.IsLocked() || NowMs() >= until) return s;
+      Nap(kPollMs);
+    }
+  };
   for (;;) {
+    *out = DeletionLocks();
     // The gate first: no new user starts while the ones running drain.
-    Status s = Poll(deadline, [&] { return env_->TryFlock(P(kGc, "gate"), true, gate); });
-    if (!s.ok()) return s.IsLocked() ? Status::Locked("the gate stays busy") : s;
+    Status s = poll(deadline, [&] { return env_->TryFlock(P(kGc, "gate"), true, &out->gate); });
+    if (s.IsLocked()) return Status::Locked("the gate stays busy");
+    GNOMON_RETURN_IF_ERROR(s);
     const int64_t drain = std::min(deadline, NowMs() + kDrainMs);
-    s = Poll(drain, [&] { return env_->TryFlock(P(kGc, "users"), true, users); });
+    s = poll(drain, [&] { return env_->TryFlock(P(kGc, "users"), true, &out->users); });
+    if (s.ok()) {
+      std::string stale;
+      s = poll(drain, [&] {
+        return env_->LockFile(P(kLock), true, info, &out->repository, &stale);
+      });
+    }
     if (!s.IsLocked()) return s;
-    gate->reset();  // a long restore or verify: let backups through meanwhile
+    *out = DeletionLocks();  // a long restore or verify: let backups through meanwhile
     if (NowMs() >= deadline)
       return Status::Locked("the repository stayed in use (a backup, restore or verify is running)");
-    Nap(std::min<int64_t>(5000, deadline - NowMs()));
+    for (int64_t until = std::min(deadline, NowMs() + 5000); NowMs() < until;) {
+      if (cancel && cancel->load()) return Status::Aborted("prune interrupted");
+      Nap(100);
+    }
   }
 }
 

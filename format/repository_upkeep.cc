@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <filesystem>
 
 #include "format/framed_file.h"
 #include "format/names.h"
@@ -62,6 +63,14 @@ Status MakeSkeleton(Env* env, const std::string& path) {
 }  // namespace
 
 Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
+  // A repository path the user gives may be a symlink (to an empty
+  // directory on another disk): resolve it, since directories inside a
+  // repository are never opened through one.
+  std::error_code ec;
+  if (std::filesystem::is_symlink(path, ec)) {
+    const auto real = std::filesystem::canonical(path, ec);
+    if (!ec) return Init(env, real.string(), std::move(config));
+  }
   if (config.id.empty()) config.id = RandomHexId(16);
   if (config.created.empty()) config.created = NowRfc3339();
   GNOMON_RETURN_IF_ERROR(config.Validate("init " + path));
@@ -218,10 +227,30 @@ Status Repository::ForgetBackup(const BackupRecord& r) {
   // its volume indexes are merely unreferenced files. Their names were
   // checked when the record was read (BackupRecord::Decode), and are
   // rebuilt here from the id all the same.
+  // The journal names the backup first, so a forget killed between the two
+  // leaves volume indexes the next writer knows to remove (FORMAT.md §9),
+  // not ones that look like a record moved away (which stop prune).
   if (!IsBackupId(r.id)) return Status::Corruption("backup id '" + r.id + "' is malformed");
+  GNOMON_RETURN_IF_ERROR(JournalBackup(r.id));
   GNOMON_RETURN_IF_ERROR(env_->RemoveFile(P(kBackups, r.id)));
   GNOMON_RETURN_IF_ERROR(env_->SyncDir(P(kBackups)));
   for (size_t i = 0; i < r.volumes.size(); ++i) env_->RemoveFile(P(VolumeIndexName(r.id, i)));
+  EndWrite();
+  return Status::OK();
+}
+
+// Volume indexes whose record is gone (a forget killed half way by an
+// older gnomon, or a record removed by hand): forget --force ID removes them.
+Status Repository::ForgetRecordless(const std::string& id, std::string* what) {
+  std::vector<std::string> names;
+  size_t removed = 0;
+  if (env_->ListDir(P(kVolumes), &names).ok())
+    for (const auto& n : names)
+      if (n.rfind(id + ".", 0) == 0 && n.find(".tmp-") == std::string::npos &&
+          env_->RemoveFile(P(kVolumes, n)).ok())
+        ++removed;
+  if (!removed) return Status::NotFound("no backup with id '" + id + "' in " + path_);
+  *what = std::to_string(removed) + " volume index(es) of backup " + id + ", which has no record";
   return Status::OK();
 }
 
@@ -230,7 +259,8 @@ Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
     return Status::InvalidArgument("'" + id + "' is not a backup id (16 hex characters)");
   const std::string path = P(kBackups, id);
   std::unique_ptr<RandomAccessFile> f;
-  GNOMON_RETURN_IF_ERROR(env_->NewRandomAccessFile(path, &f));
+  if (Status s = env_->NewRandomAccessFile(path, &f); !s.ok())
+    return s.IsNotFound() ? ForgetRecordless(id, what) : s;
   std::string body;
   Status s = ReadFrameFile(env_, kBackupFrame, path, &body);
   BackupRecord r;

@@ -23,6 +23,21 @@ namespace {
 
 using nlohmann::json;
 
+pid_t Spawn(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
 class PruneTest : public RepoTest {
  protected:
   std::string vol() { return dir_ / "vol"; }
@@ -177,6 +192,121 @@ TEST_F(PruneTest, APackABackupBeganToUseMeanwhileIsRevived) {
   ExpectRestores(revived_by, old);
 }
 
+// A copy that only looks like it serves a chunk a backup began to use
+// meanwhile does not doom the pack with the good one: it is read back.
+TEST_F(PruneTest, ARevivingChunksOtherCopyIsReadBackBeforeItsPackGoes) {
+  Put(0, 1 << 20, 1);
+  const std::string a = BackupId(vol());
+  const auto old = ReadFile(vol());
+  Put(0, 1 << 20, 2);
+  const std::string b = BackupId(vol());
+  std::unique_ptr<Repository> repo;
+  ASSERT_TRUE(Repository::Open(Env::Default(), repo_, LockMode::kNone, "t", &repo).ok());
+  auto pack_of = [&](const std::string& id) {
+    BackupRecord r;
+    std::vector<PackSummary> packs;
+    EXPECT_TRUE(repo->FindBackup(id, &r).ok());
+    EXPECT_TRUE(repo->ReadIndexFile(r.index_file, &packs).ok());
+    EXPECT_EQ(packs.size(), 1u) << "1 MiB should be one pack";
+    return packs.at(0);
+  };
+  const PackSummary pa = pack_of(a), pb = pack_of(b);
+  // Pack X: b's chunks (live: X stays) and damaged copies of a's, as a
+  // repack a crash interrupted can leave; b's own pack is gone.
+  std::unique_ptr<PackWriter> w;
+  ASSERT_TRUE(repo->NewPackWriter(&w).ok());
+  auto add = [&](const PackSummary& p, bool damage) {
+    const auto bytes = ReadFile(repo->PackPath(p.id));
+    for (const auto& e : p.entries) {
+      std::vector<uint8_t> stored(bytes.begin() + e.offset, bytes.begin() + e.offset + e.stored_len);
+      if (damage) stored[7] ^= 1;
+      ASSERT_TRUE(w->Add(e.digest, e.codec, stored, e.raw_len, e.patch_depth).ok());
+    }
+  };
+  add(pb, false);
+  add(pa, true);
+  ASSERT_TRUE(w->Finish().ok());
+  std::string name;
+  ASSERT_TRUE(repo->WriteIndexFile({{w->id(), w->entries()}}, &name).ok());
+  repo->EndWrite();
+  std::filesystem::remove(repo->PackPath(pb.id));
+  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  WriteFile(vol(), old);
+
+  PruneOptions opt;
+  opt.max_unused = 1;  // X is half dead: it must stay as it is
+  std::string c;
+  opt.progress = [&](const Progress& p) {
+    if (p.item == "delete") c = BackupId(vol());  // deduplicates against a's chunks
+  };
+  PruneResult res;
+  ASSERT_TRUE(RunPrune(repo.get(), opt, &res).ok());
+  repo.reset();
+  ASSERT_FALSE(c.empty());
+  EXPECT_EQ(res.packs_revived, 1u);
+  EXPECT_TRUE(std::filesystem::exists(repo_ + "/packs/" + pa.id.substr(0, 2) + "/" + pa.id))
+      << "the pack with the only intact copies was deleted";
+  VerifyJson(true, 3);  // finds and quarantines the damaged copies in X
+  ExpectRestores(c, old);
+}
+
+// SIGINT while the deletion step waits: exit 130, nothing deleted.
+TEST_F(PruneTest, InterruptedWhileWaitingDeletesNothing) {
+  Put(0, 2 << 20, 1);
+  const std::string a = BackupId(vol());
+  Put(0, 2 << 20, 2);
+  BackupId(vol());
+  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  const auto packs = Files("packs");
+  std::unique_ptr<FileLock> reader;
+  ASSERT_TRUE(Env::Default()->TryFlock(repo_ + "/gc/users", false, &reader).ok());
+  pid_t pid = Spawn({GnomonBinary(), "--repo", repo_, "prune"});
+  ASSERT_GT(pid, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  reader.reset();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
+  EXPECT_EQ(Files("packs"), packs);
+}
+
+// A forget killed between the record and its volume indexes leaves what the
+// next writer removes, not an orphan that stops prune; an orphan left any
+// other way is removed by forget --force ID.
+TEST_F(PruneTest, HalfForgottenBackupsDoNotStopPrune) {
+  Put(0, 1 << 20, 1);
+  const std::string a = BackupId(vol());
+  Put(0, 1 << 20, 2);
+  const std::string b = BackupId(vol());
+  std::filesystem::remove(repo_ + "/backups/" + a);  // as a forget killed half way
+  json stuck = Prune({}, 3);
+  EXPECT_FALSE(stuck["complete"].get<bool>());
+  auto r = G({"forget", "--force", a});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("has no record"), std::string::npos) << r.err;
+  json res = Prune();
+  EXPECT_TRUE(res["complete"].get<bool>());
+  EXPECT_EQ(res["packs_deleted"].get<int>(), 1);
+  VerifyJson(true, 0);
+}
+
+// gc/ is the repository's own directory: a symlink planted there is refused,
+// and the directory it points at is left as it was.
+TEST_F(PruneTest, ASymlinkedGcDirectoryIsRefused) {
+  const std::string victim = dir_ / "victim";
+  std::filesystem::create_directory(victim);
+  std::filesystem::permissions(victim, std::filesystem::perms(0755));
+  WriteFile(victim + "/lock", {'k', 'e', 'e', 'p'});
+  std::filesystem::remove_all(repo_ + "/gc");
+  std::filesystem::create_directory_symlink(victim, repo_ + "/gc");
+  EXPECT_NE(G({"prune"}).exit_code, 0);
+  G({"list"});
+  EXPECT_EQ(std::filesystem::status(victim).permissions(), std::filesystem::perms(0755));
+  EXPECT_EQ(ReadFile(victim + "/lock"), std::vector<uint8_t>({'k', 'e', 'e', 'p'}));
+  EXPECT_FALSE(std::filesystem::exists(victim + "/gate"));
+}
+
 // The deletion step waits for readers; one that outlasts --wait leaves the
 // deletion to the next prune, and readers arriving meanwhile wait at the gate.
 TEST_F(PruneTest, DeletionWaitsForReadersAndReadersWaitForIt) {
@@ -258,21 +388,6 @@ TEST_F(PruneTest, BackupsInALoopBesidePruneStayWhole) {
   for (const auto& b : list) ExpectRestores(b["id"], made.at(b["id"]));
   EXPECT_EQ(Stats()["reclaimable_bytes"].get<uint64_t>(), 0u);
   EXPECT_TRUE(Debris().empty());
-}
-
-pid_t Spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
 }
 
 // SIGKILL at a random point of a prune that deletes and repacks, 50 times:

@@ -115,7 +115,9 @@ TEST_F(WritersCliTest, AScriptGetsItsBackupOptionsInEveryEventAndMayRefuseThem) 
                    "script 10-opts:level=2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto lines = Lines(log);
-  ASSERT_EQ(lines.size(), 7u);
+  std::string all;
+  for (const auto& l : lines) all += l + "\n";
+  ASSERT_EQ(lines.size(), 7u) << all;
   for (const auto& l : lines) EXPECT_EQ(l.substr(l.find(' ')), " mode=quiet;level=2;") << l;
   // Without options the variable is empty.
   ASSERT_EQ(Backup().exit_code, 0);

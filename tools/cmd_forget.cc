@@ -22,13 +22,13 @@ int ForgetIds(const Globals& g, Repository* repo, const std::vector<std::string>
     Status s = repo->FindBackup(id, &r);
     if (s.ok()) {
       s = repo->ForgetBackup(r);
-    } else if (force && s.IsCorruption()) {
+    } else if (force && (s.IsCorruption() || s.IsNotFound())) {
       // A record that cannot be read: removed only by its full id, after
       // saying what it was.
       std::string what;
       s = repo->ForgetUnreadable(id, &what);
       if (s.ok() && !g.json)
-        fmt::print(stderr, "gnomon: removing unreadable record {}\n", EscapeForTerminal(what));
+        fmt::print(stderr, "gnomon: removed {}\n", EscapeForTerminal(what));
       r.id = id;
     }
     if (!s.ok()) {

@@ -19,6 +19,7 @@ json PruneJson(const PruneResult& r, bool dry_run) {
   return json{{"dry_run", dry_run},
               {"complete", r.complete()},
               {"deleted", r.deleted},
+              {"deferred", r.deferred},
               {"backups", r.backups},
               {"packs", r.packs},
               {"stored_bytes", r.stored_bytes},
@@ -45,6 +46,7 @@ json PruneJson(const PruneResult& r, bool dry_run) {
 
 void PrintPrune(const PruneResult& r, bool dry_run) {
   auto B = [](uint64_t b) { return HumanBytes(static_cast<double>(b)); };
+  if (!r.complete()) return;  // no plan was made
   fmt::print("{} backups, {} packs: {} stored, {} live\n", r.backups, r.packs, B(r.stored_bytes),
              B(r.live_bytes));
   fmt::print("{} {} packs with nothing live ({} dead), repack {} packs ({} live copied to free {})\n",
@@ -89,13 +91,20 @@ int CmdPrune(const Globals& g, const PruneCliOptions& opt) {
   for (const auto& p : r.problems) fmt::print(stderr, "gnomon: error: {}\n", EscapeForTerminal(p));
   if (!r.complete()) {
     fmt::print(stderr,
-               "gnomon: prune deleted nothing: the repository has damage it cannot see past "
-               "(run 'gnomon verify')\n");
+               "gnomon: prune deleted nothing: it cannot tell what the files named above still "
+               "need (run 'gnomon verify' for damage)\n");
     return kDamaged;
   }
-  if (r.deferred)
-    return Fail(g, Status::Locked("prune wrote its new packs but deleted nothing: " + s.message() +
-                                  "; the next prune finishes the job"));
+  if (r.deferred) {
+    const std::string why =
+        "prune deleted nothing: " + s.message() + "; the next prune finishes the job" +
+        (r.packs_written ? fmt::format(" (the {} packs it wrote hold copies until then)",
+                                       r.packs_written)
+                         : "");
+    if (!g.json) return Fail(g, Status::Locked(why));
+    fmt::print(stderr, "gnomon: {}\n", EscapeForTerminal(why));  // the JSON above says deferred
+    return kLocked;
+  }
   return kOk;
 }
 

@@ -46,17 +46,6 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) 
 }
 
 int CmdBackup(const Globals& g, BackupOptions opt) {
-  if (!opt.snapshot.writer_options.empty()) {
-    // A writer option that names no writer is a mistake on the command
-    // line: said before the repository is opened, naming the writers there
-    // are. (The session checks again, against the writers it gathers.)
-    std::vector<std::string> notes;
-    if (Status s = CheckWriterOptions(opt.snapshot, &notes); !s.ok()) {
-      for (const auto& n : notes)
-        fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(n));
-      return Fail(g, s, kUsage);
-    }
-  }
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kExclusive, "backup", &repo)) return rc;
   ProgressDisplay progress(!g.json && !g.quiet);
