@@ -13,5 +13,5 @@ build=${2:-$(cd "$(dirname "$0")/.." && pwd)/build}
 start=$(date +%s)
 GNOMON_PRUNE_KILL_RUNS=$runs "$build/tests/prune_test" \
   --gtest_filter=PruneTest.SurvivesSigkillAtRandomPoints --gtest_output="xml:${TMPDIR:-/tmp}/prune-crash.xml"
-killed=$(grep -o 'name="killed" value="[0-9]*"' "${TMPDIR:-/tmp}/prune-crash.xml" | grep -o '[0-9]*$')
+killed=$(grep -o 'killed" value="[0-9]*' "${TMPDIR:-/tmp}/prune-crash.xml" | grep -o '[0-9]*$')
 echo "$runs runs, $killed prunes killed part way (the rest had finished), all recovered, in $(( $(date +%s) - start )) s"
