@@ -10,9 +10,9 @@
 namespace gnomon {
 
 struct Progress {
-  std::string phase;   // "backup", "restore", "verify", "prune"
-  std::string item;    // the volume or pack being worked on; prune: its step
-  uint64_t done = 0;   // bytes (verify: packs; prune: steps)
+  std::string phase;  // "backup", "restore", "verify", "prune"
+  std::string item;   // the volume or pack being worked on; prune: its step
+  uint64_t done = 0;  // bytes (verify: packs; prune: steps)
   uint64_t total = 0;
 };
 

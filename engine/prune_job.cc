@@ -59,9 +59,9 @@ void MakePlan(const Census& c, const ChunkIndex& index, const DigestSet& live, d
   for (const auto& id : plan->remove) stays -= plan->packs[id].dead;
   for (const auto& [share, id] : order) {
     const PackPlan& p = plan->packs[id];
-    if (p.dead_quarantined || (static_cast<double>(dead_total) >
-                                   max_unused * static_cast<double>(stays) &&
-                               p.dead * 2 >= p.live)) {
+    if (p.dead_quarantined ||
+        (static_cast<double>(dead_total) > max_unused * static_cast<double>(stays) &&
+         p.dead * 2 >= p.live)) {
       plan->repack.insert(id);
       dead_total -= p.dead;
       stays -= p.dead;
@@ -170,8 +170,9 @@ Status Mark(Repository* repo, const std::vector<BackupRecord>& records, ChunkInd
   std::vector<std::string> orphans;
   GNOMON_RETURN_IF_ERROR(PersistentOrphans(repo, &orphans));
   for (const auto& o : orphans)
-    problems->push_back(o + " has no backup record (put its record back, or remove it with "
-                            "'gnomon forget --force ID')");
+    problems->push_back(o +
+                        " has no backup record (put its record back, or remove it with "
+                        "'gnomon forget --force ID')");
   size_t followed = 0;
   return MarkLive(repo, *index, records, live, problems, &followed);
 }

@@ -34,11 +34,11 @@ struct PruneResult {
   size_t packs_deleted = 0, packs_revived = 0, packs_written = 0, chunks_repacked = 0;
   size_t index_files_replaced = 0, quarantine_files_deleted = 0, check_files_deleted = 0;
   uint64_t bytes_deleted = 0, bytes_written = 0;
-  bool deleted = false;                // the deletion step ran
-  bool deferred = false;               // it could not get the repository to itself in time
-  std::vector<std::string> problems;   // what could not be read: nothing was deleted
-  std::vector<std::string> warnings;   // packs kept for a reason the user should know
-  std::vector<std::string> cleaned;    // leftovers of dead runs removed
+  bool deleted = false;               // the deletion step ran
+  bool deferred = false;              // it could not get the repository to itself in time
+  std::vector<std::string> problems;  // what could not be read: nothing was deleted
+  std::vector<std::string> warnings;  // packs kept for a reason the user should know
+  std::vector<std::string> cleaned;   // leftovers of dead runs removed
   double seconds = 0;
   bool complete() const { return problems.empty(); }
 };

@@ -41,5 +41,4 @@ LastWriterStatus LoadWriterStatus(const std::string& state_dir);
 nlohmann::json DescribeWriters(const SnapshotOptions& opt, std::vector<std::string>* notes,
                                bool components = false);
 
-
 }  // namespace gnomon

@@ -183,7 +183,8 @@ class PosixEnv final : public Env {
     // gives that is a symlink is resolved by init before it gets here.)
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
-      return Status::InvalidArgument(dir + ": is not a directory (a symbolic link or a file); refusing it");
+      return Status::InvalidArgument(
+          dir + ": is not a directory (a symbolic link or a file); refusing it");
     if (fd < 0) return Status::FromErrno("opening directory " + dir, errno);
     int rc = ::fsync(fd);
     int e = errno;
@@ -206,7 +207,8 @@ class PosixEnv final : public Env {
     // gives that is a symlink is resolved by init before it gets here.)
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
-      return Status::InvalidArgument(dir + ": is not a directory (a symbolic link or a file); refusing it");
+      return Status::InvalidArgument(
+          dir + ": is not a directory (a symbolic link or a file); refusing it");
     if (fd < 0) return Status::FromErrno("opening directory " + dir, errno);
     struct stat st;
     Status s;

@@ -18,7 +18,7 @@ namespace gnomon {
 namespace {
 
 constexpr int64_t kUserWaitMs = 10 * 60 * 1000;  // a user waits this long at the gate
-constexpr int64_t kDrainMs = 60 * 1000;           // prune holds the gate this long per try
+constexpr int64_t kDrainMs = 60 * 1000;          // prune holds the gate this long per try
 constexpr int64_t kPollMs = 20;
 
 std::function<void(const std::string&)>& WaitNotice() {
@@ -74,10 +74,11 @@ Status Repository::LockGc(const std::string& purpose, std::unique_ptr<FileLock>*
   std::string stale;
   // A backup's clean-up holds it shared for milliseconds; another prune
   // holds it for its whole run.
-  Status s = Poll(NowMs() + 5000, [&] { return env_->LockFile(P(kGc, "lock"), true, info, out, &stale); });
+  Status s =
+      Poll(NowMs() + 5000, [&] { return env_->LockFile(P(kGc, "lock"), true, info, out, &stale); });
   if (s.IsLocked())
-    return Status::Locked(path_ + ": another prune is running (or a backup is cleaning up): " +
-                          s.message());
+    return Status::Locked(
+        path_ + ": another prune is running (or a backup is cleaning up): " + s.message());
   return s;
 }
 
@@ -104,14 +105,14 @@ Status Repository::EnterDeletion(int64_t max_wait_ms, const std::atomic<bool>* c
     s = poll(drain, [&] { return env_->TryFlock(P(kGc, "users"), true, &out->users); });
     if (s.ok()) {
       std::string stale;
-      s = poll(drain, [&] {
-        return env_->LockFile(P(kLock), true, info, &out->repository, &stale);
-      });
+      s = poll(drain,
+               [&] { return env_->LockFile(P(kLock), true, info, &out->repository, &stale); });
     }
     if (!s.IsLocked()) return s;
     *out = DeletionLocks();  // a long restore or verify: let backups through meanwhile
     if (NowMs() >= deadline)
-      return Status::Locked("the repository stayed in use (a backup, restore or verify is running)");
+      return Status::Locked(
+          "the repository stayed in use (a backup, restore or verify is running)");
     for (int64_t until = std::min(deadline, NowMs() + 5000); NowMs() < until;) {
       if (cancel && cancel->load()) return Status::Aborted("prune interrupted");
       Nap(100);

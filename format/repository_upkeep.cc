@@ -326,8 +326,7 @@ void Repository::RemoveUnindexedPacks(const Leftovers& l, const std::set<std::st
   size_t removed = 0;
   for (const auto& id : ids)
     if (!indexed.count(id) && !journaled.count(id) && DeletePack(id).ok()) ++removed;
-  if (removed)
-    cleaned_.push_back(std::to_string(removed) + " pack(s) that no index file names");
+  if (removed) cleaned_.push_back(std::to_string(removed) + " pack(s) that no index file names");
 }
 
 void Repository::RemoveLeftovers(bool unjournaled) {

@@ -147,7 +147,7 @@ json Comp(const std::string& cls, const std::string& path, const std::string& na
 TEST(BackupPlan, EveryStoredStampIsFoundAndMalformedComponentsAreSkipped) {
   BackupRecord r = Rec("a", "full", {"k"});
   r.extra["vss"]["bcd"]["components"] =
-      json::array({Comp("c1", "sqlite", "/db", "s1"), Comp("c2", "", "x", ""),  // no stamp
+      json::array({Comp("c1", "sqlite", "/db", "s1"), Comp("c2", "", "x", ""),      // no stamp
                    json{{"class_id", "c3"}, {"name", "y"}, {"backup_stamp", "s"}},  // no path
                    5, Comp("c4", "pg", "/data", "s4")});
   auto all = StoredStamps(r);

@@ -112,7 +112,8 @@ TEST_F(PruneTest, FreesWhatOnlyForgottenBackupsUsedAndKeepsTheRest) {
 TEST_F(PruneTest, RepacksMostlyDeadPacksWritingAtMostTwiceWhatItFrees) {
   // 4 MiB packs, so dead and live chunks share packs.
   std::filesystem::remove_all(repo_);
-  ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "4"}).exit_code, 0);
+  ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "4"}).exit_code,
+            0);
   Put(0, 8 << 20, 1);
   const std::string a = BackupId(vol());
   for (uint64_t off = 0; off < (8u << 20); off += 256 << 10) Put(off, 128 << 10, 2 + off);
@@ -125,7 +126,8 @@ TEST_F(PruneTest, RepacksMostlyDeadPacksWritingAtMostTwiceWhatItFrees) {
   json res = Prune({"--max-unused", "0"});
   EXPECT_GT(res["packs_written"].get<int>(), 0);
   EXPECT_GT(res["plan"]["repack_packs"].get<int>(), 0);
-  const uint64_t freed = res["bytes_deleted"].get<uint64_t>() - res["bytes_written"].get<uint64_t>();
+  const uint64_t freed =
+      res["bytes_deleted"].get<uint64_t>() - res["bytes_written"].get<uint64_t>();
   EXPECT_LE(res["bytes_written"].get<uint64_t>(), 2 * freed + (64u << 10));
   const json after = Stats();
   EXPECT_EQ(after["reclaimable_bytes"].get<uint64_t>(), 0u);
@@ -218,7 +220,8 @@ TEST_F(PruneTest, ARevivingChunksOtherCopyIsReadBackBeforeItsPackGoes) {
   auto add = [&](const PackSummary& p, bool damage) {
     const auto bytes = ReadFile(repo->PackPath(p.id));
     for (const auto& e : p.entries) {
-      std::vector<uint8_t> stored(bytes.begin() + e.offset, bytes.begin() + e.offset + e.stored_len);
+      std::vector<uint8_t> stored(bytes.begin() + e.offset,
+                                  bytes.begin() + e.offset + e.stored_len);
       if (damage) stored[7] ^= 1;
       ASSERT_TRUE(w->Add(e.digest, e.codec, stored, e.raw_len, e.patch_depth).ok());
     }
@@ -366,7 +369,7 @@ TEST_F(PruneTest, BackupsInALoopBesidePruneStayWhole) {
   });
   Put(0, 6 * kMiB, 1000);
   for (int i = 0; i < kRounds; ++i) {
-    Put((i % 3) * kMiB, kMiB, 2000 + i);                  // new
+    Put((i % 3) * kMiB, kMiB, 2000 + i);                             // new
     if (i >= 4) Put(3 * kMiB + (i % 3) * kMiB, kMiB, 2000 + i - 4);  // old: forgotten earlier
     auto r = G({"backup", "--json", vol()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -395,15 +398,18 @@ TEST_F(PruneTest, BackupsInALoopBesidePruneStayWhole) {
 // and the next prune finishes the job and leaves nothing behind.
 TEST_F(PruneTest, SurvivesSigkillAtRandomPoints) {
   std::filesystem::remove_all(repo_);
-  ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "2"}).exit_code, 0);
+  ASSERT_EQ(Gnomon({"init", "--repo", repo_, "--chunk-size", "64", "--pack-size", "2"}).exit_code,
+            0);
   std::map<std::string, std::vector<uint8_t>> kept;
   std::vector<std::string> forget;
   for (int i = 0; i < 6; ++i) {
     Put(static_cast<uint64_t>(i % 4) << 20, 3 << 20, 50 + i);
     const std::string id = BackupId(vol());
     ASSERT_FALSE(id.empty());
-    if (i % 2 == 0) forget.push_back(id);
-    else kept[id] = ReadFile(vol());
+    if (i % 2 == 0)
+      forget.push_back(id);
+    else
+      kept[id] = ReadFile(vol());
   }
   for (const auto& id : forget) ASSERT_EQ(G({"forget", id}).exit_code, 0);
   const std::string tmpl = dir_ / "template";
@@ -411,9 +417,9 @@ TEST_F(PruneTest, SurvivesSigkillAtRandomPoints) {
   // How long an uninterrupted prune takes here, for the range of kill times.
   const auto t0 = std::chrono::steady_clock::now();
   json whole = Prune({"--max-unused", "0"});
-  const auto span_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                           std::chrono::steady_clock::now() - t0)
-                           .count();
+  const auto span_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   ASSERT_GT(whole["packs_deleted"].get<int>(), 0);
   ASSERT_GT(whole["packs_written"].get<int>(), 0) << "the template must repack too";
 

@@ -584,8 +584,7 @@ TEST_F(RemoteWriterTest, AWriterWithoutTimestampedKeepsNoStampAndItsStatusSaysWh
   ASSERT_EQ(c.partial_files.size(), 1u);
   WriterStatus s = Status(bc.get(), "plain");
   EXPECT_EQ(s.failure, S_OK_);
-  EXPECT_NE(s.message.find("does not declare VSS_BS_TIMESTAMPED"), std::string::npos)
-      << s.message;
+  EXPECT_NE(s.message.find("does not declare VSS_BS_TIMESTAMPED"), std::string::npos) << s.message;
   bc->Release();
 }
 

@@ -514,8 +514,8 @@ TEST_F(FrozenFsTest, SqliteWriterKeepsEveryRestoredDatabaseConsistent) {
   std::string parent_stamp;
   for (int round = 0; round < 4; ++round) {
     const long before = SqliteCount(db);
-    std::vector<std::string> args = {"--repo", repo, "backup", "--json", "--type",
-                                     round == 0 ? "full" : "incremental"};
+    std::vector<std::string> args = {"--repo", repo,     "backup",
+                                     "--json", "--type", round == 0 ? "full" : "incremental"};
     if (round == 1) args.insert(args.end(), {"--writer-option", "sqlite:checkpoint=full"});
     args.push_back(loop_);
     auto b = Gnomon(args);
@@ -724,8 +724,8 @@ TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClea
   EXPECT_EQ(since["previous_start_lsn"], full_stamp["start_lsn"]) << since.dump();
   EXPECT_GT(since.value("wal_bytes", 0ull), 0ull) << "two checkpoints apart: " << since.dump();
   // A value the writer does not allow fails its PrepareForBackup: exit 4.
-  auto bad = Gnomon(
-      {"--repo", repo, "backup", "--writer-option", "postgresql:checkpoint=never", loop_});
+  auto bad =
+      Gnomon({"--repo", repo, "backup", "--writer-option", "postgresql:checkpoint=never", loop_});
   EXPECT_EQ(bad.exit_code, 4) << bad.err;
   EXPECT_NE(bad.err.find("checkpoint='never' is not an allowed value"), std::string::npos)
       << bad.err;

@@ -260,8 +260,8 @@ TEST_F(WritersCliTest, WriterOptionsReachTheNamedWriterAndOnesItDoesNotKnowFailT
   App app(state_.writer_dir(), "appdb", dir_ / "app.log", volume_,
           {"--options", "mode,level", "--report", report});
   // By name; the option comes before SOURCE and does not swallow it.
-  auto r = Backup({"--json", "--writer-option", "appdb:mode=fast", "--writer-option",
-                   "appdb:level=3"});
+  auto r =
+      Backup({"--json", "--writer-option", "appdb:mode=fast", "--writer-option", "appdb:level=3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Reports(report).back()["options"], "mode=fast\nlevel=3\n");
   auto show = Gnomon({"--repo", repo_, "show", "--json", json::parse(r.out)["id"]});

@@ -27,8 +27,7 @@ int ForgetIds(const Globals& g, Repository* repo, const std::vector<std::string>
       // saying what it was.
       std::string what;
       s = repo->ForgetUnreadable(id, &what);
-      if (s.ok() && !g.json)
-        fmt::print(stderr, "gnomon: removed {}\n", EscapeForTerminal(what));
+      if (s.ok() && !g.json) fmt::print(stderr, "gnomon: removed {}\n", EscapeForTerminal(what));
       r.id = id;
     }
     if (!s.ok()) {

@@ -24,11 +24,12 @@ json PruneJson(const PruneResult& r, bool dry_run) {
               {"packs", r.packs},
               {"stored_bytes", r.stored_bytes},
               {"live_bytes", r.live_bytes},
-              {"plan", {{"delete_packs", r.plan_delete},
-                        {"delete_dead_bytes", r.plan_delete_bytes},
-                        {"repack_packs", r.plan_repack},
-                        {"repack_live_bytes", r.plan_repack_live_bytes},
-                        {"repack_dead_bytes", r.plan_repack_dead_bytes}}},
+              {"plan",
+               {{"delete_packs", r.plan_delete},
+                {"delete_dead_bytes", r.plan_delete_bytes},
+                {"repack_packs", r.plan_repack},
+                {"repack_live_bytes", r.plan_repack_live_bytes},
+                {"repack_dead_bytes", r.plan_repack_dead_bytes}}},
               {"packs_deleted", r.packs_deleted},
               {"packs_revived", r.packs_revived},
               {"packs_written", r.packs_written},
@@ -49,18 +50,19 @@ void PrintPrune(const PruneResult& r, bool dry_run) {
   if (!r.complete()) return;  // no plan was made
   fmt::print("{} backups, {} packs: {} stored, {} live\n", r.backups, r.packs, B(r.stored_bytes),
              B(r.live_bytes));
-  fmt::print("{} {} packs with nothing live ({} dead), repack {} packs ({} live copied to free {})\n",
-             dry_run ? "would delete" : "plan: delete", r.plan_delete, B(r.plan_delete_bytes),
-             r.plan_repack, B(r.plan_repack_live_bytes), B(r.plan_repack_dead_bytes));
+  fmt::print(
+      "{} {} packs with nothing live ({} dead), repack {} packs ({} live copied to free {})\n",
+      dry_run ? "would delete" : "plan: delete", r.plan_delete, B(r.plan_delete_bytes),
+      r.plan_repack, B(r.plan_repack_live_bytes), B(r.plan_repack_dead_bytes));
   if (!r.deleted) return;
   fmt::print(
       "deleted {} packs ({}), wrote {} packs ({}), replaced {} index files{}; freed {} in "
       "{:.1f} s\n",
       r.packs_deleted, B(r.bytes_deleted), r.packs_written, B(r.bytes_written),
       r.index_files_replaced,
-      r.packs_revived ? fmt::format(", kept {} packs backups began to use meanwhile",
-                                    r.packs_revived)
-                      : "",
+      r.packs_revived
+          ? fmt::format(", kept {} packs backups began to use meanwhile", r.packs_revived)
+          : "",
       B(r.bytes_deleted > r.bytes_written ? r.bytes_deleted - r.bytes_written : 0), r.seconds);
 }
 
@@ -87,7 +89,8 @@ int CmdPrune(const Globals& g, const PruneCliOptions& opt) {
     PrintPrune(r, opt.dry_run);
   for (const auto& c : r.cleaned)
     if (!g.quiet) fmt::print(stderr, "gnomon: removed what an interrupted run left: {}\n", c);
-  for (const auto& w : r.warnings) fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
+  for (const auto& w : r.warnings)
+    fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
   for (const auto& p : r.problems) fmt::print(stderr, "gnomon: error: {}\n", EscapeForTerminal(p));
   if (!r.complete()) {
     fmt::print(stderr,
@@ -98,9 +101,9 @@ int CmdPrune(const Globals& g, const PruneCliOptions& opt) {
   if (r.deferred) {
     const std::string why =
         "prune deleted nothing: " + s.message() + "; the next prune finishes the job" +
-        (r.packs_written ? fmt::format(" (the {} packs it wrote hold copies until then)",
-                                       r.packs_written)
-                         : "");
+        (r.packs_written
+             ? fmt::format(" (the {} packs it wrote hold copies until then)", r.packs_written)
+             : "");
     if (!g.json) return Fail(g, Status::Locked(why));
     fmt::print(stderr, "gnomon: {}\n", EscapeForTerminal(why));  // the JSON above says deferred
     return kLocked;

@@ -307,9 +307,9 @@ int main(int argc, char** argv) {
                  "libpq connection string of a superuser or a role allowed pg_backup_start "
                  "(default: dbname=postgres)");
   app.add_option("--name", name, "Writer name, also its socket's name (default postgresql)");
-  app.add_option("--dir", opt.dir,
-                 "Writer directory (default: $GNOMON_WRITER_DIR or " +
-                     vss::proto::DefaultWriterDir() + ")");
+  app.add_option(
+      "--dir", opt.dir,
+      "Writer directory (default: $GNOMON_WRITER_DIR or " + vss::proto::DefaultWriterDir() + ")");
   app.add_option("--freeze-timeout", freeze_s, "Seconds of the freeze window (default 60)")
       ->check(gnomon::cli::Seconds(1.0, 600.0));
   CLI11_PARSE(app, argc, argv);

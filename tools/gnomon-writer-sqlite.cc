@@ -258,8 +258,8 @@ class SqliteWriter : public vss::Writer {
       const bool wal = now.at("journal_mode") == "wal" || prev.at("journal_mode") == "wal";
       json out{{"valid", true},
                {"issued_by_this_writer", issued_.count(d.previous_stamp) > 0},
-               {"pages_added", now.at("page_count").get<long long>() -
-                                   prev.at("page_count").get<long long>()},
+               {"pages_added",
+                now.at("page_count").get<long long>() - prev.at("page_count").get<long long>()},
                {"schema_changed", prev.at("schema_version") != now.at("schema_version")}};
       // changed: false only when nothing can have been committed since.
       json changed = nullptr;
@@ -271,11 +271,10 @@ class SqliteWriter : public vss::Writer {
         changed = prev.at("change_counter") != now.at("change_counter");
       if (out["pages_added"] != 0 || out["schema_changed"] == true) changed = true;
       out["changed"] = changed;
-      out["write_transactions"] =
-          wal ? json(nullptr)
-              : json((now.at("change_counter").get<long long>() -
-                      prev.at("change_counter").get<long long>()) &
-                     0xffffffffll);
+      out["write_transactions"] = wal ? json(nullptr)
+                                      : json((now.at("change_counter").get<long long>() -
+                                              prev.at("change_counter").get<long long>()) &
+                                             0xffffffffll);
       return out;
     } catch (const json::exception& e) {
       return invalid(std::string("the previous stamp is incomplete: ") + e.what());
@@ -291,8 +290,7 @@ class SqliteWriter : public vss::Writer {
   }
   // Runs sql; the first row's columns as text in *row. False, with the
   // writer failure set, if it fails.
-  bool Query(Database& d, const std::string& sql, const char* what,
-             std::vector<std::string>* row) {
+  bool Query(Database& d, const std::string& sql, const char* what, std::vector<std::string>* row) {
     if (QuietQuery(d, sql, row)) return true;
     SetWriterFailure(vss::VSS_E_WRITERERROR_RETRYABLE,
                      d.path + ": " + what + ": " + sqlite3_errmsg(d.db));

@@ -217,7 +217,8 @@ int main(int argc, char** argv) {
                    "repacked, so copying costs at most twice what it frees")
       ->check(CLI::Range(0.0, 100.0))
       ->type_name("PERCENT");
-  prune->add_flag("--dry-run", popt.dry_run, "Show what would be deleted and repacked; change nothing");
+  prune->add_flag("--dry-run", popt.dry_run,
+                  "Show what would be deleted and repacked; change nothing");
   prune
       ->add_option("--wait", popt.wait_seconds,
                    "How long the deletion step may wait for running backups, restores and "
