@@ -49,6 +49,16 @@ class PruneTest : public RepoTest {
     std::copy(data.begin(), data.end(), all.begin() + static_cast<long>(off));
     WriteFile(vol(), all);
   }
+  // Backs up 2 MiB, then 2 other MiB, and forgets the first: two packs to
+  // delete. Returns the second backup's id.
+  std::string TwoBackupsForgetTheFirst() {
+    Put(0, 2 << 20, 1);
+    const std::string a = BackupId(vol());
+    Put(0, 2 << 20, 2);
+    const std::string b = BackupId(vol());
+    EXPECT_EQ(G({"forget", a}).exit_code, 0);
+    return b;
+  }
   json Prune(std::vector<std::string> extra = {}, int want = 0) {
     std::vector<std::string> args{"prune", "--json"};
     args.insert(args.end(), extra.begin(), extra.end());
@@ -152,11 +162,7 @@ TEST_F(PruneTest, IncrementalsKeepThePatchBasesTheyNeed) {
 }
 
 TEST_F(PruneTest, RefusesToDeleteWhenARecordCannotBeRead) {
-  Put(0, 2 << 20, 1);
-  const std::string a = BackupId(vol());
-  Put(0, 2 << 20, 2);
-  const std::string b = BackupId(vol());
-  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  const std::string b = TwoBackupsForgetTheFirst();
   FlipByte(repo_ + "/backups/" + b, 40);
   const auto packs = Files("packs");
   json res = Prune({}, 3);
@@ -255,11 +261,7 @@ TEST_F(PruneTest, ARevivingChunksOtherCopyIsReadBackBeforeItsPackGoes) {
 
 // SIGINT while the deletion step waits: exit 130, nothing deleted.
 TEST_F(PruneTest, InterruptedWhileWaitingDeletesNothing) {
-  Put(0, 2 << 20, 1);
-  const std::string a = BackupId(vol());
-  Put(0, 2 << 20, 2);
-  BackupId(vol());
-  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(TwoBackupsForgetTheFirst());
   const auto packs = Files("packs");
   std::unique_ptr<FileLock> reader;
   ASSERT_TRUE(Env::Default()->TryFlock(repo_ + "/gc/users", false, &reader).ok());
@@ -313,11 +315,7 @@ TEST_F(PruneTest, ASymlinkedGcDirectoryIsRefused) {
 // The deletion step waits for readers; one that outlasts --wait leaves the
 // deletion to the next prune, and readers arriving meanwhile wait at the gate.
 TEST_F(PruneTest, DeletionWaitsForReadersAndReadersWaitForIt) {
-  Put(0, 2 << 20, 1);
-  const std::string a = BackupId(vol());
-  Put(0, 2 << 20, 2);
-  BackupId(vol());
-  ASSERT_EQ(G({"forget", a}).exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(TwoBackupsForgetTheFirst());
   const auto packs = Files("packs");
   {
     std::unique_ptr<FileLock> reader;  // as a long restore holds it
