@@ -166,30 +166,19 @@ std::vector<std::string> Lines(const std::string& path) {
 }
 
 // test_writer_app in the writer directory, stopped when the object dies.
-class App {
+class App : public test::BackgroundProcess {
  public:
   App(const std::string& dir, const std::string& name, const std::string& log,
-      std::vector<std::string> extra) {
-    std::vector<std::string> args = {TEST_WRITER_APP_BIN, dir, name, log};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(TEST_WRITER_APP_BIN, argv.data());
-      _exit(127);
-    }
-    for (int i = 0; i < 1000 && !fs::exists(dir + "/" + name + ".sock"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ~App() {
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
-  }
+      std::vector<std::string> extra)
+      : test::BackgroundProcess(Args(dir, name, log, std::move(extra)), dir + "/" + name + ".sock") {}
 
  private:
-  pid_t pid_;
+  static std::vector<std::string> Args(const std::string& dir, const std::string& name,
+                                       const std::string& log, std::vector<std::string> extra) {
+    std::vector<std::string> args = {TEST_WRITER_APP_BIN, dir, name, log};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
 };
 
 class SelectionCliTest : public ::testing::Test {

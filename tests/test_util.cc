@@ -5,15 +5,18 @@
 #include <algorithm>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 namespace gnomon::test {
 
@@ -230,6 +233,29 @@ LoopDevice::LoopDevice(const std::string& backing_file) {
 
 LoopDevice::~LoopDevice() {
   if (!dev_.empty()) Sh("losetup -d " + dev_);
+}
+
+BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
+                                     const std::string& ready_path) {
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int in = ::open("/dev/null", O_RDONLY);
+    ::dup2(in, 0);
+    ::close_range(3, ~0U, 0);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  for (int i = 0; i < 1000 && !std::filesystem::exists(ready_path); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+BackgroundProcess::~BackgroundProcess() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  ::waitpid(pid_, nullptr, 0);
 }
 
 void RepoTest::SetUp() {

@@ -106,6 +106,20 @@ class LoopDevice {
   std::string dev_;
 };
 
+// A program run in the background for the life of the object (SIGTERM,
+// then reaped, on destruction), with no stdin and none of the test's open
+// files; ready once ready_path exists (waits up to 10 s).
+class BackgroundProcess {
+ public:
+  BackgroundProcess(const std::vector<std::string>& argv, const std::string& ready_path);
+  ~BackgroundProcess();
+  BackgroundProcess(const BackgroundProcess&) = delete;
+  BackgroundProcess& operator=(const BackgroundProcess&) = delete;
+
+ private:
+  int pid_ = -1;
+};
+
 // A fresh repository (64 KiB chunks, 1 MiB packs) for tests that drive the
 // gnomon binary, with isolated writer state.
 class RepoTest : public ::testing::Test {
