@@ -45,6 +45,19 @@ static size_t Utf8SequenceAt(const std::string& s, size_t i) {
   return n;
 }
 
+bool IsUtf8(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t n = Utf8SequenceAt(text, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 std::string EscapeForTerminal(const std::string& text) {
   std::string out;
   out.reserve(text.size());

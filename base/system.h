@@ -16,5 +16,7 @@ bool ProcessAlive(int pid);
 // read from a file cannot move the cursor, change colours or retitle the
 // window.
 std::string EscapeForTerminal(const std::string& text);
+// Whether text is well-formed UTF-8 (what a JSON document can carry).
+bool IsUtf8(const std::string& text);
 
 }  // namespace gnomon

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
+
+#include "vss/backup_components.h"
+#include "vss/contracts.h"
 
 namespace gnomon {
 
@@ -41,9 +45,22 @@ std::vector<ComponentStamp> StoredStamps(const BackupRecord& r) {
   if (!vss.contains("bcd") || !vss["bcd"].is_object()) return out;
   const auto& bcd = vss["bcd"];
   if (!bcd.contains("components") || !bcd["components"].is_array()) return out;
+  // A writer that failed in that backup set a stamp for data that was not
+  // backed up as it says: VSS requesters keep only stamps of successes.
+  std::set<vss::Guid> failed;
+  if (vss.contains("writer_status") && vss["writer_status"].is_array())
+    for (const auto& w : vss["writer_status"]) {
+      vss::WriterStatus st;
+      if (vss::WriterStatusFromJson(w, &st) && vss::IsFailedState(st.state))
+        failed.insert(st.instance_id);
+    }
   for (const auto& c : bcd["components"]) {
     auto has = [&](const char* k) { return c.is_object() && c.contains(k) && c[k].is_string(); };
     if (!has("class_id") || !has("logical_path") || !has("name") || !has("backup_stamp")) continue;
+    vss::Guid instance;
+    if (has("instance_id") && vss::Guid::Parse(c["instance_id"].get<std::string>(), &instance) &&
+        failed.count(instance))
+      continue;
     ComponentStamp s{c["class_id"], c["logical_path"], c["name"], c["backup_stamp"], r.id};
     if (!s.stamp.empty()) out.push_back(std::move(s));
   }

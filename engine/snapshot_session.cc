@@ -194,7 +194,8 @@ Status SnapshotSession::SetComponentOptions(const std::map<std::string, std::str
                                             const std::vector<ComponentStamp>& component_stamps) {
   std::vector<WriterIdentity> writers;
   for (size_t i = 0; i < bc_->GetWriterMetadataCount(); ++i)
-    writers.push_back({bc_->GetWriterMetadata(i)->name, bc_->GetWriterMetadata(i)->class_id});
+    writers.push_back({bc_->GetWriterMetadata(i)->name, bc_->GetWriterMetadata(i)->class_id,
+                       bc_->GetWriterMetadata(i)->instance_id});
   std::map<vss::Guid, std::string> options;
   // A writer option that names no writer is a mistake on the command line
   // (a usage error), found here, before anything is frozen. (Asking the
@@ -215,10 +216,10 @@ Status SnapshotSession::SetComponentOptions(const std::map<std::string, std::str
   const std::vector<vss::ComponentRecord> components = bc_->document().components;
   for (const auto& c : components) {
     HResult hr;
-    if (auto it = options.find(c.class_id); it != options.end()) {
+    if (auto it = options.find(c.instance_id); it != options.end()) {
       hr = bc_->SetBackupOptions(c.class_id, c.type, c.logical_path, c.name, it->second);
       if (hr != vss::S_OK_) return Fail(hr, "SetBackupOptions " + c.FullPath());
-      reached.insert(c.class_id);
+      reached.insert(c.instance_id);
     }
     // As VSS requesters do, only a writer that keeps stamps gets one back
     // (and the session keeps stamps only from such writers).
@@ -238,10 +239,10 @@ Status SnapshotSession::SetComponentOptions(const std::map<std::string, std::str
     hr = bc_->SetPreviousBackupStamp(c.class_id, c.type, c.logical_path, c.name, stamp);
     if (hr != vss::S_OK_) return Fail(hr, "SetPreviousBackupStamp " + c.FullPath());
   }
-  for (const auto& [cls, text] : options)
-    if (!reached.count(cls))
+  for (const auto& [instance, text] : options)
+    if (!reached.count(instance))
       for (const auto& w : writers)
-        if (w.class_id == cls)
+        if (w.instance_id == instance)
           notes_.push_back("--writer-option for writer '" + w.name +
                            "' reaches nothing: it has no component in this backup");
   return Status::OK();

@@ -17,7 +17,8 @@ Status ParseWriterOption(const std::string& text, WriterOption* out) {
     return Status::InvalidArgument("'" + text + "': the key '" + o.key +
                                    "' is not 1 to 64 of A-Z a-z 0-9 _ . -");
   if (!vss::IsBackupOptionValue(o.value))
-    return Status::InvalidArgument("'" + text + "': the value holds a newline");
+    return Status::InvalidArgument("the value of --writer-option " + o.writer + ":" + o.key +
+                                   " holds a newline, a NUL or bytes that are not UTF-8");
   *out = std::move(o);
   return Status::OK();
 }
@@ -32,30 +33,34 @@ bool NamesWriter(const std::string& spec, const WriterIdentity& w) {
 
 Status ResolveWriterOptions(const std::vector<WriterOption>& opts,
                             const std::vector<WriterIdentity>& writers,
-                            std::map<vss::Guid, std::string>* by_class) {
+                            std::map<vss::Guid, std::string>* by_instance) {
   std::map<vss::Guid, vss::BackupOptionList> lists;
+  std::map<vss::Guid, std::string> names;
   for (const auto& o : opts) {
-    const WriterIdentity* found = nullptr;
+    bool found = false;
     for (const auto& w : writers)
-      if (NamesWriter(o.writer, w)) found = &w;
+      if (NamesWriter(o.writer, w)) {
+        lists[w.instance_id].emplace_back(o.key, o.value);
+        names[w.instance_id] = w.name;
+        found = true;
+      }
     if (!found) {
-      std::string names;
+      std::string known;
       for (const auto& w : writers)
-        names += (names.empty() ? "" : ", ") + ("'" + w.name + "' {" + w.class_id.ToString() + "}");
+        known += (known.empty() ? "" : ", ") + ("'" + w.name + "' {" + w.class_id.ToString() + "}");
       return Status::InvalidArgument("--writer-option " + o.writer + ":" + o.key +
                                      ": no writer is named '" + o.writer + "'; the writers are " +
-                                     (names.empty() ? "none" : names));
+                                     (known.empty() ? "none" : known));
     }
-    lists[found->class_id].emplace_back(o.key, o.value);
   }
   std::map<vss::Guid, std::string> out;
-  for (const auto& [cls, list] : lists) {
+  for (const auto& [instance, list] : lists) {
     std::string text;
     if (Status s = vss::FormatBackupOptions(list, &text); !s.ok())
-      return s.WithContext("--writer-option for writer {" + cls.ToString() + "}");
-    out[cls] = std::move(text);
+      return s.WithContext("--writer-option for writer '" + names[instance] + "'");
+    out[instance] = std::move(text);
   }
-  *by_class = std::move(out);
+  *by_instance = std::move(out);
   return Status::OK();
 }
 

@@ -27,16 +27,18 @@ Status ParseWriterOption(const std::string& text, WriterOption* out);
 struct WriterIdentity {
   std::string name;
   vss::Guid class_id;
+  vss::Guid instance_id;  // two instances of one writer class are two writers
 };
 
-// Whether spec names the writer: its name exactly, or its class id.
+// Whether spec names the writer: its name exactly, or its class id (which
+// names every instance of that class).
 bool NamesWriter(const std::string& spec, const WriterIdentity& w);
 
-// The backup options text for each writer the options name, by class id.
+// The backup options text for each writer instance the options name.
 // InvalidArgument if an option names no writer of `writers` (the message
 // names those there are), or gives one writer the same key twice.
 Status ResolveWriterOptions(const std::vector<WriterOption>& opts,
                             const std::vector<WriterIdentity>& writers,
-                            std::map<vss::Guid, std::string>* by_class);
+                            std::map<vss::Guid, std::string>* by_instance);
 
 }  // namespace gnomon

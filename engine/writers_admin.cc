@@ -38,7 +38,9 @@ void SaveWriterStatus(const std::string& state_dir, const std::vector<vss::Write
   for (const auto& s : status) j["writers"].push_back(vss::WriterStatusToJson(s));
   ::mkdir(state_dir.c_str(), 0700);
   std::string err;
-  ReplaceFileDurably(state_dir + "/writers.json", j.dump(1) + "\n", &err);  // best effort
+  ReplaceFileDurably(state_dir + "/writers.json",
+                     j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                     &err);  // best effort
 }
 
 LastWriterStatus LoadWriterStatus(const std::string& state_dir) {

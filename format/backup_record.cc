@@ -86,7 +86,9 @@ std::string BackupRecord::Encode() const {
          {"totals", totals.ToJson()},
          {"index_file", index_file},
          {"extra", extra}};
-  return j.dump(1);
+  // Never throw after the writers ran: bytes that are not UTF-8 (a name a
+  // writer sent) are stored as U+FFFD rather than lose the backup.
+  return j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // Every name that later becomes a path has exactly the form FORMAT.md gives

@@ -162,6 +162,28 @@ TEST(BackupPlan, EveryStoredStampIsFoundAndMalformedComponentsAreSkipped) {
   EXPECT_TRUE(StoredStamps(r).empty());
 }
 
+TEST(BackupPlan, AStampOfAWriterThatFailedIsNotKept) {
+  BackupRecord r = Rec("a", "full", {"k"});
+  json ok = Comp("c1", "", "/db", "s1"), bad = Comp("c2", "", "/db2", "s2");
+  ok["instance_id"] = "00000000-0000-4000-8000-000000000001";
+  bad["instance_id"] = "00000000-0000-4000-8000-000000000002";
+  r.extra["vss"]["bcd"]["components"] = json::array({ok, bad});
+  auto status = [](const char* instance, unsigned state) {  // as read back from a file
+    return json{{"name", "w"},
+                {"class_id", "00000000-0000-4000-8000-0000000000aa"},
+                {"instance_id", instance},
+                {"state", state},
+                {"failure", 0u},
+                {"message", ""}};
+  };
+  r.extra["vss"]["writer_status"] =
+      json::array({status("00000000-0000-4000-8000-000000000001", 1),     // VSS_WS_STABLE
+                   status("00000000-0000-4000-8000-000000000002", 11)});  // FAILED_AT_POST_SNAPSHOT
+  auto kept = StoredStamps(r);
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].stamp, "s1");
+}
+
 TEST(BackupPlan, EachComponentGetsTheStampOfTheNewestParentHoldingIt) {
   // Two volumes built on two parents: the newer one's stamp of a component
   // both hold wins, a component only the older holds keeps the older's,
@@ -209,7 +231,13 @@ TEST(WriterOptions, NamesAndClassIdsPickTheWriterAndUnknownOnesNameThoseThereAre
   vss::Guid sqlite_id, pg_id;
   ASSERT_TRUE(vss::Guid::Parse("5b1f4a52-6c3e-4d8a-9e57-7a1e0c9d2f10", &sqlite_id));
   ASSERT_TRUE(vss::Guid::Parse("a3d6f1c8-2b47-4e91-8c0d-5e2f7b9a4c61", &pg_id));
-  const std::vector<WriterIdentity> writers = {{"sqlite", sqlite_id}, {"postgresql", pg_id}};
+  vss::Guid sqlite_a, sqlite_b, pg_i;
+  ASSERT_TRUE(vss::Guid::Parse("00000000-0000-4000-8000-00000000000a", &sqlite_a));
+  ASSERT_TRUE(vss::Guid::Parse("00000000-0000-4000-8000-00000000000b", &sqlite_b));
+  ASSERT_TRUE(vss::Guid::Parse("00000000-0000-4000-8000-00000000000c", &pg_i));
+  const std::vector<WriterIdentity> writers = {{"sqlite", sqlite_id, sqlite_a},
+                                               {"postgresql", pg_id, pg_i},
+                                               {"sqlite-2", sqlite_id, sqlite_b}};
   EXPECT_TRUE(NamesWriter("sqlite", writers[0]));
   EXPECT_FALSE(NamesWriter("SQLite", writers[0]));  // names are exact
   EXPECT_TRUE(NamesWriter("{5B1F4A52-6C3E-4D8A-9E57-7A1E0C9D2F10}", writers[0]));
@@ -223,8 +251,15 @@ TEST(WriterOptions, NamesAndClassIdsPickTheWriterAndUnknownOnesNameThoseThereAre
                                     {"sqlite", "x", "1"}},
                                    writers, &by_class)
                   .ok());
-  EXPECT_EQ(by_class[sqlite_id], "checkpoint=full\nx=1\n");
-  EXPECT_EQ(by_class[pg_id], "checkpoint=fast\n");
+  EXPECT_EQ(by_class[sqlite_a], "checkpoint=full\nx=1\n");
+  EXPECT_EQ(by_class[pg_i], "checkpoint=fast\n");
+  EXPECT_FALSE(by_class.count(sqlite_b)) << "an option for one instance reached another";
+  // A class id names every instance of the class.
+  ASSERT_TRUE(ResolveWriterOptions({{"5b1f4a52-6c3e-4d8a-9e57-7a1e0c9d2f10", "checkpoint", "full"}},
+                                   writers, &by_class)
+                  .ok());
+  EXPECT_EQ(by_class[sqlite_a], "checkpoint=full\n");
+  EXPECT_EQ(by_class[sqlite_b], "checkpoint=full\n");
   ASSERT_TRUE(ResolveWriterOptions({}, writers, &by_class).ok());
   EXPECT_TRUE(by_class.empty());
 

@@ -122,6 +122,10 @@ TEST_F(WritersCliTest, AScriptGetsItsBackupOptionsInEveryEventAndMayRefuseThem) 
   // Without options the variable is empty.
   ASSERT_EQ(Backup().exit_code, 0);
   EXPECT_EQ(Lines(log).at(7), "PrepareForBackup ");
+  // A value that is not UTF-8 cannot travel in the BCD: refused up front.
+  r = Backup({"--writer-option", "script 10-opts:k=\xff\xfe"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("not UTF-8"), std::string::npos) << r.err;
   // A script may refuse an option as any writer does: a veto, exit 4.
   r = Backup({"--writer-option", "script 10-opts:colour=blue"});
   EXPECT_EQ(r.exit_code, 4) << r.err;
@@ -144,7 +148,7 @@ class App : public test::BackgroundProcess {
   App(const std::string& dir, const std::string& name, const std::string& log,
       const std::string& volume, std::vector<std::string> extra = {})
       : test::BackgroundProcess(Args(dir, name, log, volume, std::move(extra)),
-                          dir + "/" + name + ".sock") {}
+                                dir + "/" + name + ".sock") {}
 
  private:
   static std::vector<std::string> Args(const std::string& dir, const std::string& name,

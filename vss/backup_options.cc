@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "base/system.h"
+
 namespace gnomon::vss {
 
 bool IsBackupOptionKey(const std::string& key) {
@@ -14,7 +16,9 @@ bool IsBackupOptionKey(const std::string& key) {
 }
 
 bool IsBackupOptionValue(const std::string& value) {
-  return value.find('\n') == std::string::npos && value.find('\0') == std::string::npos;
+  // Options travel in JSON documents (the BCD, the writer protocol): UTF-8 only.
+  return value.find('\n') == std::string::npos && value.find('\0') == std::string::npos &&
+         IsUtf8(value);
 }
 
 Status FormatBackupOptions(const BackupOptionList& opts, std::string* out) {
@@ -26,7 +30,7 @@ Status FormatBackupOptions(const BackupOptionList& opts, std::string* out) {
                                      "' is not 1 to 64 of A-Z a-z 0-9 _ . -");
     if (!IsBackupOptionValue(value))
       return Status::InvalidArgument("the value of backup option '" + key +
-                                     "' holds a newline or a NUL byte");
+                                     "' holds a newline, a NUL or bytes that are not UTF-8");
     if (!seen.insert(key).second)
       return Status::InvalidArgument("backup option '" + key + "' is given twice");
     text += key + "=" + value + "\n";

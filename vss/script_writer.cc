@@ -1,6 +1,7 @@
 #include "vss/script_writer.h"
 
 #include "base/paths.h"
+#include "base/system.h"
 
 #include <dirent.h>
 #include <poll.h>
@@ -273,6 +274,11 @@ std::vector<std::shared_ptr<ScriptWriter>> DiscoverScriptWriters(
           name.find(".dpkg-") != std::string::npos)
         continue;
       const std::string p = dir + "/" + name;
+      if (!IsUtf8(p)) {  // its name is its component's: it must fit in JSON
+        refused->push_back("script writer refused: its name " + EscapeForTerminal(p) +
+                           " is not UTF-8; rename it");
+        continue;
+      }
       struct stat st;
       if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || ::access(p.c_str(), X_OK) != 0)
         continue;
