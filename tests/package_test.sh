@@ -59,9 +59,12 @@ for j in backup prune verify; do
   [ "$exec_start" = "ExecStart=/$job $j" ] ||
     fail "gnomon-$j.service runs '$exec_start', not /$job $j"
 done
+# Read whole first: grep -q stops at the first match, and under pipefail the
+# writer's SIGPIPE would fail the check at random.
+job_text=$(from_deb "$job")
 # shellcheck disable=SC2016  # the script's own text, not an expansion
-from_deb "$job" | grep -qx 'gnomon=${GNOMON_BIN:-/usr/bin/gnomon}' ||
-  fail "$job does not default to /usr/bin/gnomon: $(from_deb "$job" | grep '^gnomon=')"
+grep -qx 'gnomon=${GNOMON_BIN:-/usr/bin/gnomon}' <<<"$job_text" ||
+  fail "$job does not default to /usr/bin/gnomon: $(grep '^gnomon=' <<<"$job_text")"
 conffiles=$(dpkg-deb -I "$deb" conffiles 2>&1) || fail "the package has no conffiles: $conffiles"
 [ "$conffiles" = "/$conf" ] || fail "conffiles lists '$conffiles', not /$conf"
 deps=$(dpkg-deb -f "$deb" Depends)
