@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -602,6 +603,52 @@ TEST_F(RemoteWriterTest, AnOptionTheWriterDoesNotKnowFailsItsPrepareForBackup) {
   ASSERT_EQ(Reports(report).size(), 1u);
   EXPECT_EQ(Reports(report)[0]["options"], "mode=fast\ncolour=blue\n");
   bc->Release();
+}
+
+// Work a writer begins in PrepareForBackup may run on past it, but must end
+// before PrepareForSnapshot returns: a writer still preparing is failed
+// there, and nothing freezes.
+TEST_F(RemoteWriterTest, PreparationStillRunningAfterPrepareForSnapshotFailsTheSetBeforeFreeze) {
+  auto app = App("eager", {"--prepare-ms", "2000", "--prepare-finish", "no"});
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  EXPECT_NE(Snapshot(bc.get()), S_OK_);
+  WriterStatus s = Status(bc.get(), "eager");
+  EXPECT_EQ(s.state, WriterState::kFailedAtPrepareSnapshot);
+  EXPECT_EQ(s.failure, VSS_E_WRITERERROR_RETRYABLE);
+  EXPECT_NE(s.message.find("began in PrepareForBackup was still running"), std::string::npos)
+      << s.message;
+  bc->Release();
+  auto ev = app->Events();
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "Freeze"), 0);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "PreparationEnded"), 0) << "the check came too late";
+}
+
+TEST_F(RemoteWriterTest, PreparationThatEndsInPrepareForSnapshotLetsTheSetGoOn) {
+  auto app = App("patient", {"--prepare-ms", "300"});
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  ASSERT_EQ(Snapshot(bc.get()), S_OK_) << bc->last_error();
+  EXPECT_EQ(Status(bc.get(), "patient").state, WriterState::kWaitingForBackupComplete);
+  bc->Release();
+  auto ev = app->Events();
+  ASSERT_GE(ev.size(), 5u);
+  EXPECT_EQ(std::vector<std::string>(ev.begin(), ev.begin() + 5),
+            (std::vector<std::string>{"Identify", "PrepareForBackup", "PreparationEnded",
+                                      "PrepareForSnapshot", "Freeze"}));
+}
+
+TEST_F(RemoteWriterTest, AnErrorOfThePreparationIsTheWritersFailureAtPrepareForSnapshot) {
+  auto app = App("failing", {"--prepare-ms", "0", "--prepare-fail", "checkpoint: disk full"});
+  auto bc = Requester();
+  ASSERT_EQ(Prepare(bc.get()), S_OK_);
+  EXPECT_NE(Snapshot(bc.get()), S_OK_);
+  WriterStatus s = Status(bc.get(), "failing");
+  EXPECT_EQ(s.state, WriterState::kFailedAtPrepareSnapshot);
+  EXPECT_EQ(s.message, "checkpoint: disk full");
+  bc->Release();
+  auto ev = app->Events();
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "Freeze"), 0);
 }
 
 }  // namespace

@@ -10,9 +10,17 @@
 // per component saying what it received: {"type", "component",
 // "previous_stamp", "options"}.
 //
+// With --prepare-ms N it begins work in PrepareForBackup that runs on for N
+// ms (Writer::StartPreparation), logging "PreparationEnded" when it ends,
+// and fails with MSG if --prepare-fail MSG; with --prepare-finish no its
+// PrepareForSnapshot does not wait for that work (the bug the requester
+// must catch), otherwise it waits and fails on the work's error.
+//
 // Usage: test_writer_app DIR NAME LOG [--veto EVENT] [--crash EVENT]
 //                        [--hang EVENT] [--freeze-ms N] [--volume PATH]
 //                        [--schema HEX] [--options K1,K2] [--report FILE]
+//                        [--prepare-ms N] [--prepare-fail MSG]
+//                        [--prepare-finish yes|no]
 #include <unistd.h>
 
 #include <chrono>
@@ -37,6 +45,9 @@ class AppWriter : public gnomon::vss::Writer {
   uint32_t schema = gnomon::vss::schema::kTimestamped | gnomon::vss::schema::kIncremental |
                     gnomon::vss::schema::kDifferential | gnomon::vss::schema::kCopy;
   std::vector<gnomon::vss::BackupOptionSpec> options;
+  int prepare_ms = -1;  // < 0: no preparation work
+  std::string prepare_fail;
+  bool prepare_finish = true;
 
   bool OnIdentify(gnomon::vss::WriterMetadata* md) override {
     if (!Event("Identify")) return false;
@@ -70,9 +81,24 @@ class AppWriter : public gnomon::vss::Writer {
       }
       c.SetBackupMetadata("metadata from " + name());
     }
+    if (prepare_ms >= 0)
+      StartPreparation([this] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(prepare_ms));
+        { std::ofstream(log_path, std::ios::app) << "PreparationEnded" << std::endl; }
+        return prepare_fail.empty() ? gnomon::Status::OK() : gnomon::Status::IOError(prepare_fail);
+      });
     return Event("PrepareForBackup");
   }
-  bool OnPrepareSnapshot() override { return Event("PrepareForSnapshot"); }
+  bool OnPrepareSnapshot() override {
+    if (prepare_finish)
+      if (gnomon::Status s = FinishPreparation(); !s.ok()) {
+        Event("PrepareForSnapshot");
+        SetWriterFailure(gnomon::vss::VSS_E_WRITERERROR_RETRYABLE, s.message());
+        return false;
+      }
+    return Event("PrepareForSnapshot");
+  }
+  ~AppWriter() override { (void)FinishPreparation(); }
   bool OnFreeze() override { return Event("Freeze"); }
   bool OnThaw() override { return Event("Thaw"); }
   bool OnPostSnapshot(gnomon::vss::WriterComponents* comps) override {
@@ -171,6 +197,9 @@ int main(int argc, char** argv) {
     if (opt == "--volume") w->volume = val;
     if (opt == "--schema") w->schema = static_cast<uint32_t>(std::stoul(val, nullptr, 16));
     if (opt == "--report") w->report = val;
+    if (opt == "--prepare-ms") w->prepare_ms = std::stoi(val);
+    if (opt == "--prepare-fail") w->prepare_fail = val;
+    if (opt == "--prepare-finish") w->prepare_finish = val != "no";
     if (opt == "--options")
       for (size_t p = 0; p <= val.size();) {
         size_t comma = val.find(',', p);

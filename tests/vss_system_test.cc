@@ -138,6 +138,11 @@ TEST_F(FrozenFsTest, BackupOfAMountedLoopExt4OnXfsUsesReflinkAndRestoresClean) {
   EXPECT_FALSE(v["snapshot_skipped"].get<bool>());
   EXPECT_EQ(v["bcd"]["components"].size(), 2u) << "filesystem and volume components";
   for (const auto& st : v["writer_status"]) EXPECT_EQ(st["failure"], 0) << st.dump();
+  // How long writers were frozen is recorded with the backup: some time,
+  // well inside the freeze window.
+  ASSERT_TRUE(v["frozen_ms"].is_number()) << v.dump();
+  EXPECT_GT(v["frozen_ms"].get<double>(), 0.0);
+  EXPECT_LT(v["frozen_ms"].get<double>(), 60000.0);
   // A full backup keeps its snapshot as the base of the next incremental,
   // and nothing else; a copy backup keeps nothing.
   json snaps = json::parse(Gnomon({"snapshots", "--json"}).out);
@@ -225,6 +230,50 @@ TEST_F(FrozenFsTest, TheFilesystemIsFrozenForTheCommitAndThawedAfter) {
   bc.reset();  // release deletes the clone
   for (auto& e : fs::directory_iterator(xfs_))
     EXPECT_EQ(e.path().filename().string().find(".gnomon-snap-"), std::string::npos);
+}
+
+// Whether the file at path holds `block` at some 4 KiB-aligned offset.
+bool HoldsBlock(const std::string& path, const std::string& block) {
+  std::ifstream f(path, std::ios::binary);
+  std::string buf(1 << 20, '\0');
+  while (f.read(buf.data(), buf.size()) || f.gcount() > 0) {
+    for (std::streamsize o = 0; o + 4096 <= f.gcount(); o += 4096)
+      if (buf.compare(o, 4096, block) == 0) return true;
+    if (f.gcount() < static_cast<std::streamsize>(buf.size())) break;
+  }
+  return false;
+}
+
+// A provider that looks, before the freeze, whether a block written to the
+// filesystem has reached its backing file.
+class FlushProbe : public vss::ReflinkProvider {
+ public:
+  FlushProbe(std::string state, std::string backing, std::string block)
+      : ReflinkProvider(state), backing_(backing), block_(block) {}
+  vss::HResult BeginPrepareSnapshot(const vss::Guid& set, const vss::Guid& snap,
+                                    const vss::VolumeIdentity& v) override {
+    on_disk_before_freeze = HoldsBlock(backing_, block_);
+    return ReflinkProvider::BeginPrepareSnapshot(set, snap, v);
+  }
+  bool on_disk_before_freeze = false;
+
+ private:
+  std::string backing_, block_;
+};
+
+// The filesystem writer flushes in PrepareForSnapshot, so FIFREEZE has
+// little left to write inside the freeze window.
+TEST_F(FrozenFsTest, DirtyDataIsFlushedBeforeTheFreezeWindowOpens) {
+  const std::vector<uint8_t> bytes = test::RandomBytes(4096, 77);
+  const std::string block(bytes.begin(), bytes.end());
+  test::WriteFile(mnt_ + "/dirty", bytes);  // no fsync: it sits in the page cache
+  ASSERT_FALSE(HoldsBlock(disk_, block)) << "written back already; the test proves nothing";
+  auto p = std::make_shared<FlushProbe>(state_.state_dir(), disk_, block);
+  std::unique_ptr<vss::BackupComponents> bc;
+  ASSERT_EQ(SnapshotWithFsWriter({loop_}, p, 60000, state_.runtime_dir(), &bc), vss::S_OK_)
+      << bc->last_error();
+  EXPECT_TRUE(p->on_disk_before_freeze) << "PrepareForSnapshot left the data to FIFREEZE";
+  EXPECT_GE(bc->frozen_ms(), 0.0);
 }
 
 // A provider whose commit signals the test and then never returns: the
@@ -704,6 +753,9 @@ TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClea
   EXPECT_NE(label.find("START WAL LOCATION"), std::string::npos) << label;
   EXPECT_NE(label.find("LABEL: gnomon"), std::string::npos) << label;
   EXPECT_EQ(full_md["options"]["checkpoint"], "fast");
+  // checkpoint=fast begins its CHECKPOINT in PrepareForBackup; it ended
+  // before the freeze (else the backup would have failed).
+  EXPECT_GE(full_md.value("prepare_checkpoint_ms", -1), 0) << full_md.dump();
   const json full_stamp = json::parse(full["backup_stamp"].get<std::string>(), nullptr, false);
   EXPECT_EQ(full_stamp.value("stamp", ""), "gnomon.postgresql-stamp/1") << full.dump();
   EXPECT_EQ(full_stamp.value("start_lsn", ""), full_md.value("start_lsn", "?"));

@@ -1,10 +1,14 @@
 // gnomon-writer-postgres: a writer for a PostgreSQL server (15 or later), in
 // a process of its own, through the writer library (vss/writer_server.h).
 //   PrepareForBackup the backup options (checkpoint=fast|spread) and the
-//                    previous backup stamp; an option it does not know fails
-//                    the event (the backup, exit 4)
-//   PrepareForSnapshot  with checkpoint=fast (the default) CHECKPOINT, then
-//                    pg_backup_start('gnomon', true); with checkpoint=spread
+//                    previous backup stamp (an option it does not know fails
+//                    the event: the backup, exit 4); with checkpoint=fast (the
+//                    default) it starts a CHECKPOINT on a connection of its
+//                    own that runs on past the event, beside the other
+//                    writers' preparation (Writer::StartPreparation)
+//   PrepareForSnapshot  with checkpoint=fast waits for that CHECKPOINT, then
+//                    pg_backup_start('gnomon', true), whose own checkpoint
+//                    then has little left to write; with checkpoint=spread
 //                    pg_backup_start('gnomon', false), which waits for a
 //                    checkpoint paced by checkpoint_completion_target; on
 //                    one session this writer holds open (a non-exclusive
@@ -35,6 +39,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <map>
@@ -78,6 +83,7 @@ class PostgresWriter : public vss::Writer {
     vss::ReadBackupOptions("", Options(), &options_);  // the defaults
   }
   ~PostgresWriter() override {
+    (void)FinishPreparation();  // the CHECKPOINT writes prepare_checkpoint_ms_
     if (conn_) PQfinish(conn_);
   }
 
@@ -111,16 +117,21 @@ class PostgresWriter : public vss::Writer {
       }
       previous_stamp_ = c.GetPreviousBackupStamp();
     }
+    prepare_checkpoint_ms_ = -1;
+    if (options_["checkpoint"] == "fast") StartPreparation([this] { return Checkpoint(); });
     return true;
   }
 
   bool OnPrepareSnapshot() override {
     label_ = tablespace_map_ = start_lsn_ = stop_lsn_ = system_identifier_ = "";
     timeline_ = 0;
+    if (gnomon::Status s = FinishPreparation(); !s.ok()) {
+      SetWriterFailure(vss::VSS_E_WRITERERROR_RETRYABLE, s.message());
+      return false;
+    }
     if (!Connect()) return false;
     std::vector<std::string> row;
     const bool fast = options_["checkpoint"] == "fast";
-    if (fast && !Query("CHECKPOINT", &row)) return false;
     if (!Query(fast ? "SELECT pg_backup_start('gnomon', true)"
                     : "SELECT pg_backup_start('gnomon', false)",
                &row))
@@ -154,6 +165,7 @@ class PostgresWriter : public vss::Writer {
             {"stop_lsn", stop_lsn_},
             {"backup_type", vss::BackupTypeName(GetBackupType())},
             {"options", options_},
+            {"prepare_checkpoint_ms", prepare_checkpoint_ms_},
             {"previous_stamp", previous_stamp_}};
     const vss::BackupType type = GetBackupType();
     if (type == vss::BackupType::kIncremental || type == vss::BackupType::kDifferential)
@@ -217,6 +229,28 @@ class PostgresWriter : public vss::Writer {
                 {"timeline_changed", prev.value("timeline", 0ll) != timeline_}};
   }
 
+  // The CHECKPOINT begun in PrepareForBackup, on a connection of its own
+  // (the writer's session is the event threads'); runs on its own thread.
+  gnomon::Status Checkpoint() {
+    const auto start = std::chrono::steady_clock::now();
+    PGconn* c = PQconnectdb(conninfo_.c_str());
+    gnomon::Status s;
+    if (PQstatus(c) != CONNECTION_OK) {
+      s = gnomon::Status::IOError("cannot connect to PostgreSQL: " +
+                                  std::string(PQerrorMessage(c)));
+    } else {
+      PGresult* r = PQexec(c, "CHECKPOINT");
+      if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        s = gnomon::Status::IOError("CHECKPOINT: " + std::string(PQresultErrorMessage(r)));
+      PQclear(r);
+    }
+    PQfinish(c);
+    prepare_checkpoint_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count();
+    return s;
+  }
+
   bool Connect() {
     if (conn_ && PQstatus(conn_) == CONNECTION_OK) return true;
     if (conn_) PQfinish(conn_);
@@ -277,6 +311,9 @@ class PostgresWriter : public vss::Writer {
   // This backup's options and previous stamp (PrepareForBackup).
   std::map<std::string, std::string> options_;
   std::string previous_stamp_;
+  // How long the CHECKPOINT begun in PrepareForBackup took (-1: none);
+  // written by its thread, read after FinishPreparation.
+  long long prepare_checkpoint_ms_ = -1;
   std::set<std::string> issued_;
 };
 
@@ -291,7 +328,8 @@ int main(int argc, char** argv) {
       "Backup options (gnomon backup --writer-option NAME:KEY=VALUE; any other key fails\n"
       "the backup):\n"
       "  checkpoint=fast|spread\n"
-      "      fast (default): an immediate CHECKPOINT, then pg_backup_start(fast => true);\n"
+      "      fast (default): an immediate CHECKPOINT, begun in PrepareForBackup, then\n"
+      "      pg_backup_start(fast => true) in PrepareForSnapshot;\n"
       "      spread: pg_backup_start(fast => false), which waits for a checkpoint paced\n"
       "      by checkpoint_completion_target (less I/O at once, but PrepareForSnapshot\n"
       "      may then take minutes: gnomon gives it 120 s)\n"

@@ -229,6 +229,14 @@ bool BackupComponents::ApplyResult(Slot* s, Event ev, const Job& job) {
       s->state = WriterState::kStable;
     return true;
   }
+  if (ev == Event::kPrepareSnapshot && job.result.ok && s->writer->PreparationRunning()) {
+    // VSS: work begun in PrepareForBackup must end before PrepareForSnapshot
+    // returns. Freezing beside it would snapshot the application mid-work.
+    MarkFailed(s, ev, VSS_E_WRITERERROR_RETRYABLE,
+               "work it began in PrepareForBackup was still running when PrepareForSnapshot "
+               "returned (it must end first), so nothing was frozen");
+    return false;
+  }
   if (job.result.ok) {
     // With a failure code set, a non-fatal failure: reported, the writer
     // carries on (§2.2).

@@ -123,6 +123,11 @@ bool FsFreezeWriter::OnPrepareSnapshot() {
     }
     targets_.push_back(t);
   }
+  // Flush now, while nothing is frozen, so that FIFREEZE (which flushes
+  // again) has only what was written since: the freeze window is what
+  // applications wait through, this is not. Its result is not ours to judge:
+  // a filesystem that cannot write back fails FIFREEZE, which fails the set.
+  for (const auto& t : targets_) (void)::syncfs(t.fd);
   return true;
 }
 

@@ -1,8 +1,9 @@
-// The built-in filesystem writer: on Freeze it freezes (FIFREEZE) every
-// mounted filesystem that lives on a volume of the snapshot set, in reverse
-// mount order, and thaws them (FITHAW) on Thaw, on Abort, or when it is
-// destroyed. It is a SYSTEM-level writer, so applications freeze before it
-// and thaw after it.
+// The built-in filesystem writer: in PrepareForSnapshot it flushes
+// (syncfs) every mounted filesystem that lives on a volume of the snapshot
+// set, so that little is left to flush inside the freeze window; on Freeze
+// it freezes (FIFREEZE) them, in reverse mount order, and thaws them
+// (FITHAW) on Thaw, on Abort, or when it is destroyed. It is a SYSTEM-level writer, so applications
+// freeze before it and thaw after it.
 //
 // Never leave a filesystem frozen: before the first FIFREEZE it starts a
 // guardian process (its own session, deaf to SIGINT/SIGTERM/SIGHUP) that

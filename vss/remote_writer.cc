@@ -160,6 +160,8 @@ bool RemoteWriter::Call(WriterEvent ev, WriterComponents* components, json* repl
       return Unreachable("answer out of sequence: " + reply->dump().substr(0, 200));
     if (components && reply->contains("components"))
       ApplyEdits(sent, proto::ComponentsFromJson(reply->at("components")), components);
+    if (ev == WriterEvent::kPrepareBackup || ev == WriterEvent::kPrepareSnapshot)
+      remote_preparing_ = reply->value("preparing", false);
     const HResult failure = reply->value("failure", S_OK_);
     if (failure != S_OK_) SetWriterFailure(failure, reply->value("message", ""));
     return reply->value("ok", false);

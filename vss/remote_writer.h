@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -48,6 +49,9 @@ class RemoteWriter : public Writer {
   bool OnAbort() override;
   bool OnBackupComplete(WriterComponents* components) override;
   bool OnBackupShutdown(const Guid& snapshot_set_id) override;
+  // What the writer said in its last answer to PrepareForBackup or
+  // PrepareForSnapshot ("preparing"; PROTOCOL.md).
+  bool PreparationRunning() const override { return remote_preparing_.load(); }
 
  private:
   RemoteWriter() = default;
@@ -63,6 +67,7 @@ class RemoteWriter : public Writer {
   bool broken_ = false;
   std::string broken_reason_;
   uint64_t seq_ = 0;
+  std::atomic<bool> remote_preparing_{false};
 };
 
 // Every writer listening in dir, connected and identified. A socket nobody

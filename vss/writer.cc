@@ -1,5 +1,7 @@
 #include "vss/writer.h"
 
+#include <exception>
+
 namespace gnomon::vss {
 
 namespace detail {
@@ -102,6 +104,28 @@ bool WriterEventFromName(const std::string& name, WriterEvent* out) {
       return true;
     }
   return false;
+}
+
+void Writer::StartPreparation(std::function<Status()> work) {
+  (void)FinishPreparation();  // one at a time; the first one's outcome was not asked for
+  preparing_ = true;
+  preparation_ = std::async(std::launch::async, [this, work = std::move(work)] {
+    Status s;
+    try {
+      s = work();
+    } catch (const std::exception& e) {
+      s = Status::IOError(std::string("preparation threw an exception: ") + e.what());
+    } catch (...) {
+      s = Status::IOError("preparation threw an exception");
+    }
+    preparing_ = false;
+    return s;
+  });
+}
+
+Status Writer::FinishPreparation() {
+  if (!preparation_.valid()) return Status::OK();
+  return preparation_.get();
 }
 
 void Writer::ReportNotResponding(const std::string& message) {

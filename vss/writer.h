@@ -8,11 +8,14 @@
 // exception escaping a handler is treated as a fatal NONRETRYABLE failure.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "vss/codes.h"
 #include "vss/documents.h"
 #include "vss/types.h"
@@ -106,7 +109,28 @@ class Writer {
     return true;
   }
 
+  // Whether work begun with StartPreparation is still running. The
+  // requester asks when OnPrepareSnapshot has returned: VSS lets such work
+  // run on past PrepareForBackup but requires it to end before
+  // PrepareForSnapshot does, so a writer still preparing then fails
+  // (FAILED_AT_PREPARE_SNAPSHOT) and nothing freezes. Virtual for proxies
+  // of writers in other processes, which learn it from the writer.
+  virtual bool PreparationRunning() const { return preparing_.load(); }
+
  protected:
+  // Runs `work` on a thread of its own, so that slow preparation (a
+  // database checkpoint) overlaps what the requester does between
+  // PrepareForBackup and DoSnapshotSet. Call it in OnPrepareBackup (a second
+  // call first waits for the first work), and FinishPreparation in
+  // OnPrepareSnapshot. A writer whose work uses its own members calls
+  // FinishPreparation in its destructor too (this base class waits for the
+  // work only after the derived object is gone).
+  void StartPreparation(std::function<Status()> work);
+  // Waits for the work and returns its outcome (OK if there was none). Its
+  // errors are the writer's to report, with SetWriterFailure on the thread
+  // the event was delivered on, as VSS requires of work on other threads.
+  Status FinishPreparation();
+
   BackupType GetBackupType() const;
   bool IsBootableStateBackedUp() const;
   bool AreComponentsSelected() const;
@@ -139,6 +163,9 @@ class Writer {
   SourceType source_ = SourceType::kUndefined;
   ApplicationLevel level_ = ApplicationLevel::kFrontEnd;
   uint32_t freeze_timeout_ms_ = 60000;
+  // Declared last: the future is destroyed first, and waits for the work.
+  std::atomic<bool> preparing_{false};
+  std::future<Status> preparation_;
 };
 
 namespace detail {

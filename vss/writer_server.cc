@@ -298,6 +298,8 @@ Status WriterServer::Handle(Connection* c, const json& msg, json* out) {
   reply["ok"] = result.ok;
   reply["failure"] = ctx.failure;
   reply["message"] = HandlerMessage(result, ctx);
+  if (ev == E::kPrepareBackup || ev == E::kPrepareSnapshot)
+    reply["preparing"] = writer_->PreparationRunning();
   if (ev == E::kIdentify) reply["metadata"] = md.ToJson();
   if (ev == E::kPrepareBackup || ev == E::kPostSnapshot || ev == E::kBackupComplete)
     reply["components"] = proto::ComponentsToJson(recs);
