@@ -117,6 +117,7 @@ class PostgresWriter : public vss::Writer {
       }
       previous_stamp_ = c.GetPreviousBackupStamp();
     }
+    (void)FinishPreparation();  // one left by a backup that ended before PrepareForSnapshot
     prepare_checkpoint_ms_ = -1;
     if (options_["checkpoint"] == "fast") StartPreparation([this] { return Checkpoint(); });
     return true;
