@@ -119,6 +119,7 @@ uint64_t SlotChangedBlocks(const std::vector<vss::ByteRange>& changed, uint64_t 
     const uint64_t a = std::max(std::max(changed[k].offset, start) & ~uint64_t{4095}, start);
     const uint64_t b =
         std::min<uint64_t>((changed[k].offset + changed[k].length + 4095) & ~uint64_t{4095}, end);
+    if (b <= a) continue;  // an empty changed range changes no block
     if (!out->empty() && out->back().offset + out->back().length >= a - start) {
       const uint64_t e = std::max<uint64_t>(out->back().offset + out->back().length, b - start);
       total += e - (out->back().offset + out->back().length);

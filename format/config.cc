@@ -10,7 +10,7 @@ using nlohmann::json;
 
 Status RepoConfig::Validate(const std::string& where) const {
   auto bad = [&](const std::string& m) { return Status::InvalidArgument(where + ": " + m); };
-  if (chunk_size < 4096 || chunk_size > (64u << 20) || (chunk_size & (chunk_size - 1)) != 0)
+  if (chunk_size < 4096 || chunk_size > kMaxChunkSize || (chunk_size & (chunk_size - 1)) != 0)
     return bad("chunk size " + std::to_string(chunk_size) +
                " must be a power of two from 4 KiB to 64 MiB");
   if (compression_level < 1 || compression_level > 19)

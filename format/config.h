@@ -10,6 +10,8 @@
 namespace gnomon {
 
 inline constexpr uint32_t kRepoFormatVersion = 1;
+// The largest chunk size a repository may have.
+inline constexpr uint32_t kMaxChunkSize = 64u << 20;
 
 struct RepoConfig {
   uint32_t version = kRepoFormatVersion;

@@ -73,6 +73,15 @@ void PackWriter::Abandon() {
   env_->RemoveFile(tmp_path_);
 }
 
+Status CheckBlobLengths(uint32_t stored_len, uint32_t raw_len, const std::string& where) {
+  if (raw_len == 0 || raw_len > kMaxChunkSize || stored_len == 0 || stored_len > raw_len)
+    return Status::Corruption(where + ": lengths no gnomon writes (" + std::to_string(raw_len) +
+                              " bytes, " + std::to_string(stored_len) + " stored; a chunk " +
+                              "holds 1.." + std::to_string(kMaxChunkSize) +
+                              " and is stored in at most as many)");
+  return Status::OK();
+}
+
 Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries) {
   const std::string& path = f.path();
   uint64_t size = f.Size();
@@ -116,6 +125,8 @@ Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries
     if (!DecodeCodecField(GetU32(p + 24), &e.codec, &e.patch_depth))
       return Status::Corruption(path + ": chunk " + e.digest.Hex() + " has an unknown codec " +
                                 std::to_string(GetU32(p + 24)));
+    GNOMON_RETURN_IF_ERROR(
+        CheckBlobLengths(e.stored_len, e.raw_len, path + ": chunk " + e.digest.Hex()));
     e.offset = static_cast<uint32_t>(offset);
     offset += e.stored_len;
     entries->push_back(e);

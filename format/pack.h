@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "format/codec.h"
+#include "format/config.h"
 #include "format/digest.h"
 #include "format/env.h"
 
@@ -36,6 +37,14 @@ struct PackEntry {
 // codec. Returns false for bits this version does not know.
 uint32_t EncodeCodecField(Codec codec, uint8_t patch_depth);
 bool DecodeCodecField(uint32_t field, Codec* codec, uint8_t* patch_depth);
+
+// Corruption (naming `where`) unless a blob's lengths are ones a writer
+// could have written (FORMAT.md §5): 0 < raw_len <= kMaxChunkSize (a patch
+// is stored only when it is smaller than its chunk) and 0 < stored_len <=
+// raw_len (a chunk zstd cannot shrink is stored raw). Every reader of pack
+// headers and index files checks before it allocates: a hostile file must
+// not make it allocate gigabytes.
+Status CheckBlobLengths(uint32_t stored_len, uint32_t raw_len, const std::string& where);
 
 // Appends chunks to a temporary file; Finish() writes the header, fsyncs and
 // renames the pack to its final name. Until then the pack is invisible.

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "format/coding.h"
+#include "format/config.h"
 
 namespace gnomon {
 
@@ -35,6 +36,12 @@ Status DecodePatch(std::span<const uint8_t> patch, const std::string& where, Pat
                                " is not supported");
   std::memcpy(out->base.bytes.data(), p + 8, 16);
   out->chunk_len = GetU32(p + 24);
+  // No slot is empty or larger than the largest chunk; restore compares the
+  // length with the slot's, but a reader that sizes a buffer by it must not
+  // be the first to find out.
+  if (out->chunk_len == 0 || out->chunk_len > kMaxChunkSize)
+    return bad("chunk length " + std::to_string(out->chunk_len) + " is not 1.." +
+               std::to_string(kMaxChunkSize));
   uint32_t n = GetU32(p + 28);
   if ((patch.size() - 32) / 8 < n) return bad("more ranges than bytes");
   out->ranges.resize(n);
@@ -55,6 +62,7 @@ Status DecodePatch(std::span<const uint8_t> patch, const std::string& where, Pat
 void ApplyPatch(const PatchView& p, uint8_t* chunk) {
   const uint8_t* src = p.data.data();
   for (const auto& r : p.ranges) {
+    if (r.length == 0) continue;  // legal, if pointless; no memcpy at the chunk's end
     std::memcpy(chunk + r.offset, src, r.length);
     src += r.length;
   }

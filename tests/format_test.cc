@@ -168,6 +168,25 @@ TEST(IndexFile, RoundTripAndMalformed) {
   EXPECT_EQ(idx.pack_id(idx.Find(packs[1].entries[0].digest)->pack), packs[1].id);
 }
 
+// A hostile pack names lengths no writer writes: rejected when its header
+// is read, before anything is allocated for them (index files have the
+// same check, against the config's chunk size: DefectsTest).
+TEST(Pack, BlobLengthsNoWriterWritesAreCorruption) {
+  TempDir dir;
+  std::unique_ptr<WritableFile> f;
+  ASSERT_TRUE(Env::Default()->NewWritableFile(dir / "tmp", &f).ok());
+  PackWriter w(Env::Default(), "00", dir / "tmp", dir / "pack", std::move(f));
+  const std::vector<uint8_t> stored = test::RandomBytes(100, 2);
+  ASSERT_TRUE(w.Add(Digest::Of(stored), Codec::kZstd, stored, 0xffffffffu).ok());
+  ASSERT_TRUE(w.Finish().ok());
+  std::unique_ptr<RandomAccessFile> r;
+  ASSERT_TRUE(Env::Default()->NewRandomAccessFile(dir / "pack", &r).ok());
+  std::vector<PackEntry> entries;
+  Status s = ReadPackHeader(*r, &entries);
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("lengths no gnomon writes"), std::string::npos) << s.message();
+}
+
 TEST(VolumeIndex, RoundTripAndSlotMath) {
   VolumeIndex vi;
   vi.volume_size = 10 * 4096 + 17;

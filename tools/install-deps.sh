@@ -8,7 +8,8 @@ pkgs=(build-essential cmake ninja-build pkg-config
       postgresql postgresql-contrib
       e2fsprogs xfsprogs btrfs-progs util-linux zstd time libfmt-dev
       debootstrap wget   # debootstrap: tests/package_test.sh installs the .deb in a fresh root
-      systemd)           # systemd-analyze: tests/systemd_units_test.sh verifies the units
+      systemd            # systemd-analyze: tests/systemd_units_test.sh verifies the units
+      clang libclang-rt-14-dev)  # libFuzzer: tools/fuzz.sh
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

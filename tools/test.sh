@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds gnomon and runs the whole test suite: unit, engine and end-to-end
 # tests (the loop-device ones need root and skip elsewhere, saying why), then
-# the unit and engine suites again under AddressSanitizer + UBSan.
+# the unit and engine suites again under AddressSanitizer + UBSan, then every
+# fuzz target for a few seconds (tools/fuzz.sh).
 # Usage: tools/test.sh            (from anywhere; installs missing packages as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,9 @@ if [ "${GNOMON_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake --build build-asan -j "$jobs"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest -j "$jobs" --output-on-failure)
+fi
+
+# A bounded fuzzing run of every parser (tools/fuzz.sh runs as long as asked).
+if [ "${GNOMON_SKIP_FUZZ:-0}" != 1 ]; then
+  bash tools/fuzz.sh "${GNOMON_FUZZ_SECONDS:-5}"
 fi

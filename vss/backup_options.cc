@@ -86,7 +86,8 @@ Status ReadBackupOptions(const std::string& text, const std::vector<BackupOption
   std::map<std::string, std::string> opts;
   for (const auto& o : spec) opts[o.key] = o.default_value;
   const std::string understood = " (this writer understands: " + DescribeBackupOptions(spec) + ")";
-  for (const auto& [key, value] : given) {
+  for (const auto& kv : given) {
+    const std::string &key = kv.first, &value = kv.second;  // (clang 14 cannot capture bindings)
     auto it = std::find_if(spec.begin(), spec.end(),
                            [&](const BackupOptionSpec& o) { return o.key == key; });
     if (it == spec.end())
