@@ -181,6 +181,20 @@ TEST_P(BlockMapTest, FilesystemWithErrorsFallsBackToTheWholeVolume) {
   ExpectWholeVolumeFallback("having errors");
 }
 
+// Geometry libext2fs would read past its buffers with (fuzz_block_map): a
+// first data block that is not what mke2fs writes, or descriptors that put
+// a bitmap outside its group, are not trusted.
+TEST_P(BlockMapTest, GeometryMke2fsNeverWritesFallsBackToTheWholeVolume) {
+  MakeExt4();
+  auto r = test::Sh("debugfs -w -R 'ssv first_data_block 5' '" + image_ + "' 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ExpectWholeVolumeFallback("not what mke2fs writes (first data block 5)");
+  MakeExt4();
+  r = test::Sh("debugfs -w -R 'set_bg 0 block_bitmap 999999' '" + image_ + "' 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ExpectWholeVolumeFallback("not what mke2fs writes (group descriptors");
+}
+
 INSTANTIATE_TEST_SUITE_P(BlockSizes, BlockMapTest, ::testing::Values(1024, 4096),
                          [](const auto& info) { return "block" + std::to_string(info.param); });
 

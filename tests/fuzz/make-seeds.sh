@@ -5,7 +5,8 @@
 # file) and a verify after damage (a quarantine file). Frame bodies are cut
 # out of their frames, patches out of their packs; the VSS documents, the
 # volume stamp and a writer-protocol exchange come from the stored record.
-# Deterministic inputs; run it after a format change and commit the result.
+# Run it after a format change and commit the result (ids and times in the
+# files differ from run to run; what they exercise does not).
 # Usage: tests/fuzz/make-seeds.sh   (GNOMON=path/to/gnomon to pick a build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -46,13 +47,25 @@ PY
 "$gnomon" -q --repo "$work/damaged" verify --read-data >/dev/null 2>&1 || true
 cp -a "$work/damaged/quarantine" "$repo/"
 
-rm -rf "$here/corpus" && mkdir -p "$here/corpus"
+# Replace only the generated seeds (seed-*): inputs that once crashed a
+# target (crash-*) stay, as regression tests.
+mkdir -p "$here/corpus"
+find "$here/corpus" -name 'seed-*' -delete
+# Two tiny filesystems for the block-map reader: ext2, and ext4 with
+# checksums (no journal: 64 KiB has no room for one).
+mkdir -p "$here/corpus/block_map"
+for t in ext2 ext4; do
+  truncate -s 64K "$work/$t.img"
+  mke2fs -q -F -t "$t" -O ^has_journal -b 1024 -N 16 -U 00000000-0000-0000-0000-0000000000f5 \
+    -E hash_seed=00000000-0000-0000-0000-000000000000 "$work/$t.img"
+  cp "$work/$t.img" "$here/corpus/block_map/seed-$t-1k"
+done
 python3 - "$repo" "$work/show.json" "$here/corpus" <<'PY'
 import json, os, struct, subprocess, sys
 repo, show, out = sys.argv[1:4]
 def put(target, name, data):
     os.makedirs(os.path.join(out, target), exist_ok=True)
-    open(os.path.join(out, target, name), "wb").write(data)
+    open(os.path.join(out, target, "seed-" + name), "wb").write(data)
 frames = {b"GNMCONF\x01": (0, "config", b""), b"GNMINDX\x01": (1, "chunk_index", b""),
           b"GNMFIDX\x01": (2, "volume_index", b""), b"GNMBKUP\x01": (3, "backup_record", b""),
           b"GNMQUAR\x01": (4, "check_file", b"\x00"), b"GNMCHEK\x01": (5, "check_file", b"\x01")}
