@@ -14,7 +14,9 @@ namespace gnomon {
 inline constexpr size_t kMaxJsonDepth = 64;
 
 // Parses text into *out. On failure returns false with *error saying why
-// (too deep, too large, or the parser's message); *out is then null.
+// (too deep, too large, not JSON, or a number no field can hold: over
+// 9.2e18, which an integer field could not be read from without undefined
+// behaviour); *out is then null.
 bool ParseJsonBounded(std::string_view text, nlohmann::json* out, std::string* error,
                       size_t max_bytes = 64u << 20, size_t max_depth = kMaxJsonDepth);
 

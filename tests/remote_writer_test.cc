@@ -363,6 +363,10 @@ TEST_F(RemoteWriterTest, MalformedAndOversizedMessagesAreRejectedAndTheWriterSur
   expect_rejected(std::string("\xff\xff\xff\x7f", 4) + "xx", "outside 1..");  // 2 GiB claimed
   expect_rejected(frame("this is not json"), "expected hello");
   expect_rejected(frame(R"({"type":"hello","version":99})"), "version 99 is not supported");
+  // Nested 200,000 deep: parsing it is fine, but dump() and the destructor
+  // would recurse through it and overflow the stack.
+  expect_rejected(frame(std::string(200000, '[') + std::string(200000, ']')),
+                  "nesting deeper than 64");
   {
     // A valid hello, then an event missing its session.
     int fd = ConnectTo(app->socket());

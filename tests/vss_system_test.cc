@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -23,6 +24,7 @@
 #include "vss/backup_components.h"
 #include "vss/fs_freeze_writer.h"
 #include "vss/reflink_provider.h"
+#include "vss/writer_call.h"
 
 namespace gnomon {
 namespace {
@@ -280,6 +282,54 @@ TEST_F(FrozenFsTest, DirtyDataIsFlushedBeforeTheFreezeWindowOpens) {
       << bc->last_error();
   EXPECT_TRUE(p->on_disk_before_freeze) << "PrepareForSnapshot left the data to FIFREEZE";
   EXPECT_GE(bc->frozen_ms(), 0.0);
+}
+
+// A filesystem that cannot write back its data (an ext4 on a loop device
+// whose backing tmpfs is full): FIFREEZE would succeed regardless, so the
+// filesystem writer's syncfs in PrepareForSnapshot is what vetoes.
+TEST(FsFreezeWriterTest, AWritebackErrorInPrepareForSnapshotIsAVeto) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  test::TempDir dir;
+  const std::string tmp = dir / "tmpfs", mnt = dir / "mnt";
+  fs::create_directories(tmp);
+  fs::create_directories(mnt);
+  ASSERT_EQ(Sh("mount -t tmpfs -o size=32M tmpfs " + tmp).exit_code, 0);
+  std::string loop;
+  struct Cleanup {
+    std::function<void()> f;
+    ~Cleanup() { f(); }
+  } cleanup{[&] {
+    Sh("umount " + mnt + " || umount -l " + mnt);
+    if (!loop.empty()) Sh("losetup -d " + loop);
+    Sh("umount -l " + tmp);
+  }};
+  ASSERT_EQ(Sh("truncate -s 256M " + tmp + "/disk.img && mkfs.ext4 -q -F -O ^has_journal " +
+               "-E nodiscard,lazy_itable_init=1 " + tmp + "/disk.img")
+                .exit_code,
+            0);
+  auto r = Sh("losetup -f --show " + tmp + "/disk.img");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  loop = r.out.substr(0, r.out.find('\n'));
+  ASSERT_EQ(Sh("mount " + loop + " " + mnt).exit_code, 0);
+  Sh("dd if=/dev/zero of=" + tmp + "/fill bs=1M 2>/dev/null");  // until the tmpfs is full
+  // A `sync` by a test running beside this one may consume the error
+  // before the writer opens the mount point; then try again.
+  vss::FsFreezeWriter w;
+  vss::SessionView view;
+  view.volumes = {loop};
+  vss::detail::EventContext ctx;
+  for (int attempt = 0; attempt < 3 && ctx.failure == vss::S_OK_; ++attempt) {
+    Sh("dd if=/dev/urandom of=" + mnt + "/data-" + std::to_string(attempt) +
+       " bs=1M count=16 2>/dev/null");
+    ctx = vss::detail::EventContext();
+    ctx.session = &view;
+    ctx.set_id_valid = true;
+    vss::HandlerResult res = vss::CallHandler(w, vss::WriterEvent::kPrepareSnapshot, &ctx, {});
+    EXPECT_EQ(res.ok, ctx.failure == vss::S_OK_);
+  }
+  EXPECT_EQ(ctx.failure, vss::VSS_E_WRITERERROR_NONRETRYABLE);
+  EXPECT_NE(ctx.failure_message.find("writing back " + mnt + " failed"), std::string::npos)
+      << ctx.failure_message;
 }
 
 // A provider whose commit signals the test and then never returns: the

@@ -48,6 +48,7 @@
 #include <set>
 #include <string>
 #include <vector>
+#include "base/json.h"
 #include "tools/cli_checks.h"
 
 #include "vss/backup_options.h"
@@ -119,7 +120,10 @@ class PostgresWriter : public vss::Writer {
     }
     (void)FinishPreparation();  // one left by a backup that ended before PrepareForSnapshot
     prepare_checkpoint_ms_ = -1;
-    if (options_["checkpoint"] == "fast") StartPreparation([this] { return Checkpoint(); });
+    // PrepareForBackup reaches writers that take no part too (no components):
+    // they must not force a checkpoint on the server.
+    if (!comps->empty() && options_["checkpoint"] == "fast")
+      StartPreparation([this] { return Checkpoint(); });
     return true;
   }
 
@@ -205,7 +209,9 @@ class PostgresWriter : public vss::Writer {
     auto invalid = [](const std::string& why) { return json{{"valid", false}, {"reason", why}}; };
     if (previous_stamp_.empty())
       return invalid("no previous stamp: no earlier backup of this cluster to build on");
-    const json prev = json::parse(previous_stamp_, nullptr, false);
+    json prev;
+    std::string err;
+    if (!gnomon::ParseJsonBounded(previous_stamp_, &prev, &err, 1u << 20)) prev = nullptr;
     if (!prev.is_object() || prev.value("stamp", "") != kStampSchema)
       return invalid("the previous stamp is not a " + std::string(kStampSchema) +
                      " stamp (an older writer's?)");

@@ -42,6 +42,7 @@
 #include <set>
 #include <string>
 #include <vector>
+#include "base/json.h"
 #include "tools/cli_checks.h"
 
 #include "vss/backup_options.h"
@@ -245,7 +246,9 @@ class SqliteWriter : public vss::Writer {
     auto invalid = [](const std::string& why) { return json{{"valid", false}, {"reason", why}}; };
     if (d.previous_stamp.empty())
       return invalid("no previous stamp: no earlier backup of this database to build on");
-    const json prev = json::parse(d.previous_stamp, nullptr, false);
+    json prev;
+    std::string err;
+    if (!gnomon::ParseJsonBounded(d.previous_stamp, &prev, &err, 1u << 20)) prev = nullptr;
     if (!prev.is_object() || prev.value("stamp", "") != kStampSchema)
       return invalid("the previous stamp is not a " + std::string(kStampSchema) +
                      " stamp (an older writer's?)");

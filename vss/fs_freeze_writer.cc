@@ -125,9 +125,20 @@ bool FsFreezeWriter::OnPrepareSnapshot() {
   }
   // Flush now, while nothing is frozen, so that FIFREEZE (which flushes
   // again) has only what was written since: the freeze window is what
-  // applications wait through, this is not. Its result is not ours to judge:
-  // a filesystem that cannot write back fails FIFREEZE, which fails the set.
-  for (const auto& t : targets_) (void)::syncfs(t.fd);
+  // applications wait through, this is not. A writeback error is a veto:
+  // data applications wrote is not on the volume, so the snapshot would
+  // miss it, and FIFREEZE does not report it (it succeeds regardless).
+  // syncfs reports each error once per open file, and these fds are new,
+  // so only an error of this very flush counts.
+  for (const auto& t : targets_)
+    if (::syncfs(t.fd) != 0) {
+      const int e = errno;
+      SetWriterFailure(VSS_E_WRITERERROR_NONRETRYABLE,
+                       "writing back " + t.mount_point + " failed: " + std::strerror(e) +
+                           " (data written to it may be lost; see the kernel log)");
+      CloseTargets();
+      return false;
+    }
   return true;
 }
 

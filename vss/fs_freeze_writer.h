@@ -1,6 +1,7 @@
 // The built-in filesystem writer: in PrepareForSnapshot it flushes
 // (syncfs) every mounted filesystem that lives on a volume of the snapshot
-// set, so that little is left to flush inside the freeze window; on Freeze
+// set, so that little is left to flush inside the freeze window, and vetoes
+// if writing back fails (data would be missing from the snapshot); on Freeze
 // it freezes (FIFREEZE) them, in reverse mount order, and thaws them
 // (FITHAW) on Thaw, on Abort, or when it is destroyed. It is a SYSTEM-level writer, so applications
 // freeze before it and thaw after it.

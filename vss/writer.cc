@@ -109,6 +109,15 @@ bool WriterEventFromName(const std::string& name, WriterEvent* out) {
 void Writer::StartPreparation(std::function<Status()> work) {
   (void)FinishPreparation();  // one at a time; the first one's outcome was not asked for
   preparing_ = true;
+  try {
+    Launch(std::move(work));
+  } catch (...) {
+    preparing_ = false;  // no thread (std::system_error): nothing is running
+    throw;
+  }
+}
+
+void Writer::Launch(std::function<Status()> work) {
   preparation_ = std::async(std::launch::async, [this, work = std::move(work)] {
     Status s;
     try {

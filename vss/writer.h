@@ -163,6 +163,7 @@ class Writer {
   SourceType source_ = SourceType::kUndefined;
   ApplicationLevel level_ = ApplicationLevel::kFrontEnd;
   uint32_t freeze_timeout_ms_ = 60000;
+  void Launch(std::function<Status()> work);  // StartPreparation's thread
   // Declared last: the future is destroyed first, and waits for the work.
   std::atomic<bool> preparing_{false};
   std::future<Status> preparation_;

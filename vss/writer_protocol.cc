@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "base/json.h"
 #include "vss/provider.h"
 
 namespace gnomon::vss::proto {
@@ -102,7 +103,13 @@ RecvResult Recv(int fd, int timeout_ms, json* msg, Status* error) {
     return RecvResult::kError;
   }
   if (r != RecvResult::kOk) return r;
-  *msg = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // Bounded like every stored document: a message nested 500,000 deep
+  // parses, but dump() and the destructor would recurse through it.
+  std::string why;
+  if (!ParseJsonBounded(body, msg, &why, kMaxMessageBytes)) {
+    *error = Status::Corruption("message is not acceptable JSON: " + why);
+    return RecvResult::kError;
+  }
   if (!msg->is_object()) {
     *error = Status::Corruption("message is not a JSON object");
     return RecvResult::kError;

@@ -25,11 +25,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     gnomon::Status err;
     if (gnomon::vss::proto::Recv(sv[1], 1000, &msg, &err) != gnomon::vss::proto::RecvResult::kOk)
       break;
+    // Each on its own: a bad session must not hide the components' parser.
     try {
       gnomon::vss::SessionView view;
       bool set_id_valid = false;
       if (msg.contains("session"))
         gnomon::vss::proto::SessionFromJson(msg.at("session"), &view, &set_id_valid);
+    } catch (const nlohmann::json::exception&) {
+    }
+    try {
       if (msg.contains("components"))
         (void)gnomon::vss::proto::ComponentsFromJson(msg.at("components"));
     } catch (const nlohmann::json::exception&) {

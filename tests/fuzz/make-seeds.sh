@@ -101,8 +101,9 @@ put("vss_documents", "options", b"\x03checkpoint=fast\nmode=x\n")
 session = {"backup_type": "incremental", "select_components": True,
            "bootable_system_state": False, "partial_file_support": False, "context": 0,
            "snapshot_set_id": "6e1bb1d4-3f2a-4c55-9b1e-67a0d5c0f7e1", "volumes": ["/dev/loop0"],
-           "snapshot_devices": [["/dev/loop0", "/var/lib/x.img"]],
-           "volume_providers": [["/dev/loop0", "reflink"]], "snapshot_ids": []}
+           "snapshot_devices": {"/dev/loop0": "/var/lib/x.img"},
+           "volume_providers": {"/dev/loop0": "reflink"},
+           "snapshot_ids": {"/dev/loop0": "6e1bb1d4-3f2a-4c55-9b1e-67a0d5c0f7e2"}}
 stream = b""
 for seq, ev in enumerate(["PrepareForBackup", "PostSnapshot"], 1):
     msg = json.dumps({"type": "event", "seq": seq, "event": ev, "session": session,
