@@ -307,6 +307,14 @@ Status BackupRun::Commit(BackupRecord* rec, const std::vector<VolumeIndex>& inde
   // it was read, the image is torn and must not be published.
   if (s.ok() && session) s = session->CheckIntact();
   if (s.ok()) s = Publish(rec, indexes);
+  if (!s.ok() && repo_->BackupExists(rec->id)) {
+    // The record is visible though publishing it failed (its directory
+    // could not be synced, nor the record taken back): it names everything
+    // this run wrote, so nothing of it may go. The backup is complete; only
+    // its durability is in doubt, which the error says.
+    repo_->EndWrite();
+    return s.WithContext("backup " + rec->id + " is published, but may not survive a crash");
+  }
   if (!s.ok()) {
     // Best effort: without the record, none of this is referenced.
     if (!rec->index_file.empty())

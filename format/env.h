@@ -75,6 +75,9 @@ class Env {
   // contention. Released when *out is destroyed. The gc/ locks (FORMAT.md §8).
   virtual Status TryFlock(const std::string& path, bool exclusive,
                           std::unique_ptr<FileLock>* out) = 0;
+  // Whether the filesystem holding `path` is mounted read-only (nothing
+  // there can be created, changed or deleted by anyone).
+  virtual bool OnReadOnlyMedia(const std::string& path) = 0;
 
   // Convenience built on the primitives above.
   Status ReadFileToString(const std::string& path, std::string* out);

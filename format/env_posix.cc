@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -257,6 +258,10 @@ class PosixEnv final : public Env {
     return Status::OK();
   }
 
+  bool OnReadOnlyMedia(const std::string& path) override {
+    struct statvfs st;
+    return ::statvfs(path.c_str(), &st) == 0 && (st.f_flag & ST_RDONLY);
+  }
   Status TryFlock(const std::string& path, bool exclusive,
                   std::unique_ptr<FileLock>* out) override {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -363,7 +368,14 @@ Status Env::Publish(const std::string& path, std::span<const uint8_t> data, bool
     RemoveFile(tmp);
     return s;
   }
-  return SyncDir(ParentDir(path));
+  if (Status sync = SyncDir(ParentDir(path)); !sync.ok()) {
+    // Visible but not durable. A write-once file is taken back, so that the
+    // caller's failure is the repository's state too (the caller may remove
+    // what the file names); a replaced file cannot be, its old content is gone.
+    if (!replace && RemoveFile(path).ok()) (void)SyncDir(ParentDir(path));
+    return sync;
+  }
+  return Status::OK();
 }
 
 }  // namespace gnomon

@@ -47,8 +47,10 @@ void Repository::SetWaitNotice(std::function<void(const std::string&)> notice) {
 
 Status Repository::EnterAsUser() {
   // A repository on read-only media cannot have gc/ made: nobody can
-  // delete there, so there is nothing to wait for.
-  if (!env_->CreateDir(P(kGc)).ok()) return Status::OK();
+  // delete there, so there is nothing to wait for. Anywhere else a failure
+  // is an error: going on unregistered would let a prune delete beside us.
+  if (Status s = env_->CreateDir(P(kGc)); !s.ok())
+    return env_->OnReadOnlyMedia(path_) ? Status::OK() : s;
   const int64_t deadline = NowMs() + kUserWaitMs;
   bool told = false;
   for (;;) {

@@ -283,14 +283,21 @@ TEST_F(CliTest, BadSourcesAreNamed) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("not a block device or regular file"), std::string::npos) << r.err;
   // Unreadable: root reads through permission bits, so as root run gnomon
-  // as nobody, with a repository nobody may write.
+  // as nobody, with a repository of nobody's own (a repository must be its
+  // owner's alone: nobody may not use root's).
   test::WriteFile(dir_ / "secret", {1, 2, 3});
   ::chmod((dir_ / "secret").c_str(), 0);
   if (test::IsRoot()) {
     ::chmod(dir_.path().c_str(), 0777);
-    test::Sh("chmod -R a+rwX " + repo_);
-    r = test::Run({"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                   test::GnomonBinary(), "--repo", repo_, "backup", dir_ / "secret"});
+    const std::vector<std::string> nobody = {"setpriv", "--reuid=nobody", "--regid=nogroup",
+                                             "--clear-groups", test::GnomonBinary(), "--repo",
+                                             dir_ / "nobody-repo"};
+    auto with = [&](std::vector<std::string> args) {
+      args.insert(args.begin(), nobody.begin(), nobody.end());
+      return test::Run(args);
+    };
+    ASSERT_EQ(with({"init"}).exit_code, 0);
+    r = with({"backup", dir_ / "secret"});
   } else {
     r = G({"backup", dir_ / "secret"});
   }

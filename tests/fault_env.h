@@ -1,10 +1,14 @@
 // An Env that forwards to the real one but fails on command: the Nth append,
-// sync or rename, or any write past a byte budget (a full disk). Lets tests
-// prove that a failure at any point leaves the repository as it was.
+// sync or rename, or any write past a byte budget (a full disk), or the Nth
+// call that changes anything (create, append, sync, close, rename, directory
+// sync, remove, mkdir) with the error of your choice. Lets tests prove that a
+// failure at any point leaves the repository as it was.
 #pragma once
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
+#include <string>
 
 #include "format/env.h"
 
@@ -20,22 +24,53 @@ class FaultEnv : public Env {
   std::atomic<int> fail_rename_after{-1};
   std::atomic<int64_t> space_left{-1};  // bytes; -1 = unlimited
 
+  // The numbered-call fault: every call that changes anything counts in
+  // `calls`; the one numbered `fail_call` (from 0; -1 = none) fails with
+  // `fail_errno`. An append that fails with ENOSPC writes half its bytes
+  // first (a short write, as a full disk does).
+  std::atomic<int> calls{0};
+  std::atomic<int> fail_call{-1};
+  std::atomic<int> fail_errno{EIO};
+  std::atomic<bool> tripped{false};
+  std::string tripped_what;  // the call that failed (set once, before tripped)
+  // OK, or the injected error for this call naming `what`.
+  Status Call(const std::string& what) {
+    if (calls.fetch_add(1) != fail_call.load()) return Status::OK();
+    tripped_what = what;
+    tripped = true;
+    return Status::IOError(what + ": " + std::strerror(fail_errno.load()) + " (injected fault)");
+  }
+
   Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override;
   Status NewRandomAccessFile(const std::string& p, std::unique_ptr<RandomAccessFile>* o) override {
     return base_->NewRandomAccessFile(p, o);
   }
   Status RenameFile(const std::string& from, const std::string& to) override {
     if (Trip(fail_rename_after)) return Status::IOError("renaming " + from + ": injected fault");
+    GNOMON_RETURN_IF_ERROR(Call("renaming " + from));
     return base_->RenameFile(from, to);
   }
   Status RenameNoReplace(const std::string& from, const std::string& to) override {
     if (Trip(fail_rename_after)) return Status::IOError("renaming " + from + ": injected fault");
+    GNOMON_RETURN_IF_ERROR(Call("renaming " + from));
     return base_->RenameNoReplace(from, to);
   }
-  Status SyncDir(const std::string& d) override { return base_->SyncDir(d); }
-  Status RemoveDir(const std::string& d) override { return base_->RemoveDir(d); }
-  Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
-  Status CreateDir(const std::string& d) override { return base_->CreateDir(d); }
+  Status SyncDir(const std::string& d) override {
+    GNOMON_RETURN_IF_ERROR(Call("syncing directory " + d));
+    return base_->SyncDir(d);
+  }
+  Status RemoveDir(const std::string& d) override {
+    GNOMON_RETURN_IF_ERROR(Call("removing " + d));
+    return base_->RemoveDir(d);
+  }
+  Status RemoveFile(const std::string& p) override {
+    GNOMON_RETURN_IF_ERROR(Call("removing " + p));
+    return base_->RemoveFile(p);
+  }
+  Status CreateDir(const std::string& d) override {
+    GNOMON_RETURN_IF_ERROR(Call("creating directory " + d));
+    return base_->CreateDir(d);
+  }
   Status ListDir(const std::string& d, std::vector<std::string>* n) override {
     return base_->ListDir(d, n);
   }
@@ -47,6 +82,7 @@ class FaultEnv : public Env {
   Status TryFlock(const std::string& p, bool ex, std::unique_ptr<FileLock>* out) override {
     return base_->TryFlock(p, ex, out);
   }
+  bool OnReadOnlyMedia(const std::string& p) override { return base_->OnReadOnlyMedia(p); }
 
   static bool Trip(std::atomic<int>& counter) {
     int v = counter.load();
@@ -66,6 +102,10 @@ class FaultWritableFile : public WritableFile {
   Status Append(std::span<const uint8_t> data) override {
     if (FaultEnv::Trip(env_->fail_append_after))
       return Status::IOError("writing " + path() + ": injected fault");
+    if (Status s = env_->Call("writing " + path()); !s.ok()) {
+      if (env_->fail_errno == ENOSPC) (void)f_->Append(data.first(data.size() / 2));
+      return s;
+    }
     int64_t left = env_->space_left.load();
     if (left >= 0) {
       if (static_cast<int64_t>(data.size()) > left)
@@ -77,9 +117,16 @@ class FaultWritableFile : public WritableFile {
   Status Sync() override {
     if (FaultEnv::Trip(env_->fail_sync_after))
       return Status::IOError("syncing " + path() + ": injected fault");
+    GNOMON_RETURN_IF_ERROR(env_->Call("syncing " + path()));
     return f_->Sync();
   }
-  Status Close() override { return f_->Close(); }
+  Status Close() override {
+    if (Status s = env_->Call("closing " + path()); !s.ok()) {
+      (void)f_->Close();  // the descriptor is gone whatever close(2) said
+      return s;
+    }
+    return f_->Close();
+  }
   uint64_t Size() const override { return f_->Size(); }
   const std::string& path() const override { return f_->path(); }
 
@@ -90,6 +137,7 @@ class FaultWritableFile : public WritableFile {
 
 inline Status FaultEnv::NewWritableFile(const std::string& path,
                                         std::unique_ptr<WritableFile>* out) {
+  GNOMON_RETURN_IF_ERROR(Call("creating " + path));
   std::unique_ptr<WritableFile> f;
   GNOMON_RETURN_IF_ERROR(base_->NewWritableFile(path, &f));
   *out = std::make_unique<FaultWritableFile>(this, std::move(f));
