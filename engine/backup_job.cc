@@ -307,7 +307,8 @@ Status BackupRun::Commit(BackupRecord* rec, const std::vector<VolumeIndex>& inde
   // it was read, the image is torn and must not be published.
   if (s.ok() && session) s = session->CheckIntact();
   if (s.ok()) s = Publish(rec, indexes);
-  if (!s.ok() && repo_->BackupExists(rec->id)) {
+  // (Not after Exists: then the id's record is another backup's.)
+  if (!s.ok() && !s.IsExists() && repo_->BackupExists(rec->id)) {
     // The record is visible though publishing it failed (its directory
     // could not be synced, nor the record taken back): it names everything
     // this run wrote, so nothing of it may go. The backup is complete; only
