@@ -5,9 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -149,6 +151,9 @@ Status RestoreTarget::OpenDevice(const std::string& path, uint64_t size) {
   if (dev_size < size)
     return Status::InvalidArgument(path + ": device holds " + std::to_string(dev_size) +
                                    " bytes, the volume needs " + std::to_string(size));
+  head_.assign(std::min<uint64_t>(size, kDeviceHeadBytes), 0);
+  GNOMON_RETURN_IF_ERROR(WriteRaw(0, head_.data(), head_.size()));
+  if (::fdatasync(fd_) != 0) return Status::FromErrno("syncing " + path, errno);
   return Status::OK();
 }
 
@@ -183,6 +188,17 @@ Status RestoreTarget::OpenFile(const std::string& path, uint64_t size, bool over
 }
 
 Status RestoreTarget::WriteAt(uint64_t off, const uint8_t* p, size_t n) {
+  if (off < head_.size()) {  // held back until Commit
+    const size_t k = std::min<uint64_t>(n, head_.size() - off);
+    std::memcpy(head_.data() + off, p, k);
+    off += k;
+    p += k;
+    n -= k;
+  }
+  return WriteRaw(off, p, n);
+}
+
+Status RestoreTarget::WriteRaw(uint64_t off, const uint8_t* p, size_t n) {
   size_t done = 0;
   while (done < n) {
     ssize_t w = ::pwrite(fd_, p + done, n - done, static_cast<off_t>(off + done));
@@ -206,6 +222,10 @@ Status RestoreTarget::Commit() {
   if (!block_ && existed_ && ::fchmod(fd_, seen_.st_mode & 0777) != 0)
     return Status::FromErrno("setting the mode of " + tmp_, errno);
   if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
+  if (!head_.empty()) {  // everything else is on the disk: now the signatures
+    GNOMON_RETURN_IF_ERROR(WriteRaw(0, head_.data(), head_.size()));
+    if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
+  }
   if (!block_) {
     if (existed_) {
       struct stat now;

@@ -27,6 +27,7 @@ class RestoreTarget {
   Status Open(const std::string& path, uint64_t size, bool overwrite, const std::string& repo_dir,
               std::vector<std::string>* cleaned);
   bool is_block() const { return block_; }
+  // Safe from several threads for disjoint ranges.
   Status WriteAt(uint64_t off, const uint8_t* p, size_t n);
   // Starts writeback of a finished range without waiting for it, so the
   // disk works while later chunks decompress and the closing fsync has
@@ -39,10 +40,19 @@ class RestoreTarget {
   // nor given the image.
   Status Commit();
 
+  // A device's first bytes, where every partition table and filesystem
+  // keeps the signature that makes it recognisable (MBR and GPT, the ext4
+  // and XFS superblocks, btrfs's at 64 KiB), are zeroed at Open and written
+  // only by Commit, after everything else is on the disk: a restore that is
+  // killed leaves a device that blkid and mount see as empty, never one that
+  // looks whole and is not.
+  static constexpr uint64_t kDeviceHeadBytes = 1 << 20;
+
  private:
   Status OpenDevice(const std::string& path, uint64_t size);
   Status OpenFile(const std::string& path, uint64_t size, bool overwrite,
                   std::vector<std::string>* cleaned);
+  Status WriteRaw(uint64_t off, const uint8_t* p, size_t n);
 
   std::string path_, tmp_;
   bool existed_ = false;  // the target existed at Open: *seen is it
@@ -50,6 +60,7 @@ class RestoreTarget {
   int fd_ = -1;
   bool block_ = false;
   bool committed_ = false;
+  std::vector<uint8_t> head_;  // a device's first bytes, held back until Commit
 };
 
 // Processes that have `real_path` open, as "pid N (comm)", from /proc.

@@ -16,27 +16,10 @@
 #include "engine/prune_job.h"
 #include "tests/test_util.h"
 
-extern char** environ;
-
 namespace gnomon::test {
 namespace {
 
 using nlohmann::json;
-
-pid_t Spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
 
 class PruneTest : public RepoTest {
  protected:
@@ -423,9 +406,9 @@ TEST_F(PruneTest, SurvivesSigkillAtRandomPoints) {
 
   std::mt19937_64 rng(std::random_device{}());
   int killed = 0;
-  // bench/prune-crash.sh runs more.
+  // bench/prune-crash.sh runs more; the sanitizer pass of tools/test.sh fewer.
   const char* env_runs = std::getenv("GNOMON_PRUNE_KILL_RUNS");
-  const int runs = std::max(50, env_runs ? std::atoi(env_runs) : 0);
+  const int runs = env_runs ? std::max(1, std::atoi(env_runs)) : 50;
   for (int run = 0; run < runs; ++run) {
     std::filesystem::remove_all(repo_);
     std::filesystem::copy(tmpl, repo_, std::filesystem::copy_options::recursive);
@@ -449,7 +432,7 @@ TEST_F(PruneTest, SurvivesSigkillAtRandomPoints) {
     if (HasFailure()) break;
   }
   RecordProperty("killed", killed);
-  EXPECT_GT(killed, 10) << "most prunes finished before the kill: the test proved little";
+  EXPECT_GT(killed, runs / 5) << "most prunes finished before the kill: the test proved little";
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // writer that crashes or hangs, a requester killed while the writer is
 // frozen, a stale socket, malformed and oversized messages, a peer that may
 // not connect. Stamps and backup options cross the socket both ways.
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -38,13 +39,18 @@ int ConnectTo(const std::string& path) {
 // The writer program, running until the object dies (then SIGKILLed).
 class WriterApp {
  public:
+  // run_as: a uid (with the same gid) to run the program as, or 0 for
+  // root; dir and log must then be writable by it.
   WriterApp(const std::string& dir, const std::string& name, const std::string& log,
-            std::vector<std::string> extra = {})
+            std::vector<std::string> extra = {}, uid_t run_as = 0)
       : socket_(dir + "/" + name + ".sock"), log_(log) {
     std::vector<std::string> args = {TEST_WRITER_APP_BIN, dir, name, log};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ == 0) {
+      if (run_as != 0 &&
+          (::setgroups(0, nullptr) != 0 || ::setgid(run_as) != 0 || ::setuid(run_as) != 0))
+        _exit(126);
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -412,23 +418,19 @@ TEST_F(RemoteWriterTest, MalformedAndOversizedMessagesAreRejectedAndTheWriterSur
   EXPECT_EQ(std::count(events.begin(), events.end(), "Freeze"), 1);
 }
 
-TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
-  GNOMON_SKIP_IF(test::RootSkipReason());
-  auto app = App("guarded");
-  // The directory must be reachable by the other user for the refusal to be
-  // the writer's, not the file system's.
-  ::chmod(writers_dir_.c_str(), 0777);
-  ::chmod(app->socket().c_str(), 0777);
-  ::chmod(dir_.path().c_str(), 0755);
+// Connects to socket as uid:gid with the supplementary groups given, from
+// a child process: "connected" or the refusal's message.
+std::string ConnectAs(const std::string& socket, uid_t uid, gid_t gid, std::vector<gid_t> groups) {
   int pipefd[2];
-  ASSERT_EQ(::pipe(pipefd), 0);
+  if (::pipe(pipefd) != 0) return "pipe failed";
   pid_t pid = ::fork();
   if (pid == 0) {
     ::close(pipefd[0]);
     std::string out = "setid-failed";
-    if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
+    if (::setgroups(groups.size(), groups.data()) == 0 && ::setgid(gid) == 0 &&
+        ::setuid(uid) == 0) {
       std::shared_ptr<RemoteWriter> w;
-      gnomon::Status s = RemoteWriter::Connect(app->socket(), 5000, &w);
+      gnomon::Status s = RemoteWriter::Connect(socket, 5000, &w);
       out = s.ok() ? "connected" : s.message();
     }
     ::write(pipefd[1], out.data(), out.size());
@@ -439,13 +441,62 @@ TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
   ssize_t n = ::read(pipefd[0], buf, sizeof buf - 1);
   ::close(pipefd[0]);
   ::waitpid(pid, nullptr, 0);
-  ASSERT_GT(n, 0);
-  EXPECT_NE(std::string(buf).find("permission denied"), std::string::npos) << buf;
-  // Root still may.
-  std::shared_ptr<RemoteWriter> w;
-  gnomon::Status s = RemoteWriter::Connect(app->socket(), 5000, &w);
-  EXPECT_TRUE(s.ok()) << s.message();
-  EXPECT_NE(w, nullptr);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "no answer";
+}
+
+// The peer-credential rule (SO_PEERCRED), case by case: root, the writer's
+// own user and a peer whose primary group is the writer's group may
+// connect; anyone else is refused, even with that group as a supplementary
+// one (the kernel reports only the primary group).
+TEST_F(RemoteWriterTest, OnlyRootTheOwnerAndTheOwnerGroupMayConnect) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  // The directories must be reachable by the other users for a refusal to
+  // be the writer's, not the file system's.
+  std::filesystem::create_directories(writers_dir_);
+  ::chmod(writers_dir_.c_str(), 0777);
+  ::chmod(dir_.path().c_str(), 0777);
+  const uid_t nobody = 65534, daemon = 1;
+  struct Case {
+    const char* who;
+    uid_t uid;
+    gid_t gid;
+    std::vector<gid_t> groups;
+    bool allowed;
+  };
+  // A writer running as root (group 0).
+  {
+    auto app = App("asroot");
+    ::chmod(app->socket().c_str(), 0777);
+    for (const Case& c :
+         std::vector<Case>{{"root", 0, 0, {}, true},
+                           {"another user", nobody, nobody, {}, false},
+                           {"the writer's group", nobody, 0, {}, true},
+                           {"the group only as supplementary", nobody, nobody, {0}, false}}) {
+      const std::string r = ConnectAs(app->socket(), c.uid, c.gid, c.groups);
+      if (c.allowed)
+        EXPECT_EQ(r, "connected") << "writer as root, peer " << c.who;
+      else
+        EXPECT_NE(r.find("permission denied"), std::string::npos) << c.who << ": " << r;
+    }
+  }
+  // A writer running as an ordinary user (nobody:nogroup).
+  {
+    const std::string log = dir_ / "asuser.log";
+    std::ofstream(log).close();
+    ::chown(log.c_str(), nobody, nobody);
+    WriterApp app(writers_dir_, "asuser", log, {"--volume", volume_}, nobody);
+    ::chmod(app.socket().c_str(), 0777);
+    for (const Case& c : std::vector<Case>{{"root", 0, 0, {}, true},
+                                           {"the writer's own user", nobody, nobody, {}, true},
+                                           {"another user", daemon, daemon, {}, false},
+                                           {"the writer's group", daemon, nobody, {}, true}}) {
+      const std::string r = ConnectAs(app.socket(), c.uid, c.gid, c.groups);
+      if (c.allowed)
+        EXPECT_EQ(r, "connected") << "writer as nobody, peer " << c.who;
+      else
+        EXPECT_NE(r.find("permission denied"), std::string::npos) << c.who << ": " << r;
+    }
+  }
 }
 
 TEST_F(RemoteWriterTest, SecondBackupIsRefusedWhileTheFirstHoldsTheWriter) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/types.h>
 
 #include <nlohmann/json.hpp>
 
@@ -48,6 +49,10 @@ CommandResult Sh(const std::string& cmd);
 // Runs the gnomon binary built alongside the tests.
 CommandResult Gnomon(const std::vector<std::string>& args);
 std::string GnomonBinary();
+// Starts argv (searched in PATH) in the background with no stdin, its
+// stdout and stderr appended to out, none of the test's other open files;
+// -1 if it cannot be started. The caller reaps it.
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& out = "/dev/null");
 
 // Points GNOMON_RUNTIME_DIR, GNOMON_STATE_DIR, GNOMON_HOOKS_DIR and
 // GNOMON_WRITER_DIR at a scratch directory for the life of the object, so

@@ -225,7 +225,7 @@ bool WriterServer::Admit(Connection* c) {
 void WriterServer::ServeEvents(Connection* c) {
   while (!stopping_) {
     int timeout = -1;
-    if (c->held == Connection::Held::kFrozen) {
+    if (c->held != Connection::Held::kNone) {
       auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(c->freeze_deadline - Clock::now());
       timeout = std::max<int>(0, static_cast<int>(left.count()));
@@ -234,8 +234,9 @@ void WriterServer::ServeEvents(Connection* c) {
     Status err;
     proto::RecvResult r = proto::Recv(c->fd, timeout, &msg, &err);
     if (r == proto::RecvResult::kTimeout) {
-      // The freeze window ran out with no Thaw: thaw now, and say so when
-      // the requester does send Thaw.
+      // The window ran out with no Thaw (or, prepared, with no Freeze): a
+      // requester that is stopped or hung must not hold the application
+      // for ever. Thaw now, and say so when the requester does send Thaw.
       AbortIfHeld(c, "the freeze window ran out");
       c->timed_out = true;
       continue;
@@ -317,19 +318,32 @@ bool WriterServer::Refused(Connection* c, WriterEvent ev, json* reply) {
     }
     owner_ = c;
   }
-  if (ev == E::kThaw && c->timed_out) {
-    c->timed_out = false;
+  // Past its window the writer has let its application go: a late Freeze
+  // must not freeze it again as if it were still prepared (the snapshot
+  // would be taken without what PrepareForSnapshot did), nor a late Thaw
+  // report success.
+  if ((ev == E::kFreeze || ev == E::kThaw) && c->timed_out) {
+    if (ev == E::kThaw) c->timed_out = false;
     (*reply)["ok"] = false;
     (*reply)["failure"] = VSS_E_WRITERERROR_TIMEOUT;
     (*reply)["message"] = "the freeze window of " + std::to_string(writer_->freeze_timeout_ms()) +
-                          " ms ran out before Thaw; the writer thawed itself";
+                          " ms ran out before " + WriterEventName(ev) +
+                          "; the writer let its application go";
     return true;
   }
   return false;
 }
 
 void WriterServer::NoteHeld(Connection* c, WriterEvent ev) {
-  if (ev == E::kPrepareSnapshot) c->held = Connection::Held::kPrepared;
+  // A writer may hold its application from PrepareForSnapshot on (the
+  // SQLite writer takes its lock there): the window runs from then, and
+  // again from Freeze, so a requester stopped in between cannot hold it for
+  // longer than two windows.
+  if (ev == E::kPrepareSnapshot) {
+    c->held = Connection::Held::kPrepared;
+    c->freeze_deadline = Clock::now() + std::chrono::milliseconds(writer_->freeze_timeout_ms());
+    c->timed_out = false;
+  }
   if (ev == E::kFreeze) {
     c->held = Connection::Held::kFrozen;
     c->freeze_deadline = Clock::now() + std::chrono::milliseconds(writer_->freeze_timeout_ms());
