@@ -58,9 +58,12 @@ class BackupRun {
                BackupResult* out);
   // Finds each source's parent backup and its stamp (incremental and
   // differential only), and the stamps of every other writer's components
-  // in those parents.
+  // in those parents. A record that cannot be read is named in *warnings:
+  // the backup builds on the newest one that can be (whole, but perhaps
+  // larger than it had to be).
   Status FindParents(bool full_only, std::map<std::string, std::string>* stamps,
-                     std::vector<ComponentStamp>* component_stamps);
+                     std::vector<ComponentStamp>* component_stamps,
+                     std::vector<std::string>* warnings);
   // Decides how volume i is read: which parent index to build on and, if
   // change tracking can be trusted, which chunks changed. Fills v's parent,
   // tracking and tracking_reason.
@@ -96,9 +99,13 @@ class BackupRun {
 };
 
 Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>* stamps,
-                              std::vector<ComponentStamp>* component_stamps) {
+                              std::vector<ComponentStamp>* component_stamps,
+                              std::vector<std::string>* warnings) {
   std::vector<BackupRecord> history;
-  GNOMON_RETURN_IF_ERROR(repo_->ListBackups(&history, nullptr));  // unreadable ones: no parent
+  std::vector<Status> unreadable;
+  GNOMON_RETURN_IF_ERROR(repo_->ListBackups(&history, &unreadable));
+  for (const Status& e : unreadable)
+    warnings->push_back(e.message() + " (not considered as a parent)");
   std::vector<const BackupRecord*> parent_records;
   for (const auto& src : opt_.sources) {
     vss::VolumeIdentity id;
@@ -136,7 +143,8 @@ VolumePlan BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const
   };
   Status s = repo_->ReadVolumeIndex(p->second.volume, &plan.parent);
   if (!s.ok()) {
-    fall_back("the parent's volume index cannot be read: " + s.message());
+    // Whatever the writer said, this is why nothing was compared.
+    v->tracking_reason = "the parent's volume index cannot be read: " + s.message();
     return plan;
   }
   if (plan.parent.chunk_size != repo_->config().chunk_size ||
@@ -174,8 +182,8 @@ Status BackupRun::Run(BackupResult* out) {
   std::map<std::string, std::string> stamps;
   std::vector<ComponentStamp> component_stamps;
   if (so.type == vss::BackupType::kIncremental || so.type == vss::BackupType::kDifferential)
-    GNOMON_RETURN_IF_ERROR(
-        FindParents(so.type == vss::BackupType::kDifferential, &stamps, &component_stamps));
+    GNOMON_RETURN_IF_ERROR(FindParents(so.type == vss::BackupType::kDifferential, &stamps,
+                                       &component_stamps, &out->warnings));
   so.cancel = opt_.cancel;
   // Writers frozen, snapshot taken, writers thawed: from here on the
   // pipeline reads the snapshots, never the live volumes.
@@ -265,6 +273,8 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
                                : DefaultTokens(ctx.threads, repo_->config().chunk_size);
   ctx.cancel = opt_.cancel;
   ctx.progress = opt_.progress;
+  UnreadBases unread;
+  ctx.unread_bases = &unread;
   std::vector<VolumeIndex> indexes(sources.size());
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < sources.size(); ++i) {
@@ -289,6 +299,11 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
   }
   Status s = Commit(&rec, indexes, session, t0);
   if (s.ok()) out->packs_written = sink_.finished().size();
+  if (s.ok() && unread.count > 0)
+    out->warnings.push_back(std::to_string(unread.count.load()) +
+                            " chunk(s) of the parent backup could not be read to store only "
+                            "what changed, and were stored whole (first: " +
+                            unread.first.status().message() + ")");
   return s;
 }
 

@@ -147,7 +147,14 @@ void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
     Digest first;
     for (const auto& v : b.volumes) {
       VolumeIndex vi;
-      if (!repo->ReadVolumeIndex(v, &vi).ok()) continue;  // reported already
+      if (Status s = repo->ReadVolumeIndex(v, &vi); !s.ok()) {
+        // Usually reported already, when it was first read; an error that
+        // came only now (a failing disk) must not pass unseen.
+        const std::string e = "backup " + b.id + ": " + s.message();
+        if (std::find(out->errors.begin(), out->errors.end(), e) == out->errors.end())
+          out->errors.push_back(e);
+        continue;
+      }
       for (const auto& d : vi.slots) {
         if (d.IsZero()) continue;
         if (!known.count(d)) {
@@ -180,8 +187,11 @@ void CheckBackups(Repository* repo, const std::vector<BackupRecord>& backups,
 // Leftovers of interrupted runs, and packs no index names, explained.
 void ReportLeftovers(Repository* repo, const PackClaims& claims, bool damaged_index,
                      VerifyResult* out) {
+  // Not being able to look is an error: verify would otherwise pass
+  // without having checked what it says it checked.
   Leftovers l;
-  if (!repo->FindLeftovers(&l).ok()) return;
+  if (Status s = repo->FindLeftovers(&l); !s.ok())
+    return out->errors.push_back("looking for leftovers: " + s.message());
   std::map<std::string, std::string> journaled;  // pack -> journal
   for (const auto& j : l.journals)
     for (const auto& p : j.packs) journaled[p] = j.name;
@@ -196,7 +206,8 @@ void ReportLeftovers(Repository* repo, const PackClaims& claims, bool damaged_in
                             ": volume index that no backup record names (kept: if its "
                             "record was moved away, put it back)");
   std::vector<std::string> on_disk;
-  if (!repo->ListPacks(&on_disk).ok()) return;
+  if (Status s = repo->ListPacks(&on_disk); !s.ok())
+    return out->errors.push_back("listing the packs: " + s.message());
   out->packs = on_disk.size();
   for (const auto& id : on_disk) {
     if (claims.count(id)) continue;

@@ -130,7 +130,13 @@ void VolumeImager::DiffWithParent(Work* w) const {
   thread_local std::vector<uint8_t> old, patch;
   old.resize(w->len);
   // A parent slot that cannot be read only means the chunk is stored whole.
-  if (!ctx_.repo->ReadSlot(index_, base, old.data(), w->len, &dec).ok()) return;
+  if (Status s = ctx_.repo->ReadSlot(index_, base, old.data(), w->len, &dec); !s.ok()) {
+    if (ctx_.unread_bases) {
+      ++ctx_.unread_bases->count;
+      ctx_.unread_bases->first.Set(s);
+    }
+    return;
+  }
   std::vector<PatchRange> ranges;
   const uint64_t total = DifferingBlocks({old.data(), w->len}, {w->raw.data(), w->len}, &ranges);
   if (ranges.empty()) {

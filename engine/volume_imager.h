@@ -8,6 +8,7 @@
 // the token count, never by the volume size.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -36,6 +37,13 @@ struct VolumePlan {
   std::vector<vss::ByteRange> ranges;
 };
 
+// Chunks of a parent that could not be read to patch against: each is
+// stored whole instead (correct, only larger), and the backup says so.
+struct UnreadBases {
+  std::atomic<uint64_t> count{0};
+  FirstError first;
+};
+
 // What every volume of one backup run shares.
 struct ImageContext {
   Repository* repo = nullptr;
@@ -46,6 +54,7 @@ struct ImageContext {
   std::unordered_set<Digest, DigestHash>* seen = nullptr;  // new chunks of this run
   PackSink* sink = nullptr;
   FirstError* error = nullptr;
+  UnreadBases* unread_bases = nullptr;
   int threads = 1;
   size_t tokens = 4;
   const CancelFlag* cancel = nullptr;

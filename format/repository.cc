@@ -301,14 +301,21 @@ Status Repository::FindBackup(const std::string& spec, BackupRecord* out) {
   std::vector<Status> errors;
   GNOMON_RETURN_IF_ERROR(ListBackups(&all, &errors));
   if (spec == "latest") {
-    if (all.empty()) {
-      if (!errors.empty()) return errors.front();
-      return Status::NotFound(path_ + ": repository has no backups");
-    }
+    // A record that cannot be read may be the newest: never pass an older
+    // backup off as the latest.
+    if (!errors.empty())
+      return errors.front().WithContext(
+          "cannot tell which backup is the latest (name one by id, or remove the unreadable "
+          "record with forget --force)");
+    if (all.empty()) return Status::NotFound(path_ + ": repository has no backups");
     *out = all.back();
     return Status::OK();
   }
   if (spec.empty()) return Status::InvalidArgument("empty backup id");
+  // A record that exists but cannot be read must not pass for "no such
+  // backup", nor let a prefix it shares seem unambiguous.
+  for (const auto& e : errors)
+    if (spec.size() < kBackupIdHex && e.message().find("/" + spec) != std::string::npos) return e;
   const BackupRecord* match = nullptr;
   for (const auto& r : all) {
     if (r.id.compare(0, spec.size(), spec) == 0) {
@@ -317,7 +324,6 @@ Status Repository::FindBackup(const std::string& spec, BackupRecord* out) {
     }
   }
   if (!match) {
-    // A record that exists but cannot be read must not pass for "no such backup".
     for (const auto& e : errors)
       if (e.message().find("/" + spec) != std::string::npos) return e;
     return Status::NotFound("no backup with id '" + spec + "' in " + path_);

@@ -287,7 +287,12 @@ Status Repository::FindLeftovers(Leftovers* out) {
     if (n.size() <= 8 || n.compare(n.size() - 8, 8, kJournalSuffix) != 0) continue;
     if (P(kTmp, n) == journal_path_) continue;  // our own run
     std::string text;
-    if (!env_->ReadFileToString(P(kTmp, n), &text).ok()) continue;
+    // Gone meanwhile (its run ended) is fine; unreadable is not: the packs
+    // it lists would pass unseen.
+    if (Status s = env_->ReadFileToString(P(kTmp, n), &text); !s.ok()) {
+      if (s.IsNotFound()) continue;
+      return s;
+    }
     Leftovers::Journal j{n, {}, {}};
     for (size_t pos = 0, end; (end = text.find('\n', pos)) != std::string::npos; pos = end + 1) {
       const std::string line = text.substr(pos, end - pos);  // a torn last line has no '\n'
@@ -299,20 +304,23 @@ Status Repository::FindLeftovers(Leftovers* out) {
   }
   for (const char* d : {kIndex, kVolumes, kBackups, kQuarantine, kChecks, ""}) {
     std::string dir = *d ? P(d) : path_;
-    if (!env_->ListDir(dir, &names).ok()) continue;
+    if (Status s = env_->ListDir(dir, &names); !s.ok()) {
+      if (s.IsNotFound()) continue;  // checks/ of a repository never verified
+      return s;
+    }
     for (const auto& n : names)
       if (n.find(".tmp-") != std::string::npos) out->temporaries.push_back(RepoPath(d, n));
   }
   std::set<std::string> journaled;
   for (const auto& j : out->journals) journaled.insert(j.backups.begin(), j.backups.end());
-  if (env_->ListDir(P(kVolumes), &names).ok())
-    for (const auto& n : names) {
-      const std::string id = n.substr(0, n.find('.'));
-      if (IsBackupId(id) && n.find(".tmp-") == std::string::npos &&
-          !env_->FileExists(P(kBackups, id)))
-        (journaled.count(id) ? out->journaled_orphans : out->orphan_indexes)
-            .push_back(RepoPath(kVolumes, n));
-    }
+  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kVolumes), &names));
+  for (const auto& n : names) {
+    const std::string id = n.substr(0, n.find('.'));
+    if (IsBackupId(id) && n.find(".tmp-") == std::string::npos &&
+        !env_->FileExists(P(kBackups, id)))
+      (journaled.count(id) ? out->journaled_orphans : out->orphan_indexes)
+          .push_back(RepoPath(kVolumes, n));
+  }
   return Status::OK();
 }
 
@@ -334,7 +342,9 @@ void Repository::RemoveLeftovers(bool unjournaled) {
   // gc/users exclusively), so every other journal and temporary file
   // belongs to a run that is gone.
   Leftovers l;
-  if (!FindLeftovers(&l).ok()) return;
+  if (Status s = FindLeftovers(&l); !s.ok())
+    return cleaned_.push_back("could not look for what interrupted runs left (" + s.message() +
+                              "); the next run tries again");
   bool all_read = true;
   if (!l.journals.empty() || unjournaled) {
     // A journaled pack that an index file names was committed (or its

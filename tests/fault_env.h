@@ -1,7 +1,8 @@
 // An Env that forwards to the real one but fails on command: the Nth append,
 // sync or rename, or any write past a byte budget (a full disk), or the Nth
 // call that changes anything (create, append, sync, close, rename, directory
-// sync, remove, mkdir) with the error of your choice. Lets tests prove that a
+// sync, remove, mkdir) with the error of your choice, or the Nth call that
+// reads (open for reading, read, list) with EIO. Lets tests prove that a
 // failure at any point leaves the repository as it was.
 #pragma once
 
@@ -41,10 +42,19 @@ class FaultEnv : public Env {
     return Status::IOError(what + ": " + std::strerror(fail_errno.load()) + " (injected fault)");
   }
 
-  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override;
-  Status NewRandomAccessFile(const std::string& p, std::unique_ptr<RandomAccessFile>* o) override {
-    return base_->NewRandomAccessFile(p, o);
+  // The numbered read fault: every call that reads counts in `reads`; the
+  // one numbered `fail_read` (from 0; -1 = none) fails with EIO.
+  std::atomic<int> reads{0};
+  std::atomic<int> fail_read{-1};
+  Status ReadCall(const std::string& what) {
+    if (reads.fetch_add(1) != fail_read.load()) return Status::OK();
+    tripped_what = what;
+    tripped = true;
+    return Status::IOError(what + ": " + std::strerror(EIO) + " (injected fault)");
   }
+
+  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* out) override;
+  Status NewRandomAccessFile(const std::string& p, std::unique_ptr<RandomAccessFile>* o) override;
   Status RenameFile(const std::string& from, const std::string& to) override {
     if (Trip(fail_rename_after)) return Status::IOError("renaming " + from + ": injected fault");
     GNOMON_RETURN_IF_ERROR(Call("renaming " + from));
@@ -72,6 +82,7 @@ class FaultEnv : public Env {
     return base_->CreateDir(d);
   }
   Status ListDir(const std::string& d, std::vector<std::string>* n) override {
+    GNOMON_RETURN_IF_ERROR(ReadCall("listing " + d));
     return base_->ListDir(d, n);
   }
   bool FileExists(const std::string& p) override { return base_->FileExists(p); }
@@ -134,6 +145,31 @@ class FaultWritableFile : public WritableFile {
   FaultEnv* env_;
   std::unique_ptr<WritableFile> f_;
 };
+
+class FaultRandomAccessFile : public RandomAccessFile {
+ public:
+  FaultRandomAccessFile(FaultEnv* env, std::unique_ptr<RandomAccessFile> f)
+      : env_(env), f_(std::move(f)) {}
+  Status ReadAt(uint64_t offset, size_t n, uint8_t* dst) const override {
+    GNOMON_RETURN_IF_ERROR(env_->ReadCall("reading " + path()));
+    return f_->ReadAt(offset, n, dst);
+  }
+  uint64_t Size() const override { return f_->Size(); }
+  const std::string& path() const override { return f_->path(); }
+
+ private:
+  FaultEnv* env_;
+  std::unique_ptr<RandomAccessFile> f_;
+};
+
+inline Status FaultEnv::NewRandomAccessFile(const std::string& path,
+                                            std::unique_ptr<RandomAccessFile>* out) {
+  GNOMON_RETURN_IF_ERROR(ReadCall("opening " + path));
+  std::unique_ptr<RandomAccessFile> f;
+  GNOMON_RETURN_IF_ERROR(base_->NewRandomAccessFile(path, &f));
+  *out = std::make_unique<FaultRandomAccessFile>(this, std::move(f));
+  return Status::OK();
+}
 
 inline Status FaultEnv::NewWritableFile(const std::string& path,
                                         std::unique_ptr<WritableFile>* out) {

@@ -42,6 +42,9 @@ struct Operation {
   std::vector<std::string> may_remove;
   // Whether a fault may end in success (what fails is only a warning).
   bool may_succeed = false;
+  // For the read matrix: a read the operation does not need, whose failure
+  // it may pass over (e.g. other backups' records, for a restore by id).
+  std::function<bool(const std::string& what)> unneeded_read;
 };
 
 // Calls whose failure an operation may shrug off, as long as everything
@@ -192,6 +195,48 @@ class FaultMatrixTest : public ::testing::Test {
     return t;
   }
 
+  // The read matrix for one operation: each call that reads (open, read,
+  // list) fails in turn with EIO. Besides CheckAfter's checks: nothing is
+  // quarantined (an unreadable pack is not a damaged one) and `also`, if
+  // given, holds (e.g. no restore target left behind).
+  Tally RunReadMatrix(const Operation& op, const std::function<void()>& also = {}) {
+    Tally t;
+    test::FaultEnv counter(Env::Default());
+    Status s = RunOnCopy(op, &counter);
+    EXPECT_TRUE(s.ok()) << op.name << " without a fault: " << s.message();
+    const int reads = counter.reads.load();
+    EXPECT_GT(reads, 0) << op.name << " read nothing: the matrix would test nothing";
+    for (int n = 0; n < reads + 2; ++n) {
+      SCOPED_TRACE(op.name + ": read " + std::to_string(n) + " fails with EIO");
+      if (also) also();  // before: the run starts from a clean state too
+      test::FaultEnv env(Env::Default());
+      env.fail_read = n;
+      s = RunOnCopy(op, &env);
+      ++t.runs;
+      SCOPED_TRACE("the failed call: " + env.tripped_what + "; the operation said: " + s.message());
+      if (!env.tripped || s.ok()) {
+        EXPECT_TRUE(s.ok()) << s.message();
+        EXPECT_TRUE(!env.tripped || op.may_succeed ||
+                    (op.unneeded_read && op.unneeded_read(env.tripped_what)))
+            << "an injected read fault went unreported: " << env.tripped_what;
+        t.succeeded += env.tripped;
+        continue;
+      }
+      ++t.failed_cleanly;
+      EXPECT_NE(s.message().find("injected fault"), std::string::npos)
+          << "the error does not name the failure: " << s.message();
+      std::error_code ec;
+      EXPECT_TRUE(fs::is_empty(work_ + "/quarantine", ec) || ec)
+          << "a read error quarantined a chunk";
+      if (also) also();
+      CheckAfter(op);
+      if (HasFatalFailure() || HasFailure()) return t;
+    }
+    std::printf("read fault matrix: %-22s %4d reads, %4d runs: %4d failed cleanly, %3d succeeded\n",
+                op.name.c_str(), reads, t.runs, t.failed_cleanly, t.succeeded);
+    return t;
+  }
+
   TempDir dir_;
   const std::string base_ = dir_ / "base", work_ = dir_ / "work";
   std::map<std::string, std::string> expected_;  // backup id -> what it restores to
@@ -266,6 +311,74 @@ TEST_F(FaultMatrixTest, VerifyWithCheckFiles) {
              },
              {},
              /*may_succeed=*/true});  // a check file that cannot be written is a warning
+}
+
+TEST_F(FaultMatrixTest, RestoreWhenAnyReadFails) {
+  const std::string id = expected_.rbegin()->first;
+  const std::string target = dir_ / "target";
+  RunReadMatrix(
+      {"restore",
+       LockMode::kShared,
+       [&](Repository* r) {
+         RestoreOptions ro;
+         ro.backup = id;
+         ro.target = target;
+         RestoreResult rr;
+         GNOMON_RETURN_IF_ERROR(RunRestore(r, ro, &rr));
+         EXPECT_TRUE(test::FilesEqual(expected_[id], target));
+         fs::remove(target);
+         return Status::OK();
+       },
+       {},
+       false,
+       [&](const std::string& what) {
+         // Other backups' records, and index files that list none
+         // of its chunks (the restored bytes are checked equal).
+         return (what.find("/backups/") != std::string::npos &&
+                 what.find("/backups/" + id) == std::string::npos) ||
+                what.find("/index/") != std::string::npos;
+       }},
+      [&] {
+        // A failed restore leaves no target and no partial file.
+        EXPECT_FALSE(fs::exists(target));
+        for (const auto& e : fs::directory_iterator(dir_.path()))
+          EXPECT_EQ(e.path().filename().string().find(".target.gnomon-restore-"), std::string::npos)
+              << e.path();
+      });
+}
+
+TEST_F(FaultMatrixTest, VerifyReadDataWhenAnyReadFails) {
+  RunReadMatrix({"verify --read-data", LockMode::kShared, [&](Repository* r) {
+                   VerifyOptions vo;
+                   vo.read_data = true;
+                   VerifyResult vr;
+                   GNOMON_RETURN_IF_ERROR(RunVerify(r, vo, &vr));
+                   return vr.ok() ? Status::OK() : Status::Corruption(vr.errors[0]);
+                 }});
+}
+
+TEST_F(FaultMatrixTest, IncrementalBackupWhenAnyReadFails) {
+  // Cleaning up after interrupted runs is best effort, and a record that
+  // cannot be read is not a parent, but a backup that passes over either
+  // must say so.
+  std::vector<std::string> notes;
+  RunReadMatrix({"backup (incremental)",
+                 LockMode::kExclusive,
+                 [&](Repository* r) {
+                   BackupResult res;
+                   Status s = RunBackup(r, Opts("incremental", dir_ / "v1"), &res);
+                   notes = r->cleaned();
+                   notes.insert(notes.end(), res.warnings.begin(), res.warnings.end());
+                   for (const auto& v : res.record.volumes) notes.push_back(v.tracking_reason);
+                   return s;
+                 },
+                 {},
+                 false,
+                 [&](const std::string& what) {
+                   for (const auto& n : notes)
+                     if (n.find(what + ": ") != std::string::npos) return true;
+                   return false;
+                 }});
 }
 
 }  // namespace
