@@ -17,10 +17,10 @@ start=$(date +%s)
 GNOMON_KILL_RUNS=$runs "$build/tests/kill_matrix_test" --gtest_output="xml:$xml"
 echo "| operation | runs | killed part way | finished first | result |"
 echo "|---|---:|---:|---:|---|"
-grep -o '<testcase name="[A-Za-z]*"[^>]*' "$xml" | while read -r line; do
-  name=$(sed 's/.*name="\([A-Za-z]*\)".*/\1/' <<<"$line")
-  killed=$(grep -A3 "name=\"$name\"" "$xml" | grep -o 'killed" value="[0-9]*' | grep -o '[0-9]*$' || echo 0)
-  status=$(grep -c "<failure" <<<"$(sed -n "/name=\"$name\"/,/<\/testcase>/p" "$xml")" || true)
-  echo "| $name | $runs | $killed | $((runs - killed)) | $([ "$status" = 0 ] && echo ok || echo FAILED) |"
-done
+awk -v runs="$runs" '
+  /<testcase / { match($0, /name="[A-Za-z]*"/); name = substr($0, RSTART + 6, RLENGTH - 7); failed[name] = 0; order[++n] = name }
+  /<failure/ { failed[name] = 1 }
+  /name="killed"/ { match($0, /value="[0-9]*"/); killed[name] = substr($0, RSTART + 7, RLENGTH - 8) }
+  END { for (i = 1; i <= n; i++) { k = order[i]; printf "| %s | %d | %d | %d | %s |\n", k, runs, killed[k], runs - killed[k], failed[k] ? "FAILED" : "ok" } }
+' "$xml"
 echo "in $(( $(date +%s) - start )) s"

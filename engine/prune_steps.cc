@@ -290,6 +290,8 @@ Status DeleteStep(Repository* repo, const PruneOptions& opt,
   GNOMON_RETURN_IF_ERROR(DeletePacks(repo, dead, out));
   repo->RemoveLeftoversForGc();
   out->cleaned = repo->cleaned();
+  out->warnings.insert(out->warnings.end(), repo->upkeep_warnings().begin(),
+                       repo->upkeep_warnings().end());
   // Quarantine and check files name packs: those all of whose packs are
   // gone now (this prune's, or an earlier one's killed) go too.
   std::vector<std::string> ids;

@@ -40,12 +40,14 @@ class RestoreTarget {
   // nor given the image.
   Status Commit();
 
-  // A device's first bytes, where every partition table and filesystem
-  // keeps the signature that makes it recognisable (MBR and GPT, the ext4
-  // and XFS superblocks, btrfs's at 64 KiB), are zeroed at Open and written
-  // only by Commit, after everything else is on the disk: a restore that is
-  // killed leaves a device that blkid and mount see as empty, never one that
-  // looks whole and is not.
+  // A device's first bytes, where partition tables and most filesystems
+  // keep the signature that makes them recognisable (MBR and GPT, the ext4,
+  // XFS and FAT superblocks, btrfs's at 64 KiB), are zeroed at Open and
+  // written only by Commit, after everything else is on the disk: a restore
+  // that is killed or fails leaves a device that blkid and mount see as
+  // empty, never one that looks whole and is not. (Formats that sign the
+  // end of a device, such as md 1.0 or a GPT's backup header, are not
+  // covered: a whole-disk restore must write those last too.)
   static constexpr uint64_t kDeviceHeadBytes = 1 << 20;
 
  private:

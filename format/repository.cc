@@ -314,8 +314,9 @@ Status Repository::FindBackup(const std::string& spec, BackupRecord* out) {
   if (spec.empty()) return Status::InvalidArgument("empty backup id");
   // A record that exists but cannot be read must not pass for "no such
   // backup", nor let a prefix it shares seem unambiguous.
+  const std::string named = P(kBackups, spec);  // the start of such a record's path
   for (const auto& e : errors)
-    if (spec.size() < kBackupIdHex && e.message().find("/" + spec) != std::string::npos) return e;
+    if (spec.size() < kBackupIdHex && e.message().find(named) != std::string::npos) return e;
   const BackupRecord* match = nullptr;
   for (const auto& r : all) {
     if (r.id.compare(0, spec.size(), spec) == 0) {
@@ -325,7 +326,7 @@ Status Repository::FindBackup(const std::string& spec, BackupRecord* out) {
   }
   if (!match) {
     for (const auto& e : errors)
-      if (e.message().find("/" + spec) != std::string::npos) return e;
+      if (e.message().find(named) != std::string::npos) return e;
     return Status::NotFound("no backup with id '" + spec + "' in " + path_);
   }
   *out = *match;

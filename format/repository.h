@@ -187,6 +187,9 @@ class Repository {
   Status FindLeftovers(Leftovers* out);
   // What Open removed, one line each, for the user.
   const std::vector<std::string>& cleaned() const { return cleaned_; }
+  // What that cleanup could not do (it is best effort; the next run tries
+  // again), one line each, for the user.
+  const std::vector<std::string>& upkeep_warnings() const { return upkeep_warnings_; }
 
  private:
   Repository(Env* env, std::string path) : env_(env), path_(std::move(path)) {}
@@ -212,6 +215,7 @@ class Repository {
   std::unique_ptr<FileLock> users_lock_, lock_;
   std::string stale_lock_;
   std::vector<std::string> cleaned_;
+  std::vector<std::string> upkeep_warnings_;
   std::unique_ptr<WritableFile> journal_;
   std::string journal_path_;
   std::mutex pack_cache_mu_;

@@ -281,7 +281,9 @@ Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
 Status Repository::FindLeftovers(Leftovers* out) {
   *out = Leftovers();
   std::vector<std::string> names;
-  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kTmp), &names));
+  // A directory that is missing (copied by a tool that drops empty ones)
+  // holds nothing left over; one that cannot be listed is an error.
+  if (Status s = env_->ListDir(P(kTmp), &names); !s.ok() && !s.IsNotFound()) return s;
   for (const auto& n : names) {
     out->temporaries.push_back(RepoPath(kTmp, n));
     if (n.size() <= 8 || n.compare(n.size() - 8, 8, kJournalSuffix) != 0) continue;
@@ -305,7 +307,7 @@ Status Repository::FindLeftovers(Leftovers* out) {
   for (const char* d : {kIndex, kVolumes, kBackups, kQuarantine, kChecks, ""}) {
     std::string dir = *d ? P(d) : path_;
     if (Status s = env_->ListDir(dir, &names); !s.ok()) {
-      if (s.IsNotFound()) continue;  // checks/ of a repository never verified
+      if (s.IsNotFound()) continue;
       return s;
     }
     for (const auto& n : names)
@@ -313,7 +315,8 @@ Status Repository::FindLeftovers(Leftovers* out) {
   }
   std::set<std::string> journaled;
   for (const auto& j : out->journals) journaled.insert(j.backups.begin(), j.backups.end());
-  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kVolumes), &names));
+  names.clear();
+  if (Status s = env_->ListDir(P(kVolumes), &names); !s.ok() && !s.IsNotFound()) return s;
   for (const auto& n : names) {
     const std::string id = n.substr(0, n.find('.'));
     if (IsBackupId(id) && n.find(".tmp-") == std::string::npos &&
@@ -343,8 +346,8 @@ void Repository::RemoveLeftovers(bool unjournaled) {
   // belongs to a run that is gone.
   Leftovers l;
   if (Status s = FindLeftovers(&l); !s.ok())
-    return cleaned_.push_back("could not look for what interrupted runs left (" + s.message() +
-                              "); the next run tries again");
+    return upkeep_warnings_.push_back("could not look for what interrupted runs left (" +
+                                      s.message() + "); the next run tries again");
   bool all_read = true;
   if (!l.journals.empty() || unjournaled) {
     // A journaled pack that an index file names was committed (or its
@@ -367,8 +370,8 @@ void Repository::RemoveLeftovers(bool unjournaled) {
         cleaned_.push_back(std::to_string(removed) + " pack(s) of an interrupted backup (" +
                            j.name + ")");
       if (!all_read && !j.packs.empty())
-        cleaned_.push_back("kept the packs of interrupted run " + j.name +
-                           ": an index file is damaged and may name them");
+        upkeep_warnings_.push_back("kept the packs of interrupted run " + j.name +
+                                   ": an index file is damaged and may name them");
     }
   }
   // Volume indexes before the journal that names them, so a crash in

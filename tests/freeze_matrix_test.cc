@@ -24,7 +24,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -48,7 +50,10 @@ namespace fs = std::filesystem;
 const std::vector<std::string> kEvents = {
     "PrepareForBackup", "PrepareForSnapshot", "Freeze",        "Thaw",
     "PostSnapshot",     "BackupComplete",     "BackupShutdown"};
-constexpr auto kResumeWithin = std::chrono::seconds(10);  // windows are 3 s; prepared + frozen: 6
+// Every writer's window, and the hold window (seconds). A writer that holds
+// from PrepareForSnapshot holds for at most two windows.
+constexpr const char* kWindow = "5";
+constexpr auto kResumeWithin = std::chrono::seconds(15);
 
 long long MsSince(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
@@ -123,15 +128,15 @@ class FreezeMatrixTest : public test::FrozenFsTest,
   void StartWriters() {
     const std::string wd = state_.writer_dir();
     if (sock_writer_ < 0)
-      sock_writer_ = Spawn({TEST_WRITER_APP_BIN, wd, "app", dir_ / "app.log", "--freeze-ms", "3000",
-                            "--volume", mnt_ + "/app.db"});
+      sock_writer_ = Spawn({TEST_WRITER_APP_BIN, wd, "app", dir_ / "app.log", "--freeze-ms",
+                            std::string(kWindow) + "000", "--volume", mnt_ + "/app.db"});
     if (sqlite_writer_ < 0)
-      sqlite_writer_ = Spawn({SQLITE_WRITER_BIN, "--dir", wd, "--freeze-timeout", "3", db_},
+      sqlite_writer_ = Spawn({SQLITE_WRITER_BIN, "--dir", wd, "--freeze-timeout", kWindow, db_},
                              dir_ / "sqlite.log");
     if (pg_writer_ < 0)
       pg_writer_ =
-          Spawn({POSTGRES_WRITER_BIN, "--dir", wd, "--freeze-timeout", "3", "--data-dir", pg_.data,
-                 "--conninfo",
+          Spawn({POSTGRES_WRITER_BIN, "--dir", wd, "--freeze-timeout", kWindow, "--data-dir",
+                 pg_.data, "--conninfo",
                  "host=" + pg_.sock + " port=" + pg_.port + " user=postgres dbname=postgres"},
                 dir_ / "pg.log");
     // A killed writer's socket file stays behind: wait until a new one answers.
@@ -213,6 +218,11 @@ class FreezeMatrixTest : public test::FrozenFsTest,
       bool all = true;
       for (auto& p : *probes) {
         if (p.done_ms >= 0 || (p.owned && !owned_too)) continue;
+        if (!p.done_when && p.pid <= 0) {  // never started: never waitpid(-1)
+          p.done_ms = MsSince(t0);
+          p.status = 127 << 8;
+          continue;
+        }
         if (p.done_when ? p.done_when() : ::waitpid(p.pid, &p.status, WNOHANG) == p.pid) {
           p.done_ms = MsSince(t0);
           p.pid = -1;
@@ -247,8 +257,8 @@ void FreezeMatrixTest::RunCell(const std::string& who, int sig, const std::strin
   sock_log_from_ = fs::file_size(dir_ / "app.log", ec);
   if (ec) sock_log_from_ = 0;
   const int parts_before = PartCount();
-  backup_pid_ = Spawn({test::GnomonBinary(), "--repo", repo_, "backup", "--freeze-timeout", "3",
-                       "--hold-timeout", "3", loop_},
+  backup_pid_ = Spawn({test::GnomonBinary(), "--repo", repo_, "backup", "--freeze-timeout", kWindow,
+                       "--hold-timeout", kWindow, loop_},
                       cell + "/backup.out");
   for (int i = 0; i < 6000 && !fs::exists(cell + "/held"); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -317,7 +327,7 @@ void FreezeMatrixTest::RunCell(const std::string& who, int sig, const std::strin
   Gnomon({"snapshots", "--delete-all"});
   auto verify = Gnomon({"--repo", repo_, "verify"});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
-  auto next = Gnomon({"--repo", repo_, "backup", "--freeze-timeout", "3", loop_});
+  auto next = Gnomon({"--repo", repo_, "backup", "--freeze-timeout", kWindow, loop_});
   EXPECT_EQ(next.exit_code, 0) << next.err;
 
   long long worst = -1;

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -60,14 +61,17 @@ class KillMatrixTest : public RepoTest {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
   }
-  // Runs gnomon args and SIGKILLs it after a random delay within 1.2 span.
+  // Runs gnomon args and SIGKILLs it after a random delay within span.
   Ending KillDuring(const std::vector<std::string>& args, long span_us) {
     std::vector<std::string> argv{GnomonBinary(), "--repo", repo_};
     argv.insert(argv.end(), args.begin(), args.end());
     Ending e;
-    e.delay_us = static_cast<long>(rng_() % static_cast<uint64_t>(span_us * 12 / 10 + 1));
+    e.delay_us = static_cast<long>(rng_() % static_cast<uint64_t>(span_us + 1));
     const pid_t pid = Spawn(argv);
-    EXPECT_GT(pid, 0);
+    if (pid <= 0) {  // never kill(-1) or waitpid(-1)
+      ADD_FAILURE() << "cannot start " << argv[0];
+      return e;
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(e.delay_us));
     ::kill(pid, SIGKILL);
     int st = 0;
@@ -95,6 +99,13 @@ class KillMatrixTest : public RepoTest {
     std::vector<std::string> ids;
     for (const auto& b : json::parse(G({"list", "--json"}).out)) ids.push_back(b["id"]);
     return ids;
+  }
+  // With few runs, chance decides how many are killed; with enough, a test
+  // whose kills mostly came too late proved little.
+  static void ExpectMostKilled(int killed) {
+    if (Runs() >= 8) {
+      EXPECT_GT(killed, Runs() / 4) << "most runs finished before the kill: the test proved little";
+    }
   }
   std::mt19937_64 rng_{std::random_device{}()};
 };
@@ -125,7 +136,7 @@ TEST_F(KillMatrixTest, BackupSurvivesSigkillAtRandomPoints) {
     }
     // Committed whole or not at all: two backups, or three that all restore.
     const auto ids = Ids();
-    ASSERT_TRUE(ids.size() == 2 || (!e.killed || ids.size() == 3)) << ids.size();
+    ASSERT_TRUE(e.killed ? ids.size() == 2 || ids.size() == 3 : ids.size() == 3) << ids.size();
     VerifyJson(true, 0);
     for (const auto& [id, data] : before) ExpectRestores(id, data);
     for (const auto& id : ids)
@@ -138,7 +149,7 @@ TEST_F(KillMatrixTest, BackupSurvivesSigkillAtRandomPoints) {
     if (HasFailure()) break;
   }
   RecordProperty("killed", killed);
-  EXPECT_GT(killed, Runs() / 3) << "most backups finished before the kill: the test proved little";
+  ExpectMostKilled(killed);
 }
 
 // Partial restores a killed run left beside `target`.
@@ -190,7 +201,7 @@ TEST_F(KillMatrixTest, RestoreToAFileNeverLeavesOneThatLooksComplete) {
     if (HasFailure()) break;
   }
   RecordProperty("killed", killed);
-  EXPECT_GT(killed, Runs() / 3) << "most restores finished before the kill: the test proved little";
+  ExpectMostKilled(killed);
 }
 
 TEST_F(KillMatrixTest, RestoreToADeviceNeverLeavesOneThatLooksComplete) {
@@ -198,8 +209,7 @@ TEST_F(KillMatrixTest, RestoreToADeviceNeverLeavesOneThatLooksComplete) {
   // An ext4 image with files: blkid knows it by its superblock.
   ASSERT_EQ(Sh("truncate -s 48M " + vol() + " && mkfs.ext4 -q -F " + vol() + " && mkdir -p " +
                (dir_ / "m") + " && mount -o loop " + vol() + " " + (dir_ / "m") +
-               " && head -c 30M /usr/lib/x86_64-linux-gnu/libLLVM*.so* > " + (dir_ / "m/f") +
-               " 2>/dev/null; umount " + (dir_ / "m"))
+               " && head -c 30M /dev/urandom > " + (dir_ / "m/f") + " && umount " + (dir_ / "m"))
                 .exit_code,
             0);
   const std::string id = BackupId(vol());
@@ -237,7 +247,7 @@ TEST_F(KillMatrixTest, RestoreToADeviceNeverLeavesOneThatLooksComplete) {
     if (HasFailure()) break;
   }
   RecordProperty("killed", killed);
-  EXPECT_GT(killed, Runs() / 3) << "most restores finished before the kill: the test proved little";
+  ExpectMostKilled(killed);
 }
 
 }  // namespace

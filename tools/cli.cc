@@ -55,6 +55,9 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
     for (const auto& c : (*out)->cleaned())
       fmt::print(stderr, "gnomon: removed what an interrupted run left: {}\n",
                  EscapeForTerminal(c));  // names a journal in the repository's tmp/
+  if (!g.quiet)
+    for (const auto& w : (*out)->upkeep_warnings())
+      fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
   return kOk;
 }
 

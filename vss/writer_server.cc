@@ -339,6 +339,7 @@ void WriterServer::NoteHeld(Connection* c, WriterEvent ev) {
   // SQLite writer takes its lock there): the window runs from then, and
   // again from Freeze, so a requester stopped in between cannot hold it for
   // longer than two windows.
+  if (ev == E::kPrepareBackup) c->timed_out = false;  // a new backup on this connection
   if (ev == E::kPrepareSnapshot) {
     c->held = Connection::Held::kPrepared;
     c->freeze_deadline = Clock::now() + std::chrono::milliseconds(writer_->freeze_timeout_ms());

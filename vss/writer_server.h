@@ -7,8 +7,9 @@
 //
 // The server keeps the freeze promise by itself: if the requester's
 // connection drops while the writer is prepared or frozen, or Thaw does not
-// come within the writer's freeze timeout, it calls OnAbort at once, so a
-// killed requester never leaves the application frozen.
+// come within the writer's freeze timeout (counted from PrepareForSnapshot
+// and again from Freeze), it calls OnAbort at once, so a killed, stopped or
+// stuck requester never leaves the application frozen.
 #pragma once
 
 #include <sys/types.h>
@@ -69,8 +70,8 @@ class WriterServer {
   // the wrong shape throws nlohmann::json::exception.
   Status Handle(Connection* c, const nlohmann::json& msg, nlohmann::json* reply);
   // True (with *reply filled in) if the event is refused without calling
-  // the writer: another connection's backup holds it, or the freeze window
-  // ran out before this Thaw.
+  // the writer: another connection's backup holds it, or the window ran out
+  // (and the writer let its application go) before this Freeze or Thaw.
   bool Refused(Connection* c, WriterEvent ev, nlohmann::json* reply);
   // Records what the writer holds after ev (prepared, frozen, nothing),
   // should the requester vanish.
