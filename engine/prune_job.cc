@@ -167,6 +167,11 @@ Status Mark(Repository* repo, const std::vector<BackupRecord>& records, ChunkInd
             DigestSet* live, std::vector<std::string>* problems) {
   IndexHealth health;
   GNOMON_RETURN_IF_ERROR(repo->LoadChunkIndex(index, &health, IndexUse::kRead));
+  // An index file that cannot be read now (the census may have read it a
+  // moment ago) leaves live chunks unlocated: name it, not only them.
+  for (const auto& e : health.damaged_files)
+    if (std::find(problems->begin(), problems->end(), e.message()) == problems->end())
+      problems->push_back(e.message());
   std::vector<std::string> orphans;
   GNOMON_RETURN_IF_ERROR(PersistentOrphans(repo, &orphans));
   for (const auto& o : orphans)

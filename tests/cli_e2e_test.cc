@@ -277,10 +277,10 @@ TEST_F(CliTest, UsageErrorsAndMissingRepository) {
 
 TEST_F(CliTest, BadSourcesAreNamed) {
   auto r = G({"backup", dir_ / "does-not-exist"});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find(dir_ / "does-not-exist"), std::string::npos) << r.err;
   r = G({"backup", dir_.path()});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("not a block device or regular file"), std::string::npos) << r.err;
   // Unreadable: root reads through permission bits, so as root run gnomon
   // as nobody, with a repository of nobody's own (a repository must be its
@@ -289,14 +289,15 @@ TEST_F(CliTest, BadSourcesAreNamed) {
   ::chmod((dir_ / "secret").c_str(), 0);
   if (test::IsRoot()) {
     ::chmod(dir_.path().c_str(), 0777);
-    const std::vector<std::string> nobody = {"setpriv", "--reuid=nobody", "--regid=nogroup",
-                                             "--clear-groups", test::GnomonBinary(), "--repo",
-                                             dir_ / "nobody-repo"};
+    const std::vector<std::string> nobody = {
+        "setpriv", "--reuid=nobody",    "--regid=nogroup", "--clear-groups", test::GnomonBinary(),
+        "--repo",  dir_ / "nobody-repo"};
     auto with = [&](std::vector<std::string> args) {
       args.insert(args.begin(), nobody.begin(), nobody.end());
       return test::Run(args);
     };
-    ASSERT_EQ(with({"init"}).exit_code, 0);
+    auto init = with({"init"});
+    ASSERT_EQ(init.exit_code, 0) << init.out << init.err;
     r = with({"backup", dir_ / "secret"});
   } else {
     r = G({"backup", dir_ / "secret"});

@@ -47,6 +47,8 @@ struct Operation {
   // For the read matrix: a read the operation does not need, whose failure
   // it may pass over (e.g. other backups' records, for a restore by id).
   std::function<bool(const std::string& what)> unneeded_read;
+  // Fail only every Nth call (see Stride), where runs are slow and many.
+  int step = 1;
 };
 
 // Calls whose failure an operation may shrug off, as long as everything
@@ -65,18 +67,24 @@ struct Tally {
   int runs = 0, failed_cleanly = 0, succeeded = 0;
 };
 
-// Which calls to fail: every one, or with GNOMON_FAULT_STRIDE=K every Kth
-// from a random start (the sanitizer pass of tools/test.sh, where each run
-// is slow; the start is printed so a failure can be repeated).
+// Which calls to fail: every one, or every Kth from a random start. K is
+// the operation's own step (1, or more where a run is slow and calls are
+// many) times GNOMON_FAULT_STRIDE (the sanitizer pass of tools/test.sh
+// sets it); GNOMON_FAULT_ALL=1 fails every call whatever the step
+// (bench/fault-matrix.sh). The start is printed, and GNOMON_FAULT_FIRST
+// repeats it.
 struct Stride {
   int first = 0, step = 1;
-  Stride() {
-    if (const char* k = std::getenv("GNOMON_FAULT_STRIDE"); k && std::atoi(k) > 1) {
-      step = std::atoi(k);
-      const char* f = std::getenv("GNOMON_FAULT_FIRST");
-      first = f ? std::atoi(f) % step : static_cast<int>(std::random_device{}() % step);
-      std::printf("GNOMON_FAULT_STRIDE=%d GNOMON_FAULT_FIRST=%d\n", step, first);
-    }
+  explicit Stride(int own_step) {
+    const char* all = std::getenv("GNOMON_FAULT_ALL");
+    if (all && std::string(all) == "1") return;
+    const char* k = std::getenv("GNOMON_FAULT_STRIDE");
+    step = own_step * (k && std::atoi(k) > 1 ? std::atoi(k) : 1);
+    if (step <= 1) return;
+    const char* f = std::getenv("GNOMON_FAULT_FIRST");
+    first = f ? std::atoi(f) % step : static_cast<int>(std::random_device{}() % step);
+    std::printf("fault stride %d, first %d (GNOMON_FAULT_FIRST=%d repeats it)\n", step, first,
+                first);
   }
 };
 
@@ -178,7 +186,7 @@ class FaultMatrixTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << op.name << " without a fault: " << s.message();
     const int calls = counter.calls.load();
     EXPECT_GT(calls, 0) << op.name << " changed nothing: the matrix would test nothing";
-    const Stride stride;
+    const Stride stride(op.step);
     for (int n = stride.first; n < calls + 2; n += stride.step) {
       for (int err : {EIO, ENOSPC}) {
         SCOPED_TRACE(op.name + ": call " + std::to_string(n) + " fails with " + std::strerror(err));
@@ -224,7 +232,7 @@ class FaultMatrixTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << op.name << " without a fault: " << s.message();
     const int reads = counter.reads.load();
     EXPECT_GT(reads, 0) << op.name << " read nothing: the matrix would test nothing";
-    const Stride stride;
+    const Stride stride(op.step);
     for (int n = stride.first; n < reads + 2; n += stride.step) {
       SCOPED_TRACE(op.name + ": read " + std::to_string(n) + " fails with EIO");
       if (also) also();  // before: the run starts from a clean state too
@@ -332,6 +340,16 @@ TEST_F(FaultMatrixTest, VerifyWithCheckFiles) {
              /*may_succeed=*/true});  // a check file that cannot be written is a warning
 }
 
+// A predicate for the read matrix: the failed read is named in one of the
+// notes the operation left for the user (warnings, cleanup it could not do).
+std::function<bool(const std::string&)> SaidIn(const std::vector<std::string>* notes) {
+  return [notes](const std::string& what) {
+    for (const auto& n : *notes)
+      if (n.find(what + ": ") != std::string::npos) return true;
+    return false;
+  };
+}
+
 TEST_F(FaultMatrixTest, RestoreWhenAnyReadFails) {
   const std::string id = expected_.rbegin()->first;
   const std::string target = dir_ / "target";
@@ -393,11 +411,92 @@ TEST_F(FaultMatrixTest, IncrementalBackupWhenAnyReadFails) {
                  },
                  {},
                  false,
+                 SaidIn(&notes)});
+}
+
+TEST_F(FaultMatrixTest, FullBackupWhenAnyReadFails) {
+  std::vector<std::string> notes;
+  RunReadMatrix({"backup (full)",
+                 LockMode::kExclusive,
+                 [&](Repository* r) {
+                   BackupResult res;
+                   Status s = RunBackup(r, Opts("full", dir_ / "v3"), &res);
+                   notes = r->upkeep_warnings();
+                   notes.insert(notes.end(), res.warnings.begin(), res.warnings.end());
+                   return s;
+                 },
+                 {},
+                 false,
+                 SaidIn(&notes)});
+}
+
+TEST_F(FaultMatrixTest, ForgetWhenAnyReadFails) {
+  const std::string victim = expected_.begin()->first;
+  std::vector<std::string> notes;
+  RunReadMatrix({"forget",
+                 LockMode::kExclusive,
+                 [&](Repository* r) {
+                   notes = r->upkeep_warnings();
+                   BackupRecord rec;
+                   Status s = r->FindBackup(victim, &rec);
+                   if (s.IsNotFound()) return Status::OK();  // forgotten by the run before
+                   GNOMON_RETURN_IF_ERROR(s);
+                   return r->ForgetBackup(rec);
+                 },
+                 {victim},
+                 false,
                  [&](const std::string& what) {
-                   for (const auto& n : notes)
-                     if (n.find(what + ": ") != std::string::npos) return true;
-                   return false;
+                   // Other backups' records are not needed to forget one by id.
+                   return SaidIn(&notes)(what) ||
+                          (what.find("/backups/") != std::string::npos &&
+                           what.find("/backups/" + victim) == std::string::npos);
                  }});
+}
+
+TEST_F(FaultMatrixTest, PruneWhenAnyReadFails) {
+  {
+    std::unique_ptr<Repository> r;
+    ASSERT_TRUE(Repository::Open(Env::Default(), base_, LockMode::kExclusive, "t", &r).ok());
+    for (auto it = expected_.begin(); it != expected_.end();) {
+      BackupRecord rec;
+      ASSERT_TRUE(r->FindBackup(it->first, &rec).ok());
+      if (rec.type != "full") {
+        ++it;
+        continue;
+      }
+      ASSERT_TRUE(r->ForgetBackup(rec).ok());
+      it = expected_.erase(it);
+    }
+  }
+  std::vector<std::string> notes;
+  RunReadMatrix({"prune",
+                 LockMode::kNone,
+                 [&](Repository* r) {
+                   PruneOptions po;
+                   po.max_unused = 0;
+                   po.max_wait_ms = 1000;
+                   PruneResult res;
+                   Status s = RunPrune(r, po, &res);
+                   notes = res.warnings;
+                   notes.insert(notes.end(), r->upkeep_warnings().begin(),
+                                r->upkeep_warnings().end());
+                   // What it could not read, it names, and deletes nothing
+                   // (the command exits with "damaged").
+                   if (s.ok() && !res.complete()) {
+                     std::string all;
+                     for (const auto& p : res.problems) all += p + "; ";
+                     return Status::Corruption(all);
+                   }
+                   return s;
+                 },
+                 {},
+                 // A read prune cannot do only makes it delete less (a pack
+                 // it cannot read back stays, an index file it cannot read
+                 // keeps what it might name); the checks after each run
+                 // prove nothing was lost.
+                 /*may_succeed=*/true,
+                 SaidIn(&notes),
+                 /*step=*/5});  // 1,900 reads; bench/fault-matrix.sh runs them all
 }
 
 // The target's disk fills at different points of a restore (a tmpfs too

@@ -17,11 +17,11 @@ if [ "${GNOMON_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGNOMON_SANITIZE=ON \
         -DGNOMON_BUILD_BENCH=OFF >/dev/null
   cmake --build build-asan -j "$jobs"
-  # Fewer random kills and every fifth injected fault only (they are there
+  # Fewer random kills and every tenth injected fault only (they are there
   # to find memory errors; the first pass ran them all), and not the package tests (no code of ours
   # runs there that the first pass did not run).
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     GNOMON_PRUNE_KILL_RUNS=10 GNOMON_KILL_RUNS=4 GNOMON_FAULT_STRIDE=5 \
+     GNOMON_PRUNE_KILL_RUNS=10 GNOMON_KILL_RUNS=4 GNOMON_FAULT_STRIDE=10 \
      ctest -j "$jobs" --output-on-failure -E '^(PackageTest|SystemdUnitsTest)$')
 fi
 
