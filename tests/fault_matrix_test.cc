@@ -139,6 +139,25 @@ class FaultMatrixTest : public ::testing::Test {
     expected_[id] = copy;
   }
 
+  // Forgets both fulls in the base repository, so prune has packs to
+  // delete (the second full's) and to repack (the first's, whose two chunks
+  // the incremental replaced; the chunk under its patch stays).
+  void ForgetTheFulls() {
+    std::unique_ptr<Repository> r;
+    ASSERT_TRUE(Repository::Open(Env::Default(), base_, LockMode::kExclusive, "t", &r).ok());
+    for (auto it = expected_.begin(); it != expected_.end();) {
+      BackupRecord rec;
+      ASSERT_TRUE(r->FindBackup(it->first, &rec).ok());
+      if (rec.type != "full") {
+        ++it;
+        continue;
+      }
+      ASSERT_TRUE(r->ForgetBackup(rec).ok());
+      it = expected_.erase(it);
+    }
+    ASSERT_EQ(expected_.size(), 1u);
+  }
+
   // Runs op on a fresh copy of the base repository with env; returns its status.
   Status RunOnCopy(const Operation& op, Env* env) {
     fs::remove_all(work_);
@@ -298,24 +317,8 @@ TEST_F(FaultMatrixTest, Forget) {
 }
 
 TEST_F(FaultMatrixTest, PruneAfterForget) {
-  // The base repository forgets both fulls, so prune has packs to delete
-  // (the second full's) and to repack (the first's, whose two chunks the
-  // incremental replaced; the chunk under its patch stays).
-  {
-    std::unique_ptr<Repository> r;
-    ASSERT_TRUE(Repository::Open(Env::Default(), base_, LockMode::kExclusive, "t", &r).ok());
-    for (auto it = expected_.begin(); it != expected_.end();) {
-      BackupRecord rec;
-      ASSERT_TRUE(r->FindBackup(it->first, &rec).ok());
-      if (rec.type != "full") {
-        ++it;
-        continue;
-      }
-      ASSERT_TRUE(r->ForgetBackup(rec).ok());
-      it = expected_.erase(it);
-    }
-    ASSERT_EQ(expected_.size(), 1u);
-  }
+  ForgetTheFulls();
+  if (HasFatalFailure()) return;
   RunMatrix({"prune", LockMode::kNone, [&](Repository* r) {
                PruneOptions po;
                po.max_unused = 0;
@@ -454,20 +457,8 @@ TEST_F(FaultMatrixTest, ForgetWhenAnyReadFails) {
 }
 
 TEST_F(FaultMatrixTest, PruneWhenAnyReadFails) {
-  {
-    std::unique_ptr<Repository> r;
-    ASSERT_TRUE(Repository::Open(Env::Default(), base_, LockMode::kExclusive, "t", &r).ok());
-    for (auto it = expected_.begin(); it != expected_.end();) {
-      BackupRecord rec;
-      ASSERT_TRUE(r->FindBackup(it->first, &rec).ok());
-      if (rec.type != "full") {
-        ++it;
-        continue;
-      }
-      ASSERT_TRUE(r->ForgetBackup(rec).ok());
-      it = expected_.erase(it);
-    }
-  }
+  ForgetTheFulls();
+  if (HasFatalFailure()) return;
   std::vector<std::string> notes;
   RunReadMatrix({"prune",
                  LockMode::kNone,

@@ -100,28 +100,14 @@ class FreezeMatrixTest : public test::FrozenFsTest,
                  " 'pragma journal_mode=wal; create table t(id integer primary key, v text)'")
                   .exit_code,
               0);
-    StartPostgres();
+    StartPostgres(pg_bin_, &pg_);
     if (HasFatalFailure()) return;
+    ASSERT_EQ(pg_.Sql("create table t(v int)").exit_code, 0);
     StartWriters();
   }
   void TearDown() override {
     for (pid_t* p : {&backup_pid_, &sock_writer_, &sqlite_writer_, &pg_writer_}) Reap(p);
     FrozenFsTest::TearDown();
-  }
-
-  void StartPostgres() {
-    const std::string sock = dir_ / "pgsock";
-    fs::create_directories(sock);
-    ::chmod(sock.c_str(), 0777);
-    ::chmod(dir_.path().c_str(), 0755);
-    pg_ = {pg_bin_, mnt_ + "/pg/data", sock, std::to_string(20000 + ::getpid() % 20000)};
-    ASSERT_EQ(Sh("mkdir -p " + mnt_ + "/pg && chown postgres " + mnt_ + "/pg").exit_code, 0);
-    auto init = pg_.As(pg_.bin + "/initdb -D " + pg_.data + " -A trust -U postgres --no-sync");
-    ASSERT_EQ(init.exit_code, 0) << init.out;
-    auto start = pg_.Start();
-    ASSERT_EQ(start.exit_code, 0) << start.out;
-    cleanup_.push_back(pg_.StopCmd());
-    ASSERT_EQ(pg_.Sql("create table t(v int)").exit_code, 0);
   }
 
   // Starts whichever writer program is not running, and waits for its socket.
@@ -346,7 +332,8 @@ TEST_P(FreezeMatrixTest, EveryApplicationGoesOnAndTheNextBackupSucceeds) {
   const char* all = std::getenv("GNOMON_FREEZE_MATRIX");
   if (!(all && std::string(all) == "all")) {
     const char* seed_env = std::getenv("GNOMON_FREEZE_MATRIX_SEED");
-    const unsigned seed = seed_env ? std::atoi(seed_env) : std::random_device{}();
+    const unsigned seed = seed_env ? static_cast<unsigned>(std::strtoul(seed_env, nullptr, 10))
+                                   : std::random_device{}();
     events = {events[std::mt19937(seed)() % events.size()]};
     std::printf("GNOMON_FREEZE_MATRIX_SEED=%u: %s\n", seed, events[0].c_str());
   }

@@ -37,6 +37,48 @@ inline bool IsFrozen(const std::string& path) {
   return frozen;
 }
 
+// The server binaries of the installed PostgreSQL: `pg_config --bindir`,
+// else the newest /usr/lib/postgresql/<major>/bin that has a postgres, else "".
+inline std::string PostgresBinDir() {
+  auto r = Sh("pg_config --bindir 2>/dev/null");
+  std::string dir = r.exit_code == 0 ? r.out.substr(0, r.out.find('\n')) : "";
+  if (!dir.empty() && fs::exists(dir + "/postgres")) return dir;
+  int best = -1;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/usr/lib/postgresql", ec)) {
+    const int major = std::atoi(e.path().filename().c_str());
+    if (major > best && fs::exists(e.path() / "bin/postgres")) {
+      best = major;
+      dir = e.path() / "bin";
+    }
+  }
+  return best >= 0 ? dir : "";
+}
+
+// A PostgreSQL server of the test's own (Debian's postgresql package) with
+// its data directory in `dir`, on a Unix socket in `sock` and `port`.
+struct PgServer {
+  std::string bin, data, sock, port;
+  CommandResult As(const std::string& cmd) const {
+    return Sh("runuser -u postgres -- " + cmd + " 2>&1");
+  }
+  CommandResult Start() const {
+    return As(bin + "/pg_ctl -D " + data + " -w -t 60 -l " + data + "/../server.log -o \"-p " +
+              port + " -k " + sock + " -c listen_addresses=''\" start");
+  }
+  std::string StopCmd() const {
+    return "runuser -u postgres -- " + bin + "/pg_ctl -D " + data + " -m fast -w stop";
+  }
+  CommandResult Sql(const std::string& sql) const {
+    return Sh(bin + "/psql -X -A -t -h " + sock + " -p " + port + " -U postgres -d postgres -c \"" +
+              sql + "\" 2>&1");
+  }
+  long Count(const std::string& table) const {
+    auto r = Sql("select count(*) from " + table);
+    return r.exit_code == 0 ? std::atol(r.out.c_str()) : -1;
+  }
+};
+
 // ext4 on /dev/loopN, backed by disk.img on an XFS (reflink=1) loop mount.
 class FrozenFsTest : public ::testing::Test {
  protected:
@@ -69,6 +111,22 @@ class FrozenFsTest : public ::testing::Test {
     }
     if (!loop_.empty()) Sh("losetup -d " + loop_);
     xfs_fs_.reset();
+  }
+  // Creates and starts a PostgreSQL cluster of the test's own in
+  // mnt/pg/data, on a Unix socket in the scratch directory (stopped before
+  // the unmount).
+  void StartPostgres(const std::string& bin, PgServer* pg) {
+    const std::string sock = dir_ / "pgsock";
+    fs::create_directories(sock);
+    ::chmod(sock.c_str(), 0777);
+    ::chmod(dir_.path().c_str(), 0755);
+    *pg = {bin, mnt_ + "/pg/data", sock, std::to_string(20000 + ::getpid() % 20000)};
+    ASSERT_EQ(Sh("mkdir -p " + mnt_ + "/pg && chown postgres " + mnt_ + "/pg").exit_code, 0);
+    auto init = pg->As(bin + "/initdb -D " + pg->data + " -A trust -U postgres --no-sync");
+    ASSERT_EQ(init.exit_code, 0) << init.out;
+    auto start = pg->Start();
+    ASSERT_EQ(start.exit_code, 0) << start.out;
+    cleanup_.push_back(pg->StopCmd());
   }
   // Fills the ext4 with real files (libraries: compressible, not repetitive).
   void Fill(const std::string& budget_mb) {
@@ -143,47 +201,5 @@ inline long SqliteCount(const std::string& db) {
   auto r = Sh("sqlite3 -cmd '.timeout 30000' '" + db + "' 'select count(*) from t'");
   return r.exit_code == 0 ? std::atol(r.out.c_str()) : -1;
 }
-
-// The server binaries of the installed PostgreSQL: `pg_config --bindir`,
-// else the newest /usr/lib/postgresql/<major>/bin that has a postgres, else "".
-inline std::string PostgresBinDir() {
-  auto r = Sh("pg_config --bindir 2>/dev/null");
-  std::string dir = r.exit_code == 0 ? r.out.substr(0, r.out.find('\n')) : "";
-  if (!dir.empty() && fs::exists(dir + "/postgres")) return dir;
-  int best = -1;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/usr/lib/postgresql", ec)) {
-    const int major = std::atoi(e.path().filename().c_str());
-    if (major > best && fs::exists(e.path() / "bin/postgres")) {
-      best = major;
-      dir = e.path() / "bin";
-    }
-  }
-  return best >= 0 ? dir : "";
-}
-
-// A PostgreSQL server of the test's own (Debian's postgresql package) with
-// its data directory in `dir`, on a Unix socket in `sock` and `port`.
-struct PgServer {
-  std::string bin, data, sock, port;
-  CommandResult As(const std::string& cmd) const {
-    return Sh("runuser -u postgres -- " + cmd + " 2>&1");
-  }
-  CommandResult Start() const {
-    return As(bin + "/pg_ctl -D " + data + " -w -t 60 -l " + data + "/../server.log -o \"-p " +
-              port + " -k " + sock + " -c listen_addresses=''\" start");
-  }
-  std::string StopCmd() const {
-    return "runuser -u postgres -- " + bin + "/pg_ctl -D " + data + " -m fast -w stop";
-  }
-  CommandResult Sql(const std::string& sql) const {
-    return Sh(bin + "/psql -X -A -t -h " + sock + " -p " + port + " -U postgres -d postgres -c \"" +
-              sql + "\" 2>&1");
-  }
-  long Count(const std::string& table) const {
-    auto r = Sql("select count(*) from " + table);
-    return r.exit_code == 0 ? std::atol(r.out.c_str()) : -1;
-  }
-};
 
 }  // namespace gnomon::test

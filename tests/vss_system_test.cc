@@ -589,18 +589,11 @@ TEST_F(FrozenFsTest, PostgresWriterBacksUpALoadedServerThatRecoversAndChecksClea
   GNOMON_SKIP_IF(bin.empty() || Sh("id postgres").exit_code != 0
                      ? "PostgreSQL (Debian's postgresql package) is needed"
                      : "");
-  const std::string sock = dir_ / "pgsock";
-  fs::create_directories(sock);
-  ::chmod(sock.c_str(), 0777);
-  ::chmod(dir_.path().c_str(), 0755);
-  const std::string port = std::to_string(20000 + ::getpid() % 20000);
-  PgServer pg{bin, mnt_ + "/pg/data", sock, port};
-  ASSERT_EQ(Sh("mkdir -p " + mnt_ + "/pg && chown postgres " + mnt_ + "/pg").exit_code, 0);
-  auto init = pg.As(pg.bin + "/initdb -D " + pg.data + " -A trust -U postgres --no-sync");
-  ASSERT_EQ(init.exit_code, 0) << init.out;
-  auto start = pg.Start();
-  ASSERT_EQ(start.exit_code, 0) << start.out;
-  cleanup_.push_back(pg.StopCmd());
+  PgServer pg;
+  StartPostgres(bin, &pg);
+  if (HasFatalFailure()) return;
+  const std::string& sock = pg.sock;
+  const std::string& port = pg.port;
   auto bench_init =
       Sh(pg.bin + "/pgbench -i -s 2 -q -h " + sock + " -p " + port + " -U postgres postgres 2>&1");
   ASSERT_EQ(bench_init.exit_code, 0) << bench_init.out;
