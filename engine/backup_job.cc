@@ -11,6 +11,7 @@
 
 #include "engine/backup_plan.h"
 #include "engine/block_map.h"
+#include "engine/disk_probe.h"
 #include "engine/pack_sink.h"
 #include "engine/pipeline_util.h"
 #include "engine/source_volume.h"
@@ -64,13 +65,26 @@ class BackupRun {
   Status FindParents(bool full_only, std::map<std::string, std::string>* stamps,
                      std::vector<ComponentStamp>* component_stamps,
                      std::vector<std::string>* warnings);
-  // Decides how volume i is read: which parent index to build on and, if
+  // One volume of the record: a whole source, or, in a disk backup, one
+  // partition of it or the bytes outside every partition.
+  struct Unit {
+    size_t source = 0;    // position in opt_.sources and the session
+    uint64_t within = 0;  // offset in that source's snapshot
+    uint64_t size = 0;
+    std::string name, key;  // "" = from the source
+    bool gaps = false;
+  };
+  // The volumes to image: one per source, or a disk's partitions and gaps
+  // (then *disk is its layout) when the only source holds a partition table.
+  Status PlanUnits(const std::vector<SourceVolume>& sources, const SnapshotSession* session,
+                   std::vector<Unit>* units, DiskLayout* disk, std::vector<std::string>* warnings);
+  // Decides how a unit is read: which parent index to build on and, if
   // change tracking can be trusted, which chunks changed. Fills v's parent,
   // tracking and tracking_reason.
-  VolumePlan PlanVolume(size_t i, const SnapshotSession& session, const SourceVolume& src,
+  VolumePlan PlanVolume(const Unit& u, const SnapshotSession& session, const SourceVolume& src,
                         VolumeRecord* v);
   // The record of volume i of rec, before it is imaged.
-  VolumeRecord NewVolume(const BackupRecord& rec, size_t i, const SourceVolume& src,
+  VolumeRecord NewVolume(const BackupRecord& rec, size_t i, const Unit& u, const SourceVolume& src,
                          const SnapshotSession* session) const;
   // Writes the volume indexes and the record under rec->id, choosing a new
   // id if a write-once name is taken (never replacing another backup's).
@@ -113,6 +127,9 @@ Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>
     const ParentChoice p = ChooseParent(history, vss::VolumeKey(id), full_only);
     if (!p.record) continue;
     parents_[p.volume->key] = Parent{*p.record, *p.volume};
+    // A disk backup's partitions build on that backup's partitions.
+    for (const VolumeRecord& v : p.record->volumes)
+      if (v.key.rfind(p.volume->key + "#", 0) == 0) parents_[v.key] = Parent{*p.record, v};
     parent_records.push_back(p.record);
     // The parent's stamp for this volume, as its volume writer left it; none
     // means the writer falls back to a full read and says why.
@@ -128,9 +145,10 @@ Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>
   return Status::OK();
 }
 
-VolumePlan BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const SourceVolume& src,
-                                 VolumeRecord* v) {
+VolumePlan BackupRun::PlanVolume(const Unit& u, const SnapshotSession& session,
+                                 const SourceVolume& src, VolumeRecord* v) {
   VolumePlan plan;
+  const size_t i = u.source;
   auto p = parents_.find(v->key);
   const vss::TrackingVerdict verdict = session.Verdict(i);
   v->tracking = kTrackingFullRead;
@@ -161,8 +179,8 @@ VolumePlan BackupRun::PlanVolume(size_t i, const SnapshotSession& session, const
     fall_back(c.message());
     return plan;
   }
-  vss::MarkChangedChunks(file_ranges, snap.offset, snap.size, repo_->config().chunk_size,
-                         &plan.changed, &plan.ranges);
+  vss::MarkChangedChunks(file_ranges, snap.offset + u.within, src.size(),
+                         repo_->config().chunk_size, &plan.changed, &plan.ranges);
   plan.tracked = true;
   v->tracking = vss::TrackerName(verdict.tracker);
   v->tracking_reason.clear();
@@ -227,11 +245,11 @@ Status BackupRun::RunPipelineOnly(uint64_t max_bytes, BackupResult* out) {
   return Image(sources, nullptr, out);
 }
 
-VolumeRecord BackupRun::NewVolume(const BackupRecord& rec, size_t i, const SourceVolume& src,
-                                  const SnapshotSession* session) const {
+VolumeRecord BackupRun::NewVolume(const BackupRecord& rec, size_t i, const Unit& u,
+                                  const SourceVolume& src, const SnapshotSession* session) const {
   VolumeRecord v;
-  v.source = opt_.sources[i];
-  const std::string base = std::filesystem::path(v.source).filename();
+  v.source = opt_.sources[u.source];
+  const std::string base = u.name.empty() ? std::string(std::filesystem::path(v.source).filename()) : u.name;
   v.name = base;
   for (size_t k = 2; std::any_of(rec.volumes.begin(), rec.volumes.end(),
                                  [&](const VolumeRecord& o) { return o.name == v.name; });
@@ -240,8 +258,65 @@ VolumeRecord BackupRun::NewVolume(const BackupRecord& rec, size_t i, const Sourc
   v.size = src.size();
   v.chunk_size = repo_->config().chunk_size;
   v.index = VolumeIndexName(rec.id, i);
-  if (session) v.key = session->sources()[i].key;
+  if (session) v.key = session->sources()[u.source].key + u.key;
   return v;
+}
+
+// The bytes of a disk outside its partitions: partitions are volumes of
+// their own, so here they are free and restore as zeros.
+static BlockMap GapsMap(const DiskLayout& disk) {
+  BlockMap m;
+  m.kind = "gaps";
+  for (const auto& g : disk.Gaps()) {
+    m.used.push_back({g.offset, g.length});
+    m.used_bytes += g.length;
+  }
+  return m;
+}
+
+// A partition name that a partition table script can carry: quotes,
+// backslashes and control characters become '_'.
+static std::string ScriptSafe(std::string s) {
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == '"' || c == '\\' || c == 0x7f) c = '_';
+  return s;
+}
+
+Status BackupRun::PlanUnits(const std::vector<SourceVolume>& sources,
+                            const SnapshotSession* session, std::vector<Unit>* units,
+                            DiskLayout* disk, std::vector<std::string>* warnings) {
+  for (size_t i = 0; i < sources.size(); ++i) units->push_back({i, 0, sources[i].size()});
+  if (!session || opt_.volumes_only) return Status::OK();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    bool is_disk = false;
+    DiskLayout d;
+    GNOMON_RETURN_IF_ERROR(ProbeDisk(sources[i].fd(), opt_.sources[i], sources[i].size(), &is_disk,
+                                     &d)
+                               .WithContext("use --volumes-only to image it as one volume"));
+    if (!is_disk) continue;
+    if (sources.size() > 1 || sources[i].offset() != 0)
+      return Status::InvalidArgument(opt_.sources[i] +
+                                     " holds a partition table: a disk backup takes one disk "
+                                     "alone (or use --volumes-only to image it as one volume)");
+    units->clear();
+    for (auto& p : d.partitions) {
+      if (p.kind == "extended") continue;
+      if (std::string safe = ScriptSafe(p.name); safe != p.name) {
+        warnings->push_back("partition " + std::to_string(p.number) +
+                            "'s name holds quotes or control characters; stored as '" + safe + "'");
+        p.name = safe;
+      }
+      p.volume = static_cast<int>(units->size());
+      const std::string n = "p" + std::to_string(p.number);
+      units->push_back({i, p.start, p.size, n, "#" + n});
+    }
+    d.gaps_volume = static_cast<int>(units->size());
+    units->push_back({i, 0, sources[i].size(), "disk-gaps", "", true});
+    GNOMON_RETURN_IF_ERROR(d.Validate(units->size()).WithContext(
+        opt_.sources[i] + ": cannot back up as a disk (use --volumes-only)"));
+    *disk = std::move(d);
+  }
+  return Status::OK();
 }
 
 Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSession* session,
@@ -275,21 +350,41 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
   ctx.progress = opt_.progress;
   UnreadBases unread;
   ctx.unread_bases = &unread;
-  std::vector<VolumeIndex> indexes(sources.size());
+  std::vector<Unit> units;
+  GNOMON_RETURN_IF_ERROR(PlanUnits(sources, session, &units, &rec.disk, &out->warnings));
+  std::vector<VolumeIndex> indexes(units.size());
   const auto t0 = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < sources.size(); ++i) {
-    VolumeRecord v = NewVolume(rec, i, sources[i], session);
-    const VolumePlan plan = session ? PlanVolume(i, *session, sources[i], &v) : VolumePlan{};
+  for (size_t i = 0; i < units.size(); ++i) {
+    const Unit& u = units[i];
+    const SourceVolume* src = &sources[u.source];
+    SourceVolume part;  // a partition: a range of the disk's snapshot
+    if (u.within != 0 || u.size != src->size()) {
+      if (Status s = SourceVolume::OpenSnapshot(src->path(), src->offset() + u.within, u.size, &part);
+          !s.ok()) {
+        Discard();
+        return s;
+      }
+      src = &part;
+    }
+    VolumeRecord v = NewVolume(rec, i, u, *src, session);
+    const VolumePlan plan = session ? PlanVolume(u, *session, *src, &v) : VolumePlan{};
     if (rec.parent.empty()) rec.parent = v.parent;
     const auto v0 = std::chrono::steady_clock::now();
     // Read from the snapshot, never the live volume: that is what is imaged.
-    const BlockMap map =
-        opt_.all_blocks ? BlockMap::All(sources[i].size(), "")
-                        : ReadBlockMap(sources[i].path(), sources[i].offset(), sources[i].size());
+    const BlockMap map = u.gaps            ? GapsMap(rec.disk)
+                         : opt_.all_blocks ? BlockMap::All(src->size(), "")
+                                           : ReadBlockMap(src->path(), src->offset(), src->size());
     v.block_map = map.kind;
     v.block_map_reason = map.reason;
-    Status s = ImageVolume(ctx, sources[i], v.source, map, plan, &indexes[i], &v.stats);
+    Status s = ImageVolume(ctx, *src, v.source + (u.name.empty() ? "" : " " + u.name), map, plan,
+                           &indexes[i], &v.stats);
     v.stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - v0).count();
+    if (u.gaps) {
+      // The partitions' bytes are counted once, by their own volumes.
+      const uint64_t in_partitions = src->size() - map.used_bytes;
+      v.stats.bytes -= std::min(v.stats.bytes, in_partitions);
+      v.stats.unused_bytes -= std::min(v.stats.unused_bytes, in_partitions);
+    }
     if (!s.ok()) {
       Discard();
       return s;

@@ -26,6 +26,8 @@ struct BackupOptions {
   std::vector<std::string> tags;
   // Image every byte, not only the blocks the filesystem uses.
   bool all_blocks = false;
+  // A source with a partition table is still one volume, not a disk backup.
+  bool volumes_only = false;
   int threads = 0;  // 0 = all cores
   int tokens = 0;   // chunks in flight; 0 = DefaultTokens()
   ProgressFn progress;

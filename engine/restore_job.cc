@@ -11,6 +11,7 @@
 #include <chrono>
 
 #include "engine/backup_job.h"
+#include "engine/disk_restore.h"
 #include "engine/pipeline_util.h"
 #include "engine/restore_target.h"
 #include "engine/source_volume.h"
@@ -78,6 +79,12 @@ class RestoreRun {
   RestoreRun(Repository* repo, const RestoreOptions& opt, const VolumeRecord& vol,
              const VolumeIndex& vi, const ChunkIndex& index, RestoreTarget* target)
       : repo_(repo), opt_(opt), vol_(vol), vi_(vi), index_(index), target_(target) {}
+  // The volume's byte 0 goes to target offset base, and only the volume
+  // ranges in *only are written (all when null).
+  void Place(uint64_t base, const std::vector<DiskLayout::Range>* only) {
+    base_ = base;
+    only_ = only;
+  }
   Status Run(uint64_t* written);
 
  private:
@@ -91,6 +98,10 @@ class RestoreRun {
   const VolumeIndex& vi_;
   const ChunkIndex& index_;
   RestoreTarget* target_;
+  Status Write(uint64_t off, const uint8_t* p, size_t n);
+
+  uint64_t base_ = 0;
+  const std::vector<DiskLayout::Range>* only_ = nullptr;
   tbb::enumerable_thread_specific<ChunkDecompressor> decs_;
   FirstError error_;
   uint64_t next_ = 0, done_ = 0, written_ = 0, flushed_ = 0;
@@ -119,8 +130,17 @@ void RestoreRun::Fill(Slot* s) {
     Status st = repo_->ReadSlot(index_, vi_.slots[s->index], s->buf.data(), s->len, &decs_.local());
     if (!st.ok()) return error_.Set(st.WithContext("slot " + std::to_string(s->index)));
   }
-  Status st = target_->WriteAt(s->index * vi_.chunk_size, s->buf.data(), s->len);
+  Status st = Write(s->index * vi_.chunk_size, s->buf.data(), s->len);
   if (!st.ok()) error_.Set(st);
+}
+
+Status RestoreRun::Write(uint64_t off, const uint8_t* p, size_t n) {
+  if (!only_) return target_->WriteAt(base_ + off, p, n);
+  for (const auto& r : *only_) {  // few ranges: a disk's gaps
+    const uint64_t a = std::max(off, r.offset), b = std::min(off + n, r.offset + r.length);
+    if (a < b) GNOMON_RETURN_IF_ERROR(target_->WriteAt(base_ + a, p + (a - off), b - a));
+  }
+  return Status::OK();
 }
 
 void RestoreRun::Done(Slot* s) {
@@ -128,7 +148,7 @@ void RestoreRun::Done(Slot* s) {
   done_ += s->len;
   written_ += s->len;
   if (done_ - flushed_ >= kWritebackStep) {
-    target_->StartWriteback(flushed_, done_ - flushed_);
+    target_->StartWriteback(base_ + flushed_, done_ - flushed_);
     flushed_ = done_;
   }
   if (opt_.progress) opt_.progress(Progress{"restore", opt_.target, done_, vol_.size});
@@ -168,10 +188,33 @@ Status RestoreRun::Run(uint64_t* written) {
 
 }  // namespace
 
+Status RestoreVolumeInto(Repository* repo, const RestoreOptions& opt, const VolumeRecord& vol,
+                         const VolumeIndex& vi, const ChunkIndex& index, RestoreTarget* target,
+                         uint64_t base, const std::vector<DiskLayout::Range>* only,
+                         uint64_t* written) {
+  RestoreRun run(repo, opt, vol, vi, index, target);
+  run.Place(base, only);
+  uint64_t w = 0;
+  GNOMON_RETURN_IF_ERROR(run.Run(&w));
+  *written += w;
+  return Status::OK();
+}
+
+Status LoadVolumeForRestore(Repository* repo, const VolumeRecord& vol, const ChunkIndex& index,
+                            const IndexHealth& health, VolumeIndex* vi) {
+  GNOMON_RETURN_IF_ERROR(repo->ReadVolumeIndex(vol, vi));
+  return CheckChunksKnown(*repo, vol, *vi, index, health);
+}
+
 Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* out) {
   const auto t0 = std::chrono::steady_clock::now();
   BackupRecord rec;
   GNOMON_RETURN_IF_ERROR(repo->FindBackup(opt.backup, &rec));
+  if (rec.disk.present() && opt.volume.empty()) return RunDiskRestore(repo, opt, rec, out);
+  if (opt.grow || opt.plan)
+    return Status::InvalidArgument("--grow and --plan are for a whole disk backup; " + rec.id +
+                                   (rec.disk.present() ? ":" + opt.volume + " is one volume of one"
+                                                       : " is not one"));
   const VolumeRecord* vol = nullptr;
   GNOMON_RETURN_IF_ERROR(PickVolume(rec, opt.volume, &vol));
   VolumeIndex vi;

@@ -3,6 +3,7 @@
 // in parallel and written at their offsets; zero slots become holes in a file.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,11 @@ struct RestoreOptions {
   std::string volume;             // name or position; "" if the backup has one volume
   std::string target;             // file (created) or block device
   bool overwrite = false;         // replace an existing regular file
+  // A whole disk backup (engine/disk_restore.h): extend the last partition
+  // and its ext2/3/4 filesystem to the end of a larger target; or only
+  // print what would be written where (*plan in the result).
+  bool grow = false;
+  bool plan = false;
   int threads = 0;
   ProgressFn progress;
   const CancelFlag* cancel = nullptr;
@@ -26,9 +32,22 @@ struct RestoreResult {
   uint64_t bytes = 0, bytes_written = 0;
   double seconds = 0;
   std::vector<std::string> cleaned;  // partial restores of killed runs that were removed
+  nlohmann::json plan;               // a disk restore's plan (engine/disk_restore.h)
 };
 
 Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* out);
+
+class RestoreTarget;
+// One volume written into target at offset base: only the volume's byte
+// ranges in *only (every byte when null). Adds the bytes written.
+Status RestoreVolumeInto(Repository* repo, const RestoreOptions& opt, const VolumeRecord& vol,
+                         const VolumeIndex& vi, const ChunkIndex& index, RestoreTarget* target,
+                         uint64_t base, const std::vector<DiskLayout::Range>* only,
+                         uint64_t* written);
+// Reads a volume's index and checks that every chunk it names is known,
+// before a byte of the target is written.
+Status LoadVolumeForRestore(Repository* repo, const VolumeRecord& vol, const ChunkIndex& index,
+                            const IndexHealth& health, VolumeIndex* vi);
 
 // Resolves "BACKUP[:VOLUME]" against a record: VOLUME is a name or a 0-based
 // position; empty means the only volume.

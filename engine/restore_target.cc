@@ -134,7 +134,7 @@ Status RestoreTarget::OpenDevice(const std::string& path, uint64_t size) {
   const std::string rp = ::realpath(path.c_str(), real) ? real : path;
   // O_EXCL fails while the device is mounted or held by another O_EXCL
   // opener; holders and /proc catch the openers it cannot see.
-  fd_ = ::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC);
+  fd_ = ::open(path.c_str(), O_RDWR | O_EXCL | O_CLOEXEC);
   if (fd_ < 0 && errno == EBUSY)
     return Status::InvalidArgument(path +
                                    ": device is in use (mounted or held open exclusively); "
@@ -178,12 +178,22 @@ Status RestoreTarget::OpenFile(const std::string& path, uint64_t size, bool over
   // target's directory can never redirect the write.
   const fs::path tmp = target.parent_path() / (TempPrefix(target.filename()) +
                                                std::to_string(::getpid()) + "-" + RandomHexId(8));
-  fd_ = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  fd_ = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd_ < 0) return Status::FromErrno("creating " + tmp.string(), errno);
   tmp_ = tmp;
   // Sized up front: every slot we never write is a hole that reads as zeros.
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
     return Status::FromErrno("sizing " + tmp_, errno);
+  return Status::OK();
+}
+
+Status RestoreTarget::OpenScratch(const std::string& dir, uint64_t size) {
+  path_ = dir + "/(scratch)";
+  scratch_ = committed_ = true;
+  fd_ = ::open(dir.c_str(), O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+  if (fd_ < 0) return Status::FromErrno("creating a scratch file in " + dir, errno);
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+    return Status::FromErrno("sizing a scratch file in " + dir, errno);
   return Status::OK();
 }
 
@@ -216,7 +226,7 @@ void RestoreTarget::StartWriteback(uint64_t off, uint64_t n) {
   ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
 }
 
-Status RestoreTarget::Commit() {
+Status RestoreTarget::Commit(const std::function<Status(int fd)>& finish) {
   // Permission bits only: the restoring user owns the new file, so a
   // set-id bit of another owner's file must not come along.
   if (!block_ && existed_ && ::fchmod(fd_, seen_.st_mode & 0777) != 0)
@@ -224,6 +234,10 @@ Status RestoreTarget::Commit() {
   if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
   if (!head_.empty()) {  // everything else is on the disk: now the signatures
     GNOMON_RETURN_IF_ERROR(WriteRaw(0, head_.data(), head_.size()));
+    if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
+  }
+  if (finish) {
+    GNOMON_RETURN_IF_ERROR(finish(fd_));
     if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
   }
   if (!block_) {

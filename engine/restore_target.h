@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,19 +27,28 @@ class RestoreTarget {
   // restores to the same target that a killed run left (*cleaned says so).
   Status Open(const std::string& path, uint64_t size, bool overwrite, const std::string& repo_dir,
               std::vector<std::string>* cleaned);
+  // An unnamed file (O_TMPFILE) in dir, `size` bytes of zeros, that
+  // vanishes when closed: where a disk restore resizes a filesystem before
+  // copying it into a file target. Commit does nothing for it.
+  Status OpenScratch(const std::string& dir, uint64_t size);
   bool is_block() const { return block_; }
+  int fd() const { return fd_; }
   // Safe from several threads for disjoint ranges.
   Status WriteAt(uint64_t off, const uint8_t* p, size_t n);
   // Starts writeback of a finished range without waiting for it, so the
   // disk works while later chunks decompress and the closing fsync has
   // only the tail left.
   void StartWriteback(uint64_t off, uint64_t n);
+  // Opened read-write: a disk restore reads its boot code back (Commit).
   // fsync; a file keeps an existing target's permission bits (a new one is 0600, and
   // the owner is always the restoring user) and replaces the target only if
   // it is still the file Open saw, or is published only if there still is
   // none (RENAME_NOREPLACE): a file planted meanwhile is never replaced,
   // nor given the image.
-  Status Commit();
+  // finish, if given, runs on the target's descriptor once everything
+  // written is on the disk (a device's head too) and before a file is
+  // published: a disk restore lays out its partition table there.
+  Status Commit(const std::function<Status(int fd)>& finish = {});
 
   // A device's first bytes, where partition tables and most filesystems
   // keep the signature that makes them recognisable (MBR and GPT, the ext4,
@@ -62,6 +72,7 @@ class RestoreTarget {
   int fd_ = -1;
   bool block_ = false;
   bool committed_ = false;
+  bool scratch_ = false;
   std::vector<uint8_t> head_;  // a device's first bytes, held back until Commit
 };
 

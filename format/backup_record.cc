@@ -86,6 +86,7 @@ std::string BackupRecord::Encode() const {
          {"totals", totals.ToJson()},
          {"index_file", index_file},
          {"extra", extra}};
+  if (disk.present()) j["disk"] = disk.ToJson();
   // Never throw after the writers ran: bytes that are not UTF-8 (a name a
   // writer sent) are stored as U+FFFD rather than lose the backup.
   return j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -149,6 +150,10 @@ Status BackupRecord::Decode(const std::string& path, const std::string& body, Ba
     r.extra = j.at("extra");
     if (!r.extra.is_object())
       return Status::Corruption(path + ": backup record's extra is not an object");
+    if (j.contains("disk")) {
+      GNOMON_RETURN_IF_ERROR(DiskLayout::FromJson(j["disk"], path, &r.disk));
+      GNOMON_RETURN_IF_ERROR(r.disk.Validate(r.volumes.size()).WithContext(path));
+    }
     GNOMON_RETURN_IF_ERROR(CheckNames(path, r));
     *out = std::move(r);
     return Status::OK();

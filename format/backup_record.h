@@ -10,6 +10,7 @@
 
 #include "base/clock.h"
 #include "base/status.h"
+#include "format/disk_layout.h"
 #include "format/framed_file.h"
 
 namespace gnomon {
@@ -77,12 +78,17 @@ struct BackupRecord {
   // Room for what later layers add (VSS documents, stamps) without a format
   // change: an object the reader keeps but need not understand.
   nlohmann::json extra = nlohmann::json::object();
+  // Record version 4: a disk backup (one disk, its partitions as volumes).
+  DiskLayout disk;
 
   std::string Encode() const;
+  // The oldest record version that holds everything this record says: 4 for
+  // a disk backup, else 3, so older readers still read volume backups.
+  uint32_t Version() const { return disk.present() ? 4 : 3; }
   static Status Decode(const std::string& path, const std::string& body, BackupRecord* out);
 };
 
-// The frame's newest version is the record version this code writes.
+// The newest record version this code reads and writes.
 inline constexpr uint32_t kBackupRecordVersion = kBackupFrame.max_version;
 
 

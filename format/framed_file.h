@@ -20,7 +20,7 @@ struct FrameKind {
 inline constexpr FrameKind kConfigFrame{"GNMCONF\x01", "repository config", 1};
 inline constexpr FrameKind kIndexFrame{"GNMINDX\x01", "chunk index file", 2};
 inline constexpr FrameKind kVolumeIndexFrame{"GNMFIDX\x01", "volume index", 1};
-inline constexpr FrameKind kBackupFrame{"GNMBKUP\x01", "backup record", 3};
+inline constexpr FrameKind kBackupFrame{"GNMBKUP\x01", "backup record", 4};
 inline constexpr FrameKind kQuarantineFrame{"GNMQUAR\x01", "quarantine file", 1};
 inline constexpr FrameKind kCheckFrame{"GNMCHEK\x01", "check file", 1};
 

@@ -269,7 +269,7 @@ bool Repository::BackupExists(const std::string& id) {
 }
 
 Status Repository::WriteBackupRecord(const BackupRecord& r) {
-  return WriteFrameFile(env_, kBackupFrame, kBackupRecordVersion, P(kBackups, r.id), r.Encode());
+  return WriteFrameFile(env_, kBackupFrame, r.Version(), P(kBackups, r.id), r.Encode());
 }
 
 Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors) {

@@ -2,9 +2,12 @@
 #include <fmt/core.h>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "base/clock.h"
 #include "base/system.h"
+#include "engine/disk_probe.h"
+#include "engine/disk_restore.h"
 #include "engine/verify_job.h"
 #include "engine/vss_summary.h"
 #include "engine/writers_admin.h"
@@ -145,7 +148,20 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
   progress.Finish();
   if (!g.quiet)
     for (const auto& c : res.cleaned) fmt::print(stderr, "gnomon: {}\n", EscapeForTerminal(c));
-  if (!s.ok()) return Fail(g, s);
+  // A target that cannot take the restore (too small, in use, holding the
+  // repository, an existing file without --overwrite) is a usage error:
+  // nothing was written.
+  if (!s.ok()) return Fail(g, s, s.code() == Status::Code::kInvalidArgument ? kUsage : -1);
+  if (opt.plan) {
+    if (g.json) {
+      std::cout << res.plan.dump() << "\n";
+    } else {
+      std::istringstream lines(DescribeDiskPlan(res.plan));
+      for (std::string line; std::getline(lines, line);)
+        fmt::print("{}\n", EscapeForTerminal(line));
+    }
+    return kOk;
+  }
   if (g.json) {
     std::cout << json{{"backup", res.backup_id},
                       {"volume", res.volume},
@@ -240,6 +256,38 @@ int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset) {
 
 namespace gnomon::cli {
 
+// The disk a disk backup holds, as a table: where each partition lies, what
+// it is and how it was imaged.
+static void PrintDiskLayout(const BackupRecord& r) {
+  auto E = [](const std::string& t) { return EscapeForTerminal(t); };
+  const DiskLayout& d = r.disk;
+  fmt::print("  disk:  {} partition table, {}, {}-byte sectors, id {}\n",
+             d.label == "gpt" ? "GPT" : "MBR (DOS)", HumanBytes(static_cast<double>(d.size)),
+             d.sector_size, E(d.disk_id));
+  fmt::print("    {:<4} {:>10} {:>10}  {:<22} {:<6} {:<12} {:<36} {:>10}  {}\n", "PART", "START",
+             "SIZE", "TYPE", "FS", "LABEL", "UUID", "USED", "IMAGED");
+  for (const auto& p : d.partitions) {
+    std::string type = PartitionTypeName(d.label, p.type);
+    if (type.empty()) type = p.type;
+    if (p.kind != "primary") type += " (" + p.kind + ")";
+    std::string used = "-", how = p.kind == "extended" ? "its EBRs: in disk-gaps" : "";
+    if (p.volume >= 0) {
+      const VolumeRecord& v = r.volumes[static_cast<size_t>(p.volume)];
+      used = HumanBytes(static_cast<double>(v.stats.bytes - v.stats.unused_bytes));
+      how = v.block_map == "ext4" ? "used blocks (ext4) as " + v.name
+                                  : "whole as " + v.name +
+                                        (v.block_map_reason.empty() ? "" : ": " + v.block_map_reason);
+    }
+    fmt::print("    {:<4} {:>10} {:>10}  {:<22} {:<6} {:<12} {:<36} {:>10}  {}\n", p.number,
+               HumanBytes(static_cast<double>(p.start)), HumanBytes(static_cast<double>(p.size)),
+               E(type.substr(0, 22)), E(p.fs_type.substr(0, 6)), E(p.fs_label.substr(0, 12)),
+               E(p.fs_uuid.substr(0, 36)), used, E(how));
+  }
+  if (d.gaps_volume >= 0)
+    fmt::print("    boot code, partition table and every byte outside the partitions: volume {}\n",
+               E(r.volumes[static_cast<size_t>(d.gaps_volume)].name));
+}
+
 int CmdShow(const Globals& g, const std::string& spec) {
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kShared, "show", &repo)) return rc;
@@ -258,6 +306,7 @@ int CmdShow(const Globals& g, const std::string& spec) {
   auto E = [](const std::string& t) { return EscapeForTerminal(t); };
   fmt::print("backup {}\n  time:  {}\n  host:  {}\n  type:  {}\n", r.id, E(r.time), E(r.host),
              E(r.type));
+  if (r.disk.present()) PrintDiskLayout(r);
   for (const auto& vol : r.volumes) {
     fmt::print("  volume {}: {}, {}, {} chunks ({} new, {} duplicate, {} zero)\n", E(vol.name),
                E(vol.source), HumanBytes(static_cast<double>(vol.size)), vol.stats.chunks,

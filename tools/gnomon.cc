@@ -99,6 +99,9 @@ int main(int argc, char** argv) {
                    "Image every block, not only those the filesystem uses (ext2/3/4 volumes "
                    "are otherwise read through their block bitmaps; free blocks restore as "
                    "zeros)");
+  backup->add_flag("--volumes-only", bopt.volumes_only,
+                   "Image a SOURCE that holds a partition table as one volume (by default it "
+                   "is a disk backup: table, boot code and every partition)");
   backup
       ->add_option(
           "--tokens", bopt.tokens,
@@ -140,16 +143,26 @@ int main(int argc, char** argv) {
 
   std::string what;
   gnomon::RestoreOptions ropt;
-  auto* restore =
-      app.add_subcommand("restore", "Restore one volume of a backup to a file or block device");
+  auto* restore = app.add_subcommand(
+      "restore",
+      "Restore a volume of a backup, or a whole disk backup, to a file or block device");
   restore
       ->add_option("BACKUP[:VOLUME]", what,
                    "Backup id, unique id prefix or 'latest', and optionally the volume name "
-                   "or position")
+                   "or position (a disk backup without VOLUME restores the whole disk)")
       ->required();
-  restore->add_option("TARGET", ropt.target, "File to create, or block device to overwrite")
+  restore
+      ->add_option("TARGET", ropt.target,
+                   "File to create, or block device to overwrite. A whole disk is laid out "
+                   "for the target's size: a device's, or an existing file's (with "
+                   "--overwrite; make it with 'truncate -s SIZE')")
       ->required();
   restore->add_flag("--overwrite", ropt.overwrite, "Replace TARGET if it is an existing file");
+  restore->add_flag("--grow", ropt.grow,
+                    "Whole disk: extend the last partition and its ext2/3/4 filesystem to the "
+                    "end of a larger target");
+  restore->add_flag("--plan", ropt.plan,
+                    "Whole disk: print what would be written where, and write nothing");
 
   ForgetOptions fopt;
   std::string keep_within, group_by = "host,volume";
