@@ -122,6 +122,7 @@ Status ProbeDisk(int fd, const std::string& name, uint64_t size, bool* is_disk, 
     std::transform(d.disk_id.begin(), d.disk_id.end(), d.disk_id.begin(), ::tolower);
   } else {
     d.table_length = static_cast<uint32_t>(fdisk_get_npartitions(cxt.get()));
+    d.first_lba = static_cast<uint64_t>(fdisk_get_first_lba(cxt.get()));
   }
   fdisk_table* raw = nullptr;
   if (fdisk_get_partitions(cxt.get(), &raw) != 0) return fail("cannot list its partitions");

@@ -16,7 +16,6 @@
 
 #include "engine/restore_target.h"
 #include "engine/source_volume.h"
-#include "vss/volume.h"
 
 extern char** environ;
 
@@ -33,10 +32,14 @@ uint64_t GptTailBytes(const DiskLayout& d) {
   return (entries + 1) * d.sector_size;
 }
 
-const DiskPartition* LastPartition(const DiskLayout& d) {
+// The partition that ends last; with_extended: an extended container
+// counts (its end is in the table), else only partitions that hold data.
+const DiskPartition* LastPartition(const DiskLayout& d, bool with_extended) {
   const DiskPartition* last = nullptr;
   for (const auto& p : d.partitions)
-    if (!last || p.start + p.size > last->start + last->size) last = &p;
+    if ((with_extended || p.kind != "extended") &&
+        (!last || p.start + p.size > last->start + last->size))
+      last = &p;
   return last;
 }
 
@@ -50,8 +53,9 @@ Status PlanDisk(const DiskLayout& disk, uint64_t target_size, bool grow, DiskPla
   DiskPlan plan;
   plan.layout = disk;
   plan.target_size = target_size;
-  const DiskPartition* last = LastPartition(disk);
-  const uint64_t end = last ? last->start + last->size : disk.sector_size;
+  const DiskPartition* outer = LastPartition(disk, true);
+  const DiskPartition* last = LastPartition(disk, false);
+  const uint64_t end = outer ? outer->start + outer->size : disk.sector_size;
   plan.min_size = end + GptTailBytes(disk);
   if (target_size < plan.min_size)
     return Status::InvalidArgument(
@@ -94,9 +98,8 @@ std::string PartitionScript(const DiskLayout& d) {
   std::string s = "label: " + d.label + "\nlabel-id: " + d.disk_id + "\nunit: sectors\n";
   s += "sector-size: " + std::to_string(ss) + "\n";
   if (d.label == "gpt") {
-    const uint64_t entries = (uint64_t{d.table_length} * 128 + ss - 1) / ss;
     s += "table-length: " + std::to_string(d.table_length) + "\n";
-    s += "first-lba: " + std::to_string(2 + entries) + "\n";
+    s += "first-lba: " + std::to_string(d.first_lba) + "\n";
   }
   s += "\n";
   for (const auto& p : d.partitions) {
@@ -330,17 +333,6 @@ Status TargetSize(const std::string& target, uint64_t disk_size, uint64_t* out) 
   return VolumeSize(target, out);
 }
 
-// Refuses a target that holds the repository: a partition of it mounted
-// where the repository is.
-Status CheckNotRepositoryDisk(const std::string& target, const std::string& repo_dir) {
-  vss::VolumeIdentity id;
-  if (!vss::IdentifyVolume(target, &id).ok()) return Status::OK();  // a new file
-  if (vss::PathOnVolumes(repo_dir, false, {id}))
-    return Status::InvalidArgument(target + ": the repository " + repo_dir +
-                                   " lives on this disk; restore onto another one");
-  return Status::OK();
-}
-
 }  // namespace
 
 Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupRecord& rec,
@@ -355,7 +347,6 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   out->volume = "disk";
   out->plan = DiskPlanJson(rec, plan, opt.target);
   if (opt.plan) return Status::OK();
-  GNOMON_RETURN_IF_ERROR(CheckNotRepositoryDisk(opt.target, repo->path()));
 
   // Every volume and every chunk it names is known before a byte is written.
   ChunkIndex index;

@@ -16,6 +16,7 @@
 #include "base/random.h"
 #include "base/system.h"
 #include "engine/source_volume.h"
+#include "vss/volume.h"
 
 namespace gnomon {
 
@@ -123,6 +124,12 @@ Status RestoreTarget::Open(const std::string& path, uint64_t size, bool overwrit
   if (!repo_dir.empty() && Inside(dir, repo_dir))
     return Status::InvalidArgument(path + ": is inside the repository " + repo_dir +
                                    "; restore somewhere else");
+  // A disk (device or image file) with the repository on one of its
+  // filesystems, mounted from it or from a loop device over it.
+  if (vss::VolumeIdentity id; !repo_dir.empty() && vss::IdentifyVolume(path, &id).ok() &&
+                              vss::PathOnVolumes(repo_dir, false, {id}))
+    return Status::InvalidArgument(path + ": the repository " + repo_dir +
+                                   " lives on it; restore onto another disk");
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) return OpenDevice(path, size);
   return OpenFile(path, size, overwrite, cleaned);

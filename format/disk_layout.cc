@@ -29,6 +29,7 @@ json DiskLayout::ToJson() const {
               {"sector_size", sector_size},
               {"disk_id", disk_id},
               {"table_length", table_length},
+              {"first_lba", first_lba},
               {"gaps_volume", gaps_volume},
               {"partitions", parts}};
 }
@@ -41,6 +42,7 @@ Status DiskLayout::FromJson(const json& j, const std::string& where, DiskLayout*
     d.sector_size = j.at("sector_size").get<uint32_t>();
     d.disk_id = j.at("disk_id").get<std::string>();
     d.table_length = j.at("table_length").get<uint32_t>();
+    d.first_lba = j.at("first_lba").get<uint64_t>();
     d.gaps_volume = j.at("gaps_volume").get<int>();
     for (const auto& pj : j.at("partitions")) {
       DiskPartition p;
@@ -112,6 +114,9 @@ Status DiskLayout::Validate(size_t volumes) const {
     return bad("disk id '" + disk_id + "'");
   if (label == "gpt" ? table_length < 1 || table_length > 4096 : table_length != 0)
     return bad("table length " + std::to_string(table_length));
+  const uint64_t entries = (uint64_t{table_length} * 128 + sector_size - 1) / sector_size;
+  if (label == "gpt" ? first_lba < 2 + entries || first_lba > size / sector_size : first_lba != 0)
+    return bad("first LBA " + std::to_string(first_lba));
   if (gaps_volume < 0 || static_cast<size_t>(gaps_volume) >= volumes) return bad("gaps volume");
   std::set<uint32_t> numbers;
   std::set<int> used_volumes{gaps_volume};
@@ -120,7 +125,7 @@ Status DiskLayout::Validate(size_t volumes) const {
     const std::string n = "partition " + std::to_string(p.number);
     if (p.number < 1 || p.number > 4096 || !numbers.insert(p.number).second) return bad(n + " number");
     if (p.size == 0 || p.start % sector_size || p.size % sector_size || p.start >= size ||
-        p.size > size - p.start)
+        p.size > size - p.start || p.start < first_lba * sector_size)
       return bad(n + " lies outside the disk");
     if (label == "gpt") {
       if (p.kind != "primary" || !IsGuid(p.type) || !IsGuid(p.uuid) || p.bootable)

@@ -35,6 +35,7 @@ struct DiskLayout {
   uint32_t sector_size = 512;
   std::string disk_id;  // GPT disk GUID, or DOS "0x" + 8 hex digits
   uint32_t table_length = 0;  // GPT partition entries (0 on DOS)
+  uint64_t first_lba = 0;     // GPT first usable LBA (0 on DOS)
   int gaps_volume = -1;       // the volume holding every byte outside the partitions
   std::vector<DiskPartition> partitions;  // by start
 

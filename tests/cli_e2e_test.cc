@@ -48,7 +48,7 @@ TEST_F(CliTest, BackupListRestoreVerifyWithJsonAndEnvRepo) {
 
   // An existing target is not replaced without --overwrite.
   r = G({"restore", "latest", dir_ / "out"});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--overwrite"), std::string::npos) << r.err;
   EXPECT_EQ(G({"restore", "--overwrite", "latest", dir_ / "out"}).exit_code, 0);
 

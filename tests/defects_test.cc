@@ -461,7 +461,7 @@ TEST_F(DefectsTest, RestoreRefusesADeviceAnotherProcessHoldsOpen) {
   auto r = G({"restore", id, loop.device()});
   ::kill(holder, SIGKILL);
   ::waitpid(holder, nullptr, 0);
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.err;  // the target cannot take it: nothing written
   EXPECT_NE(r.err.find("pid " + std::to_string(holder)), std::string::npos) << r.err;
   EXPECT_EQ(test::ReadFile(dir_ / "disk"), std::vector<uint8_t>(1u << 20, 0));
 }
@@ -610,7 +610,7 @@ TEST_F(DefectsTest, RestoreIntoABindMountOfTheRepositoryIsRefused) {
   ASSERT_EQ(test::Sh("mount --bind " + repo_ + " " + (dir_ / "mnt")).exit_code, 0);
   auto r = G({"restore", id, dir_ / "mnt/index/x"});
   test::Sh("umount " + (dir_ / "mnt"));
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("inside the repository"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(repo_ + "/index/x"));
 }
@@ -642,10 +642,10 @@ TEST_F(DefectsTest, RestoreIntoTheRepositoryIsRefused) {
   const std::string id = BackupId(dir_ / "vol");
   const auto before = Files("");
   auto r = G({"restore", id, repo_ + "/index/" + std::string(32, 'a')});
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("inside the repository"), std::string::npos) << r.err;
   r = G({"restore", "--overwrite", id, repo_ + "/config"});
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_EQ(Files(""), before);
   EXPECT_EQ(G({"verify"}).exit_code, 0);
 }

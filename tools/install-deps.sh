@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       libzstd-dev libxxhash-dev libtbb-dev libgtest-dev libbenchmark-dev
-      nlohmann-json3-dev libcli11-dev libext2fs-dev libfdisk-dev libblkid-dev fdisk libsqlite3-dev sqlite3 python3 libpq-dev
+      nlohmann-json3-dev libcli11-dev libext2fs-dev libfdisk-dev libblkid-dev fdisk dosfstools mtools libsqlite3-dev sqlite3 python3 libpq-dev
       postgresql postgresql-contrib
       e2fsprogs xfsprogs btrfs-progs util-linux zstd time libfmt-dev
       debootstrap wget   # debootstrap: tests/package_test.sh installs the .deb in a fresh root

@@ -133,6 +133,22 @@ Status IdentifyVolume(const std::string& path, VolumeIdentity* out) {
     }
     ::close(fd);
     v.is_loop = LoopInfoFor(st.st_rdev, &v.loop);
+    // A disk is presented by its partitions too (sda1, nvme0n1p1), and by
+    // loop devices over it (a partition mapped with --offset).
+    const std::string sys = "/sys/dev/block/" + std::to_string(major(st.st_rdev)) + ":" +
+                            std::to_string(minor(st.st_rdev));
+    if (DIR* d = ::opendir(sys.c_str())) {
+      while (auto* e = ::readdir(d)) {
+        const std::string part = sys + "/" + e->d_name;
+        unsigned maj = 0, min = 0;
+        if (e->d_name[0] != '.' && ::access((part + "/partition").c_str(), F_OK) == 0 &&
+            std::sscanf(ReadLine(part + "/dev").c_str(), "%u:%u", &maj, &min) == 2)
+          v.devices.push_back(makedev(maj, min));
+      }
+      ::closedir(d);
+    }
+    for (auto& l : ListLoopDevices())
+      if (RealPath(l.backing_file) == v.real_path) v.devices.push_back(l.rdev);
   } else if (S_ISREG(st.st_mode)) {
     v.size = static_cast<uint64_t>(st.st_size);
     for (auto& l : ListLoopDevices())

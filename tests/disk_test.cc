@@ -1,0 +1,439 @@
+// Disk backups (FORMAT.md §7b): the layout's checks and the restore plan
+// as pure functions, then the real gnomon binary on disk images with GPT
+// and MBR tables made by sfdisk, mkfs.vfat and mke2fs: byte-for-byte
+// restores, a table laid out for a larger disk, --grow, --plan, refusals,
+// one partition alone, incrementals, and a partition mounted through a loop
+// device with an offset while a program writes to it.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "engine/disk_restore.h"
+#include "format/disk_layout.h"
+#include "tests/test_util.h"
+
+namespace gnomon {
+namespace {
+
+using nlohmann::json;
+using test::Sh;
+namespace fs = std::filesystem;
+constexpr uint64_t kMiB = 1 << 20;
+
+DiskLayout GptLayout() {
+  DiskLayout d;
+  d.label = "gpt";
+  d.size = 96 * kMiB;
+  d.disk_id = "AAAFADE4-9C50-F741-AD7E-4A0B807A8870";
+  d.table_length = 128;
+  d.first_lba = 2048;
+  d.gaps_volume = 3;
+  auto part = [](uint32_t n, uint64_t start, uint64_t size, const char* type, int vol) {
+    DiskPartition p;
+    p.number = n;
+    p.start = start;
+    p.size = size;
+    p.type = type;
+    p.uuid = "11111111-2222-3333-4444-00000000000" + std::to_string(n);
+    p.volume = vol;
+    return p;
+  };
+  d.partitions = {part(1, 1 * kMiB, 1 * kMiB, "21686148-6449-6E6F-744E-656564454649", 0),
+                  part(2, 2 * kMiB, 16 * kMiB, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", 1),
+                  part(3, 18 * kMiB, 77 * kMiB, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", 2)};
+  d.partitions[1].fs_type = "vfat";
+  d.partitions[2].fs_type = "ext4";
+  d.partitions[2].name = "root";
+  return d;
+}
+
+TEST(DiskLayoutTest, AWellFormedLayoutPassesAndEveryMalformedFieldIsRefused) {
+  ASSERT_TRUE(GptLayout().Validate(4).ok());
+  std::vector<std::pair<std::string, std::function<void(DiskLayout&)>>> bad = {
+      {"label", [](DiskLayout& d) { d.label = "bsd"; }},
+      {"sector size", [](DiskLayout& d) { d.sector_size = 1000; }},
+      {"disk size", [](DiskLayout& d) { d.size = 96 * kMiB + 1; }},
+      {"disk id", [](DiskLayout& d) { d.disk_id = "0x12345678"; }},
+      {"table length", [](DiskLayout& d) { d.table_length = 0; }},
+      {"first lba", [](DiskLayout& d) { d.first_lba = 4096; }},
+      {"gaps volume", [](DiskLayout& d) { d.gaps_volume = 4; }},
+      {"outside", [](DiskLayout& d) { d.partitions[2].size = 79 * kMiB; }},
+      {"unaligned", [](DiskLayout& d) { d.partitions[2].start += 100; }},
+      {"overlap", [](DiskLayout& d) { d.partitions[1].size = 17 * kMiB; }},
+      {"number twice", [](DiskLayout& d) { d.partitions[1].number = 1; }},
+      {"type", [](DiskLayout& d) { d.partitions[0].type = "83"; }},
+      {"guid", [](DiskLayout& d) { d.partitions[0].uuid = "not-a-guid"; }},
+      {"quote in name", [](DiskLayout& d) { d.partitions[2].name = "a\", type=L"; }},
+      {"newline in name", [](DiskLayout& d) { d.partitions[2].name = "a\nb"; }},
+      {"attrs", [](DiskLayout& d) { d.partitions[2].attrs = "x=\"y\""; }},
+      {"volume", [](DiskLayout& d) { d.partitions[2].volume = 7; }},
+      {"volume twice", [](DiskLayout& d) { d.partitions[2].volume = 1; }},
+      {"gaps volume is a partition's", [](DiskLayout& d) { d.gaps_volume = 0; }},
+  };
+  for (auto& [what, spoil] : bad) {
+    DiskLayout d = GptLayout();
+    spoil(d);
+    EXPECT_FALSE(d.Validate(4).ok()) << what;
+  }
+  // DOS: logical partitions lie inside the one extended partition.
+  DiskLayout m;
+  m.label = "dos";
+  m.size = 64 * kMiB;
+  m.disk_id = "0xdeadbeef";
+  m.gaps_volume = 2;
+  m.partitions = {{1, 1 * kMiB, 8 * kMiB, "primary", "83", "", "", "", true, "", "", "", 0},
+                  {2, 9 * kMiB, 50 * kMiB, "extended", "5", "", "", "", false, "", "", "", -1},
+                  {5, 10 * kMiB, 20 * kMiB, "logical", "83", "", "", "", false, "", "", "", 1}};
+  ASSERT_TRUE(m.Validate(3).ok());
+  DiskLayout outside = m;
+  outside.partitions[2].start = 60 * kMiB;
+  outside.partitions[2].size = 2 * kMiB;
+  EXPECT_FALSE(outside.Validate(3).ok());
+  DiskLayout primary_inside = m;
+  primary_inside.partitions[2].kind = "primary";
+  primary_inside.partitions[2].number = 3;
+  EXPECT_FALSE(primary_inside.Validate(3).ok());
+  // The gaps are everything outside the partitions that hold data; the
+  // extended partition's EBRs are in them.
+  auto gaps = m.Gaps();
+  ASSERT_EQ(gaps.size(), 3u);
+  EXPECT_EQ(gaps[0].offset, 0u);
+  EXPECT_EQ(gaps[0].length, 1 * kMiB);
+  EXPECT_EQ(gaps[1].offset, 9 * kMiB);
+  EXPECT_EQ(gaps[1].length, 1 * kMiB);
+  EXPECT_EQ(gaps[2].offset, 30 * kMiB);
+  EXPECT_EQ(gaps[2].length, 34 * kMiB);
+}
+
+TEST(DiskPlanTest, TheSameSizeCopiesTheTableAndALargerGptDiskGetsItLaidOutAnew) {
+  const DiskLayout d = GptLayout();
+  DiskPlan same;
+  ASSERT_TRUE(PlanDisk(d, d.size, false, &same).ok());
+  EXPECT_FALSE(same.rewrite_table);
+  ASSERT_EQ(same.gaps.size(), 2u);  // head and tail, as they were
+  EXPECT_EQ(same.gaps[1].offset, 95 * kMiB);
+  EXPECT_EQ(same.min_size, 95 * kMiB + 33 * 512);
+
+  DiskPlan larger;
+  ASSERT_TRUE(PlanDisk(d, 2 * d.size, false, &larger).ok());
+  EXPECT_TRUE(larger.rewrite_table);
+  ASSERT_EQ(larger.gaps.size(), 1u);  // the old backup header is not copied
+  EXPECT_EQ(larger.layout.partitions[2].size, 77 * kMiB);
+  const std::string script = PartitionScript(larger.layout);
+  EXPECT_NE(script.find("label-id: AAAFADE4-9C50-F741-AD7E-4A0B807A8870"), std::string::npos);
+  EXPECT_NE(script.find("p3 : start=36864, size=157696, type=0FC63DAF"), std::string::npos)
+      << script;
+  EXPECT_EQ(script.find("last-lba"), std::string::npos) << "libfdisk must place the backup";
+
+  DiskPlan grown;
+  ASSERT_TRUE(PlanDisk(d, 2 * d.size, true, &grown).ok());
+  EXPECT_EQ(grown.grown, 2);
+  EXPECT_EQ(grown.grown_from, 77 * kMiB);
+  // To the last whole MiB before the backup GPT.
+  EXPECT_EQ(grown.layout.partitions[2].start + grown.layout.partitions[2].size, 191 * kMiB);
+}
+
+TEST(DiskPlanTest, ASmallerTargetOrAGrowThatCannotApplyIsRefusedSayingWhy) {
+  const DiskLayout d = GptLayout();
+  DiskPlan p;
+  Status s = PlanDisk(d, 64 * kMiB, false, &p);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("67108864 bytes (64 MiB)"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("100663296 bytes (96 MiB)"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("at least 99631616 bytes"), std::string::npos) << s.message();
+  DiskLayout fat = d;
+  fat.partitions[2].fs_type = "vfat";
+  s = PlanDisk(fat, 2 * d.size, true, &p);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("'vfat'"), std::string::npos) << s.message();
+}
+
+// ---- The real binary on disk images ----
+
+class DiskTest : public test::RepoTest {
+ protected:
+  void SetUp() override {
+    for (const char* tool : {"sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "debugfs", "e2fsck"})
+      GNOMON_SKIP_IF(Sh(std::string("command -v ") + tool).exit_code == 0
+                         ? ""
+                         : std::string(tool) + " is not installed (tools/install-deps.sh)");
+    test::RepoTest::SetUp();
+    root_ = dir_ / "rootfs";
+    ASSERT_EQ(Sh("mkdir -p " + root_ + "/lib " + root_ + "/copy && cd /usr/lib/x86_64-linux-gnu && "
+                 "find . -maxdepth 1 -name '*.so*' -type f -size -1000k | sort | head -40 | xargs -I{} cp {} " +
+                 root_ + "/lib/; "
+                 "cp -r " + root_ + "/lib/. " + root_ + "/copy/; echo hello > " + root_ +
+                 "/marker")
+                  .exit_code,
+              0);
+  }
+  // GPT: a 1 MiB BIOS boot partition of random bytes, a 16 MiB EFI system
+  // partition (FAT) with a file, an ext4 root filled from root_, and random
+  // boot code in LBA 0.
+  void MakeGptDisk(const std::string& img) {
+    ASSERT_EQ(Sh("truncate -s 96M " + img + " && printf 'label: gpt\\n"
+                 "size=1M, type=21686148-6449-6E6F-744E-656564454649, name=\"bios boot\"\\n"
+                 "size=16M, type=U\\ntype=L, name=root\\n' | sfdisk -q " + img)
+                  .exit_code,
+              0);
+    test::WriteFile(dir_ / "bios", test::RandomBytes(kMiB, 7));
+    auto made = Sh("dd if=" + dir_ / "bios" + " of=" + img +
+                 " bs=1M seek=1 conv=notrunc status=none && head -c 440 " + dir_ / "bios" +
+                 " | dd of=" + img + " conv=notrunc status=none && mkfs.vfat --offset 4096 " + img +
+                 " 16384 >/dev/null 2>&1 && mcopy -i " + img + "@@2M " + root_ + "/marker ::/ && "
+                 "mke2fs -q -F -t ext4 -L root -d " + root_ + " -E offset=" +
+                 std::to_string(18 * kMiB) + " " + img + " 77M");
+    ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+    ASSERT_LT(std::stoi(Sh("du -sm " + root_).out), 30) << "the root filesystem's files fit";
+  }
+  std::string Partition(const std::string& img, uint64_t offset, uint64_t size,
+                        const std::string& name) {
+    const std::string out = dir_ / name;
+    EXPECT_EQ(Sh("dd if=" + img + " of=" + out + " bs=1M skip=" + std::to_string(offset / kMiB) +
+                 " count=" + std::to_string(size / kMiB) + " status=none")
+                  .exit_code,
+              0);
+    return out;
+  }
+  std::string root_;
+};
+
+TEST_F(DiskTest, AGptDiskIsBackedUpAsPartitionsAndRestoresByteForByte) {
+  const std::string disk = dir_ / "disk.img";
+  MakeGptDisk(disk);
+  auto b = G({"backup", "--json", disk});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  json j = json::parse(b.out);
+  ASSERT_EQ(j["volumes"].size(), 4u);
+  EXPECT_EQ(j["volumes"][0]["name"], "p1");
+  EXPECT_EQ(j["volumes"][2]["block_map"], "ext4");
+  EXPECT_EQ(j["volumes"][3]["name"], "disk-gaps");
+  const json& d = j["disk"];
+  EXPECT_EQ(d["label"], "gpt");
+  EXPECT_EQ(d["size"], 96 * kMiB);
+  ASSERT_EQ(d["partitions"].size(), 3u);
+  EXPECT_EQ(d["partitions"][0]["name"], "bios boot");
+  EXPECT_EQ(d["partitions"][1]["fs_type"], "vfat");
+  EXPECT_EQ(d["partitions"][2]["fs_type"], "ext4");
+  EXPECT_EQ(d["partitions"][2]["fs_label"], "root");
+  auto show = G({"show", "latest"});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_NE(show.out.find("GPT partition table"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("BIOS boot"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("used blocks (ext4) as p3"), std::string::npos) << show.out;
+
+  // --plan writes nothing; then the restore is the disk, byte for byte.
+  auto plan = G({"restore", "--plan", "--json", "latest", dir_ / "out.img"});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_EQ(json::parse(plan.out)["table"], "copied as it was");
+  EXPECT_FALSE(fs::exists(dir_ / "out.img"));
+  auto r = G({"restore", "latest", dir_ / "out.img"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(disk, dir_ / "out.img"));
+  ASSERT_EQ(G({"verify", "--read-data"}).exit_code, 0);
+
+  // One partition alone, as a volume.
+  ASSERT_EQ(G({"restore", "latest:p2", dir_ / "esp.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(Partition(disk, 2 * kMiB, 16 * kMiB, "esp.src"), dir_ / "esp.img"));
+}
+
+TEST_F(DiskTest, ALargerTargetGetsTheTableAtItsEndAndGrowExtendsTheRootFilesystem) {
+  const std::string disk = dir_ / "disk.img";
+  MakeGptDisk(disk);
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  const std::string dump = Sh("sfdisk -d " + disk + " | grep -v '^device:\\|^last-lba:' | sed 's/^[^ ]*img//'").out;
+
+  // Larger, not grown: same partitions and ids, the backup GPT at the new end.
+  ASSERT_EQ(Sh("truncate -s 192M " + dir_ / "big.img").exit_code, 0);
+  auto r = G({"restore", "--overwrite", "latest", dir_ / "big.img"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(fs::file_size(dir_ / "big.img"), 192 * kMiB);
+  auto verify = Sh("sfdisk -V " + dir_ / "big.img" + " 2>&1");
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  EXPECT_EQ(verify.out.find("not on the end"), std::string::npos) << verify.out;
+  EXPECT_EQ(Sh("sfdisk -d " + dir_ / "big.img" + " | grep -v '^device:\\|^last-lba:' | sed 's/^[^ ]*img//'").out,
+            dump);
+  // Past LBA 33 (the primary GPT, whose header names the new backup LBA)
+  // every byte up to the old backup GPT is the disk's, boot code too.
+  EXPECT_EQ(Sh("cmp -i 16896 -n " + std::to_string(95 * kMiB - 16896) + " " + disk + " " +
+               dir_ / "big.img")
+                .exit_code,
+            0);
+  EXPECT_EQ(Sh("cmp -n 440 " + disk + " " + dir_ / "big.img").exit_code, 0) << "boot code";
+
+  // Grown: the last partition reaches the end, its ext4 with it, and checks clean.
+  ASSERT_EQ(Sh("rm -f " + dir_ / "big.img" + " && truncate -s 192M " + dir_ / "big.img").exit_code, 0);
+  r = G({"restore", "--overwrite", "--grow", "latest", dir_ / "big.img"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(fs::file_size(dir_ / "big.img"), 192 * kMiB);
+  verify = Sh("sfdisk -V " + dir_ / "big.img" + " 2>&1");
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  EXPECT_NE(Sh("sfdisk -d " + dir_ / "big.img").out.find("start=       36864, size=      354304"),
+            std::string::npos);
+  const std::string root = dir_ / "big.img" + "?offset=" + std::to_string(18 * kMiB);
+  auto fsck = Sh("e2fsck -fn '" + root + "' 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+  // The filesystem fills the grown partition: 191 - 18 MiB.
+  const std::string sb = Sh("dumpe2fs -h '" + root + "' 2>/dev/null").out;
+  auto field = [&](const std::string& name) {
+    const size_t at = sb.find(name + ":");
+    return at == std::string::npos ? 0 : std::stoull(sb.substr(at + name.size() + 1));
+  };
+  EXPECT_EQ(field("Block count") * field("Block size"), 173 * kMiB) << sb;
+  EXPECT_EQ(Sh("debugfs -R 'cat /marker' '" + root + "' 2>/dev/null").out, "hello\n");
+  EXPECT_EQ(Sh("cmp -i 16896 -n " + std::to_string(18 * kMiB - 16896) + " " + disk + " " +
+               dir_ / "big.img")
+                .exit_code,
+            0)
+      << "everything before the root partition is the disk's";
+}
+
+TEST_F(DiskTest, AnMbrDiskKeepsBootCodePostMbrGapAndLogicalPartitions) {
+  const std::string disk = dir_ / "mbr.img";
+  ASSERT_EQ(Sh("truncate -s 64M " + disk + " && printf 'label: dos\\nlabel-id: 0x1234abcd\\n"
+               "size=8M, type=83, bootable\\ntype=5\\nsize=20M, type=83\\ntype=82\\n' | sfdisk -q " +
+               disk)
+                .exit_code,
+            0);
+  // GRUB's place on an MBR disk: boot code in LBA 0, core.img in the gap.
+  test::WriteFile(dir_ / "boot", test::RandomBytes(kMiB - 512, 9));
+  ASSERT_EQ(Sh("head -c 440 " + dir_ / "boot" + " | dd of=" + disk +
+               " conv=notrunc status=none && dd if=" + dir_ / "boot" + " of=" + disk +
+               " bs=512 seek=1 conv=notrunc status=none && mke2fs -q -F -t ext4 " +
+               " -E offset=" + std::to_string(kMiB) + " " + disk + " 8M")
+                .exit_code,
+            0);
+  auto b = G({"backup", "--json", disk});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  json d = json::parse(b.out)["disk"];
+  EXPECT_EQ(d["label"], "dos");
+  EXPECT_EQ(d["disk_id"], "0x1234abcd");
+  ASSERT_EQ(d["partitions"].size(), 4u);
+  EXPECT_EQ(d["partitions"][0]["bootable"], true);
+  EXPECT_EQ(d["partitions"][1]["kind"], "extended");
+  EXPECT_EQ(d["partitions"][2]["kind"], "logical");
+  EXPECT_EQ(d["partitions"][2]["number"], 5);
+
+  ASSERT_EQ(G({"restore", "latest", dir_ / "out.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(disk, dir_ / "out.img"));
+  // A larger disk keeps an MBR as it is; its last partition is logical,
+  // which --grow does not extend (nothing is written).
+  ASSERT_EQ(Sh("truncate -s 128M " + dir_ / "big.img").exit_code, 0);
+  auto g = G({"restore", "--overwrite", "--grow", "latest", dir_ / "big.img"});
+  EXPECT_EQ(g.exit_code, 2);
+  EXPECT_NE(g.err.find("is logical"), std::string::npos) << g.err;
+  EXPECT_EQ(Sh("cmp " + dir_ / "big.img" + " /dev/zero 2>&1").out.find("differ"), std::string::npos);
+  ASSERT_EQ(G({"restore", "--overwrite", "latest", dir_ / "big.img"}).exit_code, 0);
+  EXPECT_EQ(Sh("cmp -n " + std::to_string(64 * kMiB) + " " + disk + " " + dir_ / "big.img").exit_code,
+            0);
+}
+
+TEST_F(DiskTest, ASmallerTargetIsRefusedWithTheSizesAndLeftAlone) {
+  const std::string disk = dir_ / "disk.img";
+  MakeGptDisk(disk);
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  test::WriteFile(dir_ / "small.img", test::RandomBytes(64 * kMiB, 3));
+  auto r = G({"restore", "--overwrite", "latest", dir_ / "small.img"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("at least 99631616 bytes (95 MiB)"), std::string::npos) << r.err;
+  EXPECT_EQ(test::ReadFile(dir_ / "small.img"), test::RandomBytes(64 * kMiB, 3));
+  // --grow and --plan belong to whole disks.
+  EXPECT_EQ(G({"restore", "--grow", "latest:p3", dir_ / "p3.img"}).exit_code, 2);
+  // --volumes-only images the disk as one volume, as before disk backups.
+  auto v = G({"backup", "--json", "--volumes-only", disk});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_FALSE(json::parse(v.out).contains("disk"));
+  ASSERT_EQ(G({"restore", "latest", dir_ / "whole.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(disk, dir_ / "whole.img"));
+}
+
+TEST_F(DiskTest, AnIncrementalOfADiskBuildsOnEachPartition) {
+  const std::string disk = dir_ / "disk.img";
+  MakeGptDisk(disk);
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  const std::string root = disk + "?offset=" + std::to_string(18 * kMiB);
+  test::WriteFile(dir_ / "new", test::TextLikeBytes(300000, 5));
+  ASSERT_EQ(Sh("debugfs -w -R 'write " + dir_ / "new" + " new' '" + root + "'").exit_code, 0);
+  auto b = G({"backup", "--json", "--type", "incremental", disk});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  json j = json::parse(b.out);
+  for (const auto& v : j["volumes"]) {
+    EXPECT_FALSE(v["parent"].get<std::string>().empty()) << v["name"];
+    EXPECT_EQ(v["stats"]["new_chunks"].get<uint64_t>() > 0, v["name"] == "p3") << v;
+  }
+  ASSERT_EQ(G({"restore", "latest", dir_ / "out.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(disk, dir_ / "out.img"));
+}
+
+// The root partition of a disk image on XFS is mounted through a loop
+// device with an offset while a program appends numbered records to a file
+// on it: the disk backup freezes it (found through the loop device's
+// backing file) and the restored partition holds an unbroken prefix.
+TEST_F(DiskTest, AMountedPartitionIsFrozenAndImagedAtOnePointInTime) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  GNOMON_SKIP_IF(test::ReflinkFs::SkipReason("xfs"));
+  test::ReflinkFs xfs(dir_, "1G");
+  ASSERT_TRUE(xfs.ok());
+  const std::string disk = xfs.path() + "/disk.img";
+  MakeGptDisk(disk);
+  auto loop = Sh("losetup -f --show -o " + std::to_string(18 * kMiB) + " --sizelimit " +
+                 std::to_string(77 * kMiB) + " " + disk);
+  ASSERT_EQ(loop.exit_code, 0) << loop.err;
+  const std::string dev = loop.out.substr(0, loop.out.find('\n'));
+  const std::string mnt = dir_ / "mnt";
+  fs::create_directories(mnt);
+  ASSERT_EQ(Sh("mount " + dev + " " + mnt).exit_code, 0);
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  pid_t writer = ::fork();
+  if (writer == 0) {
+    ::dup2(out[1], 1);
+    execl(RECORD_WRITER_BIN, RECORD_WRITER_BIN, (mnt + "/records.txt").c_str(), "3000", nullptr);
+    _exit(127);
+  }
+  ::close(out[1]);
+  while (!fs::exists(mnt + "/records.txt") || fs::file_size(mnt + "/records.txt") < 10 * 2000)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto b = G({"backup", "--json", disk});
+  ::kill(writer, SIGTERM);
+  ::waitpid(writer, nullptr, 0);
+  ::close(out[0]);
+  // A repository on the disk's partition: restoring over the disk is refused.
+  const std::string repo2 = mnt + "/repo";
+  ASSERT_EQ(test::Gnomon({"init", "--repo", repo2}).exit_code, 0);
+  ASSERT_EQ(test::Gnomon({"--repo", repo2, "backup", "--volumes-only", dir_ / "rootfs/marker"}).exit_code, 0);
+  auto refused = test::Gnomon({"--repo", repo2, "restore", "--overwrite", "latest", disk});
+  Sh("umount " + mnt + "; losetup -d " + dev);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE(refused.err.find("lives on it"), std::string::npos) << refused.err;
+  // Frozen for the snapshot: ext4 clears its journal's needs-recovery flag
+  // only while frozen, and a mounted ext4 cloned unfrozen has it set, which
+  // would make the block map fall back to "all".
+  json j = json::parse(b.out);
+  EXPECT_EQ(j["volumes"][2]["block_map"], "ext4") << j["volumes"][2];
+
+  ASSERT_EQ(G({"restore", "latest", dir_ / "out.img"}).exit_code, 0);
+  const std::string root = dir_ / "out.img" + "?offset=" + std::to_string(18 * kMiB);
+  auto fsck = Sh("e2fsck -fn '" + root + "' 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+  const std::string content = Sh("debugfs -R 'cat /records.txt' '" + root + "' 2>/dev/null").out;
+  ASSERT_EQ(content.size() % 10, 0u) << "a torn record at the end";
+  const size_t k = content.size() / 10;
+  EXPECT_GE(k, 2000u);
+  for (size_t i = 0; i < k; ++i) {
+    char want[32];
+    std::snprintf(want, sizeof want, "%09zu\n", i + 1);
+    ASSERT_EQ(content.compare(i * 10, 10, want), 0) << "record " << i + 1;
+  }
+}
+
+}  // namespace
+}  // namespace gnomon
