@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <cstdio>
 #include <memory>
 
+#include "base/random.h"
 #include "engine/restore_target.h"
 #include "engine/source_volume.h"
 
@@ -49,7 +51,73 @@ std::string Bytes(uint64_t n) { return std::to_string(n) + " bytes (" + std::to_
 
 }  // namespace
 
-Status PlanDisk(const DiskLayout& disk, uint64_t target_size, bool grow, DiskPlan* out) {
+namespace {
+
+// A new random GUID in the form GPT tools print (version 4, upper case).
+std::string NewGuid() {
+  std::string h = RandomHexId(16);
+  h[12] = '4';
+  h[16] = "89ab"[std::stoi(h.substr(16, 1), nullptr, 16) & 3];
+  for (char& c : h) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
+}
+
+// Resizes `last` (a primary ext2/3/4 partition) to end at the target's last
+// whole MiB before a GPT's backup.
+Status Resize(const DiskLayout& disk, const DiskPartition* last, uint64_t target_size,
+              const char* flag, DiskPlan* plan) {
+  if (!last || last->kind != "primary" || !IsExt(last->fs_type))
+    return Status::InvalidArgument(
+        std::string(flag) + " resizes the last partition and its ext2/3/4 filesystem; partition " +
+        (last ? std::to_string(last->number) + " is " +
+                    (last->kind != "primary" ? last->kind
+                                             : "'" + (last->fs_type.empty() ? std::string("no known filesystem") : last->fs_type) + "'")
+              : std::string("none")));
+  const uint64_t usable = target_size - GptTailBytes(disk);
+  uint64_t new_end = usable / kMiB * kMiB;
+  if (new_end <= last->start || (new_end <= last->start + last->size && usable > last->start + last->size))
+    new_end = usable / disk.sector_size * disk.sector_size;
+  if (new_end <= last->start) return Status::InvalidArgument("no room is left for partition " + std::to_string(last->number));
+  const size_t at = static_cast<size_t>(last - disk.partitions.data());
+  plan->grown = static_cast<int>(at);
+  plan->grown_from = last->size;
+  plan->layout.partitions[at].size = new_end - last->start;
+  plan->shrunk = new_end < last->start + last->size;
+  return Status::OK();
+}
+
+void NewIds(DiskPlan* plan) {
+  DiskLayout& d = plan->layout;
+  const std::string old_disk = d.disk_id;
+  d.disk_id = d.label == "gpt" ? NewGuid() : "0x" + RandomHexId(4);
+  plan->new_ids.push_back({0, "disk id", old_disk, d.disk_id});
+  for (auto& p : d.partitions) {
+    if (d.label == "gpt") {
+      const std::string old = p.uuid;
+      p.uuid = NewGuid();
+      plan->new_ids.push_back({p.number, "GUID (PARTUUID)", old, p.uuid});
+    }
+    if (IsExt(p.fs_type)) {
+      std::string u = NewGuid();
+      std::transform(u.begin(), u.end(), u.begin(), ::tolower);
+      plan->new_ids.push_back({p.number, p.fs_type + " UUID", p.fs_uuid, u});
+      p.fs_uuid = u;
+    } else if (p.fs_type == "vfat") {
+      std::string serial = RandomHexId(4);
+      std::transform(serial.begin(), serial.end(), serial.begin(), ::toupper);
+      serial = serial.substr(0, 4) + "-" + serial.substr(4);
+      plan->new_ids.push_back({p.number, "vfat serial (UUID)", p.fs_uuid, serial});
+      p.fs_uuid = serial;
+    }
+  }
+}
+
+}  // namespace
+
+Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices& c,
+                DiskPlan* out) {
+  if (c.grow && c.shrink) return Status::InvalidArgument("--grow and --shrink exclude each other");
   DiskPlan plan;
   plan.layout = disk;
   plan.target_size = target_size;
@@ -57,35 +125,39 @@ Status PlanDisk(const DiskLayout& disk, uint64_t target_size, bool grow, DiskPla
   const DiskPartition* last = LastPartition(disk, false);
   const uint64_t end = outer ? outer->start + outer->size : disk.sector_size;
   plan.min_size = end + GptTailBytes(disk);
-  if (target_size < plan.min_size)
-    return Status::InvalidArgument(
-        "the target holds " + Bytes(target_size) + "; the disk in the backup is " +
-        Bytes(disk.size) + " and its partitions need at least " + Bytes(plan.min_size));
+  const bool shrinkable = last && last == outer && last->kind == "primary" && IsExt(last->fs_type);
+  if (shrinkable) {
+    // What the filesystem uses, with room for its metadata and journal
+    // growing back; resize2fs has the last word.
+    const uint64_t need = c.last_used + c.last_used / 20 + 16 * kMiB;
+    plan.shrink_min = std::min(plan.min_size, (last->start + need + kMiB - 1) / kMiB * kMiB +
+                                                  GptTailBytes(disk));
+  }
   if (target_size % disk.sector_size)
     return Status::InvalidArgument("the target's size is not a multiple of the disk's " +
                                    std::to_string(disk.sector_size) + "-byte sectors");
-  if (grow) {
-    if (!last || last->kind != "primary" || !IsExt(last->fs_type))
-      return Status::InvalidArgument(
-          "--grow extends the last partition and its ext2/3/4 filesystem; partition " +
-          (last ? std::to_string(last->number) + " is " +
-                      (last->kind != "primary" ? last->kind
-                                               : "'" + (last->fs_type.empty() ? std::string("no known filesystem") : last->fs_type) + "'")
-                : std::string("none")));
-    const uint64_t usable = target_size - GptTailBytes(disk);
-    // End on a MiB boundary as partitioning tools do, unless that gains nothing.
-    uint64_t new_end = usable / kMiB * kMiB;
-    if (new_end <= end) new_end = usable / disk.sector_size * disk.sector_size;
-    const size_t at = static_cast<size_t>(last - disk.partitions.data());
-    plan.grown = static_cast<int>(at);
-    plan.grown_from = last->size;
-    plan.layout.partitions[at].size = new_end - last->start;
+  if (target_size < plan.min_size && !c.shrink)
+    return Status::InvalidArgument(
+        "the target holds " + Bytes(target_size) + "; the disk in the backup is " +
+        Bytes(disk.size) + " and its partitions need at least " + Bytes(plan.min_size) +
+        (shrinkable ? "; with --shrink about " + Bytes(plan.shrink_min) : std::string()));
+  // --shrink only shrinks when the target is smaller than the layout.
+  if (c.shrink && target_size < plan.min_size) {
+    GNOMON_RETURN_IF_ERROR(Resize(disk, last == outer ? last : outer, target_size, "--shrink", &plan));
+    if (plan.layout.partitions[static_cast<size_t>(plan.grown)].size < c.last_used)
+      return Status::InvalidArgument("the target holds " + Bytes(target_size) + ", too little for the " +
+                                     Bytes(c.last_used) + " partition " + std::to_string(last->number) +
+                                     " uses; about " + Bytes(plan.shrink_min) + " would do");
   }
+  if (c.grow) GNOMON_RETURN_IF_ERROR(Resize(disk, last, target_size, "--grow", &plan));
+  if (c.new_ids) NewIds(&plan);
   plan.layout.size = target_size;
-  plan.rewrite_table = grow || (disk.label == "gpt" && target_size != disk.size);
+  plan.rewrite_table =
+      plan.grown >= 0 || c.new_ids || (disk.label == "gpt" && target_size != disk.size);
+  const uint64_t keep_end = plan.grown >= 0 ? disk.partitions[static_cast<size_t>(plan.grown)].start : end;
   for (const auto& g : disk.Gaps()) {
     // Past the last partition a GPT keeps its backup; it is laid out anew.
-    if (plan.rewrite_table && g.offset >= end) continue;
+    if (plan.rewrite_table && g.offset >= keep_end) continue;
     if (g.offset >= target_size) continue;
     plan.gaps.push_back({g.offset, std::min(g.length, target_size - g.offset)});
   }
@@ -148,12 +220,19 @@ nlohmann::json DiskPlanJson(const BackupRecord& rec, const DiskPlan& plan,
          {"table", plan.rewrite_table ? "laid out for the target" : "copied as it was"},
          {"writes", writes},
          {"partition_table", PartitionScript(d)}};
+  j["shrink_min_size"] = plan.shrink_min;
   if (plan.grown >= 0) {
     const DiskPartition& p = d.partitions[static_cast<size_t>(plan.grown)];
-    j["grow"] = {{"partition", p.number},
-                 {"from", plan.grown_from},
-                 {"to", p.size},
-                 {"filesystem", p.fs_type}};
+    j[plan.shrunk ? "shrink" : "grow"] = {{"partition", p.number},
+                                          {"from", plan.grown_from},
+                                          {"to", p.size},
+                                          {"filesystem", p.fs_type}};
+  }
+  if (!plan.new_ids.empty()) {
+    json ids = json::array();
+    for (const auto& c : plan.new_ids)
+      ids.push_back({{"partition", c.partition}, {"what", c.what}, {"from", c.from}, {"to", c.to}});
+    j["new_ids"] = ids;
   }
   return j;
 }
@@ -187,11 +266,22 @@ std::string DescribeDiskPlan(const nlohmann::json& j) {
   }
   s += "  partition table (" + j["label"].get<std::string>() + ", id " +
        j["disk_id"].get<std::string>() + "): " + j["table"].get<std::string>() + "\n";
-  if (j.contains("grow"))
-    s += "  then partition " + std::to_string(j["grow"]["partition"].get<uint32_t>()) + " and its " +
-         j["grow"]["filesystem"].get<std::string>() + " filesystem grow from " +
-         mib(j["grow"]["from"].get<uint64_t>()) + " to " + mib(j["grow"]["to"].get<uint64_t>()) +
-         "\n";
+  for (const char* k : {"grow", "shrink"})
+    if (j.contains(k))
+      s += "  partition " + std::to_string(j[k]["partition"].get<uint32_t>()) + " and its " +
+           j[k]["filesystem"].get<std::string>() + " filesystem " + k + " from " +
+           mib(j[k]["from"].get<uint64_t>()) + " to " + mib(j[k]["to"].get<uint64_t>()) + "\n";
+  if (j.contains("new_ids")) {
+    s += "  new ids (boot files that name the old ones need editing: /etc/fstab, /etc/crypttab,\n"
+         "  /boot/grub/grub.cfg, /etc/default/grub, the EFI system partition's grub.cfg, "
+         "/etc/kernel/cmdline):\n";
+    for (const auto& c : j["new_ids"])
+      s += "    " +
+           (c["partition"].get<uint32_t>() ? "partition " + std::to_string(c["partition"].get<uint32_t>()) + " "
+                                          : std::string()) +
+           c["what"].get<std::string>() + ": " + c["from"].get<std::string>() + " -> " +
+           c["to"].get<std::string>() + "\n";
+  }
   return s;
 }
 
@@ -228,7 +318,13 @@ int RunOnTarget(const std::string& tool, std::vector<std::string> args, int fd,
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, path.c_str(), &fa, nullptr, argv.data(), environ);
+  // mtools checks a FAT's geometry against a floppy's unless told not to.
+  std::vector<char*> envp;
+  std::string skip = "MTOOLS_SKIP_CHECK=1";
+  for (char** e = environ; *e; ++e) envp.push_back(*e);
+  envp.push_back(skip.data());
+  envp.push_back(nullptr);
+  const int rc = posix_spawn(&pid, path.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   ::close(pipe_fds[1]);
   if (rc != 0) {
@@ -281,16 +377,17 @@ Status WriteTable(int fd, const std::string& name, const DiskLayout& layout) {
   return Status::OK();
 }
 
-// e2fsck, then resize2fs to the partition's new size, on the filesystem at
-// `offset` of fd. resize2fs sets a regular file's size to the filesystem's,
-// whatever the offset, so a file is only ever handed to it with offset 0.
-Status GrowFilesystem(int fd, uint64_t offset, const std::string& name, const DiskPartition& p) {
+// e2fsck, then resize2fs to the partition's new size (larger or smaller),
+// on the filesystem at `offset` of fd. resize2fs sets a regular file's size
+// to the filesystem's, whatever the offset, so a file is only ever handed
+// to it with offset 0.
+Status ResizeFilesystem(int fd, uint64_t offset, const std::string& name, const DiskPartition& p) {
   const std::string dev = "/proc/self/fd/3" + (offset ? "?offset=" + std::to_string(offset) : "");
   std::string out;
   int rc = RunOnTarget("e2fsck", {"-f", "-y", dev}, fd, &out);
   if (rc < 0 || rc >= 4)
     return Status::IOError(name + ": e2fsck of partition " + std::to_string(p.number) +
-                           " before growing it failed (exit " + std::to_string(rc) + "): " + out);
+                           " before resizing it failed (exit " + std::to_string(rc) + "): " + out);
   out.clear();
   rc = RunOnTarget("resize2fs", {dev, std::to_string(p.size / 1024) + "K"}, fd, &out);
   if (rc != 0)
@@ -299,21 +396,58 @@ Status GrowFilesystem(int fd, uint64_t offset, const std::string& name, const Di
   return Status::OK();
 }
 
-// Copies the data of `from` (holes stay holes) to `to` at offset `at`;
-// in the kernel, and shared rather than copied where the filesystem can.
-Status CopyInto(int from, int to, uint64_t at, const std::string& name) {
-  const off_t end = ::lseek(from, 0, SEEK_END);
+// Copies the first n bytes of `from` to `to` at offset `at`. Into a file
+// (new, so zero where not written) only the data, in the kernel, shared
+// where the filesystem can; onto a device every byte, holes as zeros,
+// since the device holds old data there.
+Status CopyInto(int from, int to, uint64_t at, uint64_t n, bool device, const std::string& name) {
+  auto fail = [&](int e) { return Status::FromErrno("copying the resized filesystem into " + name, e); };
+  if (device) {
+    std::vector<uint8_t> buf(4 * kMiB);
+    for (uint64_t off = 0; off < n;) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(buf.size(), n - off));
+      const ssize_t r = ::pread(from, buf.data(), len, static_cast<off_t>(off));
+      if (r <= 0) return fail(r < 0 ? errno : EIO);
+      for (ssize_t w = 0; w < r;) {
+        const ssize_t k = ::pwrite(to, buf.data() + w, static_cast<size_t>(r - w), static_cast<off_t>(at + off + w));
+        if (k <= 0) return fail(k < 0 ? errno : EIO);
+        w += k;
+      }
+      off += static_cast<uint64_t>(r);
+    }
+    return Status::OK();
+  }
+  const off_t end = static_cast<off_t>(n);
   for (off_t data = ::lseek(from, 0, SEEK_DATA); data >= 0 && data < end;) {
     off_t hole = ::lseek(from, data, SEEK_HOLE);
-    if (hole < 0) hole = end;
+    if (hole < 0 || hole > end) hole = end;
     loff_t in = data, out = static_cast<loff_t>(at) + data;
     for (size_t left = static_cast<size_t>(hole - data); left > 0;) {
-      const ssize_t n = ::copy_file_range(from, &in, to, &out, left, 0);
-      if (n <= 0) return Status::FromErrno("copying the grown filesystem into " + name, n < 0 ? errno : EIO);
-      left -= static_cast<size_t>(n);
+      const ssize_t k = ::copy_file_range(from, &in, to, &out, left, 0);
+      if (k <= 0) return fail(k < 0 ? errno : EIO);
+      left -= static_cast<size_t>(k);
     }
     data = ::lseek(from, hole, SEEK_DATA);
   }
+  return Status::OK();
+}
+
+// Gives a restored filesystem the id --new-ids chose: tune2fs for ext2/3/4,
+// mlabel for FAT.
+Status SetFilesystemId(int fd, const DiskPartition& p, const std::string& name) {
+  const std::string at = std::to_string(p.start);
+  std::string out;
+  int rc;
+  if (p.fs_type == "vfat") {
+    std::string serial = p.fs_uuid;
+    serial.erase(std::remove(serial.begin(), serial.end(), '-'), serial.end());
+    rc = RunOnTarget("mlabel", {"-i", "/proc/self/fd/3@@" + at, "-N", serial, "::"}, fd, &out);
+  } else {
+    rc = RunOnTarget("tune2fs", {"-U", p.fs_uuid, "/proc/self/fd/3?offset=" + at}, fd, &out);
+  }
+  if (rc != 0)
+    return Status::IOError(name + ": setting partition " + std::to_string(p.number) +
+                           "'s new filesystem id failed (exit " + std::to_string(rc) + "): " + out);
   return Status::OK();
 }
 
@@ -335,14 +469,31 @@ Status TargetSize(const std::string& target, uint64_t disk_size, uint64_t* out) 
 
 }  // namespace
 
+namespace {
+
+// Where a filesystem is resized before it is copied in: beside a file
+// target (so the copy can share extents), else in $TMPDIR or /var/tmp.
+std::string ScratchDir(const std::string& target, bool device) {
+  if (!device) return std::filesystem::absolute(target).parent_path();
+  const char* t = std::getenv("TMPDIR");
+  return t && *t ? t : "/var/tmp";
+}
+
+}  // namespace
+
 Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupRecord& rec,
                       RestoreResult* out) {
   const auto t0 = std::chrono::steady_clock::now();
   uint64_t target_size = 0;
   GNOMON_RETURN_IF_ERROR(TargetSize(opt.target, rec.disk.size, &target_size));
+  DiskChoices choices{opt.grow, opt.shrink, opt.new_ids, 0};
+  for (const auto& p : rec.disk.partitions)  // the last one's used bytes
+    if (p.volume >= 0) {
+      const VolumeStats& st = rec.volumes[static_cast<size_t>(p.volume)].stats;
+      choices.last_used = st.bytes - std::min(st.bytes, st.unused_bytes);
+    }
   DiskPlan plan;
-  GNOMON_RETURN_IF_ERROR(
-      PlanDisk(rec.disk, target_size, opt.grow, &plan).WithContext(opt.target));
+  GNOMON_RETURN_IF_ERROR(PlanDisk(rec.disk, target_size, choices, &plan).WithContext(opt.target));
   out->backup_id = rec.id;
   out->volume = "disk";
   out->plan = DiskPlanJson(rec, plan, opt.target);
@@ -371,23 +522,26 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, rec.volumes[gv], vis[gv], index, &target, 0,
                                            &plan.gaps, &written));
   // One partition after another, each through the parallel pipeline.
-  const DiskPartition* grown =
+  const DiskPartition* resized =
       plan.grown >= 0 ? &plan.layout.partitions[static_cast<size_t>(plan.grown)] : nullptr;
+  // A device grows in place (after the table, in Commit); a file target,
+  // or any shrink, resizes the filesystem alone in a scratch file that is
+  // then copied in (see ResizeFilesystem).
+  const bool in_place = resized && target.is_block() && !plan.shrunk;
   for (const auto& p : rec.disk.partitions) {
     if (p.volume < 0) continue;
     const auto v = static_cast<size_t>(p.volume);
     const std::string what = "partition " + std::to_string(p.number);
-    if (grown && grown->number == p.number && !target.is_block()) {
-      // A file target: the filesystem grows alone in a scratch file beside
-      // it, which is then copied in (see GrowFilesystem).
+    if (resized && resized->number == p.number && !in_place) {
       RestoreTarget scratch;
-      const std::string dir = std::filesystem::absolute(opt.target).parent_path();
-      GNOMON_RETURN_IF_ERROR(scratch.OpenScratch(dir, grown->size));
+      GNOMON_RETURN_IF_ERROR(
+          scratch.OpenScratch(ScratchDir(opt.target, target.is_block()), rec.volumes[v].size));
       GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, rec.volumes[v], vis[v], index, &scratch,
                                                0, nullptr, &written)
                                  .WithContext(what));
-      GNOMON_RETURN_IF_ERROR(GrowFilesystem(scratch.fd(), 0, opt.target, *grown));
-      GNOMON_RETURN_IF_ERROR(CopyInto(scratch.fd(), target.fd(), p.start, opt.target));
+      GNOMON_RETURN_IF_ERROR(ResizeFilesystem(scratch.fd(), 0, opt.target, *resized));
+      GNOMON_RETURN_IF_ERROR(CopyInto(scratch.fd(), target.fd(), p.start, resized->size,
+                                      target.is_block(), opt.target));
       continue;
     }
     GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, rec.volumes[v], vis[v], index, &target,
@@ -397,10 +551,15 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   GNOMON_RETURN_IF_ERROR(target.Commit([&](int fd) -> Status {
     if (!plan.rewrite_table) return Status::OK();
     GNOMON_RETURN_IF_ERROR(WriteTable(fd, opt.target, plan.layout));
-    if (!grown || !target.is_block()) return Status::OK();
-    // A device is grown in place, after everything else is on it.
-    if (::fsync(fd) != 0) return Status::FromErrno("syncing " + opt.target, errno);
-    return GrowFilesystem(fd, grown->start, opt.target, *grown);
+    if (in_place) {
+      if (::fsync(fd) != 0) return Status::FromErrno("syncing " + opt.target, errno);
+      GNOMON_RETURN_IF_ERROR(ResizeFilesystem(fd, resized->start, opt.target, *resized));
+    }
+    if (opt.new_ids)
+      for (const auto& p : plan.layout.partitions)
+        if (p.fs_type == "vfat" || p.fs_type.rfind("ext", 0) == 0)
+          GNOMON_RETURN_IF_ERROR(SetFilesystemId(fd, p, opt.target));
+    return Status::OK();
   }));
   if (opt.progress) opt.progress(Progress{"restore", opt.target, target_size, target_size});
   out->bytes = target_size;

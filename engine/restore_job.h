@@ -22,6 +22,12 @@ struct RestoreOptions {
   // print what would be written where (*plan in the result).
   bool grow = false;
   bool plan = false;
+  // Onto a smaller target: shrink the last partition's ext2/3/4 filesystem
+  // when its used blocks fit.
+  bool shrink = false;
+  // New disk GUID (or MBR id), partition GUIDs and filesystem UUIDs, for a
+  // clone that runs beside the original.
+  bool new_ids = false;
   int threads = 0;
   ProgressFn progress;
   const CancelFlag* cancel = nullptr;

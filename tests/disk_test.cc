@@ -12,6 +12,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -115,14 +116,14 @@ TEST(DiskLayoutTest, AWellFormedLayoutPassesAndEveryMalformedFieldIsRefused) {
 TEST(DiskPlanTest, TheSameSizeCopiesTheTableAndALargerGptDiskGetsItLaidOutAnew) {
   const DiskLayout d = GptLayout();
   DiskPlan same;
-  ASSERT_TRUE(PlanDisk(d, d.size, false, &same).ok());
+  ASSERT_TRUE(PlanDisk(d, d.size, {}, &same).ok());
   EXPECT_FALSE(same.rewrite_table);
   ASSERT_EQ(same.gaps.size(), 2u);  // head and tail, as they were
   EXPECT_EQ(same.gaps[1].offset, 95 * kMiB);
   EXPECT_EQ(same.min_size, 95 * kMiB + 33 * 512);
 
   DiskPlan larger;
-  ASSERT_TRUE(PlanDisk(d, 2 * d.size, false, &larger).ok());
+  ASSERT_TRUE(PlanDisk(d, 2 * d.size, {}, &larger).ok());
   EXPECT_TRUE(larger.rewrite_table);
   ASSERT_EQ(larger.gaps.size(), 1u);  // the old backup header is not copied
   EXPECT_EQ(larger.layout.partitions[2].size, 77 * kMiB);
@@ -133,7 +134,7 @@ TEST(DiskPlanTest, TheSameSizeCopiesTheTableAndALargerGptDiskGetsItLaidOutAnew) 
   EXPECT_EQ(script.find("last-lba"), std::string::npos) << "libfdisk must place the backup";
 
   DiskPlan grown;
-  ASSERT_TRUE(PlanDisk(d, 2 * d.size, true, &grown).ok());
+  ASSERT_TRUE(PlanDisk(d, 2 * d.size, {.grow = true}, &grown).ok());
   EXPECT_EQ(grown.grown, 2);
   EXPECT_EQ(grown.grown_from, 77 * kMiB);
   // To the last whole MiB before the backup GPT.
@@ -143,14 +144,14 @@ TEST(DiskPlanTest, TheSameSizeCopiesTheTableAndALargerGptDiskGetsItLaidOutAnew) 
 TEST(DiskPlanTest, ASmallerTargetOrAGrowThatCannotApplyIsRefusedSayingWhy) {
   const DiskLayout d = GptLayout();
   DiskPlan p;
-  Status s = PlanDisk(d, 64 * kMiB, false, &p);
+  Status s = PlanDisk(d, 64 * kMiB, {}, &p);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("67108864 bytes (64 MiB)"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("100663296 bytes (96 MiB)"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("at least 99631616 bytes"), std::string::npos) << s.message();
   DiskLayout fat = d;
   fat.partitions[2].fs_type = "vfat";
-  s = PlanDisk(fat, 2 * d.size, true, &p);
+  s = PlanDisk(fat, 2 * d.size, {.grow = true}, &p);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("'vfat'"), std::string::npos) << s.message();
 }
@@ -293,6 +294,53 @@ TEST_F(DiskTest, ALargerTargetGetsTheTableAtItsEndAndGrowExtendsTheRootFilesyste
                 .exit_code,
             0)
       << "everything before the root partition is the disk's";
+}
+
+TEST_F(DiskTest, ShrinkFitsASmallerDiskAndNewIdsMakeAClone) {
+  const std::string disk = dir_ / "disk.img";
+  MakeGptDisk(disk);
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  const std::string root_off = "?offset=" + std::to_string(18 * kMiB);
+  // 60 MiB: too small for the layout, room enough for the root's used blocks.
+  ASSERT_EQ(Sh("truncate -s 60M " + dir_ / "small.img").exit_code, 0);
+  auto r = G({"restore", "--overwrite", "latest", dir_ / "small.img"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("with --shrink about"), std::string::npos) << r.err;
+  r = G({"restore", "--overwrite", "--shrink", "latest", dir_ / "small.img"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(fs::file_size(dir_ / "small.img"), 60 * kMiB);
+  auto verify = Sh("sfdisk -V " + dir_ / "small.img" + " 2>&1");
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  const std::string small_root = dir_ / "small.img" + root_off;
+  auto fsck = Sh("e2fsck -fn '" + small_root + "' 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+  EXPECT_EQ(Sh("debugfs -R 'cat /marker' '" + small_root + "' 2>/dev/null").out, "hello\n");
+  const std::string lib = Sh("ls " + root_ + "/lib | head -1 | tr -d '\\n'").out;
+  EXPECT_EQ(Sh("debugfs -R 'cat /lib/" + lib + "' '" + small_root + "' 2>/dev/null | md5sum").out,
+            Sh("md5sum < " + root_ + "/lib/" + lib).out);
+  // Too small even for the used blocks: refused, nothing written.
+  ASSERT_EQ(Sh("truncate -s 24M " + dir_ / "tiny.img").exit_code, 0);
+  r = G({"restore", "--overwrite", "--shrink", "latest", dir_ / "tiny.img"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("too little"), std::string::npos) << r.err;
+  EXPECT_EQ(Sh("cmp " + dir_ / "tiny.img" + " /dev/zero 2>&1").out.find("differ"), std::string::npos);
+
+  // --new-ids: every id differs from the original's, and the clone checks clean.
+  r = G({"restore", "--new-ids", "latest", dir_ / "clone.img"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("/etc/fstab"), std::string::npos) << r.out;
+  auto ids = [&](const std::string& img) {
+    return Sh("sfdisk -d " + img + " | grep -o 'label-id: .*\\|uuid=[^,]*'; blkid -p -o value -s UUID -O " +
+              std::to_string(2 * kMiB) + " " + img + "; blkid -p -o value -s UUID -O " +
+              std::to_string(18 * kMiB) + " " + img)
+        .out;
+  };
+  std::istringstream a(ids(disk)), b(ids(dir_ / "clone.img"));
+  int lines = 0;
+  for (std::string x, y; std::getline(a, x) && std::getline(b, y); ++lines) EXPECT_NE(x, y);
+  EXPECT_EQ(lines, 6);  // disk, 3 partitions, vfat, ext4
+  fsck = Sh("e2fsck -fn '" + dir_ / "clone.img" + root_off + "' 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
 }
 
 TEST_F(DiskTest, AnMbrDiskKeepsBootCodePostMbrGapAndLogicalPartitions) {

@@ -169,7 +169,8 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
                       {"bytes", res.bytes},
                       {"bytes_written", res.bytes_written},
                       {"seconds", res.seconds},
-                      {"mb_per_s", res.seconds > 0 ? res.bytes / res.seconds / 1e6 : 0}}
+                      {"mb_per_s", res.seconds > 0 ? res.bytes / res.seconds / 1e6 : 0},
+                      {"disk", res.plan}}
                      .dump()
               << "\n";
   } else if (!g.quiet) {
@@ -177,6 +178,14 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
                EscapeForTerminal(res.volume), opt.target,
                HumanBytes(static_cast<double>(res.bytes)), res.seconds,
                HumanRate(static_cast<double>(res.bytes), res.seconds));
+    // What a disk restore changed that boot files may name.
+    if (res.plan.is_object() && res.plan.contains("new_ids")) {
+      std::istringstream lines(DescribeDiskPlan(res.plan));
+      bool ids = false;
+      for (std::string line; std::getline(lines, line);)
+        if (ids || (ids = line.find("new ids") != std::string::npos))
+          fmt::print("{}\n", EscapeForTerminal(line));
+    }
   }
   return kOk;
 }

@@ -161,6 +161,12 @@ int main(int argc, char** argv) {
   restore->add_flag("--grow", ropt.grow,
                     "Whole disk: extend the last partition and its ext2/3/4 filesystem to the "
                     "end of a larger target");
+  restore->add_flag("--shrink", ropt.shrink,
+                    "Whole disk onto a smaller target: shrink the last partition and its "
+                    "ext2/3/4 filesystem, if its used blocks fit");
+  restore->add_flag("--new-ids", ropt.new_ids,
+                    "Whole disk: new disk and partition GUIDs and filesystem UUIDs, for a clone "
+                    "that runs beside the original (prints which boot files name the old ones)");
   restore->add_flag("--plan", ropt.plan,
                     "Whole disk: print what would be written where, and write nothing");
 
