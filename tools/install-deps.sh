@@ -9,7 +9,10 @@ pkgs=(build-essential cmake ninja-build pkg-config
       e2fsprogs xfsprogs btrfs-progs util-linux zstd time libfmt-dev
       debootstrap wget   # debootstrap: tests/package_test.sh installs the .deb in a fresh root
       systemd            # systemd-analyze: tests/systemd_units_test.sh verifies the units
-      clang libclang-rt-14-dev)  # libFuzzer: tools/fuzz.sh
+      clang libclang-rt-14-dev   # libFuzzer: tools/fuzz.sh
+      # tests/bootable_disk.sh: a bootable disk, booted under QEMU
+      grub-pc-bin grub-efi-amd64-bin linux-image-amd64 busybox-static cpio kmod
+      qemu-system-x86 qemu-utils ovmf)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,11 +18,11 @@ if [ "${GNOMON_SKIP_SANITIZERS:-0}" != 1 ]; then
         -DGNOMON_BUILD_BENCH=OFF >/dev/null
   cmake --build build-asan -j "$jobs"
   # Fewer random kills and every tenth injected fault only (they are there
-  # to find memory errors; the first pass ran them all), and not the package tests (no code of ours
-  # runs there that the first pass did not run).
+  # to find memory errors; the first pass ran them all), and not the package tests or the
+  # boot tests (no code of ours runs there that the first pass and DiskTest do not run).
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
      GNOMON_PRUNE_KILL_RUNS=10 GNOMON_KILL_RUNS=4 GNOMON_FAULT_STRIDE=10 \
-     ctest -j "$jobs" --output-on-failure -E '^(PackageTest|SystemdUnitsTest)$')
+     ctest -j "$jobs" --output-on-failure -E '^(PackageTest|SystemdUnitsTest|DiskBootTest\..*)$')
 fi
 
 # A bounded fuzzing run of every parser (tools/fuzz.sh runs as long as asked).
