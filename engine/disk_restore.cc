@@ -292,8 +292,13 @@ namespace {
 // code, or -1 with *output saying why it did not run.
 int RunOnTarget(const std::string& tool, std::vector<std::string> args, int fd,
                 std::string* output) {
+  // A rescue bundle's own programs first (tools/make-rescue.sh), then the
+  // system's, never through PATH.
+  std::vector<std::string> dirs = {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"};
+  if (const char* rescue = std::getenv("GNOMON_RESCUE_DIR"); rescue && *rescue)
+    dirs.insert(dirs.begin(), std::string(rescue) + "/bin/");
   std::string path;
-  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"})
+  for (const auto& dir : dirs)
     if (::access((dir + tool).c_str(), X_OK) == 0) {
       path = dir + tool;
       break;

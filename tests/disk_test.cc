@@ -483,6 +483,39 @@ TEST_F(DiskTest, AMountedPartitionIsFrozenAndImagedAtOnePointInTime) {
   }
 }
 
+// The rescue bundle (tools/make-rescue.sh) restores and grows a whole disk
+// inside a chroot that holds nothing but the bundle, the repository and
+// the target, with /proc and /dev as a rescue system has them.
+TEST_F(DiskTest, ARescueBundleRestoresAWholeDiskInAnEmptyChroot) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  GNOMON_SKIP_IF(Sh("command -v cc strip ldd").exit_code == 0 ? "" : "cc, strip or ldd is missing");
+  const std::string disk = dir_ / "disk.img";
+  MakeGptDisk(disk);
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  const std::string root = dir_ / "chroot";
+  auto made = Sh("bash " MAKE_RESCUE_SH " " + test::GnomonBinary() + " " + root + "/gnomon");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  ASSERT_EQ(Sh("mkdir -p " + root + "/proc " + root + "/dev " + root + "/repo " + root + "/work && " +
+               "truncate -s 192M " + root + "/work/new-disk.img")
+                .exit_code,
+            0);
+  // Nothing else is there: no shell, no libc, no e2fsprogs.
+  EXPECT_EQ(Sh("ls " + root + " | tr '\\n' ' '").out, "dev gnomon proc repo work ");
+  ASSERT_EQ(Sh("mount --bind /proc " + root + "/proc && mount --bind /dev " + root + "/dev && " +
+               "mount --bind " + repo_ + " " + root + "/repo")
+                .exit_code,
+            0);
+  auto r = Sh("chroot " + root + " /gnomon/gnomon --repo /repo restore --overwrite --grow latest " +
+              "/work/new-disk.img");
+  Sh("umount " + root + "/proc " + root + "/dev " + root + "/repo");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string img = root + "/work/new-disk.img";
+  EXPECT_EQ(Sh("sfdisk -V " + img).exit_code, 0);
+  auto fsck = Sh("e2fsck -fn '" + img + "?offset=" + std::to_string(18 * kMiB) + "' 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+  EXPECT_EQ(Sh("cmp -n " + std::to_string(18 * kMiB - 16896) + " -i 16896 " + disk + " " + img).exit_code, 0);
+}
+
 // ---- Bare-metal recovery, proved by booting ----
 
 // A bootable disk made from this machine's Debian packages by
