@@ -553,19 +553,32 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
                                              p.start, nullptr, &written)
                                .WithContext(what));
   }
-  GNOMON_RETURN_IF_ERROR(target.Commit([&](int fd) -> Status {
-    if (!plan.rewrite_table) return Status::OK();
-    GNOMON_RETURN_IF_ERROR(WriteTable(fd, opt.target, plan.layout));
-    if (in_place) {
-      if (::fsync(fd) != 0) return Status::FromErrno("syncing " + opt.target, errno);
-      GNOMON_RETURN_IF_ERROR(ResizeFilesystem(fd, resized->start, opt.target, *resized));
-    }
+  // After the table: grow in place, set new filesystem ids.
+  auto tools = [&](int fd) -> Status {
+    if (in_place) GNOMON_RETURN_IF_ERROR(ResizeFilesystem(fd, resized->start, opt.target, *resized));
     if (opt.new_ids)
       for (const auto& p : plan.layout.partitions)
         if (p.fs_type == "vfat" || p.fs_type.rfind("ext", 0) == 0)
           GNOMON_RETURN_IF_ERROR(SetFilesystemId(fd, p, opt.target));
     return Status::OK();
+  };
+  GNOMON_RETURN_IF_ERROR(target.Commit([&](int fd) -> Status {
+    if (plan.rewrite_table) GNOMON_RETURN_IF_ERROR(WriteTable(fd, opt.target, plan.layout));
+    // A file is finished before it is published; a device after Commit.
+    return target.is_block() ? Status::OK() : tools(fd);
   }));
+  if (target.is_block() && (in_place || opt.new_ids)) {
+    // e2fsck, resize2fs and tune2fs open the device O_EXCL themselves, which
+    // our own exclusive hold would refuse: it ends here, everything is on
+    // the disk, and a plain descriptor is what they are handed.
+    target.Close();
+    const int fd = ::open(opt.target.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno("reopening " + opt.target, errno);
+    Status st = tools(fd);
+    if (st.ok() && ::fsync(fd) != 0) st = Status::FromErrno("syncing " + opt.target, errno);
+    ::close(fd);
+    GNOMON_RETURN_IF_ERROR(st);
+  }
   if (opt.progress) opt.progress(Progress{"restore", opt.target, target_size, target_size});
   out->bytes = target_size;
   out->bytes_written = written;

@@ -194,6 +194,11 @@ Status RestoreTarget::OpenFile(const std::string& path, uint64_t size, bool over
   return Status::OK();
 }
 
+void RestoreTarget::Close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
 Status RestoreTarget::OpenScratch(const std::string& dir, uint64_t size) {
   path_ = dir + "/(scratch)";
   scratch_ = committed_ = true;

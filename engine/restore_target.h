@@ -33,6 +33,8 @@ class RestoreTarget {
   Status OpenScratch(const std::string& dir, uint64_t size);
   bool is_block() const { return block_; }
   int fd() const { return fd_; }
+  // Closes the target after Commit (a device's exclusive hold ends).
+  void Close();
   // Safe from several threads for disjoint ranges.
   Status WriteAt(uint64_t off, const uint8_t* p, size_t n);
   // Starts writeback of a finished range without waiting for it, so the
