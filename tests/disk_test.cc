@@ -515,8 +515,9 @@ TEST_F(DiskTest, ADiskRestoresOntoABlockDeviceGrownOrShrunk) {
     EXPECT_EQ(Sh("debugfs -R 'cat /marker' '" + root + "' 2>/dev/null").out, "hello\n");
     // The BIOS boot partition and the ESP are the disk's, byte for byte
     // (but for the FAT serial --new-ids changes).
-    if (std::string(how) != "--new-ids")
+    if (std::string(how) != "--new-ids") {
       EXPECT_EQ(Sh("cmp -n " + std::to_string(17 * kMiB) + " -i " + std::to_string(kMiB) + " " + disk + " " + img).exit_code, 0);
+    }
     const std::string sb = Sh("dumpe2fs -h '" + root + "' 2>/dev/null").out;
     const size_t at = sb.find("Block count:");
     ASSERT_NE(at, std::string::npos);
