@@ -16,6 +16,7 @@
 #include "engine/pipeline_util.h"
 #include "engine/source_volume.h"
 #include "engine/volume_imager.h"
+#include "format/digest.h"
 #include "format/names.h"
 #include "format/repository_layout.h"
 #include "vss/extent_diff.h"
@@ -124,12 +125,16 @@ Status BackupRun::FindParents(bool full_only, std::map<std::string, std::string>
   for (const auto& src : opt_.sources) {
     vss::VolumeIdentity id;
     if (!vss::IdentifyVolume(src, &id).ok()) continue;  // the snapshot session reports it
-    const ParentChoice p = ChooseParent(history, vss::VolumeKey(id), full_only);
+    const std::string key = vss::VolumeKey(id);
+    const ParentChoice p = ChooseSourceParent(history, key, full_only);
     if (!p.record) continue;
-    parents_[p.volume->key] = Parent{*p.record, *p.volume};
-    // A disk backup's partitions build on that backup's partitions.
+    // Each volume builds on the parent's volume of exactly its own key: a
+    // whole volume on a whole volume, a partition on the same partition at
+    // the same place, a disk's gaps on gaps of the same layout. Anything
+    // else reads all it images (a disk's gaps hold zeros where partitions
+    // were: a whole volume built on them would restore zeros).
     for (const VolumeRecord& v : p.record->volumes)
-      if (v.key.rfind(p.volume->key + "#", 0) == 0) parents_[v.key] = Parent{*p.record, v};
+      if (v.key == key || v.key.rfind(key + "#", 0) == 0) parents_[v.key] = Parent{*p.record, v};
     parent_records.push_back(p.record);
     // The parent's stamp for this volume, as its volume writer left it; none
     // means the writer falls back to a full read and says why.
@@ -308,10 +313,16 @@ Status BackupRun::PlanUnits(const std::vector<SourceVolume>& sources,
       }
       p.volume = static_cast<int>(units->size());
       const std::string n = "p" + std::to_string(p.number);
-      units->push_back({i, p.start, p.size, n, "#" + n});
+      units->push_back({i, p.start, p.size, n, "#" + n + "@" + std::to_string(p.start)});
     }
     d.gaps_volume = static_cast<int>(units->size());
-    units->push_back({i, 0, sources[i].size(), "disk-gaps", "", true});
+    // The gaps' key names the layout: only identical gaps pair as parents.
+    std::string gaps;
+    for (const auto& g : d.Gaps()) gaps += std::to_string(g.offset) + "+" + std::to_string(g.length) + ",";
+    const uint64_t h = Checksum64({reinterpret_cast<const uint8_t*>(gaps.data()), gaps.size()});
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    units->push_back({i, 0, sources[i].size(), "disk-gaps", std::string("#gaps@") + hex, true});
     GNOMON_RETURN_IF_ERROR(d.Validate(units->size()).WithContext(
         opt_.sources[i] + ": cannot back up as a disk (use --volumes-only)"));
     *disk = std::move(d);

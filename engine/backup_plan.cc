@@ -20,6 +20,18 @@ ParentChoice ChooseParent(const std::vector<BackupRecord>& history, const std::s
   return {};
 }
 
+ParentChoice ChooseSourceParent(const std::vector<BackupRecord>& history, const std::string& key,
+                                bool full_only) {
+  for (auto it = history.rbegin(); it != history.rend(); ++it) {
+    if (it->type != "full" && (full_only || it->type != "incremental")) continue;
+    auto vol = std::find_if(it->volumes.begin(), it->volumes.end(), [&](const VolumeRecord& v) {
+      return v.key == key || v.key.rfind(key + "#", 0) == 0;
+    });
+    if (vol != it->volumes.end()) return {&*it, &*vol};
+  }
+  return {};
+}
+
 std::string StoredStamp(const BackupRecord& r, const std::string& class_id,
                         const std::string& name) {
   const auto& extra = r.extra;

@@ -24,6 +24,12 @@ struct ParentChoice {
 };
 ParentChoice ChooseParent(const std::vector<BackupRecord>& history, const std::string& key,
                           bool full_only);
+// The same for a source: the newest such backup holding the source `key`
+// as one volume or as a disk (volumes keyed `key#...`, FORMAT.md §7b).
+// Its volume is the first of them; each volume of a new backup pairs only
+// with the parent's volume of exactly its own key.
+ParentChoice ChooseSourceParent(const std::vector<BackupRecord>& history, const std::string& key,
+                                bool full_only);
 
 // The backup stamp that component (class_id, name) of a record's BCD holds,
 // or "" when the record has none (or its documents have another shape).

@@ -3,7 +3,11 @@
 #include <fcntl.h>
 #include <libfdisk/libfdisk.h>
 #include <spawn.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <linux/fs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <cstdio>
 #include <memory>
 
@@ -64,9 +69,11 @@ std::string NewGuid() {
 }
 
 // Resizes `last` (a primary ext2/3/4 partition) to end at the target's last
-// whole MiB before a GPT's backup.
-Status Resize(const DiskLayout& disk, const DiskPartition* last, uint64_t target_size,
-              const char* flag, DiskPlan* plan) {
+// whole MiB before a GPT's backup (on DOS, within 2^32 sectors). A grow
+// never makes it smaller: on a target where it cannot grow it stays as it is.
+Status Resize(const DiskLayout& disk, const DiskPartition* last, uint64_t target_size, bool grow,
+              DiskPlan* plan) {
+  const char* flag = grow ? "--grow" : "--shrink";
   if (!last || last->kind != "primary" || !IsExt(last->fs_type))
     return Status::InvalidArgument(
         std::string(flag) + " resizes the last partition and its ext2/3/4 filesystem; partition " +
@@ -74,16 +81,19 @@ Status Resize(const DiskLayout& disk, const DiskPartition* last, uint64_t target
                     (last->kind != "primary" ? last->kind
                                              : "'" + (last->fs_type.empty() ? std::string("no known filesystem") : last->fs_type) + "'")
               : std::string("none")));
-  const uint64_t usable = target_size - GptTailBytes(disk);
+  const uint64_t old_end = last->start + last->size;
+  uint64_t usable = target_size > GptTailBytes(disk) ? target_size - GptTailBytes(disk) : 0;
+  if (disk.label == "dos") usable = std::min<uint64_t>(usable, (uint64_t{1} << 32) * disk.sector_size);
   uint64_t new_end = usable / kMiB * kMiB;
-  if (new_end <= last->start || (new_end <= last->start + last->size && usable > last->start + last->size))
-    new_end = usable / disk.sector_size * disk.sector_size;
-  if (new_end <= last->start) return Status::InvalidArgument("no room is left for partition " + std::to_string(last->number));
+  if (grow && new_end < old_end) new_end = usable / disk.sector_size * disk.sector_size;
+  if (grow && new_end <= old_end) return Status::OK();  // nothing to gain
+  if (new_end <= last->start)
+    return Status::InvalidArgument("the target leaves no room for partition " + std::to_string(last->number));
   const size_t at = static_cast<size_t>(last - disk.partitions.data());
   plan->grown = static_cast<int>(at);
   plan->grown_from = last->size;
   plan->layout.partitions[at].size = new_end - last->start;
-  plan->shrunk = new_end < last->start + last->size;
+  plan->shrunk = new_end < old_end;
   return Status::OK();
 }
 
@@ -143,23 +153,34 @@ Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices&
         (shrinkable ? "; with --shrink about " + Bytes(plan.shrink_min) : std::string()));
   // --shrink only shrinks when the target is smaller than the layout.
   if (c.shrink && target_size < plan.min_size) {
-    GNOMON_RETURN_IF_ERROR(Resize(disk, last == outer ? last : outer, target_size, "--shrink", &plan));
+    GNOMON_RETURN_IF_ERROR(Resize(disk, last == outer ? last : outer, target_size, false, &plan));
     if (plan.layout.partitions[static_cast<size_t>(plan.grown)].size < c.last_used)
       return Status::InvalidArgument("the target holds " + Bytes(target_size) + ", too little for the " +
                                      Bytes(c.last_used) + " partition " + std::to_string(last->number) +
                                      " uses; about " + Bytes(plan.shrink_min) + " would do");
   }
-  if (c.grow) GNOMON_RETURN_IF_ERROR(Resize(disk, last, target_size, "--grow", &plan));
+  if (c.grow) GNOMON_RETURN_IF_ERROR(Resize(disk, last, target_size, true, &plan));
   if (c.new_ids) NewIds(&plan);
   plan.layout.size = target_size;
   plan.rewrite_table =
       plan.grown >= 0 || c.new_ids || (disk.label == "gpt" && target_size != disk.size);
   const uint64_t keep_end = plan.grown >= 0 ? disk.partitions[static_cast<size_t>(plan.grown)].start : end;
+  // A table laid out anew is not copied first: until it is written the
+  // target has none (the old one may not fit it), only the boot code.
+  const uint64_t table_end =
+      disk.label == "gpt" ? (2 + (uint64_t{disk.table_length} * 128 + disk.sector_size - 1) /
+                                     disk.sector_size) * disk.sector_size
+                          : 512;
   for (const auto& g : disk.Gaps()) {
     // Past the last partition a GPT keeps its backup; it is laid out anew.
     if (plan.rewrite_table && g.offset >= keep_end) continue;
     if (g.offset >= target_size) continue;
-    plan.gaps.push_back({g.offset, std::min(g.length, target_size - g.offset)});
+    uint64_t a = g.offset, b = std::min(g.offset + g.length, target_size);
+    if (plan.rewrite_table && a < table_end && b > 440) {
+      if (a < 440) plan.gaps.push_back({a, 440 - a});
+      a = std::max(a, table_end);
+    }
+    if (a < b) plan.gaps.push_back({a, b - a});
   }
   *out = std::move(plan);
   return Status::OK();
@@ -323,11 +344,11 @@ int RunOnTarget(const std::string& tool, std::vector<std::string> args, int fd,
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = -1;
-  // mtools checks a FAT's geometry against a floppy's unless told not to.
-  std::vector<char*> envp;
+  // mtools checks a FAT's geometry against a floppy's unless told not to
+  // (first, so that it wins over the caller's own setting).
   std::string skip = "MTOOLS_SKIP_CHECK=1";
-  for (char** e = environ; *e; ++e) envp.push_back(*e);
-  envp.push_back(skip.data());
+  std::vector<char*> envp = {skip.data()};
+  for (char** e = environ; e && *e; ++e) envp.push_back(*e);
   envp.push_back(nullptr);
   const int rc = posix_spawn(&pid, path.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
@@ -342,7 +363,12 @@ int RunOnTarget(const std::string& tool, std::vector<std::string> args, int fd,
     if (n > 0 && output->size() < 65536) output->append(buf, static_cast<size_t>(n));
   ::close(pipe_fds[0]);
   int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  for (;;) {
+    if (::waitpid(pid, &st, 0) == pid) break;
+    if (errno != EINTR) {
+      *output += "waiting for " + path + ": " + std::strerror(errno);
+      return -1;  // its outcome is unknown: never taken for success
+    }
   }
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
@@ -401,34 +427,38 @@ Status ResizeFilesystem(int fd, uint64_t offset, const std::string& name, const 
   return Status::OK();
 }
 
-// Copies the first n bytes of `from` to `to` at offset `at`. Into a file
-// (new, so zero where not written) only the data, in the kernel, shared
-// where the filesystem can; onto a device every byte, holes as zeros,
-// since the device holds old data there.
-Status CopyInto(int from, int to, uint64_t at, uint64_t n, bool device, const std::string& name) {
+// Copies the first n bytes of `from` (shorter: the rest is zeros) to the
+// target at offset `at`. Into a file (new, so zero where not written) only
+// the data, in the kernel, shared where the filesystem can; onto a device
+// every byte, holes as zeros (the device holds old data there), through
+// the target, which holds back its head and tail.
+Status CopyInto(int from, RestoreTarget* to, uint64_t at, uint64_t n, const std::string& name) {
   auto fail = [&](int e) { return Status::FromErrno("copying the resized filesystem into " + name, e); };
-  if (device) {
+  if (to->is_block()) {
     std::vector<uint8_t> buf(4 * kMiB);
     for (uint64_t off = 0; off < n;) {
       const size_t len = static_cast<size_t>(std::min<uint64_t>(buf.size(), n - off));
-      const ssize_t r = ::pread(from, buf.data(), len, static_cast<off_t>(off));
-      if (r <= 0) return fail(r < 0 ? errno : EIO);
-      for (ssize_t w = 0; w < r;) {
-        const ssize_t k = ::pwrite(to, buf.data() + w, static_cast<size_t>(r - w), static_cast<off_t>(at + off + w));
-        if (k <= 0) return fail(k < 0 ? errno : EIO);
-        w += k;
+      size_t got = 0;
+      while (got < len) {
+        const ssize_t r = ::pread(from, buf.data() + got, len - got, static_cast<off_t>(off + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return fail(errno);
+        if (r == 0) break;  // past the scratch file's end: zeros
+        got += static_cast<size_t>(r);
       }
-      off += static_cast<uint64_t>(r);
+      std::fill(buf.begin() + static_cast<std::ptrdiff_t>(got), buf.begin() + static_cast<std::ptrdiff_t>(len), 0);
+      GNOMON_RETURN_IF_ERROR(to->WriteAt(at + off, buf.data(), len));
+      off += len;
     }
     return Status::OK();
   }
-  const off_t end = static_cast<off_t>(n);
+  const off_t end = std::min<off_t>(static_cast<off_t>(n), ::lseek(from, 0, SEEK_END));
   for (off_t data = ::lseek(from, 0, SEEK_DATA); data >= 0 && data < end;) {
     off_t hole = ::lseek(from, data, SEEK_HOLE);
     if (hole < 0 || hole > end) hole = end;
     loff_t in = data, out = static_cast<loff_t>(at) + data;
     for (size_t left = static_cast<size_t>(hole - data); left > 0;) {
-      const ssize_t k = ::copy_file_range(from, &in, to, &out, left, 0);
+      const ssize_t k = ::copy_file_range(from, &in, to->fd(), &out, left, 0);
       if (k <= 0) return fail(k < 0 ? errno : EIO);
       left -= static_cast<size_t>(k);
     }
@@ -448,7 +478,14 @@ Status SetFilesystemId(int fd, const DiskPartition& p, const std::string& name) 
     serial.erase(std::remove(serial.begin(), serial.end(), '-'), serial.end());
     rc = RunOnTarget("mlabel", {"-i", "/proc/self/fd/3@@" + at, "-N", serial, "::"}, fd, &out);
   } else {
-    rc = RunOnTarget("tune2fs", {"-U", p.fs_uuid, "/proc/self/fd/3?offset=" + at}, fd, &out);
+    // tune2fs -U on a metadata_csum filesystem wants it freshly checked; a
+    // snapshot of a mounted one never is.
+    const std::string dev = "/proc/self/fd/3?offset=" + at;
+    rc = RunOnTarget("e2fsck", {"-f", "-y", dev}, fd, &out);
+    if (rc >= 0 && rc < 4) {
+      out.clear();
+      rc = RunOnTarget("tune2fs", {"-U", p.fs_uuid, dev}, fd, &out);
+    }
   }
   if (rc != 0)
     return Status::IOError(name + ": setting partition " + std::to_string(p.number) +
@@ -484,6 +521,63 @@ std::string ScratchDir(const std::string& target, bool device) {
   return t && *t ? t : "/var/tmp";
 }
 
+// A device's logical sector size must be the disk's: a GPT of 512-byte
+// sectors on a 4Kn disk would be read at the wrong places.
+Status CheckSectorSize(const std::string& target, uint32_t want) {
+  struct stat st;
+  if (::stat(target.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) return Status::OK();
+  const int fd = ::open(target.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("opening " + target, errno);
+  int ss = 0;
+  const int rc = ::ioctl(fd, BLKSSZGET, &ss);
+  ::close(fd);
+  if (rc == 0 && ss > 0 && static_cast<uint32_t>(ss) != want)
+    return Status::InvalidArgument(target + " has " + std::to_string(ss) +
+                                   "-byte sectors, the disk in the backup " + std::to_string(want) +
+                                   "-byte ones; its partition table would not fit it");
+  return Status::OK();
+}
+
+// The resized partition's filesystem, restored into an unnamed scratch
+// file and resized there, before a byte of the target is written: a resize
+// that fails (a shrink too far) costs the target nothing.
+Status ResizeInScratch(Repository* repo, const RestoreOptions& opt, const VolumeRecord& vol,
+                       const VolumeIndex& vi, const ChunkIndex& index, const DiskPartition& p,
+                       uint64_t used, bool device, RestoreTarget* scratch, uint64_t* written) {
+  const std::string dir = ScratchDir(opt.target, device);
+  struct statvfs fs;
+  if (::statvfs(dir.c_str(), &fs) == 0 && uint64_t{fs.f_bavail} * fs.f_frsize < used + used / 10)
+    return Status::InvalidArgument(
+        "resizing partition " + std::to_string(p.number) + " needs about " + Bytes(used + used / 10) +
+        " free in " + dir + " (set TMPDIR to a directory with room), which has " +
+        Bytes(uint64_t{fs.f_bavail} * fs.f_frsize));
+  GNOMON_RETURN_IF_ERROR(scratch->OpenScratch(dir, vol.size));
+  GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, vol, vi, index, scratch, 0, nullptr, written)
+                             .WithContext("partition " + std::to_string(p.number)));
+  return ResizeFilesystem(scratch->fd(), 0, opt.target, p);
+}
+
+// After Commit on a device: grow in place, set new ids, have the kernel
+// read the new table. e2fsck, resize2fs and tune2fs open the device O_EXCL
+// themselves, which our own exclusive hold would refuse, so it ends here,
+// once everything is on the disk; a descriptor opened before it ends (the
+// same device, whatever its name means by then) is what they are handed,
+// and a flock on it keeps udev from probing or mounting it meanwhile.
+Status FinishDevice(RestoreTarget* target, const std::string& name,
+                    const std::function<Status(int fd)>& tools, std::vector<std::string>* notes) {
+  const int fd = ::open(("/proc/self/fd/" + std::to_string(target->fd())).c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("reopening " + name, errno);
+  target->Close();
+  ::flock(fd, LOCK_EX);
+  Status st = tools(fd);
+  if (st.ok() && ::fsync(fd) != 0) st = Status::FromErrno("syncing " + name, errno);
+  if (st.ok() && ::ioctl(fd, BLKRRPART) != 0 && errno != EINVAL)
+    notes->push_back("the kernel did not re-read " + name + "'s partition table (" +
+                     std::strerror(errno) + "): reboot or run 'partprobe " + name + "'");
+  ::close(fd);
+  return st;
+}
+
 }  // namespace
 
 Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupRecord& rec,
@@ -491,6 +585,7 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   const auto t0 = std::chrono::steady_clock::now();
   uint64_t target_size = 0;
   GNOMON_RETURN_IF_ERROR(TargetSize(opt.target, rec.disk.size, &target_size));
+  GNOMON_RETURN_IF_ERROR(CheckSectorSize(opt.target, rec.disk.sector_size));
   DiskChoices choices{opt.grow, opt.shrink, opt.new_ids, 0};
   for (const auto& p : rec.disk.partitions)  // the last one's used bytes
     if (p.volume >= 0) {
@@ -512,73 +607,54 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   for (size_t i = 0; i < rec.volumes.size(); ++i)
     GNOMON_RETURN_IF_ERROR(LoadVolumeForRestore(repo, rec.volumes[i], index, health, &vis[i]));
 
+  struct stat st;
+  const bool device = ::stat(opt.target.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
+  const DiskPartition* resized =
+      plan.grown >= 0 ? &plan.layout.partitions[static_cast<size_t>(plan.grown)] : nullptr;
+  // A device grows in place, after the table; a file target, or any
+  // shrink, resizes the filesystem alone in a scratch file first.
+  const bool in_place = resized && device && !plan.shrunk;
+  RestoreTarget scratch;
+  uint64_t written = 0;
+  if (resized && !in_place) {
+    const auto v = static_cast<size_t>(rec.disk.partitions[static_cast<size_t>(plan.grown)].volume);
+    GNOMON_RETURN_IF_ERROR(ResizeInScratch(repo, opt, rec.volumes[v], vis[v], index, *resized,
+                                           choices.last_used, device, &scratch, &written));
+  }
+
   RestoreTarget target;
   GNOMON_RETURN_IF_ERROR(
       target.Open(opt.target, target_size, opt.overwrite, repo->path(), &out->cleaned));
-  uint64_t written = 0;
-  if (target.is_block() && target_size > 2 * RestoreTarget::kDeviceHeadBytes) {
-    // A GPT's backup header at the device's end would make a half-restored
-    // disk look whole: zeroed first, laid out last.
-    std::vector<uint8_t> zeros(RestoreTarget::kDeviceHeadBytes, 0);
-    GNOMON_RETURN_IF_ERROR(
-        target.WriteAt(target_size - zeros.size(), zeros.data(), zeros.size()));
-  }
   const auto gv = static_cast<size_t>(rec.disk.gaps_volume);
   GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, rec.volumes[gv], vis[gv], index, &target, 0,
                                            &plan.gaps, &written));
   // One partition after another, each through the parallel pipeline.
-  const DiskPartition* resized =
-      plan.grown >= 0 ? &plan.layout.partitions[static_cast<size_t>(plan.grown)] : nullptr;
-  // A device grows in place (after the table, in Commit); a file target,
-  // or any shrink, resizes the filesystem alone in a scratch file that is
-  // then copied in (see ResizeFilesystem).
-  const bool in_place = resized && target.is_block() && !plan.shrunk;
   for (const auto& p : rec.disk.partitions) {
     if (p.volume < 0) continue;
     const auto v = static_cast<size_t>(p.volume);
-    const std::string what = "partition " + std::to_string(p.number);
     if (resized && resized->number == p.number && !in_place) {
-      RestoreTarget scratch;
-      GNOMON_RETURN_IF_ERROR(
-          scratch.OpenScratch(ScratchDir(opt.target, target.is_block()), rec.volumes[v].size));
-      GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, rec.volumes[v], vis[v], index, &scratch,
-                                               0, nullptr, &written)
-                                 .WithContext(what));
-      GNOMON_RETURN_IF_ERROR(ResizeFilesystem(scratch.fd(), 0, opt.target, *resized));
-      GNOMON_RETURN_IF_ERROR(CopyInto(scratch.fd(), target.fd(), p.start, resized->size,
-                                      target.is_block(), opt.target));
+      GNOMON_RETURN_IF_ERROR(CopyInto(scratch.fd(), &target, p.start, resized->size, opt.target));
       continue;
     }
     GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, rec.volumes[v], vis[v], index, &target,
                                              p.start, nullptr, &written)
-                               .WithContext(what));
+                               .WithContext("partition " + std::to_string(p.number)));
   }
   // After the table: grow in place, set new filesystem ids.
   auto tools = [&](int fd) -> Status {
     if (in_place) GNOMON_RETURN_IF_ERROR(ResizeFilesystem(fd, resized->start, opt.target, *resized));
     if (opt.new_ids)
       for (const auto& p : plan.layout.partitions)
-        if (p.fs_type == "vfat" || p.fs_type.rfind("ext", 0) == 0)
+        if (p.fs_type == "vfat" || IsExt(p.fs_type))
           GNOMON_RETURN_IF_ERROR(SetFilesystemId(fd, p, opt.target));
     return Status::OK();
   };
   GNOMON_RETURN_IF_ERROR(target.Commit([&](int fd) -> Status {
     if (plan.rewrite_table) GNOMON_RETURN_IF_ERROR(WriteTable(fd, opt.target, plan.layout));
     // A file is finished before it is published; a device after Commit.
-    return target.is_block() ? Status::OK() : tools(fd);
+    return device ? Status::OK() : tools(fd);
   }));
-  if (target.is_block() && (in_place || opt.new_ids)) {
-    // e2fsck, resize2fs and tune2fs open the device O_EXCL themselves, which
-    // our own exclusive hold would refuse: it ends here, everything is on
-    // the disk, and a plain descriptor is what they are handed.
-    target.Close();
-    const int fd = ::open(opt.target.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) return Status::FromErrno("reopening " + opt.target, errno);
-    Status st = tools(fd);
-    if (st.ok() && ::fsync(fd) != 0) st = Status::FromErrno("syncing " + opt.target, errno);
-    ::close(fd);
-    GNOMON_RETURN_IF_ERROR(st);
-  }
+  if (device) GNOMON_RETURN_IF_ERROR(FinishDevice(&target, opt.target, tools, &out->warnings));
   if (opt.progress) opt.progress(Progress{"restore", opt.target, target_size, target_size});
   out->bytes = target_size;
   out->bytes_written = written;

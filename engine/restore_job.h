@@ -39,6 +39,7 @@ struct RestoreResult {
   double seconds = 0;
   std::vector<std::string> cleaned;  // partial restores of killed runs that were removed
   nlohmann::json plan;               // a disk restore's plan (engine/disk_restore.h)
+  std::vector<std::string> warnings;  // the restore succeeded, but tell the user
 };
 
 Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* out);

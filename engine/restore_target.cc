@@ -160,6 +160,11 @@ Status RestoreTarget::OpenDevice(const std::string& path, uint64_t size) {
                                    " bytes, the volume needs " + std::to_string(size));
   head_.assign(std::min<uint64_t>(size, kDeviceHeadBytes), 0);
   GNOMON_RETURN_IF_ERROR(WriteRaw(0, head_.data(), head_.size()));
+  if (size >= 2 * kDeviceHeadBytes) {
+    tail_off_ = size - kDeviceHeadBytes;
+    tail_.assign(kDeviceHeadBytes, 0);
+    GNOMON_RETURN_IF_ERROR(WriteRaw(tail_off_, tail_.data(), tail_.size()));
+  }
   if (::fdatasync(fd_) != 0) return Status::FromErrno("syncing " + path, errno);
   return Status::OK();
 }
@@ -210,14 +215,16 @@ Status RestoreTarget::OpenScratch(const std::string& dir, uint64_t size) {
 }
 
 Status RestoreTarget::WriteAt(uint64_t off, const uint8_t* p, size_t n) {
-  if (off < head_.size()) {  // held back until Commit
-    const size_t k = std::min<uint64_t>(n, head_.size() - off);
-    std::memcpy(head_.data() + off, p, k);
-    off += k;
-    p += k;
-    n -= k;
-  }
-  return WriteRaw(off, p, n);
+  // What falls in the head or the tail is held back until Commit.
+  auto hold = [&](std::vector<uint8_t>& buf, uint64_t at) {
+    const uint64_t a = std::max(off, at), b = std::min<uint64_t>(off + n, at + buf.size());
+    if (a < b) std::memcpy(buf.data() + (a - at), p + (a - off), b - a);
+  };
+  hold(head_, 0);
+  if (!tail_.empty()) hold(tail_, tail_off_);
+  const uint64_t a = std::max<uint64_t>(off, head_.size());
+  const uint64_t b = tail_.empty() ? off + n : std::min<uint64_t>(off + n, tail_off_);
+  return a < b ? WriteRaw(a, p + (a - off), b - a) : Status::OK();
 }
 
 Status RestoreTarget::WriteRaw(uint64_t off, const uint8_t* p, size_t n) {
@@ -244,7 +251,11 @@ Status RestoreTarget::Commit(const std::function<Status(int fd)>& finish) {
   if (!block_ && existed_ && ::fchmod(fd_, seen_.st_mode & 0777) != 0)
     return Status::FromErrno("setting the mode of " + tmp_, errno);
   if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
-  if (!head_.empty()) {  // everything else is on the disk: now the signatures
+  if (!tail_.empty()) {  // everything else is on the disk: now the signatures
+    GNOMON_RETURN_IF_ERROR(WriteRaw(tail_off_, tail_.data(), tail_.size()));
+    if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
+  }
+  if (!head_.empty()) {
     GNOMON_RETURN_IF_ERROR(WriteRaw(0, head_.data(), head_.size()));
     if (::fsync(fd_) != 0) return Status::FromErrno("syncing " + path_, errno);
   }

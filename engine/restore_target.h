@@ -54,12 +54,13 @@ class RestoreTarget {
 
   // A device's first bytes, where partition tables and most filesystems
   // keep the signature that makes them recognisable (MBR and GPT, the ext4,
-  // XFS and FAT superblocks, btrfs's at 64 KiB), are zeroed at Open and
-  // written only by Commit, after everything else is on the disk: a restore
-  // that is killed or fails leaves a device that blkid and mount see as
-  // empty, never one that looks whole and is not. (Formats that sign the
-  // end of a device, such as md 1.0 or a GPT's backup header, are not
-  // covered: a whole-disk restore must write those last too.)
+  // XFS and FAT superblocks, btrfs's at 64 KiB), and its last bytes, where
+  // a GPT keeps its backup and md 1.0 its superblock, are zeroed at Open
+  // and written only by Commit, after everything else is on the disk (the
+  // tail, then the head): a restore that is killed or fails leaves a device
+  // that blkid, mount and partitioning tools see as empty, never one that
+  // looks whole and is not. (The tail is the last MiB of the `size` bytes
+  // Open was given, when they are at least 2 MiB.)
   static constexpr uint64_t kDeviceHeadBytes = 1 << 20;
 
  private:
@@ -76,6 +77,8 @@ class RestoreTarget {
   bool committed_ = false;
   bool scratch_ = false;
   std::vector<uint8_t> head_;  // a device's first bytes, held back until Commit
+  std::vector<uint8_t> tail_;  // and its last, at tail_off_
+  uint64_t tail_off_ = 0;
 };
 
 // Processes that have `real_path` open, as "pid N (comm)", from /proc.

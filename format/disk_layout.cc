@@ -130,7 +130,7 @@ Status DiskLayout::Validate(size_t volumes) const {
     if (label == "gpt") {
       if (p.kind != "primary" || !IsGuid(p.type) || !IsGuid(p.uuid) || p.bootable)
         return bad(n + " kind, type or GUID");
-      if (!IsPlainText(p.name, 72) || !IsAttrs(p.attrs)) return bad(n + " name or attributes");
+      if (!IsPlainText(p.name, 108) || !IsAttrs(p.attrs)) return bad(n + " name or attributes");
     } else {
       if ((p.kind != "primary" && p.kind != "extended" && p.kind != "logical") ||
           !IsHex(p.type, 1, 2) || !p.uuid.empty() || !p.name.empty() || !p.attrs.empty())
@@ -154,8 +154,13 @@ Status DiskLayout::Validate(size_t volumes) const {
     if (i > 0 && data[i - 1]->start + data[i - 1]->size > data[i]->start)
       return bad("partitions " + std::to_string(data[i - 1]->number) + " and " +
                  std::to_string(data[i]->number) + " overlap");
-    const bool inside = extended && data[i]->start >= extended->start &&
+    // A logical partition starts after its EBR, the extended one's first sector.
+    const bool inside = extended && data[i]->start > extended->start &&
                         data[i]->start + data[i]->size <= extended->start + extended->size;
+    const bool overlaps = extended && data[i]->start < extended->start + extended->size &&
+                          extended->start < data[i]->start + data[i]->size;
+    if (overlaps && !inside)
+      return bad("partition " + std::to_string(data[i]->number) + " overlaps the extended partition");
     if ((data[i]->kind == "logical") != inside)
       return bad("partition " + std::to_string(data[i]->number) +
                  (inside ? " lies inside the extended partition" : " is logical outside it"));

@@ -45,7 +45,8 @@ struct DiskLayout {
   static Status FromJson(const nlohmann::json& j, const std::string& where, DiskLayout* out);
   // Every field restore relies on is well formed: sizes are sector multiples
   // inside the disk, partitions do not overlap (logical ones lie inside the
-  // extended one), numbers are unique, ids and types have their exact form,
+  // extended one, after its first sector, and nothing else overlaps it),
+  // numbers are unique, ids and types have their exact form,
   // names hold no quote or control character, volumes are in [0, volumes).
   Status Validate(size_t volumes) const;
   // The byte ranges outside every partition (the extended container's own

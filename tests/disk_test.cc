@@ -17,7 +17,9 @@
 #include <thread>
 
 #include "engine/disk_restore.h"
+#include "format/backup_record.h"
 #include "format/disk_layout.h"
+#include "format/names.h"
 #include "tests/test_util.h"
 
 namespace gnomon {
@@ -113,6 +115,42 @@ TEST(DiskLayoutTest, AWellFormedLayoutPassesAndEveryMalformedFieldIsRefused) {
   EXPECT_EQ(gaps[2].length, 34 * kMiB);
 }
 
+// A record says where restore writes: a partition's volume of another size
+// than the partition would write into its neighbour, so it is refused.
+TEST(DiskLayoutTest, ARecordRoundTripsAndOneWhoseVolumesMisfitIsRefused) {
+  BackupRecord r;
+  r.id = "0123456789abcdef";
+  r.time = "2026-11-30T00:00:00.000000Z";
+  r.disk = GptLayout();
+  const uint64_t sizes[] = {1 * kMiB, 16 * kMiB, 77 * kMiB, 96 * kMiB};
+  for (size_t i = 0; i < 4; ++i) {
+    VolumeRecord v;
+    v.name = i == 3 ? "disk-gaps" : "p" + std::to_string(i + 1);
+    v.size = sizes[i];
+    v.chunk_size = 65536;
+    v.index = VolumeIndexName(r.id, i);
+    r.volumes.push_back(v);
+  }
+  EXPECT_EQ(r.Version(), 4u);
+  BackupRecord out;
+  ASSERT_TRUE(BackupRecord::Decode("r", r.Encode(), &out).ok());
+  EXPECT_EQ(out.disk.ToJson(), r.disk.ToJson());
+  BackupRecord bad = r;
+  bad.volumes[2].size += 65536;
+  Status s = BackupRecord::Decode("r", bad.Encode(), &out);
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("partition 3's volume is not its size"), std::string::npos) << s.message();
+  bad = r;
+  bad.volumes[3].size -= 65536;
+  EXPECT_TRUE(BackupRecord::Decode("r", bad.Encode(), &out).IsCorruption());
+  bad = r;
+  bad.disk.partitions[1].name = "x\", type=L";  // what a script would take as a field
+  EXPECT_TRUE(BackupRecord::Decode("r", bad.Encode(), &out).IsCorruption());
+  // A volume backup's record stays version 3, for older readers.
+  r.disk = DiskLayout();
+  EXPECT_EQ(r.Version(), 3u);
+}
+
 TEST(DiskPlanTest, TheSameSizeCopiesTheTableAndALargerGptDiskGetsItLaidOutAnew) {
   const DiskLayout d = GptLayout();
   DiskPlan same;
@@ -125,7 +163,14 @@ TEST(DiskPlanTest, TheSameSizeCopiesTheTableAndALargerGptDiskGetsItLaidOutAnew) 
   DiskPlan larger;
   ASSERT_TRUE(PlanDisk(d, 2 * d.size, {}, &larger).ok());
   EXPECT_TRUE(larger.rewrite_table);
-  ASSERT_EQ(larger.gaps.size(), 1u);  // the old backup header is not copied
+  // Neither the old table (until the new one is written the target has
+  // none) nor the old backup header is copied: boot code, then the rest of
+  // the first MiB after the GPT entries.
+  ASSERT_EQ(larger.gaps.size(), 2u);
+  EXPECT_EQ(larger.gaps[0].offset, 0u);
+  EXPECT_EQ(larger.gaps[0].length, 440u);
+  EXPECT_EQ(larger.gaps[1].offset, 34u * 512);
+  EXPECT_EQ(larger.gaps[1].offset + larger.gaps[1].length, 1 * kMiB);
   EXPECT_EQ(larger.layout.partitions[2].size, 77 * kMiB);
   const std::string script = PartitionScript(larger.layout);
   EXPECT_NE(script.find("label-id: AAAFADE4-9C50-F741-AD7E-4A0B807A8870"), std::string::npos);
@@ -139,6 +184,13 @@ TEST(DiskPlanTest, TheSameSizeCopiesTheTableAndALargerGptDiskGetsItLaidOutAnew) 
   EXPECT_EQ(grown.grown_from, 77 * kMiB);
   // To the last whole MiB before the backup GPT.
   EXPECT_EQ(grown.layout.partitions[2].start + grown.layout.partitions[2].size, 191 * kMiB);
+
+  // --grow where there is nothing to gain changes nothing (it never shrinks).
+  DiskPlan same_grown;
+  ASSERT_TRUE(PlanDisk(d, d.size, {.grow = true}, &same_grown).ok());
+  EXPECT_EQ(same_grown.grown, -1);
+  EXPECT_FALSE(same_grown.rewrite_table);
+  EXPECT_EQ(same_grown.layout.partitions[2].size, 77 * kMiB);
 }
 
 TEST(DiskPlanTest, ASmallerTargetOrAGrowThatCannotApplyIsRefusedSayingWhy) {
@@ -149,6 +201,13 @@ TEST(DiskPlanTest, ASmallerTargetOrAGrowThatCannotApplyIsRefusedSayingWhy) {
   EXPECT_NE(s.message().find("67108864 bytes (64 MiB)"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("100663296 bytes (96 MiB)"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("at least 99631616 bytes"), std::string::npos) << s.message();
+  // Even with --shrink: smaller than the GPT's own tail, or than what the
+  // root uses (no unsigned wrap-around to a huge partition).
+  EXPECT_FALSE(PlanDisk(d, 8 * 512, {.shrink = true, .last_used = kMiB}, &p).ok());
+  EXPECT_FALSE(PlanDisk(d, 30 * kMiB, {.shrink = true, .last_used = 20 * kMiB}, &p).ok());
+  ASSERT_TRUE(PlanDisk(d, 48 * kMiB, {.shrink = true, .last_used = 20 * kMiB}, &p).ok());
+  EXPECT_TRUE(p.shrunk);
+  EXPECT_EQ(p.layout.partitions[2].size, 29 * kMiB);
   DiskLayout fat = d;
   fat.partitions[2].fs_type = "vfat";
   s = PlanDisk(fat, 2 * d.size, {.grow = true}, &p);
@@ -381,6 +440,25 @@ TEST_F(DiskTest, AnMbrDiskKeepsBootCodePostMbrGapAndLogicalPartitions) {
   ASSERT_EQ(G({"restore", "--overwrite", "latest", dir_ / "big.img"}).exit_code, 0);
   EXPECT_EQ(Sh("cmp -n " + std::to_string(64 * kMiB) + " " + disk + " " + dir_ / "big.img").exit_code,
             0);
+  // --new-ids lays the table out anew, EBRs included: the same partitions,
+  // another id, the same bytes in every partition and in the post-MBR gap.
+  auto n = G({"restore", "--new-ids", "latest", dir_ / "clone.img"});
+  ASSERT_EQ(n.exit_code, 0) << n.err;
+  auto table = [&](const std::string& img) {
+    return Sh("sfdisk -d " + img + " | grep -v '^device:\\|^label-id:' | sed 's/^[^ ]*img//'").out;
+  };
+  EXPECT_EQ(table(dir_ / "clone.img"), table(disk));
+  EXPECT_EQ(Sh("sfdisk -d " + dir_ / "clone.img" + " | grep -c 'label-id: 0x1234abcd'").out, "0\n");
+  for (const auto& p : d["partitions"]) {
+    if (p["kind"] == "extended") continue;
+    EXPECT_EQ(Sh("cmp -i " + std::to_string(p["start"].get<uint64_t>()) + " -n " +
+                 std::to_string(p["size"].get<uint64_t>()) + " " + disk + " " + dir_ / "clone.img")
+                  .exit_code,
+              p["fs_type"] == "ext4" ? 1 : 0)  // an ext4 gets a new UUID
+        << p;
+  }
+  EXPECT_EQ(Sh("cmp -i 512 -n " + std::to_string(kMiB - 512) + " " + disk + " " + dir_ / "clone.img").exit_code, 0);
+  EXPECT_EQ(Sh("cmp -n 440 " + disk + " " + dir_ / "clone.img").exit_code, 0);
 }
 
 TEST_F(DiskTest, ASmallerTargetIsRefusedWithTheSizesAndLeftAlone) {
@@ -468,7 +546,8 @@ TEST_F(DiskTest, AMountedPartitionIsFrozenAndImagedAtOnePointInTime) {
   json j = json::parse(b.out);
   EXPECT_EQ(j["volumes"][2]["block_map"], "ext4") << j["volumes"][2];
 
-  ASSERT_EQ(G({"restore", "latest", dir_ / "out.img"}).exit_code, 0);
+  auto r = G({"restore", "latest", dir_ / "out.img"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string root = dir_ / "out.img" + "?offset=" + std::to_string(18 * kMiB);
   auto fsck = Sh("e2fsck -fn '" + root + "' 2>&1");
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
@@ -481,6 +560,32 @@ TEST_F(DiskTest, AMountedPartitionIsFrozenAndImagedAtOnePointInTime) {
     std::snprintf(want, sizeof want, "%09zu\n", i + 1);
     ASSERT_EQ(content.compare(i * 10, 10, want), 0) << "record " << i + 1;
   }
+
+  // --new-ids on a filesystem that was mounted when it was snapshotted.
+  r = G({"restore", "--new-ids", "latest", dir_ / "clone.img"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  fsck = Sh("e2fsck -fn '" + dir_ / "clone.img" + "?offset=" + std::to_string(18 * kMiB) + "' 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+
+  // The disk imaged as one volume after a disk backup of it builds on no
+  // volume of that backup: with change tracking (reflink) it would keep the
+  // digests of the disk-gaps volume, zeros where the partitions are.
+  auto whole = G({"backup", "--json", "--type", "incremental", "--volumes-only", disk});
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  EXPECT_EQ(json::parse(whole.out)["volumes"][0]["parent"], "") << whole.out;
+  ASSERT_EQ(G({"restore", "latest", dir_ / "whole.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(disk, dir_ / "whole.img"));
+  // And a disk backup after that builds on the disk backup, partition by partition.
+  auto again = G({"backup", "--json", "--type", "incremental", disk});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  for (const auto& v : json::parse(again.out)["volumes"])
+    EXPECT_EQ(v["parent"], j["id"]) << v["name"];
+  ASSERT_EQ(G({"restore", "latest", dir_ / "again.img"}).exit_code, 0);
+  // The same bytes as a full backup of the disk as it is now (free ext4
+  // blocks are zeros in both).
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  ASSERT_EQ(G({"restore", "latest", dir_ / "full.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir_ / "full.img", dir_ / "again.img"));
 }
 
 // A block device as the target (a loop device over a file here; a new
@@ -529,6 +634,29 @@ TEST_F(DiskTest, ADiskRestoresOntoABlockDeviceGrownOrShrunk) {
                            Sh("blkid -p -o value -s UUID -O " + std::to_string(18 * kMiB) + " " + disk).out;
     EXPECT_EQ(same_uuid, std::string(how) != "--new-ids");
   }
+}
+
+// A shrunk partition in the first MiB of a device (an old MBR disk's at
+// sector 63) is written through the held-back head, not under it.
+TEST_F(DiskTest, AShrunkPartitionInTheFirstMiBOfADeviceKeepsItsSuperblock) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  const std::string disk = dir_ / "old.img";
+  ASSERT_EQ(Sh("truncate -s 64M " + disk + " && printf 'label: dos\\nstart=63, type=83\\n' | sfdisk -q " +
+               disk + " && mke2fs -q -F -t ext4 -d " + root_ + " -E offset=" + std::to_string(63 * 512) +
+               " " + disk + " " + std::to_string((64 * kMiB - 63 * 512) / 1024) + "k")
+                .exit_code,
+            0);
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  ASSERT_EQ(Sh("head -c 40M /dev/urandom > " + dir_ / "dev.img").exit_code, 0);
+  {
+    test::LoopDevice loop(dir_ / "dev.img");
+    auto r = G({"restore", "--shrink", "latest", loop.device()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const std::string root = dir_ / "dev.img" + "?offset=" + std::to_string(63 * 512);
+  auto fsck = Sh("e2fsck -fn '" + root + "' 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+  EXPECT_EQ(Sh("debugfs -R 'cat /marker' '" + root + "' 2>/dev/null").out, "hello\n");
 }
 
 // The rescue bundle (tools/make-rescue.sh) restores and grows a whole disk

@@ -148,6 +148,8 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
   progress.Finish();
   if (!g.quiet)
     for (const auto& c : res.cleaned) fmt::print(stderr, "gnomon: {}\n", EscapeForTerminal(c));
+  for (const auto& w : res.warnings)
+    fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
   // A target that cannot take the restore (too small, in use, holding the
   // repository, an existing file without --overwrite) is a usage error:
   // nothing was written.
