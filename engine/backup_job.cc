@@ -254,7 +254,8 @@ VolumeRecord BackupRun::NewVolume(const BackupRecord& rec, size_t i, const Unit&
                                   const SourceVolume& src, const SnapshotSession* session) const {
   VolumeRecord v;
   v.source = opt_.sources[u.source];
-  const std::string base = u.name.empty() ? std::string(std::filesystem::path(v.source).filename()) : u.name;
+  const std::string base =
+      u.name.empty() ? std::string(std::filesystem::path(v.source).filename()) : u.name;
   v.name = base;
   for (size_t k = 2; std::any_of(rec.volumes.begin(), rec.volumes.end(),
                                  [&](const VolumeRecord& o) { return o.name == v.name; });
@@ -295,9 +296,9 @@ Status BackupRun::PlanUnits(const std::vector<SourceVolume>& sources,
   for (size_t i = 0; i < sources.size(); ++i) {
     bool is_disk = false;
     DiskLayout d;
-    GNOMON_RETURN_IF_ERROR(ProbeDisk(sources[i].fd(), opt_.sources[i], sources[i].size(), &is_disk,
-                                     &d)
-                               .WithContext("use --volumes-only to image it as one volume"));
+    GNOMON_RETURN_IF_ERROR(
+        ProbeDisk(sources[i].fd(), opt_.sources[i], sources[i].size(), &is_disk, &d)
+            .WithContext("use --volumes-only to image it as one volume"));
     if (!is_disk) continue;
     if (sources.size() > 1 || sources[i].offset() != 0)
       return Status::InvalidArgument(opt_.sources[i] +
@@ -318,13 +319,15 @@ Status BackupRun::PlanUnits(const std::vector<SourceVolume>& sources,
     d.gaps_volume = static_cast<int>(units->size());
     // The gaps' key names the layout: only identical gaps pair as parents.
     std::string gaps;
-    for (const auto& g : d.Gaps()) gaps += std::to_string(g.offset) + "+" + std::to_string(g.length) + ",";
+    for (const auto& g : d.Gaps())
+      gaps += std::to_string(g.offset) + "+" + std::to_string(g.length) + ",";
     const uint64_t h = Checksum64({reinterpret_cast<const uint8_t*>(gaps.data()), gaps.size()});
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
     units->push_back({i, 0, sources[i].size(), "disk-gaps", std::string("#gaps@") + hex, true});
-    GNOMON_RETURN_IF_ERROR(d.Validate(units->size()).WithContext(
-        opt_.sources[i] + ": cannot back up as a disk (use --volumes-only)"));
+    GNOMON_RETURN_IF_ERROR(
+        d.Validate(units->size())
+            .WithContext(opt_.sources[i] + ": cannot back up as a disk (use --volumes-only)"));
     *disk = std::move(d);
   }
   return Status::OK();
@@ -370,7 +373,8 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
     const SourceVolume* src = &sources[u.source];
     SourceVolume part;  // a partition: a range of the disk's snapshot
     if (u.within != 0 || u.size != src->size()) {
-      if (Status s = SourceVolume::OpenSnapshot(src->path(), src->offset() + u.within, u.size, &part);
+      if (Status s =
+              SourceVolume::OpenSnapshot(src->path(), src->offset() + u.within, u.size, &part);
           !s.ok()) {
         Discard();
         return s;

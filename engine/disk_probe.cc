@@ -26,7 +26,8 @@ std::string Str(const char* s) { return s ? s : ""; }
 // filesystem (or hold nothing it knows).
 std::string TableType(int fd, uint64_t size) {
   Probe fs(blkid_new_probe());
-  if (!fs || blkid_probe_set_device(fs.get(), fd, 0, static_cast<blkid_loff_t>(size)) != 0) return "";
+  if (!fs || blkid_probe_set_device(fs.get(), fd, 0, static_cast<blkid_loff_t>(size)) != 0)
+    return "";
   blkid_probe_enable_superblocks(fs.get(), 1);
   blkid_probe_enable_partitions(fs.get(), 0);
   if (blkid_do_safeprobe(fs.get()) == 0) {
@@ -35,7 +36,8 @@ std::string TableType(int fd, uint64_t size) {
     if (blkid_probe_lookup_value(fs.get(), "TYPE", &type, nullptr) == 0) return "";
   }
   Probe pt(blkid_new_probe());
-  if (!pt || blkid_probe_set_device(pt.get(), fd, 0, static_cast<blkid_loff_t>(size)) != 0) return "";
+  if (!pt || blkid_probe_set_device(pt.get(), fd, 0, static_cast<blkid_loff_t>(size)) != 0)
+    return "";
   blkid_probe_enable_superblocks(pt.get(), 0);
   blkid_probe_enable_partitions(pt.get(), 1);
   if (blkid_do_safeprobe(pt.get()) != 0) return "";

@@ -2,22 +2,22 @@
 
 #include <fcntl.h>
 #include <libfdisk/libfdisk.h>
+#include <linux/fs.h>
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <linux/fs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
-#include <cstdio>
 #include <memory>
 
 #include "base/random.h"
@@ -52,7 +52,9 @@ const DiskPartition* LastPartition(const DiskLayout& d, bool with_extended) {
 
 bool IsExt(const std::string& fs) { return fs == "ext2" || fs == "ext3" || fs == "ext4"; }
 
-std::string Bytes(uint64_t n) { return std::to_string(n) + " bytes (" + std::to_string(n / kMiB) + " MiB)"; }
+std::string Bytes(uint64_t n) {
+  return std::to_string(n) + " bytes (" + std::to_string(n / kMiB) + " MiB)";
+}
 
 }  // namespace
 
@@ -78,17 +80,23 @@ Status Resize(const DiskLayout& disk, const DiskPartition* last, uint64_t target
     return Status::InvalidArgument(
         std::string(flag) + " resizes the last partition and its ext2/3/4 filesystem; partition " +
         (last ? std::to_string(last->number) + " is " +
-                    (last->kind != "primary" ? last->kind
-                                             : "'" + (last->fs_type.empty() ? std::string("no known filesystem") : last->fs_type) + "'")
+                    (last->kind != "primary"
+                         ? last->kind
+                         : "'" +
+                               (last->fs_type.empty() ? std::string("no known filesystem")
+                                                      : last->fs_type) +
+                               "'")
               : std::string("none")));
   const uint64_t old_end = last->start + last->size;
   uint64_t usable = target_size > GptTailBytes(disk) ? target_size - GptTailBytes(disk) : 0;
-  if (disk.label == "dos") usable = std::min<uint64_t>(usable, (uint64_t{1} << 32) * disk.sector_size);
+  if (disk.label == "dos")
+    usable = std::min<uint64_t>(usable, (uint64_t{1} << 32) * disk.sector_size);
   uint64_t new_end = usable / kMiB * kMiB;
   if (grow && new_end < old_end) new_end = usable / disk.sector_size * disk.sector_size;
   if (grow && new_end <= old_end) return Status::OK();  // nothing to gain
   if (new_end <= last->start)
-    return Status::InvalidArgument("the target leaves no room for partition " + std::to_string(last->number));
+    return Status::InvalidArgument("the target leaves no room for partition " +
+                                   std::to_string(last->number));
   const size_t at = static_cast<size_t>(last - disk.partitions.data());
   plan->grown = static_cast<int>(at);
   plan->grown_from = last->size;
@@ -125,8 +133,7 @@ void NewIds(DiskPlan* plan) {
 
 }  // namespace
 
-Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices& c,
-                DiskPlan* out) {
+Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices& c, DiskPlan* out) {
   if (c.grow && c.shrink) return Status::InvalidArgument("--grow and --shrink exclude each other");
   DiskPlan plan;
   plan.layout = disk;
@@ -140,8 +147,8 @@ Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices&
     // What the filesystem uses, with room for its metadata and journal
     // growing back; resize2fs has the last word.
     const uint64_t need = c.last_used + c.last_used / 20 + 16 * kMiB;
-    plan.shrink_min = std::min(plan.min_size, (last->start + need + kMiB - 1) / kMiB * kMiB +
-                                                  GptTailBytes(disk));
+    plan.shrink_min =
+        std::min(plan.min_size, (last->start + need + kMiB - 1) / kMiB * kMiB + GptTailBytes(disk));
   }
   if (target_size % disk.sector_size)
     return Status::InvalidArgument("the target's size is not a multiple of the disk's " +
@@ -155,22 +162,25 @@ Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices&
   if (c.shrink && target_size < plan.min_size) {
     GNOMON_RETURN_IF_ERROR(Resize(disk, last == outer ? last : outer, target_size, false, &plan));
     if (plan.layout.partitions[static_cast<size_t>(plan.grown)].size < c.last_used)
-      return Status::InvalidArgument("the target holds " + Bytes(target_size) + ", too little for the " +
-                                     Bytes(c.last_used) + " partition " + std::to_string(last->number) +
-                                     " uses; about " + Bytes(plan.shrink_min) + " would do");
+      return Status::InvalidArgument("the target holds " + Bytes(target_size) +
+                                     ", too little for the " + Bytes(c.last_used) + " partition " +
+                                     std::to_string(last->number) + " uses; about " +
+                                     Bytes(plan.shrink_min) + " would do");
   }
   if (c.grow) GNOMON_RETURN_IF_ERROR(Resize(disk, last, target_size, true, &plan));
   if (c.new_ids) NewIds(&plan);
   plan.layout.size = target_size;
   plan.rewrite_table =
       plan.grown >= 0 || c.new_ids || (disk.label == "gpt" && target_size != disk.size);
-  const uint64_t keep_end = plan.grown >= 0 ? disk.partitions[static_cast<size_t>(plan.grown)].start : end;
+  const uint64_t keep_end =
+      plan.grown >= 0 ? disk.partitions[static_cast<size_t>(plan.grown)].start : end;
   // A table laid out anew is not copied first: until it is written the
   // target has none (the old one may not fit it), only the boot code.
   const uint64_t table_end =
-      disk.label == "gpt" ? (2 + (uint64_t{disk.table_length} * 128 + disk.sector_size - 1) /
-                                     disk.sector_size) * disk.sector_size
-                          : 512;
+      disk.label == "gpt"
+          ? (2 + (uint64_t{disk.table_length} * 128 + disk.sector_size - 1) / disk.sector_size) *
+                disk.sector_size
+          : 512;
   for (const auto& g : disk.Gaps()) {
     // Past the last partition a GPT keeps its backup; it is laid out anew.
     if (plan.rewrite_table && g.offset >= keep_end) continue;
@@ -265,23 +275,24 @@ std::string DescribeDiskPlan(const nlohmann::json& j) {
     return std::string(b);
   };
   std::string s = "restore of disk backup " + j["backup"].get<std::string>() + " onto " +
-                  j["target"].get<std::string>() + " (" +
-                  mib(j["target_size"].get<uint64_t>()) + "; the backed-up disk was " +
-                  mib(j["disk_size"].get<uint64_t>()) + ", at least " +
-                  mib(j["min_size"].get<uint64_t>()) + " needed)\n";
+                  j["target"].get<std::string>() + " (" + mib(j["target_size"].get<uint64_t>()) +
+                  "; the backed-up disk was " + mib(j["disk_size"].get<uint64_t>()) +
+                  ", at least " + mib(j["min_size"].get<uint64_t>()) + " needed)\n";
   for (const auto& w : j["writes"]) {
     if (w.contains("ranges")) {
       s += "  " + w["what"].get<std::string>() + ", from volume " + w["volume"].get<std::string>() +
            ":";
       for (const auto& r : w["ranges"])
-        s += " [" + mib(r["offset"].get<uint64_t>()) + " +" + mib(r["length"].get<uint64_t>()) + ")";
+        s +=
+            " [" + mib(r["offset"].get<uint64_t>()) + " +" + mib(r["length"].get<uint64_t>()) + ")";
       s += "\n";
     } else {
       s += "  " + w["what"].get<std::string>() + " at " + mib(w["offset"].get<uint64_t>()) + ", " +
            mib(w["length"].get<uint64_t>()) + ", from volume " + w["volume"].get<std::string>() +
            (w["filesystem"].get<std::string>().empty()
                 ? std::string()
-                : " (" + w["filesystem"].get<std::string>() + " " + w["fs_uuid"].get<std::string>() + ")") +
+                : " (" + w["filesystem"].get<std::string>() + " " +
+                      w["fs_uuid"].get<std::string>() + ")") +
            "\n";
     }
   }
@@ -298,8 +309,9 @@ std::string DescribeDiskPlan(const nlohmann::json& j) {
          "/etc/kernel/cmdline):\n";
     for (const auto& c : j["new_ids"])
       s += "    " +
-           (c["partition"].get<uint32_t>() ? "partition " + std::to_string(c["partition"].get<uint32_t>()) + " "
-                                          : std::string()) +
+           (c["partition"].get<uint32_t>()
+                ? "partition " + std::to_string(c["partition"].get<uint32_t>()) + " "
+                : std::string()) +
            c["what"].get<std::string>() + ": " + c["from"].get<std::string>() + " -> " +
            c["to"].get<std::string>() + "\n";
   }
@@ -433,7 +445,9 @@ Status ResizeFilesystem(int fd, uint64_t offset, const std::string& name, const 
 // every byte, holes as zeros (the device holds old data there), through
 // the target, which holds back its head and tail.
 Status CopyInto(int from, RestoreTarget* to, uint64_t at, uint64_t n, const std::string& name) {
-  auto fail = [&](int e) { return Status::FromErrno("copying the resized filesystem into " + name, e); };
+  auto fail = [&](int e) {
+    return Status::FromErrno("copying the resized filesystem into " + name, e);
+  };
   if (to->is_block()) {
     std::vector<uint8_t> buf(4 * kMiB);
     for (uint64_t off = 0; off < n;) {
@@ -446,7 +460,8 @@ Status CopyInto(int from, RestoreTarget* to, uint64_t at, uint64_t n, const std:
         if (r == 0) break;  // past the scratch file's end: zeros
         got += static_cast<size_t>(r);
       }
-      std::fill(buf.begin() + static_cast<std::ptrdiff_t>(got), buf.begin() + static_cast<std::ptrdiff_t>(len), 0);
+      std::fill(buf.begin() + static_cast<std::ptrdiff_t>(got),
+                buf.begin() + static_cast<std::ptrdiff_t>(len), 0);
       GNOMON_RETURN_IF_ERROR(to->WriteAt(at + off, buf.data(), len));
       off += len;
     }
@@ -547,10 +562,10 @@ Status ResizeInScratch(Repository* repo, const RestoreOptions& opt, const Volume
   const std::string dir = ScratchDir(opt.target, device);
   struct statvfs fs;
   if (::statvfs(dir.c_str(), &fs) == 0 && uint64_t{fs.f_bavail} * fs.f_frsize < used + used / 10)
-    return Status::InvalidArgument(
-        "resizing partition " + std::to_string(p.number) + " needs about " + Bytes(used + used / 10) +
-        " free in " + dir + " (set TMPDIR to a directory with room), which has " +
-        Bytes(uint64_t{fs.f_bavail} * fs.f_frsize));
+    return Status::InvalidArgument("resizing partition " + std::to_string(p.number) +
+                                   " needs about " + Bytes(used + used / 10) + " free in " + dir +
+                                   " (set TMPDIR to a directory with room), which has " +
+                                   Bytes(uint64_t{fs.f_bavail} * fs.f_frsize));
   GNOMON_RETURN_IF_ERROR(scratch->OpenScratch(dir, vol.size));
   GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, vol, vi, index, scratch, 0, nullptr, written)
                              .WithContext("partition " + std::to_string(p.number)));
@@ -565,7 +580,8 @@ Status ResizeInScratch(Repository* repo, const RestoreOptions& opt, const Volume
 // and a flock on it keeps udev from probing or mounting it meanwhile.
 Status FinishDevice(RestoreTarget* target, const std::string& name,
                     const std::function<Status(int fd)>& tools, std::vector<std::string>* notes) {
-  const int fd = ::open(("/proc/self/fd/" + std::to_string(target->fd())).c_str(), O_RDWR | O_CLOEXEC);
+  const int fd =
+      ::open(("/proc/self/fd/" + std::to_string(target->fd())).c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno("reopening " + name, errno);
   target->Close();
   ::flock(fd, LOCK_EX);
@@ -642,7 +658,8 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   }
   // After the table: grow in place, set new filesystem ids.
   auto tools = [&](int fd) -> Status {
-    if (in_place) GNOMON_RETURN_IF_ERROR(ResizeFilesystem(fd, resized->start, opt.target, *resized));
+    if (in_place)
+      GNOMON_RETURN_IF_ERROR(ResizeFilesystem(fd, resized->start, opt.target, *resized));
     if (opt.new_ids)
       for (const auto& p : plan.layout.partitions)
         if (p.fs_type == "vfat" || IsExt(p.fs_type))

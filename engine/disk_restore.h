@@ -36,9 +36,9 @@ struct IdChange {
 // What a disk restore writes onto a target of a given size. Pure but for
 // the random new ids: tested without devices (tests/disk_test.cc).
 struct DiskPlan {
-  DiskLayout layout;          // as it will be on the target
-  uint64_t target_size = 0;   // bytes
-  uint64_t min_size = 0;      // the smallest target the layout fits
+  DiskLayout layout;           // as it will be on the target
+  uint64_t target_size = 0;    // bytes
+  uint64_t min_size = 0;       // the smallest target the layout fits
   bool rewrite_table = false;  // lay the table out anew (GPT on another size, or a grown partition)
   int grown = -1;              // position in layout.partitions of the grown one, or -1
   uint64_t grown_from = 0;     // its size in the backup
@@ -54,8 +54,7 @@ struct DiskPlan {
 // target is too small (without shrink, or even with it), or grow or shrink
 // cannot apply (the last partition is logical or holds no ext2/3/4
 // filesystem).
-Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices& c,
-                DiskPlan* out);
+Status PlanDisk(const DiskLayout& disk, uint64_t target_size, const DiskChoices& c, DiskPlan* out);
 
 // The libfdisk (sfdisk) script that creates `layout`'s table on a disk of
 // any size: the last LBA is left to libfdisk, so a GPT's backup header goes

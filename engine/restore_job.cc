@@ -212,9 +212,9 @@ Status RunRestore(Repository* repo, const RestoreOptions& opt, RestoreResult* ou
   GNOMON_RETURN_IF_ERROR(repo->FindBackup(opt.backup, &rec));
   if (rec.disk.present() && opt.volume.empty()) return RunDiskRestore(repo, opt, rec, out);
   if (opt.grow || opt.plan || opt.shrink || opt.new_ids)
-    return Status::InvalidArgument("--grow, --shrink, --new-ids and --plan are for a whole disk backup; " + rec.id +
-                                   (rec.disk.present() ? ":" + opt.volume + " is one volume of one"
-                                                       : " is not one"));
+    return Status::InvalidArgument(
+        "--grow, --shrink, --new-ids and --plan are for a whole disk backup; " + rec.id +
+        (rec.disk.present() ? ":" + opt.volume + " is one volume of one" : " is not one"));
   const VolumeRecord* vol = nullptr;
   GNOMON_RETURN_IF_ERROR(PickVolume(rec, opt.volume, &vol));
   VolumeIndex vi;

@@ -37,8 +37,8 @@ struct RestoreResult {
   std::string backup_id, volume;
   uint64_t bytes = 0, bytes_written = 0;
   double seconds = 0;
-  std::vector<std::string> cleaned;  // partial restores of killed runs that were removed
-  nlohmann::json plan;               // a disk restore's plan (engine/disk_restore.h)
+  std::vector<std::string> cleaned;   // partial restores of killed runs that were removed
+  nlohmann::json plan;                // a disk restore's plan (engine/disk_restore.h)
   std::vector<std::string> warnings;  // the restore succeeded, but tell the user
 };
 

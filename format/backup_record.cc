@@ -155,9 +155,12 @@ Status BackupRecord::Decode(const std::string& path, const std::string& body, Ba
       GNOMON_RETURN_IF_ERROR(r.disk.Validate(r.volumes.size()).WithContext(path));
       // Restore writes each volume at its partition's start: a volume of
       // another size would write into the next partition.
-      auto sized = [&](int v, uint64_t size) { return r.volumes[static_cast<size_t>(v)].size == size; };
+      auto sized = [&](int v, uint64_t size) {
+        return r.volumes[static_cast<size_t>(v)].size == size;
+      };
       if (!sized(r.disk.gaps_volume, r.disk.size))
-        return Status::Corruption(path + ": disk layout is malformed (the gaps volume is not the disk's size)");
+        return Status::Corruption(
+            path + ": disk layout is malformed (the gaps volume is not the disk's size)");
       for (const auto& p : r.disk.partitions)
         if (p.volume >= 0 && !sized(p.volume, p.size))
           return Status::Corruption(path + ": disk layout is malformed (partition " +

@@ -91,5 +91,4 @@ struct BackupRecord {
 // The newest record version this code reads and writes.
 inline constexpr uint32_t kBackupRecordVersion = kBackupFrame.max_version;
 
-
 }  // namespace gnomon

@@ -80,8 +80,9 @@ bool IsGuid(const std::string& s) {
 }
 
 bool IsHex(const std::string& s, size_t min, size_t max) {
-  return s.size() >= min && s.size() <= max &&
-         std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+  return s.size() >= min && s.size() <= max && std::all_of(s.begin(), s.end(), [](char c) {
+           return std::isxdigit(static_cast<unsigned char>(c));
+         });
 }
 
 // Free text that goes into a partition table script between quotes.
@@ -109,8 +110,9 @@ Status DiskLayout::Validate(size_t volumes) const {
   if (sector_size < 512 || sector_size > 65536 || (sector_size & (sector_size - 1)))
     return bad("sector size " + std::to_string(sector_size));
   if (size == 0 || size % sector_size) return bad("disk size " + std::to_string(size));
-  if (label == "gpt" ? !IsGuid(disk_id) : !(disk_id.size() == 10 && disk_id.rfind("0x", 0) == 0 &&
-                                          IsHex(disk_id.substr(2), 8, 8)))
+  if (label == "gpt" ? !IsGuid(disk_id)
+                     : !(disk_id.size() == 10 && disk_id.rfind("0x", 0) == 0 &&
+                         IsHex(disk_id.substr(2), 8, 8)))
     return bad("disk id '" + disk_id + "'");
   if (label == "gpt" ? table_length < 1 || table_length > 4096 : table_length != 0)
     return bad("table length " + std::to_string(table_length));
@@ -123,7 +125,8 @@ Status DiskLayout::Validate(size_t volumes) const {
   const DiskPartition* extended = nullptr;
   for (const auto& p : partitions) {
     const std::string n = "partition " + std::to_string(p.number);
-    if (p.number < 1 || p.number > 4096 || !numbers.insert(p.number).second) return bad(n + " number");
+    if (p.number < 1 || p.number > 4096 || !numbers.insert(p.number).second)
+      return bad(n + " number");
     if (p.size == 0 || p.start % sector_size || p.size % sector_size || p.start >= size ||
         p.size > size - p.start || p.start < first_lba * sector_size)
       return bad(n + " lies outside the disk");
@@ -138,11 +141,13 @@ Status DiskLayout::Validate(size_t volumes) const {
       if ((p.kind == "logical") != (p.number > 4)) return bad(n + " number for its kind");
     }
     if (p.kind == "extended") {
-      if (extended || p.volume != -1) return bad(n + ": a second extended partition, or one with a volume");
+      if (extended || p.volume != -1)
+        return bad(n + ": a second extended partition, or one with a volume");
       extended = &p;
       continue;
     }
-    if (p.volume < 0 || static_cast<size_t>(p.volume) >= volumes || !used_volumes.insert(p.volume).second)
+    if (p.volume < 0 || static_cast<size_t>(p.volume) >= volumes ||
+        !used_volumes.insert(p.volume).second)
       return bad(n + " volume");
   }
   // Partitions that hold data do not overlap; logical ones lie inside the extended one.
@@ -160,7 +165,8 @@ Status DiskLayout::Validate(size_t volumes) const {
     const bool overlaps = extended && data[i]->start < extended->start + extended->size &&
                           extended->start < data[i]->start + data[i]->size;
     if (overlaps && !inside)
-      return bad("partition " + std::to_string(data[i]->number) + " overlaps the extended partition");
+      return bad("partition " + std::to_string(data[i]->number) +
+                 " overlaps the extended partition");
     if ((data[i]->kind == "logical") != inside)
       return bad("partition " + std::to_string(data[i]->number) +
                  (inside ? " lies inside the extended partition" : " is logical outside it"));

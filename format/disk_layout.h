@@ -22,8 +22,8 @@ struct DiskPartition {
   std::string type;              // GPT type GUID, or the DOS type as 2 hex digits
   std::string uuid;              // GPT partition GUID; "" on DOS
   std::string name;              // GPT partition name; "" on DOS
-  std::string attrs;             // GPT attributes as libfdisk spells them, e.g. "LegacyBIOSBootable"
-  bool bootable = false;         // DOS active flag
+  std::string attrs;      // GPT attributes as libfdisk spells them, e.g. "LegacyBIOSBootable"
+  bool bootable = false;  // DOS active flag
   // What blkid found inside (informational; restore checks nothing by them).
   std::string fs_type, fs_uuid, fs_label;
   int volume = -1;  // position in BackupRecord::volumes; -1 for an extended container
@@ -33,10 +33,10 @@ struct DiskLayout {
   std::string label;  // "gpt" | "dos"; "" = not a disk backup
   uint64_t size = 0;  // bytes
   uint32_t sector_size = 512;
-  std::string disk_id;  // GPT disk GUID, or DOS "0x" + 8 hex digits
-  uint32_t table_length = 0;  // GPT partition entries (0 on DOS)
-  uint64_t first_lba = 0;     // GPT first usable LBA (0 on DOS)
-  int gaps_volume = -1;       // the volume holding every byte outside the partitions
+  std::string disk_id;                    // GPT disk GUID, or DOS "0x" + 8 hex digits
+  uint32_t table_length = 0;              // GPT partition entries (0 on DOS)
+  uint64_t first_lba = 0;                 // GPT first usable LBA (0 on DOS)
+  int gaps_volume = -1;                   // the volume holding every byte outside the partitions
   std::vector<DiskPartition> partitions;  // by start
 
   bool present() const { return !label.empty(); }

@@ -12,8 +12,8 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "engine/disk_restore.h"
@@ -139,7 +139,8 @@ TEST(DiskLayoutTest, ARecordRoundTripsAndOneWhoseVolumesMisfitIsRefused) {
   bad.volumes[2].size += 65536;
   Status s = BackupRecord::Decode("r", bad.Encode(), &out);
   EXPECT_TRUE(s.IsCorruption());
-  EXPECT_NE(s.message().find("partition 3's volume is not its size"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("partition 3's volume is not its size"), std::string::npos)
+      << s.message();
   bad = r;
   bad.volumes[3].size -= 65536;
   EXPECT_TRUE(BackupRecord::Decode("r", bad.Encode(), &out).IsCorruption());
@@ -226,11 +227,14 @@ class DiskTest : public test::RepoTest {
                          : std::string(tool) + " is not installed (tools/install-deps.sh)");
     test::RepoTest::SetUp();
     root_ = dir_ / "rootfs";
-    ASSERT_EQ(Sh("mkdir -p " + root_ + "/lib " + root_ + "/copy && cd /usr/lib/x86_64-linux-gnu && "
-                 "find . -maxdepth 1 -name '*.so*' -type f -size -1000k | sort | head -40 | xargs -I{} cp {} " +
-                 root_ + "/lib/; "
-                 "cp -r " + root_ + "/lib/. " + root_ + "/copy/; echo hello > " + root_ +
-                 "/marker")
+    ASSERT_EQ(Sh("mkdir -p " + root_ + "/lib " + root_ +
+                 "/copy && cd /usr/lib/x86_64-linux-gnu && "
+                 "find . -maxdepth 1 -name '*.so*' -type f -size -1000k | sort | head -40 | xargs "
+                 "-I{} cp {} " +
+                 root_ +
+                 "/lib/; "
+                 "cp -r " +
+                 root_ + "/lib/. " + root_ + "/copy/; echo hello > " + root_ + "/marker")
                   .exit_code,
               0);
   }
@@ -238,18 +242,21 @@ class DiskTest : public test::RepoTest {
   // partition (FAT) with a file, an ext4 root filled from root_, and random
   // boot code in LBA 0.
   void MakeGptDisk(const std::string& img) {
-    ASSERT_EQ(Sh("truncate -s 96M " + img + " && printf 'label: gpt\\n"
+    ASSERT_EQ(Sh("truncate -s 96M " + img +
+                 " && printf 'label: gpt\\n"
                  "size=1M, type=21686148-6449-6E6F-744E-656564454649, name=\"bios boot\"\\n"
-                 "size=16M, type=U\\ntype=L, name=root\\n' | sfdisk -q " + img)
+                 "size=16M, type=U\\ntype=L, name=root\\n' | sfdisk -q " +
+                 img)
                   .exit_code,
               0);
     test::WriteFile(dir_ / "bios", test::RandomBytes(kMiB, 7));
     auto made = Sh("dd if=" + dir_ / "bios" + " of=" + img +
-                 " bs=1M seek=1 conv=notrunc status=none && head -c 440 " + dir_ / "bios" +
-                 " | dd of=" + img + " conv=notrunc status=none && mkfs.vfat --offset 4096 " + img +
-                 " 16384 >/dev/null 2>&1 && mcopy -i " + img + "@@2M " + root_ + "/marker ::/ && "
-                 "mke2fs -q -F -t ext4 -L root -d " + root_ + " -E offset=" +
-                 std::to_string(18 * kMiB) + " " + img + " 77M");
+                   " bs=1M seek=1 conv=notrunc status=none && head -c 440 " + dir_ / "bios" +
+                   " | dd of=" + img + " conv=notrunc status=none && mkfs.vfat --offset 4096 " +
+                   img + " 16384 >/dev/null 2>&1 && mcopy -i " + img + "@@2M " + root_ +
+                   "/marker ::/ && "
+                   "mke2fs -q -F -t ext4 -L root -d " +
+                   root_ + " -E offset=" + std::to_string(18 * kMiB) + " " + img + " 77M");
     ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
     ASSERT_LT(std::stoi(Sh("du -sm " + root_).out), 30) << "the root filesystem's files fit";
   }
@@ -308,7 +315,8 @@ TEST_F(DiskTest, ALargerTargetGetsTheTableAtItsEndAndGrowExtendsTheRootFilesyste
   const std::string disk = dir_ / "disk.img";
   MakeGptDisk(disk);
   ASSERT_EQ(G({"backup", disk}).exit_code, 0);
-  const std::string dump = Sh("sfdisk -d " + disk + " | grep -v '^device:\\|^last-lba:' | sed 's/^[^ ]*img//'").out;
+  const std::string dump =
+      Sh("sfdisk -d " + disk + " | grep -v '^device:\\|^last-lba:' | sed 's/^[^ ]*img//'").out;
 
   // Larger, not grown: same partitions and ids, the backup GPT at the new end.
   ASSERT_EQ(Sh("truncate -s 192M " + dir_ / "big.img").exit_code, 0);
@@ -318,7 +326,9 @@ TEST_F(DiskTest, ALargerTargetGetsTheTableAtItsEndAndGrowExtendsTheRootFilesyste
   auto verify = Sh("sfdisk -V " + dir_ / "big.img" + " 2>&1");
   EXPECT_EQ(verify.exit_code, 0) << verify.out;
   EXPECT_EQ(verify.out.find("not on the end"), std::string::npos) << verify.out;
-  EXPECT_EQ(Sh("sfdisk -d " + dir_ / "big.img" + " | grep -v '^device:\\|^last-lba:' | sed 's/^[^ ]*img//'").out,
+  EXPECT_EQ(Sh("sfdisk -d " + dir_ / "big.img" +
+               " | grep -v '^device:\\|^last-lba:' | sed 's/^[^ ]*img//'")
+                .out,
             dump);
   // Past LBA 33 (the primary GPT, whose header names the new backup LBA)
   // every byte up to the old backup GPT is the disk's, boot code too.
@@ -329,7 +339,8 @@ TEST_F(DiskTest, ALargerTargetGetsTheTableAtItsEndAndGrowExtendsTheRootFilesyste
   EXPECT_EQ(Sh("cmp -n 440 " + disk + " " + dir_ / "big.img").exit_code, 0) << "boot code";
 
   // Grown: the last partition reaches the end, its ext4 with it, and checks clean.
-  ASSERT_EQ(Sh("rm -f " + dir_ / "big.img" + " && truncate -s 192M " + dir_ / "big.img").exit_code, 0);
+  ASSERT_EQ(Sh("rm -f " + dir_ / "big.img" + " && truncate -s 192M " + dir_ / "big.img").exit_code,
+            0);
   r = G({"restore", "--overwrite", "--grow", "latest", dir_ / "big.img"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(fs::file_size(dir_ / "big.img"), 192 * kMiB);
@@ -382,14 +393,16 @@ TEST_F(DiskTest, ShrinkFitsASmallerDiskAndNewIdsMakeAClone) {
   r = G({"restore", "--overwrite", "--shrink", "latest", dir_ / "tiny.img"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("too little"), std::string::npos) << r.err;
-  EXPECT_EQ(Sh("cmp " + dir_ / "tiny.img" + " /dev/zero 2>&1").out.find("differ"), std::string::npos);
+  EXPECT_EQ(Sh("cmp " + dir_ / "tiny.img" + " /dev/zero 2>&1").out.find("differ"),
+            std::string::npos);
 
   // --new-ids: every id differs from the original's, and the clone checks clean.
   r = G({"restore", "--new-ids", "latest", dir_ / "clone.img"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("/etc/fstab"), std::string::npos) << r.out;
   auto ids = [&](const std::string& img) {
-    return Sh("sfdisk -d " + img + " | grep -o 'label-id: .*\\|uuid=[^,]*'; blkid -p -o value -s UUID -O " +
+    return Sh("sfdisk -d " + img +
+              " | grep -o 'label-id: .*\\|uuid=[^,]*'; blkid -p -o value -s UUID -O " +
               std::to_string(2 * kMiB) + " " + img + "; blkid -p -o value -s UUID -O " +
               std::to_string(18 * kMiB) + " " + img)
         .out;
@@ -404,11 +417,13 @@ TEST_F(DiskTest, ShrinkFitsASmallerDiskAndNewIdsMakeAClone) {
 
 TEST_F(DiskTest, AnMbrDiskKeepsBootCodePostMbrGapAndLogicalPartitions) {
   const std::string disk = dir_ / "mbr.img";
-  ASSERT_EQ(Sh("truncate -s 64M " + disk + " && printf 'label: dos\\nlabel-id: 0x1234abcd\\n"
-               "size=8M, type=83, bootable\\ntype=5\\nsize=20M, type=83\\ntype=82\\n' | sfdisk -q " +
-               disk)
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      Sh("truncate -s 64M " + disk +
+         " && printf 'label: dos\\nlabel-id: 0x1234abcd\\n"
+         "size=8M, type=83, bootable\\ntype=5\\nsize=20M, type=83\\ntype=82\\n' | sfdisk -q " +
+         disk)
+          .exit_code,
+      0);
   // GRUB's place on an MBR disk: boot code in LBA 0, core.img in the gap.
   test::WriteFile(dir_ / "boot", test::RandomBytes(kMiB - 512, 9));
   ASSERT_EQ(Sh("head -c 440 " + dir_ / "boot" + " | dd of=" + disk +
@@ -436,10 +451,11 @@ TEST_F(DiskTest, AnMbrDiskKeepsBootCodePostMbrGapAndLogicalPartitions) {
   auto g = G({"restore", "--overwrite", "--grow", "latest", dir_ / "big.img"});
   EXPECT_EQ(g.exit_code, 2);
   EXPECT_NE(g.err.find("is logical"), std::string::npos) << g.err;
-  EXPECT_EQ(Sh("cmp " + dir_ / "big.img" + " /dev/zero 2>&1").out.find("differ"), std::string::npos);
+  EXPECT_EQ(Sh("cmp " + dir_ / "big.img" + " /dev/zero 2>&1").out.find("differ"),
+            std::string::npos);
   ASSERT_EQ(G({"restore", "--overwrite", "latest", dir_ / "big.img"}).exit_code, 0);
-  EXPECT_EQ(Sh("cmp -n " + std::to_string(64 * kMiB) + " " + disk + " " + dir_ / "big.img").exit_code,
-            0);
+  EXPECT_EQ(
+      Sh("cmp -n " + std::to_string(64 * kMiB) + " " + disk + " " + dir_ / "big.img").exit_code, 0);
   // --new-ids lays the table out anew, EBRs included: the same partitions,
   // another id, the same bytes in every partition and in the post-MBR gap.
   auto n = G({"restore", "--new-ids", "latest", dir_ / "clone.img"});
@@ -457,7 +473,10 @@ TEST_F(DiskTest, AnMbrDiskKeepsBootCodePostMbrGapAndLogicalPartitions) {
               p["fs_type"] == "ext4" ? 1 : 0)  // an ext4 gets a new UUID
         << p;
   }
-  EXPECT_EQ(Sh("cmp -i 512 -n " + std::to_string(kMiB - 512) + " " + disk + " " + dir_ / "clone.img").exit_code, 0);
+  EXPECT_EQ(
+      Sh("cmp -i 512 -n " + std::to_string(kMiB - 512) + " " + disk + " " + dir_ / "clone.img")
+          .exit_code,
+      0);
   EXPECT_EQ(Sh("cmp -n 440 " + disk + " " + dir_ / "clone.img").exit_code, 0);
 }
 
@@ -534,7 +553,9 @@ TEST_F(DiskTest, AMountedPartitionIsFrozenAndImagedAtOnePointInTime) {
   // A repository on the disk's partition: restoring over the disk is refused.
   const std::string repo2 = mnt + "/repo";
   ASSERT_EQ(test::Gnomon({"init", "--repo", repo2}).exit_code, 0);
-  ASSERT_EQ(test::Gnomon({"--repo", repo2, "backup", "--volumes-only", dir_ / "rootfs/marker"}).exit_code, 0);
+  ASSERT_EQ(
+      test::Gnomon({"--repo", repo2, "backup", "--volumes-only", dir_ / "rootfs/marker"}).exit_code,
+      0);
   auto refused = test::Gnomon({"--repo", repo2, "restore", "--overwrite", "latest", disk});
   Sh("umount " + mnt + "; losetup -d " + dev);
   ASSERT_EQ(b.exit_code, 0) << b.err;
@@ -564,7 +585,8 @@ TEST_F(DiskTest, AMountedPartitionIsFrozenAndImagedAtOnePointInTime) {
   // --new-ids on a filesystem that was mounted when it was snapshotted.
   r = G({"restore", "--new-ids", "latest", dir_ / "clone.img"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  fsck = Sh("e2fsck -fn '" + dir_ / "clone.img" + "?offset=" + std::to_string(18 * kMiB) + "' 2>&1");
+  fsck =
+      Sh("e2fsck -fn '" + dir_ / "clone.img" + "?offset=" + std::to_string(18 * kMiB) + "' 2>&1");
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
 
   // The disk imaged as one volume after a disk backup of it builds on no
@@ -601,7 +623,10 @@ TEST_F(DiskTest, ADiskRestoresOntoABlockDeviceGrownOrShrunk) {
     SCOPED_TRACE(how);
     const std::string size = std::string(how) == "--shrink" ? "60M" : "192M";
     // Old data everywhere, as on a used disk.
-    ASSERT_EQ(Sh("rm -f " + dir_ / "dev.img" + " && head -c " + size + " /dev/urandom > " + dir_ / "dev.img").exit_code, 0);
+    ASSERT_EQ(Sh("rm -f " + dir_ / "dev.img" + " && head -c " + size + " /dev/urandom > " +
+                 dir_ / "dev.img")
+                  .exit_code,
+              0);
     uint64_t bytes = 0;
     {
       test::LoopDevice loop(dir_ / "dev.img");
@@ -621,7 +646,10 @@ TEST_F(DiskTest, ADiskRestoresOntoABlockDeviceGrownOrShrunk) {
     // The BIOS boot partition and the ESP are the disk's, byte for byte
     // (but for the FAT serial --new-ids changes).
     if (std::string(how) != "--new-ids") {
-      EXPECT_EQ(Sh("cmp -n " + std::to_string(17 * kMiB) + " -i " + std::to_string(kMiB) + " " + disk + " " + img).exit_code, 0);
+      EXPECT_EQ(Sh("cmp -n " + std::to_string(17 * kMiB) + " -i " + std::to_string(kMiB) + " " +
+                   disk + " " + img)
+                    .exit_code,
+                0);
     }
     const std::string sb = Sh("dumpe2fs -h '" + root + "' 2>/dev/null").out;
     const size_t at = sb.find("Block count:");
@@ -630,8 +658,9 @@ TEST_F(DiskTest, ADiskRestoresOntoABlockDeviceGrownOrShrunk) {
     // Grown or shrunk to the target's last whole MiB before the backup GPT.
     const bool resized = std::string(how) == "--grow" || std::string(how) == "--shrink";
     EXPECT_EQ(fs_bytes, resized ? bytes - 19 * kMiB : 77 * kMiB);
-    const bool same_uuid = Sh("blkid -p -o value -s UUID -O " + std::to_string(18 * kMiB) + " " + img).out ==
-                           Sh("blkid -p -o value -s UUID -O " + std::to_string(18 * kMiB) + " " + disk).out;
+    const bool same_uuid =
+        Sh("blkid -p -o value -s UUID -O " + std::to_string(18 * kMiB) + " " + img).out ==
+        Sh("blkid -p -o value -s UUID -O " + std::to_string(18 * kMiB) + " " + disk).out;
     EXPECT_EQ(same_uuid, std::string(how) != "--new-ids");
   }
 }
@@ -641,11 +670,12 @@ TEST_F(DiskTest, ADiskRestoresOntoABlockDeviceGrownOrShrunk) {
 TEST_F(DiskTest, AShrunkPartitionInTheFirstMiBOfADeviceKeepsItsSuperblock) {
   GNOMON_SKIP_IF(test::RootSkipReason());
   const std::string disk = dir_ / "old.img";
-  ASSERT_EQ(Sh("truncate -s 64M " + disk + " && printf 'label: dos\\nstart=63, type=83\\n' | sfdisk -q " +
-               disk + " && mke2fs -q -F -t ext4 -d " + root_ + " -E offset=" + std::to_string(63 * 512) +
-               " " + disk + " " + std::to_string((64 * kMiB - 63 * 512) / 1024) + "k")
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      Sh("truncate -s 64M " + disk + " && printf 'label: dos\\nstart=63, type=83\\n' | sfdisk -q " +
+         disk + " && mke2fs -q -F -t ext4 -d " + root_ + " -E offset=" + std::to_string(63 * 512) +
+         " " + disk + " " + std::to_string((64 * kMiB - 63 * 512) / 1024) + "k")
+          .exit_code,
+      0);
   ASSERT_EQ(G({"backup", disk}).exit_code, 0);
   ASSERT_EQ(Sh("head -c 40M /dev/urandom > " + dir_ / "dev.img").exit_code, 0);
   {
@@ -671,8 +701,8 @@ TEST_F(DiskTest, ARescueBundleRestoresAWholeDiskInAnEmptyChroot) {
   const std::string root = dir_ / "chroot";
   auto made = Sh("bash " MAKE_RESCUE_SH " " + test::GnomonBinary() + " " + root + "/gnomon");
   ASSERT_EQ(made.exit_code, 0) << made.err;
-  ASSERT_EQ(Sh("mkdir -p " + root + "/proc " + root + "/dev " + root + "/repo " + root + "/work && " +
-               "truncate -s 192M " + root + "/work/new-disk.img")
+  ASSERT_EQ(Sh("mkdir -p " + root + "/proc " + root + "/dev " + root + "/repo " + root +
+               "/work && " + "truncate -s 192M " + root + "/work/new-disk.img")
                 .exit_code,
             0);
   // Nothing else is there: no shell, no libc, no e2fsprogs.
@@ -689,7 +719,9 @@ TEST_F(DiskTest, ARescueBundleRestoresAWholeDiskInAnEmptyChroot) {
   EXPECT_EQ(Sh("sfdisk -V " + img).exit_code, 0);
   auto fsck = Sh("e2fsck -fn '" + img + "?offset=" + std::to_string(18 * kMiB) + "' 2>&1");
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
-  EXPECT_EQ(Sh("cmp -n " + std::to_string(18 * kMiB - 16896) + " -i 16896 " + disk + " " + img).exit_code, 0);
+  EXPECT_EQ(
+      Sh("cmp -n " + std::to_string(18 * kMiB - 16896) + " -i 16896 " + disk + " " + img).exit_code,
+      0);
 }
 
 // ---- Bare-metal recovery, proved by booting ----
@@ -708,8 +740,10 @@ class DiskBootTest : public test::RepoTest {
                          : std::string(tool) + " is not installed (tools/install-deps.sh)");
     for (const char* file : {"/usr/lib/grub/i386-pc/boot.img", "/usr/lib/grub/x86_64-efi/linux.mod",
                              "/usr/share/OVMF/OVMF_CODE.fd"})
-      GNOMON_SKIP_IF(fs::exists(file) ? "" : std::string(file) + " is missing (tools/install-deps.sh)");
-    GNOMON_SKIP_IF(Sh("ls /boot/vmlinuz-*").exit_code == 0 ? "" : "no kernel in /boot (linux-image-amd64)");
+      GNOMON_SKIP_IF(fs::exists(file) ? ""
+                                      : std::string(file) + " is missing (tools/install-deps.sh)");
+    GNOMON_SKIP_IF(
+        Sh("ls /boot/vmlinuz-*").exit_code == 0 ? "" : "no kernel in /boot (linux-image-amd64)");
     test::RepoTest::SetUp();
   }
   // Makes a bootable disk; returns its root filesystem's UUID.
@@ -737,7 +771,9 @@ TEST_F(DiskBootTest, AGptDiskRestoredGrownOrShrunkBootsUnderBiosAndUefi) {
   ASSERT_EQ(Sh("truncate -s 400M " + dir_ / "big.img").exit_code, 0);
   auto r = G({"restore", "--overwrite", "--grow", "latest", dir_ / "big.img"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(Sh("e2fsck -fn '" + dir_ / "big.img" + "?offset=" + std::to_string(34 * kMiB) + "'").exit_code, 0);
+  EXPECT_EQ(Sh("e2fsck -fn '" + dir_ / "big.img" + "?offset=" + std::to_string(34 * kMiB) + "'")
+                .exit_code,
+            0);
   EXPECT_EQ(Boot(dir_ / "big.img", "bios"), marker);
   EXPECT_EQ(Boot(dir_ / "big.img", "uefi"), marker);
 

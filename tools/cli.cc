@@ -79,8 +79,9 @@ json BackupJson(const BackupRecord& r) {
                     {"block_map", v.block_map},
                     {"block_map_reason", v.block_map_reason},
                     {"stats", StatsJson(v.stats)}});
-  json j{{"id", r.id},         {"time", r.time}, {"host", r.host},  {"type", r.type},
-         {"parent", r.parent}, {"tags", r.tags}, {"volumes", vols}, {"totals", StatsJson(r.totals)}};
+  json j{
+      {"id", r.id},         {"time", r.time}, {"host", r.host},  {"type", r.type},
+      {"parent", r.parent}, {"tags", r.tags}, {"volumes", vols}, {"totals", StatsJson(r.totals)}};
   if (r.disk.present()) j["disk"] = r.disk.ToJson();
   return j;
 }

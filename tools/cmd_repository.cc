@@ -285,9 +285,10 @@ static void PrintDiskLayout(const BackupRecord& r) {
     if (p.volume >= 0) {
       const VolumeRecord& v = r.volumes[static_cast<size_t>(p.volume)];
       used = HumanBytes(static_cast<double>(v.stats.bytes - v.stats.unused_bytes));
-      how = v.block_map == "ext4" ? "used blocks (ext4) as " + v.name
-                                  : "whole as " + v.name +
-                                        (v.block_map_reason.empty() ? "" : ": " + v.block_map_reason);
+      how = v.block_map == "ext4"
+                ? "used blocks (ext4) as " + v.name
+                : "whole as " + v.name +
+                      (v.block_map_reason.empty() ? "" : ": " + v.block_map_reason);
     }
     fmt::print("    {:<4} {:>10} {:>10}  {:<22} {:<6} {:<12} {:<36} {:>10}  {}\n", p.number,
                HumanBytes(static_cast<double>(p.start)), HumanBytes(static_cast<double>(p.size)),

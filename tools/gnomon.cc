@@ -144,8 +144,7 @@ int main(int argc, char** argv) {
   std::string what;
   gnomon::RestoreOptions ropt;
   auto* restore = app.add_subcommand(
-      "restore",
-      "Restore a volume of a backup, or a whole disk backup, to a file or block device");
+      "restore", "Restore a volume of a backup, or a whole disk backup, to a file or block device");
   restore
       ->add_option("BACKUP[:VOLUME]", what,
                    "Backup id, unique id prefix or 'latest', and optionally the volume name "
