@@ -147,8 +147,15 @@ Status IdentifyVolume(const std::string& path, VolumeIdentity* out) {
       }
       ::closedir(d);
     }
-    for (auto& l : ListLoopDevices())
+    for (auto& l : ListLoopDevices()) {
       if (RealPath(l.backing_file) == v.real_path) v.devices.push_back(l.rdev);
+      // A loop device over a disk image: another loop device over the same
+      // file starting inside this one's range is one of its partitions.
+      if (v.is_loop && l.rdev != st.st_rdev &&
+          RealPath(l.backing_file) == RealPath(v.loop.backing_file) && l.offset >= v.loop.offset &&
+          l.offset < v.loop.offset + v.size)
+        v.devices.push_back(l.rdev);
+    }
   } else if (S_ISREG(st.st_mode)) {
     v.size = static_cast<uint64_t>(st.st_size);
     for (auto& l : ListLoopDevices())
