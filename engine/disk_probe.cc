@@ -46,7 +46,7 @@ std::string TableType(int fd, uint64_t size) {
   return Str(type);
 }
 
-Status ReadPartition(fdisk_context* cxt, fdisk_partition* pa, DiskLayout* d) {
+void ReadPartition(fdisk_partition* pa, DiskLayout* d) {
   DiskPartition p;
   const uint64_t ss = d->sector_size;
   p.number = static_cast<uint32_t>(fdisk_partition_get_partno(pa)) + 1;
@@ -67,9 +67,7 @@ Status ReadPartition(fdisk_context* cxt, fdisk_partition* pa, DiskLayout* d) {
              : fdisk_partition_is_nested(pa)  ? "logical"
                                               : "primary";
   }
-  (void)cxt;
   d->partitions.push_back(std::move(p));
-  return Status::OK();
 }
 
 }  // namespace
@@ -132,7 +130,7 @@ Status ProbeDisk(int fd, const std::string& name, uint64_t size, bool* is_disk, 
   std::unique_ptr<fdisk_iter, FdiskDeleter> it(fdisk_new_iter(FDISK_ITER_FORWARD));
   fdisk_partition* pa = nullptr;
   while (fdisk_table_next_partition(tb.get(), it.get(), &pa) == 0)
-    if (fdisk_partition_is_used(pa)) GNOMON_RETURN_IF_ERROR(ReadPartition(cxt.get(), pa, &d));
+    if (fdisk_partition_is_used(pa)) ReadPartition(pa, &d);
   std::sort(d.partitions.begin(), d.partitions.end(),
             [](const DiskPartition& a, const DiskPartition& b) { return a.start < b.start; });
   for (auto& p : d.partitions) {

@@ -374,6 +374,14 @@ int RunOnTarget(const std::string& tool, std::vector<std::string> args, int fd,
   for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR);)
     if (n > 0 && output->size() < 65536) output->append(buf, static_cast<size_t>(n));
   ::close(pipe_fds[0]);
+  // One line for an error message: the tool's lines joined by "; ".
+  std::string line;
+  for (char c : *output)
+    if (c != '\n')
+      line += c;
+    else if (!line.empty() && line.back() != ' ')
+      line += "; ";
+  *output = line;
   int st = 0;
   for (;;) {
     if (::waitpid(pid, &st, 0) == pid) break;
