@@ -829,3 +829,25 @@ TEST_F(DiskBootTest, AnMbrDiskWithGrubInThePostMbrGapBootsAfterARestore) {
 
 }  // namespace
 }  // namespace gnomon
+// nothing restored; a disk without boot code is reported as not booting.
+TEST_F(DiskBootTest, ADiskBackupBootsStraightFromItsExport) {
+  const std::string disk = dir_ / "disk.img";
+  const std::string uuid = Make(disk, "gpt");
+  ASSERT_EQ(uuid.size(), 36u);
+  const std::string id = BackupId(disk);
+  ASSERT_FALSE(id.empty());
+  auto r = G({"boot-check", "--json", "--marker", "GNOMON-BOOTED", "--timeout", "300", id});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["booted"].get<bool>());
+  EXPECT_EQ(j["firmware"], "bios");
+  EXPECT_EQ(j["marker_line"], "GNOMON-BOOTED root=" + uuid);
+
+  // The same disk with its MBR boot code wiped boots nowhere.
+  ASSERT_EQ(Sh("dd if=/dev/zero of=" + disk + " bs=440 count=1 conv=notrunc status=none").exit_code,
+            0);
+  ASSERT_FALSE(BackupId(disk).empty());
+  r = G({"boot-check", "--json", "--marker", "GNOMON-BOOTED", "--timeout", "20"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_FALSE(nlohmann::json::parse(r.out)["booted"].get<bool>());
+}

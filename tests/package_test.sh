@@ -48,7 +48,8 @@ for j in backup prune verify; do
 done
 job=usr/libexec/gnomon/gnomon-job
 conf=etc/gnomon/gnomon.conf
-for f in "${bins[@]}" "$manpage" "${units[@]}" "$job" "$conf"; do
+plugin=usr/lib/gnomon/nbdkit-gnomon-plugin.so   # gnomon serve runs nbdkit with it
+for f in "${bins[@]}" "$manpage" "${units[@]}" "$job" "$conf" "$plugin"; do
   grep -q " \./$f\$" <<<"$files" || fail "$f is not in the package"
 done
 grep -q "^-rwxr-xr-x root/root .* \./$job\$" <<<"$files" ||

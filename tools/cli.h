@@ -7,6 +7,8 @@
 
 #include "engine/backup_job.h"
 #include "engine/bench_job.h"
+#include "engine/boot_check.h"
+#include "engine/fuse_mount.h"
 #include "engine/progress.h"
 #include "engine/restore_job.h"
 #include "engine/retention.h"
@@ -71,6 +73,18 @@ int CmdPrune(const Globals& g, const PruneCliOptions& opt);
 // components: also list each writer's components (--components).
 int CmdWriters(const Globals& g, bool components = false);
 int CmdStats(const Globals& g);
+// Use a backup without restoring it (tools/cmd_access.cc).
+int CmdMount(const Globals& g, const MountOptions& opt);
+struct ServeOptions {
+  std::string what;  // BACKUP[:VOLUME]
+  std::string socket, address;
+  int port = 0;
+  bool writable = false;
+  std::string overlay;
+  uint64_t cache_bytes = 256ull << 20;
+};
+int CmdServe(const Globals& g, const ServeOptions& opt);
+int CmdBootCheck(const Globals& g, const std::string& backup, BootCheckOptions opt);
 int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all);
 int CmdBench(const Globals& g, BenchOptions opt);
 

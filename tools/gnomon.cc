@@ -320,6 +320,68 @@ int main(int argc, char** argv) {
       ->type_name("N%|K/T")
       ->excludes(read_all);
 
+  gnomon::MountOptions mopt;
+  auto* mount = app.add_subcommand(
+      "mount",
+      "Mount the repository read-only (FUSE): every backup's volumes as sparse images read on "
+      "demand, the files inside ext2/3/4 volumes without mounting them, and a disk backup's "
+      "whole disk. Runs until unmounted (Ctrl-C or 'fusermount3 -u MOUNTPOINT')");
+  mount->add_option("MOUNTPOINT", mopt.mountpoint, "An empty directory")->required();
+  mount
+      ->add_option("--cache", mopt.cache_bytes,
+                   "Decoded chunks held in memory for all readers, e.g. 512M (default 256M)")
+      ->transform(CLI::AsSizeValue(false))
+      ->type_name("SIZE");
+  mount->add_flag("--allow-other", mopt.allow_other,
+                  "Let other users in (needs user_allow_other in /etc/fuse.conf); the files "
+                  "inside volumes keep their stored owners and modes, which are then enforced");
+  mount->add_flag("--debug", mopt.debug, "Log every FUSE request (libfuse's -d)")->group("");
+
+  ServeOptions sopt;
+  auto* serve = app.add_subcommand(
+      "serve",
+      "Export a volume, or a whole disk backup, as an NBD device (through nbdkit), read on "
+      "demand: a VM boots from it, qemu-img and nbdcopy read it. Runs until interrupted");
+  serve
+      ->add_option("BACKUP[:VOLUME]", sopt.what,
+                   "Backup id, unique prefix or 'latest', and the volume name or position (a "
+                   "disk backup without VOLUME exports the whole disk)")
+      ->required();
+  serve->add_option("--socket", sopt.socket, "Listen on this Unix socket");
+  serve->add_option("--port", sopt.port, "Listen on this TCP port")->check(CLI::Range(1, 65535));
+  serve->add_option("--address", sopt.address, "With --port: the address to listen on");
+  serve->add_flag("--writable", sopt.writable,
+                  "Accept writes, kept in a copy-on-write overlay file beside the repository "
+                  "(REPO.<backup>.<volume>.overlay, or --overlay), never in the repository");
+  serve->add_option("--overlay", sopt.overlay,
+                    "The overlay file for writes (made if missing; implies --writable)");
+  serve
+      ->add_option("--cache", sopt.cache_bytes,
+                   "Decoded chunks held in memory, e.g. 512M (default 256M)")
+      ->transform(CLI::AsSizeValue(false))
+      ->type_name("SIZE");
+
+  std::string boot_what = "latest";
+  gnomon::BootCheckOptions bcopt;
+  std::vector<std::string> boot_markers;
+  auto* boot = app.add_subcommand(
+      "boot-check",
+      "Does a disk backup boot? Boots it under QEMU straight from an NBD export (nothing is "
+      "restored; the guest's writes go to a throw-away overlay) and watches the serial "
+      "console for a marker. Exit 0 booted, 1 not");
+  boot->add_option("BACKUP", boot_what, "Backup id, unique prefix or 'latest' (default)");
+  boot->add_option("--firmware", bcopt.firmware,
+                   "auto (UEFI for a GPT disk with an EFI system partition and no BIOS boot "
+                   "partition, else BIOS), bios or uefi")
+      ->check(CLI::IsMember({"auto", "bios", "uefi"}));
+  boot->add_option("--marker", boot_markers,
+                   "Text on the console that means booted (repeatable; default 'login:')");
+  boot->add_option("--timeout", bcopt.timeout_s, "Seconds to wait for the marker (default 300)")
+      ->check(CLI::Range(1, 86400));
+  boot->add_option("--memory", bcopt.memory_mib, "Guest memory in MiB (default 512)")
+      ->check(CLI::Range(64, 1 << 20));
+  boot->add_option("--console", bcopt.console_log, "Keep the whole serial console in this file");
+
   app.footer(
       "Exit codes: 0 ok, 1 failed, 2 usage, 3 damaged data, 4 snapshot failed,\n"
       "10 no repository, 11 locked, 12 unsupported format, 130 interrupted. See README.md.\n"
@@ -360,6 +422,15 @@ int main(int argc, char** argv) {
     if (*writers) return CmdWriters(g, writer_components);
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
     if (*list) return CmdList(g);
+    if (*mount) return CmdMount(g, mopt);
+    if (*serve) {
+      if (!sopt.overlay.empty()) sopt.writable = true;
+      return CmdServe(g, sopt);
+    }
+    if (*boot) {
+      if (!boot_markers.empty()) bcopt.markers = boot_markers;
+      return CmdBootCheck(g, boot_what, bcopt);
+    }
     if (*restore) return CmdRestore(g, what, ropt);
     if (*verify) {
       gnomon::VerifySubset subset;

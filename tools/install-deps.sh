@@ -12,7 +12,9 @@ pkgs=(build-essential cmake ninja-build pkg-config
       clang libclang-rt-14-dev   # libFuzzer: tools/fuzz.sh
       # tests/bootable_disk.sh: a bootable disk, booted under QEMU
       grub-pc-bin grub-efi-amd64-bin linux-image-amd64 busybox-static cpio kmod
-      qemu-system-x86 qemu-utils ovmf)
+      qemu-system-x86 qemu-utils ovmf
+      # gnomon mount (FUSE) and gnomon serve (NBD through nbdkit)
+      libfuse3-dev fuse3 nbdkit nbdkit-plugin-dev libnbd-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
