@@ -827,8 +827,7 @@ TEST_F(DiskBootTest, AnMbrDiskWithGrubInThePostMbrGapBootsAfterARestore) {
   EXPECT_EQ(Boot(dir_ / "big.img", "bios"), "GNOMON-BOOTED root=" + uuid);
 }
 
-}  // namespace
-}  // namespace gnomon
+// Instant recovery: the backup boots straight from its NBD export, with
 // nothing restored; a disk without boot code is reported as not booting.
 TEST_F(DiskBootTest, ADiskBackupBootsStraightFromItsExport) {
   const std::string disk = dir_ / "disk.img";
@@ -851,3 +850,6 @@ TEST_F(DiskBootTest, ADiskBackupBootsStraightFromItsExport) {
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_FALSE(nlohmann::json::parse(r.out)["booted"].get<bool>());
 }
+
+}  // namespace
+}  // namespace gnomon
