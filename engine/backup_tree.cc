@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <ctime>
+#include <set>
 
 namespace gnomon {
 namespace {
@@ -40,7 +41,8 @@ std::string Join(const std::vector<std::string>& parts, size_t from) {
 
 std::string BackupTree::Component(const std::string& s) {
   if (s.empty()) return "%00";
-  if (s == "." || s == "..") return std::string(s.size(), '%') + (s.size() == 1 ? "2E" : "2E2E");
+  if (s == ".") return "%2E";
+  if (s == "..") return "%2E%2E";
   std::string out;
   for (char c : s) {
     if (c == '/')
@@ -68,6 +70,9 @@ Status BackupTree::Load(std::vector<Status>* skipped) {
     latest_ = id;  // oldest first
     backups_[id].views = std::make_unique<BackupViews>(repo_, cache_.get(), std::move(r));
   }
+  // Like FindBackup("latest"): with a record unreadable, the newest
+  // readable one may not be the latest, so nothing is called that.
+  if (!skipped->empty()) latest_.clear();
   loaded_ = time(nullptr);
   return Status::OK();
 }
@@ -118,6 +123,11 @@ Status BackupTree::Image(const BlockView* view, int64_t time, TreeNode* out) con
 Status BackupTree::InVolume(ExtFs* fs, uint32_t ino, TreeNode* out) const {
   *out = TreeNode{};
   GNOMON_RETURN_IF_ERROR(fs->Stat(ino, &out->st));
+  {
+    // Unique across the mount, equal for the names of one inode (hard links).
+    std::lock_guard lock(mu_);
+    out->st.st_ino = ino_base_.at(fs) | ino;
+  }
   out->ext = fs;
   out->ino = ino;
   if (S_ISDIR(out->st.st_mode))
@@ -130,20 +140,35 @@ Status BackupTree::InVolume(ExtFs* fs, uint32_t ino, TreeNode* out) const {
 }
 
 std::vector<std::string> BackupTree::ShownNames(const BackupRecord& rec) {
-  std::vector<std::string> names(rec.volumes.size());
-  std::map<std::string, int> uses;
-  for (size_t i = 0; i < rec.volumes.size(); ++i) {
-    if (rec.disk.present() && static_cast<int>(i) == rec.disk.gaps_volume) continue;
-    std::string n = rec.volumes[i].name;
-    // An image file's volume "vm.img" shows as vm.img and vm/, not vm.img.img.
-    for (const char* ext : {".img", ".raw"})
-      if (n.size() > 4 && n.ends_with(ext)) n.resize(n.size() - 4);
-    names[i] = Component(n);
-    ++uses[names[i]];
-  }
+  auto shown = [&](bool strip) {
+    std::vector<std::string> names(rec.volumes.size());
+    for (size_t i = 0; i < rec.volumes.size(); ++i) {
+      if (rec.disk.present() && static_cast<int>(i) == rec.disk.gaps_volume) continue;
+      std::string n = rec.volumes[i].name;
+      // An image file's volume "vm.img" shows as vm.img and vm/, not vm.img.img.
+      for (const char* ext : {".img", ".raw"})
+        if (strip && n.size() > 4 && n.ends_with(ext)) n.resize(n.size() - 4);
+      names[i] = Component(n);
+    }
+    return names;
+  };
+  // Every entry a backup directory shows must be one name: each volume's
+  // NAME and NAME.img, and disk.img.
+  auto unique = [&](const std::vector<std::string>& names) {
+    std::set<std::string> seen;
+    if (rec.disk.present()) seen.insert("disk.img");
+    for (const auto& n : names)
+      if (!n.empty() && ((rec.disk.present() && n == "disk") || !seen.insert(n).second ||
+                         !seen.insert(n + ".img").second))
+        return false;
+    return true;
+  };
+  for (bool strip : {true, false})
+    if (auto names = shown(strip); unique(names)) return names;
+  // Names that still clash: each prefixed with its position.
+  auto names = shown(false);
   for (size_t i = 0; i < names.size(); ++i)
-    if (!names[i].empty() && (uses[names[i]] > 1 || (rec.disk.present() && names[i] == "disk")))
-      names[i] = Component(rec.volumes[i].name);
+    if (!names[i].empty()) names[i] = std::to_string(i) + "-" + names[i];
   return names;
 }
 
@@ -170,10 +195,16 @@ Status BackupTree::Ext(Backup* b, size_t vol, ExtFs** out) {
     st = ExtFs::Open(view, b->views->record().volumes[vol].name, &fs);
   }
   if (!st.ok()) {
-    b->ext_failed[vol] = st;
+    // A damaged filesystem stays so; an I/O error may pass.
+    if (st.IsCorruption()) b->ext_failed[vol] = st;
     return st;
   }
+  if (fs->needs_recovery() && log_)
+    log_("volume '" + b->views->record().volumes[vol].name +
+         "': its journal was not replayed (a crash-consistent image): the files shown are as "
+         "of the last checkpoint");
   *out = fs.get();
+  ino_base_[fs.get()] = (++next_volume_ << 32);
   b->ext[vol] = std::move(fs);
   return Status::OK();
 }

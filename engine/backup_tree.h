@@ -13,6 +13,7 @@
 
 #include <sys/stat.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,8 @@ struct TreeNode {
 class BackupTree {
  public:
   BackupTree(Repository* repo, uint64_t cache_bytes) : repo_(repo), cache_bytes_(cache_bytes) {}
+  // Where warnings about a volume go (once each).
+  void set_log(std::function<void(const std::string&)> log) { log_ = std::move(log); }
   // Reads the chunk index and the backup records; unreadable records are
   // left out and returned in *skipped.
   Status Load(std::vector<Status>* skipped);
@@ -80,12 +83,15 @@ class BackupTree {
   ChunkIndex index_;
   IndexHealth health_;
   std::unique_ptr<ChunkCache> cache_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, Backup> backups_;                         // by id
   std::map<std::string, std::vector<std::string>> hosts_, tags_;  // component -> ids
   std::map<std::string, int64_t> times_;                          // id -> seconds
   std::string latest_;
   int64_t loaded_ = 0;
+  std::function<void(const std::string&)> log_;
+  std::map<const ExtFs*, uint64_t> ino_base_;  // a volume's inode numbers: base | inode
+  uint64_t next_volume_ = 0;
 };
 
 }  // namespace gnomon

@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,8 +17,6 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
-
-extern char** environ;
 
 namespace gnomon {
 namespace {
@@ -40,19 +38,31 @@ std::string Slurp(const std::string& path) {
   return s.str();
 }
 
-// Runs argv with stdin from /dev/null and stdout and stderr into log.
+// Runs argv with stdin from /dev/null and stdout and stderr into log, in
+// its own process group (a Ctrl-C meant for gnomon does not end QEMU under
+// it) and killed if gnomon dies (no QEMU or export outlives the check).
 Status Spawn(const std::vector<std::string>& argv, const std::string& log, pid_t* pid) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const int rc = posix_spawnp(pid, args[0], &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return Status::FromErrno("cannot run " + argv[0], rc);
+  const pid_t parent = getpid();
+  const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (out < 0) return Status::FromErrno(log, errno);
+  *pid = ::fork();
+  if (*pid == 0) {
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (in < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) _exit(127);
+    ::execvp(args[0], args.data());
+    const std::string msg = "cannot run " + argv[0] + ": " + std::strerror(errno) + "\n";
+    [[maybe_unused]] ssize_t n = ::write(2, msg.data(), msg.size());
+    _exit(127);
+  }
+  const int err = errno;
+  ::close(out);
+  if (*pid < 0) return Status::FromErrno("fork", err);
   return Status::OK();
 }
 
@@ -116,16 +126,29 @@ Status StartServe(const BackupRecord& rec, const BootCheckOptions& opt, Children
   return Status::OK();
 }
 
+// KVM where the CPU offers virtualization and /dev/kvm opens, else TCG
+// (a /dev/kvm without vmx or svm hangs the guest rather than failing).
+std::string Accel() {
+  const std::string cpu = Slurp("/proc/cpuinfo");
+  const bool virt = cpu.find(" vmx") != std::string::npos || cpu.find(" svm") != std::string::npos;
+  return virt && ::access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "tcg";
+}
+
 std::vector<std::string> QemuArgs(const BootCheckOptions& opt, const std::string& dir,
                                   const std::string& sock, const std::string& firmware) {
+  // No network: a clone of a production machine must not reach its peers.
   std::vector<std::string> a = {"qemu-system-x86_64",
                                 "-machine",
-                                "q35,accel=kvm:tcg",
+                                "q35",
+                                "-accel",
+                                Accel(),
                                 "-cpu",
                                 "max",
                                 "-m",
                                 std::to_string(opt.memory_mib),
                                 "-no-reboot",
+                                "-nic",
+                                "none",
                                 "-serial",
                                 "file:" + dir + "/console.log",
                                 "-monitor",
@@ -161,17 +184,24 @@ Status Watch(const BootCheckOptions& opt, Children* c, BootCheckResult* out) {
       out->boot_seconds = Since(t0);
       return Status::OK();
     }
+    if (opt.cancel && *opt.cancel) return Status::Aborted("interrupted");
     int status = 0;
+    if (Exited(c->serve, &status)) {
+      c->serve = -1;
+      return Status::IOError("gnomon serve ended during the boot: " +
+                             Tail(Slurp(c->dir + "/serve.log"), 2000));
+    }
     const bool ended = Exited(c->qemu, &status);
     if (ended) c->qemu = -1;
+    // QEMU that failed before the guest printed anything did not test the
+    // backup: that is an error, not "did not boot".
+    if (ended && text.empty() && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+      return Status::IOError("QEMU failed: " + Tail(Slurp(c->dir + "/qemu.log"), 2000));
     if (ended || Since(t0) > opt.timeout_s) {
       out->boot_seconds = Since(t0);
       out->console_tail = Tail(text, 3000);
-      if (ended && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
-        out->console_tail += "\n[qemu] " + Tail(Slurp(c->dir + "/qemu.log"), 1000);
       return Status::OK();
     }
-    if (opt.cancel && *opt.cancel) return Status::Aborted("interrupted");
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
 }

@@ -122,6 +122,8 @@ Status ExtFs::Open(const BlockView* view, const std::string& label, std::unique_
   return Status::OK();
 }
 
+bool ExtFs::needs_recovery() const { return ext2fs_has_feature_journal_needs_recovery(fs_->super); }
+
 ExtFs::~ExtFs() {
   if (fs_) ext2fs_close_free(&fs_);
   std::lock_guard lock(g_views_mu);
@@ -300,6 +302,8 @@ Status ExtFs::ReadLink(uint32_t ino, std::string* target) {
 
 namespace {
 int XattrEntry(char* name, char* value, size_t len, void* priv) {
+  // Where inline data lives: the kernel does not show it as an attribute.
+  if (std::strcmp(name, "system.data") == 0) return 0;
   static_cast<std::vector<std::pair<std::string, std::string>>*>(priv)->emplace_back(
       name, std::string(value, len));
   return 0;

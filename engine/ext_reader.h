@@ -26,6 +26,9 @@ class ExtFs {
   ~ExtFs();
 
   static constexpr uint32_t kRoot = 2;
+  // The journal holds transactions not yet written to their places (the
+  // image is crash-consistent, not frozen): files show as of before them.
+  bool needs_recovery() const;
   // path: "/"-separated, relative to the root ("" is the root); symlinks
   // are not followed.
   Status Lookup(const std::string& path, uint32_t* ino);

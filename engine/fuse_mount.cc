@@ -8,6 +8,7 @@
 #include <climits>
 #include <csignal>
 #include <cstring>
+#include <functional>
 
 #include "engine/backup_tree.h"
 
@@ -30,12 +31,23 @@ int Errno(const Status& st) {
   return -EIO;
 }
 
-void* Init(fuse_conn_info*, fuse_config* cfg) {
+void* Init(fuse_conn_info* conn, fuse_config* cfg) {
   // Nothing in a backup changes: let the kernel keep what it read.
   cfg->kernel_cache = 1;
+  // Our inode numbers: hard links keep one number (cp -a, rsync -H).
+  cfg->use_ino = 1;
+  cfg->readdir_ino = 1;
+  // With --allow-other the kernel checks stored ACLs too, not only modes.
+  if (Self()->opt->allow_other && (conn->capable & FUSE_CAP_POSIX_ACL))
+    conn->want |= FUSE_CAP_POSIX_ACL;
   cfg->entry_timeout = cfg->attr_timeout = 3600;
   cfg->negative_timeout = 3600;
   return fuse_get_context()->private_data;
+}
+
+// Nodes that are no inode of a volume are numbered by their path.
+void Number(const std::string& path, struct stat* st) {
+  if (st->st_ino == 0) st->st_ino = (std::hash<std::string>()(path) >> 1) | (1ull << 63);
 }
 
 int GetAttr(const char* path, struct stat* st, fuse_file_info*) {
@@ -43,6 +55,7 @@ int GetAttr(const char* path, struct stat* st, fuse_file_info*) {
   Status s = Self()->tree.Resolve(path, &n);
   if (!s.ok()) return Errno(s);
   *st = n.st;
+  Number(path, st);
   return 0;
 }
 
@@ -70,8 +83,11 @@ int ReadDir(const char* path, void* buf, fuse_fill_dir_t fill, off_t, fuse_file_
   if (!s.ok()) return Errno(s);
   fill(buf, ".", nullptr, 0, fuse_fill_dir_flags{});
   fill(buf, "..", nullptr, 0, fuse_fill_dir_flags{});
-  for (const auto& [name, node] : entries)
+  const std::string dir = path;
+  for (auto& [name, node] : entries) {
+    Number(dir + (dir == "/" ? "" : "/") + name, &node.st);
     if (fill(buf, name.c_str(), &node.st, 0, FUSE_FILL_DIR_PLUS)) break;
+  }
   return 0;
 }
 
@@ -191,6 +207,7 @@ fuse_operations Operations() {
 
 Status RunMount(Repository* repo, const MountOptions& opt) {
   Mount m{BackupTree(repo, opt.cache_bytes), &opt};
+  if (opt.log) m.tree.set_log(opt.log);
   std::vector<Status> skipped;
   GNOMON_RETURN_IF_ERROR(m.tree.Load(&skipped));
   if (opt.log) {

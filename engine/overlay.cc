@@ -17,15 +17,15 @@ namespace {
 constexpr char kMagic[17] = "gnomon overlay 1";
 constexpr size_t kHeader = 4096;
 
+// Bytes the overlay must hold: its end coming first means it was cut short.
 Status Pread(int fd, const std::string& path, uint8_t* out, size_t len, uint64_t off) {
   while (len > 0) {
     ssize_t n = ::pread(fd, out, len, static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(path, errno);
-    if (n == 0) {  // past the end of a sparse file that was never extended
-      std::memset(out, 0, len);
-      return Status::OK();
-    }
+    if (n == 0)
+      return Status::Corruption("overlay " + path + " ends at " + std::to_string(off) +
+                                ", before a block it says was written");
     out += n;
     off += static_cast<uint64_t>(n);
     len -= static_cast<size_t>(n);
@@ -78,9 +78,14 @@ Status Overlay::Open(const std::string& path, const BlockView* base, const std::
   std::unique_ptr<Overlay> o(new Overlay(base, fd, path));
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
     return Status::Locked("overlay " + path + " is in use by another gnomon serve");
+  // Another user's file would decide what the VM reads: only our own,
+  // private, single-linked file is taken.
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
     return Status::InvalidArgument("overlay " + path + " is not a regular file");
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0 || st.st_nlink != 1)
+    return Status::InvalidArgument("overlay " + path +
+                                   " must be this user's own file, mode 0600, with one link");
   const uint64_t blocks = (base->size() + kBlock - 1) / kBlock;
   o->map_.assign((blocks + 63) / 64, 0);
   const std::string want = Header(base->size(), backup, volume);
@@ -161,16 +166,22 @@ void Overlay::Extent(uint64_t off, bool* zero, uint64_t* end) const {
     return;
   }
   base_->Extent(off, zero, end);
-  // Up to the next written block.
-  for (uint64_t n = b + 1; n * kBlock < *end; ++n)
-    if (Written(n)) {
-      *end = n * kBlock;
+  // Up to the next written block, a map word at a time.
+  const uint64_t stop = (*end + kBlock - 1) / kBlock;
+  for (uint64_t n = b + 1; n < stop;) {
+    const uint64_t word = map_[n / 64] >> (n % 64);
+    if (word != 0) {
+      n += static_cast<uint64_t>(__builtin_ctzll(word));
+      if (n < stop) *end = std::min(*end, n * kBlock);
       break;
     }
+    n = (n / 64 + 1) * 64;
+  }
 }
 
 Status Overlay::Write(uint64_t off, size_t len, const uint8_t* in) {
   if (off > size() || len > size() - off) return Status::InvalidArgument("write past the end");
+  if (len == 0) return Status::OK();
   std::lock_guard lock(mu_);
   const uint64_t first = off / kBlock, last = (off + len + kBlock - 1) / kBlock;
   std::vector<uint8_t> buf((last - first) * kBlock);

@@ -176,10 +176,9 @@ Status BackupViews::Disk(const BlockView** out) {
 
 Status OpenForReading(const std::string& path, const std::string& purpose,
                       std::unique_ptr<Repository>* out, std::string* warning) {
-  Status st = Repository::Open(Env::Default(), path, LockMode::kShared, purpose, out);
+  Status st = Repository::Open(Env::Default(), path, LockMode::kReader, purpose, out);
   if (st.ok() || st.IsNotFound()) return st;
-  const bool writable = ::access(RepoPath(path, kLock).c_str(), W_OK) == 0 &&
-                        ::access(RepoPath(path, kGc, "users").c_str(), W_OK) == 0;
+  const bool writable = ::access(RepoPath(path, kGc, "users").c_str(), W_OK) == 0;
   if (writable) return st;
   GNOMON_RETURN_IF_ERROR(Repository::Open(Env::Default(), path, LockMode::kNone, purpose, out));
   *warning =

@@ -127,9 +127,10 @@ class BackupViews {
   std::unique_ptr<DiskView> disk_;
 };
 
-// Opens a repository to read it for a long time (mount, serve): with the
-// shared lock, so no prune deletes a chunk meanwhile; or, for a user who may
-// read the repository but not write its lock files, without a lock, and
+// Opens a repository to read it for a long time (mount, serve): holding
+// gc/users (LockMode::kReader), so no prune deletes a chunk meanwhile while
+// backups still run; or, for a user who may read the repository but not
+// write its lock files, without a lock, and
 // *warning says what that risks (a chunk a prune deletes reads as an error,
 // never as wrong bytes).
 Status OpenForReading(const std::string& path, const std::string& purpose,

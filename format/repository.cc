@@ -41,8 +41,9 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
     // gc/users first: waiting at the gate must not hold the repository
     // lock, which prune's deletion step takes too.
     GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
-    GNOMON_RETURN_IF_ERROR(env->LockFile(RepoPath(path, kLock), mode == LockMode::kExclusive, info,
-                                         &r->lock_, &r->stale_lock_));
+    if (mode != LockMode::kReader)
+      GNOMON_RETURN_IF_ERROR(env->LockFile(RepoPath(path, kLock), mode == LockMode::kExclusive,
+                                           info, &r->lock_, &r->stale_lock_));
     if (mode == LockMode::kExclusive) {
       // A prune that is running writes temporaries and a journal of its
       // own, and cleans up when it deletes: leave it all to it.

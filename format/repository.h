@@ -26,7 +26,9 @@
 
 namespace gnomon {
 
-enum class LockMode { kNone, kShared, kExclusive };
+// kReader: gc/users only (FORMAT.md §8), for a reader that stays for hours
+// (mount, serve): prune's deletions wait for it, backups run beside it.
+enum class LockMode { kNone, kReader, kShared, kExclusive };
 // kDedup: a backup's index, without quarantined copies (data met again is
 // stored anew). kRead: a reader's, with quarantined copies as a last resort
 // for digests nothing else holds (each read is still checked).

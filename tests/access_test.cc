@@ -8,13 +8,18 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <thread>
 
+#include "engine/overlay.h"
+#include "engine/volume_reader.h"
+#include "format/codec.h"
 #include "tests/test_util.h"
 
 namespace gnomon::test {
@@ -185,6 +190,18 @@ TEST_F(AccessTest, MountShowsEveryFileAndTheRawImageByteForByte) {
   const std::string host = hosts.out.substr(0, hosts.out.find('\n'));
   EXPECT_EQ(fs::read_symlink(mnt_ + "/hosts/" + host + "/" + id), "../../ids/" + id);
 
+  // Tags are directories, a name no path can carry spelled with %XX.
+  const std::string tagged = dir_ / "tagged.img";
+  fs::copy_file(img_, tagged);
+  auto t = G({"backup", "--json", "--tag", "a/b", tagged});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  const std::string tid = json::parse(t.out)["id"];
+  Unmount();  // the backups shown are those there when mounted
+  Mount();
+  EXPECT_EQ(fs::read_symlink(mnt_ + "/tags/a%2Fb/" + tid), "../../ids/" + tid);
+  EXPECT_EQ(fs::read_symlink(mnt_ + "/latest"), "ids/" + tid);
+  EXPECT_TRUE(FilesEqual(mnt_ + "/latest/tagged.img", img_));
+
   // The raw image is the volume, and sparse: free blocks are holes.
   EXPECT_TRUE(FilesEqual(vol + ".img", img_));
   struct stat st {};
@@ -217,6 +234,14 @@ TEST_F(AccessTest, MountShowsEveryFileAndTheRawImageByteForByte) {
     if (!line.starts_with("lost+found ")) kept += line + "\n";
   have = kept;
   EXPECT_EQ(have, want);
+  // The names of one inode are one file (cp -a and rsync -H keep the link).
+  struct stat a {
+  }, b{};
+  ASSERT_EQ(::stat((vol + "/etc/f3").c_str(), &a), 0);
+  ASSERT_EQ(::stat((vol + "/etc/f3-hard").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  ASSERT_EQ(::stat((vol + "/etc/f6").c_str(), &b), 0);
+  EXPECT_NE(a.st_ino, b.st_ino);
   char buf[512] = {};
   ssize_t n = ::getxattr((vol + "/etc/f9").c_str(), "user.gnomon", buf, sizeof buf);
   EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "kept as stored");
@@ -329,6 +354,140 @@ TEST_F(AccessTest, ADiskBackupShowsTheWholeDiskAndEachPartition) {
   EXPECT_TRUE(fs::is_directory(b + "/p2/lost+found"));
 }
 
+TEST_F(AccessTest, APruneWaitsForTheMountAndDeletesNothingUnderIt) {
+  const std::string first = MakeVolume();
+  ASSERT_FALSE(BackupId(dir_ / "src/home/user/big.bin").empty());
+  ASSERT_EQ(G({"forget", first}).exit_code, 0);
+  Mount();
+  const auto packs = Files("packs");
+  auto r = G({"prune", "--max-unused", "0", "--wait", "1"});
+  EXPECT_EQ(r.exit_code, 11) << r.out << r.err;
+  EXPECT_EQ(Files("packs"), packs);
+  EXPECT_TRUE(FilesEqual(mnt_ + "/latest/big.bin.img", dir_ / "src/home/user/big.bin"));
+  EXPECT_EQ(Unmount(), 0);
+  r = G({"prune", "--max-unused", "0", "--wait", "10"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_LT(Files("packs").size(), packs.size());
+}
+
+// ---- The parts, in-process ----
+
+// A block device in memory.
+class MemView : public BlockView {
+ public:
+  explicit MemView(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  uint64_t size() const override { return bytes_.size(); }
+  Status Read(uint64_t off, size_t len, uint8_t* out) const override {
+    std::memcpy(out, bytes_.data() + off, len);
+    return Status::OK();
+  }
+  void Extent(uint64_t off, bool* zero, uint64_t* end) const override {
+    *zero = false;
+    *end = size();
+    (void)off;
+  }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+// Many threads, few chunks, room for two: every read is the chunk's bytes
+// while chunks are loaded, shared, evicted and loaded again.
+TEST_F(AccessTest, TheChunkCacheGivesEveryReaderTheRightBytesWhileItEvicts) {
+  MakeVolume();
+  std::unique_ptr<Repository> repo;
+  ASSERT_TRUE(Repository::Open(Env::Default(), repo_, LockMode::kShared, "test", &repo).ok());
+  ChunkIndex index;
+  IndexHealth health;
+  ASSERT_TRUE(repo->LoadChunkIndex(&index, &health, IndexUse::kRead).ok());
+  std::vector<BackupRecord> recs;
+  std::vector<Status> errors;
+  ASSERT_TRUE(repo->ListBackups(&recs, &errors).ok());
+  VolumeIndex vi;
+  ASSERT_TRUE(repo->ReadVolumeIndex(recs.at(0).volumes.at(0), &vi).ok());
+  std::vector<std::pair<Digest, uint32_t>> keys;
+  for (uint64_t i = 0; i < vi.slots.size() && keys.size() < 12; ++i)
+    if (!vi.slots[i].IsZero()) keys.emplace_back(vi.slots[i], vi.SlotLength(i));
+  ASSERT_EQ(keys.size(), 12u);
+  std::vector<std::vector<uint8_t>> want;
+  ChunkDecompressor dec;
+  for (const auto& [d, len] : keys) {
+    want.emplace_back(len);
+    ASSERT_TRUE(repo->ReadSlot(index, d, want.back().data(), len, &dec).ok());
+  }
+  ChunkCache cache(repo.get(), &index, 2 * vi.chunk_size);
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 3000; ++i) {
+        const size_t k = rng() % 3 == 0 ? rng() % keys.size() : rng() % 3;  // some hot keys
+        ChunkCache::Block b;
+        if (!cache.Get(keys[k].first, keys[k].second, &b).ok() || *b != want[k]) ++bad;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_LE(cache.bytes(), 3u * vi.chunk_size);
+}
+
+// The overlay against a model, on a size that is no multiple of its block:
+// partial blocks at both ends, the short last block, a reopen, extents.
+TEST_F(AccessTest, TheOverlayKeepsExactlyWhatWasWrittenOverTheBackup) {
+  const size_t size = 3 * Overlay::kBlock * 64 + 5000;  // a short last block
+  std::vector<uint8_t> base = RandomBytes(size, 9);
+  std::fill(base.begin() + 200000, base.begin() + 400000, 0);
+  MemView view(base);
+  std::vector<uint8_t> model = base;
+  const std::string path = dir_ / "ov";
+  std::mt19937_64 rng(5);
+  for (int round = 0; round < 2; ++round) {
+    std::unique_ptr<Overlay> ov;
+    ASSERT_TRUE(Overlay::Open(path, &view, "0123456789abcdef", "vol", &ov).ok());
+    for (int i = 0; i < 200; ++i) {
+      const uint64_t off = rng() % size;
+      const size_t len = std::min<uint64_t>(1 + rng() % 20000, size - off);
+      auto data = RandomBytes(len, rng());
+      ASSERT_TRUE(ov->Write(off, len, data.data()).ok());
+      std::copy(data.begin(), data.end(), model.begin() + static_cast<long>(off));
+      const uint64_t roff = rng() % size;
+      const size_t rlen = std::min<uint64_t>(1 + rng() % 30000, size - roff);
+      std::vector<uint8_t> got(rlen);
+      ASSERT_TRUE(ov->Read(roff, rlen, got.data()).ok());
+      ASSERT_TRUE(std::equal(got.begin(), got.end(), model.begin() + static_cast<long>(roff)))
+          << "round " << round << " read " << rlen << " at " << roff;
+    }
+    ASSERT_TRUE(ov->Flush().ok());
+    std::vector<uint8_t> all(size);
+    ASSERT_TRUE(ov->Read(0, size, all.data()).ok());
+    EXPECT_EQ(all, model);
+    for (uint64_t off = 0; off < size;) {  // extents tile the export
+      bool zero = true;
+      uint64_t end = 0;
+      ov->Extent(off, &zero, &end);
+      ASSERT_GT(end, off);
+      off = end;
+    }
+  }
+  // Another backup's, another size's, or a cut-short overlay is refused.
+  std::unique_ptr<Overlay> ov;
+  EXPECT_FALSE(Overlay::Open(path, &view, "fedcba9876543210", "vol", &ov).ok());
+  MemView smaller(std::vector<uint8_t>(size - 1));
+  EXPECT_FALSE(Overlay::Open(path, &smaller, "0123456789abcdef", "vol", &ov).ok());
+  TruncateFile(path, 8192 + 4096);
+  ASSERT_TRUE(Overlay::Open(path, &view, "0123456789abcdef", "vol", &ov).ok());
+  std::vector<uint8_t> got(size);
+  Status st = ov->Read(0, size, got.data());
+  EXPECT_TRUE(st.IsCorruption()) << st.message();
+  ov.reset();
+  // Someone else's file (here: readable by others) is never taken.
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  st = Overlay::Open(path, &view, "0123456789abcdef", "vol", &ov);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("0600"), std::string::npos) << st.message();
+}
+
 // ---- NBD ----
 
 class ServeTest : public AccessTest {
@@ -428,10 +587,13 @@ TEST_F(ServeTest, WritesGoToTheOverlayAndSurviveARestartWhileTheRepositoryStaysA
   EXPECT_TRUE(FilesEqual(dir_ / "back.img", img_));
   // An overlay is for its backup only, and never inside the repository.
   ASSERT_FALSE(BackupId(dir_ / "src/home/user/big.bin").empty());
-  auto bad = G({"serve", "latest", "--overlay", overlay, "--socket", dir_ / "x.sock"});
+  // (Under timeout: a refusal that regressed would serve forever.)
+  auto bad = test::Run({"timeout", "60", GnomonBinary(), "--repo", repo_, "serve", "latest",
+                        "--overlay", overlay, "--socket", dir_ / "x.sock"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("not made for backup"), std::string::npos) << bad.err;
-  bad = G({"serve", id, "--overlay", repo_ + "/in.overlay", "--socket", dir_ / "y.sock"});
+  bad = test::Run({"timeout", "60", GnomonBinary(), "--repo", repo_, "serve", id, "--overlay",
+                   repo_ + "/in.overlay", "--socket", dir_ / "y.sock"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("inside the repository"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(repo_ + "/in.overlay"));

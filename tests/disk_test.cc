@@ -841,8 +841,13 @@ TEST_F(DiskBootTest, ADiskBackupBootsStraightFromItsExport) {
   EXPECT_TRUE(j["booted"].get<bool>());
   EXPECT_EQ(j["firmware"], "bios");
   EXPECT_EQ(j["marker_line"], "GNOMON-BOOTED root=" + uuid);
+  // And from its EFI system partition.
+  r = G({"boot-check", "--json", "--firmware", "uefi", "--marker", "GNOMON-BOOTED", id});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["firmware"], "uefi");
 
-  // The same disk with its MBR boot code wiped boots nowhere.
+  // The same disk with its MBR boot code wiped boots nowhere (and QEMU ran:
+  // a QEMU that cannot start is an error, exit 1 with no JSON result).
   ASSERT_EQ(Sh("dd if=/dev/zero of=" + disk + " bs=440 count=1 conv=notrunc status=none").exit_code,
             0);
   ASSERT_FALSE(BackupId(disk).empty());

@@ -110,8 +110,10 @@ int CmdServe(const Globals& g, const ServeOptions& opt) {
     // Beside the repository, never in it.
     const auto r = std::filesystem::absolute(g.repo).lexically_normal();
     const auto base = r.has_filename() ? r : r.parent_path();
-    overlay =
-        base.string() + "." + rec.id + "." + (vol ? vol->name : std::string("disk")) + ".overlay";
+    std::string name = vol ? vol->name : std::string("disk");
+    for (char& ch : name)  // a name from a record never leaves the directory
+      if (ch == '/') ch = '_';
+    overlay = base.string() + "." + rec.id + "." + name + ".overlay";
   }
   // serve becomes nbdkit (exec): signals and exit codes are nbdkit's.
   std::vector<std::string> args = {"nbdkit", "--foreground"};
@@ -119,19 +121,20 @@ int CmdServe(const Globals& g, const ServeOptions& opt) {
   if (!opt.socket.empty()) {
     args.insert(args.end(), {"--unix", opt.socket});
   } else {
-    args.insert(args.end(), {"--port", std::to_string(opt.port)});
-    if (!opt.address.empty()) args.insert(args.end(), {"--ipaddr", opt.address});
+    // Loopback unless an address is named: NBD has no authentication.
+    args.insert(args.end(), {"--port", std::to_string(opt.port), "--ipaddr",
+                             opt.address.empty() ? "127.0.0.1" : opt.address});
   }
   if (g.threads > 0) args.insert(args.end(), {"--threads", std::to_string(g.threads)});
-  args.insert(args.end(), {plugin, "repo=" + g.repo, "backup=" + rec.id,
-                           "cache=" + std::to_string(opt.cache_bytes)});
+  args.insert(args.end(), {plugin, "repo=" + std::filesystem::absolute(g.repo).string(),
+                           "backup=" + rec.id, "cache=" + std::to_string(opt.cache_bytes)});
   if (!volume.empty()) args.push_back("volume=" + volume);
-  if (!overlay.empty()) args.push_back("overlay=" + overlay);
+  if (!overlay.empty()) args.push_back("overlay=" + std::filesystem::absolute(overlay).string());
   repo.reset();
   if (!g.quiet)
     fmt::print(stderr, "gnomon: serving backup {} {} {} at {}{}\n", rec.id, vol ? "volume" : "disk",
                vol ? EscapeForTerminal(vol->name) : "",
-               opt.socket.empty() ? "nbd://" + (opt.address.empty() ? "localhost" : opt.address) +
+               opt.socket.empty() ? "nbd://" + (opt.address.empty() ? "127.0.0.1" : opt.address) +
                                         ":" + std::to_string(opt.port)
                                   : "nbd+unix:///?socket=" + EscapeForTerminal(opt.socket),
                overlay.empty() ? " (read-only)" : ", writes into " + EscapeForTerminal(overlay));

@@ -349,7 +349,9 @@ int main(int argc, char** argv) {
       ->required();
   serve->add_option("--socket", sopt.socket, "Listen on this Unix socket");
   serve->add_option("--port", sopt.port, "Listen on this TCP port")->check(CLI::Range(1, 65535));
-  serve->add_option("--address", sopt.address, "With --port: the address to listen on");
+  serve->add_option("--address", sopt.address,
+                    "With --port: the address to listen on (default 127.0.0.1; NBD has no "
+                    "authentication: use a Unix socket, or keep it on a trusted network)");
   serve->add_flag("--writable", sopt.writable,
                   "Accept writes, kept in a copy-on-write overlay file beside the repository "
                   "(REPO.<backup>.<volume>.overlay, or --overlay), never in the repository");
