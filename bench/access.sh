@@ -37,10 +37,11 @@ median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (
 rate() { echo "scale=1; $1 / ($3 - $2) / 1000000" | bc; }   # bytes t0 t1 -> MB/s
 mount_fresh() {
   "$gnomon" --repo "$repo" -q mount "$mnt" 2>>"$work/mount.log" &
+  mount_pid=$!
   for _ in $(seq 200); do mountpoint -q "$mnt" && return; sleep 0.05; done
   echo "access.sh: the mount did not come up" >&2; cat "$work/mount.log" >&2; exit 1
 }
-umount_fresh() { fusermount3 -u "$mnt"; wait; }
+umount_fresh() { fusermount3 -u "$mnt"; wait "$mount_pid"; }
 
 # The largest file in the volume, by its path inside it.
 mount_fresh
@@ -72,11 +73,13 @@ for i in $(seq "$runs"); do
   umount_fresh
 
   cold
+  rm -f "$work/nbd.sock"
   "$gnomon" --repo "$repo" -q serve latest --socket "$work/nbd.sock" 2>>"$work/serve.log" &
+  serve=$!
   for _ in $(seq 200); do nbdinfo --size "nbd+unix:///?socket=$work/nbd.sock" >/dev/null 2>&1 && break; sleep 0.05; done
   t0=$(now); nbdcopy "nbd+unix:///?socket=$work/nbd.sock" null:; t1=$(now)
   rate "$vol_bytes" "$t0" "$t1" >> "$work/nbd.txt"
-  kill %1; wait
+  kill "$serve"; wait "$serve" || true
 done
 
 printf '%-52s %10s\n' "$size make-volume.sh ext4, $files entries, $runs runs (median)" "MB/s"

@@ -140,11 +140,16 @@ Status ExtFs::Lookup(const std::string& path, uint32_t* ino) {
     const std::string part = path.substr(pos, slash - pos);
     pos = slash + 1;
     if (part.empty()) continue;
-    ext2_ino_t next = 0;
-    errcode_t e =
-        ext2fs_lookup(fs_, cur, part.c_str(), static_cast<int>(part.size()), nullptr, &next);
-    if (e == EXT2_ET_FILE_NOT_FOUND) return Status::NotFound(path);
-    if (e) return Err("looking up " + path, e);
+    uint32_t next = 0;
+    if (!CachedLocked(cur, part, &next)) {
+      ext2_ino_t found = 0;
+      errcode_t e =
+          ext2fs_lookup(fs_, cur, part.c_str(), static_cast<int>(part.size()), nullptr, &found);
+      if (e == EXT2_ET_FILE_NOT_FOUND) return Status::NotFound(path);
+      if (e) return Err("looking up " + path, e);
+      next = found;
+      RememberLocked(cur, part, next);
+    }
     cur = next;
   }
   *ino = cur;
@@ -210,7 +215,20 @@ Status ExtFs::ReadDir(uint32_t ino, std::vector<std::pair<std::string, uint32_t>
   DirList l{entries};
   errcode_t e = ext2fs_dir_iterate2(fs_, ino, 0, nullptr, DirEntry, &l);
   if (e) return Err("directory inode " + std::to_string(ino), e);
+  for (const auto& [name, child] : *entries) RememberLocked(ino, name, child);
   return Status::OK();
+}
+
+bool ExtFs::CachedLocked(uint32_t dir, const std::string& name, uint32_t* ino) const {
+  auto it = names_.find(std::to_string(dir) + "/" + name);
+  if (it == names_.end()) return false;
+  *ino = it->second;
+  return true;
+}
+
+void ExtFs::RememberLocked(uint32_t dir, const std::string& name, uint32_t ino) {
+  if (names_.size() >= kMaxNames) names_.clear();  // a tree larger than this: start over
+  names_.emplace(std::to_string(dir) + "/" + name, ino);
 }
 
 Status ExtFs::MapLocked(uint32_t ino, void* inode, uint64_t off, uint64_t len,

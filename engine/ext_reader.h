@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -51,6 +52,14 @@ class ExtFs {
   };
   static constexpr uint64_t kZeroRange = ~0ull;
   Status MapLocked(uint32_t ino, void* inode, uint64_t off, uint64_t len, std::vector<Run>* runs);
+
+  // Directory entries seen, "dir-inode/name" -> inode: libext2fs looks a
+  // name up by scanning its directory, so a walk over a tree (find, ls -l)
+  // would be quadratic in directory size without it. Bounded.
+  bool CachedLocked(uint32_t dir, const std::string& name, uint32_t* ino) const;
+  void RememberLocked(uint32_t dir, const std::string& name, uint32_t ino);
+  std::unordered_map<std::string, uint32_t> names_;
+  static constexpr size_t kMaxNames = 1u << 20;
 
   const BlockView* view_;
   std::string label_;
