@@ -6,10 +6,12 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -27,7 +29,12 @@ class ChunkCache {
   // The slot_len bytes of slot digest d (Repository::ReadSlot); a failure
   // is not cached, so a later read tries again.
   Status Get(const Digest& d, uint32_t slot_len, Block* out);
+  // Starts fetching d on a background thread, for a reader moving through
+  // a volume that will want it next; nothing if it is cached, loading or
+  // queued (at most a few are). A failure is left for the reader to meet.
+  void Prefetch(const Digest& d, uint32_t slot_len);
   size_t bytes() const;
+  ~ChunkCache();
 
  private:
   struct Key {
@@ -45,6 +52,7 @@ class ChunkCache {
     std::list<Key>::iterator lru;
   };
   void EvictLocked();
+  void PrefetchLoop();
 
   Repository* repo_;
   const ChunkIndex* index_;
@@ -54,6 +62,10 @@ class ChunkCache {
   std::unordered_map<Key, std::shared_ptr<Entry>, KeyHash> map_;
   std::list<Key> lru_;  // front: most recent; only ready entries
   size_t bytes_ = 0;
+  std::deque<Key> queue_;  // prefetches not started
+  std::condition_variable queued_;
+  bool stop_ = false;
+  std::thread worker_;  // started by the first Prefetch
 };
 
 // A read-only block device made of stored bytes.
