@@ -68,7 +68,9 @@ Status BackupTree::Load(std::vector<Status>* skipped) {
     hosts_[Component(r.host)].push_back(id);
     for (const auto& t : r.tags) tags_[Component(t)].push_back(id);
     latest_ = id;  // oldest first
-    backups_[id].views = std::make_unique<BackupViews>(repo_, cache_.get(), std::move(r));
+    Backup& b = backups_[id];
+    b.shown = ShownNames(r);
+    b.views = std::make_unique<BackupViews>(repo_, cache_.get(), std::move(r));
   }
   // Like FindBackup("latest"): with a record unreadable, the newest
   // readable one may not be the latest, so nothing is called that.
@@ -172,11 +174,10 @@ std::vector<std::string> BackupTree::ShownNames(const BackupRecord& rec) {
   return names;
 }
 
-int BackupTree::VolumeNamed(const BackupRecord& rec, const std::string& name) const {
-  if (rec.disk.present() && name == "disk") return -2;
-  const auto names = ShownNames(rec);
-  for (size_t i = 0; i < names.size(); ++i)
-    if (!names[i].empty() && names[i] == name) return static_cast<int>(i);
+int BackupTree::VolumeNamed(const Backup& b, const std::string& name) {
+  if (b.views->record().disk.present() && name == "disk") return -2;
+  for (size_t i = 0; i < b.shown.size(); ++i)
+    if (!b.shown[i].empty() && b.shown[i] == name) return static_cast<int>(i);
   return -1;
 }
 
@@ -219,12 +220,12 @@ Status BackupTree::ResolveBackup(Backup* b, const std::vector<std::string>& part
   const std::string& name = parts[2];
   const BlockView* view = nullptr;
   if (name.size() > 4 && name.ends_with(".img") && parts.size() == 3) {
-    const int v = VolumeNamed(rec, name.substr(0, name.size() - 4));
+    const int v = VolumeNamed(*b, name.substr(0, name.size() - 4));
     if (v == -2) GNOMON_RETURN_IF_ERROR(b->views->Disk(&view));
     if (v >= 0) GNOMON_RETURN_IF_ERROR(b->views->Volume(static_cast<size_t>(v), &view));
     if (view) return Image(view, t, out);
   }
-  const int v = VolumeNamed(rec, name);
+  const int v = VolumeNamed(*b, name);
   if (v < 0) return Status::NotFound(name);
   ExtFs* fs = nullptr;
   GNOMON_RETURN_IF_ERROR(Ext(b, static_cast<size_t>(v), &fs));
@@ -279,7 +280,7 @@ Status BackupTree::ListBackup(Backup* b, std::vector<std::pair<std::string, Tree
   const BackupRecord& rec = b->views->record();
   std::vector<std::string> names;
   if (rec.disk.present()) names.push_back("disk.img");
-  const auto shown = ShownNames(rec);
+  const auto& shown = b->shown;
   for (size_t i = 0; i < rec.volumes.size(); ++i) {
     if (shown[i].empty()) continue;
     const std::string& n = shown[i];

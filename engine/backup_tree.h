@@ -60,6 +60,7 @@ class BackupTree {
  private:
   struct Backup {
     std::unique_ptr<BackupViews> views;
+    std::vector<std::string> shown;                // ShownNames of its record, once
     std::map<size_t, std::unique_ptr<ExtFs>> ext;  // opened on first use
     std::map<size_t, Status> ext_failed;
   };
@@ -71,7 +72,7 @@ class BackupTree {
   static std::vector<std::string> ShownNames(const BackupRecord& rec);
   // The volume shown under this name (without ".img"), or -1; "disk" of a
   // disk backup is -2.
-  int VolumeNamed(const BackupRecord& rec, const std::string& name) const;
+  static int VolumeNamed(const Backup& b, const std::string& name);
   Status Ext(Backup* b, size_t vol, ExtFs** out);
   TreeNode Dir(int64_t time) const;
   TreeNode Link(const std::string& target, int64_t time) const;
