@@ -21,6 +21,7 @@ class Status {
     kAborted,          // cancelled by the user or by a signal
     kSnapshotFailed,   // no consistent snapshot: a writer vetoed, a window ran out
     kExists,           // a write-once name is taken: never overwritten, retry with a new id
+    kWrongKey,         // an encrypted repository's key or passphrase is wrong or missing
   };
 
   Status() = default;
@@ -38,6 +39,7 @@ class Status {
     return Status(Code::kSnapshotFailed, std::move(m));
   }
   static Status Exists(std::string m) { return Status(Code::kExists, std::move(m)); }
+  static Status WrongKey(std::string m) { return Status(Code::kWrongKey, std::move(m)); }
   // An IOError for `what` (a path) carrying strerror(err).
   static Status FromErrno(const std::string& what, int err);
 
@@ -48,6 +50,7 @@ class Status {
   bool IsCorruption() const { return code_ == Code::kCorruption; }
   bool IsExists() const { return code_ == Code::kExists; }
   bool IsLocked() const { return code_ == Code::kLocked; }
+  bool IsWrongKey() const { return code_ == Code::kWrongKey; }
 
   // Prefixes the message with context ("reading backup 1a2b: ...").
   Status WithContext(const std::string& context) const {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/key_handoff.h"
 #include "engine/overlay.h"
 #include "engine/restore_job.h"
 #include "engine/volume_reader.h"
@@ -28,6 +29,7 @@ namespace {
 struct Export {
   std::string repo_path, backup = "latest", volume, overlay_path;
   uint64_t cache_bytes = 256ull << 20;
+  int key_fd = -1;
   std::unique_ptr<Repository> repo;
   ChunkIndex index;
   IndexHealth health;
@@ -55,6 +57,8 @@ int Config(const char* key, const char* value) {
     g_export->volume = value;
   } else if (k == "overlay") {
     g_export->overlay_path = value;
+  } else if (k == "keyfd") {  // an encrypted repository's key, from gnomon serve
+    if (nbdkit_parse_int("keyfd", value, &g_export->key_fd) < 0) return -1;
   } else if (k == "cache") {
     int64_t n = nbdkit_parse_size(value);
     if (n < 0) return -1;
@@ -94,6 +98,12 @@ Status Prepare(Export* e) {
   std::string warning;
   GNOMON_RETURN_IF_ERROR(OpenForReading(e->repo_path, "serve", &e->repo, &warning));
   if (!warning.empty()) fprintf(stderr, "gnomon: warning: %s\n", warning.c_str());
+  if (e->key_fd >= 0) {
+    std::shared_ptr<const MasterKey> key;
+    GNOMON_RETURN_IF_ERROR(KeyFromPipe(e->key_fd, &key));
+    e->key_fd = -1;
+    e->repo->SetKey(key);
+  }
   GNOMON_RETURN_IF_ERROR(e->repo->LoadChunkIndex(&e->index, &e->health, IndexUse::kRead));
   if (!e->health.clean())
     fprintf(stderr, "gnomon: warning: %s (reading what they hold fails)\n",

@@ -10,18 +10,12 @@ namespace gnomon {
 
 namespace {
 
-// Reads the stored bytes of e in f and checks them against its digest.
-Status ReadChecked(const RandomAccessFile& f, const PackEntry& e, ChunkDecompressor* dec,
-                   std::vector<uint8_t>* stored) {
-  const std::string where = f.path() + ": chunk " + e.digest.Hex();
-  stored->resize(e.stored_len);
-  GNOMON_RETURN_IF_ERROR(f.ReadAt(e.offset, e.stored_len, stored->data()).WithContext(where));
+// Reads the stored bytes of e in pack `id` and checks them against its digest.
+Status ReadChecked(Repository* repo, const std::string& id, const RandomAccessFile& f,
+                   const PackEntry& e, ChunkDecompressor* dec, std::vector<uint8_t>* stored) {
   thread_local std::vector<uint8_t> raw;
   raw.resize(e.raw_len);
-  GNOMON_RETURN_IF_ERROR(dec->Decompress(e.codec, *stored, raw.data(), e.raw_len, where));
-  if (Digest::Of(raw) != e.digest)
-    return Status::Corruption(where + ": content does not match its digest (data is damaged)");
-  return Status::OK();
+  return repo->ReadBlob(id, f, e, stored, raw.data(), dec);
 }
 
 class Repacker {
@@ -77,7 +71,7 @@ Status RepackPacks(Repository* repo, const ChunkIndex& index, const DigestSet& l
     for (const auto& e : claims.at(*it)) {
       if (!s.ok()) break;
       if (!IsKeeper(index, live, *it, e)) continue;
-      s = ReadChecked(*f, e, &dec, &stored);
+      s = ReadChecked(repo, *it, *f, e, &dec, &stored);
       // A copy already made of an earlier chunk stays a harmless duplicate.
       if (!s.ok()) break;
       GNOMON_RETURN_IF_ERROR(repacker.Add(e, stored));
@@ -118,7 +112,7 @@ void Revive(Repository* repo, const Census& c, const DigestSet& live, DigestSet*
   for (const auto& d : need)
     for (const auto& [id, e] : copies[d]) {
       std::shared_ptr<RandomAccessFile> f;
-      if (repo->OpenPack(id, &f).ok() && ReadChecked(*f, e, &dec, &stored).ok()) {
+      if (repo->OpenPack(id, &f).ok() && ReadChecked(repo, id, *f, e, &dec, &stored).ok()) {
         checked->insert(d);
         break;
       }

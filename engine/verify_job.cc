@@ -69,7 +69,7 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
     return;
   }
   std::vector<PackEntry> actual;
-  s = ReadPackHeader(*f, &actual);
+  s = repo->ReadPackHeader(id, *f, &actual);
   if (!s.ok()) {
     errors->push_back(s.message());
   } else {
@@ -89,12 +89,8 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
   for (const auto& e : claimed) {
     std::string where =
         f->path() + ": chunk " + e.digest.Hex() + " at offset " + std::to_string(e.offset);
-    stored.resize(e.stored_len);
     raw.resize(e.raw_len);
-    s = f->ReadAt(e.offset, e.stored_len, stored.data());
-    if (s.ok()) s = dec->Decompress(e.codec, stored, raw.data(), e.raw_len, where);
-    if (s.ok() && Digest::Of(raw) != e.digest)
-      s = Status::Corruption(where + ": content does not match its digest (data is damaged)");
+    s = repo->ReadBlob(id, *f, e, &stored, raw.data(), dec);
     PatchView pv;
     if (s.ok() && e.patch_depth) s = DecodePatch(raw, where, &pv);
     *bytes_read += e.stored_len;

@@ -153,7 +153,7 @@ void VolumeImager::DiffWithParent(Work* w) const {
   w->patch_base = base;
   w->ranges = std::move(ranges);
   w->patch_depth = static_cast<uint8_t>(depth + 1);
-  w->digest = Digest::Of({w->raw.data(), w->payload});
+  w->digest = ctx_.repo->hasher().Of({w->raw.data(), w->payload});
 }
 
 Status VolumeImager::ReadPatch(uint32_t chunk, Work* w) const {
@@ -253,14 +253,14 @@ void VolumeImager::Hash(Work* w) const {
   if (w->patch_depth) {
     Status st = ReadPatch(plan_.parent.chunk_size, w);
     if (!st.ok()) ctx_.error->Set(st);
-    w->digest = Digest::Of({w->raw.data(), w->payload});
+    w->digest = ctx_.repo->hasher().Of({w->raw.data(), w->payload});
     return;
   }
   if (w->zero || w->unchanged) return;
   std::span<const uint8_t> data(w->raw.data(), w->len);
   w->zero = IsAllZero(data);
   if (w->zero) return;
-  w->digest = Digest::Of(data);
+  w->digest = ctx_.repo->hasher().Of(data);
   if (plan_.have_parent && !plan_.tracked && w->digest != plan_.parent.slots[w->slot] &&
       !index_.Contains(w->digest))
     DiffWithParent(w);

@@ -17,9 +17,23 @@ Status RepoConfig::Validate(const std::string& where) const {
     return bad("compression level " + std::to_string(compression_level) + " must be 1..19");
   if (pack_size < chunk_size || pack_size > (1ull << 30))
     return bad("pack size must be between the chunk size and 1 GiB");
-  if (hash != "xxh3-128") return bad("unknown hash '" + hash + "'");
+  if (encryption == "none") {
+    if (version != 1 || hash != "xxh3-128")
+      return bad("a plain repository has version 1 and hash xxh3-128");
+  } else if (encryption == "aes-256-gcm") {
+    if (version != 2 || hash != "hmac-sha256-128")
+      return bad("an encrypted repository has version 2 and hash hmac-sha256-128");
+  } else {
+    return bad("unknown encryption '" + encryption + "'");
+  }
   if (compression != "zstd") return bad("unknown compression '" + compression + "'");
   return Status::OK();
+}
+
+void RepoConfig::SetEncrypted() {
+  version = 2;
+  hash = "hmac-sha256-128";
+  encryption = "aes-256-gcm";
 }
 
 std::string RepoConfig::Encode() const {
@@ -27,6 +41,7 @@ std::string RepoConfig::Encode() const {
          {"chunk_size", chunk_size},   {"hash", hash},
          {"compression", compression}, {"compression_level", compression_level},
          {"pack_size", pack_size},     {"created", created}};
+  if (version >= 2) j["encryption"] = encryption;
   return j.dump(1);
 }
 
@@ -45,6 +60,7 @@ Status RepoConfig::Decode(const std::string& path, const std::string& body, Repo
     c.compression_level = j.at("compression_level").get<int>();
     c.pack_size = j.at("pack_size").get<uint64_t>();
     c.created = j.at("created").get<std::string>();
+    if (c.version >= 2) c.encryption = j.at("encryption").get<std::string>();
     if (c.version > kRepoFormatVersion)
       return Status::Unsupported(path + ": repository format version " + std::to_string(c.version) +
                                  " is newer than this gnomon (" +

@@ -23,6 +23,7 @@ inline constexpr FrameKind kVolumeIndexFrame{"GNMFIDX\x01", "volume index", 1};
 inline constexpr FrameKind kBackupFrame{"GNMBKUP\x01", "backup record", 4};
 inline constexpr FrameKind kQuarantineFrame{"GNMQUAR\x01", "quarantine file", 1};
 inline constexpr FrameKind kCheckFrame{"GNMCHEK\x01", "check file", 1};
+inline constexpr FrameKind kKeySlotFrame{"GNMKEYS\x01", "key slot", 1};
 
 inline constexpr size_t kFrameHeaderSize = 24;
 inline constexpr size_t kFrameTrailerSize = 8;

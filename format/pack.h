@@ -11,6 +11,7 @@
 
 #include "format/codec.h"
 #include "format/config.h"
+#include "format/crypto.h"
 #include "format/digest.h"
 #include "format/env.h"
 
@@ -20,6 +21,14 @@ inline constexpr char kPackMagic[9] = "GNMPACK\x01";
 inline constexpr uint32_t kPackVersion = 2;
 inline constexpr size_t kPackEntrySize = 32;
 inline constexpr size_t kPackTailSize = 24;
+// A sealed pack (encrypted repository, FORMAT.md §14.3): every blob and the
+// header sealed, and a 32-byte tail ending in this magic.
+inline constexpr char kSealedPackMagic[9] = "GNMSPAK\x01";
+inline constexpr uint32_t kSealedPackVersion = 1;
+inline constexpr size_t kSealedPackTailSize = 32;
+// The associated data of a sealed pack's blob and header.
+std::string BlobAd(const Digest& d);
+inline constexpr std::string_view kPackHeaderAd = "header";
 
 struct PackEntry {
   Digest digest;
@@ -50,8 +59,9 @@ Status CheckBlobLengths(uint32_t stored_len, uint32_t raw_len, const std::string
 // renames the pack to its final name. Until then the pack is invisible.
 class PackWriter {
  public:
+  // With a key, the pack is sealed (its object name is packs/<id>).
   PackWriter(Env* env, std::string id, std::string tmp_path, std::string final_path,
-             std::unique_ptr<WritableFile> file);
+             std::unique_ptr<WritableFile> file, std::shared_ptr<const MasterKey> key = nullptr);
   Status Add(const Digest& d, Codec codec, std::span<const uint8_t> stored, uint32_t raw_len,
              uint8_t patch_depth = 0);
   Status Finish();  // header + fdatasync + rename + directory fsync
@@ -64,11 +74,26 @@ class PackWriter {
  private:
   Env* env_;
   std::string id_, tmp_path_, final_path_;
+  Status Append(std::span<const uint8_t> bytes);
+  std::string EncodeEntries() const;
+
   std::unique_ptr<WritableFile> file_;
   std::vector<PackEntry> entries_;
+  std::unique_ptr<ObjectKey> key_;  // sealed packs only
+  Hash128 hash_;                    // of every byte written, for the sealed tail
+  std::vector<uint8_t> sealed_;     // a blob's sealed form
 };
 
-// Reads and validates a pack's header (the entries and their offsets).
-Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries);
+// The object name of pack `id` (its sealing key's name).
+inline std::string PackObjectName(const std::string& id) { return "packs/" + id; }
+
+// Reads and validates a pack's header (the entries and their offsets). A
+// sealed pack needs `key` (else WrongKey); a plain one is refused when a key
+// is given (an encrypted repository holds only sealed packs). A sealed
+// pack's offsets are of its sealed blobs (stored length + kSealOverhead).
+Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries,
+                      const MasterKey* key = nullptr, const std::string& id = "");
+// Checks a sealed pack without the key: its tail and XXH3-128 over all of it.
+Status ScrubSealedPack(const RandomAccessFile& f, uint64_t* bytes);
 
 }  // namespace gnomon

@@ -70,7 +70,7 @@ Status Repository::ListIndexFiles(std::vector<std::string>* names) {
 
 Status Repository::ReadIndexFile(const std::string& name, std::vector<PackSummary>* packs) {
   std::string path = P(kIndex, name), body;
-  GNOMON_RETURN_IF_ERROR(ReadFrameFile(env_, kIndexFrame, path, &body));
+  GNOMON_RETURN_IF_ERROR(ReadFramed(kIndexFrame, path, &body));
   GNOMON_RETURN_IF_ERROR(DecodeIndexFile(path, body, packs));
   // Lengths decide allocations later: no chunk can be larger than a slot,
   // and a stored chunk is never larger than its raw bytes (FORMAT.md §4).
@@ -134,7 +134,7 @@ Status Repository::WriteIndexFile(const std::vector<PackSummary>& packs, std::st
   const std::string body = EncodeIndexFile(packs);
   for (int attempt = 0;; ++attempt) {
     *name = RandomHexId(16);
-    Status s = WriteFrameFile(env_, kIndexFrame, 2, P(kIndex, *name), body);
+    Status s = WriteFramed(kIndexFrame, 2, P(kIndex, *name), body);
     if (!s.IsExists() || attempt == 8) return s;  // a clash: never overwrite, pick another
   }
 }
@@ -182,17 +182,17 @@ Status Repository::ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* 
   const ChunkLocation* loc = index.Find(d);
   if (!loc) return Status::Corruption("chunk " + d.Hex() + " is not in the chunk index");
   std::shared_ptr<RandomAccessFile> f;
-  GNOMON_RETURN_IF_ERROR(OpenPack(index.pack_id(loc->pack), &f));
+  const std::string& id = index.pack_id(loc->pack);
+  GNOMON_RETURN_IF_ERROR(OpenPack(id, &f));
   thread_local std::vector<uint8_t> stored;
-  stored.resize(loc->stored_len);
-  std::string where =
-      f->path() + ": chunk " + d.Hex() + " at offset " + std::to_string(loc->offset);
-  Status s = f->ReadAt(loc->offset, loc->stored_len, stored.data());
-  if (!s.ok()) return s.WithContext(where);
-  GNOMON_RETURN_IF_ERROR(dec->Decompress(loc->codec, stored, out, loc->raw_len, where));
-  if (Digest::Of({out, loc->raw_len}) != d)
-    return Status::Corruption(where + ": content does not match its digest (data is damaged)");
-  return Status::OK();
+  PackEntry e;
+  e.digest = d;
+  e.offset = loc->offset;
+  e.stored_len = loc->stored_len;
+  e.raw_len = loc->raw_len;
+  e.codec = loc->codec;
+  e.patch_depth = loc->patch_depth;
+  return ReadBlob(id, *f, e, &stored, out, dec);
 }
 
 Status Repository::ReadSlot(const ChunkIndex& index, const Digest& d, uint8_t* out,
@@ -234,6 +234,10 @@ Status Repository::WriteVolumeIndex(const std::string& rel_path, const VolumeInd
                                     uint64_t* checksum) {
   std::string file = EncodeFrame(kVolumeIndexFrame, 1, vi.Encode());
   *checksum = Checksum64({reinterpret_cast<const uint8_t*>(file.data()), file.size()});
+  if (encrypted()) {
+    GNOMON_RETURN_IF_ERROR(NeedKey(P(rel_path)));
+    file = SealObject(*key_, NameOf(P(rel_path)), file);  // the checksum is of the plaintext
+  }
   return env_->WriteFileOnce(P(rel_path),
                              {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
 }
@@ -244,6 +248,11 @@ Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
   if (s.IsNotFound())
     return Status::Corruption(path + ": volume index of volume '" + v.name + "' is missing");
   GNOMON_RETURN_IF_ERROR(s);
+  if (encrypted()) {
+    GNOMON_RETURN_IF_ERROR(NeedKey(path));
+    std::string sealed = std::move(file);
+    GNOMON_RETURN_IF_ERROR(OpenObject(*key_, NameOf(path), path, sealed, &file));
+  }
   GNOMON_RETURN_IF_ERROR(DecodeFrame(kVolumeIndexFrame, path, file, &body, nullptr));
   if (Checksum64({reinterpret_cast<const uint8_t*>(file.data()), file.size()}) != v.index_checksum)
     return Status::Corruption(path +
@@ -270,7 +279,7 @@ bool Repository::BackupExists(const std::string& id) {
 }
 
 Status Repository::WriteBackupRecord(const BackupRecord& r) {
-  return WriteFrameFile(env_, kBackupFrame, r.Version(), P(kBackups, r.id), r.Encode());
+  return WriteFramed(kBackupFrame, r.Version(), P(kBackups, r.id), r.Encode());
 }
 
 Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors) {
@@ -281,7 +290,7 @@ Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Statu
     if (!IsHexName(n, 16)) continue;
     std::string path = P(kBackups, n), body;
     BackupRecord r;
-    Status s = ReadFrameFile(env_, kBackupFrame, path, &body);
+    Status s = ReadFramed(kBackupFrame, path, &body);
     if (s.IsNotFound()) continue;  // forgotten since it was listed
     if (s.ok()) s = BackupRecord::Decode(path, body, &r);
     if (s.ok() && r.id != n) s = Status::Corruption(path + ": record id " + r.id + " != file name");

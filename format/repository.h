@@ -18,7 +18,10 @@
 #include "format/check_file.h"
 #include "format/chunk_index.h"
 #include "format/config.h"
+#include "format/crypto.h"
 #include "format/env.h"
+#include "format/framed_file.h"
+#include "format/key_slot.h"
 #include "format/pack.h"
 #include "format/quarantine.h"
 #include "format/repository_layout.h"
@@ -68,7 +71,10 @@ class Repository {
  public:
   // Creates the layout at path. Refuses a path that already holds anything
   // but an empty directory, so an existing repository is never overwritten.
-  static Status Init(Env* env, const std::string& path, RepoConfig config);
+  // An encrypted config (RepoConfig::SetEncrypted) needs at least one key
+  // slot; the slots are written before the config.
+  static Status Init(Env* env, const std::string& path, RepoConfig config,
+                     const std::vector<KeySlot>& slots = {});
   // `purpose` (e.g. "backup") goes into the lock file for the next person.
   static Status Open(Env* env, const std::string& path, LockMode mode, const std::string& purpose,
                      std::unique_ptr<Repository>* out);
@@ -78,6 +84,38 @@ class Repository {
   Env* env() const { return env_; }
   // Text of a stale exclusive lock that Open broke (holder died), else "".
   const std::string& broken_stale_lock() const { return stale_lock_; }
+
+  // Encryption (FORMAT.md §14). An encrypted repository opens locked:
+  // everything that needs the key fails with WrongKey until it is unlocked.
+  bool encrypted() const { return config_.encrypted(); }
+  bool unlocked() const { return key_ != nullptr; }
+  // WrongKey if no slot opens with the secret (each password slot costs
+  // one Argon2id run).
+  Status UnlockWithPassword(std::string_view password);
+  Status UnlockWithKeyFile(std::span<const uint8_t> file_key);
+  // A key unlocked elsewhere (serve hands it to its NBD plugin).
+  void SetKey(std::shared_ptr<const MasterKey> key);
+  const std::shared_ptr<const MasterKey>& key() const { return key_; }
+  // The key slot the repository was unlocked with ("" if none, or handed over).
+  const std::string& unlocked_slot() const { return unlocked_slot_; }
+  // The chunk id function: keyed in an encrypted repository.
+  const ChunkHasher& hasher() const { return hasher_; }
+  // Key slots under keys/. Adding needs the key; removing refuses the last.
+  Status ListKeySlots(std::vector<KeySlot>* out, std::vector<Status>* errors);
+  Status AddKeySlot(const KeySlot& slot);
+  Status RemoveKeySlot(const std::string& id);
+  // The check a storage host can run without the key (verify
+  // --without-key): every object's length, magic and XXH3-128 trailer.
+  // Damaged objects go to *damaged; *objects and *bytes count what was read.
+  Status ScrubWithoutKey(std::vector<Status>* damaged, uint64_t* objects, uint64_t* bytes,
+                         const std::atomic<bool>* cancel);
+
+  // A framed file of FORMAT.md §2 at path (under this repository), sealed
+  // (§14.2) in an encrypted repository.
+  Status WriteFramed(const FrameKind& kind, uint32_t version, const std::string& path,
+                     std::string_view body);
+  Status ReadFramed(const FrameKind& kind, const std::string& path, std::string* body,
+                    uint32_t* version = nullptr);
 
   // Chunk index: every readable index file, merged, less the quarantined
   // locations and those in packs that are gone (so a chunk stored again
@@ -122,6 +160,13 @@ class Repository {
   Status ListPacks(std::vector<std::string>* ids);
   std::string PackPath(const std::string& id) const;
   Status OpenPack(const std::string& id, std::shared_ptr<RandomAccessFile>* out);
+  // Reads and validates pack `id`'s header (opened with the key when sealed).
+  Status ReadPackHeader(const std::string& id, const RandomAccessFile& f,
+                        std::vector<PackEntry>* entries);
+  // Reads blob e of pack `id` into *stored (its stored form, opened when
+  // sealed) and decodes it into raw (e.raw_len bytes), checking its id.
+  Status ReadBlob(const std::string& id, const RandomAccessFile& f, const PackEntry& e,
+                  std::vector<uint8_t>* stored, uint8_t* raw, ChunkDecompressor* dec);
   // Reads, decodes and verifies one chunk against its digest into out
   // (which must hold loc.raw_len bytes).
   Status ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* out, ChunkDecompressor* dec);
@@ -209,9 +254,16 @@ class Repository {
   // gc/users shared for the life of this object (FORMAT.md §8).
   Status EnterAsUser();
 
+  // The object name of a path under this repository ("backups/<id>").
+  std::string NameOf(const std::string& path) const;
+  Status NeedKey(const std::string& what) const;
+
   Env* env_;
   std::string path_;
   RepoConfig config_;
+  std::shared_ptr<const MasterKey> key_;
+  ChunkHasher hasher_;
+  std::string unlocked_slot_;
   // users_lock_ goes last: a process never holds the repository lock
   // without gc/users (FORMAT.md §8), which prune's deletion step relies on.
   std::unique_ptr<FileLock> users_lock_, lock_;

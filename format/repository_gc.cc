@@ -145,7 +145,7 @@ Status Repository::ListQuarantineFiles(std::vector<QuarantineFile>* out,
     std::string path = P(kQuarantine, n), body;
     uint64_t t = 0;
     QuarantineFile q{n, {}};
-    Status s = ReadFrameFile(env_, kQuarantineFrame, path, &body);
+    Status s = ReadFramed(kQuarantineFrame, path, &body);
     if (s.ok()) s = DecodeQuarantine(path, body, &t, &q.chunks);
     if (s.ok())
       out->push_back(std::move(q));

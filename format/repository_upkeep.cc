@@ -24,11 +24,12 @@ bool IsEmptyOrHalfBuilt(Env* env, const std::string& path, bool* half_built) {
   *half_built = !names.empty();
   for (const auto& n : names) {
     if (n != kPacks && n != kIndex && n != kVolumes && n != kBackups && n != kTmp &&
-        n != kQuarantine)
+        n != kQuarantine && n != kKeys)
       return false;
     if (!env->ListDir(RepoPath(path, n), &sub).ok()) return false;
     for (const auto& s : sub) {
       std::vector<std::string> leaf;
+      if (n == kKeys) continue;  // slots of an init that died before its config
       if (n != kPacks || !IsHexName(s, 2) || !env->ListDir(RepoPath(path, n, s), &leaf).ok() ||
           !leaf.empty())
         return false;
@@ -44,7 +45,11 @@ void RemoveSkeleton(Env* env, const std::string& path) {
     std::snprintf(sub, sizeof sub, "%02x", i);
     env->RemoveDir(RepoPath(path, kPacks, sub));
   }
-  for (const char* d : {kPacks, kIndex, kVolumes, kBackups, kTmp, kQuarantine})
+  std::vector<std::string> slots;
+  if (env->ListDir(RepoPath(path, kKeys), &slots).ok())
+    for (const auto& n : slots)
+      if (IsHexName(n, 16)) env->RemoveFile(RepoPath(path, kKeys, n));
+  for (const char* d : {kPacks, kIndex, kVolumes, kBackups, kTmp, kQuarantine, kKeys})
     env->RemoveDir(RepoPath(path, d));
 }
 
@@ -62,18 +67,23 @@ Status MakeSkeleton(Env* env, const std::string& path) {
 
 }  // namespace
 
-Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
+Status Repository::Init(Env* env, const std::string& path, RepoConfig config,
+                        const std::vector<KeySlot>& slots) {
   // A repository path the user gives may be a symlink (to an empty
   // directory on another disk): resolve it, since directories inside a
   // repository are never opened through one.
   std::error_code ec;
   if (std::filesystem::is_symlink(path, ec)) {
     const auto real = std::filesystem::canonical(path, ec);
-    if (!ec) return Init(env, real.string(), std::move(config));
+    if (!ec) return Init(env, real.string(), std::move(config), slots);
   }
   if (config.id.empty()) config.id = RandomHexId(16);
   if (config.created.empty()) config.created = NowRfc3339();
   GNOMON_RETURN_IF_ERROR(config.Validate("init " + path));
+  if (config.encrypted() == slots.empty())
+    return Status::InvalidArgument("init " + path +
+                                   (slots.empty() ? ": an encrypted repository needs a key"
+                                                  : ": key slots for a plain repository"));
   if (env->FileExists(path)) {
     std::vector<std::string> names;
     if (!env->ListDir(path, &names).ok())
@@ -89,6 +99,9 @@ Status Repository::Init(Env* env, const std::string& path, RepoConfig config) {
   }
   // The config goes last: a directory without one is not yet a repository.
   Status s = MakeSkeleton(env, path);
+  if (s.ok() && !slots.empty()) s = env->CreateDir(RepoPath(path, kKeys));
+  for (const auto& k : slots)
+    if (s.ok()) s = WriteFrameFile(env, kKeySlotFrame, 1, RepoPath(path, kKeys, k.id), k.Encode());
   if (s.ok()) s = WriteFrameFile(env, kConfigFrame, 1, RepoPath(path, kConfig), config.Encode());
   if (s.ok()) s = env->SyncDir(ParentDir(path));
   if (!s.ok()) RemoveSkeleton(env, path);  // nothing half-built stays behind
@@ -105,6 +118,7 @@ Status Repository::OpenJournal() {
 }
 
 Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
+  GNOMON_RETURN_IF_ERROR(NeedKey("writing a pack"));
   if (!journal_) GNOMON_RETURN_IF_ERROR(OpenJournal());
   std::string id = RandomHexId(16);
   // Durable in the journal before the pack can exist.
@@ -115,7 +129,7 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
   std::string tmp = P(kTmp, id + ".pack");
   std::unique_ptr<WritableFile> f;
   GNOMON_RETURN_IF_ERROR(env_->NewWritableFile(tmp, &f));
-  *out = std::make_unique<PackWriter>(env_, id, tmp, PackPath(id), std::move(f));
+  *out = std::make_unique<PackWriter>(env_, id, tmp, PackPath(id), std::move(f), key_);
   return Status::OK();
 }
 
@@ -144,7 +158,7 @@ Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* 
     std::string path = P(kQuarantine, n), body;
     uint64_t t = 0;
     std::vector<BadChunk> chunks;
-    Status s = ReadFrameFile(env_, kQuarantineFrame, path, &body);
+    Status s = ReadFramed(kQuarantineFrame, path, &body);
     if (s.ok()) s = DecodeQuarantine(path, body, &t, &chunks);
     if (!s.ok()) {
       errors->push_back(s);
@@ -166,7 +180,7 @@ Status Repository::WriteQuarantine(const std::vector<BadChunk>& chunks) {
   GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kQuarantine)));
   const std::string body = EncodeQuarantine(static_cast<uint64_t>(NowMicros()), chunks);
   for (int attempt = 0;; ++attempt) {
-    Status s = WriteFrameFile(env_, kQuarantineFrame, 1, P(kQuarantine, RandomHexId(16)), body);
+    Status s = WriteFramed(kQuarantineFrame, 1, P(kQuarantine, RandomHexId(16)), body);
     if (!s.IsExists() || attempt == 8) return s;
   }
 }
@@ -178,7 +192,7 @@ Status Repository::WriteCheckFile(uint64_t time, const std::vector<PackCheck>& c
   GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kChecks)));  // a version-7 repository has none
   const std::string body = EncodeChecks(time, checks);
   for (int attempt = 0;; ++attempt) {
-    Status s = WriteFrameFile(env_, kCheckFrame, 1, P(kChecks, RandomHexId(16)), body);
+    Status s = WriteFramed(kCheckFrame, 1, P(kChecks, RandomHexId(16)), body);
     if (!s.IsExists() || attempt == 8) return s;
   }
 }
@@ -199,7 +213,7 @@ Status Repository::ReadCheckFile(const std::string& name, uint64_t* time,
   if (!IsObjectId(name)) return Status::InvalidArgument("'" + name + "' is not a check file name");
   const std::string path = P(kChecks, name);
   std::string body;
-  GNOMON_RETURN_IF_ERROR(ReadFrameFile(env_, kCheckFrame, path, &body));
+  GNOMON_RETURN_IF_ERROR(ReadFramed(kCheckFrame, path, &body));
   return DecodeChecks(path, body, time, checks);
 }
 
@@ -262,7 +276,7 @@ Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
   if (Status s = env_->NewRandomAccessFile(path, &f); !s.ok())
     return s.IsNotFound() ? ForgetRecordless(id, what) : s;
   std::string body;
-  Status s = ReadFrameFile(env_, kBackupFrame, path, &body);
+  Status s = ReadFramed(kBackupFrame, path, &body);
   BackupRecord r;
   if (s.ok()) s = BackupRecord::Decode(path, body, &r);
   *what = path + " (" + std::to_string(f->Size()) +

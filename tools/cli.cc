@@ -26,6 +26,8 @@ int ExitFor(const Status& s) {
       return kInterrupted;
     case C::kSnapshotFailed:
       return kSnapshotFailed;
+    case C::kWrongKey:
+      return kWrongKey;
     default:
       return kFailed;
   }
@@ -40,7 +42,7 @@ int Fail(const Globals& g, const Status& s, int code) {
 }
 
 int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
-             std::unique_ptr<Repository>* out) {
+             std::unique_ptr<Repository>* out, bool need_key) {
   if (g.repo.empty())
     return Fail(g,
                 Status::InvalidArgument("no repository given: use --repo PATH or set GNOMON_REPO"),
@@ -58,7 +60,7 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
   if (!g.quiet)
     for (const auto& w : (*out)->upkeep_warnings())
       fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
-  return kOk;
+  return need_key ? UnlockRepo(g, out->get()) : kOk;
 }
 
 json StatsJson(const VolumeStats& s) {

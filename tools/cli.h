@@ -27,6 +27,7 @@ enum Exit {
   kNoRepo = 10,         // the repository does not exist or is not one
   kLocked = 11,         // another process holds the repository lock
   kUnsupported = 12,    // the repository's format is newer than this gnomon
+  kWrongKey = 13,       // the key or passphrase is wrong or missing (encrypted repository)
   kInterrupted = 130,   // SIGINT/SIGTERM
 };
 
@@ -35,6 +36,10 @@ struct Globals {
   bool json = false;
   bool quiet = false;
   int threads = 0;
+  // An encrypted repository's key: a key file, else a passphrase from
+  // $GNOMON_PASSWORD, the password file, or a prompt on the terminal.
+  std::string password_file;  // --password-file, $GNOMON_PASSWORD_FILE
+  std::string key_file;       // --key-file, $GNOMON_KEY_FILE
 };
 
 extern CancelFlag g_cancel;
@@ -43,17 +48,36 @@ int ExitFor(const Status& s);
 // Prints "gnomon: error: ..." (and a JSON error object with --json) and
 // returns the exit code for s (or `code` if given).
 int Fail(const Globals& g, const Status& s, int code = -1);
+// Opens the repository and, when it is encrypted, unlocks it (UnlockRepo).
 int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
-             std::unique_ptr<Repository>* out);
+             std::unique_ptr<Repository>* out, bool need_key = true);
+// Keys (tools/cmd_key.cc). Unlocks an encrypted repository with the key
+// given (a plain one given a key is refused: its config may have been
+// replaced to make gnomon write in the clear).
+int UnlockRepo(const Globals& g, Repository* repo);
+// The key slots a new encrypted repository starts with, and its master key.
+Status MakeFirstSlots(const Globals& g, const std::string& repo_id,
+                      std::shared_ptr<const MasterKey>* key, std::vector<KeySlot>* slots);
+// Whether the user gave a key (then init encrypts by default).
+bool KeyGiven(const Globals& g);
+struct KeyOptions {
+  std::string action;  // list, add, remove, passwd
+  std::string id;      // remove
+  std::string new_password_file, new_key_file;
+};
+int CmdKey(const Globals& g, const KeyOptions& opt);
 nlohmann::json StatsJson(const VolumeStats& s);
 nlohmann::json BackupJson(const BackupRecord& r);
 
-int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib);
+// encryption: "aes-256-gcm", "none", or "" (encrypted if a key was given).
+int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib,
+            const std::string& encryption);
 int CmdBackup(const Globals& g, BackupOptions opt);
 int CmdList(const Globals& g);
 int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt);
 // subset: the packs to read whole (kAll: every pack if read_data, else none).
-int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset);
+// without_key: the scrub a storage host runs on an encrypted repository.
+int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset, bool without_key);
 int CmdShow(const Globals& g, const std::string& backup);
 struct ForgetOptions {
   std::vector<std::string> ids;  // or a policy, not both

@@ -10,6 +10,7 @@
 #include "base/system.h"
 #include "engine/boot_check.h"
 #include "engine/fuse_mount.h"
+#include "engine/key_handoff.h"
 #include "engine/volume_reader.h"
 #include "tools/cli.h"
 
@@ -69,6 +70,7 @@ int CmdMount(const Globals& g, const MountOptions& in) {
   Status s = OpenForReading(g.repo, "mount", &repo, &warning);
   if (!s.ok()) return Fail(g, s, s.IsNotFound() ? kNoRepo : -1);
   if (!warning.empty()) fmt::print(stderr, "gnomon: warning: {}\n", warning);
+  if (int rc = UnlockRepo(g, repo.get())) return rc;
   MountOptions opt = in;
   opt.ready = [&](const std::string& mp, size_t backups) {
     if (g.json)
@@ -130,6 +132,11 @@ int CmdServe(const Globals& g, const ServeOptions& opt) {
                            "backup=" + rec.id, "cache=" + std::to_string(opt.cache_bytes)});
   if (!volume.empty()) args.push_back("volume=" + volume);
   if (!overlay.empty()) args.push_back("overlay=" + std::filesystem::absolute(overlay).string());
+  if (repo->key()) {  // over a pipe nbdkit inherits: never in argv or the environment
+    int fd = -1;
+    if (s = KeyToPipe(*repo->key(), &fd); !s.ok()) return Fail(g, s);
+    args.push_back("keyfd=" + std::to_string(fd));
+  }
   repo.reset();
   if (!g.quiet)
     fmt::print(stderr, "gnomon: serving backup {} {} {} at {}{}\n", rec.id, vol ? "volume" : "disk",
@@ -153,6 +160,11 @@ int CmdBootCheck(const Globals& g, const std::string& backup, BootCheckOptions o
   BackupRecord rec;
   Status s = repo->FindBackup(backup, &rec);
   if (!s.ok()) return Fail(g, s);
+  if (repo->key()) {  // the gnomon serve it runs takes the key over a pipe
+    int fd = -1;
+    if (s = KeyToPipe(*repo->key(), &fd); !s.ok()) return Fail(g, s);
+    ::setenv("GNOMON_MASTER_KEY_FD", std::to_string(fd).c_str(), 1);
+  }
   repo.reset();
   opt.gnomon = SelfExe();
   opt.repo = g.repo;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "base/clock.h"
+#include "base/random.h"
 #include "base/system.h"
 #include "engine/disk_probe.h"
 #include "engine/disk_restore.h"
@@ -18,7 +19,8 @@ namespace gnomon::cli {
 
 using nlohmann::json;
 
-int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) {
+int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib,
+            const std::string& encryption) {
   if (g.repo.empty())
     return Fail(g,
                 Status::InvalidArgument("no repository given: use --repo PATH or set "
@@ -28,22 +30,37 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib) 
   if (chunk_kib) c.chunk_size = chunk_kib * 1024;
   if (level) c.compression_level = level;
   if (pack_mib) c.pack_size = uint64_t{pack_mib} << 20;
-  Status s = Repository::Init(Env::Default(), g.repo, c);
+  // Unsaid, a repository is encrypted when the user gave a key for it.
+  const bool encrypt = encryption.empty() ? KeyGiven(g) : encryption != "none";
+  std::vector<KeySlot> slots;
+  if (encrypt) {
+    c.SetEncrypted();
+    c.id = RandomHexId(16);  // the key slots are bound to it
+    std::shared_ptr<const MasterKey> key;
+    if (Status s = MakeFirstSlots(g, c.id, &key, &slots); !s.ok()) return Fail(g, s);
+  }
+  Status s = Repository::Init(Env::Default(), g.repo, c, slots);
   if (!s.ok()) return Fail(g, s);
   std::unique_ptr<Repository> repo;
-  if (int rc = OpenRepo(g, LockMode::kNone, "init", &repo)) return rc;
+  if (int rc = OpenRepo(g, LockMode::kNone, "init", &repo, false)) return rc;
   const auto& cfg = repo->config();
   if (g.json) {
     std::cout << json{{"repository", g.repo},
                       {"id", cfg.id},
                       {"chunk_size", cfg.chunk_size},
                       {"compression", cfg.compression},
-                      {"compression_level", cfg.compression_level}}
+                      {"compression_level", cfg.compression_level},
+                      {"encryption", cfg.encryption},
+                      {"key_slots", slots.size()}}
                      .dump()
               << "\n";
   } else if (!g.quiet) {
-    fmt::print("created gnomon repository {} at {} (chunk size {}, zstd level {})\n",
-               cfg.id.substr(0, 8), g.repo, HumanBytes(cfg.chunk_size), cfg.compression_level);
+    fmt::print("created gnomon repository {} at {} (chunk size {}, zstd level {}, {})\n",
+               cfg.id.substr(0, 8), g.repo, HumanBytes(cfg.chunk_size), cfg.compression_level,
+               encrypt ? "encrypted with AES-256-GCM; without the " +
+                             std::string(slots[0].kind == "password" ? "passphrase" : "key file") +
+                             " nothing in it can be read"
+                       : "not encrypted");
   }
   return kOk;
 }
@@ -192,9 +209,42 @@ int CmdRestore(const Globals& g, const std::string& what, RestoreOptions opt) {
   return kOk;
 }
 
-int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset) {
+namespace {
+
+// What a storage host can check of an encrypted repository without its
+// key: every object whole against its XXH3-128 trailer (FORMAT.md §14.4).
+int VerifyWithoutKey(const Globals& g, Repository* repo) {
+  std::vector<Status> damaged;
+  uint64_t objects = 0, bytes = 0;
+  Status s = repo->ScrubWithoutKey(&damaged, &objects, &bytes, &g_cancel);
+  if (!s.ok()) return Fail(g, s);
+  std::vector<std::string> errors;
+  for (const auto& d : damaged) errors.push_back(d.message());
+  if (g.json) {
+    std::cout << json{{"ok", errors.empty()},
+                      {"without_key", true},
+                      {"objects", objects},
+                      {"bytes_read", bytes},
+                      {"errors", errors}}
+                     .dump()
+              << "\n";
+  } else {
+    for (const auto& e : errors) fmt::print("damaged: {}\n", EscapeForTerminal(e));
+    fmt::print("{}: {} objects, {} read without the key; {} damaged\n",
+               errors.empty() ? "ok" : "DAMAGED", objects, HumanBytes(static_cast<double>(bytes)),
+               errors.size());
+  }
+  return errors.empty() ? kOk : kDamaged;
+}
+
+}  // namespace
+
+int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset, bool without_key) {
   std::unique_ptr<Repository> repo;
-  if (int rc = OpenRepo(g, LockMode::kShared, "verify", &repo)) return rc;
+  if (int rc = OpenRepo(g, LockMode::kShared, "verify", &repo, !without_key)) return rc;
+  if (without_key && repo->encrypted()) return VerifyWithoutKey(g, repo.get());
+  // A plain repository needs no key to be read whole.
+  if (without_key) read_data = true;
   ProgressDisplay progress(!g.json && !g.quiet);
   VerifyOptions opt;
   opt.read_data = read_data;

@@ -55,6 +55,12 @@ int main(int argc, char** argv) {
   Globals g;
   if (const char* r = std::getenv("GNOMON_REPO")) g.repo = r;
   app.add_option("-r,--repo", g.repo, "Repository path (default: $GNOMON_REPO)");
+  app.add_option("--password-file", g.password_file,
+                 "An encrypted repository's passphrase: the first line of this file (default: "
+                 "$GNOMON_PASSWORD, $GNOMON_PASSWORD_FILE, else asked on the terminal)");
+  app.add_option("--key-file", g.key_file,
+                 "An encrypted repository's key file instead of a passphrase (default: "
+                 "$GNOMON_KEY_FILE); init and key add make it if it does not exist");
   app.add_flag("--json", g.json, "Print machine-readable JSON on stdout");
   app.add_flag("-q,--quiet", g.quiet, "Print only what a script needs (e.g. the backup id)");
   app.add_option("--threads", g.threads, "Worker threads (default: all cores)")
@@ -63,6 +69,12 @@ int main(int argc, char** argv) {
   uint32_t chunk_kib = 0;
   int level = 0;
   auto* init = app.add_subcommand("init", "Create a new repository");
+  std::string encryption;
+  init->add_flag("--encryption{aes-256-gcm}", encryption,
+                 "Encrypt everything stored (AES-256-GCM, keyed chunk ids) under a passphrase "
+                 "or --key-file; --encryption=none for a plain repository. Default: encrypted "
+                 "when a key is given ($GNOMON_PASSWORD, --password-file, --key-file), else plain")
+      ->check(CLI::IsMember({"aes-256-gcm", "none"}));
   init->add_option("--chunk-size", chunk_kib,
                    "Chunk size in KiB, a power of two from 4 to 65536 (default 4096)")
       ->check(PowerOfTwo(4, 65536));
@@ -319,6 +331,11 @@ int main(int argc, char** argv) {
           "modulo T, so 1/T to T/T together read every pack once")
       ->type_name("N%|K/T")
       ->excludes(read_all);
+  bool without_key = false;
+  verify->add_flag("--without-key", without_key,
+                   "Encrypted repository: check every object whole against its plaintext "
+                   "XXH3-128 trailer, without the key (what a storage host can scrub). A plain "
+                   "repository is read whole (--read-data)");
 
   gnomon::MountOptions mopt;
   auto* mount = app.add_subcommand(
@@ -384,10 +401,25 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(64, 1 << 20));
   boot->add_option("--console", bcopt.console_log, "Keep the whole serial console in this file");
 
+  gnomon::cli::KeyOptions kopt;
+  auto* key = app.add_subcommand(
+      "key", "Manage an encrypted repository's key slots: list, add, remove ID, passwd");
+  key->add_option("ACTION", kopt.action, "list, add, remove or passwd")
+      ->required()
+      ->check(CLI::IsMember({"list", "add", "remove", "passwd"}));
+  key->add_option("ID", kopt.id, "The key slot to remove (see 'gnomon key list')");
+  key->add_option("--new-password-file", kopt.new_password_file,
+                  "add/passwd: the new passphrase, first line of this file (default: "
+                  "$GNOMON_NEW_PASSWORD, else asked twice on the terminal)");
+  key->add_option("--new-key-file", kopt.new_key_file,
+                  "add: a key-file slot for this file, which is made if it does not exist");
+
   app.footer(
       "Exit codes: 0 ok, 1 failed, 2 usage, 3 damaged data, 4 snapshot failed,\n"
-      "10 no repository, 11 locked, 12 unsupported format, 130 interrupted. See README.md.\n"
-      "Environment: GNOMON_REPO, GNOMON_STATE_DIR, GNOMON_RUNTIME_DIR, GNOMON_WRITER_DIR,\n"
+      "10 no repository, 11 locked, 12 unsupported format, 13 wrong or missing key,\n"
+      "130 interrupted. See README.md.\n"
+      "Environment: GNOMON_REPO, GNOMON_PASSWORD, GNOMON_PASSWORD_FILE, GNOMON_KEY_FILE,\n"
+      "GNOMON_NEW_PASSWORD, GNOMON_STATE_DIR, GNOMON_RUNTIME_DIR, GNOMON_WRITER_DIR,\n"
       "GNOMON_HOOKS_DIR.");
 
   try {
@@ -404,7 +436,7 @@ int main(int argc, char** argv) {
   });
 
   auto run = [&]() -> int {
-    if (*init) return CmdInit(g, chunk_kib, level, pack_mib);
+    if (*init) return CmdInit(g, chunk_kib, level, pack_mib, encryption);
     if (*backup) {
       bopt.snapshot.freeze_timeout_ms = static_cast<uint32_t>(freeze_s * 1000);
       bopt.snapshot.hold_window_ms = static_cast<uint32_t>(hold_s * 1000);
@@ -424,6 +456,12 @@ int main(int argc, char** argv) {
     if (*writers) return CmdWriters(g, writer_components);
     if (*snapshots) return CmdSnapshots(g, snap_delete, snap_delete_all);
     if (*list) return CmdList(g);
+    if (*key) {
+      if ((kopt.action == "remove") == kopt.id.empty())
+        return Fail(g, gnomon::Status::InvalidArgument("key remove takes a slot ID; only it does"),
+                    kUsage);
+      return CmdKey(g, kopt);
+    }
     if (*mount) return CmdMount(g, mopt);
     if (*serve) {
       if (!sopt.overlay.empty()) sopt.writable = true;
@@ -439,7 +477,7 @@ int main(int argc, char** argv) {
       if (verify->count("--read-data-subset"))
         if (gnomon::Status d = gnomon::ParseVerifySubset(read_subset, &subset); !d.ok())
           return Fail(g, d.WithContext("--read-data-subset"), kUsage);
-      return CmdVerify(g, read_data, subset);
+      return CmdVerify(g, read_data, subset, without_key);
     }
     if (*bench) {
       benchopt.max_bytes = bench_size_mib << 20;

@@ -14,7 +14,9 @@ pkgs=(build-essential cmake ninja-build pkg-config
       grub-pc-bin grub-efi-amd64-bin linux-image-amd64 busybox-static cpio kmod
       qemu-system-x86 qemu-utils ovmf
       # gnomon mount (FUSE) and gnomon serve (NBD through nbdkit)
-      libfuse3-dev fuse3 nbdkit nbdkit-plugin-dev libnbd-bin)
+      libfuse3-dev fuse3 nbdkit nbdkit-plugin-dev libnbd-bin
+      # encrypted repositories: AES-256-GCM, HMAC-SHA-256 (OpenSSL), Argon2id (libsodium)
+      libssl-dev libsodium-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

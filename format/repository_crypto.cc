@@ -1,0 +1,229 @@
+// The repository's encryption (FORMAT.md §14): unlocking, key slots, sealed
+// framed files and packs, and the scrub a storage host runs without the key.
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "format/names.h"
+#include "format/repository.h"
+#include "format/repository_layout.h"
+
+namespace gnomon {
+
+std::string Repository::NameOf(const std::string& path) const {
+  return std::filesystem::path(path).lexically_relative(path_).generic_string();
+}
+
+Status Repository::NeedKey(const std::string& what) const {
+  if (!encrypted() || key_) return Status::OK();
+  return Status::WrongKey(what +
+                          ": the repository is encrypted and no key was given "
+                          "(GNOMON_PASSWORD, --password-file or --key-file)");
+}
+
+void Repository::SetKey(std::shared_ptr<const MasterKey> key) {
+  key_ = std::move(key);
+  hasher_ = key_ ? ChunkHasher(key_) : ChunkHasher();
+}
+
+Status Repository::ListKeySlots(std::vector<KeySlot>* out, std::vector<Status>* errors) {
+  out->clear();
+  std::vector<std::string> names;
+  if (!env_->FileExists(P(kKeys))) return Status::OK();
+  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kKeys), &names));
+  std::sort(names.begin(), names.end());
+  for (const auto& n : names) {
+    if (!IsHexName(n, 16)) continue;
+    const std::string path = P(kKeys, n);
+    std::string body;
+    KeySlot slot;
+    Status s = ReadFrameFile(env_, kKeySlotFrame, path, &body);
+    if (s.ok()) s = KeySlot::Decode(path, body, &slot);
+    if (s.ok() && slot.id != n) s = Status::Corruption(path + ": key slot id != file name");
+    if (s.ok())
+      out->push_back(std::move(slot));
+    else if (errors)
+      errors->push_back(s);
+  }
+  return Status::OK();
+}
+
+namespace {
+// Tries every slot; the first that opens wins. WrongKey names what was tried.
+template <class TryFn>
+Status TrySlots(const std::vector<KeySlot>& slots, const std::vector<Status>& damaged,
+                const std::string& path, const char* what, TryFn&& try_slot) {
+  size_t tried = 0;
+  for (const auto& slot : slots) {
+    Status s = try_slot(slot);
+    if (s.ok()) return s;
+    if (!s.IsWrongKey()) return s;
+    tried += s.message().find("is not for") == std::string::npos;
+  }
+  std::string m = path + ": wrong " + what + " (" + std::to_string(tried) + " of " +
+                  std::to_string(slots.size()) + " key slots tried)";
+  if (!damaged.empty()) m += "; and " + damaged.front().message();
+  return Status::WrongKey(m);
+}
+}  // namespace
+
+Status Repository::UnlockWithPassword(std::string_view password) {
+  if (!encrypted()) return Status::OK();
+  std::vector<KeySlot> slots;
+  std::vector<Status> damaged;
+  GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, &damaged));
+  std::shared_ptr<const MasterKey> key;
+  std::erase_if(slots, [](const KeySlot& s) { return s.kind != "password"; });
+  GNOMON_RETURN_IF_ERROR(TrySlots(slots, damaged, path_, "passphrase", [&](const KeySlot& s) {
+    Status st = OpenPasswordSlot(config_.id, s, password, &key);
+    if (st.ok()) unlocked_slot_ = s.id;
+    return st;
+  }));
+  SetKey(key);
+  return Status::OK();
+}
+
+Status Repository::UnlockWithKeyFile(std::span<const uint8_t> file_key) {
+  if (!encrypted()) return Status::OK();
+  std::vector<KeySlot> slots;
+  std::vector<Status> damaged;
+  GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, &damaged));
+  std::shared_ptr<const MasterKey> key;
+  GNOMON_RETURN_IF_ERROR(TrySlots(slots, damaged, path_, "key file", [&](const KeySlot& s) {
+    Status st = OpenKeyFileSlot(config_.id, s, file_key, &key);
+    if (st.ok()) unlocked_slot_ = s.id;
+    return st;
+  }));
+  SetKey(key);
+  return Status::OK();
+}
+
+Status Repository::AddKeySlot(const KeySlot& slot) {
+  GNOMON_RETURN_IF_ERROR(NeedKey("adding a key"));
+  GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kKeys)));
+  return WriteFrameFile(env_, kKeySlotFrame, 1, P(kKeys, slot.id), slot.Encode());
+}
+
+Status Repository::RemoveKeySlot(const std::string& id) {
+  if (!IsHexName(id, 16)) return Status::InvalidArgument("'" + id + "' is not a key slot id");
+  std::vector<KeySlot> slots;
+  GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, nullptr));
+  if (std::none_of(slots.begin(), slots.end(), [&](const KeySlot& s) { return s.id == id; }))
+    return Status::NotFound("no key slot " + id + " in " + path_);
+  if (slots.size() == 1)
+    return Status::InvalidArgument("key slot " + id +
+                                   " is the last one that opens the repository; add another "
+                                   "first (gnomon key add)");
+  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(P(kKeys, id)));
+  return env_->SyncDir(P(kKeys));
+}
+
+Status Repository::WriteFramed(const FrameKind& kind, uint32_t version, const std::string& path,
+                               std::string_view body) {
+  if (!encrypted()) return WriteFrameFile(env_, kind, version, path, body);
+  GNOMON_RETURN_IF_ERROR(NeedKey(path));
+  const std::string sealed = SealObject(*key_, NameOf(path), EncodeFrame(kind, version, body));
+  return env_->WriteFileOnce(path,
+                             {reinterpret_cast<const uint8_t*>(sealed.data()), sealed.size()});
+}
+
+Status Repository::ReadFramed(const FrameKind& kind, const std::string& path, std::string* body,
+                              uint32_t* version) {
+  if (!encrypted()) return ReadFrameFile(env_, kind, path, body, version);
+  GNOMON_RETURN_IF_ERROR(NeedKey(path));
+  std::string sealed, frame;
+  GNOMON_RETURN_IF_ERROR(env_->ReadFileToString(path, &sealed));
+  GNOMON_RETURN_IF_ERROR(OpenObject(*key_, NameOf(path), path, sealed, &frame));
+  return DecodeFrame(kind, path, frame, body, version);
+}
+
+Status Repository::ReadPackHeader(const std::string& id, const RandomAccessFile& f,
+                                  std::vector<PackEntry>* entries) {
+  GNOMON_RETURN_IF_ERROR(NeedKey(f.path()));
+  return gnomon::ReadPackHeader(f, entries, key_.get(), id);
+}
+
+Status Repository::ReadBlob(const std::string& id, const RandomAccessFile& f, const PackEntry& e,
+                            std::vector<uint8_t>* stored, uint8_t* raw, ChunkDecompressor* dec) {
+  const std::string where =
+      f.path() + ": chunk " + e.digest.Hex() + " at offset " + std::to_string(e.offset);
+  stored->resize(e.stored_len);
+  if (key_) {
+    thread_local std::vector<uint8_t> sealed;
+    sealed.resize(e.stored_len + kSealOverhead);
+    GNOMON_RETURN_IF_ERROR(f.ReadAt(e.offset, sealed.size(), sealed.data()).WithContext(where));
+    if (!ObjectKey(*key_, PackObjectName(id)).Open(BlobAd(e.digest), sealed, stored->data()))
+      return Status::Corruption(where +
+                                ": does not authenticate (damaged, tampered with, or moved "
+                                "from another place)");
+  } else {
+    GNOMON_RETURN_IF_ERROR(NeedKey(where));
+    GNOMON_RETURN_IF_ERROR(f.ReadAt(e.offset, e.stored_len, stored->data()).WithContext(where));
+  }
+  GNOMON_RETURN_IF_ERROR(dec->Decompress(e.codec, *stored, raw, e.raw_len, where));
+  if (hasher_.Of({raw, e.raw_len}) != e.digest)
+    return Status::Corruption(where + ": content does not match its digest (data is damaged)");
+  return Status::OK();
+}
+
+namespace {
+// What ScrubWithoutKey walks: each directory and the names it keeps.
+struct ScrubDir {
+  const char* dir;
+  size_t hex_len;  // 0: anything but temporaries
+};
+}  // namespace
+
+Status Repository::ScrubWithoutKey(std::vector<Status>* damaged, uint64_t* objects, uint64_t* bytes,
+                                   const std::atomic<bool>* cancel) {
+  if (!encrypted())
+    return Status::InvalidArgument(path_ + ": not encrypted; verify --read-data needs no key");
+  auto stop = [&] { return cancel && cancel->load(); };
+  // Config and key slots are framed plaintext: their XXH3-64 checksum.
+  {
+    std::string body;
+    Status s = ReadFrameFile(env_, kConfigFrame, P(kConfig), &body);
+    ++*objects;
+    if (!s.ok()) damaged->push_back(s);
+    std::vector<KeySlot> slots;
+    GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, damaged));
+    *objects += slots.size();
+  }
+  const ScrubDir dirs[] = {
+      {kIndex, 32}, {kVolumes, 0}, {kBackups, 16}, {kQuarantine, 32}, {kChecks, 32}};
+  for (const auto& d : dirs) {
+    std::vector<std::string> names;
+    if (!env_->FileExists(P(d.dir))) continue;
+    GNOMON_RETURN_IF_ERROR(env_->ListDir(P(d.dir), &names));
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+      if (stop()) return Status::Aborted("interrupted");
+      if (d.hex_len ? !IsHexName(n, d.hex_len) : n.find(".tmp-") != std::string::npos) continue;
+      const std::string path = P(d.dir, n);
+      std::string file;
+      Status s = env_->ReadFileToString(path, &file);
+      if (s.IsNotFound()) continue;  // forgotten while we walked
+      if (s.ok())
+        s = encrypted() ? CheckSealedObject(
+                              path, {reinterpret_cast<const uint8_t*>(file.data()), file.size()})
+                        : Status::OK();
+      ++*objects;
+      *bytes += file.size();
+      if (!s.ok()) damaged->push_back(s);
+    }
+  }
+  std::vector<std::string> ids;
+  GNOMON_RETURN_IF_ERROR(ListPacks(&ids));
+  for (const auto& id : ids) {
+    if (stop()) return Status::Aborted("interrupted");
+    std::unique_ptr<RandomAccessFile> f;
+    Status s = env_->NewRandomAccessFile(PackPath(id), &f);
+    if (s.IsNotFound()) continue;
+    if (s.ok()) s = ScrubSealedPack(*f, bytes);
+    ++*objects;
+    if (!s.ok()) damaged->push_back(s);
+  }
+  return Status::OK();
+}
+
+}  // namespace gnomon
