@@ -41,7 +41,9 @@ std::string Slurp(const std::string& path) {
 // Runs argv with stdin from /dev/null and stdout and stderr into log, in
 // its own process group (a Ctrl-C meant for gnomon does not end QEMU under
 // it) and killed if gnomon dies (no QEMU or export outlives the check).
-Status Spawn(const std::vector<std::string>& argv, const std::string& log, pid_t* pid) {
+// inherit_fd (if >= 0) is the one close-on-exec descriptor the child keeps.
+Status Spawn(const std::vector<std::string>& argv, const std::string& log, pid_t* pid,
+             int inherit_fd = -1) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -55,6 +57,7 @@ Status Spawn(const std::vector<std::string>& argv, const std::string& log, pid_t
     if (getppid() != parent) _exit(127);
     const int in = ::open("/dev/null", O_RDONLY);
     if (in < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) _exit(127);
+    if (inherit_fd >= 0 && ::fcntl(inherit_fd, F_SETFD, 0) != 0) _exit(127);
     ::execvp(args[0], args.data());
     const std::string msg = "cannot run " + argv[0] + ": " + std::strerror(errno) + "\n";
     [[maybe_unused]] ssize_t n = ::write(2, msg.data(), msg.size());
@@ -109,8 +112,12 @@ struct Children {
 Status StartServe(const BackupRecord& rec, const BootCheckOptions& opt, Children* c,
                   const std::string& sock, BootCheckResult* out) {
   const auto t0 = Clock::now();
-  GNOMON_RETURN_IF_ERROR(Spawn({opt.gnomon, "--repo", opt.repo, "serve", rec.id, "--socket", sock},
-                               c->dir + "/serve.log", &c->serve));
+  std::vector<std::string> argv = {opt.gnomon, "--repo",   opt.repo, "serve",
+                                   rec.id,     "--socket", sock};
+  if (opt.key_fd >= 0) argv.insert(argv.end(), {"--master-key-fd", std::to_string(opt.key_fd)});
+  Status s = Spawn(argv, c->dir + "/serve.log", &c->serve, opt.key_fd);
+  if (opt.key_fd >= 0) ::close(opt.key_fd);  // the key is in the child's pipe, or nowhere
+  GNOMON_RETURN_IF_ERROR(s);
   while (!Connects(sock)) {
     int status = 0;
     if (Exited(c->serve, &status)) {

@@ -21,6 +21,9 @@ struct BootCheckOptions {
   int memory_mib = 512;
   std::string console_log;  // where to keep the whole console ("" = nowhere)
   const CancelFlag* cancel = nullptr;
+  // An encrypted repository's key (engine/key_handoff.h): a close-on-exec
+  // pipe that only the `gnomon serve` child inherits; closed once it runs.
+  int key_fd = -1;
 };
 
 struct BootCheckResult {

@@ -16,7 +16,7 @@ Status KeyToPipe(const MasterKey& key, int* fd) {
   // 64 bytes fit any pipe buffer: the write never blocks.
   const ssize_t n = ::write(p[1], b.data(), b.size());
   ::close(p[1]);
-  if (n != static_cast<ssize_t>(b.size()) || ::fcntl(p[0], F_SETFD, 0) != 0) {
+  if (n != static_cast<ssize_t>(b.size())) {
     ::close(p[0]);
     return Status::IOError("cannot hand the key to a child process");
   }
@@ -36,7 +36,7 @@ Status KeyFromPipe(int fd, std::shared_ptr<const MasterKey>* out) {
   ::close(fd);
   if (got != b.size()) return Status::WrongKey("the key handed over by the parent is incomplete");
   *out = MasterKey::FromBytes(b);
-  std::memset(b.data(), 0, b.size());
+  explicit_bzero(b.data(), b.size());
   return Status::OK();
 }
 

@@ -10,7 +10,8 @@
 
 namespace gnomon {
 
-// A pipe holding the key, its read end left open across exec: *fd.
+// A pipe holding the key; *fd is its read end, close-on-exec: the caller
+// clears that for the one child that should inherit it.
 Status KeyToPipe(const MasterKey& key, int* fd);
 // Reads the key from fd (and closes it).
 Status KeyFromPipe(int fd, std::shared_ptr<const MasterKey>* out);

@@ -102,6 +102,8 @@ Status Prepare(Export* e) {
     std::shared_ptr<const MasterKey> key;
     GNOMON_RETURN_IF_ERROR(KeyFromPipe(e->key_fd, &key));
     e->key_fd = -1;
+    if (!e->repo->encrypted())
+      return Status::WrongKey(e->repo_path + ": a key was given but it is not encrypted");
     e->repo->SetKey(key);
   }
   GNOMON_RETURN_IF_ERROR(e->repo->LoadChunkIndex(&e->index, &e->health, IndexUse::kRead));

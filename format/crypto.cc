@@ -7,6 +7,7 @@
 #include <openssl/sha.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -80,44 +81,54 @@ void Sha256(std::span<const uint8_t> data, uint8_t out[32]) {
   if (!SHA256(data.data(), data.size(), out)) CryptoAbort("SHA256");
 }
 
+// EVP takes int lengths: feed it at most 1 GiB at a time (AES-GCM itself
+// allows up to 64 GiB per message, far more than any object holds).
+constexpr size_t kPiece = size_t{1} << 30;
+
 void SealWithKey(std::span<const uint8_t> key, std::string_view ad, std::span<const uint8_t> plain,
                  std::vector<uint8_t>* out) {
-  if (plain.size() > INT_MAX / 2) CryptoAbort("seal of an oversized buffer");
   const size_t at = out->size();
   out->resize(at + plain.size() + kSealOverhead);
   uint8_t* nonce = out->data() + at;
   uint8_t* ct = nonce + kNonceSize;
   RandomFill(nonce, kNonceSize);
   CipherCtx c;
-  int len = 0, fin = 0;
-  if (EVP_EncryptInit_ex(c.c, EVP_aes_256_gcm(), nullptr, key.data(), nonce) <= 0 ||
-      EVP_EncryptUpdate(c.c, nullptr, &len, U8(ad), static_cast<int>(ad.size())) <= 0 ||
-      EVP_EncryptUpdate(c.c, ct, &len, plain.data(), static_cast<int>(plain.size())) <= 0 ||
-      EVP_EncryptFinal_ex(c.c, ct + len, &fin) <= 0 ||
-      EVP_CIPHER_CTX_ctrl(c.c, EVP_CTRL_GCM_GET_TAG, kTagSize, ct + plain.size()) <= 0)
-    CryptoAbort("AES-256-GCM encryption");
+  int len = 0;
+  bool ok = EVP_EncryptInit_ex(c.c, EVP_aes_256_gcm(), nullptr, key.data(), nonce) > 0 &&
+            EVP_EncryptUpdate(c.c, nullptr, &len, U8(ad), static_cast<int>(ad.size())) > 0;
+  for (size_t done = 0; ok && done < plain.size(); done += kPiece) {
+    const size_t n = std::min(kPiece, plain.size() - done);
+    ok = EVP_EncryptUpdate(c.c, ct + done, &len, plain.data() + done, static_cast<int>(n)) > 0 &&
+         static_cast<size_t>(len) == n;
+  }
+  ok = ok && EVP_EncryptFinal_ex(c.c, ct + plain.size(), &len) > 0 && len == 0 &&
+       EVP_CIPHER_CTX_ctrl(c.c, EVP_CTRL_GCM_GET_TAG, kTagSize, ct + plain.size()) > 0;
+  if (!ok) CryptoAbort("AES-256-GCM encryption");
 }
 
 bool OpenWithKey(std::span<const uint8_t> key, std::string_view ad, std::span<const uint8_t> sealed,
                  uint8_t* out) {
-  if (sealed.size() < kSealOverhead || sealed.size() > INT_MAX / 2) return false;
+  if (sealed.size() < kSealOverhead) return false;
   const size_t n = sealed.size() - kSealOverhead;
   const uint8_t* nonce = sealed.data();
   const uint8_t* ct = nonce + kNonceSize;
   uint8_t tag[kTagSize];
   std::memcpy(tag, ct + n, kTagSize);
   CipherCtx c;
-  int len = 0, fin = 0;
-  if (EVP_DecryptInit_ex(c.c, EVP_aes_256_gcm(), nullptr, key.data(), nonce) <= 0 ||
-      EVP_DecryptUpdate(c.c, nullptr, &len, U8(ad), static_cast<int>(ad.size())) <= 0 ||
-      EVP_DecryptUpdate(c.c, out, &len, ct, static_cast<int>(n)) <= 0 ||
-      EVP_CIPHER_CTX_ctrl(c.c, EVP_CTRL_GCM_SET_TAG, kTagSize, tag) <= 0)
-    return false;
-  if (EVP_DecryptFinal_ex(c.c, out + len, &fin) <= 0) {
-    OPENSSL_cleanse(out, n);  // never hand out bytes that did not authenticate
-    return false;
+  int len = 0;
+  // The tag is set before any byte is decrypted, and every failure wipes
+  // what was: bytes that did not authenticate never leave here.
+  bool ok = EVP_DecryptInit_ex(c.c, EVP_aes_256_gcm(), nullptr, key.data(), nonce) > 0 &&
+            EVP_CIPHER_CTX_ctrl(c.c, EVP_CTRL_GCM_SET_TAG, kTagSize, tag) > 0 &&
+            EVP_DecryptUpdate(c.c, nullptr, &len, U8(ad), static_cast<int>(ad.size())) > 0;
+  for (size_t done = 0; ok && done < n; done += kPiece) {
+    const size_t m = std::min(kPiece, n - done);
+    ok = EVP_DecryptUpdate(c.c, out + done, &len, ct + done, static_cast<int>(m)) > 0 &&
+         static_cast<size_t>(len) == m;
   }
-  return true;
+  ok = ok && EVP_DecryptFinal_ex(c.c, out + n, &len) > 0;
+  if (!ok && n) OPENSSL_cleanse(out, n);
+  return ok;
 }
 
 ObjectKey::ObjectKey(const MasterKey& master, std::string_view name) {

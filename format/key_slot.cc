@@ -140,6 +140,9 @@ Status KeySlot::Decode(const std::string& path, const std::string& body, KeySlot
       return Status::Unsupported(path + ": key slot of unknown kind '" + s.kind + "'");
     }
     if (!IsHexName(s.id, 16)) return Status::Corruption(path + ": key slot id is malformed");
+    if (!IsHexName(s.wrapped, (kMasterKeySize + kSealOverhead) * 2) ||
+        (s.kind == "password" && !IsHexName(s.salt, kSaltSize * 2)))
+      return Status::Corruption(path + ": key slot's wrapped key or salt is malformed");
     *out = std::move(s);
     return Status::OK();
   } catch (const json::exception& e) {

@@ -199,7 +199,11 @@ Status ReadSealedTail(const RandomAccessFile& f, uint8_t tail[kSealedPackTailSiz
     return Status::Unsupported(path + ": sealed pack version " + std::to_string(version) +
                                " is not supported");
   *sealed_header_len = uint64_t{*count} * kPackEntrySize + kSealOverhead;
-  if (*sealed_header_len + kSealedPackTailSize > size)
+  // Each chunk costs its entry and a sealed blob of at least 1 + 28 bytes:
+  // a count the file cannot hold allocates nothing.
+  if (uint64_t{*count} * (kPackEntrySize + 1 + kSealOverhead) + kSealOverhead +
+          kSealedPackTailSize >
+      size)
     return Status::Corruption(path + ": pack header claims " + std::to_string(*count) +
                               " chunks, more than the file can hold");
   return Status::OK();

@@ -36,26 +36,35 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
   GNOMON_RETURN_IF_ERROR(ReadFrameFile(env, kConfigFrame, cfg_path, &body));
   GNOMON_RETURN_IF_ERROR(RepoConfig::Decode(cfg_path, body, &r->config_));
   if (mode != LockMode::kNone) {
-    std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() + " since " +
-                       NowRfc3339() + " (gnomon " + purpose + ")";
+    const std::string info = r->HolderText("gnomon " + purpose);
     // gc/users first: waiting at the gate must not hold the repository
     // lock, which prune's deletion step takes too.
     GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
     if (mode != LockMode::kReader)
       GNOMON_RETURN_IF_ERROR(env->LockFile(RepoPath(path, kLock), mode == LockMode::kExclusive,
                                            info, &r->lock_, &r->stale_lock_));
-    if (mode == LockMode::kExclusive) {
-      // A prune that is running writes temporaries and a journal of its
-      // own, and cleans up when it deletes: leave it all to it.
-      std::unique_ptr<FileLock> gc;
-      std::string ignored;
-      if (env->CreateDir(RepoPath(path, kGc)).ok() &&
-          env->LockFile(RepoPath(path, kGc, "lock"), false, "", &gc, &ignored).ok())
-        r->RemoveLeftovers();
-    }
+    r->mode_ = mode;
+    // An encrypted repository's index files need the key: it cleans up
+    // when it is unlocked (SetKey).
+    if (mode == LockMode::kExclusive && !r->encrypted()) r->CleanUpDeadRuns();
   }
   *out = std::move(r);
   return Status::OK();
+}
+
+void Repository::CleanUpDeadRuns() {
+  // A prune that is running writes temporaries and a journal of its own,
+  // and cleans up when it deletes: leave it all to it.
+  std::unique_ptr<FileLock> gc;
+  std::string ignored;
+  if (env_->CreateDir(P(kGc)).ok() && env_->LockFile(P(kGc, "lock"), false, "", &gc, &ignored).ok())
+    RemoveLeftovers();
+}
+
+std::string Repository::HolderText(const std::string& what) const {
+  return "pid " + std::to_string(getpid()) +
+         (encrypted() ? std::string() : " on host " + HostName()) + " since " + NowRfc3339() +
+         " (" + what + ")";
 }
 
 Status Repository::ListIndexFiles(std::vector<std::string>* names) {

@@ -248,12 +248,18 @@ class Repository {
   // index names, temporaries, volume indexes without a record.
   // unjournaled: also packs no index file and no journal names.
   void RemoveLeftovers(bool unjournaled = false);
+  // RemoveLeftovers under gc/lock shared, unless a prune runs (exclusive
+  // opens: at Open, or when an encrypted repository is unlocked).
+  void CleanUpDeadRuns();
   Status ForgetRecordless(const std::string& id, std::string* what);
   void RemoveUnindexedPacks(const Leftovers& l, const std::set<std::string>& indexed);
   Status OpenJournal();
   // gc/users shared for the life of this object (FORMAT.md §8).
   Status EnterAsUser();
 
+  // What a lock file says of its holder: no host name in an encrypted
+  // repository (FORMAT.md §14.5), where the host is in no plaintext byte.
+  std::string HolderText(const std::string& what) const;
   // The object name of a path under this repository ("backups/<id>").
   std::string NameOf(const std::string& path) const;
   Status NeedKey(const std::string& what) const;
@@ -264,6 +270,7 @@ class Repository {
   std::shared_ptr<const MasterKey> key_;
   ChunkHasher hasher_;
   std::string unlocked_slot_;
+  LockMode mode_ = LockMode::kNone;
   // users_lock_ goes last: a process never holds the repository lock
   // without gc/users (FORMAT.md §8), which prune's deletion step relies on.
   std::unique_ptr<FileLock> users_lock_, lock_;

@@ -22,8 +22,10 @@ Status Repository::NeedKey(const std::string& what) const {
 }
 
 void Repository::SetKey(std::shared_ptr<const MasterKey> key) {
+  const bool first = !key_;
   key_ = std::move(key);
   hasher_ = key_ ? ChunkHasher(key_) : ChunkHasher();
+  if (first && key_ && mode_ == LockMode::kExclusive) CleanUpDeadRuns();
 }
 
 Status Repository::ListKeySlots(std::vector<KeySlot>* out, std::vector<Status>* errors) {
@@ -49,17 +51,27 @@ Status Repository::ListKeySlots(std::vector<KeySlot>* out, std::vector<Status>* 
 }
 
 namespace {
-// Tries every slot; the first that opens wins. WrongKey names what was tried.
+// Tries every slot; the first that opens wins. A slot that fails for
+// another reason than the secret is damage, and the next one is tried.
 template <class TryFn>
-Status TrySlots(const std::vector<KeySlot>& slots, const std::vector<Status>& damaged,
+Status TrySlots(const std::vector<KeySlot>& slots, std::vector<Status> damaged,
                 const std::string& path, const char* what, TryFn&& try_slot) {
   size_t tried = 0;
   for (const auto& slot : slots) {
     Status s = try_slot(slot);
     if (s.ok()) return s;
-    if (!s.IsWrongKey()) return s;
+    if (!s.IsWrongKey()) {
+      damaged.push_back(s);
+      continue;
+    }
     tried += s.message().find("is not for") == std::string::npos;
   }
+  // Nothing to try but damaged slots, or none at all: damage, not a wrong key.
+  if (tried == 0 && !damaged.empty()) return damaged.front();
+  if (tried == 0 && slots.empty())
+    return Status::Corruption(path +
+                              ": an encrypted repository without key slots (keys/ is "
+                              "empty or missing): nothing can open it");
   std::string m = path + ": wrong " + what + " (" + std::to_string(tried) + " of " +
                   std::to_string(slots.size()) + " key slots tried)";
   if (!damaged.empty()) m += "; and " + damaged.front().message();
@@ -73,7 +85,12 @@ Status Repository::UnlockWithPassword(std::string_view password) {
   std::vector<Status> damaged;
   GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, &damaged));
   std::shared_ptr<const MasterKey> key;
+  const bool any = !slots.empty();
   std::erase_if(slots, [](const KeySlot& s) { return s.kind != "password"; });
+  if (any && slots.empty() && damaged.empty())
+    return Status::WrongKey(path_ +
+                            ": no passphrase opens this repository, only a key file "
+                            "(--key-file)");
   GNOMON_RETURN_IF_ERROR(TrySlots(slots, damaged, path_, "passphrase", [&](const KeySlot& s) {
     Status st = OpenPasswordSlot(config_.id, s, password, &key);
     if (st.ok()) unlocked_slot_ = s.id;
@@ -108,9 +125,11 @@ Status Repository::RemoveKeySlot(const std::string& id) {
   if (!IsHexName(id, 16)) return Status::InvalidArgument("'" + id + "' is not a key slot id");
   std::vector<KeySlot> slots;
   GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, nullptr));
-  if (std::none_of(slots.begin(), slots.end(), [&](const KeySlot& s) { return s.id == id; }))
+  if (!env_->FileExists(P(kKeys, id)))
     return Status::NotFound("no key slot " + id + " in " + path_);
-  if (slots.size() == 1)
+  // A damaged slot may go as long as an intact one stays.
+  std::erase_if(slots, [&](const KeySlot& s) { return s.id == id; });
+  if (slots.empty())
     return Status::InvalidArgument("key slot " + id +
                                    " is the last one that opens the repository; add another "
                                    "first (gnomon key add)");

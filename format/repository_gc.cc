@@ -71,8 +71,7 @@ Status Repository::EnterAsUser() {
 
 Status Repository::LockGc(const std::string& purpose, std::unique_ptr<FileLock>* out) {
   GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kGc)));
-  const std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() +
-                           " since " + NowRfc3339() + " (gnomon " + purpose + ")";
+  const std::string info = HolderText("gnomon " + purpose);
   std::string stale;
   // A backup's clean-up holds it shared for milliseconds; another prune
   // holds it for its whole run.
@@ -87,8 +86,7 @@ Status Repository::LockGc(const std::string& purpose, std::unique_ptr<FileLock>*
 Status Repository::EnterDeletion(int64_t max_wait_ms, const std::atomic<bool>* cancel,
                                  DeletionLocks* out) {
   const int64_t deadline = NowMs() + max_wait_ms;
-  const std::string info = "pid " + std::to_string(getpid()) + " on host " + HostName() +
-                           " since " + NowRfc3339() + " (gnomon prune, deleting)";
+  const std::string info = HolderText("gnomon prune, deleting");
   auto poll = [&](int64_t until, auto f) {
     for (;;) {
       if (cancel && cancel->load()) return Status::Aborted("prune interrupted");

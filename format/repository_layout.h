@@ -17,7 +17,7 @@ inline constexpr const char* kQuarantine = "quarantine";
 inline constexpr const char* kChecks = "checks";
 inline constexpr const char* kTmp = "tmp";
 inline constexpr const char* kKeys = "keys";  // key slots (FORMAT.md §14.1)
-inline constexpr const char* kGc = "gc";  // gc/lock, gc/gate, gc/users (FORMAT.md §8)
+inline constexpr const char* kGc = "gc";      // gc/lock, gc/gate, gc/users (FORMAT.md §8)
 inline constexpr const char* kJournalSuffix = ".journal";
 
 // root/part/part...: every part is taken as relative (a leading "/" is

@@ -109,8 +109,9 @@ Status Repository::Init(Env* env, const std::string& path, RepoConfig config,
 }
 
 Status Repository::OpenJournal() {
-  journal_path_ = P(kTmp, SafeHostName(HostName()) + "-" + std::to_string(getpid()) + "-" +
-                              RandomHexId(8) + kJournalSuffix);
+  // The host is named only where nothing else is plaintext-free.
+  journal_path_ = P(kTmp, (encrypted() ? std::string("host") : SafeHostName(HostName())) + "-" +
+                              std::to_string(getpid()) + "-" + RandomHexId(8) + kJournalSuffix);
   Status s = env_->NewWritableFile(journal_path_, &journal_);
   if (s.ok()) s = env_->SyncDir(P(kTmp));
   if (!s.ok()) journal_.reset();

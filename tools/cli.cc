@@ -50,6 +50,9 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
   Status s = Repository::Open(Env::Default(), g.repo, mode, purpose, out);
   if (s.IsNotFound()) return Fail(g, s, kNoRepo);
   if (!s.ok()) return Fail(g, s);
+  // Unlocked first: an encrypted repository cleans up after dead runs then.
+  if (need_key)
+    if (int rc = UnlockRepo(g, out->get())) return rc;
   if (!(*out)->broken_stale_lock().empty() && !g.quiet)
     fmt::print(stderr, "gnomon: removed a stale lock left by {} (that process is gone)\n",
                EscapeForTerminal((*out)->broken_stale_lock()));
@@ -60,7 +63,7 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
   if (!g.quiet)
     for (const auto& w : (*out)->upkeep_warnings())
       fmt::print(stderr, "gnomon: warning: {}\n", EscapeForTerminal(w));
-  return need_key ? UnlockRepo(g, out->get()) : kOk;
+  return kOk;
 }
 
 json StatsJson(const VolumeStats& s) {

@@ -60,6 +60,9 @@ Status MakeFirstSlots(const Globals& g, const std::string& repo_id,
                       std::shared_ptr<const MasterKey>* key, std::vector<KeySlot>* slots);
 // Whether the user gave a key (then init encrypts by default).
 bool KeyGiven(const Globals& g);
+// Moves GNOMON_PASSWORD and GNOMON_NEW_PASSWORD out of the environment
+// (first thing in main), so no child process inherits them.
+void TakeSecretsFromEnvironment();
 struct KeyOptions {
   std::string action;  // list, add, remove, passwd
   std::string id;      // remove
@@ -106,6 +109,7 @@ struct ServeOptions {
   bool writable = false;
   std::string overlay;
   uint64_t cache_bytes = 256ull << 20;
+  int master_key_fd = -1;  // boot-check's unlocked key (engine/key_handoff.h)
 };
 int CmdServe(const Globals& g, const ServeOptions& opt);
 int CmdBootCheck(const Globals& g, const std::string& backup, BootCheckOptions opt);

@@ -1,4 +1,5 @@
 // Use a backup without restoring it: mount (FUSE), serve (NBD), boot-check.
+#include <fcntl.h>
 #include <fmt/core.h>
 #include <link.h>
 #include <unistd.h>
@@ -96,7 +97,15 @@ int CmdServe(const Globals& g, const ServeOptions& opt) {
   const std::string volume = colon == std::string::npos ? "" : opt.what.substr(colon + 1);
   // Checked here, for a clear message and exit code, then again by the plugin.
   std::unique_ptr<Repository> repo;
-  if (int rc = OpenRepo(g, LockMode::kNone, "serve", &repo)) return rc;
+  if (int rc = OpenRepo(g, LockMode::kNone, "serve", &repo, opt.master_key_fd < 0)) return rc;
+  if (opt.master_key_fd >= 0) {  // from boot-check, which unlocked it
+    std::shared_ptr<const MasterKey> key;
+    Status k = KeyFromPipe(opt.master_key_fd, &key);
+    if (k.ok() && !repo->encrypted())
+      k = Status::WrongKey(g.repo + ": a key was handed over but the repository is not encrypted");
+    if (!k.ok()) return Fail(g, k);
+    repo->SetKey(key);
+  }
   BackupRecord rec;
   Status s = repo->FindBackup(backup, &rec);
   if (!s.ok()) return Fail(g, s);
@@ -135,6 +144,7 @@ int CmdServe(const Globals& g, const ServeOptions& opt) {
   if (repo->key()) {  // over a pipe nbdkit inherits: never in argv or the environment
     int fd = -1;
     if (s = KeyToPipe(*repo->key(), &fd); !s.ok()) return Fail(g, s);
+    if (::fcntl(fd, F_SETFD, 0) != 0) return Fail(g, Status::FromErrno("key pipe", errno));
     args.push_back("keyfd=" + std::to_string(fd));
   }
   repo.reset();
@@ -160,11 +170,9 @@ int CmdBootCheck(const Globals& g, const std::string& backup, BootCheckOptions o
   BackupRecord rec;
   Status s = repo->FindBackup(backup, &rec);
   if (!s.ok()) return Fail(g, s);
-  if (repo->key()) {  // the gnomon serve it runs takes the key over a pipe
-    int fd = -1;
-    if (s = KeyToPipe(*repo->key(), &fd); !s.ok()) return Fail(g, s);
-    ::setenv("GNOMON_MASTER_KEY_FD", std::to_string(fd).c_str(), 1);
-  }
+  // The gnomon serve it runs, and only it, takes the key over a pipe.
+  if (repo->key())
+    if (s = KeyToPipe(*repo->key(), &opt.key_fd); !s.ok()) return Fail(g, s);
   repo.reset();
   opt.gnomon = SelfExe();
   opt.repo = g.repo;

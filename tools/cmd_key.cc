@@ -7,10 +7,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include "base/random.h"
-#include "engine/key_handoff.h"
 #include "tools/cli.h"
 
 namespace gnomon::cli {
@@ -18,6 +18,13 @@ namespace gnomon::cli {
 using nlohmann::json;
 
 namespace {
+
+// The passphrases from the environment, taken out of it at start so no
+// child (a writer script, mkfs, nbdkit, QEMU) inherits them.
+std::string& Secret(const char* name) {
+  static std::string password, new_password;
+  return std::string_view(name) == "GNOMON_PASSWORD" ? password : new_password;
+}
 
 // How long Argon2id takes per password slot (FORMAT.md §14.1).
 constexpr double kKdfSeconds = 0.5;
@@ -75,19 +82,23 @@ Status FirstLine(const std::string& path, std::string* out) {
   return Status::OK();
 }
 
+// A key or password file that cannot be read is a missing key (exit 13).
+Status AsKeyError(const Status& s) { return s.ok() ? s : Status::WrongKey(s.message()); }
+
 // The passphrase that unlocks: $GNOMON_PASSWORD, the password file, a prompt.
 Status CurrentPassword(const Globals& g, std::string* out) {
-  if (const char* p = std::getenv("GNOMON_PASSWORD"); p && *p) {
+  if (const auto& p = Secret("GNOMON_PASSWORD"); !p.empty()) {
     *out = p;
     return Status::OK();
   }
-  if (auto f = EnvOr("GNOMON_PASSWORD_FILE", g.password_file); !f.empty()) return FirstLine(f, out);
+  if (auto f = EnvOr("GNOMON_PASSWORD_FILE", g.password_file); !f.empty())
+    return AsKeyError(FirstLine(f, out));
   return Prompt("passphrase for repository " + g.repo + ": ", out);
 }
 
 // A new passphrase: from `env`/`file`, or asked twice on the terminal.
 Status NewPassword(const char* env, const std::string& file, std::string* out) {
-  if (const char* p = std::getenv(env); p && *p) {
+  if (const auto& p = Secret(env); !p.empty()) {
     *out = p;
     return Status::OK();
   }
@@ -133,22 +144,21 @@ std::span<const uint8_t> Bytes(const std::string& s) {
 
 }  // namespace
 
+void TakeSecretsFromEnvironment() {
+  for (const char* name : {"GNOMON_PASSWORD", "GNOMON_NEW_PASSWORD"})
+    if (const char* v = std::getenv(name)) {
+      Secret(name) = v;
+      ::unsetenv(name);
+    }
+}
+
 bool KeyGiven(const Globals& g) {
-  const char* p = std::getenv("GNOMON_PASSWORD");
-  return (p && *p) || !EnvOr("GNOMON_PASSWORD_FILE", g.password_file).empty() ||
+  return !Secret("GNOMON_PASSWORD").empty() ||
+         !EnvOr("GNOMON_PASSWORD_FILE", g.password_file).empty() ||
          !EnvOr("GNOMON_KEY_FILE", g.key_file).empty();
 }
 
 int UnlockRepo(const Globals& g, Repository* repo) {
-  // A parent gnomon (boot-check) hands its unlocked key over a pipe.
-  if (const char* fd = std::getenv("GNOMON_MASTER_KEY_FD")) {
-    std::shared_ptr<const MasterKey> key;
-    Status s = KeyFromPipe(std::atoi(fd), &key);
-    ::unsetenv("GNOMON_MASTER_KEY_FD");
-    if (!s.ok()) return Fail(g, s);
-    if (repo->encrypted()) repo->SetKey(key);
-    return kOk;
-  }
   if (!repo->encrypted()) {
     if (!KeyGiven(g)) return kOk;
     return Fail(
@@ -162,12 +172,14 @@ int UnlockRepo(const Globals& g, Repository* repo) {
   if (auto kf = EnvOr("GNOMON_KEY_FILE", g.key_file); !kf.empty()) {
     std::string key;
     bool created = false;
-    s = KeyFileKey(kf, false, &key, &created);
+    s = AsKeyError(KeyFileKey(kf, false, &key, &created));
     if (s.ok()) s = repo->UnlockWithKeyFile(Bytes(key));
+    explicit_bzero(key.data(), key.size());
   } else {
     std::string password;
     s = CurrentPassword(g, &password);
     if (s.ok()) s = repo->UnlockWithPassword(password);
+    explicit_bzero(password.data(), password.size());
   }
   return s.ok() ? kOk : Fail(g, s);
 }
@@ -176,20 +188,25 @@ Status MakeFirstSlots(const Globals& g, const std::string& repo_id,
                       std::shared_ptr<const MasterKey>* key, std::vector<KeySlot>* slots) {
   *key = MasterKey::Generate();
   slots->clear();
+  // A key file and a passphrase both given: a slot for each.
+  const bool password_given =
+      !Secret("GNOMON_PASSWORD").empty() || !EnvOr("GNOMON_PASSWORD_FILE", g.password_file).empty();
   if (auto kf = EnvOr("GNOMON_KEY_FILE", g.key_file); !kf.empty()) {
     std::string k;
     bool created = false;
     GNOMON_RETURN_IF_ERROR(KeyFileKey(kf, true, &k, &created));
     slots->push_back(MakeKeyFileSlot(repo_id, **key, Bytes(k)));
+    explicit_bzero(k.data(), k.size());
     if (created && !g.quiet)
       fmt::print(stderr, "gnomon: wrote a new key file {}: keep a copy away from the repository\n",
                  EscapeForTerminal(kf));
-    return Status::OK();
+    if (!password_given) return Status::OK();
   }
   std::string password;
   GNOMON_RETURN_IF_ERROR(
       NewPassword("GNOMON_PASSWORD", EnvOr("GNOMON_PASSWORD_FILE", g.password_file), &password));
   slots->push_back(MakePasswordSlot(repo_id, **key, password, TuneKdfPasses(kKdfSeconds)));
+  explicit_bzero(password.data(), password.size());
   return Status::OK();
 }
 
@@ -212,9 +229,9 @@ int KeyList(const Globals& g, Repository* repo) {
                    {"current", k.id == repo->unlocked_slot()}});
     std::cout << json{{"keys", a}}.dump() << "\n";
   } else {
-    fmt::print("{:<2}{:<18}{:<10}{:<27}{}\n", "", "ID", "KIND", "CREATED", "KDF / KEY FILE");
+    fmt::print("{:<2}{:<18}{:<10}{:<29}{}\n", "", "ID", "KIND", "CREATED", "KDF / KEY FILE");
     for (const auto& k : slots)
-      fmt::print("{:<2}{:<18}{:<10}{:<27}{}\n", k.id == repo->unlocked_slot() ? "*" : "", k.id,
+      fmt::print("{:<2}{:<18}{:<10}{:<29}{}\n", k.id == repo->unlocked_slot() ? "*" : "", k.id,
                  k.kind, k.created,
                  k.kind == "password"
                      ? fmt::format("argon2id, {} MiB, {} passes", k.memory >> 20, k.passes)

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("gnomon ") + GNOMON_VERSION);
   app.require_subcommand(1);
   app.fallthrough();
+  gnomon::cli::TakeSecretsFromEnvironment();
   Globals g;
   if (const char* r = std::getenv("GNOMON_REPO")) g.repo = r;
   app.add_option("-r,--repo", g.repo, "Repository path (default: $GNOMON_REPO)");
@@ -365,6 +366,7 @@ int main(int argc, char** argv) {
                    "disk backup without VOLUME exports the whole disk)")
       ->required();
   serve->add_option("--socket", sopt.socket, "Listen on this Unix socket");
+  serve->add_option("--master-key-fd", sopt.master_key_fd, "boot-check's key pipe")->group("");
   serve->add_option("--port", sopt.port, "Listen on this TCP port")->check(CLI::Range(1, 65535));
   serve->add_option("--address", sopt.address,
                     "With --port: the address to listen on (default 127.0.0.1; NBD has no "

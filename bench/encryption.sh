@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# What encryption costs: gnomon plain against gnomon encrypted (AES-256-GCM,
+# HMAC-SHA-256 ids), side by side in one run with `zstd -T2 -1` and the
+# peers with encryption on (restic: always; borg: repokey, AES-CTR +
+# HMAC-SHA-256, the faster borg mode on a CPU with SHA-NI). Backup and
+# restore MB/s of volume, medians of RUNS; every restore checked (gnomon:
+# e2fsck-clean and every file identical; the others byte-identical).
+#
+# Usage (root): bench/encryption.sh [IMAGE] [RUNS]
+#   IMAGE defaults to a fresh 2 GiB bench/make-volume.sh volume. With
+#   RESULTS=1 the table replaces the "Encryption" section of RESULTS.md.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+img=${1:-}
+runs=${2:-5}
+gnomon=${GNOMON:-$here/../build/tools/gnomon}
+[ "$(id -u)" -eq 0 ] || { echo "encryption.sh: needs root (loop mounts)" >&2; exit 1; }
+for t in zstd restic borg e2fsck /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "encryption.sh: $t is missing" >&2; exit 1; }
+done
+work=$(mktemp -d /var/tmp/gnomon-enc.XXXXXX)
+cleanup() {
+  umount "$work/a" "$work/b" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/a" "$work/b"
+if [ -z "$img" ]; then
+  img=$work/volume.img
+  bash "$here/make-volume.sh" "$img" 2G
+fi
+size=$(stat -L -c %s "$img")
+cat "$img" >/dev/null
+export GNOMON_STATE_DIR=$work/state GNOMON_RUNTIME_DIR=$work/run
+export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+out=$work/out.img
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+measure() {  # CMD...: sets m_wall (median of RUNS, $PREP before each)
+  local walls=()
+  for ((i = 0; i < runs; i++)); do
+    [ -n "${PREP:-}" ] && eval "$PREP"
+    /usr/bin/time -o "$work/time" -f "%e" "$@" >/dev/null 2>"$work/err" ||
+      { cat "$work/err" >&2; return 1; }
+    walls+=("$(tail -1 "$work/time")")
+  done
+  m_wall=$(printf '%s\n' "${walls[@]}" | median)
+}
+mbs() { awk -v s="$size" -v w="$1" 'BEGIN{printf "%.0f", s/w/1e6}'; }
+check_bytes() { cmp -s "$img" "$1" || { echo "encryption.sh: $2 restore differs" >&2; exit 1; }; }
+check_files() {
+  e2fsck -fn "$1" >/dev/null 2>&1 || { echo "encryption.sh: $2 restore fails e2fsck" >&2; exit 1; }
+  mount -o loop,ro "$img" "$work/a"
+  mount -o loop,ro,norecovery "$1" "$work/b" 2>/dev/null || mount -o loop,ro "$1" "$work/b"
+  local rc=0
+  diff -r --no-dereference "$work/a" "$work/b" >/dev/null || rc=1
+  umount "$work/a" "$work/b"
+  [ $rc -eq 0 ] || { echo "encryption.sh: $2 restore has different files" >&2; exit 1; }
+}
+table=$work/table.md
+declare -A bk rs
+row() {  # label, backup s, bytes, restore s
+  bk[$1]=$(mbs "$2"); rs[$1]=$(mbs "$4")
+  printf '| %s | %.2f | %s | %s | %.2f | %s |\n' "$1" "$2" "${bk[$1]}" "$3" "$4" "${rs[$1]}" |
+    tee -a "$table"
+}
+{
+  echo "| tool | backup s | backup MB/s | stored bytes | restore s | restore MB/s |"
+  echo "|---|---:|---:|---:|---:|---:|"
+} | tee "$table"
+
+PREP="rm -f $work/v.zst" measure zstd -T2 -1 -q -f "$img" -o "$work/v.zst"
+b=$m_wall; bytes=$(stat -c %s "$work/v.zst")
+PREP="rm -f $out" measure zstd -d -q -f "$work/v.zst" -o "$out"
+check_bytes "$out" zstd
+row "zstd -T2 -1" "$b" "$bytes" "$m_wall"
+rm -f "$work/v.zst" "$out"
+
+# The two gnomon rows alternate run by run, so drift in the machine's speed
+# falls on both alike.
+version=$("$gnomon" --version | awk '{print $2}')
+declare -A walls_b walls_r bytes_g
+for ((i = 0; i < runs; i++)); do
+  for mode in plain encrypted; do
+    if [ $mode = plain ]; then unset GNOMON_PASSWORD; enc=--encryption=none
+    else export GNOMON_PASSWORD=bench; enc=--encryption; fi
+    rm -rf "$work/repo" "$out"
+    "$gnomon" -q --repo "$work/repo" init "$enc" >/dev/null
+    /usr/bin/time -o "$work/time" -f "%e" "$gnomon" -q --repo "$work/repo" backup "$img" >/dev/null
+    walls_b[$mode]+="$(tail -1 "$work/time") "
+    bytes_g[$mode]=$(du -sb "$work/repo" | cut -f1)
+    /usr/bin/time -o "$work/time" -f "%e" "$gnomon" -q --repo "$work/repo" restore latest "$out" \
+      >/dev/null
+    walls_r[$mode]+="$(tail -1 "$work/time") "
+    [ "$i" -eq 0 ] && check_files "$out" "gnomon $mode"
+  done
+done
+unset GNOMON_PASSWORD
+for mode in plain encrypted; do
+  b=$(printf '%s\n' ${walls_b[$mode]} | median)
+  r=$(printf '%s\n' ${walls_r[$mode]} | median)
+  row "gnomon $version $mode" "$b" "${bytes_g[$mode]}" "$r"
+done
+rm -rf "$work/repo" "$out"
+
+cd "$(dirname "$img")"
+name=$(basename "$img")
+PREP="rm -rf $work/borg; borg init -q -e repokey $work/borg" measure \
+  borg create --compression zstd,3 --chunker-params fixed,4194304 "$work/borg::one" "$name"
+b=$m_wall; bytes=$(du -sb "$work/borg" | cut -f1)
+PREP="rm -f $out" measure bash -c "borg extract --stdout '$work/borg::one' '$name' > '$out'"
+check_bytes "$out" borg
+row "borg $(borg --version | awk '{print $2}') repokey, zstd,3, fixed 4 MiB" "$b" "$bytes" "$m_wall"
+rm -rf "$work/borg" "$out"
+
+PREP="rm -rf $work/restic; restic init -q --repository-version 2 -r $work/restic >/dev/null" \
+  measure restic -q -r "$work/restic" backup "$name"
+b=$m_wall; bytes=$(du -sb "$work/restic" | cut -f1)
+PREP="rm -f $out" measure bash -c "restic -q -r '$work/restic' dump latest '/$name' > '$out'"
+check_bytes "$out" restic
+row "restic $(restic version | awk '{print $2}') (AES-256-CTR + Poly1305)" "$b" "$bytes" "$m_wall"
+rm -rf "$work/restic" "$out"
+cd - >/dev/null
+
+p="gnomon $version plain" e="gnomon $version encrypted"
+ratios=$(awk -v pb="${bk[$p]}" -v eb="${bk[$e]}" -v pr="${rs[$p]}" -v er="${rs[$e]}" \
+  -v zb="${bk[zstd -T2 -1]}" 'BEGIN {
+    printf "Encrypted ÷ plain: backup %.2f, restore %.2f. Encrypted backup ÷ zstd -T2 -1: %.2f.",
+      eb / pb, er / pr, eb / zb }')
+echo "$ratios"
+if [ "${RESULTS:-0}" = 1 ]; then
+  {
+    echo "Run $(date -u +%Y-%m-%d) by \`sudo RESULTS=1 bench/encryption.sh\` on $(nproc) ×" \
+      "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r);" \
+      "image: $size bytes ($( [ -n "${1:-}" ] && echo "$1" || echo "bench/make-volume.sh 2G")," \
+      "ext4), page cache warm, median of $runs runs; the gnomon rows alternate run by run."
+    echo
+    cat "$table"
+    echo
+    echo "$ratios"
+  } >"$work/section"
+  python3 - "$here/RESULTS.md" "$work/section" <<'PY'
+import sys
+path, section = sys.argv[1], open(sys.argv[2]).read()
+text = open(path).read()
+begin, end = "<!-- encryption:begin -->", "<!-- encryption:end -->"
+if begin in text:
+    head, rest = text.split(begin, 1)
+    text = head + begin + "\n" + section + end + rest.split(end, 1)[1]
+else:
+    text += ("\n## Encryption (bench/encryption.sh, issue 17)\n\n" + begin + "\n" + section + end
+             + "\n")
+open(path, "w").write(text)
+PY
+  echo "encryption.sh: table written to $here/RESULTS.md" >&2
+fi
