@@ -28,24 +28,12 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-work=$(mktemp -d /var/tmp/gnomon-peers.XXXXXX)
-cleanup() {
-  umount "$work/a" "$work/b" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/a" "$work/b"
-if [ -z "$img" ]; then
-  img=$work/volume.img
-  bash "$here/make-volume.sh" "$img" 2G
-fi
-size=$(stat -L -c %s "$img")
-cat "$img" >/dev/null
+source "$here/lib.sh"
+bench_setup
 export GNOMON_STATE_DIR=$work/state GNOMON_RUNTIME_DIR=$work/run
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # measure CMD...: runs CMD under /usr/bin/time RUNS times, after $PREP each
 # time; sets m_wall m_cpu m_rss (medians). CPU counts every process of a
 # pipeline; peak RSS is the largest single process.
@@ -65,28 +53,12 @@ measure() {
   m_cpu=$(printf '%s\n' "${cpus[@]}" | median)
   m_rss=$(printf '%s\n' "${rsss[@]}" | median)
 }
-mbs() { awk -v s="$size" -v w="$1" 'BEGIN{printf "%.0f", s/w/1e6}'; }
 table=$work/table.md
 row() {  # tool, backup wall/cpu/rss, bytes, restore wall/cpu/rss
   printf '| %s | %s | %s | %.1f | %.0f | %s | %.2f | %s | %s | %.1f | %.0f |\n' "$1" "$2" \
     "$(mbs "$2")" "$3" "$(awk -v k="$4" 'BEGIN{print k/1024}')" "$5" \
     "$(awk -v s="$size" -v b="$5" 'BEGIN{print s/b}')" "$6" "$(mbs "$6")" "$7" \
     "$(awk -v k="$8" 'BEGIN{print k/1024}')" | tee -a "$table"
-}
-# Whole-volume imaging must restore every byte.
-check_bytes() {
-  cmp -s "$img" "$1" || { echo "compare-peers: $2 restore differs from the image" >&2; exit 1; }
-}
-# Used-block imaging restores free blocks as zeros: the filesystem must be
-# clean and every file identical.
-check_files() {
-  e2fsck -fn "$1" >/dev/null 2>&1 || { echo "compare-peers: $2 restore fails e2fsck" >&2; exit 1; }
-  mount -o loop,ro "$img" "$work/a"
-  mount -o loop,ro,norecovery "$1" "$work/b" 2>/dev/null || mount -o loop,ro "$1" "$work/b"
-  local rc=0
-  diff -r --no-dereference "$work/a" "$work/b" >/dev/null || rc=1
-  umount "$work/a" "$work/b"
-  [ $rc -eq 0 ] || { echo "compare-peers: $2 restore has different files" >&2; exit 1; }
 }
 out=$work/out.img
 

@@ -18,24 +18,12 @@ gnomon=${GNOMON:-$here/../build/tools/gnomon}
 for t in zstd restic borg e2fsck /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "encryption.sh: $t is missing" >&2; exit 1; }
 done
-work=$(mktemp -d /var/tmp/gnomon-enc.XXXXXX)
-cleanup() {
-  umount "$work/a" "$work/b" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/a" "$work/b"
-if [ -z "$img" ]; then
-  img=$work/volume.img
-  bash "$here/make-volume.sh" "$img" 2G
-fi
-size=$(stat -L -c %s "$img")
-cat "$img" >/dev/null
+source "$here/lib.sh"
+bench_setup
 export GNOMON_STATE_DIR=$work/state GNOMON_RUNTIME_DIR=$work/run
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 out=$work/out.img
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 measure() {  # CMD...: sets m_wall (median of RUNS, $PREP before each)
   local walls=()
   for ((i = 0; i < runs; i++)); do
@@ -45,17 +33,6 @@ measure() {  # CMD...: sets m_wall (median of RUNS, $PREP before each)
     walls+=("$(tail -1 "$work/time")")
   done
   m_wall=$(printf '%s\n' "${walls[@]}" | median)
-}
-mbs() { awk -v s="$size" -v w="$1" 'BEGIN{printf "%.0f", s/w/1e6}'; }
-check_bytes() { cmp -s "$img" "$1" || { echo "encryption.sh: $2 restore differs" >&2; exit 1; }; }
-check_files() {
-  e2fsck -fn "$1" >/dev/null 2>&1 || { echo "encryption.sh: $2 restore fails e2fsck" >&2; exit 1; }
-  mount -o loop,ro "$img" "$work/a"
-  mount -o loop,ro,norecovery "$1" "$work/b" 2>/dev/null || mount -o loop,ro "$1" "$work/b"
-  local rc=0
-  diff -r --no-dereference "$work/a" "$work/b" >/dev/null || rc=1
-  umount "$work/a" "$work/b"
-  [ $rc -eq 0 ] || { echo "encryption.sh: $2 restore has different files" >&2; exit 1; }
 }
 table=$work/table.md
 declare -A bk rs

@@ -73,6 +73,8 @@ class Repository {
   // but an empty directory, so an existing repository is never overwritten.
   // An encrypted config (RepoConfig::SetEncrypted) needs at least one key
   // slot; the slots are written before the config.
+  // Whether Init could create a repository at path (touches nothing).
+  static Status CheckInitPath(Env* env, const std::string& path);
   static Status Init(Env* env, const std::string& path, RepoConfig config,
                      const std::vector<KeySlot>& slots = {});
   // `purpose` (e.g. "backup") goes into the lock file for the next person.

@@ -67,6 +67,26 @@ Status MakeSkeleton(Env* env, const std::string& path) {
 
 }  // namespace
 
+Status Repository::CheckInitPath(Env* env, const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_symlink(path, ec)) {
+    const auto real = std::filesystem::canonical(path, ec);
+    if (!ec) return CheckInitPath(env, real.string());
+  }
+  if (!env->FileExists(path)) return Status::OK();
+  std::vector<std::string> names;
+  if (!env->ListDir(path, &names).ok())
+    return Status::InvalidArgument(path + ": exists and is not a directory");
+  if (env->FileExists(RepoPath(path, kConfig)))
+    return Status::InvalidArgument(path + ": a repository already exists here");
+  bool half_built = false;
+  if (!IsEmptyOrHalfBuilt(env, path, &half_built))
+    return Status::InvalidArgument(path +
+                                   ": directory is not empty; refusing to create a "
+                                   "repository in it");
+  return Status::OK();
+}
+
 Status Repository::Init(Env* env, const std::string& path, RepoConfig config,
                         const std::vector<KeySlot>& slots) {
   // A repository path the user gives may be a symlink (to an empty
@@ -84,19 +104,10 @@ Status Repository::Init(Env* env, const std::string& path, RepoConfig config,
     return Status::InvalidArgument("init " + path +
                                    (slots.empty() ? ": an encrypted repository needs a key"
                                                   : ": key slots for a plain repository"));
-  if (env->FileExists(path)) {
-    std::vector<std::string> names;
-    if (!env->ListDir(path, &names).ok())
-      return Status::InvalidArgument(path + ": exists and is not a directory");
-    if (env->FileExists(RepoPath(path, kConfig)))
-      return Status::InvalidArgument(path + ": a repository already exists here");
-    bool half_built = false;
-    if (!IsEmptyOrHalfBuilt(env, path, &half_built))
-      return Status::InvalidArgument(path +
-                                     ": directory is not empty; refusing to create a "
-                                     "repository in it");
-    if (half_built) RemoveSkeleton(env, path);  // an interrupted init: start again
-  }
+  GNOMON_RETURN_IF_ERROR(CheckInitPath(env, path));
+  bool half_built = false;
+  if (env->FileExists(path) && IsEmptyOrHalfBuilt(env, path, &half_built) && half_built)
+    RemoveSkeleton(env, path);  // an interrupted init: start again
   // The config goes last: a directory without one is not yet a repository.
   Status s = MakeSkeleton(env, path);
   if (s.ok() && !slots.empty()) s = env->CreateDir(RepoPath(path, kKeys));

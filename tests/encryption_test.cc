@@ -433,5 +433,31 @@ TEST_F(EncryptedRepoTest, AnEncryptedBackupIsServedOverNbd) {
   ::waitpid(pid, &status, 0);
 }
 
+TEST_F(EncryptedRepoTest, AnEncryptedBackupIsMountedAndReadsAsTheVolume) {
+  GNOMON_SKIP_IF(Sh("command -v fusermount3").exit_code == 0
+                     ? ""
+                     : "fusermount3 is not installed (tools/install-deps.sh)");
+  ASSERT_FALSE(Backup(img_).empty());
+  const std::string mnt = dir_ / "mnt";
+  fs::create_directories(mnt);
+  const pid_t pid = Spawn({GnomonBinary(), "--repo", repo_, "mount", mnt}, dir_ / "log");
+  ASSERT_GT(pid, 0);
+  const std::string file = mnt + "/latest/secret-volume-name.img";
+  bool up = false;
+  for (int i = 0; i < 600 && !up; ++i) {
+    up = fs::exists(file);
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(up) << Sh("cat " + Q(dir_ / "log")).out;
+  if (up) {
+    EXPECT_TRUE(FilesEqual(file, img_));
+  }
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << Sh("cat " + Q(dir_ / "log")).out;
+  Sh("fusermount3 -u " + Q(mnt) + " 2>/dev/null");
+}
+
 }  // namespace
 }  // namespace gnomon::test

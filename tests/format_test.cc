@@ -224,7 +224,7 @@ TEST(Repository, InitRefusesExistingAndOpenChecksVersion) {
 
   // A config from a future gnomon.
   RepoConfig c;
-  c.version = 2;
+  c.version = kRepoFormatVersion + 1;
   c.id = "x";
   // The config is write-once: replacing it takes removing it first.
   EXPECT_TRUE(WriteFrameFile(env, kConfigFrame, 1, r + "/config", c.Encode()).IsExists());

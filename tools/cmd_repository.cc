@@ -33,6 +33,8 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib,
   // Unsaid, a repository is encrypted when the user gave a key for it.
   const bool encrypt = encryption.empty() ? KeyGiven(g) : encryption != "none";
   std::vector<KeySlot> slots;
+  // Checked before a key file is made or a passphrase asked for.
+  if (Status s = Repository::CheckInitPath(Env::Default(), g.repo); !s.ok()) return Fail(g, s);
   if (encrypt) {
     c.SetEncrypted();
     c.id = RandomHexId(16);  // the key slots are bound to it

@@ -13,25 +13,11 @@
 #include "format/pack.h"
 #include "format/patch.h"
 #include "tests/fuzz/fuzz_target.h"
+#include "tests/fuzz/memory_file.h"
 
 namespace {
 
-class MemoryFile : public gnomon::RandomAccessFile {
- public:
-  explicit MemoryFile(std::vector<uint8_t> data) : data_(std::move(data)) {}
-  gnomon::Status ReadAt(uint64_t offset, size_t n, uint8_t* dst) const override {
-    if (offset > data_.size() || n > data_.size() - offset)
-      return gnomon::Status::Corruption("short read");
-    std::memcpy(dst, data_.data() + offset, n);
-    return gnomon::Status::OK();
-  }
-  uint64_t Size() const override { return data_.size(); }
-  const std::string& path() const override { return path_; }
-
- private:
-  std::vector<uint8_t> data_;
-  std::string path_ = "fuzz";
-};
+using gnomon::fuzz::MemoryFile;
 
 // Makes the tail's checksum match whatever header the input claims.
 void FixChecksum(std::vector<uint8_t>* f) {
