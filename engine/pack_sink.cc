@@ -3,9 +3,9 @@
 namespace gnomon {
 
 Status PackSink::Append(const Digest& d, Codec codec, std::span<const uint8_t> stored,
-                        uint32_t raw_len, uint8_t patch_depth) {
+                        uint32_t raw_len, uint8_t patch_depth, uint64_t raw_check) {
   if (!pack_) GNOMON_RETURN_IF_ERROR(repo_->NewPackWriter(&pack_));
-  GNOMON_RETURN_IF_ERROR(pack_->Add(d, codec, stored, raw_len, patch_depth));
+  GNOMON_RETURN_IF_ERROR(pack_->Add(d, codec, stored, raw_len, patch_depth, raw_check));
   if (pack_->size() >= repo_->config().pack_size) return Seal();
   return Status::OK();
 }

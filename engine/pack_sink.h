@@ -21,8 +21,9 @@ class PackSink {
 
   // One stored chunk (or patch): its digest, codec, stored bytes and raw
   // length, and patch depth (format/pack.h).
+  // raw_check: see PackWriter::Add.
   Status Append(const Digest& d, Codec codec, std::span<const uint8_t> stored, uint32_t raw_len,
-                uint8_t patch_depth);
+                uint8_t patch_depth, uint64_t raw_check);
   // Seals the open pack and waits for every pack in flight: afterwards
   // finished() lists every durable pack of this backup.
   Status Flush();

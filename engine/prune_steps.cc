@@ -11,19 +11,21 @@ namespace gnomon {
 namespace {
 
 // Reads the stored bytes of e in pack `id` and checks them against its digest.
+// *raw_check: what a sealed copy of it carries (FORMAT.md §14.3).
 Status ReadChecked(Repository* repo, const std::string& id, const RandomAccessFile& f,
-                   const PackEntry& e, ChunkDecompressor* dec, std::vector<uint8_t>* stored) {
+                   const PackEntry& e, ChunkDecompressor* dec, std::vector<uint8_t>* stored,
+                   uint64_t* raw_check = nullptr) {
   thread_local std::vector<uint8_t> raw;
   raw.resize(e.raw_len);
-  return repo->ReadBlob(id, f, e, stored, raw.data(), dec);
+  return repo->ReadBlob(id, f, e, stored, raw.data(), dec, false, raw_check);
 }
 
 class Repacker {
  public:
   Repacker(Repository* repo, PruneResult* out) : repo_(repo), out_(out) {}
-  Status Add(const PackEntry& e, std::span<const uint8_t> stored) {
+  Status Add(const PackEntry& e, std::span<const uint8_t> stored, uint64_t raw_check) {
     if (!w_) GNOMON_RETURN_IF_ERROR(repo_->NewPackWriter(&w_));
-    GNOMON_RETURN_IF_ERROR(w_->Add(e.digest, e.codec, stored, e.raw_len, e.patch_depth));
+    GNOMON_RETURN_IF_ERROR(w_->Add(e.digest, e.codec, stored, e.raw_len, e.patch_depth, raw_check));
     ++out_->chunks_repacked;
     return w_->size() >= repo_->config().pack_size ? Seal() : Status::OK();
   }
@@ -71,10 +73,11 @@ Status RepackPacks(Repository* repo, const ChunkIndex& index, const DigestSet& l
     for (const auto& e : claims.at(*it)) {
       if (!s.ok()) break;
       if (!IsKeeper(index, live, *it, e)) continue;
-      s = ReadChecked(repo, *it, *f, e, &dec, &stored);
+      uint64_t raw_check = 0;
+      s = ReadChecked(repo, *it, *f, e, &dec, &stored, &raw_check);
       // A copy already made of an earlier chunk stays a harmless duplicate.
       if (!s.ok()) break;
-      GNOMON_RETURN_IF_ERROR(repacker.Add(e, stored));
+      GNOMON_RETURN_IF_ERROR(repacker.Add(e, stored, raw_check));
       checked->insert(e.digest);
     }
     if (s.ok()) {

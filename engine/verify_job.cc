@@ -90,7 +90,7 @@ void CheckPack(Repository* repo, const std::string& id, const std::vector<PackEn
     std::string where =
         f->path() + ": chunk " + e.digest.Hex() + " at offset " + std::to_string(e.offset);
     raw.resize(e.raw_len);
-    s = repo->ReadBlob(id, *f, e, &stored, raw.data(), dec);
+    s = repo->ReadBlob(id, *f, e, &stored, raw.data(), dec, /*full_check=*/true);
     PatchView pv;
     if (s.ok() && e.patch_depth) s = DecodePatch(raw, where, &pv);
     *bytes_read += e.stored_len;

@@ -32,9 +32,17 @@ struct Work {
   bool read_whole = false;
   bool is_new = false;
   Digest digest;
+  uint64_t check = 0;  // encrypted repositories: XXH3-64 of the blob (FORMAT.md §14.3)
   Codec codec = Codec::kRaw;
   std::vector<uint8_t> raw, stored;
 };
+
+// The blob's id and, where it is sealed, the check sealed with it, taken
+// from the same bytes at the same time.
+void SetId(std::span<const uint8_t> blob, Work* w, const Repository& repo) {
+  w->digest = repo.hasher().Of(blob);
+  if (repo.encrypted()) w->check = Checksum64(blob);
+}
 
 class VolumeImager {
  public:
@@ -153,7 +161,7 @@ void VolumeImager::DiffWithParent(Work* w) const {
   w->patch_base = base;
   w->ranges = std::move(ranges);
   w->patch_depth = static_cast<uint8_t>(depth + 1);
-  w->digest = ctx_.repo->hasher().Of({w->raw.data(), w->payload});
+  SetId({w->raw.data(), w->payload}, w, *ctx_.repo);
 }
 
 Status VolumeImager::ReadPatch(uint32_t chunk, Work* w) const {
@@ -253,14 +261,14 @@ void VolumeImager::Hash(Work* w) const {
   if (w->patch_depth) {
     Status st = ReadPatch(plan_.parent.chunk_size, w);
     if (!st.ok()) ctx_.error->Set(st);
-    w->digest = ctx_.repo->hasher().Of({w->raw.data(), w->payload});
+    SetId({w->raw.data(), w->payload}, w, *ctx_.repo);
     return;
   }
   if (w->zero || w->unchanged) return;
   std::span<const uint8_t> data(w->raw.data(), w->len);
   w->zero = IsAllZero(data);
   if (w->zero) return;
-  w->digest = ctx_.repo->hasher().Of(data);
+  SetId(data, w, *ctx_.repo);
   if (plan_.have_parent && !plan_.tracked && w->digest != plan_.parent.slots[w->slot] &&
       !index_.Contains(w->digest))
     DiffWithParent(w);
@@ -291,7 +299,7 @@ void VolumeImager::Dedup(Work* w, VolumeIndex* vi, VolumeStats* stats) const {
 void VolumeImager::Write(const Work& w, VolumeStats* stats) const {
   stats->bytes_read += w.read_len;
   if (!w.is_new || Stopping()) return;
-  Status s = ctx_.sink->Append(w.digest, w.codec, w.stored, w.payload, w.patch_depth);
+  Status s = ctx_.sink->Append(w.digest, w.codec, w.stored, w.payload, w.patch_depth, w.check);
   if (!s.ok()) ctx_.error->Set(s);
   ++stats->new_chunks;
   stats->patched_chunks += w.patch_depth != 0;

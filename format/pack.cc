@@ -43,7 +43,7 @@ bool DecodeCodecField(uint32_t field, Codec* codec, uint8_t* patch_depth) {
 }
 
 Status PackWriter::Add(const Digest& d, Codec codec, std::span<const uint8_t> stored,
-                       uint32_t raw_len, uint8_t patch_depth) {
+                       uint32_t raw_len, uint8_t patch_depth, uint64_t raw_check) {
   PackEntry e;
   e.digest = d;
   e.offset = static_cast<uint32_t>(file_->Size());
@@ -52,8 +52,11 @@ Status PackWriter::Add(const Digest& d, Codec codec, std::span<const uint8_t> st
   e.codec = codec;
   e.patch_depth = patch_depth;
   if (key_) {
+    plain_.resize(kRawCheckSize + stored.size());
+    EncodeU64(plain_.data(), raw_check);
+    std::memcpy(plain_.data() + kRawCheckSize, stored.data(), stored.size());
     sealed_.clear();
-    key_->Seal(BlobAd(d), stored, &sealed_);
+    key_->Seal(BlobAd(d), plain_, &sealed_);
     GNOMON_RETURN_IF_ERROR(Append(sealed_));
   } else {
     GNOMON_RETURN_IF_ERROR(Append(stored));
@@ -201,7 +204,7 @@ Status ReadSealedTail(const RandomAccessFile& f, uint8_t tail[kSealedPackTailSiz
   *sealed_header_len = uint64_t{*count} * kPackEntrySize + kSealOverhead;
   // Each chunk costs its entry and a sealed blob of at least 1 + 28 bytes:
   // a count the file cannot hold allocates nothing.
-  if (uint64_t{*count} * (kPackEntrySize + 1 + kSealOverhead) + kSealOverhead +
+  if (uint64_t{*count} * (kPackEntrySize + 1 + kSealedBlobOverhead) + kSealOverhead +
           kSealedPackTailSize >
       size)
     return Status::Corruption(path + ": pack header claims " + std::to_string(*count) +
@@ -223,7 +226,7 @@ Status ReadSealedHeader(const RandomAccessFile& f, const MasterKey& key, const s
     return Status::Corruption(path +
                               ": pack header does not authenticate (damaged, tampered with, or "
                               "moved from another name)");
-  return ParseEntries(path, plain.data(), count, kSealOverhead, data_end, entries);
+  return ParseEntries(path, plain.data(), count, kSealedBlobOverhead, data_end, entries);
 }
 
 }  // namespace

@@ -26,6 +26,11 @@ inline constexpr size_t kPackTailSize = 24;
 inline constexpr char kSealedPackMagic[9] = "GNMSPAK\x01";
 inline constexpr uint32_t kSealedPackVersion = 1;
 inline constexpr size_t kSealedPackTailSize = 32;
+// A sealed blob seals the XXH3-64 of the chunk's raw bytes (u64) and its
+// stored bytes: a reader checks the decoded chunk against it, and only
+// verify recomputes the keyed id (FORMAT.md §14.3).
+inline constexpr size_t kRawCheckSize = 8;
+inline constexpr size_t kSealedBlobOverhead = kSealOverhead + kRawCheckSize;
 // The associated data of a sealed pack's blob and header.
 std::string BlobAd(const Digest& d);
 inline constexpr std::string_view kPackHeaderAd = "header";
@@ -62,8 +67,9 @@ class PackWriter {
   // With a key, the pack is sealed (its object name is packs/<id>).
   PackWriter(Env* env, std::string id, std::string tmp_path, std::string final_path,
              std::unique_ptr<WritableFile> file, std::shared_ptr<const MasterKey> key = nullptr);
+  // raw_check: XXH3-64 of the raw bytes, taken when d was (sealed packs only).
   Status Add(const Digest& d, Codec codec, std::span<const uint8_t> stored, uint32_t raw_len,
-             uint8_t patch_depth = 0);
+             uint8_t patch_depth = 0, uint64_t raw_check = 0);
   Status Finish();  // header + fdatasync + rename + directory fsync
   void Abandon();   // removes the temporary file
   uint64_t size() const { return file_->Size(); }
@@ -79,9 +85,9 @@ class PackWriter {
 
   std::unique_ptr<WritableFile> file_;
   std::vector<PackEntry> entries_;
-  std::unique_ptr<ObjectKey> key_;  // sealed packs only
-  Hash128 hash_;                    // of every byte written, for the sealed tail
-  std::vector<uint8_t> sealed_;     // a blob's sealed form
+  std::unique_ptr<ObjectKey> key_;       // sealed packs only
+  Hash128 hash_;                         // of every byte written, for the sealed tail
+  std::vector<uint8_t> plain_, sealed_;  // a blob's check and stored bytes, and sealed form
 };
 
 // The object name of pack `id` (its sealing key's name).
@@ -90,7 +96,7 @@ inline std::string PackObjectName(const std::string& id) { return "packs/" + id;
 // Reads and validates a pack's header (the entries and their offsets). A
 // sealed pack needs `key` (else WrongKey); a plain one is refused when a key
 // is given (an encrypted repository holds only sealed packs). A sealed
-// pack's offsets are of its sealed blobs (stored length + kSealOverhead).
+// pack's offsets are of its sealed blobs (stored length + kSealedBlobOverhead).
 Status ReadPackHeader(const RandomAccessFile& f, std::vector<PackEntry>* entries,
                       const MasterKey* key = nullptr, const std::string& id = "");
 // Checks a sealed pack without the key: its tail and XXH3-128 over all of it.

@@ -166,9 +166,13 @@ class Repository {
   Status ReadPackHeader(const std::string& id, const RandomAccessFile& f,
                         std::vector<PackEntry>* entries);
   // Reads blob e of pack `id` into *stored (its stored form, opened when
-  // sealed) and decodes it into raw (e.raw_len bytes), checking its id.
+  // sealed) and decodes it into raw (e.raw_len bytes), checking it: against
+  // its id, or in a sealed pack (authenticated) against the raw bytes'
+  // XXH3-64 sealed with it, and its keyed id too only when full_check.
+  // *raw_check (if given): that XXH3-64, for a copy into another pack.
   Status ReadBlob(const std::string& id, const RandomAccessFile& f, const PackEntry& e,
-                  std::vector<uint8_t>* stored, uint8_t* raw, ChunkDecompressor* dec);
+                  std::vector<uint8_t>* stored, uint8_t* raw, ChunkDecompressor* dec,
+                  bool full_check = false, uint64_t* raw_check = nullptr);
   // Reads, decodes and verifies one chunk against its digest into out
   // (which must hold loc.raw_len bytes).
   Status ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* out, ChunkDecompressor* dec);

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "format/coding.h"
 #include "format/names.h"
 #include "format/repository.h"
 #include "format/repository_layout.h"
@@ -163,25 +164,37 @@ Status Repository::ReadPackHeader(const std::string& id, const RandomAccessFile&
 }
 
 Status Repository::ReadBlob(const std::string& id, const RandomAccessFile& f, const PackEntry& e,
-                            std::vector<uint8_t>* stored, uint8_t* raw, ChunkDecompressor* dec) {
+                            std::vector<uint8_t>* stored, uint8_t* raw, ChunkDecompressor* dec,
+                            bool full_check, uint64_t* raw_check) {
   const std::string where =
       f.path() + ": chunk " + e.digest.Hex() + " at offset " + std::to_string(e.offset);
-  stored->resize(e.stored_len);
-  if (key_) {
-    thread_local std::vector<uint8_t> sealed;
-    sealed.resize(e.stored_len + kSealOverhead);
-    GNOMON_RETURN_IF_ERROR(f.ReadAt(e.offset, sealed.size(), sealed.data()).WithContext(where));
-    if (!ObjectKey(*key_, PackObjectName(id)).Open(BlobAd(e.digest), sealed, stored->data()))
-      return Status::Corruption(where +
-                                ": does not authenticate (damaged, tampered with, or moved "
-                                "from another place)");
-  } else {
+  if (!key_) {
     GNOMON_RETURN_IF_ERROR(NeedKey(where));
+    stored->resize(e.stored_len);
     GNOMON_RETURN_IF_ERROR(f.ReadAt(e.offset, e.stored_len, stored->data()).WithContext(where));
+    GNOMON_RETURN_IF_ERROR(dec->Decompress(e.codec, *stored, raw, e.raw_len, where));
+    if (hasher_.Of({raw, e.raw_len}) != e.digest)
+      return Status::Corruption(where + ": content does not match its digest (data is damaged)");
+    if (raw_check) *raw_check = Checksum64({raw, e.raw_len});
+    return Status::OK();
   }
+  thread_local std::vector<uint8_t> sealed;
+  sealed.resize(e.stored_len + kSealedBlobOverhead);
+  stored->resize(e.stored_len + kRawCheckSize);
+  GNOMON_RETURN_IF_ERROR(f.ReadAt(e.offset, sealed.size(), sealed.data()).WithContext(where));
+  if (!ObjectKey(*key_, PackObjectName(id)).Open(BlobAd(e.digest), sealed, stored->data()))
+    return Status::Corruption(where +
+                              ": does not authenticate (damaged, tampered with, or moved "
+                              "from another place)");
+  const uint64_t check = GetU64(stored->data());
+  stored->erase(stored->begin(), stored->begin() + kRawCheckSize);
   GNOMON_RETURN_IF_ERROR(dec->Decompress(e.codec, *stored, raw, e.raw_len, where));
-  if (hasher_.Of({raw, e.raw_len}) != e.digest)
-    return Status::Corruption(where + ": content does not match its digest (data is damaged)");
+  // Authenticated bytes are what a gnomon wrote; the check catches what
+  // went wrong in that gnomon's memory between hashing and sealing.
+  if (Checksum64({raw, e.raw_len}) != check ||
+      (full_check && hasher_.Of({raw, e.raw_len}) != e.digest))
+    return Status::Corruption(where + ": content does not match its digest (written damaged)");
+  if (raw_check) *raw_check = check;
   return Status::OK();
 }
 

@@ -16,6 +16,7 @@
 #include "format/crypto.h"
 #include "format/key_slot.h"
 #include "format/pack.h"
+#include "format/repository.h"
 #include "tests/test_util.h"
 
 namespace gnomon::test {
@@ -122,7 +123,7 @@ TEST(SealTest, ASealedPackReadsBackAndItsHeaderIsBoundToItsName) {
   std::vector<PackEntry> entries;
   ASSERT_TRUE(ReadPackHeader(StringFile(file), &entries, key.get(), id).ok());
   ASSERT_EQ(entries.size(), 2u);
-  EXPECT_EQ(entries[1].offset, 5000 + kSealOverhead);
+  EXPECT_EQ(entries[1].offset, 5000 + kSealedBlobOverhead);
   uint64_t n = 0;
   EXPECT_TRUE(ScrubSealedPack(StringFile(file), &n).ok());
   // Under another pack's name, without the key, or in a plain repository: refused.
@@ -132,6 +133,48 @@ TEST(SealTest, ASealedPackReadsBackAndItsHeaderIsBoundToItsName) {
   std::string bad = file;
   bad[6000] ^= 1;
   EXPECT_TRUE(ScrubSealedPack(StringFile(bad), &n).IsCorruption());
+}
+
+TEST(SealTest, ABlobWrittenDamagedIsCaughtByItsSealedCheck) {
+  TempDir d;
+  RepoConfig c;
+  c.SetEncrypted();
+  c.id = std::string(32, 'c');
+  c.chunk_size = 64 << 10;
+  auto key = MasterKey::Generate();
+  ASSERT_TRUE(
+      Repository::Init(Env::Default(), d / "r", c, {MakePasswordSlot(c.id, *key, "pw", 1)}).ok());
+  std::unique_ptr<Repository> repo;
+  ASSERT_TRUE(Repository::Open(Env::Default(), d / "r", LockMode::kExclusive, "t", &repo).ok());
+  ASSERT_TRUE(repo->UnlockWithPassword("pw").ok());
+  // One blob sealed with its true check, one with the check of other bytes
+  // (as if the buffer changed between hashing and sealing).
+  const auto good = RandomBytes(4000, 1), bad = RandomBytes(4000, 2);
+  std::unique_ptr<PackWriter> w;
+  ASSERT_TRUE(repo->NewPackWriter(&w).ok());
+  const Digest dg = repo->hasher().Of(good), db = repo->hasher().Of(bad);
+  ASSERT_TRUE(w->Add(dg, Codec::kRaw, good, 4000, 0, Checksum64(good)).ok());
+  ASSERT_TRUE(w->Add(db, Codec::kRaw, bad, 4000, 0, Checksum64(good)).ok());
+  ASSERT_TRUE(w->Finish().ok());
+  std::shared_ptr<RandomAccessFile> f;
+  ASSERT_TRUE(repo->OpenPack(w->id(), &f).ok());
+  std::vector<PackEntry> entries;
+  ASSERT_TRUE(repo->ReadPackHeader(w->id(), *f, &entries).ok());
+  ASSERT_EQ(entries.size(), 2u);
+  ChunkDecompressor dec;
+  std::vector<uint8_t> stored, raw(4000);
+  EXPECT_TRUE(repo->ReadBlob(w->id(), *f, entries[0], &stored, raw.data(), &dec, true).ok());
+  EXPECT_EQ(raw, good);
+  Status s = repo->ReadBlob(w->id(), *f, entries[1], &stored, raw.data(), &dec);
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("written damaged"), std::string::npos) << s.message();
+  // Under another blob's id (the AD), it does not even open.
+  PackEntry swapped = entries[0];
+  swapped.digest = db;
+  EXPECT_NE(repo->ReadBlob(w->id(), *f, swapped, &stored, raw.data(), &dec)
+                .message()
+                .find("does not authenticate"),
+            std::string::npos);
 }
 
 // ---- The binary ---------------------------------------------------------
