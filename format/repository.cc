@@ -35,6 +35,17 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
   std::string body;
   GNOMON_RETURN_IF_ERROR(ReadFrameFile(env, kConfigFrame, cfg_path, &body));
   GNOMON_RETURN_IF_ERROR(RepoConfig::Decode(cfg_path, body, &r->config_));
+  // Key slots say the repository is encrypted whatever the (unauthenticated)
+  // config says: a config swapped for a plain one must not make gnomon
+  // write in the clear, even when no key was given.
+  std::vector<std::string> slots;
+  if (!r->config_.encrypted() && env->ListDir(RepoPath(path, kKeys), &slots).ok() &&
+      std::any_of(slots.begin(), slots.end(),
+                  [](const std::string& n) { return IsHexName(n, 16); }))
+    return Status::Corruption(cfg_path +
+                              ": says the repository is not encrypted, but it holds key slots "
+                              "(keys/): the config has been replaced or damaged; refusing to use "
+                              "it");
   if (mode != LockMode::kNone) {
     const std::string info = r->HolderText("gnomon " + purpose);
     // gc/users first: waiting at the gate must not hold the repository

@@ -76,7 +76,8 @@ Status TrySlots(const std::vector<KeySlot>& slots, std::vector<Status> damaged,
   std::string m = path + ": wrong " + what + " (" + std::to_string(tried) + " of " +
                   std::to_string(slots.size()) + " key slots tried)";
   if (!damaged.empty()) m += "; and " + damaged.front().message();
-  return Status::WrongKey(m);
+  // The slots are bound to the config's id: a right key fails if it changed.
+  return Status::WrongKey(m + "; if the " + what + " is right, the config may have been altered");
 }
 }  // namespace
 

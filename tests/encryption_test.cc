@@ -291,8 +291,12 @@ TEST_F(EncryptedRepoTest, ADamagedKeySlotIsNamedAndIsDamageNotAWrongKey) {
 }
 
 TEST_F(EncryptedRepoTest, KeysCanBeAddedListedChangedAndRemovedButNotTheLast) {
-  auto r = test::Run({"env", "GNOMON_NEW_PASSWORD=second", GnomonBinary(), "--repo", repo_, "key",
-                      "add", "--json"});
+  // No new passphrase and no terminal: said so, not blamed on the current one.
+  auto r = G({"key", "add"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("a new passphrase is needed"), std::string::npos) << r.err;
+  r = test::Run({"env", "GNOMON_NEW_PASSWORD=second", GnomonBinary(), "--repo", repo_, "key", "add",
+                 "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string second = json::parse(r.out)["added"];
   r = test::Run(
@@ -320,6 +324,9 @@ TEST_F(EncryptedRepoTest, KeysCanBeAddedListedChangedAndRemovedButNotTheLast) {
             fs::perms::owner_read | fs::perms::owner_write);
   r = WithoutKey({"--key-file", kf, "list"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = WithoutKey({"--key-file", kf, "key", "add", "--new-key-file", kf});  // once is enough
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("already opens"), std::string::npos) << r.err;
   // passwd: a new passphrase replaces the one used.
   r = test::Run({"env", "GNOMON_PASSWORD=second", "GNOMON_NEW_PASSWORD=third", GnomonBinary(),
                  "--repo", repo_, "key", "passwd"});
@@ -426,15 +433,21 @@ TEST_F(EncryptedRepoTest, SwappedTruncatedOrReplayedMetadataIsRefusedByName) {
   EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
 }
 
-TEST_F(EncryptedRepoTest, AConfigReplacedByAPlainOneIsRefusedWhenAKeyIsGiven) {
+TEST_F(EncryptedRepoTest, AConfigReplacedByAPlainOneIsRefusedWithOrWithoutAKey) {
   TempDir d;
   auto r = test::Run({"env", "-u", "GNOMON_PASSWORD", GnomonBinary(), "--repo", d / "plain", "init",
                       "--chunk-size", "64"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  Sh("cp " + Q(d / "plain/config") + " " + Q(repo_ + "/config"));
-  r = G({"backup", img_});
+  // A truly plain repository given a key: refused, a wrong-key error.
+  r = test::Run({GnomonBinary(), "--repo", d / "plain", "list"});
   EXPECT_EQ(r.exit_code, 13) << r.err;
   EXPECT_NE(r.err.find("not encrypted"), std::string::npos) << r.err;
+  // Its config over the encrypted one's: the key slots still say encrypted.
+  Sh("cp " + Q(d / "plain/config") + " " + Q(repo_ + "/config"));
+  for (const auto& res : {G({"backup", img_}), WithoutKey({"backup", img_})}) {
+    EXPECT_EQ(res.exit_code, 3) << res.err;
+    EXPECT_NE(res.err.find("holds key slots"), std::string::npos) << res.err;
+  }
   EXPECT_TRUE(Files("backups").empty());
 }
 

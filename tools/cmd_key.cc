@@ -50,13 +50,10 @@ Status ReadSmallFile(const std::string& path, std::string* out) {
   return Status::OK();
 }
 
-// One line from the terminal with echo off.
-Status Prompt(const std::string& text, std::string* out) {
+// One line from the terminal with echo off; without a terminal, `none`.
+Status Prompt(const std::string& text, std::string* out, const Status& none) {
   const int fd = ::open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0)
-    return Status::WrongKey(
-        "the repository is encrypted: give the passphrase in GNOMON_PASSWORD or "
-        "--password-file, or a --key-file (no terminal to ask on)");
+  if (fd < 0) return none;
   termios old{};
   const bool tty = ::tcgetattr(fd, &old) == 0;
   if (tty) {
@@ -93,7 +90,10 @@ Status CurrentPassword(const Globals& g, std::string* out) {
   }
   if (auto f = EnvOr("GNOMON_PASSWORD_FILE", g.password_file); !f.empty())
     return AsKeyError(FirstLine(f, out));
-  return Prompt("passphrase for repository " + g.repo + ": ", out);
+  return Prompt("passphrase for repository " + g.repo + ": ", out,
+                Status::WrongKey("the repository is encrypted: give the passphrase in "
+                                 "GNOMON_PASSWORD or --password-file, or a --key-file (no "
+                                 "terminal to ask on)"));
 }
 
 // A new passphrase: from `env`/`file`, or asked twice on the terminal.
@@ -103,9 +103,14 @@ Status NewPassword(const char* env, const std::string& file, std::string* out) {
     return Status::OK();
   }
   if (!file.empty()) return FirstLine(file, out);
-  GNOMON_RETURN_IF_ERROR(Prompt("new passphrase: ", out));
+  const Status none = Status::InvalidArgument(
+      std::string("a new passphrase is needed: set ") + env + " or give " +
+      (std::string_view(env) == "GNOMON_PASSWORD" ? "--password-file or --key-file"
+                                                  : "--new-password-file or --new-key-file") +
+      " (no terminal to ask on)");
+  GNOMON_RETURN_IF_ERROR(Prompt("new passphrase: ", out, none));
   std::string again;
-  GNOMON_RETURN_IF_ERROR(Prompt("the same again: ", &again));
+  GNOMON_RETURN_IF_ERROR(Prompt("the same again: ", &again, none));
   if (again != *out) return Status::InvalidArgument("the two passphrases differ");
   if (out->empty()) return Status::InvalidArgument("an empty passphrase protects nothing");
   return Status::OK();
@@ -248,6 +253,12 @@ Status NewSlot(const Globals& g, const KeyOptions& opt, Repository* repo, KeySlo
     std::string k;
     bool created = false;
     GNOMON_RETURN_IF_ERROR(KeyFileKey(opt.new_key_file, true, &k, &created));
+    std::vector<KeySlot> slots;
+    GNOMON_RETURN_IF_ERROR(repo->ListKeySlots(&slots, nullptr));
+    for (const auto& s : slots)
+      if (s.kind == "key-file" && s.key_file_id == KeyFileId(Bytes(k)))
+        return Status::InvalidArgument(opt.new_key_file +
+                                       " already opens the repository (key slot " + s.id + ")");
     *slot = MakeKeyFileSlot(repo->config().id, *repo->key(), Bytes(k));
     if (created && !g.quiet)
       fmt::print(stderr, "gnomon: wrote a new key file {}\n", EscapeForTerminal(opt.new_key_file));
