@@ -39,8 +39,9 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
   // config says: a config swapped for a plain one must not make gnomon
   // write in the clear, even when no key was given.
   std::vector<std::string> slots;
-  if (!r->config_.encrypted() && env->ListDir(RepoPath(path, kKeys), &slots).ok() &&
-      std::any_of(slots.begin(), slots.end(),
+  if (!r->config_.encrypted() && env->FileExists(RepoPath(path, kKeys)))
+    GNOMON_RETURN_IF_ERROR(env->ListDir(RepoPath(path, kKeys), &slots));
+  if (std::any_of(slots.begin(), slots.end(),
                   [](const std::string& n) { return IsHexName(n, 16); }))
     return Status::Corruption(cfg_path +
                               ": says the repository is not encrypted, but it holds key slots "
