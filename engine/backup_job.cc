@@ -443,8 +443,7 @@ Status BackupRun::Commit(BackupRecord* rec, const std::vector<VolumeIndex>& inde
   }
   if (!s.ok()) {
     // Best effort: without the record, none of this is referenced.
-    if (!rec->index_file.empty())
-      repo_->env()->RemoveFile(RepoPath(repo_->path(), kIndex, rec->index_file));
+    if (!rec->index_file.empty()) repo_->backend()->Delete(RepoPath(kIndex, rec->index_file));
     Discard();
     return s;
   }
@@ -466,8 +465,7 @@ Status BackupRun::Publish(BackupRecord* rec, const std::vector<VolumeIndex>& ind
     if (s.ok()) return s;
     // Only what this attempt wrote is removed: a name that was taken
     // belongs to another backup.
-    for (size_t i = 0; i < written; ++i)
-      repo_->env()->RemoveFile(RepoPath(repo_->path(), rec->volumes[i].index));
+    for (size_t i = 0; i < written; ++i) repo_->backend()->Delete(rec->volumes[i].index);
     if (!s.IsExists() || attempt == 8) return s;
     do rec->id = RandomHexId(8);
     while (repo_->BackupIdTaken(rec->id));

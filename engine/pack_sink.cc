@@ -48,7 +48,7 @@ void PackSink::Discard() {
   if (pack_) pack_->Abandon();
   pack_.reset();
   WaitSealed(0);  // a pack whose sealing failed has removed itself
-  for (const auto& p : finished_) repo_->env()->RemoveFile(repo_->PackPath(p.id));
+  for (const auto& p : finished_) repo_->backend()->Delete(repo_->PackName(p.id));
   finished_.clear();
 }
 

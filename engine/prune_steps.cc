@@ -176,19 +176,16 @@ Status ReplaceIndexFiles(Repository* repo, const Census& c, const std::set<std::
   std::string name;
   if (!summary.empty()) GNOMON_RETURN_IF_ERROR(repo->WriteIndexFile(summary, &name));
   for (const auto& f : replaced) GNOMON_RETURN_IF_ERROR(repo->DeleteIndexFile(f));
-  // Durable before any pack goes: an index file naming a deleted pack
-  // must not come back after a crash.
-  GNOMON_RETURN_IF_ERROR(repo->env()->SyncDir(RepoPath(repo->path(), kIndex)));
+  // (Each deletion is durable when it returns: an index file naming a
+  // deleted pack cannot come back after a crash.)
   out->index_files_replaced = replaced.size();
   return Status::OK();
 }
 
 Status DeletePacks(Repository* repo, const std::set<std::string>& dead, PruneResult* out) {
   for (const auto& id : dead) {
-    std::unique_ptr<RandomAccessFile> f;
     uint64_t size = 0;
-    if (repo->env()->NewRandomAccessFile(repo->PackPath(id), &f).ok()) size = f->Size();
-    f.reset();
+    if (!repo->backend()->Head(repo->PackName(id), &size).ok()) size = 0;
     GNOMON_RETURN_IF_ERROR(repo->DeletePack(id));
     out->bytes_deleted += size;
     ++out->packs_deleted;

@@ -216,8 +216,8 @@ Status BackupViews::Disk(const BlockView** out) {
 
 Status OpenForReading(const std::string& path, const std::string& purpose,
                       std::unique_ptr<Repository>* out, std::string* warning) {
-  Status st = Repository::Open(Env::Default(), path, LockMode::kReader, purpose, out);
-  if (st.ok() || st.IsNotFound()) return st;
+  Status st = Repository::OpenLocation(path, LockMode::kReader, purpose, out);
+  if (st.ok() || st.IsNotFound() || IsS3Location(path)) return st;
   const bool writable = ::access(RepoPath(path, kGc, "users").c_str(), W_OK) == 0;
   if (writable) return st;
   GNOMON_RETURN_IF_ERROR(Repository::Open(Env::Default(), path, LockMode::kNone, purpose, out));

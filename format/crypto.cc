@@ -66,6 +66,14 @@ Digest ChunkHasher::Of(std::span<const uint8_t> data) const {
   return d;
 }
 
+void HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data, uint8_t out[32]) {
+  unsigned len = 0;
+  if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(), out,
+            &len) ||
+      len != 32)
+    CryptoAbort("HMAC");
+}
+
 void Hkdf(std::span<const uint8_t> ikm, std::string_view info, std::span<uint8_t> out) {
   EVP_PKEY_CTX* p = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
   size_t n = out.size();

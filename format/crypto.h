@@ -81,6 +81,7 @@ bool OpenWithKey(std::span<const uint8_t> key, std::string_view ad, std::span<co
 // HKDF-SHA-256(ikm, no salt, info) into out.
 void Hkdf(std::span<const uint8_t> ikm, std::string_view info, std::span<uint8_t> out);
 void Sha256(std::span<const uint8_t> data, uint8_t out[32]);
+void HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data, uint8_t out[32]);
 
 // A sealed object (FORMAT.md §14.2): magic | nonce | AES-GCM(plain) | tag |
 // XXH3-128 of everything before it. `name` is the object's name in the

@@ -9,13 +9,9 @@
 
 namespace gnomon {
 
-PackWriter::PackWriter(Env* env, std::string id, std::string tmp_path, std::string final_path,
-                       std::unique_ptr<WritableFile> file, std::shared_ptr<const MasterKey> key)
-    : env_(env),
-      id_(std::move(id)),
-      tmp_path_(std::move(tmp_path)),
-      final_path_(std::move(final_path)),
-      file_(std::move(file)) {
+PackWriter::PackWriter(std::string id, std::unique_ptr<Upload> upload,
+                       std::shared_ptr<const MasterKey> key)
+    : id_(std::move(id)), file_(std::move(upload)) {
   if (key) key_ = std::make_unique<ObjectKey>(*key, PackObjectName(id_));
 }
 
@@ -103,19 +99,12 @@ Status PackWriter::Finish() {
     header.append(kPackMagic, 8);
     s = file_->Append(bytes(header));
   }
-  if (s.ok()) s = file_->Sync();
-  Status c = file_->Close();
-  if (s.ok()) s = c;
-  if (s.ok()) s = env_->RenameNoReplace(tmp_path_, final_path_);  // packs are write-once
-  if (s.ok()) s = env_->SyncDir(ParentDir(final_path_));
+  if (s.ok()) s = file_->Commit();  // durable, then visible; packs are write-once
   if (!s.ok()) Abandon();
   return s;
 }
 
-void PackWriter::Abandon() {
-  file_->Close();
-  env_->RemoveFile(tmp_path_);
-}
+void PackWriter::Abandon() { file_->Abort(); }
 
 Status CheckBlobLengths(uint32_t stored_len, uint32_t raw_len, const std::string& where) {
   if (raw_len == 0 || raw_len > kMaxChunkSize || stored_len == 0 || stored_len > raw_len)

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "format/backend.h"
 #include "format/codec.h"
 #include "format/config.h"
 #include "format/crypto.h"
@@ -65,25 +66,24 @@ Status CheckBlobLengths(uint32_t stored_len, uint32_t raw_len, const std::string
 class PackWriter {
  public:
   // With a key, the pack is sealed (its object name is packs/<id>).
-  PackWriter(Env* env, std::string id, std::string tmp_path, std::string final_path,
-             std::unique_ptr<WritableFile> file, std::shared_ptr<const MasterKey> key = nullptr);
+  PackWriter(std::string id, std::unique_ptr<Upload> upload,
+             std::shared_ptr<const MasterKey> key = nullptr);
   // raw_check: XXH3-64 of the raw bytes, taken when d was (sealed packs only).
   Status Add(const Digest& d, Codec codec, std::span<const uint8_t> stored, uint32_t raw_len,
              uint8_t patch_depth = 0, uint64_t raw_check = 0);
-  Status Finish();  // header + fdatasync + rename + directory fsync
-  void Abandon();   // removes the temporary file
+  Status Finish();  // header, then the upload committed (durable, then visible)
+  void Abandon();   // drops the upload
   uint64_t size() const { return file_->Size(); }
   size_t count() const { return entries_.size(); }
   const std::string& id() const { return id_; }
   const std::vector<PackEntry>& entries() const { return entries_; }
 
  private:
-  Env* env_;
-  std::string id_, tmp_path_, final_path_;
+  std::string id_;
   Status Append(std::span<const uint8_t> bytes);
   std::string EncodeEntries() const;
 
-  std::unique_ptr<WritableFile> file_;
+  std::unique_ptr<Upload> file_;
   std::vector<PackEntry> entries_;
   std::unique_ptr<ObjectKey> key_;       // sealed packs only
   Hash128 hash_;                         // of every byte written, for the sealed tail

@@ -25,22 +25,25 @@ std::string IndexHealth::Describe() const {
   return out;
 }
 
-Status Repository::Open(Env* env, const std::string& path, LockMode mode,
-                        const std::string& purpose, std::unique_ptr<Repository>* out) {
-  std::string cfg_path = RepoPath(path, kConfig);
-  if (!env->FileExists(path)) return Status::NotFound(path + ": repository does not exist");
-  if (!env->FileExists(cfg_path))
+Status Repository::Open(std::unique_ptr<Backend> backend, LockMode mode, const std::string& purpose,
+                        std::unique_ptr<Repository>* out) {
+  const std::string& path = backend->location();
+  const std::string cfg_path = backend->Describe(kConfig);
+  if (!backend->LocationExists()) return Status::NotFound(path + ": repository does not exist");
+  std::unique_ptr<Repository> r(new Repository(std::move(backend)));
+  Backend* b = r->backend();
+  std::string file, body;
+  Status s = b->Get(kConfig, &file);
+  if (s.IsNotFound())
     return Status::NotFound(path + ": not a gnomon repository (no config file; run 'gnomon init')");
-  std::unique_ptr<Repository> r(new Repository(env, path));
-  std::string body;
-  GNOMON_RETURN_IF_ERROR(ReadFrameFile(env, kConfigFrame, cfg_path, &body));
+  GNOMON_RETURN_IF_ERROR(s);
+  GNOMON_RETURN_IF_ERROR(DecodeFrame(kConfigFrame, cfg_path, file, &body, nullptr));
   GNOMON_RETURN_IF_ERROR(RepoConfig::Decode(cfg_path, body, &r->config_));
   // Key slots say the repository is encrypted whatever the (unauthenticated)
   // config says: a config swapped for a plain one must not make gnomon
   // write in the clear, even when no key was given.
   std::vector<std::string> slots;
-  if (!r->config_.encrypted() && env->FileExists(RepoPath(path, kKeys)))
-    GNOMON_RETURN_IF_ERROR(env->ListDir(RepoPath(path, kKeys), &slots));
+  if (!r->config_.encrypted()) GNOMON_RETURN_IF_ERROR(b->List(kKeys, &slots));
   if (std::any_of(slots.begin(), slots.end(),
                   [](const std::string& n) { return IsHexName(n, 16); }))
     return Status::Corruption(cfg_path +
@@ -53,8 +56,8 @@ Status Repository::Open(Env* env, const std::string& path, LockMode mode,
     // lock, which prune's deletion step takes too.
     GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
     if (mode != LockMode::kReader)
-      GNOMON_RETURN_IF_ERROR(env->LockFile(RepoPath(path, kLock), mode == LockMode::kExclusive,
-                                           info, &r->lock_, &r->stale_lock_));
+      GNOMON_RETURN_IF_ERROR(
+          b->Lock(kLock, mode == LockMode::kExclusive, info, &r->lock_, &r->stale_lock_));
     r->mode_ = mode;
     // An encrypted repository's index files need the key: it cleans up
     // when it is unlocked (SetKey).
@@ -69,8 +72,7 @@ void Repository::CleanUpDeadRuns() {
   // and cleans up when it deletes: leave it all to it.
   std::unique_ptr<FileLock> gc;
   std::string ignored;
-  if (env_->CreateDir(P(kGc)).ok() && env_->LockFile(P(kGc, "lock"), false, "", &gc, &ignored).ok())
-    RemoveLeftovers();
+  if (backend_->Lock(P(kGc, "lock"), false, "", &gc, &ignored).ok()) RemoveLeftovers();
 }
 
 std::string Repository::HolderText(const std::string& what) const {
@@ -81,7 +83,7 @@ std::string Repository::HolderText(const std::string& what) const {
 
 Status Repository::ListIndexFiles(std::vector<std::string>* names) {
   std::vector<std::string> all;
-  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kIndex), &all));
+  GNOMON_RETURN_IF_ERROR(backend_->List(kIndex, &all));
   names->clear();
   for (auto& n : all)
     if (IsHexName(n, 32)) names->push_back(n);
@@ -90,8 +92,8 @@ Status Repository::ListIndexFiles(std::vector<std::string>* names) {
 }
 
 Status Repository::ReadIndexFile(const std::string& name, std::vector<PackSummary>* packs) {
-  std::string path = P(kIndex, name), body;
-  GNOMON_RETURN_IF_ERROR(ReadFramed(kIndexFrame, path, &body));
+  std::string path = D(P(kIndex, name)), body;
+  GNOMON_RETURN_IF_ERROR(ReadFramed(kIndexFrame, P(kIndex, name), &body));
   GNOMON_RETURN_IF_ERROR(DecodeIndexFile(path, body, packs));
   // Lengths decide allocations later: no chunk can be larger than a slot,
   // and a stored chunk is never larger than its raw bytes (FORMAT.md §4).
@@ -160,21 +162,16 @@ Status Repository::WriteIndexFile(const std::vector<PackSummary>& packs, std::st
   }
 }
 
-std::string Repository::PackPath(const std::string& id) const {
-  return P(kPacks, id.substr(0, 2), id);
-}
+std::string Repository::PackName(const std::string& id) { return P(kPacks, id.substr(0, 2), id); }
 
 Status Repository::ListPacks(std::vector<std::string>* ids) {
   ids->clear();
-  std::vector<std::string> subs, names;
-  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kPacks), &subs));
-  std::sort(subs.begin(), subs.end());
-  for (const auto& s : subs) {
-    if (!IsHexName(s, 2)) continue;
-    GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kPacks, s), &names));
-    for (auto& n : names)
-      if (IsHexName(n, 32) && n.compare(0, 2, s) == 0) ids->push_back(n);
-  }
+  std::vector<std::string> names;
+  GNOMON_RETURN_IF_ERROR(backend_->List(kPacks, &names));
+  for (auto& n : names)  // "ab/<id>": temporaries and strays are not packs
+    if (n.size() == 35 && n[2] == '/' && IsHexName(n.substr(3), 32) &&
+        n.compare(0, 2, n, 3, 2) == 0)
+      ids->push_back(n.substr(3));
   std::sort(ids->begin(), ids->end());
   return Status::OK();
 }
@@ -187,7 +184,7 @@ Status Repository::OpenPack(const std::string& id, std::shared_ptr<RandomAccessF
     return Status::OK();
   }
   std::unique_ptr<RandomAccessFile> f;
-  Status s = env_->NewRandomAccessFile(PackPath(id), &f);
+  Status s = backend_->Open(PackName(id), &f);
   if (s.IsNotFound())
     return Status::Corruption(PackPath(id) + ": pack is missing (the chunk index refers to it)");
   GNOMON_RETURN_IF_ERROR(s);
@@ -256,23 +253,23 @@ Status Repository::WriteVolumeIndex(const std::string& rel_path, const VolumeInd
   std::string file = EncodeFrame(kVolumeIndexFrame, 1, vi.Encode());
   *checksum = Checksum64({reinterpret_cast<const uint8_t*>(file.data()), file.size()});
   if (encrypted()) {
-    GNOMON_RETURN_IF_ERROR(NeedKey(P(rel_path)));
-    file = SealObject(*key_, NameOf(P(rel_path)), file);  // the checksum is of the plaintext
+    GNOMON_RETURN_IF_ERROR(NeedKey(D(P(rel_path))));
+    file = SealObject(*key_, P(rel_path), file);  // the checksum is of the plaintext
   }
-  return env_->WriteFileOnce(P(rel_path),
-                             {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
+  return backend_->Put(P(rel_path), {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
 }
 
 Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
-  std::string path = P(v.index), file, body;
-  Status s = env_->ReadFileToString(path, &file);
+  const std::string name = P(v.index), path = D(name);
+  std::string file, body;
+  Status s = backend_->Get(name, &file);
   if (s.IsNotFound())
     return Status::Corruption(path + ": volume index of volume '" + v.name + "' is missing");
   GNOMON_RETURN_IF_ERROR(s);
   if (encrypted()) {
     GNOMON_RETURN_IF_ERROR(NeedKey(path));
     std::string sealed = std::move(file);
-    GNOMON_RETURN_IF_ERROR(OpenObject(*key_, NameOf(path), path, sealed, &file));
+    GNOMON_RETURN_IF_ERROR(OpenObject(*key_, name, path, sealed, &file));
   }
   GNOMON_RETURN_IF_ERROR(DecodeFrame(kVolumeIndexFrame, path, file, &body, nullptr));
   if (Checksum64({reinterpret_cast<const uint8_t*>(file.data()), file.size()}) != v.index_checksum)
@@ -292,11 +289,11 @@ Status Repository::ReadVolumeIndex(const VolumeRecord& v, VolumeIndex* vi) {
 }
 
 bool Repository::BackupIdTaken(const std::string& id) {
-  return env_->FileExists(P(kBackups, id)) || env_->FileExists(P(VolumeIndexName(id, 0)));
+  return backend_->Exists(P(kBackups, id)) || backend_->Exists(P(VolumeIndexName(id, 0)));
 }
 
 bool Repository::BackupExists(const std::string& id) {
-  return IsBackupId(id) && env_->FileExists(P(kBackups, id));
+  return IsBackupId(id) && backend_->Exists(P(kBackups, id));
 }
 
 Status Repository::WriteBackupRecord(const BackupRecord& r) {
@@ -305,13 +302,13 @@ Status Repository::WriteBackupRecord(const BackupRecord& r) {
 
 Status Repository::ListBackups(std::vector<BackupRecord>* out, std::vector<Status>* errors) {
   std::vector<std::string> names;
-  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kBackups), &names));
+  GNOMON_RETURN_IF_ERROR(backend_->List(kBackups, &names));
   out->clear();
   for (const auto& n : names) {
     if (!IsHexName(n, 16)) continue;
-    std::string path = P(kBackups, n), body;
+    std::string path = D(P(kBackups, n)), body;
     BackupRecord r;
-    Status s = ReadFramed(kBackupFrame, path, &body);
+    Status s = ReadFramed(kBackupFrame, P(kBackups, n), &body);
     if (s.IsNotFound()) continue;  // forgotten since it was listed
     if (s.ok()) s = BackupRecord::Decode(path, body, &r);
     if (s.ok() && r.id != n) s = Status::Corruption(path + ": record id " + r.id + " != file name");
@@ -338,7 +335,7 @@ Status Repository::FindBackup(const std::string& spec, BackupRecord* out) {
       return errors.front().WithContext(
           "cannot tell which backup is the latest (name one by id, or remove the unreadable "
           "record with forget --force)");
-    if (all.empty()) return Status::NotFound(path_ + ": repository has no backups");
+    if (all.empty()) return Status::NotFound(path() + ": repository has no backups");
     *out = all.back();
     return Status::OK();
   }
@@ -358,7 +355,7 @@ Status Repository::FindBackup(const std::string& spec, BackupRecord* out) {
   if (!match) {
     for (const auto& e : errors)
       if (e.message().find(named) != std::string::npos) return e;
-    return Status::NotFound("no backup with id '" + spec + "' in " + path_);
+    return Status::NotFound("no backup with id '" + spec + "' in " + path());
   }
   *out = *match;
   return Status::OK();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/system.h"
+#include "format/backend.h"
 #include "format/backup_record.h"
 #include "format/check_file.h"
 #include "format/chunk_index.h"
@@ -74,16 +75,35 @@ class Repository {
   // An encrypted config (RepoConfig::SetEncrypted) needs at least one key
   // slot; the slots are written before the config.
   // Whether Init could create a repository at path (touches nothing).
-  static Status CheckInitPath(Env* env, const std::string& path);
-  static Status Init(Env* env, const std::string& path, RepoConfig config,
-                     const std::vector<KeySlot>& slots = {});
+  static Status CheckInit(Backend* backend);
+  static Status Init(Backend* backend, RepoConfig config, const std::vector<KeySlot>& slots = {});
   // `purpose` (e.g. "backup") goes into the lock file for the next person.
-  static Status Open(Env* env, const std::string& path, LockMode mode, const std::string& purpose,
+  static Status Open(std::unique_ptr<Backend> backend, LockMode mode, const std::string& purpose,
                      std::unique_ptr<Repository>* out);
+  // The same for a local directory through env.
+  static Status CheckInitPath(Env* env, const std::string& path) {
+    return CheckInit(NewLocalBackend(env, path).get());
+  }
+  static Status Init(Env* env, const std::string& path, RepoConfig config,
+                     const std::vector<KeySlot>& slots = {}) {
+    return Init(NewLocalBackend(env, path).get(), std::move(config), slots);
+  }
+  static Status Open(Env* env, const std::string& path, LockMode mode, const std::string& purpose,
+                     std::unique_ptr<Repository>* out) {
+    return Open(NewLocalBackend(env, path), mode, purpose, out);
+  }
+  // The same for a location a user gave: a local path or an S3 URL.
+  static Status OpenLocation(const std::string& location, LockMode mode, const std::string& purpose,
+                             std::unique_ptr<Repository>* out) {
+    std::unique_ptr<Backend> b;
+    GNOMON_RETURN_IF_ERROR(OpenBackend(Env::Default(), location, &b));
+    return Open(std::move(b), mode, purpose, out);
+  }
 
   const RepoConfig& config() const { return config_; }
-  const std::string& path() const { return path_; }
-  Env* env() const { return env_; }
+  // The location, for messages and for telling which disk it is on.
+  const std::string& path() const { return backend_->location(); }
+  Backend* backend() const { return backend_.get(); }
   // Text of a stale exclusive lock that Open broke (holder died), else "".
   const std::string& broken_stale_lock() const { return stale_lock_; }
 
@@ -112,11 +132,11 @@ class Repository {
   Status ScrubWithoutKey(std::vector<Status>* damaged, uint64_t* objects, uint64_t* bytes,
                          const std::atomic<bool>* cancel);
 
-  // A framed file of FORMAT.md §2 at path (under this repository), sealed
+  // A framed file of FORMAT.md §2 named `name` ("backups/<id>"), sealed
   // (§14.2) in an encrypted repository.
-  Status WriteFramed(const FrameKind& kind, uint32_t version, const std::string& path,
+  Status WriteFramed(const FrameKind& kind, uint32_t version, const std::string& name,
                      std::string_view body);
-  Status ReadFramed(const FrameKind& kind, const std::string& path, std::string* body,
+  Status ReadFramed(const FrameKind& kind, const std::string& name, std::string* body,
                     uint32_t* version = nullptr);
 
   // Chunk index: every readable index file, merged, less the quarantined
@@ -160,7 +180,9 @@ class Repository {
   // journal goes.
   void EndWrite();
   Status ListPacks(std::vector<std::string>* ids);
-  std::string PackPath(const std::string& id) const;
+  // Pack id's object name ("packs/ab/<id>"), and how messages name it.
+  static std::string PackName(const std::string& id);
+  std::string PackPath(const std::string& id) const { return backend_->Describe(PackName(id)); }
   Status OpenPack(const std::string& id, std::shared_ptr<RandomAccessFile>* out);
   // Reads and validates pack `id`'s header (opened with the key when sealed).
   Status ReadPackHeader(const std::string& id, const RandomAccessFile& f,
@@ -245,11 +267,13 @@ class Repository {
   const std::vector<std::string>& upkeep_warnings() const { return upkeep_warnings_; }
 
  private:
-  Repository(Env* env, std::string path) : env_(env), path_(std::move(path)) {}
+  explicit Repository(std::unique_ptr<Backend> backend) : backend_(std::move(backend)) {}
+  // An object's name ("index/<id>"), and how a message names it.
   template <class... Parts>
-  std::string P(const Parts&... parts) const {
-    return RepoPath(path_, parts...);
+  static std::string P(const Parts&... parts) {
+    return RepoPath("", parts...);
   }
+  std::string D(const std::string& name) const { return backend_->Describe(name); }
   // Removes what runs that died left (exclusive lock only): their packs no
   // index names, temporaries, volume indexes without a record.
   // unjournaled: also packs no index file and no journal names.
@@ -260,18 +284,22 @@ class Repository {
   Status ForgetRecordless(const std::string& id, std::string* what);
   void RemoveUnindexedPacks(const Leftovers& l, const std::set<std::string>& indexed);
   Status OpenJournal();
+  // Appends a line to the journal, durable when it returns OK.
+  Status AddToJournal(const std::string& line);
   // gc/users shared for the life of this object (FORMAT.md §8).
   Status EnterAsUser();
 
   // What a lock file says of its holder: no host name in an encrypted
   // repository (FORMAT.md §14.5), where the host is in no plaintext byte.
   std::string HolderText(const std::string& what) const;
-  // The object name of a path under this repository ("backups/<id>").
-  std::string NameOf(const std::string& path) const;
+  // A framed file never sealed (config, key slots): name is its object name.
+  Status WritePlainFramed(const FrameKind& kind, uint32_t version, const std::string& name,
+                          std::string_view body);
+  Status ReadPlainFramed(const FrameKind& kind, const std::string& name, std::string* body,
+                         uint32_t* version = nullptr);
   Status NeedKey(const std::string& what) const;
 
-  Env* env_;
-  std::string path_;
+  std::unique_ptr<Backend> backend_;
   RepoConfig config_;
   std::shared_ptr<const MasterKey> key_;
   ChunkHasher hasher_;
@@ -283,8 +311,8 @@ class Repository {
   std::string stale_lock_;
   std::vector<std::string> cleaned_;
   std::vector<std::string> upkeep_warnings_;
-  std::unique_ptr<WritableFile> journal_;
-  std::string journal_path_;
+  // The journal (FORMAT.md §9): put-replaced whole as lines are added.
+  std::string journal_name_, journal_text_;
   std::mutex pack_cache_mu_;
   std::unordered_map<std::string, std::shared_ptr<RandomAccessFile>> pack_cache_;
 };

@@ -11,10 +11,6 @@
 
 namespace gnomon {
 
-std::string Repository::NameOf(const std::string& path) const {
-  return std::filesystem::path(path).lexically_relative(path_).generic_string();
-}
-
 Status Repository::NeedKey(const std::string& what) const {
   if (!encrypted() || key_) return Status::OK();
   return Status::WrongKey(what +
@@ -32,15 +28,14 @@ void Repository::SetKey(std::shared_ptr<const MasterKey> key) {
 Status Repository::ListKeySlots(std::vector<KeySlot>* out, std::vector<Status>* errors) {
   out->clear();
   std::vector<std::string> names;
-  if (!env_->FileExists(P(kKeys))) return Status::OK();
-  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kKeys), &names));
+  GNOMON_RETURN_IF_ERROR(backend_->List(kKeys, &names));
   std::sort(names.begin(), names.end());
   for (const auto& n : names) {
     if (!IsHexName(n, 16)) continue;
-    const std::string path = P(kKeys, n);
+    const std::string path = D(P(kKeys, n));
     std::string body;
     KeySlot slot;
-    Status s = ReadFrameFile(env_, kKeySlotFrame, path, &body);
+    Status s = ReadPlainFramed(kKeySlotFrame, P(kKeys, n), &body);
     if (s.ok()) s = KeySlot::Decode(path, body, &slot);
     if (s.ok() && slot.id != n) s = Status::Corruption(path + ": key slot id != file name");
     if (s.ok())
@@ -90,10 +85,10 @@ Status Repository::UnlockWithPassword(std::string_view password) {
   const bool any = !slots.empty();
   std::erase_if(slots, [](const KeySlot& s) { return s.kind != "password"; });
   if (any && slots.empty() && damaged.empty())
-    return Status::WrongKey(path_ +
+    return Status::WrongKey(path() +
                             ": no passphrase opens this repository, only a key file "
                             "(--key-file)");
-  GNOMON_RETURN_IF_ERROR(TrySlots(slots, damaged, path_, "passphrase", [&](const KeySlot& s) {
+  GNOMON_RETURN_IF_ERROR(TrySlots(slots, damaged, path(), "passphrase", [&](const KeySlot& s) {
     Status st = OpenPasswordSlot(config_.id, s, password, &key);
     if (st.ok()) unlocked_slot_ = s.id;
     return st;
@@ -108,7 +103,7 @@ Status Repository::UnlockWithKeyFile(std::span<const uint8_t> file_key) {
   std::vector<Status> damaged;
   GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, &damaged));
   std::shared_ptr<const MasterKey> key;
-  GNOMON_RETURN_IF_ERROR(TrySlots(slots, damaged, path_, "key file", [&](const KeySlot& s) {
+  GNOMON_RETURN_IF_ERROR(TrySlots(slots, damaged, path(), "key file", [&](const KeySlot& s) {
     Status st = OpenKeyFileSlot(config_.id, s, file_key, &key);
     if (st.ok()) unlocked_slot_ = s.id;
     return st;
@@ -119,42 +114,54 @@ Status Repository::UnlockWithKeyFile(std::span<const uint8_t> file_key) {
 
 Status Repository::AddKeySlot(const KeySlot& slot) {
   GNOMON_RETURN_IF_ERROR(NeedKey("adding a key"));
-  GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kKeys)));
-  return WriteFrameFile(env_, kKeySlotFrame, 1, P(kKeys, slot.id), slot.Encode());
+  return WritePlainFramed(kKeySlotFrame, 1, P(kKeys, slot.id), slot.Encode());
 }
 
 Status Repository::RemoveKeySlot(const std::string& id) {
   if (!IsHexName(id, 16)) return Status::InvalidArgument("'" + id + "' is not a key slot id");
   std::vector<KeySlot> slots;
   GNOMON_RETURN_IF_ERROR(ListKeySlots(&slots, nullptr));
-  if (!env_->FileExists(P(kKeys, id)))
-    return Status::NotFound("no key slot " + id + " in " + path_);
+  if (!backend_->Exists(P(kKeys, id)))
+    return Status::NotFound("no key slot " + id + " in " + path());
   // A damaged slot may go as long as an intact one stays.
   std::erase_if(slots, [&](const KeySlot& s) { return s.id == id; });
   if (slots.empty())
     return Status::InvalidArgument("key slot " + id +
                                    " is the last one that opens the repository; add another "
                                    "first (gnomon key add)");
-  GNOMON_RETURN_IF_ERROR(env_->RemoveFile(P(kKeys, id)));
-  return env_->SyncDir(P(kKeys));
+  return backend_->Delete(P(kKeys, id));
 }
 
-Status Repository::WriteFramed(const FrameKind& kind, uint32_t version, const std::string& path,
+Status Repository::WritePlainFramed(const FrameKind& kind, uint32_t version,
+                                    const std::string& name, std::string_view body) {
+  // Every framed file is immutable: published once, never replaced.
+  const std::string file = EncodeFrame(kind, version, body);
+  return backend_->Put(name, {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
+}
+
+Status Repository::ReadPlainFramed(const FrameKind& kind, const std::string& name,
+                                   std::string* body, uint32_t* version) {
+  std::string file;
+  GNOMON_RETURN_IF_ERROR(backend_->Get(name, &file));
+  return DecodeFrame(kind, D(name), file, body, version);
+}
+
+Status Repository::WriteFramed(const FrameKind& kind, uint32_t version, const std::string& name,
                                std::string_view body) {
-  if (!encrypted()) return WriteFrameFile(env_, kind, version, path, body);
-  GNOMON_RETURN_IF_ERROR(NeedKey(path));
-  const std::string sealed = SealObject(*key_, NameOf(path), EncodeFrame(kind, version, body));
-  return env_->WriteFileOnce(path,
-                             {reinterpret_cast<const uint8_t*>(sealed.data()), sealed.size()});
+  if (!encrypted()) return WritePlainFramed(kind, version, name, body);
+  GNOMON_RETURN_IF_ERROR(NeedKey(D(name)));
+  const std::string sealed = SealObject(*key_, name, EncodeFrame(kind, version, body));
+  return backend_->Put(name, {reinterpret_cast<const uint8_t*>(sealed.data()), sealed.size()});
 }
 
-Status Repository::ReadFramed(const FrameKind& kind, const std::string& path, std::string* body,
+Status Repository::ReadFramed(const FrameKind& kind, const std::string& name, std::string* body,
                               uint32_t* version) {
-  if (!encrypted()) return ReadFrameFile(env_, kind, path, body, version);
+  if (!encrypted()) return ReadPlainFramed(kind, name, body, version);
+  const std::string path = D(name);
   GNOMON_RETURN_IF_ERROR(NeedKey(path));
   std::string sealed, frame;
-  GNOMON_RETURN_IF_ERROR(env_->ReadFileToString(path, &sealed));
-  GNOMON_RETURN_IF_ERROR(OpenObject(*key_, NameOf(path), path, sealed, &frame));
+  GNOMON_RETURN_IF_ERROR(backend_->Get(name, &sealed));
+  GNOMON_RETURN_IF_ERROR(OpenObject(*key_, name, path, sealed, &frame));
   return DecodeFrame(kind, path, frame, body, version);
 }
 
@@ -210,12 +217,12 @@ struct ScrubDir {
 Status Repository::ScrubWithoutKey(std::vector<Status>* damaged, uint64_t* objects, uint64_t* bytes,
                                    const std::atomic<bool>* cancel) {
   if (!encrypted())
-    return Status::InvalidArgument(path_ + ": not encrypted; verify --read-data needs no key");
+    return Status::InvalidArgument(path() + ": not encrypted; verify --read-data needs no key");
   auto stop = [&] { return cancel && cancel->load(); };
   // Config and key slots are framed plaintext: their XXH3-64 checksum.
   {
     std::string body;
-    Status s = ReadFrameFile(env_, kConfigFrame, P(kConfig), &body);
+    Status s = ReadPlainFramed(kConfigFrame, kConfig, &body);
     ++*objects;
     if (!s.ok()) damaged->push_back(s);
     std::vector<KeySlot> slots;
@@ -226,15 +233,14 @@ Status Repository::ScrubWithoutKey(std::vector<Status>* damaged, uint64_t* objec
       {kIndex, 32}, {kVolumes, 0}, {kBackups, 16}, {kQuarantine, 32}, {kChecks, 32}};
   for (const auto& d : dirs) {
     std::vector<std::string> names;
-    if (!env_->FileExists(P(d.dir))) continue;
-    GNOMON_RETURN_IF_ERROR(env_->ListDir(P(d.dir), &names));
+    GNOMON_RETURN_IF_ERROR(backend_->List(d.dir, &names));
     std::sort(names.begin(), names.end());
     for (const auto& n : names) {
       if (stop()) return Status::Aborted("interrupted");
       if (d.hex_len ? !IsHexName(n, d.hex_len) : n.find(".tmp-") != std::string::npos) continue;
-      const std::string path = P(d.dir, n);
+      const std::string path = D(P(d.dir, n));
       std::string file;
-      Status s = env_->ReadFileToString(path, &file);
+      Status s = backend_->Get(P(d.dir, n), &file);
       if (s.IsNotFound()) continue;  // forgotten while we walked
       if (s.ok())
         s = encrypted() ? CheckSealedObject(
@@ -250,7 +256,7 @@ Status Repository::ScrubWithoutKey(std::vector<Status>* damaged, uint64_t* objec
   for (const auto& id : ids) {
     if (stop()) return Status::Aborted("interrupted");
     std::unique_ptr<RandomAccessFile> f;
-    Status s = env_->NewRandomAccessFile(PackPath(id), &f);
+    Status s = backend_->Open(PackName(id), &f);
     if (s.IsNotFound()) continue;
     if (s.ok()) s = ScrubSealedPack(*f, bytes);
     ++*objects;

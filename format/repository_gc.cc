@@ -49,20 +49,20 @@ Status Repository::EnterAsUser() {
   // A repository on read-only media cannot have gc/ made: nobody can
   // delete there, so there is nothing to wait for. Anywhere else a failure
   // is an error: going on unregistered would let a prune delete beside us.
-  if (Status s = env_->CreateDir(P(kGc)); !s.ok())
-    return env_->OnReadOnlyMedia(path_) ? Status::OK() : s;
+  if (backend_->ReadOnly()) return Status::OK();
   const int64_t deadline = NowMs() + kUserWaitMs;
   bool told = false;
   for (;;) {
     std::unique_ptr<FileLock> gate;
-    Status s = env_->TryFlock(P(kGc, "gate"), false, &gate);
+    Status s = backend_->TryLock(P(kGc, "gate"), false, &gate);
     // Holding the gate shared while taking users means a prune cannot
     // slip in between and find us half-entered.
-    if (s.ok()) s = env_->TryFlock(P(kGc, "users"), false, &users_lock_);
+    if (s.ok()) s = backend_->TryLock(P(kGc, "users"), false, &users_lock_);
     if (!s.IsLocked()) return s;
     if (NowMs() >= deadline)
-      return Status::Locked("a prune has been deleting in " + path_ + " for 10 minutes; try later");
-    if (!told && WaitNotice()) WaitNotice()("waiting for a prune to finish deleting in " + path_);
+      return Status::Locked("a prune has been deleting in " + path() +
+                            " for 10 minutes; try later");
+    if (!told && WaitNotice()) WaitNotice()("waiting for a prune to finish deleting in " + path());
     told = true;
     gate.reset();
     Nap(50);
@@ -70,16 +70,15 @@ Status Repository::EnterAsUser() {
 }
 
 Status Repository::LockGc(const std::string& purpose, std::unique_ptr<FileLock>* out) {
-  GNOMON_RETURN_IF_ERROR(env_->CreateDir(P(kGc)));
   const std::string info = HolderText("gnomon " + purpose);
   std::string stale;
   // A backup's clean-up holds it shared for milliseconds; another prune
   // holds it for its whole run.
   Status s =
-      Poll(NowMs() + 5000, [&] { return env_->LockFile(P(kGc, "lock"), true, info, out, &stale); });
+      Poll(NowMs() + 5000, [&] { return backend_->Lock(P(kGc, "lock"), true, info, out, &stale); });
   if (s.IsLocked())
     return Status::Locked(
-        path_ + ": another prune is running (or a backup is cleaning up): " + s.message());
+        path() + ": another prune is running (or a backup is cleaning up): " + s.message());
   return s;
 }
 
@@ -98,15 +97,14 @@ Status Repository::EnterDeletion(int64_t max_wait_ms, const std::atomic<bool>* c
   for (;;) {
     *out = DeletionLocks();
     // The gate first: no new user starts while the ones running drain.
-    Status s = poll(deadline, [&] { return env_->TryFlock(P(kGc, "gate"), true, &out->gate); });
+    Status s = poll(deadline, [&] { return backend_->TryLock(P(kGc, "gate"), true, &out->gate); });
     if (s.IsLocked()) return Status::Locked("the gate stays busy");
     GNOMON_RETURN_IF_ERROR(s);
     const int64_t drain = std::min(deadline, NowMs() + kDrainMs);
-    s = poll(drain, [&] { return env_->TryFlock(P(kGc, "users"), true, &out->users); });
+    s = poll(drain, [&] { return backend_->TryLock(P(kGc, "users"), true, &out->users); });
     if (s.ok()) {
       std::string stale;
-      s = poll(drain,
-               [&] { return env_->LockFile(P(kLock), true, info, &out->repository, &stale); });
+      s = poll(drain, [&] { return backend_->Lock(kLock, true, info, &out->repository, &stale); });
     }
     if (!s.IsLocked()) return s;
     *out = DeletionLocks();  // a long restore or verify: let backups through meanwhile
@@ -122,28 +120,27 @@ Status Repository::EnterDeletion(int64_t max_wait_ms, const std::atomic<bool>* c
 
 Status Repository::DeletePack(const std::string& id) {
   if (!IsObjectId(id)) return Status::Corruption("pack id '" + id + "' is malformed");
-  Status s = env_->RemoveFile(PackPath(id));
+  Status s = backend_->Delete(PackName(id));
   return s.IsNotFound() ? Status::OK() : s;
 }
 
 Status Repository::DeleteIndexFile(const std::string& name) {
   if (!IsObjectId(name)) return Status::Corruption("index file name '" + name + "' is malformed");
-  Status s = env_->RemoveFile(P(kIndex, name));
+  Status s = backend_->Delete(P(kIndex, name));
   return s.IsNotFound() ? Status::OK() : s;
 }
 
 Status Repository::ListQuarantineFiles(std::vector<QuarantineFile>* out,
                                        std::vector<Status>* errors) {
   out->clear();
-  if (!env_->FileExists(P(kQuarantine))) return Status::OK();
   std::vector<std::string> names;
-  GNOMON_RETURN_IF_ERROR(env_->ListDir(P(kQuarantine), &names));
+  GNOMON_RETURN_IF_ERROR(backend_->List(kQuarantine, &names));
   for (const auto& n : names) {
     if (!IsObjectId(n)) continue;
-    std::string path = P(kQuarantine, n), body;
+    std::string path = D(P(kQuarantine, n)), body;
     uint64_t t = 0;
     QuarantineFile q{n, {}};
-    Status s = ReadFramed(kQuarantineFrame, path, &body);
+    Status s = ReadFramed(kQuarantineFrame, P(kQuarantine, n), &body);
     if (s.ok()) s = DecodeQuarantine(path, body, &t, &q.chunks);
     if (s.ok())
       out->push_back(std::move(q));
@@ -155,13 +152,13 @@ Status Repository::ListQuarantineFiles(std::vector<QuarantineFile>* out,
 
 Status Repository::DeleteQuarantineFile(const std::string& name) {
   if (!IsObjectId(name)) return Status::Corruption("quarantine file '" + name + "' is malformed");
-  Status s = env_->RemoveFile(P(kQuarantine, name));
+  Status s = backend_->Delete(P(kQuarantine, name));
   return s.IsNotFound() ? Status::OK() : s;
 }
 
 Status Repository::DeleteCheckFile(const std::string& name) {
   if (!IsObjectId(name)) return Status::Corruption("check file '" + name + "' is malformed");
-  Status s = env_->RemoveFile(P(kChecks, name));
+  Status s = backend_->Delete(P(kChecks, name));
   return s.IsNotFound() ? Status::OK() : s;
 }
 

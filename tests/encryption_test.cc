@@ -111,9 +111,11 @@ TEST(SealTest, ASealedPackReadsBackAndItsHeaderIsBoundToItsName) {
   TempDir d;
   auto key = MasterKey::Generate();
   const std::string id(32, 'a');
-  std::unique_ptr<WritableFile> f;
-  ASSERT_TRUE(Env::Default()->NewWritableFile(d / "tmp", &f).ok());
-  PackWriter w(Env::Default(), id, d / "tmp", d / "pack", std::move(f), key);
+  auto backend = NewLocalBackend(Env::Default(), d.path());
+  ASSERT_TRUE(Env::Default()->CreateDir(d / "tmp").ok());
+  std::unique_ptr<Upload> up;
+  ASSERT_TRUE(backend->NewUpload("pack", &up).ok());
+  PackWriter w(id, std::move(up), key);
   const auto c1 = RandomBytes(5000, 1), c2 = RandomBytes(7000, 2);
   ASSERT_TRUE(w.Add(ChunkHasher(key).Of(c1), Codec::kRaw, c1, 5000).ok());
   ASSERT_TRUE(w.Add(ChunkHasher(key).Of(c2), Codec::kRaw, c2, 7000).ok());

@@ -78,9 +78,11 @@ TEST(FramedFile, RoundTripAndEveryDamageIsNamed) {
 TEST(Pack, WriteReadAndDetectDamage) {
   TempDir dir;
   Env* env = Env::Default();
-  std::unique_ptr<WritableFile> f;
-  ASSERT_TRUE(env->NewWritableFile(dir / "tmp", &f).ok());
-  PackWriter w(env, "00", dir / "tmp", dir / "pack", std::move(f));
+  auto backend = NewLocalBackend(env, dir.path());
+  ASSERT_TRUE(env->CreateDir(dir / "tmp").ok());
+  std::unique_ptr<Upload> up;
+  ASSERT_TRUE(backend->NewUpload("pack", &up).ok());
+  PackWriter w("00", std::move(up));
   ChunkCompressor comp(3);
   std::vector<std::vector<uint8_t>> chunks = {
       test::TextLikeBytes(70000, 1), test::RandomBytes(5000, 2), test::TextLikeBytes(1, 3)};
@@ -92,7 +94,7 @@ TEST(Pack, WriteReadAndDetectDamage) {
   EXPECT_EQ(w.entries()[0].codec, Codec::kZstd);  // text compresses
   EXPECT_EQ(w.entries()[1].codec, Codec::kRaw);   // random does not
   ASSERT_TRUE(w.Finish().ok());
-  EXPECT_FALSE(env->FileExists(dir / "tmp"));
+  EXPECT_FALSE(env->FileExists(dir / "tmp/pack.pack"));
 
   std::unique_ptr<RandomAccessFile> r;
   ASSERT_TRUE(env->NewRandomAccessFile(dir / "pack", &r).ok());
@@ -173,9 +175,11 @@ TEST(IndexFile, RoundTripAndMalformed) {
 // same check, against the config's chunk size: DefectsTest).
 TEST(Pack, BlobLengthsNoWriterWritesAreCorruption) {
   TempDir dir;
-  std::unique_ptr<WritableFile> f;
-  ASSERT_TRUE(Env::Default()->NewWritableFile(dir / "tmp", &f).ok());
-  PackWriter w(Env::Default(), "00", dir / "tmp", dir / "pack", std::move(f));
+  auto backend = NewLocalBackend(Env::Default(), dir.path());
+  ASSERT_TRUE(Env::Default()->CreateDir(dir / "tmp").ok());
+  std::unique_ptr<Upload> up;
+  ASSERT_TRUE(backend->NewUpload("pack", &up).ok());
+  PackWriter w("00", std::move(up));
   const std::vector<uint8_t> stored = test::RandomBytes(100, 2);
   ASSERT_TRUE(w.Add(Digest::Of(stored), Codec::kZstd, stored, 0xffffffffu).ok());
   ASSERT_TRUE(w.Finish().ok());

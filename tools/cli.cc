@@ -47,7 +47,7 @@ int OpenRepo(const Globals& g, LockMode mode, const std::string& purpose,
     return Fail(g,
                 Status::InvalidArgument("no repository given: use --repo PATH or set GNOMON_REPO"),
                 kUsage);
-  Status s = Repository::Open(Env::Default(), g.repo, mode, purpose, out);
+  Status s = Repository::OpenLocation(g.repo, mode, purpose, out);
   if (s.IsNotFound()) return Fail(g, s, kNoRepo);
   if (!s.ok()) return Fail(g, s);
   // Unlocked first: an encrypted repository cleans up after dead runs then.

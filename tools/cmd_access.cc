@@ -117,6 +117,9 @@ int CmdServe(const Globals& g, const ServeOptions& opt) {
     return Fail(g,
                 Status::NotFound("nbdkit-gnomon-plugin.so not found (set GNOMON_NBDKIT_PLUGIN)"));
   std::string overlay = opt.overlay;
+  if (opt.writable && overlay.empty() && IsS3Location(g.repo))
+    return Fail(g, Status::InvalidArgument("--writable on an S3 repository needs --overlay FILE"),
+                kUsage);
   if (opt.writable && overlay.empty()) {
     // Beside the repository, never in it.
     const auto r = std::filesystem::absolute(g.repo).lexically_normal();
@@ -137,8 +140,10 @@ int CmdServe(const Globals& g, const ServeOptions& opt) {
                              opt.address.empty() ? "127.0.0.1" : opt.address});
   }
   if (g.threads > 0) args.insert(args.end(), {"--threads", std::to_string(g.threads)});
-  args.insert(args.end(), {plugin, "repo=" + std::filesystem::absolute(g.repo).string(),
-                           "backup=" + rec.id, "cache=" + std::to_string(opt.cache_bytes)});
+  const std::string repo_arg =
+      IsS3Location(g.repo) ? g.repo : std::filesystem::absolute(g.repo).string();
+  args.insert(args.end(), {plugin, "repo=" + repo_arg, "backup=" + rec.id,
+                           "cache=" + std::to_string(opt.cache_bytes)});
   if (!volume.empty()) args.push_back("volume=" + volume);
   if (!overlay.empty()) args.push_back("overlay=" + std::filesystem::absolute(overlay).string());
   if (repo->key()) {  // over a pipe nbdkit inherits: never in argv or the environment

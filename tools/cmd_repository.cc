@@ -34,14 +34,16 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib,
   const bool encrypt = encryption.empty() ? KeyGiven(g) : encryption != "none";
   std::vector<KeySlot> slots;
   // Checked before a key file is made or a passphrase asked for.
-  if (Status s = Repository::CheckInitPath(Env::Default(), g.repo); !s.ok()) return Fail(g, s);
+  std::unique_ptr<Backend> backend;
+  if (Status s = OpenBackend(Env::Default(), g.repo, &backend); !s.ok()) return Fail(g, s, kUsage);
+  if (Status s = Repository::CheckInit(backend.get()); !s.ok()) return Fail(g, s);
   if (encrypt) {
     c.SetEncrypted();
     c.id = RandomHexId(16);  // the key slots are bound to it
     std::shared_ptr<const MasterKey> key;
     if (Status s = MakeFirstSlots(g, c.id, &key, &slots); !s.ok()) return Fail(g, s);
   }
-  Status s = Repository::Init(Env::Default(), g.repo, c, slots);
+  Status s = Repository::Init(backend.get(), c, slots);
   if (!s.ok()) return Fail(g, s);
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kNone, "init", &repo, false)) return rc;

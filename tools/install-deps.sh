@@ -16,7 +16,9 @@ pkgs=(build-essential cmake ninja-build pkg-config
       # gnomon mount (FUSE) and gnomon serve (NBD through nbdkit)
       libfuse3-dev fuse3 nbdkit nbdkit-plugin-dev libnbd-bin
       # encrypted repositories: AES-256-GCM, HMAC-SHA-256 (OpenSSL), Argon2id (libsodium)
-      libssl-dev libsodium-dev)
+      libssl-dev libsodium-dev
+      # S3 repositories: HTTP (libcurl); tools/rgw.sh installs the Ceph gateway for tests
+      libcurl4-openssl-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,376 @@
+// S3 repositories: the SigV4 signer against AWS's published examples, the
+// location parser, and the real gnomon binary against a real Ceph RADOS
+// Gateway (tools/test.sh starts one with tools/rgw.sh and exports
+// GNOMON_TEST_S3_ENDPOINT and the credentials; without it these skip).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/random.h"
+#include "format/backend_s3.h"
+#include "format/s3_client.h"
+#include "format/sigv4.h"
+#include "tests/test_util.h"
+
+namespace gnomon {
+namespace {
+
+using nlohmann::json;
+
+const std::string kEmptySha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+std::string SignatureOf(const std::string& auth) { return auth.substr(auth.rfind('=') + 1); }
+
+// AWS's signature test suite (get-vanilla and get-vanilla-query-order-key-case).
+TEST(SigV4, AwsTestSuiteVectors) {
+  S3Credentials c{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1", ""};
+  SigV4Request r;
+  r.method = "GET";
+  r.encoded_path = "/";
+  r.service = "service";
+  r.headers = {{"host", "example.amazonaws.com"}, {"x-amz-date", "20150830T123600Z"}};
+  r.payload_hash = kEmptySha;
+  EXPECT_EQ(SignV4(r, c, "20150830T123600Z"),
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+            "SignedHeaders=host;x-amz-date, "
+            "Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
+  r.query = {{"Param2", "value2"}, {"Param1", "value1"}};  // sorted when signed
+  EXPECT_EQ(SignatureOf(SignV4(r, c, "20150830T123600Z")),
+            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500");
+}
+
+// The S3 examples of AWS's "Signature Calculations for the Authorization
+// Header" page: GET with a range, PUT with a body hash, a bucket listing.
+TEST(SigV4, S3DocumentationExamples) {
+  S3Credentials c{"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "us-east-1",
+                  ""};
+  const std::string date = "20130524T000000Z", host = "examplebucket.s3.amazonaws.com";
+  SigV4Request get;
+  get.method = "GET";
+  get.encoded_path = "/test.txt";
+  get.headers = {{"host", host},
+                 {"range", "bytes=0-9"},
+                 {"x-amz-content-sha256", kEmptySha},
+                 {"x-amz-date", date}};
+  get.payload_hash = kEmptySha;
+  EXPECT_EQ(CanonicalRequest(get),
+            "GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\n"
+            "x-amz-content-sha256:" +
+                kEmptySha + "\nx-amz-date:20130524T000000Z\n\n" +
+                "host;range;x-amz-content-sha256;x-amz-date\n" + kEmptySha);
+  EXPECT_EQ(SignatureOf(SignV4(get, c, date)),
+            "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+
+  SigV4Request put;
+  put.method = "PUT";
+  put.encoded_path = "/" + UriEncode("test$file.text", false);
+  put.payload_hash = Sha256Hex("Welcome to Amazon S3.");
+  EXPECT_EQ(put.payload_hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
+  put.headers = {{"date", "Fri, 24 May 2013 00:00:00 GMT"},
+                 {"host", host},
+                 {"x-amz-content-sha256", put.payload_hash},
+                 {"x-amz-date", date},
+                 {"x-amz-storage-class", "REDUCED_REDUNDANCY"}};
+  EXPECT_EQ(SignatureOf(SignV4(put, c, date)),
+            "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd");
+
+  SigV4Request list;
+  list.method = "GET";
+  list.encoded_path = "/";
+  list.query = {{"max-keys", "2"}, {"prefix", "J"}};
+  list.headers = {{"host", host}, {"x-amz-content-sha256", kEmptySha}, {"x-amz-date", date}};
+  list.payload_hash = kEmptySha;
+  EXPECT_EQ(SignatureOf(SignV4(list, c, date)),
+            "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7");
+}
+
+TEST(SigV4, EncodingAndDates) {
+  EXPECT_EQ(UriEncode("a b+c/d~e", false), "a%20b%2Bc/d~e");
+  EXPECT_EQ(UriEncode("a/b", true), "a%2Fb");
+  EXPECT_EQ(CanonicalQuery({{"prefix", "x/"}, {"list-type", "2"}}), "list-type=2&prefix=x%2F");
+  EXPECT_EQ(AmzDate(1369353600), "20130524T000000Z");
+}
+
+TEST(S3Location, ParsesAndRefuses) {
+  S3Location l;
+  ASSERT_TRUE(ParseS3Location("s3:http://127.0.0.1:7480/bucket/some/prefix/", &l).ok());
+  EXPECT_EQ(l.endpoint, "http://127.0.0.1:7480");
+  EXPECT_EQ(l.host, "127.0.0.1:7480");
+  EXPECT_EQ(l.bucket, "bucket");
+  EXPECT_EQ(l.prefix, "some/prefix");
+  EXPECT_EQ(l.Url(), "s3:http://127.0.0.1:7480/bucket/some/prefix");
+  ASSERT_TRUE(ParseS3Location("s3:https://h/b", &l).ok());
+  EXPECT_EQ(l.prefix, "");
+  for (const char* bad : {"s3:ftp://h/b", "s3:http://h", "s3:http://h/", "s3:http://h/b/../x",
+                          "s3:http://h/b//x", "s3:h/b", "s3:http://h/b%x"})
+    EXPECT_TRUE(ParseS3Location(bad, &l).code() == Status::Code::kInvalidArgument) << bad;
+}
+
+TEST(S3Retry, TransientAnswersAreRetried) {
+  EXPECT_TRUE(Retryable(500));
+  EXPECT_TRUE(Retryable(503));
+  EXPECT_TRUE(Retryable(429));
+  EXPECT_FALSE(Retryable(404));
+  EXPECT_FALSE(Retryable(412));
+  EXPECT_FALSE(Retryable(403));
+  // Nothing listens on port 9 of loopback: refused at once, retried until
+  // the budget runs out, then a clean error saying how often it tried.
+  S3Location l;
+  ASSERT_TRUE(ParseS3Location("s3:http://127.0.0.1:9/b", &l).ok());
+  RetryPolicy p;
+  p.budget_seconds = 1;
+  p.first_backoff_seconds = 0.05;
+  S3Client c(l, {"a", "s", "us-east-1", ""}, p);
+  S3Response r;
+  int attempts = 0;
+  const auto start = std::chrono::steady_clock::now();
+  Status s = c.Send({"GET", "x", {}, {}, {}}, &r, &attempts);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(s.code(), Status::Code::kIOError) << s.message();
+  EXPECT_NE(s.message().find("giving up"), std::string::npos) << s.message();
+  EXPECT_GE(attempts, 3);
+  EXPECT_LT(took, 5);
+}
+
+// A real gateway, shared by the tests of this binary (they hold the
+// "rgw" resource lock in CTest), each test in a bucket of its own.
+class S3Test : public test::RepoTest {
+ protected:
+  void SetUp() override {
+    test::RepoTest::SetUp();
+    endpoint_ = Env("GNOMON_TEST_S3_ENDPOINT");
+    endpoint2_ = Env("GNOMON_TEST_S3_ENDPOINT2");
+    if (endpoint_.empty()) return;
+    bucket_ = "gnomon-test-" + RandomHexId(6);
+    s3repo_ = "s3:" + endpoint_ + "/" + bucket_ + "/repo";
+  }
+  static std::string Env(const char* n) {
+    const char* v = std::getenv(n);
+    return v ? v : "";
+  }
+  std::string Skip() const {
+    return endpoint_.empty() ? "no S3 gateway: GNOMON_TEST_S3_ENDPOINT is unset (tools/test.sh "
+                               "starts one with tools/rgw.sh)"
+                             : "";
+  }
+  test::CommandResult S3(const std::string& repo, std::vector<std::string> args,
+                         std::vector<std::string> env = {}) {
+    args.insert(args.begin(), {test::GnomonBinary(), "--repo", repo});
+    return test::Run(args, env);
+  }
+  std::string Backup(const std::string& repo, const std::string& src) {
+    auto r = S3(repo, {"backup", "--json", src});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out)["id"].get<std::string>() : "";
+  }
+  std::unique_ptr<Backend> Open(const std::string& location) {
+    std::unique_ptr<Backend> b;
+    EXPECT_TRUE(OpenS3Backend(location, &b).ok());
+    return b;
+  }
+
+  std::string endpoint_, endpoint2_, bucket_, s3repo_;
+};
+
+TEST_F(S3Test, BackupIncrementalRestoreVerify) {
+  GNOMON_SKIP_IF(Skip());
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none", "--chunk-size", "64"}).exit_code, 0);
+  // A second init is refused: the location holds a repository.
+  auto again = S3(s3repo_, {"init", "--encryption=none"});
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
+
+  auto data = test::TextLikeBytes(6u << 20, 7);
+  test::WriteFile(dir_ / "vol", data);
+  const std::string full = Backup(s3repo_, dir_ / "vol");
+  ASSERT_EQ(full.size(), 16u);
+  for (size_t i = 0; i < 4096; ++i) data[(3u << 20) + i] ^= 0x5a;  // one changed chunk
+  test::WriteFile(dir_ / "vol", data);
+  const std::string second = Backup(s3repo_, dir_ / "vol");
+  ASSERT_EQ(second.size(), 16u);
+
+  auto list = S3(s3repo_, {"list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(json::parse(list.out).size(), 2u);
+  auto r = S3(s3repo_, {"restore", full, dir_ / "out1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = S3(s3repo_, {"restore", "latest", dir_ / "out2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out2"));
+  EXPECT_EQ(test::ReadFile(dir_ / "out1").size(), data.size());
+  auto v = S3(s3repo_, {"verify", "--read-data", "--json"});
+  ASSERT_EQ(v.exit_code, 0) << v.out << v.err;
+  EXPECT_TRUE(json::parse(v.out)["ok"].get<bool>());
+
+  // The objects are where FORMAT.md says, under the prefix.
+  auto b = Open(s3repo_);
+  std::vector<std::string> names;
+  ASSERT_TRUE(b->List("backups", &names).ok());
+  EXPECT_EQ(names.size(), 2u);
+  ASSERT_TRUE(b->List("packs", &names).ok());
+  EXPECT_FALSE(names.empty());
+  ASSERT_TRUE(b->List("tmp", &names).ok());
+  EXPECT_TRUE(names.empty());  // journals go when a run ends
+  ASSERT_TRUE(b->List("locks", &names).ok());
+  EXPECT_TRUE(names.empty());  // and lock objects
+}
+
+TEST_F(S3Test, EncryptedRepositoryAndScrubWithoutKey) {
+  GNOMON_SKIP_IF(Skip());
+  const std::vector<std::string> pw = {"GNOMON_PASSWORD=correct horse"};
+  ASSERT_EQ(S3(s3repo_, {"init"}, pw).exit_code, 0);
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(3u << 20, 9));
+  auto b = S3(s3repo_, {"backup", dir_ / "vol"}, pw);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  auto wrong = S3(s3repo_, {"list"}, {"GNOMON_PASSWORD=wrong"});
+  EXPECT_EQ(wrong.exit_code, 13) << wrong.err;
+  auto r = S3(s3repo_, {"restore", "latest", dir_ / "out"}, pw);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
+  auto v = S3(s3repo_, {"verify", "--without-key", "--json"});
+  ASSERT_EQ(v.exit_code, 0) << v.out << v.err;
+
+  // A flipped byte in a stored pack is found by the scrub without the key.
+  auto be = Open(s3repo_);
+  std::vector<std::string> packs;
+  ASSERT_TRUE(be->List("packs", &packs).ok());
+  ASSERT_FALSE(packs.empty());
+  std::string body;
+  ASSERT_TRUE(be->Get("packs/" + packs[0], &body).ok());
+  body[body.size() / 2] ^= 1;
+  ASSERT_TRUE(be->PutReplace("packs/" + packs[0],
+                             {reinterpret_cast<const uint8_t*>(body.data()), body.size()})
+                  .ok());
+  v = S3(s3repo_, {"verify", "--without-key"});
+  EXPECT_EQ(v.exit_code, 3) << v.out << v.err;
+  EXPECT_NE((v.out + v.err).find(packs[0].substr(3)), std::string::npos) << v.out << v.err;
+}
+
+// Create-once names hold across gateways: of two writers of one name,
+// exactly one wins and the stored body is the winner's.
+TEST_F(S3Test, CreateOnceAcrossTwoGateways) {
+  GNOMON_SKIP_IF(Skip());
+  GNOMON_SKIP_IF(endpoint2_.empty() ? "GNOMON_TEST_S3_ENDPOINT2 is unset" : "");
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none"}).exit_code, 0);
+  auto a = Open(s3repo_);
+  auto b = Open("s3:" + endpoint2_ + "/" + bucket_ + "/repo");
+  for (int i = 0; i < 10; ++i) {
+    const std::string name = "index/" + RandomHexId(16);
+    const std::string one = "first " + std::to_string(i), two = "second " + std::to_string(i);
+    Status sa, sb;
+    std::thread t([&] {
+      sb = b->Put(name, {reinterpret_cast<const uint8_t*>(two.data()), two.size()});
+    });
+    sa = a->Put(name, {reinterpret_cast<const uint8_t*>(one.data()), one.size()});
+    t.join();
+    ASSERT_NE(sa.ok(), sb.ok()) << sa.message() << " / " << sb.message();
+    EXPECT_TRUE(sa.ok() ? sb.IsExists() : sa.IsExists());
+    std::string got;
+    ASSERT_TRUE(a->Get(name, &got).ok());
+    EXPECT_EQ(got, sa.ok() ? one : two);
+  }
+}
+
+// Lock objects: a live exclusive holder on another host keeps a backup
+// out (exit 11, naming it); one whose process on this host is gone is
+// stale and broken, and the backup says so.
+TEST_F(S3Test, LiveLockRefusesStaleLockIsBroken) {
+  GNOMON_SKIP_IF(Skip());
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none"}).exit_code, 0);
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(1u << 20, 3));
+  auto be = Open(s3repo_);
+  auto put_lock = [&](const std::string& host, int64_t pid) {
+    const std::string name = "locks/" + RandomHexId(16);
+    const int64_t now = NowMicros() / 1000;
+    const std::string text = json{
+        {"host", host},
+        {"pid", pid},
+        {"kind", "exclusive"},
+        {"name", "repository"},
+        {"purpose", "pid " + std::to_string(pid) + " (gnomon backup)"},
+        {"created", now},
+        {"refreshed", now}}.dump();
+    EXPECT_TRUE(be->Put(name, {reinterpret_cast<const uint8_t*>(text.data()), text.size()}).ok());
+    return name;
+  };
+  const std::string live = put_lock("another-host", 4242);
+  auto r = S3(s3repo_, {"backup", dir_ / "vol"});
+  EXPECT_EQ(r.exit_code, 11) << r.err;
+  EXPECT_NE(r.err.find("pid 4242"), std::string::npos) << r.err;
+  ASSERT_TRUE(be->Delete(live).ok());
+
+  // A process of this host that is gone: spawn one and reap it.
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);
+  // The lock's host id is this host's (the backend hashes the host name).
+  std::unique_ptr<FileLock> probe;
+  ASSERT_TRUE(be->TryLock("gc/probe", false, &probe).ok());
+  std::vector<std::string> names;
+  ASSERT_TRUE(be->List("locks", &names).ok());
+  ASSERT_EQ(names.size(), 1u);
+  std::string mine;
+  ASSERT_TRUE(be->Get("locks/" + names[0], &mine).ok());
+  probe.reset();
+  put_lock(json::parse(mine)["host"].get<std::string>(), dead);
+  r = S3(s3repo_, {"backup", dir_ / "vol"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("stale lock"), std::string::npos) << r.err;
+  ASSERT_TRUE(be->List("locks", &names).ok());
+  EXPECT_TRUE(names.empty());
+}
+
+// The gateway dies mid-backup: the backup fails cleanly (an error, no
+// record), and once the gateway is back the next backup succeeds and the
+// repository verifies.
+TEST_F(S3Test, GatewayKilledMidBackup) {
+  GNOMON_SKIP_IF(Skip());
+  const std::string rgw_dir = Env("GNOMON_TEST_RGW_DIR");
+  GNOMON_SKIP_IF(endpoint2_.empty() || rgw_dir.empty()
+                     ? "GNOMON_TEST_S3_ENDPOINT2 / GNOMON_TEST_RGW_DIR are unset"
+                     : "");
+  const std::string repo2 = "s3:" + endpoint2_ + "/" + bucket_ + "/repo";
+  ASSERT_EQ(S3(repo2, {"init", "--encryption=none", "--pack-size", "4"}).exit_code, 0);
+  test::WriteFile(dir_ / "vol", test::RandomBytes(96u << 20, 5));  // incompressible: slow enough
+  const std::string log = dir_ / "backup.log";
+  pid_t pid = test::Spawn({"env", "GNOMON_S3_RETRY_SECONDS=2", test::GnomonBinary(), "--repo",
+                           repo2, "backup", dir_ / "vol"},
+                          log);
+  ASSERT_GT(pid, 0);
+  // Kill the gateway once the first pack is stored.
+  auto be = Open(s3repo_);
+  std::vector<std::string> packs;
+  for (int i = 0; i < 300 && packs.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(be->List("packs", &packs).ok());
+  }
+  ASSERT_FALSE(packs.empty()) << "no pack appeared";
+  ASSERT_EQ(test::Sh("bash " RGW_SH " kill-gateway " + rgw_dir + " 1").exit_code, 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string out = test::Sh("cat " + log).out;
+  ASSERT_EQ(test::Sh("bash " RGW_SH " start-gateway " + rgw_dir + " 1 >&2").exit_code, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
+  EXPECT_NE(out.find("giving up"), std::string::npos) << out;
+  std::vector<std::string> names;
+  ASSERT_TRUE(be->List("backups", &names).ok());
+  EXPECT_TRUE(names.empty());  // nothing published
+
+  auto r = S3(repo2, {"backup", dir_ / "vol"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto v = S3(repo2, {"verify", "--read-data", "--json"});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  r = S3(repo2, {"restore", "latest", dir_ / "out"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
+}
+
+}  // namespace
+}  // namespace gnomon
