@@ -92,6 +92,10 @@ class Backend {
   // Whether nothing here can be created, changed or deleted by anyone
   // (a read-only mount): then no lock is needed.
   virtual bool ReadOnly() = 0;
+  // Whether backups may run side by side here (FORMAT.md §8): on an object
+  // store, where hosts share a bucket and nothing is written half-way;
+  // not in a local directory, whose temporaries name no writer.
+  virtual bool ConcurrentWriters() const = 0;
 };
 
 // A repository in a local directory, through env (FORMAT.md §1b).

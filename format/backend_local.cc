@@ -178,6 +178,7 @@ class LocalBackend final : public Backend {
     return env_->TryFlock(Path(name), exclusive, out);
   }
   bool ReadOnly() override { return env_->OnReadOnlyMedia(root_); }
+  bool ConcurrentWriters() const override { return false; }
 
  private:
   template <class... Parts>

@@ -34,6 +34,7 @@ class S3Backend final : public Backend {
               std::unique_ptr<FileLock>* out, std::string* stale_holder) override;
   Status TryLock(const std::string& name, bool exclusive, std::unique_ptr<FileLock>* out) override;
   bool ReadOnly() override { return false; }
+  bool ConcurrentWriters() const override { return true; }
 
  private:
   std::string Key(const std::string& name) const;

@@ -55,13 +55,14 @@ Status Repository::Open(std::unique_ptr<Backend> backend, LockMode mode, const s
     // gc/users first: waiting at the gate must not hold the repository
     // lock, which prune's deletion step takes too.
     GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
+    r->exclusive_ = mode == LockMode::kExclusive ||
+                    (mode == LockMode::kAppend && !b->ConcurrentWriters());
     if (mode != LockMode::kReader)
-      GNOMON_RETURN_IF_ERROR(
-          b->Lock(kLock, mode == LockMode::kExclusive, info, &r->lock_, &r->stale_lock_));
+      GNOMON_RETURN_IF_ERROR(b->Lock(kLock, r->exclusive_, info, &r->lock_, &r->stale_lock_));
     r->mode_ = mode;
     // An encrypted repository's index files need the key: it cleans up
     // when it is unlocked (SetKey).
-    if (mode == LockMode::kExclusive && !r->encrypted()) r->CleanUpDeadRuns();
+    if (r->Writes() && !r->encrypted()) r->CleanUpDeadRuns();
   }
   *out = std::move(r);
   return Status::OK();

@@ -32,7 +32,10 @@ namespace gnomon {
 
 // kReader: gc/users only (FORMAT.md §8), for a reader that stays for hours
 // (mount, serve): prune's deletions wait for it, backups run beside it.
-enum class LockMode { kNone, kReader, kShared, kExclusive };
+// kAppend: a backup. Exclusive where the backend allows one writer at a
+// time (a local directory); shared on an object store, where backups on
+// many hosts run side by side, each holding a run lock of its own.
+enum class LockMode { kNone, kReader, kShared, kAppend, kExclusive };
 // kDedup: a backup's index, without quarantined copies (data met again is
 // stored anew). kRead: a reader's, with quarantined copies as a last resort
 // for digests nothing else holds (each read is still checked).
@@ -274,10 +277,16 @@ class Repository {
     return RepoPath("", parts...);
   }
   std::string D(const std::string& name) const { return backend_->Describe(name); }
-  // Removes what runs that died left (exclusive lock only): their packs no
-  // index names, temporaries, volume indexes without a record.
+  // Removes what runs that died left: their packs no index names,
+  // temporaries, volume indexes without a record. Without the exclusive
+  // lock, only what journals of dead runs name (their run lock is free).
   // unjournaled: also packs no index file and no journal names.
   void RemoveLeftovers(bool unjournaled = false);
+  bool Writes() const { return mode_ == LockMode::kAppend || mode_ == LockMode::kExclusive; }
+  // The run lock of journal tmp/<name>.
+  static std::string RunLockName(const std::string& journal);
+  // Whether journal tmp/<name>'s writer is alive (its run lock is held).
+  bool RunAlive(const std::string& journal);
   // RemoveLeftovers under gc/lock shared, unless a prune runs (exclusive
   // opens: at Open, or when an encrypted repository is unlocked).
   void CleanUpDeadRuns();
@@ -308,6 +317,12 @@ class Repository {
   // users_lock_ goes last: a process never holds the repository lock
   // without gc/users (FORMAT.md §8), which prune's deletion step relies on.
   std::unique_ptr<FileLock> users_lock_, lock_;
+  // Whether this process holds the repository lock exclusively: no other
+  // writer runs, so whatever another run left is a dead run's.
+  bool exclusive_ = false;
+  // A concurrent writer's run lock (gc/run-<journal>), held while its
+  // journal exists: clean-ups leave a journal whose run lock is held.
+  std::unique_ptr<FileLock> run_lock_;
   std::string stale_lock_;
   std::vector<std::string> cleaned_;
   std::vector<std::string> upkeep_warnings_;

@@ -22,7 +22,7 @@ void Repository::SetKey(std::shared_ptr<const MasterKey> key) {
   const bool first = !key_;
   key_ = std::move(key);
   hasher_ = key_ ? ChunkHasher(key_) : ChunkHasher();
-  if (first && key_ && mode_ == LockMode::kExclusive) CleanUpDeadRuns();
+  if (first && key_ && Writes()) CleanUpDeadRuns();
 }
 
 Status Repository::ListKeySlots(std::vector<KeySlot>* out, std::vector<Status>* errors) {

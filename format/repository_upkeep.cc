@@ -44,7 +44,22 @@ Status Repository::OpenJournal() {
   journal_name_ = P(kTmp, (encrypted() ? std::string("host") : SafeHostName(HostName())) + "-" +
                               std::to_string(getpid()) + "-" + RandomHexId(8) + kJournalSuffix);
   journal_text_.clear();
-  return Status::OK();
+  // Beside other writers, the journal is ours only while our run lock is.
+  if (exclusive_) return Status::OK();
+  const std::string base = journal_name_.substr(std::string(kTmp).size() + 1);
+  Status s = backend_->TryLock(RunLockName(base), true, &run_lock_);
+  if (!s.ok()) journal_name_.clear();
+  return s;
+}
+
+std::string Repository::RunLockName(const std::string& journal) {
+  return P(kGc, "run-" + journal.substr(0, journal.size() - std::string(kJournalSuffix).size()));
+}
+
+bool Repository::RunAlive(const std::string& journal) {
+  std::unique_ptr<FileLock> probe;
+  Status s = backend_->TryLock(RunLockName(journal), true, &probe);
+  return !s.ok();  // held, or cannot tell: keep what it names
 }
 
 Status Repository::AddToJournal(const std::string& line) {
@@ -75,6 +90,7 @@ void Repository::EndWrite() {
   backend_->Delete(journal_name_);
   journal_name_.clear();
   journal_text_.clear();
+  run_lock_.reset();
 }
 
 Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors,
@@ -237,6 +253,16 @@ Status Repository::FindLeftovers(Leftovers* out) {
     }
     out->journals.push_back(std::move(j));
   }
+  if (backend_->ConcurrentWriters() && !exclusive_) {
+    // Other writers may be running: leave their journals and what they name.
+    std::set<std::string> live;
+    for (const auto& j : out->journals)
+      if (RunAlive(j.name)) live.insert(j.name);
+    std::erase_if(out->journals, [&](const Leftovers::Journal& j) { return live.count(j.name); });
+    std::erase_if(out->temporaries, [&](const std::string& t) {
+      return live.count(t.substr(std::string(kTmp).size() + 1));
+    });
+  }
   std::vector<std::string> temporaries;
   GNOMON_RETURN_IF_ERROR(backend_->ListTemporaries(&temporaries));
   out->temporaries.insert(out->temporaries.end(), temporaries.begin(), temporaries.end());
@@ -271,7 +297,8 @@ void Repository::RemoveUnindexedPacks(const Leftovers& l, const std::set<std::st
 void Repository::RemoveLeftovers(bool unjournaled) {
   // We hold the exclusive lock and no prune runs (or we are prune, holding
   // gc/users exclusively), so every other journal and temporary file
-  // belongs to a run that is gone.
+  // belongs to a run that is gone; or, beside other writers on an object
+  // store, FindLeftovers kept only journals whose run lock is free.
   Leftovers l;
   if (Status s = FindLeftovers(&l); !s.ok())
     return upkeep_warnings_.push_back("could not look for what interrupted runs left (" +

@@ -278,6 +278,41 @@ TEST_F(S3Test, CreateOnceAcrossTwoGateways) {
   }
 }
 
+// Two hosts (two processes through two gateways) back up into one
+// repository at the same time, the same data and different data: every
+// backup commits, and every one restores byte for byte.
+TEST_F(S3Test, TwoHostsBackUpAtOnce) {
+  GNOMON_SKIP_IF(Skip());
+  GNOMON_SKIP_IF(endpoint2_.empty() ? "GNOMON_TEST_S3_ENDPOINT2 is unset" : "");
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none", "--chunk-size", "256", "--pack-size", "2"}).exit_code, 0);
+  const std::string repo2 = "s3:" + endpoint2_ + "/" + bucket_ + "/repo";
+  test::WriteFile(dir_ / "same", test::TextLikeBytes(12u << 20, 21));
+  test::WriteFile(dir_ / "other", test::RandomBytes(8u << 20, 22));
+  for (int round = 0; round < 2; ++round) {
+    const std::string second = round == 0 ? "same" : "other";
+    const std::string log = dir_ / ("b" + std::to_string(round) + ".log");
+    pid_t pid = test::Spawn({test::GnomonBinary(), "--repo", repo2, "backup", dir_ / second}, log);
+    ASSERT_GT(pid, 0);
+    auto mine = S3(s3repo_, {"backup", dir_ / "same"});
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_EQ(mine.exit_code, 0) << mine.err;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::Sh("cat " + log).out;
+  }
+  auto list = S3(s3repo_, {"list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  const json all = json::parse(list.out);
+  ASSERT_EQ(all.size(), 4u);
+  for (const auto& b : all) {
+    const std::string id = b["id"], src = b["volumes"][0]["name"];
+    auto r = S3(s3repo_, {"restore", id, dir_ / ("out-" + id)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(test::FilesEqual(dir_ / src, dir_ / ("out-" + id))) << id << " " << src;
+  }
+  auto v = S3(s3repo_, {"verify", "--read-data", "--json"});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+}
+
 // Lock objects: a live exclusive holder on another host keeps a backup
 // out (exit 11, naming it); one whose process on this host is gone is
 // stale and broken, and the backup says so.

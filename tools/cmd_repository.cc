@@ -71,7 +71,7 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib,
 
 int CmdBackup(const Globals& g, BackupOptions opt) {
   std::unique_ptr<Repository> repo;
-  if (int rc = OpenRepo(g, LockMode::kExclusive, "backup", &repo)) return rc;
+  if (int rc = OpenRepo(g, LockMode::kAppend, "backup", &repo)) return rc;
   ProgressDisplay progress(!g.json && !g.quiet);
   opt.threads = g.threads;
   opt.progress = progress.Callback();
