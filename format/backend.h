@@ -96,10 +96,23 @@ class Backend {
   // store, where hosts share a bucket and nothing is written half-way;
   // not in a local directory, whose temporaries name no writer.
   virtual bool ConcurrentWriters() const = 0;
+  // Whether reads cost a network round trip (then metadata is cached).
+  virtual bool Remote() const { return false; }
+  // From now on, read every object from the store itself, not a cache
+  // (verify checks what is stored).
+  virtual void BypassCache() {}
 };
 
 // A repository in a local directory, through env (FORMAT.md §1b).
 std::unique_ptr<Backend> NewLocalBackend(Env* env, const std::string& path);
+// A remote backend wrapped in the metadata cache of FORMAT.md §12.7, under
+// DefaultCacheRoot()/<repo id>; others, or no usable cache root, as they are.
+std::unique_ptr<Backend> WithMetadataCache(std::unique_ptr<Backend> inner,
+                                           const std::string& repo_id);
+// $GNOMON_CACHE_DIR ("none": no cache), else /var/cache/gnomon for root,
+// else $XDG_CACHE_HOME/gnomon or ~/.cache/gnomon.
+std::string DefaultCacheRoot();
+
 // The backend for a location the user gave: "s3:http[s]://HOST[:PORT]/
 // BUCKET[/PREFIX]" (credentials from the environment), else a local path.
 Status OpenBackend(Env* env, const std::string& location, std::unique_ptr<Backend>* out);

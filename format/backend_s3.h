@@ -35,6 +35,7 @@ class S3Backend final : public Backend {
   Status TryLock(const std::string& name, bool exclusive, std::unique_ptr<FileLock>* out) override;
   bool ReadOnly() override { return false; }
   bool ConcurrentWriters() const override { return true; }
+  bool Remote() const override { return true; }
 
  private:
   std::string Key(const std::string& name) const;

@@ -39,6 +39,8 @@ Status Repository::Open(std::unique_ptr<Backend> backend, LockMode mode, const s
   GNOMON_RETURN_IF_ERROR(s);
   GNOMON_RETURN_IF_ERROR(DecodeFrame(kConfigFrame, cfg_path, file, &body, nullptr));
   GNOMON_RETURN_IF_ERROR(RepoConfig::Decode(cfg_path, body, &r->config_));
+  r->backend_ = WithMetadataCache(std::move(r->backend_), r->config_.id);
+  b = r->backend();
   // Key slots say the repository is encrypted whatever the (unauthenticated)
   // config says: a config swapped for a plain one must not make gnomon
   // write in the clear, even when no key was given.
@@ -55,8 +57,8 @@ Status Repository::Open(std::unique_ptr<Backend> backend, LockMode mode, const s
     // gc/users first: waiting at the gate must not hold the repository
     // lock, which prune's deletion step takes too.
     GNOMON_RETURN_IF_ERROR(r->EnterAsUser());
-    r->exclusive_ = mode == LockMode::kExclusive ||
-                    (mode == LockMode::kAppend && !b->ConcurrentWriters());
+    r->exclusive_ =
+        mode == LockMode::kExclusive || (mode == LockMode::kAppend && !b->ConcurrentWriters());
     if (mode != LockMode::kReader)
       GNOMON_RETURN_IF_ERROR(b->Lock(kLock, r->exclusive_, info, &r->lock_, &r->stale_lock_));
     r->mode_ = mode;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -163,6 +164,7 @@ class S3Test : public test::RepoTest {
   test::CommandResult S3(const std::string& repo, std::vector<std::string> args,
                          std::vector<std::string> env = {}) {
     args.insert(args.begin(), {test::GnomonBinary(), "--repo", repo});
+    env.push_back("GNOMON_CACHE_DIR=" + dir_ / "cache");  // each test a cache of its own
     return test::Run(args, env);
   }
   std::string Backup(const std::string& repo, const std::string& src) {
@@ -253,6 +255,55 @@ TEST_F(S3Test, EncryptedRepositoryAndScrubWithoutKey) {
   EXPECT_NE((v.out + v.err).find(packs[0].substr(3)), std::string::npos) << v.out << v.err;
 }
 
+// The metadata cache: records, volume indexes and index files are kept
+// locally by name; a damaged cached copy is fetched again; a forgotten
+// record leaves the cache; verify reads the store, not the cache.
+TEST_F(S3Test, MetadataCache) {
+  GNOMON_SKIP_IF(Skip());
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none"}).exit_code, 0);
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(2u << 20, 4));
+  const std::string a = Backup(s3repo_, dir_ / "vol"), b = Backup(s3repo_, dir_ / "vol");
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  auto be = Open(s3repo_);
+  std::string config;
+  ASSERT_TRUE(be->Get("config", &config).ok());
+  auto list = S3(s3repo_, {"list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  std::string cache;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ / "cache")) cache = e.path();
+  ASSERT_FALSE(cache.empty());
+  EXPECT_TRUE(std::filesystem::exists(cache + "/backups/" + a));
+  EXPECT_TRUE(std::filesystem::exists(cache + "/volumes/" + a + ".0"));
+  EXPECT_FALSE(std::filesystem::is_empty(cache + "/index"));
+
+  // A damaged cached record is fetched again.
+  test::FlipByte(cache + "/backups/" + a, 10);
+  list = S3(s3repo_, {"list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(json::parse(list.out).size(), 2u);
+
+  // Damage in the store is found by verify although the cache is intact.
+  std::string rec;
+  ASSERT_TRUE(be->Get("backups/" + b, &rec).ok());
+  std::string bad = rec;
+  bad[bad.size() / 2] ^= 1;
+  ASSERT_TRUE(
+      be->PutReplace("backups/" + b, {reinterpret_cast<const uint8_t*>(bad.data()), bad.size()})
+          .ok());
+  auto v = S3(s3repo_, {"verify"});
+  EXPECT_EQ(v.exit_code, 3) << v.out << v.err;
+  ASSERT_TRUE(
+      be->PutReplace("backups/" + b, {reinterpret_cast<const uint8_t*>(rec.data()), rec.size()})
+          .ok());
+
+  // Forgetting a backup takes its record out of the cache too.
+  ASSERT_EQ(S3(s3repo_, {"forget", a}).exit_code, 0);
+  ASSERT_EQ(S3(s3repo_, {"list"}).exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(cache + "/backups/" + a));
+  EXPECT_TRUE(std::filesystem::exists(cache + "/backups/" + b));
+}
+
 // Create-once names hold across gateways: of two writers of one name,
 // exactly one wins and the stored body is the winner's.
 TEST_F(S3Test, CreateOnceAcrossTwoGateways) {
@@ -284,7 +335,9 @@ TEST_F(S3Test, CreateOnceAcrossTwoGateways) {
 TEST_F(S3Test, TwoHostsBackUpAtOnce) {
   GNOMON_SKIP_IF(Skip());
   GNOMON_SKIP_IF(endpoint2_.empty() ? "GNOMON_TEST_S3_ENDPOINT2 is unset" : "");
-  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none", "--chunk-size", "256", "--pack-size", "2"}).exit_code, 0);
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none", "--chunk-size", "256", "--pack-size", "2"})
+                .exit_code,
+            0);
   const std::string repo2 = "s3:" + endpoint2_ + "/" + bucket_ + "/repo";
   test::WriteFile(dir_ / "same", test::TextLikeBytes(12u << 20, 21));
   test::WriteFile(dir_ / "other", test::RandomBytes(8u << 20, 22));

@@ -246,6 +246,7 @@ int VerifyWithoutKey(const Globals& g, Repository* repo) {
 int CmdVerify(const Globals& g, bool read_data, const VerifySubset& subset, bool without_key) {
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kShared, "verify", &repo, !without_key)) return rc;
+  repo->backend()->BypassCache();  // what is stored is checked, not a local copy
   if (without_key && repo->encrypted()) return VerifyWithoutKey(g, repo.get());
   // A plain repository needs no key to be read whole.
   if (without_key) read_data = true;
