@@ -40,6 +40,12 @@ struct Globals {
   // $GNOMON_PASSWORD, the password file, or a prompt on the terminal.
   std::string password_file;  // --password-file, $GNOMON_PASSWORD_FILE
   std::string key_file;       // --key-file, $GNOMON_KEY_FILE
+  // Where the key comes from besides those options: the environment's
+  // names (copy gives each of its two repositories names of its own).
+  struct KeyEnv {
+    std::string password = "GNOMON_PASSWORD", password_file = "GNOMON_PASSWORD_FILE",
+                key_file = "GNOMON_KEY_FILE", password_option = "--password-file";
+  } key_env;
 };
 
 extern CancelFlag g_cancel;
@@ -100,6 +106,14 @@ int CmdPrune(const Globals& g, const PruneCliOptions& opt);
 // components: also list each writer's components (--components).
 int CmdWriters(const Globals& g, bool components = false);
 int CmdStats(const Globals& g);
+struct CopyCliOptions {
+  std::string from, to;
+  std::vector<std::string> backups;
+  struct Key {
+    std::string password_file, key_file;
+  } from_key, to_key;
+};
+int CmdCopy(const Globals& g, const CopyCliOptions& opt);
 // Use a backup without restoring it (tools/cmd_access.cc).
 int CmdMount(const Globals& g, const MountOptions& opt);
 struct ServeOptions {

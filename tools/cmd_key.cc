@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <map>
 
 #include "base/random.h"
 #include "tools/cli.h"
@@ -21,9 +22,9 @@ namespace {
 
 // The passphrases from the environment, taken out of it at start so no
 // child (a writer script, mkfs, nbdkit, QEMU) inherits them.
-std::string& Secret(const char* name) {
-  static std::string password, new_password;
-  return std::string_view(name) == "GNOMON_PASSWORD" ? password : new_password;
+std::string& Secret(const std::string& name) {
+  static std::map<std::string, std::string> taken;
+  return taken[name];
 }
 
 // How long Argon2id takes per password slot (FORMAT.md §14.1).
@@ -84,16 +85,16 @@ Status AsKeyError(const Status& s) { return s.ok() ? s : Status::WrongKey(s.mess
 
 // The passphrase that unlocks: $GNOMON_PASSWORD, the password file, a prompt.
 Status CurrentPassword(const Globals& g, std::string* out) {
-  if (const auto& p = Secret("GNOMON_PASSWORD"); !p.empty()) {
+  if (const auto& p = Secret(g.key_env.password); !p.empty()) {
     *out = p;
     return Status::OK();
   }
-  if (auto f = EnvOr("GNOMON_PASSWORD_FILE", g.password_file); !f.empty())
+  if (auto f = EnvOr(g.key_env.password_file.c_str(), g.password_file); !f.empty())
     return AsKeyError(FirstLine(f, out));
   return Prompt("passphrase for repository " + g.repo + ": ", out,
-                Status::WrongKey("the repository is encrypted: give the passphrase in "
-                                 "GNOMON_PASSWORD or --password-file, or a --key-file (no "
-                                 "terminal to ask on)"));
+                Status::WrongKey(g.repo + ": the repository is encrypted: give the passphrase in " +
+                                 g.key_env.password + " or " + g.key_env.password_option +
+                                 ", or a key file (no terminal to ask on)"));
 }
 
 // A new passphrase: from `env`/`file`, or asked twice on the terminal.
@@ -150,7 +151,8 @@ std::span<const uint8_t> Bytes(const std::string& s) {
 }  // namespace
 
 void TakeSecretsFromEnvironment() {
-  for (const char* name : {"GNOMON_PASSWORD", "GNOMON_NEW_PASSWORD"})
+  for (const char* name :
+       {"GNOMON_PASSWORD", "GNOMON_NEW_PASSWORD", "GNOMON_FROM_PASSWORD", "GNOMON_TO_PASSWORD"})
     if (const char* v = std::getenv(name)) {
       Secret(name) = v;
       ::unsetenv(name);
@@ -158,9 +160,9 @@ void TakeSecretsFromEnvironment() {
 }
 
 bool KeyGiven(const Globals& g) {
-  return !Secret("GNOMON_PASSWORD").empty() ||
-         !EnvOr("GNOMON_PASSWORD_FILE", g.password_file).empty() ||
-         !EnvOr("GNOMON_KEY_FILE", g.key_file).empty();
+  return !Secret(g.key_env.password).empty() ||
+         !EnvOr(g.key_env.password_file.c_str(), g.password_file).empty() ||
+         !EnvOr(g.key_env.key_file.c_str(), g.key_file).empty();
 }
 
 int UnlockRepo(const Globals& g, Repository* repo) {
@@ -170,11 +172,12 @@ int UnlockRepo(const Globals& g, Repository* repo) {
         g, Status::WrongKey(repo->path() +
                             ": a key was given but this repository is not encrypted. If it should "
                             "be, its config has been replaced (to make gnomon write in the clear): "
-                            "do not use it. Otherwise unset GNOMON_PASSWORD / GNOMON_PASSWORD_FILE "
-                            "/ GNOMON_KEY_FILE for it"));
+                            "do not use it. Otherwise give no key for it (" +
+                            g.key_env.password + ", " + g.key_env.password_file + ", " +
+                            g.key_env.key_file + ")"));
   }
   Status s;
-  if (auto kf = EnvOr("GNOMON_KEY_FILE", g.key_file); !kf.empty()) {
+  if (auto kf = EnvOr(g.key_env.key_file.c_str(), g.key_file); !kf.empty()) {
     std::string key;
     bool created = false;
     s = AsKeyError(KeyFileKey(kf, false, &key, &created));

@@ -262,6 +262,26 @@ int main(int argc, char** argv) {
       "Show what the repository holds, what of it live backups use, and what a prune could "
       "give back");
 
+  CopyCliOptions copt;
+  auto* copy = app.add_subcommand(
+      "copy",
+      "Copy backups into another repository (an off-site copy), sending only the chunks it "
+      "lacks");
+  copy->add_option("--from", copt.from, "Source repository (default: --repo / $GNOMON_REPO)");
+  copy->add_option("--to", copt.to, "Target repository (a path or s3:http[s]://HOST/BUCKET/...)")
+      ->required();
+  copy->add_option("BACKUP", copt.backups,
+                   "Backups to copy: ids, unique id prefixes or 'latest' (default: every "
+                   "backup the target lacks)");
+  copy->add_option("--from-password-file", copt.from_key.password_file,
+                   "Source passphrase file (or $GNOMON_FROM_PASSWORD, $GNOMON_FROM_PASSWORD_FILE)");
+  copy->add_option("--from-key-file", copt.from_key.key_file,
+                   "Source key file (or $GNOMON_FROM_KEY_FILE)");
+  copy->add_option("--to-password-file", copt.to_key.password_file,
+                   "Target passphrase file (or $GNOMON_TO_PASSWORD, $GNOMON_TO_PASSWORD_FILE)");
+  copy->add_option("--to-key-file", copt.to_key.key_file,
+                   "Target key file (or $GNOMON_TO_KEY_FILE)");
+
   std::string show_id;
   auto* show = app.add_subcommand(
       "show", "Show one backup: volumes, snapshot set, VSS documents, writer status");
@@ -453,6 +473,7 @@ int main(int argc, char** argv) {
     }
     if (*show) return CmdShow(g, show_id);
     if (*stats) return CmdStats(g);
+    if (*copy) return CmdCopy(g, copt);
     if (*prune) return CmdPrune(g, popt);
     if (*forget) return ForgetCommand(g, *forget, keep_within, keep_tags, group_by, &fopt);
     if (*writers) return CmdWriters(g, writer_components);
