@@ -145,17 +145,6 @@ if [ "${RESULTS:-0}" = 1 ]; then
     echo
     cat "$table"
   } >"$work/section"
-  python3 - "$results" "$work/section" <<'EOF'
-import sys
-path, section = sys.argv[1], open(sys.argv[2]).read()
-text = open(path).read()
-begin, end = "<!-- compare-peers:begin -->", "<!-- compare-peers:end -->"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + begin + "\n" + section + end + rest.split(end, 1)[1]
-else:
-    text += "\n## Peer comparison (bench/compare-peers.sh)\n\n" + begin + "\n" + section + end + "\n"
-open(path, "w").write(text)
-EOF
+  results_section compare-peers "Peer comparison (bench/compare-peers.sh)" "$work/section"
   echo "compare-peers: table written to $results" >&2
 fi

@@ -130,18 +130,6 @@ if [ "${RESULTS:-0}" = 1 ]; then
     echo
     echo "$ratios"
   } >"$work/section"
-  python3 - "$here/RESULTS.md" "$work/section" <<'PY'
-import sys
-path, section = sys.argv[1], open(sys.argv[2]).read()
-text = open(path).read()
-begin, end = "<!-- encryption:begin -->", "<!-- encryption:end -->"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + begin + "\n" + section + end + rest.split(end, 1)[1]
-else:
-    text += ("\n## Encryption (bench/encryption.sh, issue 17)\n\n" + begin + "\n" + section + end
-             + "\n")
-open(path, "w").write(text)
-PY
+  results_section encryption "Encryption (bench/encryption.sh, issue 17)" "$work/section"
   echo "encryption.sh: table written to $here/RESULTS.md" >&2
 fi

@@ -32,3 +32,19 @@ check_files() {
   umount "$work/a" "$work/b"
   [ $rc -eq 0 ] || { echo "$me: $2 restore has different files" >&2; exit 1; }
 }
+# Replaces the part of RESULTS.md between <!-- NAME:begin --> and
+# <!-- NAME:end --> with the file SECTION, or appends it under "## TITLE".
+results_section() {  # NAME TITLE SECTION
+  python3 - "$(dirname "${BASH_SOURCE[0]}")/RESULTS.md" "$@" <<'PY'
+import sys
+path, name, title, section = sys.argv[1], sys.argv[2], sys.argv[3], open(sys.argv[4]).read()
+text = open(path).read()
+begin, end = "<!-- %s:begin -->" % name, "<!-- %s:end -->" % name
+if begin in text:
+    head, rest = text.split(begin, 1)
+    text = head + begin + "\n" + section + end + rest.split(end, 1)[1]
+else:
+    text += "\n## " + title + "\n\n" + begin + "\n" + section + end + "\n"
+open(path, "w").write(text)
+PY
+}
