@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <oneapi/tbb/enumerable_thread_specific.h>
+#include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/parallel_pipeline.h>
 #include <oneapi/tbb/task_arena.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <cerrno>
 #include <chrono>
@@ -155,7 +157,11 @@ void RestoreRun::Done(Slot* s) {
 }
 
 Status RestoreRun::Run(uint64_t* written) {
-  const int threads = opt_.threads > 0 ? opt_.threads : DefaultThreads();
+  // A remote store answers each chunk after a round trip: more requests in
+  // flight than cores keeps the link busy while threads wait.
+  const int threads = opt_.threads > 0             ? opt_.threads
+                      : repo_->backend()->Remote() ? std::max(8, 4 * DefaultThreads())
+                                                   : DefaultThreads();
   const size_t tokens = 4u * threads;
   const uint32_t chunk = vi_.chunk_size;
   BufferPool<Slot> pool(tokens, [chunk](Slot& s) { s.buf.resize(chunk); });
@@ -173,6 +179,11 @@ Status RestoreRun::Run(uint64_t* written) {
     Done(s);
     pool.Give(s);
   };
+  // TBB keeps one worker per core unless told otherwise.
+  tbb::global_control workers(
+      tbb::global_control::max_allowed_parallelism,
+      std::max<size_t>(threads, tbb::global_control::active_value(
+                                    tbb::global_control::max_allowed_parallelism)));
   tbb::task_arena arena(threads);
   arena.execute([&] {
     tbb::parallel_pipeline(tokens,
