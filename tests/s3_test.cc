@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -414,6 +416,64 @@ TEST_F(S3Test, TwoHostsBackUpAtOnce) {
     EXPECT_TRUE(test::FilesEqual(dir_ / src, dir_ / ("out-" + id))) << id << " " << src;
   }
   auto v = S3(s3repo_, {"verify", "--read-data", "--json"});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+}
+
+// Garbage collection against the bucket, beside backups from another
+// "host" (another process through the other gateway) that keep storing new
+// data and data of backups forgotten earlier: prune deletes what no backup
+// uses, and every backup stays whole.
+TEST_F(S3Test, PruneBesideBackupsFromAnotherHost) {
+  GNOMON_SKIP_IF(Skip());
+  GNOMON_SKIP_IF(endpoint2_.empty() ? "GNOMON_TEST_S3_ENDPOINT2 is unset" : "");
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none", "--chunk-size", "64", "--pack-size", "1"})
+                .exit_code,
+            0);
+  const std::string repo2 = "s3:" + endpoint2_ + "/" + bucket_ + "/repo";
+  std::atomic<bool> stop{false};
+  std::atomic<int> prunes{0}, deleted{0};
+  std::vector<std::string> errors;
+  std::thread pruner([&] {
+    while (!stop) {
+      auto r = S3(s3repo_, {"prune", "--json", "--max-unused", "0", "--wait", "120"});
+      if (r.exit_code != 0) {
+        errors.push_back(r.err);
+        continue;
+      }
+      ++prunes;
+      deleted += json::parse(r.out)["packs_deleted"].get<int>();
+    }
+  });
+  std::map<std::string, std::vector<uint8_t>> made;
+  std::vector<std::string> order;
+  for (int i = 0; i < 6; ++i) {
+    auto data = test::RandomBytes(2u << 20, 100 + i);  // new
+    if (i >= 2) {
+      auto old = test::RandomBytes(2u << 20, 100 + i - 2);  // of a backup forgotten below
+      data.insert(data.end(), old.begin(), old.end());
+    }
+    test::WriteFile(dir_ / "vol", data);
+    const std::string id = Backup(repo2, dir_ / "vol");
+    ASSERT_FALSE(id.empty());
+    made[id] = data;
+    order.push_back(id);
+    if (order.size() > 2) {  // keep the last two
+      ASSERT_EQ(S3(repo2, {"forget", order[order.size() - 3]}).exit_code, 0);
+      made.erase(order[order.size() - 3]);
+    }
+  }
+  while (prunes.load() < 2 && errors.empty()) std::this_thread::sleep_for(std::chrono::seconds(1));
+  stop = true;
+  pruner.join();
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_GT(deleted.load(), 0);
+  for (const auto& [id, data] : made) {
+    const std::string out = dir_ / ("out-" + id);
+    auto r = S3(s3repo_, {"restore", id, out});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(test::ReadFile(out) == data) << "backup " << id << " restores other bytes";
+  }
+  auto v = S3(s3repo_, {"verify", "--read-data"});
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
 
