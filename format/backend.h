@@ -41,8 +41,9 @@ class Backend {
   // location/name: how a message names an object.
   std::string Describe(const std::string& name) const { return location() + "/" + name; }
 
-  // Whether anything is at the location at all (before asking for config).
-  virtual bool LocationExists() = 0;
+  // OK if anything is at the location at all (before asking for config);
+  // NotFound if nothing is; any other error (a wrong key, no answer) as is.
+  virtual Status CheckLocation() = 0;
   // Whether a new repository could be created here (touches nothing):
   // an empty location, or what an interrupted init left.
   virtual Status CheckCreate() = 0;

@@ -52,7 +52,7 @@ class CachingBackend final : public Backend {
       : inner_(std::move(inner)), dir_(std::move(dir)) {}
 
   const std::string& location() const override { return inner_->location(); }
-  bool LocationExists() override { return inner_->LocationExists(); }
+  Status CheckLocation() override { return inner_->CheckLocation(); }
   Status CheckCreate() override { return inner_->CheckCreate(); }
   Status Create() override { return inner_->Create(); }
   void DiscardCreated() override { inner_->DiscardCreated(); }

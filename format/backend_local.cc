@@ -52,7 +52,9 @@ class LocalBackend final : public Backend {
   LocalBackend(Env* env, std::string root) : env_(env), root_(std::move(root)) {}
 
   const std::string& location() const override { return root_; }
-  bool LocationExists() override { return env_->FileExists(root_); }
+  Status CheckLocation() override {
+    return env_->FileExists(root_) ? Status::OK() : Status::NotFound(root_ + ": does not exist");
+  }
 
   Status CheckCreate() override {
     ResolveSymlink();

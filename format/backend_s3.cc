@@ -129,9 +129,11 @@ Status S3Backend::Answer(const std::string& what, const S3Response& r) const {
   return Status::IOError(DescribeS3Error(what, r));
 }
 
-bool S3Backend::LocationExists() {
+Status S3Backend::CheckLocation() {
   S3Response r;
-  return client_->Send({"HEAD", "", {}, {}, {}}, &r).ok() && r.status == 200;
+  GNOMON_RETURN_IF_ERROR(client_->Send({"HEAD", "", {}, {}, {}}, &r).WithContext(location_));
+  if (r.status == 404) return Status::NotFound(location_ + ": the bucket does not exist");
+  return Answer(location_, r);  // a wrong key says so here (403)
 }
 
 Status S3Backend::CheckCreate() {

@@ -17,7 +17,7 @@ class S3Backend final : public Backend {
   ~S3Backend() override;
 
   const std::string& location() const override { return location_; }
-  bool LocationExists() override;
+  Status CheckLocation() override;
   Status CheckCreate() override;
   Status Create() override;
   void DiscardCreated() override;

@@ -29,7 +29,8 @@ Status Repository::Open(std::unique_ptr<Backend> backend, LockMode mode, const s
                         std::unique_ptr<Repository>* out) {
   const std::string& path = backend->location();
   const std::string cfg_path = backend->Describe(kConfig);
-  if (!backend->LocationExists()) return Status::NotFound(path + ": repository does not exist");
+  if (Status s = backend->CheckLocation(); !s.ok())
+    return s.IsNotFound() ? Status::NotFound(path + ": repository does not exist") : s;
   std::unique_ptr<Repository> r(new Repository(std::move(backend)));
   Backend* b = r->backend();
   std::string file, body;

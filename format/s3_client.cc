@@ -272,6 +272,9 @@ std::string DescribeS3Error(const std::string& what, const S3Response& r) {
   std::string m = what + ": HTTP " + std::to_string(r.status);
   if (!tag("Code").empty()) m += " " + tag("Code");
   if (!tag("Message").empty()) m += " (" + tag("Message") + ")";
+  if (r.status == 403)
+    m += ": access denied; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+         "~/.aws/credentials) and the clock";
   return m;
 }
 
