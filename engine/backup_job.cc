@@ -453,19 +453,7 @@ Status BackupRun::Commit(BackupRecord* rec, const std::vector<VolumeIndex>& inde
 
 Status BackupRun::Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
   for (int attempt = 0;; ++attempt) {
-    size_t written = 0;
-    Status s = repo_->JournalBackup(rec->id);
-    for (; s.ok() && written < indexes.size(); ++written) {
-      rec->volumes[written].index = VolumeIndexName(rec->id, written);
-      s = repo_->WriteVolumeIndex(rec->volumes[written].index, indexes[written],
-                                  &rec->volumes[written].index_checksum);
-      if (!s.ok()) break;
-    }
-    if (s.ok()) s = repo_->WriteBackupRecord(*rec);
-    if (s.ok()) return s;
-    // Only what this attempt wrote is removed: a name that was taken
-    // belongs to another backup.
-    for (size_t i = 0; i < written; ++i) repo_->backend()->Delete(rec->volumes[i].index);
+    Status s = repo_->PublishBackup(rec, indexes);
     if (!s.IsExists() || attempt == 8) return s;
     do rec->id = RandomHexId(8);
     while (repo_->BackupIdTaken(rec->id));

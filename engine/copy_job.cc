@@ -188,20 +188,8 @@ class CopyRun {
 
   // Volume indexes, then the record (FORMAT.md §9), under the source's id.
   Status Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
-    GNOMON_RETURN_IF_ERROR(to_->JournalBackup(rec->id));
-    size_t written = 0;
-    Status s;
-    for (; s.ok() && written < indexes.size(); ++written) {
-      rec->volumes[written].index = VolumeIndexName(rec->id, written);
-      s = to_->WriteVolumeIndex(rec->volumes[written].index, indexes[written],
-                                &rec->volumes[written].index_checksum);
-      if (!s.ok()) break;
-    }
-    if (s.ok()) s = to_->WriteBackupRecord(*rec);
-    if (!s.ok())
-      for (size_t i = 0; i < written; ++i) to_->backend()->Delete(rec->volumes[i].index);
-    if (s.IsExists()) return s.WithContext("another run copied it meanwhile");
-    return s;
+    Status s = to_->PublishBackup(rec, indexes);
+    return s.IsExists() ? s.WithContext("another run copied it meanwhile") : s;
   }
 
   int Threads() const { return arena_.max_concurrency(); }

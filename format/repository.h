@@ -213,6 +213,11 @@ class Repository {
 
   // Backup records. Write-once: Exists if the id is taken.
   Status WriteBackupRecord(const BackupRecord& r);
+  // Publishes backup rec (FORMAT.md §9): journals its id, writes its volume
+  // indexes (setting each volume's index name and checksum), then the
+  // record. On failure removes the volume indexes it wrote; Exists if a
+  // name of the id is taken (another backup's: nothing of it is touched).
+  Status PublishBackup(BackupRecord* rec, const std::vector<VolumeIndex>& indexes);
   bool BackupIdTaken(const std::string& id);
   bool BackupExists(const std::string& id);  // its record is there
   // All readable records, oldest first; unreadable ones are reported in errors.

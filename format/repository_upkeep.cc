@@ -93,6 +93,24 @@ void Repository::EndWrite() {
   run_lock_.reset();
 }
 
+Status Repository::PublishBackup(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
+  GNOMON_RETURN_IF_ERROR(JournalBackup(rec->id));
+  size_t written = 0;
+  Status s;
+  for (; s.ok() && written < indexes.size(); ++written) {
+    rec->volumes[written].index = VolumeIndexName(rec->id, written);
+    s = WriteVolumeIndex(rec->volumes[written].index, indexes[written],
+                         &rec->volumes[written].index_checksum);
+    if (!s.ok()) break;
+  }
+  if (s.ok()) s = WriteBackupRecord(*rec);
+  // Only what this call wrote is removed: a name that was taken belongs to
+  // another backup.
+  if (!s.ok())
+    for (size_t i = 0; i < written; ++i) backend_->Delete(rec->volumes[i].index);
+  return s;
+}
+
 Status Repository::ReadQuarantine(std::set<BadChunk>* out, std::vector<Status>* errors,
                                   std::map<Digest, std::string>* since) {
   std::vector<std::string> names;
