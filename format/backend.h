@@ -47,10 +47,11 @@ class Backend {
   // Whether a new repository could be created here (touches nothing):
   // an empty location, or what an interrupted init left.
   virtual Status CheckCreate() = 0;
-  // Prepares an empty location (local: the directory layout), clearing
-  // what an interrupted init left; Discard undoes it after a failed init.
+  // Prepares an empty location (local: the directory layout, clearing what
+  // an interrupted init left); DiscardCreated undoes it after a failed
+  // init, deleting of the objects only those this init wrote.
   virtual Status Create() = 0;
-  virtual void DiscardCreated() = 0;
+  virtual void DiscardCreated(const std::vector<std::string>& written) = 0;
 
   // Create-once: Exists, changing nothing, if `name` exists.
   virtual Status Put(const std::string& name, std::span<const uint8_t> data) = 0;

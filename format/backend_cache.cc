@@ -29,10 +29,13 @@ bool Cacheable(const std::string& name) {
 }
 
 // A directory of ours, never through a symlink.
-bool MakeDir(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return false;
+bool OwnDir(const std::string& dir) {
   struct stat st;
   return ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid();
+}
+bool MakeDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return false;
+  return OwnDir(dir);
 }
 
 bool ReadWhole(const std::string& path, std::string* out) {
@@ -55,7 +58,9 @@ class CachingBackend final : public Backend {
   Status CheckLocation() override { return inner_->CheckLocation(); }
   Status CheckCreate() override { return inner_->CheckCreate(); }
   Status Create() override { return inner_->Create(); }
-  void DiscardCreated() override { inner_->DiscardCreated(); }
+  void DiscardCreated(const std::vector<std::string>& written) override {
+    inner_->DiscardCreated(written);
+  }
   Status Put(const std::string& name, std::span<const uint8_t> data) override {
     GNOMON_RETURN_IF_ERROR(inner_->Put(name, data));
     if (Cacheable(name)) Store(name, {reinterpret_cast<const char*>(data.data()), data.size()});
@@ -85,7 +90,7 @@ class CachingBackend final : public Backend {
   }
   Status Delete(const std::string& name) override {
     Status s = inner_->Delete(name);
-    if (Cacheable(name)) ::unlink(Path(name).c_str());
+    if (Cacheable(name) && DirsSafe(name)) ::unlink(Path(name).c_str());
     return s;
   }
   Status ListTemporaries(std::vector<std::string>* names) override {
@@ -106,7 +111,13 @@ class CachingBackend final : public Backend {
  private:
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
 
+  // The cache's folders, ours and real (never a planted symlink).
+  bool DirsSafe(const std::string& name) const {
+    return OwnDir(dir_) && OwnDir(dir_ + "/" + name.substr(0, name.find('/')));
+  }
+
   bool Load(const std::string& name, std::string* out) {
+    if (!DirsSafe(name)) return false;
     std::string file;
     if (!ReadWhole(Path(name), &file) || file.size() < 8) return false;
     const size_t n = file.size() - 8;
@@ -134,6 +145,7 @@ class CachingBackend final : public Backend {
 
   // Cached objects the store no longer lists were deleted (forget, prune).
   void Forget(const std::string& dir, const std::vector<std::string>& names) {
+    if (!DirsSafe(dir + "/x")) return;
     std::vector<std::string> cached;
     std::unique_ptr<Backend> local = NewLocalBackend(Env::Default(), dir_);
     if (!local->List(dir, &cached).ok()) return;

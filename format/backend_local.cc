@@ -76,7 +76,7 @@ class LocalBackend final : public Backend {
     GNOMON_RETURN_IF_ERROR(CheckCreate());
     bool half_built = false;
     if (env_->FileExists(root_) && IsEmptyOrHalfBuilt(&half_built) && half_built)
-      DiscardCreated();  // an interrupted init: start again
+      DiscardCreated({});  // an interrupted init: start again
     GNOMON_RETURN_IF_ERROR(env_->CreateDir(root_));
     for (const char* d : kLayoutDirs) GNOMON_RETURN_IF_ERROR(env_->CreateDir(Path(d)));
     for (int i = 0; i < 256; ++i) GNOMON_RETURN_IF_ERROR(env_->CreateDir(Path(kPacks, Sub(i))));
@@ -85,7 +85,8 @@ class LocalBackend final : public Backend {
   }
 
   // Removes the layout an init made (all empty but key slots), best effort.
-  void DiscardCreated() override {
+  // A local init is one person's: slots an init that died left go too.
+  void DiscardCreated(const std::vector<std::string>&) override {
     for (int i = 0; i < 256; ++i) env_->RemoveDir(Path(kPacks, Sub(i)));
     std::vector<std::string> slots;
     if (env_->ListDir(Path(kKeys), &slots).ok())

@@ -141,14 +141,36 @@ Status S3Backend::CheckCreate() {
   GNOMON_RETURN_IF_ERROR(client_->Send({"HEAD", "", {}, {}, {}}, &r));
   if (r.status == 404) return Status::OK();  // Create makes the bucket
   GNOMON_RETURN_IF_ERROR(Answer(location_, r));
+  GNOMON_RETURN_IF_ERROR(CheckNotNested());
   std::vector<std::string> all;
   GNOMON_RETURN_IF_ERROR(ListKeys(client_->location().prefix, &all));
   for (const auto& n : all) {
     if (n == kConfig)
       return Status::InvalidArgument(location_ + ": a repository already exists here");
-    if (n.rfind(std::string(kKeys) + "/", 0) != 0)  // key slots: an init that died
+    // Only key slots of an init that died may be there (FORMAT.md §14.1).
+    if (n.rfind(std::string(kKeys) + "/", 0) != 0 || !IsHexName(n.substr(5), 16))
       return Status::InvalidArgument(location_ + ": holds objects (" + n +
                                      "); refusing to create a repository among them");
+  }
+  return Status::OK();
+}
+
+// Not inside another repository: its clean-up would take ours for its own.
+Status S3Backend::CheckNotNested() {
+  const std::string& prefix = client_->location().prefix;
+  if (prefix.empty()) return Status::OK();
+  std::vector<std::string> above = {""};
+  for (size_t p = prefix.find('/'); p != std::string::npos; p = prefix.find('/', p + 1))
+    above.push_back(prefix.substr(0, p));
+  for (const auto& a : above) {
+    S3Response h;
+    GNOMON_RETURN_IF_ERROR(
+        client_->Send({"HEAD", a.empty() ? kConfig : a + "/" + kConfig, {}, {}, {}}, &h));
+    if (h.status == 200)
+      return Status::InvalidArgument(
+          location_ + ": lies inside the repository at s3:" + client_->location().endpoint + "/" +
+          client_->location().bucket + (a.empty() ? "" : "/" + a));
+    if (h.status != 404) GNOMON_RETURN_IF_ERROR(Answer(location_, h));
   }
   return Status::OK();
 }
@@ -162,17 +184,17 @@ Status S3Backend::Create() {
     if (r.status != 409)  // BucketAlreadyOwnedByYou: made meanwhile
       GNOMON_RETURN_IF_ERROR(Answer("creating bucket " + client_->location().bucket, r));
   }
-  DiscardCreated();  // key slots of an init that died
+  // Key slots an init that died left stay: they may be another init's,
+  // running now (two hosts cannot tell), and are bound to its config's id.
   return Status::OK();
 }
 
-void S3Backend::DiscardCreated() {
-  std::vector<std::string> slots;
-  if (List(kKeys, &slots).ok())
-    for (const auto& n : slots) Delete(RepoPath(kKeys, n));
+void S3Backend::DiscardCreated(const std::vector<std::string>& written) {
+  for (const auto& n : written) Delete(n);
 }
 
 Status S3Backend::PutObject(const std::string& name, std::span<const uint8_t> data, bool once) {
+  GNOMON_RETURN_IF_ERROR(MayWrite(name));
   S3Client::Call call{"PUT", Key(name), {}, {}, data};
   if (once) call.headers["if-none-match"] = "*";
   S3Response r;
@@ -250,10 +272,44 @@ Status S3Backend::ListKeys(const std::string& prefix, std::vector<std::string>* 
 }
 
 Status S3Backend::List(const std::string& dir, std::vector<std::string>* names) {
-  return ListKeys(Key(dir), names);
+  GNOMON_RETURN_IF_ERROR(ListKeys(Key(dir), names));
+  // The layout's depth (FORMAT.md §1): packs/XX/<id>, else dir/<name>. A
+  // deeper key is no object of this repository (one nested in it, say).
+  const size_t depth = dir == kPacks ? 1 : 0;
+  std::erase_if(*names, [&](const std::string& n) {
+    return static_cast<size_t>(std::count(n.begin(), n.end(), '/')) != depth;
+  });
+  return Status::OK();
+}
+
+Status S3Backend::PutLockObject(const std::string& name, std::span<const uint8_t> data,
+                                const std::string& if_match, std::string* etag) {
+  S3Client::Call call{"PUT", Key(name), {}, {}, data};
+  if (if_match.empty()) {
+    call.headers["if-none-match"] = "*";
+  } else {
+    // RGW 16 ignores If-Match on PUT (412 whatever the ETag), so the
+    // version is checked first: a lock object deleted or replaced by
+    // someone who took it for stale is lost, never put back. (Between the
+    // check and the PUT a deletion can still slip in; the holder's own
+    // age limit covers that window.)
+    S3Response h;
+    GNOMON_RETURN_IF_ERROR(client_->Send({"HEAD", Key(name), {}, {}, {}}, &h));
+    if (h.status == 404 || (h.status == 200 && h.headers["etag"] != if_match))
+      return Status::Locked(Describe(name) + ": the lock object is gone or not ours any more");
+    GNOMON_RETURN_IF_ERROR(Answer(Describe(name), h));
+  }
+  S3Response r;
+  GNOMON_RETURN_IF_ERROR(client_->Send(call, &r).WithContext("writing " + Describe(name)));
+  if (r.status == 412 || (r.status == 404 && !if_match.empty()))
+    return Status::Locked(Describe(name) + ": the lock object is gone or not ours any more");
+  GNOMON_RETURN_IF_ERROR(Answer("writing " + Describe(name), r));
+  *etag = r.headers["etag"];
+  return Status::OK();
 }
 
 Status S3Backend::Delete(const std::string& name) {
+  GNOMON_RETURN_IF_ERROR(MayWrite(name));
   S3Response r;
   GNOMON_RETURN_IF_ERROR(client_->Send({"DELETE", Key(name), {}, {}, {}}, &r));
   return Answer("deleting " + Describe(name), r);

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,7 +22,7 @@ class S3Backend final : public Backend {
   Status CheckLocation() override;
   Status CheckCreate() override;
   Status Create() override;
-  void DiscardCreated() override;
+  void DiscardCreated(const std::vector<std::string>& written) override;
   Status Put(const std::string& name, std::span<const uint8_t> data) override;
   Status PutReplace(const std::string& name, std::span<const uint8_t> data) override;
   Status NewUpload(const std::string& name, std::unique_ptr<Upload>* out) override;
@@ -37,7 +39,21 @@ class S3Backend final : public Backend {
   bool ConcurrentWriters() const override { return true; }
   bool Remote() const override { return true; }
 
+  // A lock object's create-once put (if_match "") or refresh (only if it
+  // is still the version with ETag if_match: else Locked, the lock lost);
+  // *etag: the new version's.
+  Status PutLockObject(const std::string& name, std::span<const uint8_t> data,
+                       const std::string& if_match, std::string* etag);
+
  private:
+  class HeldLock;
+  Status TakeLock(const std::string& name, bool exclusive, const std::string& holder_info,
+                  std::unique_ptr<FileLock>* out, std::string* stale_holder);
+  void Hold(HeldLock* l, bool held);
+  // Refuses every write but to lock objects once a lock this process holds
+  // is lost or has gone unrefreshed too long (FORMAT.md §8a).
+  Status MayWrite(const std::string& name);
+  Status CheckNotNested();
   std::string Key(const std::string& name) const;
   Status Answer(const std::string& what, const S3Response& r) const;
   Status PutObject(const std::string& name, std::span<const uint8_t> data, bool once);
@@ -46,6 +62,8 @@ class S3Backend final : public Backend {
 
   std::unique_ptr<S3Client> client_;
   std::string location_;
+  std::mutex held_mu_;
+  std::set<HeldLock*> held_;
 };
 
 // An S3 backend for `location` with credentials from the environment.

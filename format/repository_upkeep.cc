@@ -32,10 +32,14 @@ Status Repository::Init(Backend* backend, RepoConfig config, const std::vector<K
     return backend->Put(name, {reinterpret_cast<const uint8_t*>(file.data()), file.size()});
   };
   Status s;
-  for (const auto& k : slots)
+  std::vector<std::string> written;
+  for (const auto& k : slots) {
     if (s.ok()) s = put(RepoPath(kKeys, k.id), kKeySlotFrame, k.Encode());
+    if (s.ok()) written.push_back(RepoPath(kKeys, k.id));
+  }
   if (s.ok()) s = put(kConfig, kConfigFrame, config.Encode());
-  if (!s.ok()) backend->DiscardCreated();  // nothing half-built stays behind
+  // Nothing half-built stays behind, and nothing another init wrote goes.
+  if (!s.ok()) backend->DiscardCreated(written);
   return s;
 }
 

@@ -94,8 +94,10 @@ Status ParseS3Location(const std::string& location, S3Location* out) {
   for (char c : out->bucket)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_')
       return bad("bucket names hold letters, digits, '-', '.' and '_'");
+  const std::string parts = "/" + out->prefix + "/";
   if ((!out->prefix.empty() && out->prefix[0] == '/') ||
-      out->prefix.find("//") != std::string::npos || out->prefix.find("..") != std::string::npos)
+      out->prefix.find("//") != std::string::npos || parts.find("/./") != std::string::npos ||
+      parts.find("/../") != std::string::npos)
     return bad("the prefix has an empty or '..' part");
   return Status::OK();
 }

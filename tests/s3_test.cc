@@ -110,8 +110,9 @@ TEST(S3Location, ParsesAndRefuses) {
   EXPECT_EQ(l.Url(), "s3:http://127.0.0.1:7480/bucket/some/prefix");
   ASSERT_TRUE(ParseS3Location("s3:https://h/b", &l).ok());
   EXPECT_EQ(l.prefix, "");
-  for (const char* bad : {"s3:ftp://h/b", "s3:http://h", "s3:http://h/", "s3:http://h/b/../x",
-                          "s3:http://h/b//x", "s3:h/b", "s3:http://h/b%x"})
+  for (const char* bad :
+       {"s3:ftp://h/b", "s3:http://h", "s3:http://h/", "s3:http://h/b/../x", "s3:http://h/b//x",
+        "s3:h/b", "s3:http://h/b%x", "s3:http://h/b/./x", "s3:http://h/b/x/."})
     EXPECT_TRUE(ParseS3Location(bad, &l).code() == Status::Code::kInvalidArgument) << bad;
 }
 
@@ -524,6 +525,90 @@ TEST_F(S3Test, LiveLockRefusesStaleLockIsBroken) {
   EXPECT_NE(r.err.find("stale lock"), std::string::npos) << r.err;
   ASSERT_TRUE(be->List("locks", &names).ok());
   EXPECT_TRUE(names.empty());
+}
+
+// A repository nested under another one's prefix is not the outer one's
+// to clean up, and init refuses to make one there; init never deletes key
+// slots it did not write; hostile lock objects are errors, never crashes.
+TEST_F(S3Test, NestedRepositoriesAndHostileLockObjects) {
+  GNOMON_SKIP_IF(Skip());
+  const std::string outer = s3repo_, inner = s3repo_ + "/tmp";
+  ASSERT_EQ(S3(outer, {"init", "--encryption=none"}).exit_code, 0);
+  auto r = S3(inner, {"init", "--encryption=none"});
+  EXPECT_NE(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("inside the repository"), std::string::npos) << r.err;
+  // Objects below the layout's depth (planted, or another repository's
+  // made before this one) are left alone by the clean-up.
+  auto be = Open(outer);
+  const std::string junk = "not ours";
+  ASSERT_TRUE(
+      be->Put("tmp/x/config", {reinterpret_cast<const uint8_t*>(junk.data()), junk.size()}).ok());
+  ASSERT_TRUE(
+      be->Put("keys/id_ed25519", {reinterpret_cast<const uint8_t*>(junk.data()), junk.size()})
+          .ok());
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(1u << 20, 8));
+  ASSERT_FALSE(Backup(outer, dir_ / "vol").empty());
+  std::string got;
+  EXPECT_TRUE(be->Get("tmp/x/config", &got).ok());
+  EXPECT_TRUE(be->Get("keys/id_ed25519", &got).ok());
+
+  for (const std::string bad : {R"({"name":"repository","kind":5})", R"({"name":5})",
+                                R"({"name":"users","refreshed":"now","pid":"abc"})"}) {
+    const std::string name = "locks/" + RandomHexId(16);
+    ASSERT_TRUE(be->Put(name, {reinterpret_cast<const uint8_t*>(bad.data()), bad.size()}).ok());
+    r = S3(outer, {"list"});
+    EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 11) << bad << ": " << r.err;
+    ASSERT_TRUE(be->Delete(name).ok());
+  }
+  const std::string unreadable = "[1,2]", name = "locks/" + RandomHexId(16);
+  ASSERT_TRUE(
+      be->Put(name, {reinterpret_cast<const uint8_t*>(unreadable.data()), unreadable.size()}).ok());
+  const auto start = std::chrono::steady_clock::now();
+  r = S3(outer, {"list"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find("unreadable lock object"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  ASSERT_TRUE(be->Delete(name).ok());
+}
+
+// A backup whose locks go stale (here: stopped past the stale time, and
+// another command removes them) stops before its next write: it fails and
+// publishes nothing, and the repository stays whole.
+TEST_F(S3Test, ABackupThatLostItsLockStopsWriting) {
+  GNOMON_SKIP_IF(Skip());
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none", "--pack-size", "4"}).exit_code, 0);
+  const std::vector<std::string> timers = {"GNOMON_S3_LOCK_STALE_SECONDS=4",
+                                           "GNOMON_S3_LOCK_REFRESH_SECONDS=1"};
+  test::WriteFile(dir_ / "vol", test::RandomBytes(96u << 20, 6));
+  const std::string log = dir_ / "backup.log";
+  pid_t pid = test::Spawn({"env", timers[0], timers[1], "GNOMON_CACHE_DIR=" + dir_ / "cache",
+                           test::GnomonBinary(), "--repo", s3repo_, "backup", dir_ / "vol"},
+                          log);
+  ASSERT_GT(pid, 0);
+  auto be = Open(s3repo_);
+  std::vector<std::string> packs;
+  for (int i = 0; i < 300 && packs.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(be->List("packs", &packs).ok());
+  }
+  ASSERT_FALSE(packs.empty()) << "no pack appeared";
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  std::this_thread::sleep_for(std::chrono::seconds(6));
+  // Another command finds the stopped run's lock objects stale: it removes
+  // them (and its clean-up the run's journal and packs).
+  auto other = S3(s3repo_, {"backup", "--json", dir_ / "vol"}, timers);
+  EXPECT_EQ(other.exit_code, 0) << other.err;
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string out = test::Sh("cat " + log).out;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
+  EXPECT_NE(out.find("stopping before writing"), std::string::npos) << out;
+  auto list = S3(s3repo_, {"list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(json::parse(list.out).size(), 1u);  // only the other one
+  auto v = S3(s3repo_, {"verify", "--read-data"});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
 
 // The gateway dies mid-backup: the backup fails cleanly (an error, no
