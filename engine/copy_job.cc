@@ -45,14 +45,14 @@ class CopyRun {
           " KiB) differs from the source's (" + std::to_string(from_->config().chunk_size / 1024) +
           " KiB): create the target with gnomon init --chunk-size " +
           std::to_string(from_->config().chunk_size / 1024));
-    std::vector<BackupRecord> todo;
-    GNOMON_RETURN_IF_ERROR(Select(&todo, out));
+    std::vector<BackupRecord> wanted;
+    GNOMON_RETURN_IF_ERROR(Select(&wanted, out));
     IndexHealth health;
     GNOMON_RETURN_IF_ERROR(from_->LoadChunkIndex(&from_index_, &health, IndexUse::kRead));
     GNOMON_RETURN_IF_ERROR(to_->LoadChunkIndex(&to_index_, &health, IndexUse::kDedup));
-    for (const auto& r : todo)
+    for (const auto& r : wanted)
       for (const auto& v : r.volumes) total_ += v.size;
-    for (const auto& r : todo) {
+    for (const auto& r : wanted) {
       GNOMON_RETURN_IF_ERROR(CopyOne(r, out).WithContext("copying backup " + r.id));
       out->copied.push_back(r.id);
     }
@@ -63,7 +63,7 @@ class CopyRun {
 
  private:
   // The backups asked for, less those the target has already.
-  Status Select(std::vector<BackupRecord>* todo, CopyResult* out) {
+  Status Select(std::vector<BackupRecord>* wanted, CopyResult* out) {
     std::vector<BackupRecord> all;
     if (opt_.backups.empty()) {
       std::vector<Status> errors;
@@ -81,7 +81,7 @@ class CopyRun {
       if (to_->BackupExists(r.id))
         out->already_there.push_back(r.id);
       else
-        todo->push_back(std::move(r));
+        wanted->push_back(std::move(r));
     }
     return Status::OK();
   }

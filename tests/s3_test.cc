@@ -181,6 +181,16 @@ class S3Test : public test::RepoTest {
     return b;
   }
 
+  // Waits (up to 15 s) until a running backup has stored its first pack.
+  static bool WaitForAPack(Backend* be) {
+    std::vector<std::string> packs;
+    for (int i = 0; i < 300 && packs.empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!be->List("packs", &packs).ok()) return false;
+    }
+    return !packs.empty();
+  }
+
   std::string endpoint_, endpoint2_, bucket_, s3repo_;
 };
 
@@ -586,12 +596,7 @@ TEST_F(S3Test, ABackupThatLostItsLockStopsWriting) {
                           log);
   ASSERT_GT(pid, 0);
   auto be = Open(s3repo_);
-  std::vector<std::string> packs;
-  for (int i = 0; i < 300 && packs.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ASSERT_TRUE(be->List("packs", &packs).ok());
-  }
-  ASSERT_FALSE(packs.empty()) << "no pack appeared";
+  ASSERT_TRUE(WaitForAPack(be.get())) << "no pack appeared";
   ASSERT_EQ(kill(pid, SIGSTOP), 0);
   std::this_thread::sleep_for(std::chrono::seconds(6));
   // Another command finds the stopped run's lock objects stale: it removes
@@ -630,12 +635,7 @@ TEST_F(S3Test, GatewayKilledMidBackup) {
   ASSERT_GT(pid, 0);
   // Kill the gateway once the first pack is stored.
   auto be = Open(s3repo_);
-  std::vector<std::string> packs;
-  for (int i = 0; i < 300 && packs.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ASSERT_TRUE(be->List("packs", &packs).ok());
-  }
-  ASSERT_FALSE(packs.empty()) << "no pack appeared";
+  ASSERT_TRUE(WaitForAPack(be.get())) << "no pack appeared";
   ASSERT_EQ(test::Sh("bash " RGW_SH " kill-gateway " + rgw_dir + " 1").exit_code, 0);
   int status = 0;
   waitpid(pid, &status, 0);
