@@ -16,10 +16,6 @@ namespace gnomon {
 
 namespace {
 
-std::span<const uint8_t> Bytes(const std::string& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
 // What S3 gives a single-part object as its ETag: the quoted MD5 of its body.
 std::string QuotedMd5(std::span<const uint8_t> data) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -69,16 +65,17 @@ class S3File final : public RandomAccessFile {
     S3Client::Call call{"GET", key_, {}, {}, {}};
     call.headers["range"] =
         "bytes=" + std::to_string(offset) + "-" + std::to_string(offset + n - 1);
+    call.into = {dst, n};
     S3Response r;
     GNOMON_RETURN_IF_ERROR(c_->Send(call, &r).WithContext("reading " + path_));
     if (r.status == 404) return Status::NotFound(path_ + ": object is gone");
     if (r.status != 206 && r.status != 200)
       return Status::IOError(DescribeS3Error("reading " + path_, r));
-    const size_t skip = r.status == 200 ? offset : 0;  // a server that ignored the range
-    if (r.body.size() < skip + n)
-      return Status::Corruption(path_ + ": short read (wanted " + std::to_string(n) +
+    if (r.status == 206 ? r.into_len + r.body.size() != n : r.body.size() < offset + n)
+      return Status::Corruption(path_ + ": short or long read (wanted " + std::to_string(n) +
                                 " bytes at offset " + std::to_string(offset) + ")");
-    std::memcpy(dst, r.body.data() + skip, n);
+    // A server that ignored the range sent the whole object.
+    if (r.status == 200) std::memcpy(dst, r.body.data() + offset, n);
     return Status::OK();
   }
   uint64_t Size() const override { return size_; }

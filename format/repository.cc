@@ -204,17 +204,21 @@ Status Repository::ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* 
   const ChunkLocation* loc = index.Find(d);
   if (!loc) return Status::Corruption("chunk " + d.Hex() + " is not in the chunk index");
   std::shared_ptr<RandomAccessFile> f;
-  const std::string& id = index.pack_id(loc->pack);
-  GNOMON_RETURN_IF_ERROR(OpenPack(id, &f));
+  GNOMON_RETURN_IF_ERROR(OpenPack(index.pack_id(loc->pack), &f));
+  return ReadChunkFrom(index, d, *loc, *f, out, dec);
+}
+
+Status Repository::ReadChunkFrom(const ChunkIndex& index, const Digest& d, const ChunkLocation& loc,
+                                 const RandomAccessFile& f, uint8_t* out, ChunkDecompressor* dec) {
   thread_local std::vector<uint8_t> stored;
   PackEntry e;
   e.digest = d;
-  e.offset = loc->offset;
-  e.stored_len = loc->stored_len;
-  e.raw_len = loc->raw_len;
-  e.codec = loc->codec;
-  e.patch_depth = loc->patch_depth;
-  return ReadBlob(id, *f, e, &stored, out, dec);
+  e.offset = loc.offset;
+  e.stored_len = loc.stored_len;
+  e.raw_len = loc.raw_len;
+  e.codec = loc.codec;
+  e.patch_depth = loc.patch_depth;
+  return ReadBlob(index.pack_id(loc.pack), f, e, &stored, out, dec);
 }
 
 Status Repository::ReadSlot(const ChunkIndex& index, const Digest& d, uint8_t* out,

@@ -201,6 +201,15 @@ class Repository {
   // Reads, decodes and verifies one chunk against its digest into out
   // (which must hold loc.raw_len bytes).
   Status ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* out, ChunkDecompressor* dec);
+  // The same, reading from f, which holds pack `loc.pack`'s bytes (or a
+  // window of them already fetched: see BlobExtent).
+  Status ReadChunkFrom(const ChunkIndex& index, const Digest& d, const ChunkLocation& loc,
+                       const RandomAccessFile& f, uint8_t* out, ChunkDecompressor* dec);
+  // How many bytes of its pack a chunk takes from loc.offset on: blobs lie
+  // back to back, so a reader can fetch a run of them in one request.
+  uint64_t BlobExtent(const ChunkLocation& loc) const {
+    return loc.stored_len + (encrypted() ? kSealedBlobOverhead : 0);
+  }
   // Reads the content of a volume slot of slot_len bytes: zeros for the zero
   // digest, a whole chunk, or a patch applied to its base chain. Every blob
   // read is checked against its digest; a chain must descend in depth.

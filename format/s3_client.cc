@@ -30,6 +30,8 @@ struct Transfer {
   std::span<const uint8_t> body;
   size_t sent = 0;
   S3Response* out;
+  std::span<uint8_t> into;
+  void* handle;
 };
 
 size_t OnRead(char* dst, size_t size, size_t n, void* arg) {
@@ -41,7 +43,18 @@ size_t OnRead(char* dst, size_t size, size_t n, void* arg) {
 }
 
 size_t OnWrite(char* src, size_t size, size_t n, void* arg) {
-  static_cast<Transfer*>(arg)->out->body.append(src, size * n);
+  auto* t = static_cast<Transfer*>(arg);
+  size_t k = 0;
+  if (t->out->into_len < t->into.size()) {
+    long code = 0;
+    curl_easy_getinfo(static_cast<CURL*>(t->handle), CURLINFO_RESPONSE_CODE, &code);
+    if (code == 206) {
+      k = std::min(size * n, t->into.size() - t->out->into_len);
+      std::memcpy(t->into.data() + t->out->into_len, src, k);
+      t->out->into_len += k;
+    }
+  }
+  t->out->body.append(src + k, size * n - k);
   return size * n;
 }
 
@@ -228,13 +241,14 @@ Status S3Client::SendOnce(const Call& call, S3Response* out, bool* transient) {
     if (k != "host") list = curl_slist_append(list, (k + ": " + v).c_str());
   list = curl_slist_append(list, ("authorization: " + auth).c_str());
   list = curl_slist_append(list, "Expect:");  // no 100-continue round trip
-  Transfer t{call.body, 0, out};
+  Transfer t{call.body, 0, out, call.into, h};
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);  // a stalled transfer is a failure
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L << 10);  // fewer, larger reads of big bodies
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnWrite);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);

@@ -36,6 +36,7 @@ struct S3Response {
   long status = 0;
   std::string body;
   std::map<std::string, std::string> headers;  // names in lower case
+  size_t into_len = 0;                         // bytes written to Call::into
 };
 
 // When to give up on a request that keeps failing: the whole budget, and
@@ -61,6 +62,10 @@ class S3Client {
     std::vector<std::pair<std::string, std::string>> query;
     std::map<std::string, std::string> headers;  // extra, lower-case names
     std::span<const uint8_t> body;
+    // Where a 206 (partial content) answer's body goes instead of
+    // S3Response::body: a ranged read lands in its caller's buffer without
+    // a copy. What does not fit goes to S3Response::body.
+    std::span<uint8_t> into;
   };
   // Sends `call`, retrying transient failures within the policy. A final
   // HTTP status (2xx, 3xx, 4xx but 429) is returned in *out with OK;

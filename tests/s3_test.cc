@@ -616,6 +616,54 @@ TEST_F(S3Test, ABackupThatLostItsLockStopsWriting) {
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
 }
 
+// A restore from a store fetches the chunks that lie back to back in a pack
+// in one request per GNOMON_S3_READ_MIB, yet checks each chunk: a damaged
+// one fails the restore (exit 3), naming the pack, and leaves no target.
+TEST_F(S3Test, RestoreFetchesRunsAndChecksEachChunk) {
+  GNOMON_SKIP_IF(Skip());
+  const std::string rgw_dir = Env("GNOMON_TEST_RGW_DIR");
+  GNOMON_SKIP_IF(rgw_dir.empty() ? "GNOMON_TEST_RGW_DIR is unset (the gateway's request log)" : "");
+  ASSERT_EQ(S3(s3repo_, {"init", "--encryption=none", "--chunk-size", "64"}).exit_code, 0);
+  auto data = test::TextLikeBytes(6u << 20, 11);
+  std::fill(data.begin() + (2u << 20), data.begin() + (2u << 20) + (256u << 10), 0);  // a gap
+  test::WriteFile(dir_ / "vol", data);
+  ASSERT_EQ(Backup(s3repo_, dir_ / "vol").size(), 16u);
+  // Requests for packs, from the gateway's log (written within a moment).
+  const std::string pattern = "\"GET /" + bucket_ + "/repo/packs/";
+  auto pack_gets = [&] {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    return std::stoul(
+        test::Sh("grep -cF '" + pattern + "' " + rgw_dir + "/log/client.rgw.gw0.log").out);
+  };
+  const size_t chunks = (data.size() - (256u << 10)) / (64u << 10);
+  size_t before = pack_gets();
+  for (const char* mib : {"1", "8"}) {
+    const std::string out = dir_ / ("out-" + std::string(mib));
+    auto r = S3(s3repo_, {"restore", "latest", out}, {std::string("GNOMON_S3_READ_MIB=") + mib});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(test::FilesEqual(dir_ / "vol", out)) << mib << " MiB per request";
+    const size_t after = pack_gets(), gets = after - before;
+    before = after;
+    EXPECT_GE(gets, 2u) << "the zeros split the chunks into two runs at least";
+    EXPECT_LE(gets, chunks / 8) << gets << " requests for " << chunks << " chunks";
+  }
+
+  auto be = Open(s3repo_);
+  std::vector<std::string> packs;
+  ASSERT_TRUE(be->List("packs", &packs).ok());
+  ASSERT_EQ(packs.size(), 1u);
+  std::string body;
+  ASSERT_TRUE(be->Get("packs/" + packs[0], &body).ok());
+  body[body.size() / 3] ^= 1;  // inside some chunk of some run
+  ASSERT_TRUE(be->PutReplace("packs/" + packs[0],
+                             {reinterpret_cast<const uint8_t*>(body.data()), body.size()})
+                  .ok());
+  auto r = S3(s3repo_, {"restore", "latest", dir_ / "bad"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find(packs[0].substr(3)), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "bad"));
+}
+
 // The gateway dies mid-backup: the backup fails cleanly (an error, no
 // record), and once the gateway is back the next backup succeeds and the
 // repository verifies.
