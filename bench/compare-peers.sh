@@ -7,8 +7,9 @@
 # image for whole-volume tools; e2fsck-clean with every file identical for
 # used-block imaging (gnomon's default on ext4, partclone).
 #
-# Usage (root): bench/compare-peers.sh [IMAGE] [RUNS]
-#   IMAGE defaults to a fresh 2 GiB bench/make-volume.sh volume.
+# Usage (root): bench/compare-peers.sh [IMAGE | corpus] [RUNS]
+#   IMAGE defaults to a fresh 2 GiB bench/make-volume.sh volume; `corpus`
+#   runs every profile of bench/volumes/ instead (bench/corpus.sh).
 #   gnomon is taken from build/ (or $GNOMON). The page cache is warm: this
 #   measures the tools, not the disk; outputs go to /var/tmp. Missing tools
 #   are installed from Debian. With RESULTS=1 the table, with the date,
@@ -16,6 +17,7 @@
 #   bench/RESULTS.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+[ "${1:-}" = corpus ] && exec bash "$here/corpus.sh" "${2:-3}"
 img=${1:-}
 runs=${2:-3}
 gnomon=${GNOMON:-$here/../build/tools/gnomon}
@@ -134,6 +136,7 @@ for mode in used all; do
   rm -rf "$work/repo" "$out"
 done
 
+[ -z "${TABLE_OUT:-}" ] || cp "$table" "$TABLE_OUT"  # bench/corpus.sh gathers these
 if [ "${RESULTS:-0}" = 1 ]; then
   results=$here/RESULTS.md
   {
