@@ -8,7 +8,9 @@
 #include <set>
 #include <unordered_set>
 
+#include "engine/backup_job.h"
 #include "engine/pack_sink.h"
+#include "engine/pipeline_util.h"
 #include "format/codec.h"
 #include "format/names.h"
 
@@ -111,12 +113,12 @@ class CopyRun {
     VolumeIndex src;
     GNOMON_RETURN_IF_ERROR(from_->ReadVolumeIndex(v, &src));
     *vi = src;
-    const size_t batch = 2 * static_cast<size_t>(Threads());
+    const size_t batch = 2 * static_cast<size_t>(arena_.threads());
     std::vector<Slot> slots(batch);
     for (size_t first = 0; first < src.slots.size(); first += batch) {
       if (opt_.cancel && opt_.cancel->load()) return Status::Aborted("copy interrupted");
       const size_t n = std::min(batch, src.slots.size() - first);
-      arena_.execute([&] {
+      arena_.Execute([&] {
         tbb::parallel_for(size_t{0}, n, [&](size_t k) { PrepareSlot(src, first + k, &slots[k]); });
       });
       for (size_t k = 0; k < n; ++k) {
@@ -192,14 +194,13 @@ class CopyRun {
     return s.IsExists() ? s.WithContext("another run copied it meanwhile") : s;
   }
 
-  int Threads() const { return arena_.max_concurrency(); }
-
   Repository* from_;
   Repository* to_;
   const CopyOptions& opt_;
   const bool same_ids_;
   const int level_;
-  tbb::task_arena arena_{opt_.threads > 0 ? opt_.threads : tbb::task_arena::automatic};
+  // A source in an object store is read with many requests in flight.
+  ReadArena arena_{from_->backend()->Remote(), opt_.threads, DefaultThreads()};
   ChunkIndex from_index_, to_index_;
   std::unordered_set<Digest, DigestHash> added_;
   tbb::enumerable_thread_specific<std::vector<uint8_t>> raw_;

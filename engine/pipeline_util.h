@@ -4,6 +4,10 @@
 // and a latch that keeps the first error any stage reports.
 #pragma once
 
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -40,6 +44,33 @@ class BufferPool {
  private:
   std::mutex mu_;
   std::vector<std::unique_ptr<T>> free_;
+};
+
+// The threads of a job that reads a repository (restore, copy), and the
+// TBB arena that runs them: `requested` if set, else one per core, and from
+// a remote store at least 8 (4 per core), since more requests in flight
+// than cores keep the link busy while threads wait for answers. TBB keeps
+// one worker per core unless told otherwise, hence the global_control.
+class ReadArena {
+ public:
+  ReadArena(bool remote, int requested, int cores)
+      : threads_(requested > 0 ? requested
+                 : remote      ? std::max(8, 4 * cores)
+                               : cores),
+        workers_(tbb::global_control::max_allowed_parallelism,
+                 std::max<size_t>(threads_, tbb::global_control::active_value(
+                                                tbb::global_control::max_allowed_parallelism))),
+        arena_(threads_) {}
+  int threads() const { return threads_; }
+  template <class F>
+  void Execute(F&& f) {
+    arena_.execute(std::forward<F>(f));
+  }
+
+ private:
+  int threads_;
+  tbb::global_control workers_;
+  tbb::task_arena arena_;
 };
 
 class FirstError {

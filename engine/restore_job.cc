@@ -2,9 +2,7 @@
 
 #include <fcntl.h>
 #include <oneapi/tbb/enumerable_thread_specific.h>
-#include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/parallel_pipeline.h>
-#include <oneapi/tbb/task_arena.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
@@ -264,12 +262,9 @@ void RestoreRun::Done(const SlotRun& r) {
 }
 
 Status RestoreRun::Run(uint64_t* written) {
-  // A remote store answers each chunk after a round trip: more requests in
-  // flight than cores keeps the link busy while threads wait.
   const bool remote = repo_->backend()->Remote();
-  const int threads = opt_.threads > 0 ? opt_.threads
-                      : remote         ? std::max(8, 4 * DefaultThreads())
-                                       : DefaultThreads();
+  ReadArena arena(remote, opt_.threads, DefaultThreads());
+  const int threads = arena.threads();
   // A store's cost is per request as much as per byte (measured on RGW:
   // whole packs cost it half the CPU of the same bytes in 1 MiB ranges).
   if (remote) max_run_bytes_ = RunBytes();
@@ -289,13 +284,7 @@ Status RestoreRun::Run(uint64_t* written) {
     Done(*r);
     pool.Give(r);
   };
-  // TBB keeps one worker per core unless told otherwise.
-  tbb::global_control workers(
-      tbb::global_control::max_allowed_parallelism,
-      std::max<size_t>(threads, tbb::global_control::active_value(
-                                    tbb::global_control::max_allowed_parallelism)));
-  tbb::task_arena arena(threads);
-  arena.execute([&] {
+  arena.Execute([&] {
     tbb::parallel_pipeline(
         tokens, tbb::make_filter<void, SlotRun*>(filter_mode::serial_in_order, next) &
                     tbb::make_filter<SlotRun*, SlotRun*>(filter_mode::parallel, fill) &
