@@ -153,17 +153,37 @@ class CopyRun {
     auto& raw = raw_.local();
     sl->raw_len = src.SlotLength(i);
     raw.resize(sl->raw_len);
-    // Checked against its id in the source (patches applied): what is sent
-    // is what the source backed up.
-    sl->status = from_->ReadSlot(from_index_, d, raw.data(), sl->raw_len, &dec_.local());
+    bool stored = false;
+    sl->status = ReadSource(d, raw.data(), sl, &stored);
     if (!sl->status.ok()) return;
     sl->target = same_ids_ ? d : to_->hasher().Of(raw);
     if (sl->target.IsZero() || Present(sl->target)) return;
-    auto& comp = comp_.local();
-    if (!comp) comp = std::make_unique<ChunkCompressor>(level_);
-    sl->codec = comp->Compress(raw, &sl->stored);
-    sl->raw_check = Checksum64(raw);
+    if (!stored) {
+      auto& comp = comp_.local();
+      if (!comp) comp = std::make_unique<ChunkCompressor>(level_);
+      sl->codec = comp->Compress(raw, &sl->stored);
+      sl->raw_check = Checksum64(raw);
+    }
     sl->send = true;
+  }
+
+  // Reads slot content d into raw, checked against its id in the source
+  // (patches applied): what is sent is what the source backed up. A whole
+  // chunk also keeps its stored form in sl (*stored): it travels compressed
+  // as the source stored it, as Proxmox's sync and restic's copy keep
+  // blobs, and is not compressed again.
+  Status ReadSource(const Digest& d, uint8_t* raw, Slot* sl, bool* stored) {
+    const ChunkLocation* loc = from_index_.Find(d);
+    if (!loc || loc->patch_depth != 0 || loc->raw_len != sl->raw_len)
+      return from_->ReadSlot(from_index_, d, raw, sl->raw_len, &dec_.local());
+    std::shared_ptr<RandomAccessFile> f;
+    const std::string& pack = from_index_.pack_id(loc->pack);
+    GNOMON_RETURN_IF_ERROR(from_->OpenPack(pack, &f));
+    GNOMON_RETURN_IF_ERROR(from_->ReadBlob(pack, *f, Repository::EntryOf(d, *loc), &sl->stored, raw,
+                                           &dec_.local(), false, &sl->raw_check));
+    sl->codec = loc->codec;
+    *stored = true;
+    return Status::OK();
   }
 
   // added_ only grows between batches, so reading it here is safe.

@@ -211,6 +211,10 @@ Status Repository::ReadChunk(const ChunkIndex& index, const Digest& d, uint8_t* 
 Status Repository::ReadChunkFrom(const ChunkIndex& index, const Digest& d, const ChunkLocation& loc,
                                  const RandomAccessFile& f, uint8_t* out, ChunkDecompressor* dec) {
   thread_local std::vector<uint8_t> stored;
+  return ReadBlob(index.pack_id(loc.pack), f, EntryOf(d, loc), &stored, out, dec);
+}
+
+PackEntry Repository::EntryOf(const Digest& d, const ChunkLocation& loc) {
   PackEntry e;
   e.digest = d;
   e.offset = loc.offset;
@@ -218,7 +222,7 @@ Status Repository::ReadChunkFrom(const ChunkIndex& index, const Digest& d, const
   e.raw_len = loc.raw_len;
   e.codec = loc.codec;
   e.patch_depth = loc.patch_depth;
-  return ReadBlob(index.pack_id(loc.pack), f, e, &stored, out, dec);
+  return e;
 }
 
 Status Repository::ReadSlot(const ChunkIndex& index, const Digest& d, uint8_t* out,

@@ -205,6 +205,8 @@ class Repository {
   // window of them already fetched: see BlobExtent).
   Status ReadChunkFrom(const ChunkIndex& index, const Digest& d, const ChunkLocation& loc,
                        const RandomAccessFile& f, uint8_t* out, ChunkDecompressor* dec);
+  // The pack entry of chunk d at loc, for ReadBlob.
+  static PackEntry EntryOf(const Digest& d, const ChunkLocation& loc);
   // How many bytes of its pack a chunk takes from loc.offset on: blobs lie
   // back to back, so a reader can fetch a run of them in one request.
   uint64_t BlobExtent(const ChunkLocation& loc) const {

@@ -59,6 +59,53 @@ TEST_F(CliTest, BackupListRestoreVerifyWithJsonAndEnvRepo) {
   EXPECT_EQ(vj["backups"], 2);
 }
 
+// gnomon copy between local repositories: a whole chunk travels in the
+// stored form the source gave it (not compressed again, whatever the
+// target's level), into an encrypted target and back out; a damaged chunk in
+// the source stops the copy (exit 3, naming its pack) and the target
+// publishes nothing.
+TEST_F(CliTest, CopyBetweenLocalRepositoriesKeepsStoredChunks) {
+  test::WriteFile(dir_ / "vol", test::TextLikeBytes(4u << 20, 3));
+  const std::string id = BackupId(dir_ / "vol");
+  ASSERT_EQ(id.size(), 16u);
+  auto run = [](const std::string& repo, std::vector<std::string> args,
+                std::vector<std::string> env = {}) {
+    args.insert(args.begin(), {test::GnomonBinary(), "--repo", repo});
+    return test::Run(args, env);
+  };
+  auto stored = [&](const std::string& repo, std::vector<std::string> env = {}) {
+    auto r = run(repo, {"stats", "--json"}, env);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? json::parse(r.out)["stored_bytes"].get<uint64_t>() : 0;
+  };
+  const std::string enc = dir_ / "enc", back = dir_ / "back";
+  const std::vector<std::string> pw = {"GNOMON_PASSWORD=pw"};
+  ASSERT_EQ(run(enc, {"init", "--chunk-size", "64", "--compression", "19"}, pw).exit_code, 0);
+  auto c = run(repo_, {"copy", "--from", repo_, "--to", enc}, {"GNOMON_TO_PASSWORD=pw"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_EQ(stored(enc, pw), stored(repo_));  // level 19 would have made them smaller
+
+  ASSERT_EQ(run(back, {"init", "--encryption=none", "--chunk-size", "64"}).exit_code, 0);
+  c = run(enc, {"copy", "--from", enc, "--to", back}, {"GNOMON_FROM_PASSWORD=pw"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  auto r = run(back, {"restore", id, dir_ / "out"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(test::FilesEqual(dir_ / "vol", dir_ / "out"));
+  EXPECT_EQ(run(back, {"verify", "--read-data"}).exit_code, 0);
+
+  const auto packs = Files("packs");
+  ASSERT_FALSE(packs.empty());
+  test::DamageFirstChunk(packs[0]);
+  const std::string fresh = dir_ / "fresh";
+  ASSERT_EQ(run(fresh, {"init", "--encryption=none", "--chunk-size", "64"}).exit_code, 0);
+  c = run(repo_, {"copy", "--from", repo_, "--to", fresh});
+  EXPECT_EQ(c.exit_code, 3) << c.err;
+  EXPECT_NE(c.err.find(fs::path(packs[0]).filename().string()), std::string::npos) << c.err;
+  auto l = run(fresh, {"list", "--json"});
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  EXPECT_TRUE(json::parse(l.out).empty());
+}
+
 TEST_F(CliTest, ShowWritersAndCopyBackups) {
   test::WriteFile(dir_ / "vol", test::TextLikeBytes(1u << 20, 11));
   auto b = G({"backup", "--type", "copy", "--json", dir_ / "vol"});
