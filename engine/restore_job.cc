@@ -99,12 +99,12 @@ Status CheckChunksKnown(const Repository& repo, const VolumeRecord& vol, const V
 }
 
 // How many bytes of a pack one request fetches at most, from a remote
-// store: GNOMON_S3_READ_MIB (1 to 256), else 8 MiB (bench/s3.sh: 1 MiB
+// store: GNOMON_S3_READ_MIB (1 to 64), else 8 MiB (bench/s3.sh: 1 MiB
 // cost the gateway 1.5x the CPU of 8; 16 gained nothing more).
 uint64_t RunBytes() {
   const char* v = std::getenv("GNOMON_S3_READ_MIB");
   const uint64_t mib = v && *v ? std::strtoull(v, nullptr, 10) : 8;
-  return std::clamp<uint64_t>(mib, 1, 256) << 20;
+  return std::clamp<uint64_t>(mib, 1, 64) << 20;  // times the threads: memory
 }
 
 // The pipeline: runs of slots in order -> read, decompress, verify and
