@@ -99,7 +99,7 @@ Status CheckChunksKnown(const Repository& repo, const VolumeRecord& vol, const V
 }
 
 // How many bytes of a pack one request fetches at most, from a remote
-// store: GNOMON_S3_READ_MIB (1 to 64), else 8 MiB (bench/s3.sh: 1 MiB
+// store: GNOMON_S3_READ_MIB (1 to 64), else 8 MiB (on RGW here, 1 MiB requests
 // cost the gateway 1.5x the CPU of 8; 16 gained nothing more).
 uint64_t RunBytes() {
   const char* v = std::getenv("GNOMON_S3_READ_MIB");
