@@ -103,8 +103,10 @@ Status CheckChunksKnown(const Repository& repo, const VolumeRecord& vol, const V
 // cost the gateway 1.5x the CPU of 8; 16 gained nothing more).
 uint64_t RunBytes() {
   const char* v = std::getenv("GNOMON_S3_READ_MIB");
-  const uint64_t mib = v && *v ? std::strtoull(v, nullptr, 10) : 8;
-  return std::clamp<uint64_t>(mib, 1, 64) << 20;  // times the threads: memory
+  char* end = nullptr;
+  uint64_t mib = v && *v ? std::strtoull(v, &end, 10) : 0;
+  if (mib == 0 || *end != '\0') mib = 8;     // unset or not a number
+  return std::min<uint64_t>(mib, 64) << 20;  // times the threads: memory
 }
 
 // The pipeline: runs of slots in order -> read, decompress, verify and
@@ -290,8 +292,9 @@ Status RestoreRun::Run(uint64_t* written) {
                     tbb::make_filter<SlotRun*, SlotRun*>(filter_mode::parallel, fill) &
                     tbb::make_filter<SlotRun*, void>(filter_mode::serial_in_order, done));
   });
-  if (error_.failed()) return error_.status();
+  // Interrupted first: requests cut short by it fail too.
   if (opt_.cancel && opt_.cancel->load()) return Status::Aborted("restore interrupted");
+  if (error_.failed()) return error_.status();
   *written = written_;
   return Status::OK();
 }

@@ -160,6 +160,16 @@ RetryPolicy RetryPolicy::FromEnvironment() {
   return p;
 }
 
+namespace {
+std::atomic<const std::atomic<bool>*> g_interrupt{nullptr};
+bool Interrupted() {
+  const std::atomic<bool>* f = g_interrupt.load();
+  return f && f->load();
+}
+}  // namespace
+
+void SetS3Interrupt(const std::atomic<bool>* flag) { g_interrupt = flag; }
+
 bool Retryable(long http_status) {
   return http_status >= 500 || http_status == 429 || http_status == 408;
 }
@@ -200,6 +210,8 @@ Status S3Client::Send(const Call& call, S3Response* out, int* attempts) {
     Status s = SendOnce(call, out, &transient);
     if (attempts) *attempts = n;
     if (!transient) return s;
+    if (Interrupted())
+      return Status::Aborted("interrupted while " + call.method + " " + call.key + " was retried");
     const double spent = std::chrono::duration<double>(Clock::now() - start).count();
     // Full jitter (AWS's advice): many hosts retrying do not stay in step.
     const double wait = std::uniform_real_distribution<double>(0.5, 1.0)(rng) * backoff;
@@ -209,7 +221,9 @@ Status S3Client::Send(const Call& call, S3Response* out, int* attempts) {
       return Status::IOError("S3 request failed " + std::to_string(n) + " time(s) over " +
                              std::to_string(static_cast<int>(spent)) + " s; giving up: " + last);
     }
-    std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+    for (const auto until = Clock::now() + std::chrono::duration<double>(wait);
+         Clock::now() < until && !Interrupted();)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     backoff = std::min(backoff * 2, retry_.max_backoff_seconds);
   }
 }
@@ -269,8 +283,9 @@ Status S3Client::SendOnce(const Call& call, S3Response* out, bool* transient) {
   if (rc != CURLE_OK) {
     curl_easy_cleanup(h);  // its connection is in an unknown state
     *transient = TransientCurl(rc);
-    return Status::IOError(call.method + " " + loc_.Url() + "/" + call.key + ": " +
-                           curl_easy_strerror(rc));
+    // call.key already holds the prefix.
+    return Status::IOError(call.method + " s3:" + loc_.endpoint + "/" + loc_.bucket + "/" +
+                           call.key + ": " + curl_easy_strerror(rc));
   }
   ReturnHandle(h);
   *transient = Retryable(out->status);

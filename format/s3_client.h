@@ -3,6 +3,7 @@
 // transient failures retried with exponential backoff and jitter.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -46,6 +47,11 @@ struct RetryPolicy {
   double first_backoff_seconds = 0.1, max_backoff_seconds = 5;
   static RetryPolicy FromEnvironment();
 };
+
+// The program's interruption flag (set on SIGINT): once it is set, no
+// request is retried (it fails as Aborted), so an interrupted command ends
+// within one request's time rather than a retry budget's.
+void SetS3Interrupt(const std::atomic<bool>* flag);
 
 // Whether a response or a transport failure may succeed if sent again.
 bool Retryable(long http_status);

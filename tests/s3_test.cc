@@ -664,6 +664,39 @@ TEST_F(S3Test, RestoreFetchesRunsAndChecksEachChunk) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "bad"));
 }
 
+// Ctrl-C during an outage: requests stop being retried at once, so the
+// restore ends with exit 130 in moments (not after a retry budget per
+// request in flight, then another for its lock) and leaves no target.
+TEST_F(S3Test, InterruptDuringAnOutageEndsAtOnce) {
+  GNOMON_SKIP_IF(Skip());
+  const std::string rgw_dir = Env("GNOMON_TEST_RGW_DIR");
+  GNOMON_SKIP_IF(endpoint2_.empty() || rgw_dir.empty()
+                     ? "GNOMON_TEST_S3_ENDPOINT2 / GNOMON_TEST_RGW_DIR are unset"
+                     : "");
+  const std::string repo2 = "s3:" + endpoint2_ + "/" + bucket_ + "/repo";
+  ASSERT_EQ(S3(repo2, {"init", "--encryption=none", "--pack-size", "4"}).exit_code, 0);
+  test::WriteFile(dir_ / "vol", test::RandomBytes(192u << 20, 6));
+  ASSERT_EQ(Backup(repo2, dir_ / "vol").size(), 16u);
+  const std::string log = dir_ / "restore.log";
+  pid_t pid = test::Spawn(
+      {"env", "GNOMON_S3_READ_MIB=1", "GNOMON_CACHE_DIR=" + dir_ / "cache", test::GnomonBinary(),
+       "--threads", "1", "--repo", repo2, "restore", "latest", dir_ / "out"},
+      log);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(test::Sh("bash " RGW_SH " kill-gateway " + rgw_dir + " 1").exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string out = test::Sh("cat " + log).out;
+  ASSERT_EQ(test::Sh("bash " RGW_SH " start-gateway " + rgw_dir + " 1 >&2").exit_code, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status << " " << out;
+  EXPECT_LT(took, 15) << "a retry budget is 60 s; " << out;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out"));
+}
+
 // The gateway dies mid-backup: the backup fails cleanly (an error, no
 // record), and once the gateway is back the next backup succeeds and the
 // repository verifies.

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "engine/snapshots_admin.h"
+#include "format/s3_client.h"
 #include "tools/cli.h"
 #include "tools/cli_checks.h"
 
@@ -452,6 +453,7 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  gnomon::SetS3Interrupt(&g_cancel);
   gnomon::Repository::SetWaitNotice([](const std::string& what) {
     std::string line = "gnomon: " + gnomon::EscapeForTerminal(what) + "\n";
     std::fputs(line.c_str(), stderr);
