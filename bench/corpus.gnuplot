@@ -10,9 +10,10 @@ set ylabel "volume ÷ stored"
 set grid
 set key off
 set offsets graph 0.05, graph 0.35, graph 0.1, graph 0.1
+set xrange [0:*]
 do for [i=1:n] {
   set title word(profiles, i)
-  plot datafile index (i-1) using 2:3 with points pt 7 ps 0.8, \
+  plot datafile index (i-1) using 2:3 with points pt 7 ps 1 lc rgb "#1f5fa0", \
        '' index (i-1) using 2:3:4 with labels offset 0.6,0.5 left font "sans,7"
 }
 unset multiplot
