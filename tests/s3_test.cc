@@ -191,6 +191,15 @@ class S3Test : public test::RepoTest {
     return !packs.empty();
   }
 
+  // Tests that kill gateway 1 (tools/rgw.sh kill-gateway) use a repository
+  // through it, in the test's bucket.
+  std::string SecondGatewaySkip() const {
+    return endpoint2_.empty() || Env("GNOMON_TEST_RGW_DIR").empty()
+               ? "GNOMON_TEST_S3_ENDPOINT2 / GNOMON_TEST_RGW_DIR are unset"
+               : "";
+  }
+  std::string Repo2() const { return "s3:" + endpoint2_ + "/" + bucket_ + "/repo"; }
+
   std::string endpoint_, endpoint2_, bucket_, s3repo_;
 };
 
@@ -669,11 +678,8 @@ TEST_F(S3Test, RestoreFetchesRunsAndChecksEachChunk) {
 // request in flight, then another for its lock) and leaves no target.
 TEST_F(S3Test, InterruptDuringAnOutageEndsAtOnce) {
   GNOMON_SKIP_IF(Skip());
-  const std::string rgw_dir = Env("GNOMON_TEST_RGW_DIR");
-  GNOMON_SKIP_IF(endpoint2_.empty() || rgw_dir.empty()
-                     ? "GNOMON_TEST_S3_ENDPOINT2 / GNOMON_TEST_RGW_DIR are unset"
-                     : "");
-  const std::string repo2 = "s3:" + endpoint2_ + "/" + bucket_ + "/repo";
+  GNOMON_SKIP_IF(SecondGatewaySkip());
+  const std::string repo2 = Repo2(), rgw_dir = Env("GNOMON_TEST_RGW_DIR");
   ASSERT_EQ(S3(repo2, {"init", "--encryption=none", "--pack-size", "4"}).exit_code, 0);
   test::WriteFile(dir_ / "vol", test::RandomBytes(192u << 20, 6));
   ASSERT_EQ(Backup(repo2, dir_ / "vol").size(), 16u);
@@ -702,11 +708,8 @@ TEST_F(S3Test, InterruptDuringAnOutageEndsAtOnce) {
 // repository verifies.
 TEST_F(S3Test, GatewayKilledMidBackup) {
   GNOMON_SKIP_IF(Skip());
-  const std::string rgw_dir = Env("GNOMON_TEST_RGW_DIR");
-  GNOMON_SKIP_IF(endpoint2_.empty() || rgw_dir.empty()
-                     ? "GNOMON_TEST_S3_ENDPOINT2 / GNOMON_TEST_RGW_DIR are unset"
-                     : "");
-  const std::string repo2 = "s3:" + endpoint2_ + "/" + bucket_ + "/repo";
+  GNOMON_SKIP_IF(SecondGatewaySkip());
+  const std::string repo2 = Repo2(), rgw_dir = Env("GNOMON_TEST_RGW_DIR");
   ASSERT_EQ(S3(repo2, {"init", "--encryption=none", "--pack-size", "4"}).exit_code, 0);
   test::WriteFile(dir_ / "vol", test::RandomBytes(96u << 20, 5));  // incompressible: slow enough
   const std::string log = dir_ / "backup.log";
