@@ -622,6 +622,7 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   out->volume = "disk";
   out->plan = DiskPlanJson(rec, plan, opt.target);
   if (opt.plan) return Status::OK();
+  GNOMON_RETURN_IF_ERROR(RestoreTarget::Check(opt.target, repo->path()));
 
   // Every volume and every chunk it names is known before a byte is written.
   ChunkIndex index;
@@ -652,7 +653,10 @@ Status RunDiskRestore(Repository* repo, const RestoreOptions& opt, const BackupR
   const auto gv = static_cast<size_t>(rec.disk.gaps_volume);
   GNOMON_RETURN_IF_ERROR(RestoreVolumeInto(repo, opt, rec.volumes[gv], vis[gv], index, &target, 0,
                                            &plan.gaps, &written));
-  // One partition after another, each through the parallel pipeline.
+  // One partition after another, each through the parallel pipeline with
+  // every thread: the pipeline already keeps the cores and the target busy,
+  // and one partition at a time keeps a disk's writes sequential (two at
+  // once would seek between them on a spinning disk, for no CPU gained).
   for (const auto& p : rec.disk.partitions) {
     if (p.volume < 0) continue;
     const auto v = static_cast<size_t>(p.volume);

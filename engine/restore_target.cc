@@ -116,9 +116,32 @@ RestoreTarget::~RestoreTarget() {
   if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
 }
 
-Status RestoreTarget::Open(const std::string& path, uint64_t size, bool overwrite,
-                           const std::string& repo_dir, std::vector<std::string>* cleaned) {
-  path_ = path;
+namespace {
+
+Status RefuseInUse(const std::string& path) {
+  return Status::InvalidArgument(path +
+                                 ": device is in use (mounted or held open exclusively); "
+                                 "refusing to restore over it");
+}
+
+// Holders and openers, which O_EXCL cannot see.
+Status RefuseUsers(const std::string& path, const std::string& real) {
+  if (auto h = Holders(real); !h.empty())
+    return Status::InvalidArgument(path + ": device is held by " + Join(h) +
+                                   "; refusing to restore over it");
+  if (auto users = ProcessesUsing(real); !users.empty())
+    return Status::InvalidArgument(path + ": device is open in " + Join(users) +
+                                   "; refusing to restore over it");
+  return Status::OK();
+}
+
+std::string RealPath(const std::string& path) {
+  char real[PATH_MAX];
+  return ::realpath(path.c_str(), real) ? real : path;
+}
+
+// The repository inside the target's directory, or on the target disk.
+Status RefusePlace(const std::string& path, const std::string& repo_dir) {
   std::error_code ec;
   const fs::path dir = fs::weakly_canonical(fs::absolute(path).parent_path(), ec);
   if (!repo_dir.empty() && Inside(dir, repo_dir))
@@ -130,6 +153,25 @@ Status RestoreTarget::Open(const std::string& path, uint64_t size, bool overwrit
                               vss::PathOnVolumes(repo_dir, false, {id}))
     return Status::InvalidArgument(path + ": the repository " + repo_dir +
                                    " lives on it; restore onto another disk");
+  return Status::OK();
+}
+
+}  // namespace
+
+Status RestoreTarget::Check(const std::string& path, const std::string& repo_dir) {
+  GNOMON_RETURN_IF_ERROR(RefusePlace(path, repo_dir));
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) return Status::OK();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+  if (fd < 0 && errno == EBUSY) return RefuseInUse(path);
+  if (fd >= 0) ::close(fd);
+  return RefuseUsers(path, RealPath(path));
+}
+
+Status RestoreTarget::Open(const std::string& path, uint64_t size, bool overwrite,
+                           const std::string& repo_dir, std::vector<std::string>* cleaned) {
+  path_ = path;
+  GNOMON_RETURN_IF_ERROR(RefusePlace(path, repo_dir));
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode)) return OpenDevice(path, size);
   return OpenFile(path, size, overwrite, cleaned);
@@ -137,22 +179,12 @@ Status RestoreTarget::Open(const std::string& path, uint64_t size, bool overwrit
 
 Status RestoreTarget::OpenDevice(const std::string& path, uint64_t size) {
   block_ = true;
-  char real[PATH_MAX];
-  const std::string rp = ::realpath(path.c_str(), real) ? real : path;
   // O_EXCL fails while the device is mounted or held by another O_EXCL
   // opener; holders and /proc catch the openers it cannot see.
   fd_ = ::open(path.c_str(), O_RDWR | O_EXCL | O_CLOEXEC);
-  if (fd_ < 0 && errno == EBUSY)
-    return Status::InvalidArgument(path +
-                                   ": device is in use (mounted or held open exclusively); "
-                                   "refusing to restore over it");
+  if (fd_ < 0 && errno == EBUSY) return RefuseInUse(path);
   if (fd_ < 0) return Status::FromErrno("opening " + path, errno);
-  if (auto h = Holders(rp); !h.empty())
-    return Status::InvalidArgument(path + ": device is held by " + Join(h) +
-                                   "; refusing to restore over it");
-  if (auto users = ProcessesUsing(rp); !users.empty())
-    return Status::InvalidArgument(path + ": device is open in " + Join(users) +
-                                   "; refusing to restore over it");
+  GNOMON_RETURN_IF_ERROR(RefuseUsers(path, RealPath(path)));
   uint64_t dev_size = 0;
   GNOMON_RETURN_IF_ERROR(BlockDeviceSize(fd_, path, &dev_size));
   if (dev_size < size)

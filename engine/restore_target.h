@@ -27,6 +27,10 @@ class RestoreTarget {
   // restores to the same target that a killed run left (*cleaned says so).
   Status Open(const std::string& path, uint64_t size, bool overwrite, const std::string& repo_dir,
               std::vector<std::string>* cleaned);
+  // The refusals Open makes for the repository's place and a device in
+  // use, without writing or holding anything: a disk restore makes them
+  // before it spends minutes resizing a filesystem in a scratch file.
+  static Status Check(const std::string& path, const std::string& repo_dir);
   // An unnamed file (O_TMPFILE) in dir, `size` bytes of zeros, that
   // vanishes when closed: where a disk restore resizes a filesystem before
   // copying it into a file target. Commit does nothing for it.

@@ -499,6 +499,53 @@ TEST_F(DiskTest, ASmallerTargetIsRefusedWithTheSizesAndLeftAlone) {
   EXPECT_TRUE(test::FilesEqual(disk, dir_ / "whole.img"));
 }
 
+// A device that is mounted, or held open exclusively (as a RAID member or a
+// device-mapper table holds one), is refused before anything is written
+// (exit 2), also before a --shrink spends its time in a scratch file.
+TEST_F(DiskTest, AMountedOrHeldDeviceIsRefusedAndLeftAlone) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  const std::string disk = dir_ / "disk.img";
+  MakeGptDisk(disk);
+  ASSERT_EQ(G({"backup", disk}).exit_code, 0);
+  const std::string img = dir_ / "dev.img";
+  for (const char* how : {"", "--grow", "--shrink", "--new-ids"}) {
+    SCOPED_TRACE(how);
+    // Larger than the disk, but smaller for --shrink (a resize in scratch).
+    const auto old = test::RandomBytes((std::string(how) == "--shrink" ? 80 : 128) * kMiB, 5);
+    test::WriteFile(img, old);
+    {
+      test::LoopDevice loop(img);
+      const int fd = ::open(loop.device().c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+      ASSERT_GE(fd, 0);
+      // A --shrink onto a device resizes in TMPDIR: one that does not exist
+      // fails the restore otherwise than as refused, if it gets that far.
+      std::string cmd = "TMPDIR=" + dir_ / "no-such-dir" + " " + test::GnomonBinary() + " --repo " +
+                        repo_ + " restore ";
+      if (*how) cmd += std::string(how) + " ";
+      auto r = Sh(cmd + "latest " + loop.device());
+      ::close(fd);
+      EXPECT_EQ(r.exit_code, 2) << r.err;
+      EXPECT_NE(r.err.find("device is in use"), std::string::npos) << r.err;
+    }
+    EXPECT_EQ(test::ReadFile(img), old);
+  }
+  // Mounted, with a file on it: refused, and the filesystem is as it was.
+  ASSERT_EQ(Sh("mkfs.ext4 -q -F " + img).exit_code, 0);
+  test::LoopDevice loop(img);
+  const std::string mnt = dir_ / "mnt";
+  fs::create_directories(mnt);
+  ASSERT_EQ(Sh("mount " + loop.device() + " " + mnt + " && echo kept > " + mnt + "/f").exit_code,
+            0);
+  auto r = G({"restore", "--shrink", "latest", loop.device()});
+  const std::string kept = Sh("cat " + mnt + "/f").out;
+  Sh("umount " + mnt);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("device is in use"), std::string::npos) << r.err;
+  EXPECT_EQ(kept, "kept\n");
+  auto fsck = Sh("e2fsck -fn " + img + " 2>&1");
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+}
+
 TEST_F(DiskTest, AnIncrementalOfADiskBuildsOnEachPartition) {
   const std::string disk = dir_ / "disk.img";
   MakeGptDisk(disk);
