@@ -21,8 +21,9 @@ Status RepoConfig::Validate(const std::string& where) const {
     if (version != 1 || hash != "xxh3-128")
       return bad("a plain repository has version 1 and hash xxh3-128");
   } else if (encryption == "aes-256-gcm") {
-    if (version != 2 || hash != "hmac-sha256-128")
-      return bad("an encrypted repository has version 2 and hash hmac-sha256-128");
+    if (version != 2 || (hash != "blake3-keyed-128" && hash != "hmac-sha256-128"))
+      return bad(
+          "an encrypted repository has version 2 and hash blake3-keyed-128 or hmac-sha256-128");
   } else {
     return bad("unknown encryption '" + encryption + "'");
   }
@@ -32,7 +33,7 @@ Status RepoConfig::Validate(const std::string& where) const {
 
 void RepoConfig::SetEncrypted() {
   version = 2;
-  hash = "hmac-sha256-128";
+  hash = "blake3-keyed-128";
   encryption = "aes-256-gcm";
 }
 

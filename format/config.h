@@ -18,7 +18,7 @@ struct RepoConfig {
   uint32_t version = 1;
   std::string id;                   // 32 hex characters
   uint32_t chunk_size = 4u << 20;   // chosen by bench/chunk-size-table.sh; see RESULTS.md
-  std::string hash = "xxh3-128";    // "hmac-sha256-128" when encrypted
+  std::string hash = "xxh3-128";    // "blake3-keyed-128" (or "hmac-sha256-128") when encrypted
   std::string encryption = "none";  // or "aes-256-gcm" (then version 2)
   std::string compression = "zstd";
   int compression_level = 2;         // chosen by bench/tuning-table.sh; see RESULTS.md

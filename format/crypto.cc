@@ -1,5 +1,6 @@
 #include "format/crypto.h"
 
+#include <blake3.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -54,13 +55,23 @@ MasterKey::~MasterKey() { OPENSSL_cleanse(k_.data(), k_.size()); }
 
 Digest ChunkHasher::Of(std::span<const uint8_t> data) const {
   if (!key_) return Digest::Of(data);
-  uint8_t md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
   const auto k = key_->id_key();
-  if (!HMAC(EVP_sha256(), k.data(), static_cast<int>(k.size()), data.data(), data.size(), md, &len))
-    CryptoAbort("HMAC");
   Digest d;
-  std::memcpy(d.bytes.data(), md, 16);
+  if (f_ == IdFunction::kBlake3Keyed) {
+    static_assert(BLAKE3_KEY_LEN == 32);
+    blake3_hasher h;
+    blake3_hasher_init_keyed(&h, k.data());
+    blake3_hasher_update(&h, data.data(), data.size());
+    blake3_hasher_finalize(&h, d.bytes.data(), d.bytes.size());
+    OPENSSL_cleanse(&h, sizeof h);  // it holds the key
+  } else {
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (!HMAC(EVP_sha256(), k.data(), static_cast<int>(k.size()), data.data(), data.size(), md,
+              &len))
+      CryptoAbort("HMAC");
+    std::memcpy(d.bytes.data(), md, 16);
+  }
   // The all-zero id means "a slot of zeros" (FORMAT.md §6); 2^-128.
   if (d.IsZero()) d.bytes[15] = 1;
   return d;

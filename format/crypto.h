@@ -1,6 +1,7 @@
 // Encryption of a repository (FORMAT.md §14): the master key, keyed chunk
 // ids, sealed objects and sealed pack blobs. AES-256-GCM, HMAC-SHA-256 and
-// HKDF come from OpenSSL, which uses the CPU's AES-NI/VAES and SHA-NI.
+// HKDF come from OpenSSL, which uses the CPU's AES-NI/VAES and SHA-NI;
+// keyed BLAKE3 from its official C implementation (SIMD chosen at run time).
 #pragma once
 
 #include <array>
@@ -40,18 +41,25 @@ class MasterKey {
   std::array<uint8_t, kMasterKeySize> k_{};
 };
 
+// The keyed functions an encrypted repository's config may name (§14):
+// BLAKE3 in keyed mode for new repositories (about 4 GB/s a core here,
+// against 1.2 GB/s for HMAC-SHA-256 with SHA-NI), HMAC-SHA-256 for the
+// repositories made before it.
+enum class IdFunction { kBlake3Keyed, kHmacSha256 };
+
 // How a repository names chunks: XXH3-128 in a plain one; in an encrypted
-// one HMAC-SHA-256 under the id key, truncated to 128 bits, so nobody
+// one a keyed function under the id key, truncated to 128 bits, so nobody
 // without the key can compute an id, let alone a colliding one.
 class ChunkHasher {
  public:
   ChunkHasher() = default;
-  explicit ChunkHasher(std::shared_ptr<const MasterKey> key) : key_(std::move(key)) {}
+  ChunkHasher(std::shared_ptr<const MasterKey> key, IdFunction f) : key_(std::move(key)), f_(f) {}
   Digest Of(std::span<const uint8_t> data) const;
   bool keyed() const { return key_ != nullptr; }
 
  private:
   std::shared_ptr<const MasterKey> key_;
+  IdFunction f_ = IdFunction::kBlake3Keyed;
 };
 
 // The AES-256-GCM key of one object: HKDF-SHA-256 of the master key with

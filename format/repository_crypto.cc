@@ -21,7 +21,9 @@ Status Repository::NeedKey(const std::string& what) const {
 void Repository::SetKey(std::shared_ptr<const MasterKey> key) {
   const bool first = !key_;
   key_ = std::move(key);
-  hasher_ = key_ ? ChunkHasher(key_) : ChunkHasher();
+  const IdFunction f =
+      config_.hash == "hmac-sha256-128" ? IdFunction::kHmacSha256 : IdFunction::kBlake3Keyed;
+  hasher_ = key_ ? ChunkHasher(key_, f) : ChunkHasher();
   if (first && key_ && Writes()) CleanUpDeadRuns();
 }
 

@@ -63,11 +63,77 @@ TEST(SealTest, ChunkIdsAreKeyedAndNotXxh3) {
   auto a = MasterKey::Generate(), b = MasterKey::Generate();
   const auto data = RandomBytes(100000, 7);
   const Digest plain = ChunkHasher().Of(data);
-  const Digest ka = ChunkHasher(a).Of(data), kb = ChunkHasher(b).Of(data);
-  EXPECT_EQ(plain, Digest::Of(data));
-  EXPECT_NE(ka, plain);
-  EXPECT_NE(ka, kb);
-  EXPECT_EQ(ka, ChunkHasher(a).Of(data));  // deterministic under one key: dedup works
+  for (IdFunction f : {IdFunction::kBlake3Keyed, IdFunction::kHmacSha256}) {
+    const Digest ka = ChunkHasher(a, f).Of(data), kb = ChunkHasher(b, f).Of(data);
+    EXPECT_EQ(plain, Digest::Of(data));
+    EXPECT_NE(ka, plain);
+    EXPECT_NE(ka, kb);
+    EXPECT_EQ(ka, ChunkHasher(a, f).Of(data));  // deterministic under one key: dedup works
+  }
+  EXPECT_NE(ChunkHasher(a, IdFunction::kBlake3Keyed).Of(data),
+            ChunkHasher(a, IdFunction::kHmacSha256).Of(data));
+}
+
+// A master key whose id key (its last 32 bytes) is BLAKE3's test-vector key.
+std::shared_ptr<const MasterKey> VectorKey() {
+  std::vector<uint8_t> k(kMasterKeySize, 0xee);
+  const std::string id_key = "whats the Elvish word for friend";
+  std::copy(id_key.begin(), id_key.end(), k.end() - 32);
+  return MasterKey::FromBytes(k);
+}
+
+std::vector<uint8_t> VectorInput(size_t n) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i % 251);
+  return v;
+}
+
+TEST(SealTest, ChunkIdsAreTheFirst128BitsOfTheNamedKeyedFunction) {
+  // BLAKE3's keyed_hash vectors (its test_vectors.json; the long ones from a
+  // Python port of its reference implementation), which run through the
+  // portable, SSE4.1, AVX2 and AVX-512 paths; HMAC-SHA-256 from Python's hmac.
+  const auto key = VectorKey();
+  const ChunkHasher b3(key, IdFunction::kBlake3Keyed), hmac(key, IdFunction::kHmacSha256);
+  EXPECT_EQ(b3.Of(VectorInput(0)).Hex(), "92b2b75604ed3c761f9d6f62392c8a92");
+  EXPECT_EQ(b3.Of(VectorInput(1)).Hex(), "6d7878dfff2f485635d39013278ae14f");
+  EXPECT_EQ(b3.Of(VectorInput(1025)).Hex(), "357dc55de0c7e382c900fd6e320acc04");
+  EXPECT_EQ(b3.Of(VectorInput(102400)).Hex(), "1c35d1a5811083fd7119f5d5d1ba027b");
+  EXPECT_EQ(b3.Of(VectorInput(4u << 20)).Hex(), "182b531d06d2705f68e23dc6a5580481");
+  EXPECT_EQ(hmac.Of(VectorInput(0)).Hex(), "ac5cdc92d0353395a93bf097797193a9");
+  EXPECT_EQ(hmac.Of(VectorInput(102400)).Hex(), "0779382e5942bc78566362fe8f3dc3a3");
+}
+
+// A repository names its id function in its config, for life: new ones
+// get keyed BLAKE3, one made with HMAC-SHA-256 ids keeps them (or its
+// chunks would stop deduplicating and its ids stop matching).
+TEST(SealTest, TheConfigsIdFunctionIsTheOneARepositoryUses) {
+  TempDir d;
+  const auto key = VectorKey();
+  const auto data = VectorInput(102400);
+  for (const char* hash : {"blake3-keyed-128", "hmac-sha256-128"}) {
+    RepoConfig c;
+    c.SetEncrypted();
+    if (std::string(hash) != "blake3-keyed-128") c.hash = hash;
+    EXPECT_EQ(c.hash, hash);
+    c.id = std::string(32, 'c');
+    const std::string path = d / hash;
+    ASSERT_TRUE(
+        Repository::Init(Env::Default(), path, c, {MakePasswordSlot(c.id, *key, "pw", 1)}).ok());
+    std::unique_ptr<Repository> repo;
+    ASSERT_TRUE(Repository::Open(Env::Default(), path, LockMode::kShared, "t", &repo).ok());
+    EXPECT_EQ(repo->config().hash, hash);
+    ASSERT_TRUE(repo->UnlockWithPassword("pw").ok());
+    EXPECT_EQ(repo->hasher().Of(data).Hex(), std::string(hash) == "hmac-sha256-128"
+                                                 ? "0779382e5942bc78566362fe8f3dc3a3"
+                                                 : "1c35d1a5811083fd7119f5d5d1ba027b");
+  }
+  RepoConfig c;
+  c.SetEncrypted();
+  c.id = std::string(32, 'c');
+  c.hash = "blake2b-128";
+  EXPECT_EQ(c.Validate("config").code(), Status::Code::kInvalidArgument);
+  c.hash = "xxh3-128";
+  EXPECT_EQ(c.Validate("config").code(), Status::Code::kInvalidArgument);
 }
 
 TEST(SealTest, KeySlotsOpenOnlyWithTheirSecretAndRepository) {
@@ -117,8 +183,8 @@ TEST(SealTest, ASealedPackReadsBackAndItsHeaderIsBoundToItsName) {
   ASSERT_TRUE(backend->NewUpload("pack", &up).ok());
   PackWriter w(id, std::move(up), key);
   const auto c1 = RandomBytes(5000, 1), c2 = RandomBytes(7000, 2);
-  ASSERT_TRUE(w.Add(ChunkHasher(key).Of(c1), Codec::kRaw, c1, 5000).ok());
-  ASSERT_TRUE(w.Add(ChunkHasher(key).Of(c2), Codec::kRaw, c2, 7000).ok());
+  ASSERT_TRUE(w.Add(ChunkHasher(key, IdFunction::kBlake3Keyed).Of(c1), Codec::kRaw, c1, 5000).ok());
+  ASSERT_TRUE(w.Add(ChunkHasher(key, IdFunction::kBlake3Keyed).Of(c2), Codec::kRaw, c2, 7000).ok());
   ASSERT_TRUE(w.Finish().ok());
   const auto bytes = ReadFile(d / "pack");
   const std::string file(bytes.begin(), bytes.end());

@@ -15,8 +15,10 @@ pkgs=(build-essential cmake ninja-build pkg-config
       qemu-system-x86 qemu-utils ovmf
       # gnomon mount (FUSE) and gnomon serve (NBD through nbdkit)
       libfuse3-dev fuse3 nbdkit nbdkit-plugin-dev libnbd-bin
-      # encrypted repositories: AES-256-GCM, HMAC-SHA-256 (OpenSSL), Argon2id (libsodium)
-      libssl-dev libsodium-dev
+      # encrypted repositories: AES-256-GCM, HKDF (OpenSSL), Argon2id (libsodium), and
+      # keyed chunk ids: BLAKE3's C implementation, which Debian 12 ships only in the
+      # Rust crate's sources (source files only; format/CMakeLists.txt builds them)
+      libssl-dev libsodium-dev librust-blake3-dev
       # S3 repositories: HTTP (libcurl); tools/rgw.sh installs the Ceph gateway for tests
       libcurl4-openssl-dev)
 missing=()
