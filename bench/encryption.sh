@@ -30,6 +30,7 @@ measure() {  # CMD...: sets m_wall (median of RUNS, $PREP before each)
   local walls=()
   for ((i = 0; i < runs; i++)); do
     [ -n "${PREP:-}" ] && eval "$PREP"
+    sync  # no command pays for the writeback of the one before
     /usr/bin/time -o "$work/time" -f "%e" "$@" >/dev/null 2>"$work/err" ||
       { cat "$work/err" >&2; return 1; }
     walls+=("$(tail -1 "$work/time")")
@@ -62,7 +63,7 @@ rm -f "$work/v.zst" "$out"
 version=$("$gnomon" --version | awk '{print $2}')
 modes=(plain encrypted "encrypted, key file")
 declare -A walls_b walls_r bytes_g pipe_b pipe_r
-head -c 32 /dev/urandom >"$work/key"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/key"  # 64 hex characters
 for ((i = 0; i < runs; i++)); do
   for mode in "${modes[@]}"; do
     unset GNOMON_PASSWORD GNOMON_KEY_FILE
@@ -73,11 +74,13 @@ for ((i = 0; i < runs; i++)); do
     esac
     rm -rf "$work/repo" "$out"
     "$gnomon" -q --repo "$work/repo" init "$enc" >/dev/null
+    sync
     /usr/bin/time -o "$work/time" -f "%e" "$gnomon" --json --repo "$work/repo" backup "$img" \
       >"$work/json"
     walls_b[$mode]+="$(tail -1 "$work/time") "
     pipe_b[$mode]+="$(jq .totals.seconds "$work/json") "
     bytes_g[$mode]=$(du -sb "$work/repo" | cut -f1)
+    sync
     /usr/bin/time -o "$work/time" -f "%e" "$gnomon" --json --repo "$work/repo" restore latest \
       "$out" >"$work/json"
     walls_r[$mode]+="$(tail -1 "$work/time") "
