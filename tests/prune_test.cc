@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 #include <thread>
@@ -313,16 +315,25 @@ TEST_F(PruneTest, DeletionWaitsForReadersAndReadersWaitForIt) {
     ASSERT_TRUE(Env::Default()->TryFlock(repo_ + "/gc/gate", true, &gate).ok());
     std::atomic<bool> done{false};
     CommandResult listed;
+    // Its stderr goes to a file, so the gate is let go only once list says
+    // it waits there (a fixed sleep raced a slow start under ASan).
+    const std::string err = dir_ / "list.err";
     std::thread t([&] {
-      listed = G({"list"});
+      listed = test::Sh(test::GnomonBinary() + " --repo " + repo_ + " list 2>" + err);
       done = true;
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    bool waiting = false;
+    for (int i = 0; i < 1200 && !waiting && !done; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::ifstream in(err);
+      const std::string text((std::istreambuf_iterator<char>(in)), {});
+      waiting = text.find("waiting for a prune") != std::string::npos;
+    }
+    EXPECT_TRUE(waiting) << "list did not say it waits at the gate";
     EXPECT_FALSE(done.load()) << "list did not wait at the gate";
     gate.reset();
     t.join();
-    EXPECT_EQ(listed.exit_code, 0) << listed.err;
-    EXPECT_NE(listed.err.find("waiting for a prune"), std::string::npos) << listed.err;
+    EXPECT_EQ(listed.exit_code, 0) << listed.out;
   }
   json res = Prune();
   EXPECT_EQ(res["packs_deleted"].get<int>(), 2);
