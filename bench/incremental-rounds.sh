@@ -11,6 +11,9 @@
 # GNOMON_B=/path/to/another/gnomon runs a second build on its own reflink
 # copy of the same image, through the same mutations, round by round (an A/B
 # in one session). Both images are restored and compared at the end.
+# FULL_OPTS_A / FULL_OPTS_B: extra options for build A's / B's full backup
+# (e.g. FULL_OPTS_A=--for-differentials with GNOMON_B=$GNOMON: the same
+# build, with and without a full's base kept for differentials).
 set -euo pipefail
 size=${1:-4G}
 rounds=${2:-6}
@@ -19,15 +22,17 @@ pattern=${4:-scattered}
 here=$(cd "$(dirname "$0")" && pwd)
 builds=("${GNOMON:-$here/../build/tools/gnomon}")
 [ -z "${GNOMON_B:-}" ] || builds+=("$GNOMON_B")
+full_opts=("${FULL_OPTS_A:-}" "${FULL_OPTS_B:-}")
 . "$here/reflink-volume.sh"
 export GNOMON_RUNTIME_DIR=$work/run
 
 # backup K TYPE: one backup with build K of its own image; prints "secs frozen_ms".
 backup() {
-  local k=$1 g=${builds[$1]}
+  local k=$1 g=${builds[$1]} extra=()
+  [ "$2" != full ] || read -r -a extra <<<"${full_opts[$k]}"
   cat "$work/xfs/vol$k.img" >/dev/null
   GNOMON_STATE_DIR=$work/state$k /usr/bin/time -f %e -o "$work/t" \
-    "$g" -q --repo "$work/repo$k" backup --all-blocks --type "$2" "$work/xfs/vol$k.img" >/dev/null
+    "$g" -q --repo "$work/repo$k" backup --all-blocks --type "$2" "${extra[@]}" "$work/xfs/vol$k.img" >/dev/null
   local frozen
   frozen=$(GNOMON_STATE_DIR=$work/state$k "$g" --json --repo "$work/repo$k" show latest |
     python3 -c 'import json,sys; print(round(json.load(sys.stdin)["vss"]["frozen_ms"]))')

@@ -5,6 +5,8 @@ Usage: mutate.py IMAGE PERCENT PATTERN SEED
   PATTERN scattered: single 4 KiB blocks at random positions (the worst case
           for any chunked format: a 1 % change touches most 4 MiB chunks)
   PATTERN clustered: runs of 256 blocks (1 MiB), as when files are rewritten
+  PATTERN mixed: half in 1 MiB runs, half single blocks (a day of use:
+          files rewritten, and metadata, logs and databases updated in place)
 New content comes from this machine's libraries (real, partly compressible
 bytes), so compression sees what it would see on a disk.
 """
@@ -15,12 +17,14 @@ rng = random.Random(seed)
 size = os.path.getsize(image)
 blocks = size // 4096
 target = int(blocks * percent / 100)
-run = 1 if pattern == "scattered" else 256
+if pattern not in ("scattered", "clustered", "mixed"):
+    sys.exit(f"mutate.py: unknown pattern {pattern}")
 src = open("/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1", "rb").read() \
     if os.path.exists("/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1") else os.urandom(64 << 20)
 fd = os.open(image, os.O_WRONLY)
 done = set()
 while len(done) < target:
+    run = 1 if pattern == "scattered" or (pattern == "mixed" and len(done) >= target // 2) else 256
     start = rng.randrange(0, blocks - run)
     for b in range(start, start + run):
         if len(done) >= target:

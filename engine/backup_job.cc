@@ -200,6 +200,11 @@ Status BackupRun::Run(BackupResult* out) {
     return Status::InvalidArgument("backup type '" + opt_.type +
                                    "' is not supported (use full, incremental, differential "
                                    "or copy)");
+  if (so.for_differentials && so.type != vss::BackupType::kFull)
+    return Status::InvalidArgument(
+        "--for-differentials keeps a full's snapshot for the "
+        "differentials built on it; this backup is " +
+        opt_.type);
   // Parents: an incremental builds on the newest full or incremental of the
   // same volume, a differential on the newest full; a copy is never one.
   std::map<std::string, std::string> stamps;

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <span>
 
+#include "base/byte_buffer.h"
 #include "engine/backup_job.h"
 #include "engine/disk_restore.h"
 #include "engine/pipeline_util.h"
@@ -133,7 +134,7 @@ class RestoreRun {
   Status FillRun(const SlotRun& r);
   void Done(const SlotRun& r);
   Status Write(uint64_t off, const uint8_t* p, size_t n);
-  std::vector<uint8_t>& Scratch();
+  ByteBuffer& Scratch();
 
   Repository* repo_;
   const RestoreOptions& opt_;
@@ -148,7 +149,8 @@ class RestoreRun {
   // Buffers live per thread, not per token: a slot is written in the
   // stage that reads it.
   tbb::enumerable_thread_specific<ChunkDecompressor> decs_;
-  tbb::enumerable_thread_specific<std::vector<uint8_t>> scratch_, fetched_;
+  // Grown, never zeroed: every byte is read into before it is used.
+  tbb::enumerable_thread_specific<ByteBuffer> scratch_, fetched_;
   FirstError error_;
   uint64_t next_ = 0, done_ = 0, written_ = 0, flushed_ = 0;
 };
@@ -196,7 +198,7 @@ void RestoreRun::Extend(SlotRun* r) {
   }
 }
 
-std::vector<uint8_t>& RestoreRun::Scratch() {
+ByteBuffer& RestoreRun::Scratch() {
   auto& b = scratch_.local();
   if (b.size() < vi_.chunk_size) b.resize(vi_.chunk_size);
   return b;
@@ -209,7 +211,7 @@ void RestoreRun::Fill(const SlotRun& r) {
 }
 
 Status RestoreRun::FillSlot(uint64_t slot, bool zero) {
-  std::vector<uint8_t>& buf = Scratch();
+  ByteBuffer& buf = Scratch();
   const uint32_t len = vi_.SlotLength(slot);
   if (zero)
     std::fill(buf.begin(), buf.begin() + len, 0);
@@ -226,13 +228,13 @@ Status RestoreRun::FillRun(const SlotRun& r) {
   const ChunkLocation& last = *index_.Find(vi_.slots[r.first + r.count - 1]);
   std::shared_ptr<RandomAccessFile> pack;
   GNOMON_RETURN_IF_ERROR(repo_->OpenPack(index_.pack_id(first.pack), &pack));
-  std::vector<uint8_t>& fetched = fetched_.local();
+  ByteBuffer& fetched = fetched_.local();
   fetched.resize(last.offset + repo_->BlobExtent(last) - first.offset);
   GNOMON_RETURN_IF_ERROR(pack->ReadAt(first.offset, fetched.size(), fetched.data())
                              .WithContext("slots " + std::to_string(r.first) + "-" +
                                           std::to_string(r.first + r.count - 1)));
   const WindowFile window(pack->path(), first.offset, fetched);
-  std::vector<uint8_t>& buf = Scratch();
+  ByteBuffer& buf = Scratch();
   for (uint64_t slot = r.first; slot < r.first + r.count; ++slot) {
     const Digest& d = vi_.slots[slot];
     GNOMON_RETURN_IF_ERROR(

@@ -260,9 +260,10 @@ vss::Provider* SnapshotSession::ProviderNamed(const std::string& name) const {
   return nullptr;
 }
 
-// An incremental whose trusted base is an incremental's snapshot advances
-// that base in place: only what changed is copied. A full's base stays as it
-// is, since differentials are built on it.
+// An incremental advances its trusted base in place: only what changed is
+// copied, where a whole clone costs a remap per extent of the volume. The
+// one base left as it is is a full's kept for differentials
+// (--for-differentials): they read what changed since it.
 void SnapshotSession::AdvanceBases(const std::vector<std::string>& volumes,
                                    const std::vector<vss::VolumeIdentity>& ids) {
   vss::SnapshotRegistry registry(opt_.state_dir + "/snapshots");
@@ -271,8 +272,9 @@ void SnapshotSession::AdvanceBases(const std::vector<std::string>& volumes,
     vss::SnapshotProperties base;
     vss::Guid id;
     if (v.tracked() && vss::Guid::Parse(v.base_snapshot, &id) && registry.Get(id, &base) &&
-        base.state == vss::SnapshotState::kBase &&
-        base.backup_type == vss::BackupType::kIncremental &&
+        base.state == vss::SnapshotState::kBase && !base.for_differentials &&
+        (base.backup_type == vss::BackupType::kIncremental ||
+         base.backup_type == vss::BackupType::kFull) &&
         base.volume_key == vss::VolumeKey(ids[i]))
       if (vss::Provider* p = ProviderNamed(base.provider)) p->AdvanceBase(snapshot_ids_[i], base);
   }
@@ -335,12 +337,14 @@ Status SnapshotSession::ChangedSinceBase(size_t i, const vss::TrackingVerdict& v
 
 Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id, vss::BackupType type) {
   const std::string& key = sources_[i].key;
-  HResult hr = bc_->KeepSnapshot(snapshot_ids_[i], backup_id, type, key);
+  vss::BaseLabel label{backup_id, type, key,
+                       type == vss::BackupType::kFull && opt_.for_differentials};
+  HResult hr = bc_->KeepSnapshot(snapshot_ids_[i], label);
   if (hr != vss::S_OK_)
     return Status::IOError("keeping the snapshot of " + sources_[i].volume + " as the next base: " +
                            bc_->last_error() + " (the next incremental will read everything)");
-  // Keep the new base, and for an incremental also the newest full's base
-  // (differentials are built on it); every older base of this volume goes.
+  // Keep the new base, and for an incremental also the newest full's base if
+  // it was kept for differentials; every older base of this volume goes.
   std::string keep_full;
   std::string newest_full_time;
   auto all = vss::SnapshotRegistry(opt_.state_dir + "/snapshots").List();
@@ -348,7 +352,7 @@ Status SnapshotSession::RetainBase(size_t i, const std::string& backup_id, vss::
     if (p.state == vss::SnapshotState::kBase && p.volume_key == key &&
         p.backup_type == vss::BackupType::kFull && p.created >= newest_full_time) {
       newest_full_time = p.created;
-      keep_full = p.snapshot_id.ToString();
+      keep_full = p.for_differentials ? p.snapshot_id.ToString() : "";
     }
   for (const auto& p : all) {
     if (p.state != vss::SnapshotState::kBase || p.volume_key != key) continue;

@@ -26,6 +26,9 @@ namespace gnomon {
 
 struct SnapshotOptions {
   vss::BackupType type = vss::BackupType::kFull;
+  // A full only: keep its snapshot unchanged as the base of later
+  // differentials (vss::BaseLabel::for_differentials).
+  bool for_differentials = false;
   std::string provider;  // "" = automatic: the first of SnapshotProviderNames() that can
   uint32_t freeze_timeout_ms = 60000;
   uint32_t hold_window_ms = 10000;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/byte_buffer.h"
 #include "engine/backup_plan.h"
 #include "format/codec.h"
 #include "format/patch.h"
@@ -34,7 +35,8 @@ struct Work {
   Digest digest;
   uint64_t check = 0;  // encrypted repositories: XXH3-64 of the blob (FORMAT.md §14.3)
   Codec codec = Codec::kRaw;
-  std::vector<uint8_t> raw, stored;
+  ByteBuffer raw;  // sized to a chunk, never zeroed (base/byte_buffer.h)
+  std::vector<uint8_t> stored;
 };
 
 // The blob's id and, where it is sealed, the check sealed with it, taken

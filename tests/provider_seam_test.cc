@@ -131,16 +131,16 @@ class RangeLogProvider : public vss::Provider {
     Remove(p);
     return vss::S_OK_;
   }
-  HResult RetainSnapshot(const Guid& snap, const std::string& backup_id, vss::BackupType type,
-                         const std::string& volume_key) override {
+  HResult RetainSnapshot(const Guid& snap, const vss::BaseLabel& label) override {
     std::lock_guard<std::mutex> g(mu_);
     auto it = snaps_.find(snap);
     if (it == snaps_.end()) return vss::VSS_E_OBJECT_NOT_FOUND;
     SnapshotProperties p = it->second;
     p.state = SnapshotState::kBase;
-    p.backup_id = backup_id;
-    p.backup_type = type;
-    p.volume_key = volume_key;
+    p.backup_id = label.backup_id;
+    p.backup_type = label.backup_type;
+    p.volume_key = label.volume_key;
+    p.for_differentials = label.for_differentials;
     p.file_id = vss::FileGeneration(p.device);
     p.pid = -1;
     if (Status s = registry_.Put(p); !s.ok())
@@ -260,10 +260,11 @@ TEST_F(ProviderSeamTest, FullAndIncrementalThroughAProviderTheEngineHasNeverHear
   ExpectRestores(inc.id, now);
   ExpectRestores(full.id, test::TextLikeBytes(kVolume, 7));
 
-  // The full's base stays (differentials are built on it), and the
-  // incremental's is added.
+  // The incremental's base replaces the full's: only a full made with
+  // --for-differentials keeps its base beside the incrementals'.
   snaps = ListSnapshots(state_.state_dir());
-  ASSERT_EQ(snaps.size(), 2u);
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0].props.backup_type, vss::BackupType::kIncremental);
 }
 
 TEST_F(ProviderSeamTest, ABaseWhoseRecordIsGoneMeansAFullReadThatSaysWhy) {

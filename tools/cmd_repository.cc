@@ -70,6 +70,9 @@ int CmdInit(const Globals& g, uint32_t chunk_kib, int level, uint32_t pack_mib,
 }
 
 int CmdBackup(const Globals& g, BackupOptions opt) {
+  if (opt.snapshot.for_differentials && opt.type != "full")
+    return Fail(g, Status::InvalidArgument("--for-differentials is for a full backup only"),
+                kUsage);
   std::unique_ptr<Repository> repo;
   if (int rc = OpenRepo(g, LockMode::kAppend, "backup", &repo)) return rc;
   ProgressDisplay progress(!g.json && !g.quiet);

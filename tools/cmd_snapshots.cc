@@ -123,6 +123,7 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
                                          ? ""
                                          : vss::BackupTypeName(e.props.backup_type)},
                      {"volume_key", e.props.volume_key},
+                     {"for_differentials", e.props.for_differentials},
                      {"pinned_bytes", e.pinned_bytes}});
     std::cout << arr.dump() << "\n";
     return kOk;
@@ -137,7 +138,8 @@ int CmdSnapshots(const Globals& g, const std::string& delete_id, bool delete_all
     std::string status =
         e.in_use ? "in use (pid " + std::to_string(e.props.pid) + ")"
         : e.props.state == vss::SnapshotState::kBase
-            ? "base of " + vss::BackupTypeName(e.props.backup_type) + " " + e.props.backup_id
+            ? "base of " + vss::BackupTypeName(e.props.backup_type) + " " + e.props.backup_id +
+                  (e.props.for_differentials ? " (kept for differentials)" : "")
         : e.props.state == vss::SnapshotState::kAdvancing ? "left behind, half-updated base"
                                                           : "left behind";
     // Every field but the id and the numbers is what a registry file held.

@@ -96,6 +96,11 @@ int main(int argc, char** argv) {
                    "differential (changes since the last full), or copy (a full that is never "
                    "a base)")
       ->check(CLI::IsMember({"full", "incremental", "differential", "copy"}));
+  backup->add_flag("--for-differentials", bopt.snapshot.for_differentials,
+                   "With --type full and reflink change tracking: keep this full's snapshot "
+                   "unchanged so that later differentials read only what changed since it. "
+                   "Without it the next incremental advances that snapshot in place (fast), "
+                   "and a differential after it reads the whole volume");
   backup->add_option("--tag", bopt.tags, "Tag to store with the backup (repeatable)");
   std::vector<std::string> writer_opts;
   backup

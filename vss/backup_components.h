@@ -122,8 +122,7 @@ class BackupComponents {
   // Keeps a snapshot beyond the session (not deleted at release), labelled
   // as the change-tracking base of a committed backup. Providers that cannot
   // keep snapshots refuse.
-  HResult KeepSnapshot(const Guid& snapshot_id, const std::string& backup_id,
-                       BackupType backup_type, const std::string& volume_key);
+  HResult KeepSnapshot(const Guid& snapshot_id, const BaseLabel& label);
 
   // The documents, as they stand (save them after DoSnapshotSet).
   const BackupComponentsDocument& document() const { return bcd_; }

@@ -128,13 +128,12 @@ HResult BackupComponents::CheckSnapshotsIntact(std::string* why) const {
   return S_OK_;
 }
 
-HResult BackupComponents::KeepSnapshot(const Guid& snapshot_id, const std::string& backup_id,
-                                       BackupType backup_type, const std::string& volume_key) {
+HResult BackupComponents::KeepSnapshot(const Guid& snapshot_id, const BaseLabel& label) {
   std::lock_guard<std::mutex> g(mu_);
   if (state_ != State::kCompleted && state_ != State::kSnapped) return VSS_E_BAD_STATE;
   for (auto& m : set_) {
     if (m.snapshot_id != snapshot_id) continue;
-    HResult hr = m.provider->RetainSnapshot(snapshot_id, backup_id, backup_type, volume_key);
+    HResult hr = m.provider->RetainSnapshot(snapshot_id, label);
     if (hr == S_OK_)
       m.keep = true;
     else

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "base/status.h"
 #include "base/clock.h"
+#include "base/status.h"
 #include "vss/codes.h"
 #include "vss/contracts.h"
 #include "vss/types.h"
@@ -49,6 +49,20 @@ struct SnapshotProperties {
   // this id in place (Provider::AdvanceBase): `device` is that base's file,
   // and the base is in state kAdvancing until this one is kept or discarded.
   std::string advances;
+  // A full's base kept unchanged for the differentials that build on it
+  // (BaseLabel::for_differentials).
+  bool for_differentials = false;
+};
+
+// What a kept snapshot is the change-tracking base of (RetainSnapshot).
+struct BaseLabel {
+  std::string backup_id;
+  BackupType backup_type = BackupType::kUndefined;
+  std::string volume_key;
+  // Set for a full whose later differentials should read only what changed
+  // since it: incrementals then leave this base as it is (a whole clone of
+  // the volume each) instead of advancing it in place.
+  bool for_differentials = false;
 };
 
 class Provider {
@@ -87,10 +101,9 @@ class Provider {
   virtual HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) = 0;
   virtual HResult DeleteSnapshot(const Guid& snap) = 0;
   // Keeps a snapshot after its session ends, as the change-tracking base of
-  // backup_id; recorded in the registry with state kBase.
-  virtual HResult RetainSnapshot(const Guid& snap, const std::string& backup_id,
-                                 BackupType backup_type, const std::string& volume_key) {
-    (void)snap, (void)backup_id, (void)backup_type, (void)volume_key;
+  // label.backup_id; recorded in the registry with state kBase.
+  virtual HResult RetainSnapshot(const Guid& snap, const BaseLabel& label) {
+    (void)snap, (void)label;
     return Fail(E_FAIL_, name() + " snapshots cannot be kept after a backup");
   }
   // Called after the snapshot's data was read and before the backup is

@@ -12,6 +12,8 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -291,9 +293,56 @@ HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
   if (s->undo_fd < 0 || ::ftruncate(s->undo_fd, live.st_size) != 0)
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR,
                 "creating " + s->undo_path + ": " + std::strerror(errno));
-  // The base does not change until the commit: map it now, outside the window.
-  if (Status st = ReadExtents(s->dst_fd, s->base.device, &s->base_map); !st.ok())
+  // Most of the advance happens here, before the freeze: what changed since
+  // the base until now is cloned into it, so the hold window clones only
+  // what changes from here to the freeze. The base is in state advancing
+  // (recorded above) and every range it takes is saved first, so a failure
+  // from here on puts it back (Discard) and a crash leaves it half-updated,
+  // which the next backup sees.
+  std::vector<FileExtent> base_map;
+  if (Status st = ReadExtents(s->dst_fd, s->base.device, &base_map); !st.ok())
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
+  if (Status st = ReadExtents(s->src_fd, s->props.volume, &s->live_map); !st.ok())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
+  return AdvanceRanges(s, DiffRanges(base_map, s->live_map, 0, static_cast<uint64_t>(live.st_size)),
+                       {});
+}
+
+namespace {
+// The parts of r that no range of `covered` (sorted, disjoint) holds.
+std::vector<ByteRange> Uncovered(const std::vector<ByteRange>& covered, const ByteRange& r) {
+  std::vector<ByteRange> out;
+  uint64_t at = r.offset;
+  const uint64_t end = r.offset + r.length;
+  auto it =
+      std::lower_bound(covered.begin(), covered.end(), at,
+                       [](const ByteRange& c, uint64_t x) { return c.offset + c.length <= x; });
+  for (; it != covered.end() && it->offset < end; ++it) {
+    if (it->offset > at) out.push_back({at, it->offset - at});
+    at = std::max(at, it->offset + it->length);
+  }
+  if (at < end) out.push_back({at, end - at});
+  return out;
+}
+}  // namespace
+
+HResult ReflinkProvider::AdvanceRanges(Snap* s, const std::vector<ByteRange>& todo,
+                                       const std::vector<ByteRange>& covered) {
+  for (const auto& r : todo) {
+    bool ok = true;
+    for (const ByteRange& part : Uncovered(covered, r)) {
+      if (!(ok = CloneRange(s->dst_fd, s->undo_fd, part))) break;
+      s->undo.push_back(part);
+    }
+    if (ok) ok = CloneRange(s->src_fd, s->dst_fd, r);
+    if (!ok) {
+      int e = errno;
+      return Fail(e == ENOSPC ? VSS_E_INSUFFICIENT_STORAGE : VSS_E_UNEXPECTED_PROVIDER_ERROR,
+                  "FICLONERANGE of " + s->props.volume + " into its base " + s->base.device + ": " +
+                      std::strerror(e));
+    }
+    s->ranges.push_back(r);
+  }
   return S_OK_;
 }
 
@@ -307,24 +356,18 @@ HResult ReflinkProvider::CommitAdvance(Snap* s) {
                 s->props.volume + " changed size while its snapshot was prepared");
   if (Status st = ReadExtents(s->src_fd, s->props.volume, &now); !st.ok())
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
-  s->ranges = DiffRanges(s->base_map, now, 0, static_cast<uint64_t>(live.st_size));
-  s->base_map = {};  // megabytes for a fragmented image; the ranges are what rollback needs
-  // Each range's old extents go to the undo file before the new ones
-  // replace them, so a failure at any point can be rolled back.
-  for (const auto& r : s->ranges) {
-    bool ok = CloneRange(s->dst_fd, s->undo_fd, r);
-    if (ok) {
-      ++s->saved;
-      ok = CloneRange(s->src_fd, s->dst_fd, r);
-    }
-    if (!ok) {
-      int e = errno;
-      return Fail(e == ENOSPC ? VSS_E_INSUFFICIENT_STORAGE : VSS_E_UNEXPECTED_PROVIDER_ERROR,
-                  "FICLONERANGE of " + s->props.volume + " into its base " + s->base.device + ": " +
-                      std::strerror(e));
-    }
-  }
-  return S_OK_;
+  // The base shares every extent of the live file as it was mapped before
+  // the freeze, and those extents are pinned by it (a write to one moves the
+  // written blocks): a range mapped alike then and now is the base's too.
+  // What differs changed meanwhile; the ranges saved before need no saving
+  // again (the undo file keeps the base's original extents).
+  std::vector<ByteRange> todo =
+      DiffRanges(s->live_map, now, 0, static_cast<uint64_t>(live.st_size));
+  s->live_map = {};  // megabytes for a fragmented image
+  std::vector<ByteRange> covered = s->undo;
+  std::sort(covered.begin(), covered.end(),
+            [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
+  return AdvanceRanges(s, todo, covered);
 }
 
 HResult ReflinkProvider::CommitSnapshots(const Guid& set) {
@@ -381,13 +424,14 @@ HResult ReflinkProvider::Discard(Snap* s) {
   }
   // Give the base its old extents back, in any order: the saved ranges do
   // not overlap.
+  const size_t saved = s->undo.size();
   std::string failure;
-  if (s->saved > 0) {
+  if (saved > 0) {
     int base = ::open(s->base.device.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     int undo = ::open(s->undo_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (base < 0 || undo < 0) failure = std::strerror(errno);
-    for (size_t k = 0; failure.empty() && k < s->saved; ++k)
-      if (!CloneRange(undo, base, s->ranges[k])) failure = std::strerror(errno);
+    for (size_t k = 0; failure.empty() && k < saved; ++k)
+      if (!CloneRange(undo, base, s->undo[k])) failure = std::strerror(errno);
     if (failure.empty() && ::fsync(base) != 0) failure = std::strerror(errno);
     if (base >= 0) ::close(base);
     if (undo >= 0) ::close(undo);
@@ -396,7 +440,7 @@ HResult ReflinkProvider::Discard(Snap* s) {
     SnapshotProperties b = s->base;
     b.state = SnapshotState::kBase;
     b.pid = -1;
-    if (s->saved > 0) b.file_id = FileGeneration(b.device);
+    if (saved > 0) b.file_id = FileGeneration(b.device);
     if (Status st = registry_.Put(b); !st.ok()) failure = st.message();
   }
   ::unlink(s->undo_path.c_str());
@@ -439,16 +483,16 @@ HResult ReflinkProvider::DeleteSnapshot(const Guid& snap) {
   return hr;
 }
 
-HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const std::string& backup_id,
-                                        BackupType backup_type, const std::string& volume_key) {
+HResult ReflinkProvider::RetainSnapshot(const Guid& snap, const BaseLabel& label) {
   std::lock_guard<std::mutex> g(mu_);
   auto it = snaps_.find(snap);
   if (it == snaps_.end()) return VSS_E_OBJECT_NOT_FOUND;
   SnapshotProperties p = it->second.props;
   p.state = SnapshotState::kBase;
-  p.backup_id = backup_id;
-  p.backup_type = backup_type;
-  p.volume_key = volume_key;
+  p.backup_id = label.backup_id;
+  p.backup_type = label.backup_type;
+  p.volume_key = label.volume_key;
+  p.for_differentials = label.for_differentials;
   p.file_id = FileGeneration(p.device);
   p.pid = -1;  // no process uses a retained base; it waits for the next backup
   CloseFds(&it->second);

@@ -36,8 +36,7 @@ class ReflinkProvider : public Provider {
   HResult GetSnapshotProperties(const Guid& snap, SnapshotProperties* out) override;
   HResult DeleteSnapshot(const Guid& snap) override;
   HResult DeleteLeftover(const SnapshotProperties& p) override;
-  HResult RetainSnapshot(const Guid& snap, const std::string& backup_id, BackupType backup_type,
-                         const std::string& volume_key) override;
+  HResult RetainSnapshot(const Guid& snap, const BaseLabel& label) override;
 
   // The file whose contents a volume is: itself, or a loop device's backing
   // file. Unsupported for any other block device, NotFound for a loop
@@ -62,18 +61,25 @@ class ReflinkProvider : public Provider {
     SnapshotProperties props;
     int src_fd = -1, dst_fd = -1;
     // Advancing a base: dst_fd is the base's file, undo_fd the file holding
-    // the base's old extents of ranges[0, saved).
+    // the base's old extents of every range in `undo` (disjoint).
     bool advance = false;
     SnapshotProperties base;
     std::string undo_path;
     int undo_fd = -1;
-    std::vector<FileExtent> base_map;
-    std::vector<ByteRange> ranges;
-    size_t saved = 0;
+    // The live file's map when the base last took its ranges: the base now
+    // shares every extent of it.
+    std::vector<FileExtent> live_map;
+    std::vector<ByteRange> ranges;  // cloned into the base: what changed
+    std::vector<ByteRange> undo;
   };
   void CloseFds(Snap* s);
   HResult PrepareAdvance(Snap* s, const std::string& file);
   HResult CommitAdvance(Snap* s);
+  // Clones each of `todo` from the live file into the base, first saving
+  // the base's old extents of what `covered` (ranges already in the undo
+  // file) does not hold.
+  HResult AdvanceRanges(Snap* s, const std::vector<ByteRange>& todo,
+                        const std::vector<ByteRange>& covered);
   // Removes a snapshot of this process: a clone is deleted; an advanced base
   // gets its old extents back and is a base again.
   HResult Discard(Snap* s);

@@ -72,7 +72,8 @@ static json ToJson(const SnapshotProperties& p) {
       {"volume_key", p.volume_key},
       {"generation", p.generation},
       {"file_id", p.file_id},
-      {"advances", p.advances}};
+      {"advances", p.advances},
+      {"for_differentials", p.for_differentials}};
 }
 
 // False for a record of another shape: it names no file we could trust.
@@ -97,6 +98,7 @@ static bool FromJson(const json& j, SnapshotProperties* out) {
     p.generation = text("generation");
     p.file_id = text("file_id");
     p.advances = text("advances");
+    p.for_differentials = j.value("for_differentials", false);
     if (!ParseBackupType(text("backup_type"), &p.backup_type))
       p.backup_type = BackupType::kUndefined;
   } catch (const json::exception&) {  // nlohmann's way of saying "not that shape"

@@ -74,8 +74,16 @@ std::string VolumeWriter::Validate(const std::string& volume, const std::string&
     return "the base snapshot " + prev->base_snapshot +
            " was left half-updated by a backup that did not finish (tracker not shut down "
            "cleanly)";
-  if (!found || base.state != SnapshotState::kBase)
+  if (!found || base.state != SnapshotState::kBase) {
+    // A full's base is advanced by the incremental after it unless the
+    // full was made for differentials: say so where a differential finds
+    // it gone, the one place a user would wonder.
+    if (type == BackupType::kDifferential)
+      return "the full's base snapshot " + prev->base_snapshot +
+             " is gone: an incremental since the full advanced it in place (a full made with "
+             "--for-differentials keeps it), or it was deleted";
     return "the base snapshot " + prev->base_snapshot + " is gone (deleted, or on another machine)";
+  }
   if (base.device != prev->base_device)
     return "the base snapshot " + prev->base_snapshot + "'s record names another file (" +
            base.device + ") than the stamp (" + prev->base_device + ")";
