@@ -328,6 +328,15 @@ Status SnapshotSession::ChangedSinceBase(size_t i, const vss::TrackingVerdict& v
   std::vector<vss::ByteRange> ranges;
   GNOMON_RETURN_IF_ERROR(
       ProviderNamed(sources_[i].provider)->ChangedRanges(snapshot_ids_[i], base, &ranges));
+  // Checked again after the base was read: a backup of the same volume in
+  // another process may have begun advancing it meanwhile (its record then
+  // says advancing, or is gone, and the file's ctime moved), and a map read
+  // from a half-advanced base would miss changes.
+  vss::SnapshotProperties after;
+  if (!vss::SnapshotRegistry(opt_.state_dir + "/snapshots").Get(id, &after))
+    return Status::NotFound("the base snapshot " + v.base_snapshot +
+                            " was removed while it was read");
+  GNOMON_RETURN_IF_ERROR(CheckBase(i, v, after));
   // A provider's ranges may come in any order (a range log is in write
   // order), overlap, or reach past the volume: the planner needs them
   // sorted, merged and within the volume.

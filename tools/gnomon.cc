@@ -97,10 +97,10 @@ int main(int argc, char** argv) {
                    "a base)")
       ->check(CLI::IsMember({"full", "incremental", "differential", "copy"}));
   backup->add_flag("--for-differentials", bopt.snapshot.for_differentials,
-                   "With --type full and reflink change tracking: keep this full's snapshot "
-                   "unchanged so that later differentials read only what changed since it. "
-                   "Without it the next incremental advances that snapshot in place (fast), "
-                   "and a differential after it reads the whole volume");
+                   "With --type full: keep this full's change-tracking snapshot unchanged so "
+                   "that later differentials read only what changed since it. Without it the "
+                   "next incremental advances that snapshot in place (reflink) or replaces "
+                   "it, and a differential after it reads the whole volume");
   backup->add_option("--tag", bopt.tags, "Tag to store with the backup (repeatable)");
   std::vector<std::string> writer_opts;
   backup

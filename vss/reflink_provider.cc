@@ -299,13 +299,23 @@ HResult ReflinkProvider::PrepareAdvance(Snap* s, const std::string& file) {
   // (recorded above) and every range it takes is saved first, so a failure
   // from here on puts it back (Discard) and a crash leaves it half-updated,
   // which the next backup sees.
-  std::vector<FileExtent> base_map;
-  if (Status st = ReadExtents(s->dst_fd, s->base.device, &base_map); !st.ok())
+  std::vector<FileExtent> live_map;
+  if (Status st = ReadExtents(s->dst_fd, s->base.device, &s->base_map); !st.ok())
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
-  if (Status st = ReadExtents(s->src_fd, s->props.volume, &s->live_map); !st.ok())
+  if (Status st = ReadExtents(s->src_fd, s->props.volume, &live_map); !st.ok())
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
-  return AdvanceRanges(s, DiffRanges(base_map, s->live_map, 0, static_cast<uint64_t>(live.st_size)),
-                       {});
+  const uint64_t size = static_cast<uint64_t>(live.st_size);
+  if (HResult hr = AdvanceRanges(s, DiffRanges(s->base_map, live_map, 0, size), {}); hr != S_OK_)
+    return hr;
+  // The window compares the live file with the base as mapped again here,
+  // after the clones, never with the live map they were chosen from: the
+  // base need not share all of that. A preallocated (unwritten) extent is
+  // cloned as a hole and stays the live file's alone, so a write into it
+  // keeps its address; an extent freed between the map and its clone (a
+  // discard) is cloned as a hole and may be allocated again.
+  if (Status st = ReadExtents(s->dst_fd, s->base.device, &s->base_map); !st.ok())
+    return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
+  return S_OK_;
 }
 
 namespace {
@@ -356,14 +366,13 @@ HResult ReflinkProvider::CommitAdvance(Snap* s) {
                 s->props.volume + " changed size while its snapshot was prepared");
   if (Status st = ReadExtents(s->src_fd, s->props.volume, &now); !st.ok())
     return Fail(VSS_E_UNEXPECTED_PROVIDER_ERROR, st.message());
-  // The base shares every extent of the live file as it was mapped before
-  // the freeze, and those extents are pinned by it (a write to one moves the
-  // written blocks): a range mapped alike then and now is the base's too.
-  // What differs changed meanwhile; the ranges saved before need no saving
-  // again (the undo file keeps the base's original extents).
+  // What the base maps, it pins: a range mapped alike in both holds the
+  // same bytes (a write to a shared block moves it). What differs changed
+  // since the early pass, or was not shared by it; the ranges that pass
+  // saved need no saving again (the undo file keeps the base's originals).
   std::vector<ByteRange> todo =
-      DiffRanges(s->live_map, now, 0, static_cast<uint64_t>(live.st_size));
-  s->live_map = {};  // megabytes for a fragmented image
+      DiffRanges(s->base_map, now, 0, static_cast<uint64_t>(live.st_size));
+  s->base_map = {};  // megabytes for a fragmented image
   std::vector<ByteRange> covered = s->undo;
   std::sort(covered.begin(), covered.end(),
             [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });

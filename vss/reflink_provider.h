@@ -66,9 +66,8 @@ class ReflinkProvider : public Provider {
     SnapshotProperties base;
     std::string undo_path;
     int undo_fd = -1;
-    // The live file's map when the base last took its ranges: the base now
-    // shares every extent of it.
-    std::vector<FileExtent> live_map;
+    // The base's map after the early pass, read before the freeze.
+    std::vector<FileExtent> base_map;
     std::vector<ByteRange> ranges;  // cloned into the base: what changed
     std::vector<ByteRange> undo;
   };

@@ -80,8 +80,8 @@ std::string VolumeWriter::Validate(const std::string& volume, const std::string&
     // it gone, the one place a user would wonder.
     if (type == BackupType::kDifferential)
       return "the full's base snapshot " + prev->base_snapshot +
-             " is gone: an incremental since the full advanced it in place (a full made with "
-             "--for-differentials keeps it), or it was deleted";
+             " is gone: an incremental since the full advanced or replaced it (a full made "
+             "with --for-differentials keeps it), or it was deleted";
     return "the base snapshot " + prev->base_snapshot + " is gone (deleted, or on another machine)";
   }
   if (base.device != prev->base_device)
