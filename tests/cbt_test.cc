@@ -97,6 +97,15 @@ class CbtTest : public ::testing::TestWithParam<std::string> {
       if (b.backup_type == vss::BackupType::kIncremental) return b;
     return {};
   }
+  // Has p prepare snapshot `snap` of vol_ by advancing `base` (the early
+  // pass, before any freeze), as a backup would; not committed.
+  void PrepareAdvance(vss::ReflinkProvider* p, const vss::SnapshotProperties& base,
+                      const vss::Guid& set, const vss::Guid& snap) {
+    vss::VolumeIdentity id;
+    ASSERT_TRUE(vss::IdentifyVolume(vol_, &id).ok());
+    p->AdvanceBase(snap, base);
+    ASSERT_EQ(p->BeginPrepareSnapshot(set, snap, id), vss::S_OK_) << p->last_error();
+  }
   int UndoFiles() {
     int n = 0;
     for (auto& e : fs::directory_iterator(fs_dir_))
@@ -521,11 +530,8 @@ TEST_P(CbtTest, WritesBetweenTheEarlyAdvanceAndTheFreezeAreTakenToo) {
   const std::vector<uint8_t> early = test::RandomBytes(8192, 72);
   Pwrite(kChunk * 4, early);
   vss::ReflinkProvider p(state_.state_dir());
-  vss::VolumeIdentity id;
-  ASSERT_TRUE(vss::IdentifyVolume(vol_, &id).ok());
   const vss::Guid set = vss::Guid::Random(), snap = vss::Guid::Random();
-  p.AdvanceBase(snap, base);
-  ASSERT_EQ(p.BeginPrepareSnapshot(set, snap, id), vss::S_OK_) << p.last_error();
+  ASSERT_NO_FATAL_FAILURE(PrepareAdvance(&p, base, set, snap));
   {
     std::vector<uint8_t> got(early.size());
     int fd = ::open(base.device.c_str(), O_RDONLY);
@@ -572,11 +578,8 @@ TEST_P(CbtTest, AWriteIntoPreallocatedSpaceAfterTheEarlyAdvanceIsTaken) {
     ::close(fd);
   }
   vss::ReflinkProvider p(state_.state_dir());
-  vss::VolumeIdentity id;
-  ASSERT_TRUE(vss::IdentifyVolume(vol_, &id).ok());
   const vss::Guid set = vss::Guid::Random(), snap = vss::Guid::Random();
-  p.AdvanceBase(snap, base);
-  ASSERT_EQ(p.BeginPrepareSnapshot(set, snap, id), vss::S_OK_) << p.last_error();
+  ASSERT_NO_FATAL_FAILURE(PrepareAdvance(&p, base, set, snap));
   Pwrite(kChunk * 6 + 4096, test::RandomBytes(8192, 82));
   ASSERT_EQ(p.CommitSnapshots(set), vss::S_OK_) << p.last_error();
   vss::SnapshotProperties now;
