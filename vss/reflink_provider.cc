@@ -336,9 +336,9 @@ std::vector<ByteRange> Uncovered(const std::vector<ByteRange>& covered, const By
 }
 }  // namespace
 
-HResult ReflinkProvider::AdvanceRanges(Snap* s, const std::vector<ByteRange>& todo,
+HResult ReflinkProvider::AdvanceRanges(Snap* s, const std::vector<ByteRange>& wanted,
                                        const std::vector<ByteRange>& covered) {
-  for (const auto& r : todo) {
+  for (const auto& r : wanted) {
     bool ok = true;
     for (const ByteRange& part : Uncovered(covered, r)) {
       if (!(ok = CloneRange(s->dst_fd, s->undo_fd, part))) break;
@@ -370,13 +370,13 @@ HResult ReflinkProvider::CommitAdvance(Snap* s) {
   // same bytes (a write to a shared block moves it). What differs changed
   // since the early pass, or was not shared by it; the ranges that pass
   // saved need no saving again (the undo file keeps the base's originals).
-  std::vector<ByteRange> todo =
+  std::vector<ByteRange> wanted =
       DiffRanges(s->base_map, now, 0, static_cast<uint64_t>(live.st_size));
   s->base_map = {};  // megabytes for a fragmented image
   std::vector<ByteRange> covered = s->undo;
   std::sort(covered.begin(), covered.end(),
             [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
-  return AdvanceRanges(s, todo, covered);
+  return AdvanceRanges(s, wanted, covered);
 }
 
 HResult ReflinkProvider::CommitSnapshots(const Guid& set) {

@@ -74,10 +74,10 @@ class ReflinkProvider : public Provider {
   void CloseFds(Snap* s);
   HResult PrepareAdvance(Snap* s, const std::string& file);
   HResult CommitAdvance(Snap* s);
-  // Clones each of `todo` from the live file into the base, first saving
+  // Clones each of `wanted` from the live file into the base, first saving
   // the base's old extents of what `covered` (ranges already in the undo
   // file) does not hold.
-  HResult AdvanceRanges(Snap* s, const std::vector<ByteRange>& todo,
+  HResult AdvanceRanges(Snap* s, const std::vector<ByteRange>& wanted,
                         const std::vector<ByteRange>& covered);
   // Removes a snapshot of this process: a clone is deleted; an advanced base
   // gets its old extents back and is a base again.
