@@ -591,6 +591,32 @@ TEST_P(CbtTest, AWriteIntoPreallocatedSpaceAfterTheEarlyAdvanceIsTaken) {
   ExpectRestores(inc.id, vol_);
 }
 
+TEST_P(CbtTest, PreallocatedSpaceIsTakenOnceNotByEveryIncremental) {
+  FullThenIncremental(83);
+  {
+    int fd = ::open(vol_.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kChunk * 9, kChunk * 3),
+              0);
+    ASSERT_EQ(::fallocate(fd, 0, kChunk * 9, kChunk * 3), 0) << "preallocated, unwritten";
+    ::close(fd);
+  }
+  BackupRecord taken = Backup("incremental");
+  ASSERT_EQ(taken.volumes[0].tracking, "reflink-fiemap") << taken.volumes[0].tracking_reason;
+  EXPECT_EQ(taken.volumes[0].stats.changed_chunks, 3u) << "its old data became zeros";
+  ExpectRestores(taken.id, vol_);
+  // Nothing written since: the unwritten extents (which XFS clones into the
+  // base as holes) are not a change.
+  BackupRecord idle = Backup("incremental");
+  EXPECT_EQ(idle.volumes[0].stats.changed_chunks, 0u);
+  EXPECT_EQ(idle.volumes[0].stats.unchanged_chunks, kVolume / kChunk) << "nothing to read";
+  EXPECT_EQ(idle.volumes[0].stats.bytes_read, 0u);
+  Pwrite(kChunk * 10 + 100, test::RandomBytes(5000, 84));
+  BackupRecord into = Backup("incremental");
+  EXPECT_EQ(into.volumes[0].stats.changed_chunks, 1u) << "a write into the preallocated space";
+  ExpectRestores(into.id, vol_);
+}
+
 TEST_P(CbtTest, AFailedIncrementalPutsAnAdvancedBaseBack) {
   BackupRecord i1 = FullThenIncremental(41);
   std::string at_i1 = dir_ / "at-i1";

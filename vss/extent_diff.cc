@@ -40,6 +40,14 @@ Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out
     if (fm->fm_mapped_extents == 0) break;
     for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) {
       const auto& e = fm->fm_extents[i];
+      start = e.fe_logical + e.fe_length;
+      if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
+      // Preallocated and never written: it reads as zeros, as a hole does,
+      // and counts as one. XFS clones such an extent as a hole, so compared
+      // by address it would differ from every base and be cloned and read
+      // again by every incremental. A write into it keeps its address but
+      // makes it written, which then differs from the base's hole.
+      if (e.fe_flags & FIEMAP_EXTENT_UNWRITTEN) continue;
       FileExtent x;
       x.logical = e.fe_logical;
       x.physical = e.fe_physical;
@@ -48,8 +56,6 @@ Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out
                                   FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_NOT_ALIGNED |
                                   FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL));
       out->push_back(x);
-      start = e.fe_logical + e.fe_length;
-      if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
     }
   }
   return Status::OK();

@@ -2,8 +2,8 @@
 // every physical extent the file did not rewrite between them, so a byte
 // range mapped to the same physical address in both is unchanged (the older
 // clone pins its blocks: they cannot be freed and reused while it exists).
-// Holes in both are unchanged. Anything uncertain (unknown, delayed,
-// encoded, inline extents; a mapping that differs) counts as changed.
+// Holes in both are unchanged (an unwritten extent is a hole here). Anything uncertain (unknown,
+// delayed, encoded, inline extents; a mapping that differs) counts as changed.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +21,8 @@ struct FileExtent {
 };
 
 // Every extent of the file at path (FIEMAP with FIEMAP_FLAG_SYNC), in
-// logical order.
+// logical order. Unwritten (preallocated) extents are left out: they read
+// as zeros, so they are holes to every comparison here.
 Status ReadExtents(const std::string& path, std::vector<FileExtent>* out);
 // The same for an open file; an error names it as `name`.
 Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out);
