@@ -365,6 +365,7 @@ Status BackupRun::Image(std::vector<SourceVolume>& sources, const SnapshotSessio
   ctx.threads = opt_.threads > 0 ? opt_.threads : DefaultThreads();
   ctx.tokens = opt_.tokens > 0 ? static_cast<size_t>(opt_.tokens)
                                : DefaultTokens(ctx.threads, repo_->config().chunk_size);
+  ctx.max_level = opt_.max_level;
   ctx.cancel = opt_.cancel;
   ctx.progress = opt_.progress;
   UnreadBases unread;

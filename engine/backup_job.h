@@ -17,6 +17,10 @@
 
 namespace gnomon {
 
+// Adaptive compression's default ceiling: chosen in bench/RESULTS.md,
+// "Adaptive compression".
+inline constexpr int kDefaultMaxLevel = 6;
+
 struct BackupOptions {
   std::vector<std::string> sources;  // block devices or regular files
   std::string type = "full";         // full | copy
@@ -30,6 +34,9 @@ struct BackupOptions {
   bool volumes_only = false;
   int threads = 0;  // 0 = all cores
   int tokens = 0;   // chunks in flight; 0 = DefaultTokens()
+  // The highest zstd level adaptive compression may raise new chunks to
+  // while the source, not the CPU, is what limits the backup.
+  int max_level = kDefaultMaxLevel;
   ProgressFn progress;
   const CancelFlag* cancel = nullptr;
 };

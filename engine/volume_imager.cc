@@ -9,6 +9,7 @@
 
 #include "base/byte_buffer.h"
 #include "engine/backup_plan.h"
+#include "engine/level_governor.h"
 #include "format/codec.h"
 #include "format/patch.h"
 
@@ -35,6 +36,7 @@ struct Work {
   Digest digest;
   uint64_t check = 0;  // encrypted repositories: XXH3-64 of the blob (FORMAT.md §14.3)
   Codec codec = Codec::kRaw;
+  int level = 0;   // the zstd level of stored (0: raw)
   ByteBuffer raw;  // sized to a chunk, never zeroed (base/byte_buffer.h)
   std::vector<uint8_t> stored;
 };
@@ -81,12 +83,18 @@ class VolumeImager {
   }
   // Where the read stage is: cursors into sorted lists that only move forward.
   struct Cursor {
-    uint64_t next = 0;      // the next slot
-    size_t ext = 0;         // first data extent that may still overlap the next slot
-    size_t used = 0;        // first used run that may still overlap the next slot
-    size_t next_range = 0;  // first changed range that may still overlap the next slot
+    uint64_t next = 0;         // the next slot
+    size_t ext = 0;            // first data extent that may still overlap the next slot
+    size_t used = 0;           // first used run that may still overlap the next slot
+    size_t next_range = 0;     // first changed range that may still overlap the next slot
+    uint64_t prefetched = 0;   // slots below this were handed to the kernel's readahead
+    size_t prefetch_used = 0;  // first used run that may overlap slot `prefetched`
   };
   Work* NextSlot(Cursor* c, BufferPool<Work>* pool, const VolumeIndex& vi) const;
+  // Full reads: has the kernel start reading the used bytes of the slots up
+  // to kReadAhead past c->next, so that a disk slower than compression keeps
+  // streaming while the workers compress the slots before them.
+  void ReadAhead(Cursor* c, const VolumeIndex& vi) const;
   void Hash(Work* w) const;
   void Dedup(Work* w, VolumeIndex* vi, VolumeStats* stats) const;
   void Write(const Work& w, VolumeStats* stats) const;
@@ -220,6 +228,22 @@ Status VolumeImager::ReadSlot(uint64_t start, size_t* next_ext, size_t* next_use
   return Status::OK();
 }
 
+void VolumeImager::ReadAhead(Cursor* c, const VolumeIndex& vi) const {
+  constexpr uint64_t kReadAhead = 2;
+  const uint64_t chunk = vi.chunk_size;
+  const auto& used = map_.used;
+  const uint64_t until = std::min<uint64_t>(c->next + kReadAhead, vi.slots.size());
+  for (; c->prefetched < until; ++c->prefetched) {
+    const uint64_t start = c->prefetched * chunk, end = start + vi.SlotLength(c->prefetched);
+    size_t& u = c->prefetch_used;
+    while (u < used.size() && used[u].offset + used[u].length <= start) ++u;
+    for (size_t k = u; k < used.size() && used[k].offset < end; ++k) {
+      const uint64_t a = std::max(used[k].offset, start);
+      src_.Prefetch(a, std::min(used[k].offset + used[k].length, end) - a);
+    }
+  }
+}
+
 // The read stage: the next slot's Work, planned (unchanged, patch, or a
 // whole read) and, unless it is read in the parallel stage, read.
 Work* VolumeImager::NextSlot(Cursor* c, BufferPool<Work>* pool, const VolumeIndex& vi) const {
@@ -247,6 +271,7 @@ Work* VolumeImager::NextSlot(Cursor* c, BufferPool<Work>* pool, const VolumeInde
       for (const auto& r : w->ranges) src_.Prefetch(start + r.offset, r.length);
     return w;
   }
+  if (!plan_.tracked) ReadAhead(c, vi);
   Status s = ReadSlot(w->slot * chunk, &c->ext, &c->used, w);
   if (!s.ok()) {
     ctx_.error->Set(s);
@@ -307,6 +332,7 @@ void VolumeImager::Write(const Work& w, VolumeStats* stats) const {
   stats->patched_chunks += w.patch_depth != 0;
   stats->new_raw_bytes += w.payload;
   stats->new_stored_bytes += w.stored.size();
+  ++stats->levels[w.level];
 }
 
 Status VolumeImager::Run(const std::string& label, VolumeIndex* vi, VolumeStats* stats) {
@@ -323,12 +349,19 @@ Status VolumeImager::Run(const std::string& label, VolumeIndex* vi, VolumeStats*
     w.raw.resize(chunk);
     w.stored.reserve(chunk);
   });
-  tbb::enumerable_thread_specific<ChunkCompressor> compressors(
-      ctx_.repo->config().compression_level);
+  const int floor = ctx_.repo->config().compression_level;
+  tbb::enumerable_thread_specific<ChunkCompressor> compressors(floor);
+  tbb::enumerable_thread_specific<std::vector<uint8_t>> scratch;
+  LevelGovernor governor(floor, ctx_.max_level);
   Cursor cursor;
   uint64_t done_bytes = 0;
   auto read = [&](tbb::flow_control& fc) -> Work* {
-    if (cursor.next < slots && !Stopping()) return NextSlot(&cursor, &pool, *vi);
+    if (cursor.next < slots && !Stopping()) {
+      governor.ReadStarted(LevelGovernor::Clock::now());
+      Work* w = NextSlot(&cursor, &pool, *vi);
+      governor.ReadDone(LevelGovernor::Clock::now());
+      return w;
+    }
     fc.stop();
     return nullptr;
   };
@@ -342,7 +375,8 @@ Status VolumeImager::Run(const std::string& label, VolumeIndex* vi, VolumeStats*
   };
   auto compress = [&](Work* w) {
     if (w->is_new && !Stopping())
-      w->codec = compressors.local().Compress({w->raw.data(), w->payload}, &w->stored);
+      w->codec = CompressAdaptive(&compressors.local(), governor, {w->raw.data(), w->payload},
+                                  &w->stored, &scratch.local(), &w->level);
     return w;
   };
   auto write = [&](Work* w) {

@@ -57,6 +57,9 @@ struct ImageContext {
   UnreadBases* unread_bases = nullptr;
   int threads = 1;
   size_t tokens = 4;
+  // Adaptive compression's highest zstd level (engine/level_governor.h); at
+  // or below the repository's level, every chunk is stored at that level.
+  int max_level = 0;
   const CancelFlag* cancel = nullptr;
   ProgressFn progress;
 };

@@ -22,10 +22,13 @@ void VolumeStats::Add(const VolumeStats& o) {
   unchanged_chunks += o.unchanged_chunks;
   patched_chunks += o.patched_chunks;
   unused_bytes += o.unused_bytes;
+  for (const auto& [level, n] : o.levels) levels[level] += n;
 }
 
 json VolumeStats::ToJson() const {
   const VolumeStats& s = *this;
+  json levels = json::object();
+  for (const auto& [level, n] : s.levels) levels[std::to_string(level)] = n;
   return json{{"bytes", s.bytes},
               {"bytes_read", s.bytes_read},
               {"chunks", s.chunks},
@@ -38,6 +41,7 @@ json VolumeStats::ToJson() const {
               {"unchanged_chunks", s.unchanged_chunks},
               {"patched_chunks", s.patched_chunks},
               {"unused_bytes", s.unused_bytes},
+              {"compression_levels", levels},
               {"seconds", s.seconds}};
 }
 
@@ -56,6 +60,20 @@ static VolumeStats StatsFromJson(const json& j) {
   s.unchanged_chunks = j.value("unchanged_chunks", uint64_t{0});
   s.patched_chunks = j.value("patched_chunks", uint64_t{0});
   s.unused_bytes = j.value("unused_bytes", uint64_t{0});  // version 3
+  if (j.contains("compression_levels")) {                 // format version 16
+    const json& levels = j.at("compression_levels");
+    if (!levels.is_object())
+      throw json::other_error::create(501, "compression_levels is not an object", &j);
+    for (const auto& [key, n] : levels.items()) {
+      const bool digits = !key.empty() && key.size() <= 2 &&
+                          key.find_first_not_of("0123456789") == std::string::npos;
+      const int level = digits ? std::atoi(key.c_str()) : -1;
+      if (level < 0 || level > 22 || !n.is_number_unsigned())
+        throw json::other_error::create(501, "compression level '" + key + "' or its count is bad",
+                                        &j);
+      s.levels[level] = n.get<uint64_t>();
+    }
+  }
   return s;
 }
 

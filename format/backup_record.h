@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -35,6 +36,9 @@ struct VolumeStats {
   // Record version 3: bytes the used-block map marked free (never read,
   // restored as zeros).
   uint64_t unused_bytes = 0;
+  // Format version 16: new chunks by the zstd level they were stored at
+  // (0: stored raw), as adaptive compression chose it.
+  std::map<int, uint64_t> levels;
   double seconds = 0;
 
   void Add(const VolumeStats& o);

@@ -9,7 +9,8 @@ namespace gnomon {
 ChunkCompressor::ChunkCompressor(int level) : cctx_(ZSTD_createCCtx()), level_(level) {}
 ChunkCompressor::~ChunkCompressor() { ZSTD_freeCCtx(cctx_); }
 
-Codec ChunkCompressor::Compress(std::span<const uint8_t> raw, std::vector<uint8_t>* out) {
+Codec ChunkCompressor::Compress(std::span<const uint8_t> raw, int level,
+                                std::vector<uint8_t>* out) {
   // Bound the output at raw.size(): if zstd cannot beat that it fails with
   // dstSize_tooSmall and the chunk is stored raw, which is what we want anyway.
   out->resize(raw.size());
@@ -21,7 +22,7 @@ Codec ChunkCompressor::Compress(std::span<const uint8_t> raw, std::vector<uint8_
   int window_log = 10;
   while (window_log < 27 && (size_t{1} << window_log) < raw.size()) ++window_log;
   ZSTD_CCtx_reset(cctx_, ZSTD_reset_parameters);
-  ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level_);
+  ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx_, ZSTD_c_windowLog, window_log);
   size_t n = ZSTD_compress2(cctx_, out->data(), out->size(), raw.data(), raw.size());
   if (ZSTD_isError(n) || n >= raw.size()) {

@@ -24,7 +24,11 @@ class ChunkCompressor {
   ChunkCompressor(const ChunkCompressor&) = delete;
   ChunkCompressor& operator=(const ChunkCompressor&) = delete;
   // Fills *out with the stored form of raw and returns its codec.
-  Codec Compress(std::span<const uint8_t> raw, std::vector<uint8_t>* out);
+  Codec Compress(std::span<const uint8_t> raw, std::vector<uint8_t>* out) {
+    return Compress(raw, level_, out);
+  }
+  // The same at another zstd level than the one this was made with.
+  Codec Compress(std::span<const uint8_t> raw, int level, std::vector<uint8_t>* out);
 
  private:
   ZSTD_CCtx_s* cctx_;

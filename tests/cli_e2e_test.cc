@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -558,6 +559,75 @@ TEST(LoopDeviceTest, BackupAndRestoreARealBlockDevice) {
   auto r = Gnomon({"--repo", repo, "restore", "latest", target.device()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(test::FilesEqual(dir / "disk.img", target.device()));
+}
+
+// A blkio cgroup (v1) that throttles reads of one block device, removed on
+// destruction; empty path() if this kernel has none.
+class ReadThrottle {
+ public:
+  ReadThrottle(const std::string& device, uint64_t bytes_per_second) {
+    const fs::path root = "/sys/fs/cgroup/blkio";
+    if (!fs::exists(root / "blkio.throttle.read_bps_device")) return;
+    path_ = root / ("gnomon-test-" + std::to_string(::getpid()));
+    auto majmin = test::Sh("lsblk -dno MAJ:MIN " + device + " | tr -d ' \\n'");
+    if (majmin.exit_code != 0 || !fs::create_directory(path_)) {
+      path_.clear();
+      return;
+    }
+    std::ofstream(path_ / "blkio.throttle.read_bps_device")
+        << majmin.out << " " << bytes_per_second << "\n";
+  }
+  ~ReadThrottle() {
+    if (!path_.empty()) ::rmdir(path_.c_str());
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+TEST(LoopDeviceTest, ASourceSlowerThanCompressionGetsAHigherLevel) {
+  GNOMON_SKIP_IF(test::RootSkipReason());
+  test::IsolatedState state;
+  TempDir dir;
+  std::string repo = dir / "repo";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo}).exit_code, 0);
+  const auto data = test::TextLikeBytes(48u << 20, 11);
+  test::WriteFile(dir / "disk.img", data);
+  test::LoopDevice loop(dir / "disk.img");
+  ASSERT_FALSE(loop.device().empty());
+  // 16 MB/s: three seconds of reading that compression at level 2 would
+  // finish in a tenth of that.
+  ReadThrottle throttle(loop.device(), 16 << 20);
+  GNOMON_SKIP_IF(throttle.path().empty() ? "no blkio cgroup (v1) to throttle reads here" : "");
+  ASSERT_EQ(test::Sh("blockdev --flushbufs " + loop.device()).exit_code, 0);
+  auto b = test::Run({"sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", throttle.path(),
+                      test::GnomonBinary(), "--repo", repo, "--json", "backup", loop.device()});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  json levels = json::parse(b.out)["totals"]["compression_levels"];
+  uint64_t higher = 0, all = 0;
+  for (const auto& [level, n] : levels.items()) {
+    EXPECT_TRUE(level == "2" || level == "3" || level == "4" || level == "5" || level == "6")
+        << levels.dump();
+    all += n.get<uint64_t>();
+    if (level != "2") higher += n.get<uint64_t>();
+  }
+  EXPECT_EQ(all, 12u);
+  EXPECT_GT(higher, 0u) << "reading was the limit, yet nothing went above level 2: "
+                        << levels.dump();
+  ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir / "out.img"}).exit_code, 0);
+  EXPECT_TRUE(test::FilesEqual(dir / "disk.img", dir / "out.img"));
+  // --compression-max at the repository's level: no adaptation.
+  ASSERT_EQ(test::Sh("blockdev --flushbufs " + loop.device()).exit_code, 0);
+  std::string repo2 = dir / "repo2";
+  ASSERT_EQ(Gnomon({"init", "--repo", repo2}).exit_code, 0);
+  b = test::Run({"sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", throttle.path(),
+                 test::GnomonBinary(), "--repo", repo2, "--json", "backup", "--compression-max",
+                 "2", loop.device()});
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(json::parse(b.out)["totals"]["compression_levels"], json({{"2", 12}}));
+  EXPECT_EQ(Gnomon({"--repo", repo2, "backup", "--compression-max", "20", loop.device()}).exit_code,
+            2);
 }
 
 TEST(LoopDeviceTest, MountedDeviceIsRefusedAsSourceAndTarget) {

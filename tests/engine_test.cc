@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "engine/backup_job.h"
+#include "engine/level_governor.h"
 #include "engine/restore_job.h"
 #include "engine/verify_job.h"
 #include "tests/fault_env.h"
@@ -123,6 +124,117 @@ TEST_F(EngineTest, EveryKindOfVolumeRestoresByteIdentical) {
   }
   VerifyResult v = Verify(true);
   EXPECT_TRUE(v.ok()) << (v.errors.empty() ? "" : v.errors[0]);
+}
+
+using std::chrono::milliseconds;
+
+TEST(LevelGovernorTest, ABusyReaderRaisesTheLevelToTheCeilingAndAnIdleOneLowersItToTheFloor) {
+  LevelGovernor g(2, 6);
+  EXPECT_EQ(g.level(), 2);
+  for (int want : {3, 4, 5, 6, 6}) {
+    g.Observe(milliseconds(95), milliseconds(100));  // the compressors wait for reads
+    EXPECT_EQ(g.level(), want);
+  }
+  g.Observe(milliseconds(75), milliseconds(100));  // balanced: stays
+  EXPECT_EQ(g.level(), 6);
+  for (int want : {5, 4, 3, 2, 2}) {
+    g.Observe(milliseconds(30), milliseconds(100));  // reads wait for the compressors
+    EXPECT_EQ(g.level(), want);
+  }
+}
+
+TEST(LevelGovernorTest, ACeilingAtOrBelowTheFloorFixesTheLevel) {
+  for (int ceiling : {1, 3}) {
+    LevelGovernor g(3, ceiling);
+    for (int i = 0; i < 5; ++i) g.Observe(milliseconds(100), milliseconds(100));
+    EXPECT_EQ(g.level(), 3) << "ceiling " << ceiling;
+  }
+}
+
+TEST(LevelGovernorTest, TheReadStageDecidesOncePerPeriod) {
+  LevelGovernor g(1, 9);
+  LevelGovernor::Clock::time_point t{};
+  t += std::chrono::hours(1);
+  // Reads that take the whole time, 10 ms each: one step per 100 ms period.
+  for (int i = 0; i < 25; ++i) {
+    g.ReadStarted(t);
+    t += milliseconds(10);
+    g.ReadDone(t);
+  }
+  EXPECT_EQ(g.level(), 3) << "two whole periods of 100 ms";
+  // Reads of 1 ms every 10 ms: the reader waits; down again (the first
+  // period still holds half of the busy one before).
+  for (int i = 0; i < 40; ++i) {
+    g.ReadStarted(t);
+    t += milliseconds(1);
+    g.ReadDone(t);
+    t += milliseconds(9);
+  }
+  EXPECT_EQ(g.level(), 1);
+}
+
+TEST(LevelGovernorTest, OnlyChunksThatCompressAreCompressedAgainHigher) {
+  ChunkCompressor c(2);
+  ChunkDecompressor d;
+  LevelGovernor g(2, 7);
+  for (int i = 0; i < 5; ++i) g.Observe(milliseconds(100), milliseconds(100));
+  ASSERT_EQ(g.level(), 7);
+  std::vector<uint8_t> out, scratch, back;
+  int level = -1;
+  // Text: level 7 beats level 2, and what is stored decodes to the chunk.
+  const auto text = test::TextLikeBytes(1u << 20, 21);
+  std::vector<uint8_t> at2;
+  ASSERT_EQ(c.Compress(text, 2, &at2), Codec::kZstd);
+  ASSERT_EQ(CompressAdaptive(&c, g, text, &out, &scratch, &level), Codec::kZstd);
+  EXPECT_EQ(level, 7);
+  EXPECT_LT(out.size(), at2.size());
+  back.resize(text.size());
+  ASSERT_TRUE(d.Decompress(Codec::kZstd, out, back.data(), back.size(), "t").ok());
+  EXPECT_EQ(back, text);
+  // Random bytes: compressed at the floor only, and so stored raw.
+  const auto noise = test::RandomBytes(1u << 20, 22);
+  EXPECT_EQ(CompressAdaptive(&c, g, noise, &out, &scratch, &level), Codec::kRaw);
+  EXPECT_EQ(level, 0);
+  EXPECT_EQ(out, noise);
+  // Half noise, half text: the sample shrinks by more than a tenth.
+  std::vector<uint8_t> mixed(noise.begin(), noise.begin() + (1 << 19));
+  mixed.insert(mixed.end(), text.begin(), text.begin() + (1 << 19));
+  ASSERT_EQ(CompressAdaptive(&c, g, mixed, &out, &scratch, &level), Codec::kZstd);
+  EXPECT_EQ(level, 7);
+  // Noise with zeros at its end, which no slice of the sample meets: at the
+  // floor, which still finds the zeros.
+  std::vector<uint8_t> mostly(noise.begin(), noise.begin() + (1 << 20) - (40 << 10));
+  mostly.insert(mostly.end(), 40 << 10, 0);
+  ASSERT_EQ(CompressAdaptive(&c, g, mostly, &out, &scratch, &level), Codec::kZstd);
+  EXPECT_EQ(level, 2);
+  EXPECT_LT(out.size(), mostly.size() - (30 << 10));
+  // A fixed level (the governor at its floor) compresses at it.
+  LevelGovernor fixed(2, 2);
+  ASSERT_EQ(CompressAdaptive(&c, fixed, text, &out, &scratch, &level), Codec::kZstd);
+  EXPECT_EQ(level, 2);
+  EXPECT_EQ(out, at2);
+}
+
+TEST_F(EngineTest, TheRecordCountsNewChunksByTheLevelTheyWereStoredAt) {
+  std::vector<uint8_t> vol = test::TextLikeBytes(6u << 20, 31);
+  const auto noise = test::RandomBytes(2u << 20, 32);
+  vol.insert(vol.end(), noise.begin(), noise.end());
+  test::WriteFile(dir_ / "v", vol);
+  BackupRecord r = Backup({dir_ / "v"});
+  ASSERT_EQ(r.totals.new_chunks, 8u);
+  uint64_t counted = 0;
+  for (const auto& [level, n] : r.totals.levels) {
+    counted += n;
+    EXPECT_TRUE(level == 0 || (level >= 2 && level <= kDefaultMaxLevel)) << level;
+  }
+  EXPECT_EQ(counted, 8u);
+  EXPECT_EQ(r.totals.levels[0], 2u) << "the two random chunks are stored raw";
+  // The record keeps the counts.
+  BackupRecord read;
+  ASSERT_TRUE(repo_->FindBackup(r.id, &read).ok());
+  EXPECT_EQ(read.totals.levels, r.totals.levels);
+  EXPECT_EQ(read.volumes.at(0).stats.levels, r.totals.levels);
+  ExpectRestoresIdentical(r.id, dir_ / "v");
 }
 
 TEST_F(EngineTest, DuplicateChunksAreStoredOnce) {

@@ -336,5 +336,27 @@ TEST(EscapeForTerminal, EscapesC0AndC1ControlsAndLeavesOtherUtf8Intact) {
   EXPECT_EQ(EscapeForTerminal("\xc2\x7f"), "\\xc2\\x7f");
 }
 
+TEST(BackupRecordTest, CompressionLevelsRoundTripAndBadOnesAreRefused) {
+  BackupRecord r;
+  r.id = "0123456789abcdef";
+  r.type = "full";
+  r.totals.new_chunks = 9;
+  r.totals.levels = {{0, 2}, {2, 4}, {6, 3}};
+  BackupRecord out;
+  ASSERT_TRUE(BackupRecord::Decode("r", r.Encode(), &out).ok());
+  EXPECT_EQ(out.totals.levels, r.totals.levels);
+  // A record without the key (format version 15) has no counts.
+  nlohmann::json j = nlohmann::json::parse(r.Encode());
+  j["totals"].erase("compression_levels");
+  ASSERT_TRUE(BackupRecord::Decode("r", j.dump(), &out).ok());
+  EXPECT_TRUE(out.totals.levels.empty());
+  for (const char* bad : {R"([1, 2])", R"({"23": 1})", R"({"-1": 1})", R"({"": 1})", R"({"x": 1})",
+                          R"({"007": 1})", R"({"2": "many"})", R"({"2": -3})"}) {
+    j["totals"]["compression_levels"] = nlohmann::json::parse(bad);
+    Status s = BackupRecord::Decode("r", j.dump(), &out);
+    EXPECT_TRUE(s.IsCorruption()) << bad << ": " << s.message();
+  }
+}
+
 }  // namespace
 }  // namespace gnomon

@@ -99,6 +99,13 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
                  st.new_chunks, HumanBytes(static_cast<double>(st.new_raw_bytes)),
                  HumanBytes(static_cast<double>(st.new_stored_bytes)), st.dup_chunks,
                  st.zero_chunks);
+      if (!st.levels.empty()) {
+        std::string levels;
+        for (const auto& [level, n] : st.levels)
+          levels += fmt::format("{}{} at {}", levels.empty() ? "" : ", ", n,
+                                level ? "zstd level " + std::to_string(level) : "raw");
+        fmt::print("  {:<12} new chunks stored: {}\n", "", levels);
+      }
       if (v.block_map == "ext4")
         fmt::print("  {:<12} used blocks only (ext4 bitmaps): {} free, not read\n", "",
                    HumanBytes(static_cast<double>(st.unused_bytes)));

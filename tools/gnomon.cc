@@ -127,6 +127,13 @@ int main(int argc, char** argv) {
           "Chunks in flight (memory bound; default 2 per thread + 2, at most 128 MiB of them)")
       ->check(CLI::Range(1, 4096));
   backup
+      ->add_option("--compression-max", bopt.max_level,
+                   "Highest zstd level for new chunks while the source, not the CPU, limits "
+                   "the backup (a slow disk): spare CPU buys a smaller repository. Default " +
+                       std::to_string(gnomon::kDefaultMaxLevel) +
+                       "; the repository's level (or lower) turns adaptation off")
+      ->check(CLI::Range(1, 19));
+  backup
       ->add_option("--provider", bopt.snapshot.provider,
                    "Snapshot provider: reflink or offline (default: the first that supports "
                    "the volume)")
