@@ -44,8 +44,9 @@ run() {
   local t0 t1
   t0=$(date +%s.%N)
   if [ "$cache" = slow ]; then
-    sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$cg" \
-      "$gnomon" --json --repo "$work/repo" backup "${max[@]}" "$src" >"$work/b.json"
+    sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cg" \
+      "$gnomon" --json --repo "$work/repo" backup --provider offline "${max[@]}" "$src" \
+      >"$work/b.json"
   else
     "$gnomon" --json --repo "$work/repo" backup "${max[@]}" "$src" >"$work/b.json"
   fi

@@ -217,6 +217,7 @@ Status Bench::PipelineStage(const std::string& dir, const std::string& path) {
   bo.sources = {path};
   bo.threads = threads_;
   bo.all_blocks = opt_.all_blocks;
+  bo.max_level = opt_.pipeline_level;  // the stage measures the level it reports
   bo.progress = opt_.progress;
   bo.cancel = opt_.cancel;
   BackupResult res;

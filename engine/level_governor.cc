@@ -5,7 +5,7 @@
 namespace gnomon {
 
 LevelGovernor::LevelGovernor(int floor, int ceiling)
-    : floor_(floor), ceiling_(std::max(floor, ceiling)), level_(floor) {}
+    : floor_(floor), ceiling_(std::max(floor, std::min(ceiling, kMaxLevel))), level_(floor) {}
 
 void LevelGovernor::ReadStarted(Clock::time_point now) {
   if (period_start_ == Clock::time_point{}) period_start_ = now;

@@ -33,6 +33,7 @@ class LevelGovernor {
   void Observe(Clock::duration busy, Clock::duration wall);
 
   static constexpr Clock::duration kPeriod = std::chrono::milliseconds(100);
+  static constexpr int kMaxLevel = 19;  // zstd's highest without --ultra
   // Measured (bench/RESULTS.md, "Adaptive compression"): from the page cache
   // the reader is busy 3-60 % of the time; from a disk slower than
   // compression, 75-99 %. On 2 cores the thread that reads also compresses,

@@ -89,10 +89,12 @@ class VolumeImager {
     size_t next_range = 0;     // first changed range that may still overlap the next slot
     uint64_t prefetched = 0;   // slots below this were handed to the kernel's readahead
     size_t prefetch_used = 0;  // first used run that may overlap slot `prefetched`
+    size_t prefetch_ext = 0;   // first data extent that may overlap slot `prefetched`
   };
   Work* NextSlot(Cursor* c, BufferPool<Work>* pool, const VolumeIndex& vi) const;
-  // Full reads: has the kernel start reading the used bytes of the slots up
-  // to kReadAhead past c->next, so that a disk slower than compression keeps
+  // Full reads: has the kernel start reading the used bytes (never holes,
+  // which would fill the page cache with zeros) of the slot being read and
+  // the kReadAhead after it, so that a disk slower than compression keeps
   // streaming while the workers compress the slots before them.
   void ReadAhead(Cursor* c, const VolumeIndex& vi) const;
   void Hash(Work* w) const;
@@ -232,14 +234,23 @@ void VolumeImager::ReadAhead(Cursor* c, const VolumeIndex& vi) const {
   constexpr uint64_t kReadAhead = 2;
   const uint64_t chunk = vi.chunk_size;
   const auto& used = map_.used;
+  const auto& extents = src_.data_extents();
   const uint64_t until = std::min<uint64_t>(c->next + kReadAhead, vi.slots.size());
   for (; c->prefetched < until; ++c->prefetched) {
     const uint64_t start = c->prefetched * chunk, end = start + vi.SlotLength(c->prefetched);
-    size_t& u = c->prefetch_used;
+    size_t &u = c->prefetch_used, &e = c->prefetch_ext;
     while (u < used.size() && used[u].offset + used[u].length <= start) ++u;
-    for (size_t k = u; k < used.size() && used[k].offset < end; ++k) {
-      const uint64_t a = std::max(used[k].offset, start);
-      src_.Prefetch(a, std::min(used[k].offset + used[k].length, end) - a);
+    while (e < extents.size() && extents[e].offset + extents[e].length <= start) ++e;
+    // Used runs and data extents are each sorted and disjoint: walk both,
+    // prefetching what lies in one of each.
+    for (size_t k = u, x = e; k < used.size() && x < extents.size();) {
+      const uint64_t a = std::max({used[k].offset, extents[x].offset, start});
+      const uint64_t ue = std::min(used[k].offset + used[k].length, end);
+      const uint64_t xe = std::min(extents[x].offset + extents[x].length, end);
+      if (a >= end) break;
+      if (a < std::min(ue, xe)) src_.Prefetch(a, std::min(ue, xe) - a);
+      if (ue <= xe) ++k;
+      if (xe <= ue) ++x;
     }
   }
 }

@@ -42,12 +42,6 @@ Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out
       const auto& e = fm->fm_extents[i];
       start = e.fe_logical + e.fe_length;
       if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
-      // Preallocated and never written: it reads as zeros, as a hole does,
-      // and counts as one. XFS clones such an extent as a hole, so compared
-      // by address it would differ from every base and be cloned and read
-      // again by every incremental. A write into it keeps its address but
-      // makes it written, which then differs from the base's hole.
-      if (e.fe_flags & FIEMAP_EXTENT_UNWRITTEN) continue;
       FileExtent x;
       x.logical = e.fe_logical;
       x.physical = e.fe_physical;
@@ -55,6 +49,7 @@ Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out
       x.certain = !(e.fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
                                   FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_NOT_ALIGNED |
                                   FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL));
+      x.unwritten = e.fe_flags & FIEMAP_EXTENT_UNWRITTEN;
       out->push_back(x);
     }
   }
@@ -101,6 +96,13 @@ std::vector<ByteRange> DiffRanges(const std::vector<FileExtent>& base,
     uint64_t bend, cend;
     const FileExtent* be = b.At(p, &bend);
     const FileExtent* ce = c.At(p, &cend);
+    // Preallocated and never written: it reads as zeros, as a hole does,
+    // and counts as one. XFS clones such an extent as a hole, so compared
+    // by address it would differ from every base and be cloned and read
+    // again by every incremental. A write into it keeps its address but
+    // makes it written, which then differs from the base's hole.
+    if (be && be->unwritten) be = nullptr;
+    if (ce && ce->unwritten) ce = nullptr;
     uint64_t run_end = std::min({bend, cend, end});
     bool same;
     if (!be && !ce) {

@@ -17,18 +17,19 @@ namespace gnomon::vss {
 
 struct FileExtent {
   uint64_t logical = 0, physical = 0, length = 0;
-  bool certain = true;  // false: FIEMAP cannot vouch for this mapping
+  bool certain = true;     // false: FIEMAP cannot vouch for this mapping
+  bool unwritten = false;  // preallocated: reads as zeros, like a hole
 };
 
 // Every extent of the file at path (FIEMAP with FIEMAP_FLAG_SYNC), in
-// logical order. Unwritten (preallocated) extents are left out: they read
-// as zeros, so they are holes to every comparison here.
+// logical order.
 Status ReadExtents(const std::string& path, std::vector<FileExtent>* out);
 // The same for an open file; an error names it as `name`.
 Status ReadExtents(int fd, const std::string& name, std::vector<FileExtent>* out);
 
 // The byte ranges of [offset, offset + size) whose mapping differs between
-// the two files, in file coordinates (sorted, merged).
+// the two files, in file coordinates (sorted, merged). An unwritten extent
+// is a hole here: both read as zeros.
 std::vector<ByteRange> DiffRanges(const std::vector<FileExtent>& base,
                                   const std::vector<FileExtent>& current, uint64_t offset,
                                   uint64_t size);
