@@ -607,10 +607,25 @@ TEST(LoopDeviceTest, ASourceSlowerThanCompressionGetsAHigherLevel) {
   // (a reflink provider, were the file on XFS, would read a clone of it).
   ReadThrottle throttle(loop.device(), 16 << 20);
   GNOMON_SKIP_IF(throttle.path().empty() ? "no blkio cgroup (v1) to throttle reads here" : "");
-  ASSERT_EQ(test::Sh("blockdev --flushbufs " + loop.device()).exit_code, 0);
-  auto b = test::Run({"sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", throttle.path(),
-                      test::GnomonBinary(), "--repo", repo, "--json", "backup", "--provider",
-                      "offline", loop.device()});
+  // A backup of the device, cold, by a process in the throttled cgroup.
+  auto backup = [&](const std::string& repo, std::vector<std::string> extra) {
+    EXPECT_EQ(test::Sh("blockdev --flushbufs " + loop.device()).exit_code, 0);
+    std::vector<std::string> argv{"sh",
+                                  "-c",
+                                  "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"",
+                                  throttle.path(),
+                                  test::GnomonBinary(),
+                                  "--repo",
+                                  repo,
+                                  "--json",
+                                  "backup",
+                                  "--provider",
+                                  "offline"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(loop.device());
+    return test::Run(argv);
+  };
+  auto b = backup(repo, {});
   ASSERT_EQ(b.exit_code, 0) << b.err;
   json levels = json::parse(b.out)["totals"]["compression_levels"];
   uint64_t higher = 0, all = 0;
@@ -626,12 +641,9 @@ TEST(LoopDeviceTest, ASourceSlowerThanCompressionGetsAHigherLevel) {
   ASSERT_EQ(Gnomon({"--repo", repo, "restore", "latest", dir / "out.img"}).exit_code, 0);
   EXPECT_TRUE(test::FilesEqual(dir / "disk.img", dir / "out.img"));
   // --compression-max at the repository's level: no adaptation.
-  ASSERT_EQ(test::Sh("blockdev --flushbufs " + loop.device()).exit_code, 0);
   std::string repo2 = dir / "repo2";
   ASSERT_EQ(Gnomon({"init", "--repo", repo2}).exit_code, 0);
-  b = test::Run({"sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", throttle.path(),
-                 test::GnomonBinary(), "--repo", repo2, "--json", "backup", "--provider", "offline",
-                 "--compression-max", "2", loop.device()});
+  b = backup(repo2, {"--compression-max", "2"});
   ASSERT_EQ(b.exit_code, 0) << b.err;
   EXPECT_EQ(json::parse(b.out)["totals"]["compression_levels"], json({{"2", 12}}));
   EXPECT_EQ(Gnomon({"--repo", repo2, "backup", "--compression-max", "20", loop.device()}).exit_code,
