@@ -94,10 +94,9 @@ class BackupRun {
   // valid; on failure removes it all.
   Status Commit(BackupRecord* rec, const std::vector<VolumeIndex>& indexes,
                 const SnapshotSession* session, std::chrono::steady_clock::time_point t0);
-  void Discard() {
-    sink_.Discard();
-    repo_->EndWrite();
-  }
+  // A pack that cannot be removed keeps the run's journal, which names it
+  // for the next run to remove.
+  void Discard() { repo_->EndWrite(/*keep_journal=*/!sink_.Discard()); }
 
   struct Parent {
     BackupRecord record;

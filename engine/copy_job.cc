@@ -101,11 +101,12 @@ class CopyRun {
     if (s.ok() && !sink.finished().empty())
       s = to_->WriteIndexFile(sink.finished(), &rec.index_file);
     if (s.ok()) s = Publish(&rec, indexes);
+    bool gone = true;
     if (!s.ok()) {
       if (!rec.index_file.empty()) to_->backend()->Delete(RepoPath(kIndex, rec.index_file));
-      sink.Discard();
+      gone = sink.Discard();
     }
-    to_->EndWrite();
+    to_->EndWrite(/*keep_journal=*/!gone);
     return s;
   }
 

@@ -44,12 +44,17 @@ Status PackSink::Flush() {
   return s.ok() ? w : s;
 }
 
-void PackSink::Discard() {
+bool PackSink::Discard() {
   if (pack_) pack_->Abandon();
   pack_.reset();
   WaitSealed(0);  // a pack whose sealing failed has removed itself
-  for (const auto& p : finished_) repo_->backend()->Delete(repo_->PackName(p.id));
+  bool all = true;
+  for (const auto& p : finished_) {
+    Status s = repo_->backend()->Delete(repo_->PackName(p.id));
+    all = all && (s.ok() || s.IsNotFound());
+  }
   finished_.clear();
+  return all;
 }
 
 }  // namespace gnomon

@@ -28,8 +28,9 @@ class PackSink {
   // finished() lists every durable pack of this backup.
   Status Flush();
   const std::vector<PackSummary>& finished() const { return finished_; }
-  // Abandons the open pack and removes every pack written so far.
-  void Discard();
+  // Abandons the open pack and removes every pack written so far; false if
+  // one could not be removed (then only the run's journal names it).
+  bool Discard();
 
  private:
   Status Seal();

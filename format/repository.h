@@ -180,8 +180,10 @@ class Repository {
   // indexes the next run knows to remove (and no others).
   Status JournalBackup(const std::string& id);
   // The run's packs are committed (named by an index file) or removed: its
-  // journal goes.
-  void EndWrite();
+  // journal goes. keep_journal: a pack could not be removed, and the journal
+  // is all that names it; it stays, its run lock released, so the next run
+  // removes what it names (FORMAT.md §9).
+  void EndWrite(bool keep_journal = false);
   Status ListPacks(std::vector<std::string>* ids);
   // Pack id's object name ("packs/ab/<id>"), and how messages name it.
   static std::string PackName(const std::string& id);

@@ -89,9 +89,9 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
 
 Status Repository::JournalBackup(const std::string& id) { return AddToJournal("backup " + id); }
 
-void Repository::EndWrite() {
+void Repository::EndWrite(bool keep_journal) {
   if (journal_name_.empty()) return;
-  backend_->Delete(journal_name_);
+  if (!keep_journal) backend_->Delete(journal_name_);
   journal_name_.clear();
   journal_text_.clear();
   run_lock_.reset();
@@ -326,6 +326,7 @@ void Repository::RemoveLeftovers(bool unjournaled) {
     return upkeep_warnings_.push_back("could not look for what interrupted runs left (" +
                                       s.message() + "); the next run tries again");
   bool all_read = true;
+  std::set<std::string> kept;  // journals naming a pack that could not be removed
   if (!l.journals.empty() || unjournaled) {
     // A journaled pack that an index file names was committed (or its
     // index was written before the run died): keep it. If any index file
@@ -341,8 +342,21 @@ void Repository::RemoveLeftovers(bool unjournaled) {
     if (unjournaled && all_read) RemoveUnindexedPacks(l, indexed);
     for (const auto& j : l.journals) {
       size_t removed = 0;
-      for (const auto& id : j.packs)
-        if (all_read && !indexed.count(id) && backend_->Delete(PackName(id)).ok()) ++removed;
+      Status failed;
+      for (const auto& id : j.packs) {
+        if (!all_read || indexed.count(id)) continue;
+        Status d = backend_->Delete(PackName(id));
+        if (d.ok())
+          ++removed;
+        else if (!d.IsNotFound() && failed.ok())
+          failed = d;
+      }
+      if (!failed.ok()) {
+        // The journal is all that names the pack: it stays for the next run.
+        kept.insert(P(kTmp, j.name));
+        upkeep_warnings_.push_back("could not remove a pack of interrupted run " + j.name + " (" +
+                                   failed.message() + "); the next run tries again");
+      }
       if (removed)
         cleaned_.push_back(std::to_string(removed) + " pack(s) of an interrupted backup (" +
                            j.name + ")");
@@ -358,7 +372,8 @@ void Repository::RemoveLeftovers(bool unjournaled) {
     cleaned_.push_back(std::to_string(l.journaled_orphans.size()) +
                        " volume index(es) of backups that never committed");
   for (const auto& t : l.temporaries)  // a journal whose packs were kept stays for the next run
-    if (all_read || t.find(kJournalSuffix) == std::string::npos) backend_->Delete(t);
+    if ((all_read && !kept.count(t)) || t.find(kJournalSuffix) == std::string::npos)
+      backend_->Delete(t);
   if (!l.temporaries.empty())
     cleaned_.push_back(std::to_string(l.temporaries.size()) +
                        " temporary file(s) of interrupted runs");

@@ -24,6 +24,8 @@ class FaultEnv : public Env {
   std::atomic<int> fail_sync_after{-1};
   std::atomic<int> fail_rename_after{-1};
   std::atomic<int64_t> space_left{-1};  // bytes; -1 = unlimited
+  // Removing a file whose path contains this fails with EIO ("": none).
+  std::string fail_removing;
 
   // The numbered-call fault: every call that changes anything counts in
   // `calls`; the one numbered `fail_call` (from 0; -1 = none) fails with
@@ -74,6 +76,8 @@ class FaultEnv : public Env {
     return base_->RemoveDir(d);
   }
   Status RemoveFile(const std::string& p) override {
+    if (!fail_removing.empty() && p.find(fail_removing) != std::string::npos)
+      return Status::IOError("removing " + p + ": injected fault");
     GNOMON_RETURN_IF_ERROR(Call("removing " + p));
     return base_->RemoveFile(p);
   }
