@@ -385,7 +385,9 @@ TEST_F(EngineTest, PacksAFailedBackupCouldNotRemoveAreRemovedByTheNextRun) {
     // Opening the repository again cannot remove them either: the journal
     // that names them stays.
     Reopen(&env);
-    if (left) EXPECT_NE(Snapshot(), before);
+    if (left) {
+      EXPECT_NE(Snapshot(), before);
+    }
     // Once packs can be removed, the next run leaves the repository as it was.
     Reopen();
     EXPECT_EQ(Snapshot(), before);
