@@ -31,8 +31,11 @@ Status PackSink::WaitSealed(size_t keep) {
     Status st = s.done.get();
     if (st.ok()) {
       finished_.push_back(PackSummary{s.pack->id(), s.pack->entries()});
-    } else if (first.ok()) {
-      first = st;
+    } else {
+      // It may exist all the same (renamed into place, then its directory
+      // sync failed): only the journal names it.
+      seal_failed_ = true;
+      if (first.ok()) first = st;
     }
   }
   return first;
@@ -47,14 +50,14 @@ Status PackSink::Flush() {
 bool PackSink::Discard() {
   if (pack_) pack_->Abandon();
   pack_.reset();
-  WaitSealed(0);  // a pack whose sealing failed has removed itself
+  WaitSealed(0);
   bool all = true;
   for (const auto& p : finished_) {
     Status s = repo_->backend()->Delete(repo_->PackName(p.id));
     all = all && (s.ok() || s.IsNotFound());
   }
   finished_.clear();
-  return all;
+  return all && !seal_failed_;
 }
 
 }  // namespace gnomon

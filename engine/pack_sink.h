@@ -29,7 +29,8 @@ class PackSink {
   Status Flush();
   const std::vector<PackSummary>& finished() const { return finished_; }
   // Abandons the open pack and removes every pack written so far; false if
-  // one could not be removed (then only the run's journal names it).
+  // one could not be removed, or a seal failed (then its pack may exist),
+  // so that only the run's journal names it.
   bool Discard();
 
  private:
@@ -44,6 +45,7 @@ class PackSink {
   Repository* repo_;
   std::unique_ptr<PackWriter> pack_;
   std::deque<Sealing> sealing_;
+  bool seal_failed_ = false;
   std::vector<PackSummary> finished_;
 };
 

@@ -396,6 +396,48 @@ TEST_F(EngineTest, PacksAFailedBackupCouldNotRemoveAreRemovedByTheNextRun) {
   EXPECT_GT(with_packs, 0) << "no failure came after a pack was written";
 }
 
+TEST_F(EngineTest, AFailureAtAnyCallLeavesNothingTheNextRunDoesNotRemove) {
+  RepoConfig c;
+  c.chunk_size = 64 << 10;
+  c.pack_size = 256 << 10;
+  InitRepo(c);
+  test::WriteFile(dir_ / "v1", test::RandomBytes(1u << 20, 1));
+  Backup({dir_ / "v1"});
+  test::WriteFile(dir_ / "v2", test::RandomBytes(2u << 20, 2));
+  const auto before = Snapshot();
+  repo_.reset();
+  std::filesystem::copy(dir_ / "repo", dir_ / "pristine", std::filesystem::copy_options::recursive);
+  // Every call that changes the repository fails in turn, a pack's
+  // directory sync after its rename among them (the pack then exists).
+  int failed = 0;
+  for (int n = 0;; ++n) {
+    test::FaultEnv env(Env::Default());
+    Reopen(&env);
+    env.calls = 0;  // counted from the backup's first call
+    env.fail_call = n;
+    BackupResult r;
+    Status s = RunBackup(repo_.get(), Opts({dir_ / "v2"}), &r);
+    if (!env.tripped) break;
+    SCOPED_TRACE("call " + std::to_string(n) + " (" + env.tripped_what +
+                 ") failed: " + s.message());
+    if (s.ok()) {
+      // A fault the backup could shrug off (a temporary's removal): start
+      // the next run from the repository as it was.
+      repo_.reset();
+      std::filesystem::remove_all(dir_ / "repo");
+      std::filesystem::copy(dir_ / "pristine", dir_ / "repo",
+                            std::filesystem::copy_options::recursive);
+    }
+    Reopen();
+    if (!s.ok()) {
+      ++failed;
+      EXPECT_EQ(Snapshot(), before);
+    }
+    ASSERT_LT(n, 400);
+  }
+  EXPECT_GT(failed, 10) << "the faults never reached the backup";
+}
+
 TEST_F(EngineTest, FullDiskFailsCleanly) {
   test::WriteFile(dir_ / "v", test::RandomBytes(4u << 20, 8));
   const auto before = Snapshot();
