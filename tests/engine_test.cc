@@ -74,6 +74,17 @@ class EngineTest : public ::testing::Test {
     EXPECT_TRUE(RunVerify(repo_.get(), o, &r).ok());
     return r;
   }
+  // A repository of 256 KiB packs of 64 KiB chunks holding a backup of v1,
+  // and v2 (2 MiB, so several packs) to back up next.
+  void OneBackupInSmallPacks() {
+    RepoConfig c;
+    c.chunk_size = 64 << 10;
+    c.pack_size = 256 << 10;
+    InitRepo(c);
+    test::WriteFile(dir_ / "v1", test::RandomBytes(1u << 20, 1));
+    Backup({dir_ / "v1"});
+    test::WriteFile(dir_ / "v2", test::RandomBytes(2u << 20, 2));
+  }
   // Every file in the repository with its size: "nothing changed" means equal.
   std::map<std::string, uintmax_t> Snapshot() {
     std::map<std::string, uintmax_t> m;
@@ -360,13 +371,7 @@ TEST_F(EngineTest, FailureAtAnyWriteLeavesRepositoryAsItWas) {
 }
 
 TEST_F(EngineTest, PacksAFailedBackupCouldNotRemoveAreRemovedByTheNextRun) {
-  RepoConfig c;
-  c.chunk_size = 64 << 10;
-  c.pack_size = 256 << 10;
-  InitRepo(c);
-  test::WriteFile(dir_ / "v1", test::RandomBytes(1u << 20, 1));
-  Backup({dir_ / "v1"});
-  test::WriteFile(dir_ / "v2", test::RandomBytes(2u << 20, 2));
+  OneBackupInSmallPacks();
   const auto before = Snapshot();
   test::FaultEnv env(Env::Default());
   env.fail_removing = "/packs/";
@@ -397,13 +402,7 @@ TEST_F(EngineTest, PacksAFailedBackupCouldNotRemoveAreRemovedByTheNextRun) {
 }
 
 TEST_F(EngineTest, AFailureAtAnyCallLeavesNothingTheNextRunDoesNotRemove) {
-  RepoConfig c;
-  c.chunk_size = 64 << 10;
-  c.pack_size = 256 << 10;
-  InitRepo(c);
-  test::WriteFile(dir_ / "v1", test::RandomBytes(1u << 20, 1));
-  Backup({dir_ / "v1"});
-  test::WriteFile(dir_ / "v2", test::RandomBytes(2u << 20, 2));
+  OneBackupInSmallPacks();
   const auto before = Snapshot();
   repo_.reset();
   std::filesystem::copy(dir_ / "repo", dir_ / "pristine", std::filesystem::copy_options::recursive);
