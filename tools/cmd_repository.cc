@@ -102,8 +102,8 @@ int CmdBackup(const Globals& g, BackupOptions opt) {
       if (!st.levels.empty()) {
         std::string levels;
         for (const auto& [level, n] : st.levels)
-          levels += fmt::format("{}{} at {}", levels.empty() ? "" : ", ", n,
-                                level ? "zstd level " + std::to_string(level) : "raw");
+          levels += fmt::format("{}{} {}", levels.empty() ? "" : ", ", n,
+                                level ? "at zstd level " + std::to_string(level) : "uncompressed");
         fmt::print("  {:<12} new chunks stored: {}\n", "", levels);
       }
       if (v.block_map == "ext4")
