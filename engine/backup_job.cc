@@ -12,6 +12,7 @@
 #include "engine/backup_plan.h"
 #include "engine/block_map.h"
 #include "engine/disk_probe.h"
+#include "engine/failed_write.h"
 #include "engine/pack_sink.h"
 #include "engine/pipeline_util.h"
 #include "engine/source_volume.h"
@@ -89,9 +90,10 @@ class BackupRun {
                          const SnapshotSession* session) const;
   // Writes the volume indexes and the record under rec->id, choosing a new
   // id if a write-once name is taken (never replacing another backup's).
-  Status Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes);
+  Status Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes,
+                 Repository::PublishOutcome* out);
   // Commits what Image wrote, in the order that keeps every visible file
-  // valid; on failure removes it all.
+  // valid; on failure removes what nothing may use (EndFailedWrite).
   Status Commit(BackupRecord* rec, const std::vector<VolumeIndex>& indexes,
                 const SnapshotSession* session, std::chrono::steady_clock::time_point t0);
   // A pack that cannot be removed keeps the run's journal, which names it
@@ -426,9 +428,13 @@ Status BackupRun::Commit(BackupRecord* rec, const std::vector<VolumeIndex>& inde
                          const SnapshotSession* session, std::chrono::steady_clock::time_point t0) {
   // Packs first (durable once flushed); then the index file naming them,
   // the volume indexes, and last the record that makes the backup exist.
+  FailedWrite w;
   Status s = sink_.Flush();
-  if (s.ok() && !sink_.finished().empty())
+  if (s.ok() && !sink_.finished().empty()) {
     s = repo_->WriteIndexFile(sink_.finished(), &rec->index_file);
+    if (!s.IsExists()) w.index_file = rec->index_file;  // (else the name is another's)
+    w.index_written = s.ok();
+  }
   rec->totals.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Saved after DoSnapshotSet and before SetBackupSucceeded, as VSS orders it.
@@ -436,29 +442,17 @@ Status BackupRun::Commit(BackupRecord* rec, const std::vector<VolumeIndex>& inde
   // An offline snapshot is the live volume: if anything wrote to it while
   // it was read, the image is torn and must not be published.
   if (s.ok() && session) s = session->CheckIntact();
-  if (s.ok()) s = Publish(rec, indexes);
-  // (Not after Exists: then the id's record is another backup's.)
-  if (!s.ok() && !s.IsExists() && repo_->BackupExists(rec->id)) {
-    // The record is visible though publishing it failed (its directory
-    // could not be synced, nor the record taken back): it names everything
-    // this run wrote, so nothing of it may go. The backup is complete; only
-    // its durability is in doubt, which the error says.
-    repo_->EndWrite();
-    return s.WithContext("backup " + rec->id + " is published, but may not survive a crash");
-  }
-  if (!s.ok()) {
-    // Best effort: without the record, none of this is referenced.
-    if (!rec->index_file.empty()) repo_->backend()->Delete(RepoPath(kIndex, rec->index_file));
-    Discard();
-    return s;
-  }
+  if (s.ok()) s = Publish(rec, indexes, &w.published);
+  w.id = rec->id;
+  if (!s.ok()) return EndFailedWrite(repo_, &sink_, w, s);
   repo_->EndWrite();
   return Status::OK();
 }
 
-Status BackupRun::Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
+Status BackupRun::Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes,
+                          Repository::PublishOutcome* out) {
   for (int attempt = 0;; ++attempt) {
-    Status s = repo_->PublishBackup(rec, indexes);
+    Status s = repo_->PublishBackup(rec, indexes, out);
     if (!s.IsExists() || attempt == 8) return s;
     do rec->id = RandomHexId(8);
     while (repo_->BackupIdTaken(rec->id));

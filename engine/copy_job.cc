@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "engine/backup_job.h"
+#include "engine/failed_write.h"
 #include "engine/pack_sink.h"
 #include "engine/pipeline_util.h"
 #include "format/codec.h"
@@ -98,16 +99,17 @@ class CopyRun {
     if (s.ok()) s = CheckArrived(sink.finished());
     BackupRecord rec = src;
     rec.index_file.clear();
-    if (s.ok() && !sink.finished().empty())
+    FailedWrite w;
+    w.id = src.id;
+    if (s.ok() && !sink.finished().empty()) {
       s = to_->WriteIndexFile(sink.finished(), &rec.index_file);
-    if (s.ok()) s = Publish(&rec, indexes);
-    bool gone = true;
-    if (!s.ok()) {
-      if (!rec.index_file.empty()) to_->backend()->Delete(RepoPath(kIndex, rec.index_file));
-      gone = sink.Discard();
+      if (!s.IsExists()) w.index_file = rec.index_file;  // (else the name is another's)
+      w.index_written = s.ok();
     }
-    to_->EndWrite(/*keep_journal=*/!gone);
-    return s;
+    if (s.ok()) s = Publish(&rec, indexes, &w.published);
+    if (!s.ok()) return EndFailedWrite(to_, &sink, w, s);
+    to_->EndWrite();
+    return Status::OK();
   }
 
   Status CopyVolume(const VolumeRecord& v, PackSink* sink, VolumeIndex* vi, CopyResult* out) {
@@ -210,8 +212,9 @@ class CopyRun {
   }
 
   // Volume indexes, then the record (FORMAT.md §9), under the source's id.
-  Status Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
-    Status s = to_->PublishBackup(rec, indexes);
+  Status Publish(BackupRecord* rec, const std::vector<VolumeIndex>& indexes,
+                 Repository::PublishOutcome* out) {
+    Status s = to_->PublishBackup(rec, indexes, out);
     return s.IsExists() ? s.WithContext("another run copied it meanwhile") : s;
   }
 

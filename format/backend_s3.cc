@@ -200,11 +200,16 @@ Status S3Backend::PutObject(const std::string& name, std::span<const uint8_t> da
       client_->Send(call, &r, &attempts).WithContext("writing " + Describe(name)));
   if (once && r.status == 412) {
     // An earlier attempt whose answer was lost may have stored it: ours if
-    // the stored body is ours.
-    S3Response h;
-    if (attempts > 1 && client_->Send({"HEAD", Key(name), {}, {}, {}}, &h).ok() &&
-        h.status == 200 && h.headers["etag"] == QuotedMd5(data))
-      return Status::OK();
+    // the stored body is ours. If the store cannot say, neither can we: not
+    // Exists, on which a caller would take back what the object names.
+    if (attempts > 1) {
+      S3Response h;
+      Status head = client_->Send({"HEAD", Key(name), {}, {}, {}}, &h);
+      if (head.ok() && h.status == 200 && h.headers["etag"] == QuotedMd5(data)) return Status::OK();
+      if (!head.ok() || (h.status != 200 && h.status != 404))
+        return Status::IOError("writing " + Describe(name) +
+                               ": an earlier attempt may have stored it, and asking failed");
+    }
     return Status::Exists(Describe(name) + ": already exists");
   }
   return Answer("writing " + Describe(name), r);

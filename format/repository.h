@@ -177,7 +177,8 @@ class Repository {
   Status NewPackWriter(std::unique_ptr<PackWriter>* out);
   // Records in the journal that the run is about to publish backup `id`'s
   // volume indexes, so a run killed before its record leaves volume
-  // indexes the next run knows to remove (and no others).
+  // indexes the next run knows to remove (and no others). Beside other
+  // writers, first takes id's publish lock (FORMAT.md §8) until EndWrite.
   Status JournalBackup(const std::string& id);
   // The run's packs are committed (named by an index file) or removed: its
   // journal goes. keep_journal: a pack could not be removed, and the journal
@@ -226,11 +227,22 @@ class Repository {
 
   // Backup records. Write-once: Exists if the id is taken.
   Status WriteBackupRecord(const BackupRecord& r);
+  // Whether a backup's record is there; kUnknown if the store cannot say.
+  enum class RecordState { kAbsent, kVisible, kUnknown };
+  RecordState RecordStateOf(const std::string& id);
+  struct PublishOutcome {
+    // Whether the record is there: a failed write may have stored it (a
+    // lost answer, a directory sync that failed after the rename).
+    RecordState record = RecordState::kAbsent;
+    bool volumes_left = false;  // a volume index it wrote could not be removed
+  };
   // Publishes backup rec (FORMAT.md §9): journals its id, writes its volume
   // indexes (setting each volume's index name and checksum), then the
-  // record. On failure removes the volume indexes it wrote; Exists if a
-  // name of the id is taken (another backup's: nothing of it is touched).
-  Status PublishBackup(BackupRecord* rec, const std::vector<VolumeIndex>& indexes);
+  // record. On failure removes the volume indexes it wrote only if the
+  // record is known absent; Exists if a name of the id is taken (another
+  // backup's: nothing of it is touched).
+  Status PublishBackup(BackupRecord* rec, const std::vector<VolumeIndex>& indexes,
+                       PublishOutcome* out);
   bool BackupIdTaken(const std::string& id);
   bool BackupExists(const std::string& id);  // its record is there
   // All readable records, oldest first; unreadable ones are reported in errors.
@@ -305,6 +317,12 @@ class Repository {
   static std::string RunLockName(const std::string& journal);
   // Whether journal tmp/<name>'s writer is alive (its run lock is held).
   bool RunAlive(const std::string& journal);
+  // gc/backup-<id>: held by a run beside others while it publishes id.
+  static std::string PublishLockName(const std::string& id);
+  // Removes volume indexes of dead runs' unrecorded backups (names), each
+  // id's under its publish lock; returns the ids whose volume indexes stay
+  // (a live run publishes that id, or a removal failed): their journals stay.
+  std::set<std::string> RemoveJournaledOrphans(const std::vector<std::string>& names);
   // RemoveLeftovers under gc/lock shared, unless a prune runs (exclusive
   // opens: at Open, or when an encrypted repository is unlocked).
   void CleanUpDeadRuns();
@@ -341,6 +359,7 @@ class Repository {
   // A concurrent writer's run lock (gc/run-<journal>), held while its
   // journal exists: clean-ups leave a journal whose run lock is held.
   std::unique_ptr<FileLock> run_lock_;
+  std::unique_ptr<FileLock> publish_lock_;  // beside other writers, while publishing
   std::string stale_lock_;
   std::vector<std::string> cleaned_;
   std::vector<std::string> upkeep_warnings_;

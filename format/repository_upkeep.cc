@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <map>
+#include <thread>
 
 #include "format/framed_file.h"
 #include "format/names.h"
@@ -87,31 +90,67 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
   return Status::OK();
 }
 
-Status Repository::JournalBackup(const std::string& id) { return AddToJournal("backup " + id); }
+std::string Repository::PublishLockName(const std::string& id) { return P(kGc, "backup-" + id); }
+
+Status Repository::JournalBackup(const std::string& id) {
+  if (!exclusive_) {
+    // A copy publishes under its source's id, so two runs may publish one
+    // id: the clean-up of a dead one's volume indexes must not remove a
+    // live one's. The clean-up holds the lock for milliseconds.
+    publish_lock_.reset();
+    for (int attempt = 0;; ++attempt) {
+      Status s = backend_->TryLock(PublishLockName(id), true, &publish_lock_);
+      if (s.ok()) break;
+      if (!s.IsLocked() || attempt == 50)
+        return s.WithContext("another run is publishing backup " + id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  return AddToJournal("backup " + id);
+}
 
 void Repository::EndWrite(bool keep_journal) {
   if (journal_name_.empty()) return;
   if (!keep_journal) backend_->Delete(journal_name_);
   journal_name_.clear();
   journal_text_.clear();
+  publish_lock_.reset();
   run_lock_.reset();
 }
 
-Status Repository::PublishBackup(BackupRecord* rec, const std::vector<VolumeIndex>& indexes) {
+Repository::RecordState Repository::RecordStateOf(const std::string& id) {
+  uint64_t size = 0;
+  Status s = backend_->Head(P(kBackups, id), &size);
+  return s.ok()           ? RecordState::kVisible
+         : s.IsNotFound() ? RecordState::kAbsent
+                          : RecordState::kUnknown;
+}
+
+Status Repository::PublishBackup(BackupRecord* rec, const std::vector<VolumeIndex>& indexes,
+                                 PublishOutcome* out) {
+  *out = PublishOutcome();
   GNOMON_RETURN_IF_ERROR(JournalBackup(rec->id));
-  size_t written = 0;
+  size_t written = 0;  // volume indexes that may exist under this id
   Status s;
   for (; s.ok() && written < indexes.size(); ++written) {
     rec->volumes[written].index = VolumeIndexName(rec->id, written);
     s = WriteVolumeIndex(rec->volumes[written].index, indexes[written],
                          &rec->volumes[written].index_checksum);
-    if (!s.ok()) break;
+    if (s.IsExists()) break;  // another backup's name: not ours to remove
   }
-  if (s.ok()) s = WriteBackupRecord(*rec);
-  // Only what this call wrote is removed: a name that was taken belongs to
-  // another backup.
-  if (!s.ok())
-    for (size_t i = 0; i < written; ++i) backend_->Delete(rec->volumes[i].index);
+  if (s.ok()) {
+    s = WriteBackupRecord(*rec);
+    if (s.ok()) out->record = RecordState::kVisible;
+    if (!s.ok() && !s.IsExists()) out->record = RecordStateOf(rec->id);
+  }
+  // A record that is (or may be) there names the volume indexes: they stay,
+  // and the run's journal settles it (§9). Otherwise only what this call
+  // wrote is removed: a name that was taken belongs to another backup.
+  if (!s.ok() && out->record == RecordState::kAbsent)
+    for (size_t i = 0; i < written; ++i) {
+      Status d = backend_->Delete(rec->volumes[i].index);
+      if (!d.ok() && !d.IsNotFound()) out->volumes_left = true;
+    }
   return s;
 }
 
@@ -253,7 +292,12 @@ Status Repository::ForgetUnreadable(const std::string& id, std::string* what) {
 
 Status Repository::FindLeftovers(Leftovers* out) {
   *out = Leftovers();
-  std::vector<std::string> names;
+  // Volume indexes are listed before the journals are read, and records
+  // after: a run journals an id before it writes its volume indexes, so
+  // one listed of a run still alive is named by its journal read next,
+  // and a run that ended meanwhile has its record in the list that follows.
+  std::vector<std::string> volumes, names;
+  GNOMON_RETURN_IF_ERROR(backend_->List(kVolumes, &volumes));
   GNOMON_RETURN_IF_ERROR(backend_->List(kTmp, &names));
   for (const auto& n : names) {
     if (P(kTmp, n) == journal_name_) continue;  // our own run
@@ -275,11 +319,15 @@ Status Repository::FindLeftovers(Leftovers* out) {
     }
     out->journals.push_back(std::move(j));
   }
+  std::set<std::string> live_backups;
   if (backend_->ConcurrentWriters() && !exclusive_) {
     // Other writers may be running: leave their journals and what they name.
     std::set<std::string> live;
     for (const auto& j : out->journals)
-      if (RunAlive(j.name)) live.insert(j.name);
+      if (RunAlive(j.name)) {
+        live.insert(j.name);
+        live_backups.insert(j.backups.begin(), j.backups.end());
+      }
     std::erase_if(out->journals, [&](const Leftovers::Journal& j) { return live.count(j.name); });
     std::erase_if(out->temporaries, [&](const std::string& t) {
       return live.count(t.substr(std::string(kTmp).size() + 1));
@@ -293,12 +341,13 @@ Status Repository::FindLeftovers(Leftovers* out) {
   std::vector<std::string> records;
   GNOMON_RETURN_IF_ERROR(backend_->List(kBackups, &records));
   const std::set<std::string> recorded(records.begin(), records.end());
-  GNOMON_RETURN_IF_ERROR(backend_->List(kVolumes, &names));
-  for (const auto& n : names) {
+  for (const auto& n : volumes) {
     const std::string id = n.substr(0, n.find('.'));
-    if (IsBackupId(id) && n.find(".tmp-") == std::string::npos && !recorded.count(id))
-      (journaled.count(id) ? out->journaled_orphans : out->orphan_indexes)
-          .push_back(P(kVolumes, n));
+    if (!IsBackupId(id) || n.find(".tmp-") != std::string::npos || recorded.count(id)) continue;
+    if (journaled.count(id))
+      out->journaled_orphans.push_back(P(kVolumes, n));
+    else if (!live_backups.count(id))  // not a live run's, about to be recorded
+      out->orphan_indexes.push_back(P(kVolumes, n));
   }
   return Status::OK();
 }
@@ -314,6 +363,42 @@ void Repository::RemoveUnindexedPacks(const Leftovers& l, const std::set<std::st
   for (const auto& id : ids)
     if (!indexed.count(id) && !journaled.count(id) && DeletePack(id).ok()) ++removed;
   if (removed) cleaned_.push_back(std::to_string(removed) + " pack(s) that no index file names");
+}
+
+std::set<std::string> Repository::RemoveJournaledOrphans(const std::vector<std::string>& names) {
+  std::map<std::string, std::vector<std::string>> by_id;
+  for (const auto& n : names) {
+    const std::string file = n.substr(std::string(kVolumes).size() + 1);
+    by_id[file.substr(0, file.find('.'))].push_back(n);
+  }
+  std::set<std::string> unsettled;
+  size_t removed = 0;
+  for (const auto& [id, files] : by_id) {
+    if (!exclusive_) {
+      // Beside other writers a copy may be publishing the same id: while
+      // we hold its publish lock none can start, and a record that came
+      // meanwhile owns what is there.
+      std::unique_ptr<FileLock> lock;
+      if (!backend_->TryLock(PublishLockName(id), true, &lock).ok()) {
+        unsettled.insert(id);
+        continue;
+      }
+      const RecordState state = RecordStateOf(id);
+      if (state == RecordState::kUnknown) unsettled.insert(id);
+      if (state != RecordState::kAbsent) continue;
+    }
+    for (const auto& f : files) {
+      Status d = backend_->Delete(f);
+      if (d.ok())
+        ++removed;
+      else if (!d.IsNotFound())
+        unsettled.insert(id);
+    }
+  }
+  if (removed)
+    cleaned_.push_back(std::to_string(removed) +
+                       " volume index(es) of backups that never committed");
+  return unsettled;
 }
 
 void Repository::RemoveLeftovers(bool unjournaled) {
@@ -367,10 +452,10 @@ void Repository::RemoveLeftovers(bool unjournaled) {
   }
   // Volume indexes before the journal that names them, so a crash in
   // between cannot leave them unnamed.
-  for (const auto& v : l.journaled_orphans) backend_->Delete(v);
-  if (!l.journaled_orphans.empty())
-    cleaned_.push_back(std::to_string(l.journaled_orphans.size()) +
-                       " volume index(es) of backups that never committed");
+  const std::set<std::string> unsettled = RemoveJournaledOrphans(l.journaled_orphans);
+  for (const auto& j : l.journals)
+    for (const auto& id : j.backups)
+      if (unsettled.count(id)) kept.insert(P(kTmp, j.name));
   for (const auto& t : l.temporaries)  // a journal whose packs were kept stays for the next run
     if ((all_read && !kept.count(t)) || t.find(kJournalSuffix) == std::string::npos)
       backend_->Delete(t);

@@ -9,9 +9,11 @@
 
 #include "engine/backup_job.h"
 #include "engine/level_governor.h"
+#include "engine/prune_job.h"
 #include "engine/restore_job.h"
 #include "engine/verify_job.h"
 #include "tests/fault_env.h"
+#include "tests/flaky_backend.h"
 #include "tests/test_util.h"
 
 namespace gnomon {
@@ -38,6 +40,24 @@ class EngineTest : public ::testing::Test {
     repo_.reset();
     Status s = Repository::Open(env, dir_ / "repo", LockMode::kExclusive, "test", &repo_);
     ASSERT_TRUE(s.ok()) << s.message();
+  }
+  // Opens the repository through a FlakyBackend that setup arms.
+  void ReopenFlaky(const std::function<void(test::FlakyBackend&)>& setup,
+                   LockMode mode = LockMode::kExclusive) {
+    repo_.reset();
+    auto b = std::make_unique<test::FlakyBackend>(NewLocalBackend(Env::Default(), dir_ / "repo"));
+    setup(*b);
+    Status s = Repository::Open(std::move(b), mode, "test", &repo_);
+    ASSERT_TRUE(s.ok()) << s.message();
+  }
+  void Prune() {
+    repo_.reset();
+    ASSERT_TRUE(
+        Repository::Open(Env::Default(), dir_ / "repo", LockMode::kNone, "test", &repo_).ok());
+    PruneResult r;
+    Status s = RunPrune(repo_.get(), PruneOptions(), &r);
+    ASSERT_TRUE(s.ok()) << s.message();
+    Reopen();
   }
   // Each test has its own snapshot-set lock and state, so tests run in
   // parallel without meeting each other's snapshot sets.
@@ -435,6 +455,142 @@ TEST_F(EngineTest, AFailureAtAnyCallLeavesNothingTheNextRunDoesNotRemove) {
     ASSERT_LT(n, 400);
   }
   EXPECT_GT(failed, 10) << "the faults never reached the backup";
+}
+
+// Names of the files under dir (not temporaries).
+static std::vector<std::string> Files(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  if (std::filesystem::exists(dir))
+    for (auto& e : std::filesystem::recursive_directory_iterator(dir))
+      if (e.is_regular_file() && e.path().filename().string().find(".tmp-") == std::string::npos)
+        names.push_back(e.path().filename());
+  return names;
+}
+
+TEST_F(EngineTest, ARecordStoredDespiteAFailedWriteKeepsWhatItNames) {
+  test::WriteFile(dir_ / "v", test::RandomBytes(3u << 20, 5));
+  // The record is stored and its answer lost (on a local disk: renamed,
+  // then neither its directory synced nor the record taken back).
+  ReopenFlaky([](test::FlakyBackend& b) { b.lose_answer = "backups/"; });
+  BackupResult r;
+  Status s = RunBackup(repo_.get(), Opts({dir_ / "v"}), &r);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("is published, but may not survive a crash"), std::string::npos)
+      << s.message();
+  Reopen();  // and the clean-up of what failed runs left
+  std::vector<BackupRecord> all;
+  std::vector<Status> errors;
+  ASSERT_TRUE(repo_->ListBackups(&all, &errors).ok());
+  ASSERT_EQ(all.size(), 1u);
+  ExpectRestoresIdentical(all[0].id, dir_ / "v");
+  VerifyResult v = Verify(true);
+  EXPECT_TRUE(v.ok()) << (v.errors.empty() ? "" : v.errors[0]);
+  EXPECT_TRUE(Files(dir_ / "repo/tmp").empty());
+}
+
+TEST_F(EngineTest, ARecordThatMayExistKeepsEverythingUntilTheNextRunCanTell) {
+  test::WriteFile(dir_ / "v", test::RandomBytes(3u << 20, 5));
+  for (bool stored : {true, false}) {
+    SCOPED_TRACE(stored ? "the record was stored" : "the record was not stored");
+    InitRepo(Config1M());
+    ReopenFlaky([&](test::FlakyBackend& b) {
+      (stored ? b.lose_answer : b.fail_put) = "backups/";
+      b.fail_head = "backups/";  // and no answer when asked whether it is there
+    });
+    BackupResult r;
+    Status s = RunBackup(repo_.get(), Opts({dir_ / "v"}), &r);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("could not tell whether backup"), std::string::npos) << s.message();
+    EXPECT_FALSE(Files(dir_ / "repo/volumes").empty());
+    EXPECT_FALSE(Files(dir_ / "repo/tmp").empty());  // the journal
+    Reopen();                                        // the clean-up can tell now
+    std::vector<BackupRecord> all;
+    std::vector<Status> errors;
+    ASSERT_TRUE(repo_->ListBackups(&all, &errors).ok());
+    EXPECT_TRUE(Files(dir_ / "repo/tmp").empty());
+    if (stored) {
+      ASSERT_EQ(all.size(), 1u);
+      ExpectRestoresIdentical(all[0].id, dir_ / "v");
+    } else {
+      EXPECT_TRUE(all.empty());
+      EXPECT_TRUE(Files(dir_ / "repo/volumes").empty());  // no record names them
+    }
+    VerifyResult v = Verify(true);
+    EXPECT_TRUE(v.ok()) << (v.errors.empty() ? "" : v.errors[0]);
+  }
+}
+
+TEST_F(EngineTest, BesideOtherWritersAFailedBackupLeavesItsIndexedPacksToPrune) {
+  test::WriteFile(dir_ / "v", test::RandomBytes(3u << 20, 5));
+  for (bool concurrent : {false, true}) {
+    SCOPED_TRACE(concurrent ? "on an object store" : "in a local directory");
+    InitRepo(Config1M());
+    ReopenFlaky([&](test::FlakyBackend& b) {
+      b.concurrent = concurrent;
+      b.fail_put = "backups/";  // fails after its index file was written
+    });
+    BackupResult r;
+    ASSERT_FALSE(RunBackup(repo_.get(), Opts({dir_ / "v"}), &r).ok());
+    Reopen();
+    EXPECT_TRUE(Files(dir_ / "repo/volumes").empty());
+    EXPECT_TRUE(Files(dir_ / "repo/tmp").empty());
+    // Another backup may have loaded the index file and stored references
+    // to its packs: on an object store they stay, for prune to judge.
+    EXPECT_EQ(Files(dir_ / "repo/index").size(), concurrent ? 1u : 0u);
+    EXPECT_EQ(PackBytes() > (1u << 20), concurrent);
+    // What such a backup stored restores.
+    BackupRecord b = Backup({dir_ / "v"});
+    EXPECT_EQ(b.totals.new_chunks == 0, concurrent);
+    ExpectRestoresIdentical(b.id, dir_ / "v");
+    // Once no backup uses them, prune removes them.
+    ASSERT_TRUE(repo_->ForgetBackup(b).ok());
+    Prune();
+    EXPECT_EQ(PackBytes(), 0u);
+    EXPECT_TRUE(Files(dir_ / "repo/index").empty());
+  }
+}
+
+TEST_F(EngineTest, BesideOtherWritersTheCleanUpLeavesWhatALiveRunPublishes) {
+  // Two copies of backup X into one object store (a copy keeps its
+  // source's id): a dead one left X's volume index, a live one runs.
+  const std::string x = "0123456789abcdef";
+  const auto text = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+  const std::string dead = "repo/tmp/dead-1-aaaaaaaaaaaaaaaa.journal";
+  const std::string live = "repo/tmp/live-2-bbbbbbbbbbbbbbbb.journal";
+  const std::string index = "repo/volumes/" + x + ".0";
+  const auto leave = [&] {
+    test::WriteFile(dir_ / dead, text("backup " + x + "\n"));
+    test::WriteFile(dir_ / index, text("a volume index"));
+  };
+  repo_.reset();
+  test::WriteFile(dir_ / live, text("backup " + x + "\n"));
+  auto other = NewLocalBackend(Env::Default(), dir_ / "repo");
+  std::unique_ptr<FileLock> running, publishing;  // the live copy's locks
+  ASSERT_TRUE(other->TryLock("gc/run-live-2-bbbbbbbbbbbbbbbb", true, &running).ok());
+  const auto clean_up = [&] {  // as a backup beside them does when it starts
+    ReopenFlaky([](test::FlakyBackend& b) { b.concurrent = true; }, LockMode::kAppend);
+    repo_.reset();
+  };
+  // Still copying packs: the volume index is the dead copy's, and goes.
+  leave();
+  clean_up();
+  EXPECT_FALSE(std::filesystem::exists(dir_ / index));
+  EXPECT_FALSE(std::filesystem::exists(dir_ / dead));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / live));
+  // Publishing X (it holds X's publish lock): the volume index may be its
+  // own, and stays; so does the dead journal, for a later clean-up.
+  leave();
+  ASSERT_TRUE(other->TryLock("gc/backup-" + x, true, &publishing).ok());
+  clean_up();
+  EXPECT_TRUE(std::filesystem::exists(dir_ / index));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / dead));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / live));
+  // Both gone without a record: everything goes.
+  publishing.reset();
+  running.reset();
+  clean_up();
+  EXPECT_FALSE(std::filesystem::exists(dir_ / index));
+  EXPECT_TRUE(Files(dir_ / "repo/tmp").empty());
 }
 
 TEST_F(EngineTest, FullDiskFailsCleanly) {
