@@ -9,9 +9,12 @@ Status EndFailedWrite(Repository* repo, PackSink* sink, const FailedWrite& w, St
   if (w.published.record == State::kVisible) {
     // Its directory could not be synced, nor the record taken back, or the
     // store's answer was lost: the backup is complete, only its durability
-    // is in doubt.
+    // (a local directory) or the error's cause (an object store) in doubt.
     repo->EndWrite();
-    return s.WithContext("backup " + w.id + " is published, but may not survive a crash");
+    return s.WithContext("backup " + w.id +
+                         (repo->backend()->Remote()
+                              ? " is published, though its write reported an error"
+                              : " is published, but may not survive a crash"));
   }
   if (w.published.record == State::kUnknown) {
     // Nothing goes: the journal stays, and the next run's clean-up keeps
@@ -29,8 +32,15 @@ Status EndFailedWrite(Repository* repo, PackSink* sink, const FailedWrite& w, St
     repo->EndWrite(/*keep_journal=*/!w.index_written || w.published.volumes_left);
     return s;
   }
-  // Best effort: without the record, none of this is referenced.
-  if (!w.index_file.empty()) repo->backend()->Delete(RepoPath(kIndex, w.index_file));
+  // Without the record, none of this is referenced. An index file that
+  // cannot be removed keeps its packs (and the journal): it names them.
+  if (!w.index_file.empty()) {
+    Status d = repo->backend()->Delete(RepoPath(kIndex, w.index_file));
+    if (!d.ok() && !d.IsNotFound()) {
+      repo->EndWrite(/*keep_journal=*/true);
+      return s;
+    }
+  }
   const bool packs_gone = sink->Discard();
   // A pack or volume index that could not be removed: the journal names it.
   repo->EndWrite(/*keep_journal=*/!packs_gone || w.published.volumes_left);

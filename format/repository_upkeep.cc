@@ -93,7 +93,7 @@ Status Repository::NewPackWriter(std::unique_ptr<PackWriter>* out) {
 std::string Repository::PublishLockName(const std::string& id) { return P(kGc, "backup-" + id); }
 
 Status Repository::JournalBackup(const std::string& id) {
-  if (!exclusive_) {
+  if (backend_->ConcurrentWriters() && !exclusive_) {
     // A copy publishes under its source's id, so two runs may publish one
     // id: the clean-up of a dead one's volume indexes must not remove a
     // live one's. The clean-up holds the lock for milliseconds.
@@ -101,8 +101,8 @@ Status Repository::JournalBackup(const std::string& id) {
     for (int attempt = 0;; ++attempt) {
       Status s = backend_->TryLock(PublishLockName(id), true, &publish_lock_);
       if (s.ok()) break;
-      if (!s.IsLocked() || attempt == 50)
-        return s.WithContext("another run is publishing backup " + id);
+      if (!s.IsLocked()) return s;
+      if (attempt == 50) return s.WithContext("another run is publishing backup " + id);
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
@@ -110,11 +110,11 @@ Status Repository::JournalBackup(const std::string& id) {
 }
 
 void Repository::EndWrite(bool keep_journal) {
+  publish_lock_.reset();
   if (journal_name_.empty()) return;
   if (!keep_journal) backend_->Delete(journal_name_);
   journal_name_.clear();
   journal_text_.clear();
-  publish_lock_.reset();
   run_lock_.reset();
 }
 
@@ -140,6 +140,11 @@ Status Repository::PublishBackup(BackupRecord* rec, const std::vector<VolumeInde
   }
   if (s.ok()) {
     s = WriteBackupRecord(*rec);
+    // Our volume indexes are write-once and were just written: no other
+    // run has published this id, so a record there is this run's own (an
+    // earlier attempt whose answer was lost, told apart by no ETag).
+    if (s.IsExists() && written > 0)
+      s = Status::IOError(s.message() + " (stored by an earlier attempt of this run?)");
     if (s.ok()) out->record = RecordState::kVisible;
     if (!s.ok() && !s.IsExists()) out->record = RecordStateOf(rec->id);
   }
@@ -374,7 +379,7 @@ std::set<std::string> Repository::RemoveJournaledOrphans(const std::vector<std::
   std::set<std::string> unsettled;
   size_t removed = 0;
   for (const auto& [id, files] : by_id) {
-    if (!exclusive_) {
+    if (backend_->ConcurrentWriters() && !exclusive_) {
       // Beside other writers a copy may be publishing the same id: while
       // we hold its publish lock none can start, and a record that came
       // meanwhile owns what is there.

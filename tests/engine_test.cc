@@ -469,23 +469,30 @@ static std::vector<std::string> Files(const std::filesystem::path& dir) {
 
 TEST_F(EngineTest, ARecordStoredDespiteAFailedWriteKeepsWhatItNames) {
   test::WriteFile(dir_ / "v", test::RandomBytes(3u << 20, 5));
-  // The record is stored and its answer lost (on a local disk: renamed,
-  // then neither its directory synced nor the record taken back).
-  ReopenFlaky([](test::FlakyBackend& b) { b.lose_answer = "backups/"; });
-  BackupResult r;
-  Status s = RunBackup(repo_.get(), Opts({dir_ / "v"}), &r);
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("is published, but may not survive a crash"), std::string::npos)
-      << s.message();
-  Reopen();  // and the clean-up of what failed runs left
-  std::vector<BackupRecord> all;
-  std::vector<Status> errors;
-  ASSERT_TRUE(repo_->ListBackups(&all, &errors).ok());
-  ASSERT_EQ(all.size(), 1u);
-  ExpectRestoresIdentical(all[0].id, dir_ / "v");
-  VerifyResult v = Verify(true);
-  EXPECT_TRUE(v.ok()) << (v.errors.empty() ? "" : v.errors[0]);
-  EXPECT_TRUE(Files(dir_ / "repo/tmp").empty());
+  for (bool says_exists : {false, true}) {
+    // The record is stored and its answer lost (on a local disk: renamed,
+    // then neither its directory synced nor the record taken back); or a
+    // retry meets it and cannot tell it is its own.
+    SCOPED_TRACE(says_exists ? "stored, then Exists" : "stored, answer lost");
+    InitRepo(Config1M());
+    ReopenFlaky([&](test::FlakyBackend& b) {
+      (says_exists ? b.stored_says_exists : b.lose_answer) = "backups/";
+    });
+    BackupResult r;
+    Status s = RunBackup(repo_.get(), Opts({dir_ / "v"}), &r);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("is published, but may not survive a crash"), std::string::npos)
+        << s.message();
+    Reopen();  // and the clean-up of what failed runs left
+    std::vector<BackupRecord> all;
+    std::vector<Status> errors;
+    ASSERT_TRUE(repo_->ListBackups(&all, &errors).ok());
+    ASSERT_EQ(all.size(), 1u);
+    ExpectRestoresIdentical(all[0].id, dir_ / "v");
+    VerifyResult v = Verify(true);
+    EXPECT_TRUE(v.ok()) << (v.errors.empty() ? "" : v.errors[0]);
+    EXPECT_TRUE(Files(dir_ / "repo/tmp").empty());
+  }
 }
 
 TEST_F(EngineTest, ARecordThatMayExistKeepsEverythingUntilTheNextRunCanTell) {

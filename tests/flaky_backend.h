@@ -18,6 +18,9 @@ class FlakyBackend : public Backend {
   // A create-once put of a name containing this...
   std::string lose_answer;  // ...is stored, then fails (its answer lost)
   std::string fail_put;     // ...fails, storing nothing
+  // ...is stored, then says Exists (a retry after a lost answer met the
+  // first attempt's object, and could not tell it was its own).
+  std::string stored_says_exists;
   std::string fail_head;    // A head of a name containing this fails.
   bool concurrent = false;  // ConcurrentWriters()
 
@@ -31,6 +34,8 @@ class FlakyBackend : public Backend {
     GNOMON_RETURN_IF_ERROR(inner_->Put(name, data));
     if (Matches(name, lose_answer))
       return Status::IOError(Describe(name) + ": injected lost answer");
+    if (Matches(name, stored_says_exists))
+      return Status::Exists(Describe(name) + ": already exists (injected)");
     return Status::OK();
   }
   Status PutReplace(const std::string& name, std::span<const uint8_t> data) override {
