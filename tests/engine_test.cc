@@ -112,6 +112,14 @@ class EngineTest : public ::testing::Test {
       if (e.is_regular_file() && e.path().filename() != "lock") m[e.path()] = e.file_size();
     return m;
   }
+  // Every record, all readable.
+  std::vector<BackupRecord> Backups() {
+    std::vector<BackupRecord> all;
+    std::vector<Status> errors;
+    EXPECT_TRUE(repo_->ListBackups(&all, &errors).ok());
+    EXPECT_TRUE(errors.empty());
+    return all;
+  }
   uint64_t PackBytes() {
     uint64_t n = 0;
     for (auto& e : std::filesystem::recursive_directory_iterator(dir_ / "repo/packs"))
@@ -484,9 +492,7 @@ TEST_F(EngineTest, ARecordStoredDespiteAFailedWriteKeepsWhatItNames) {
     EXPECT_NE(s.message().find("is published, but may not survive a crash"), std::string::npos)
         << s.message();
     Reopen();  // and the clean-up of what failed runs left
-    std::vector<BackupRecord> all;
-    std::vector<Status> errors;
-    ASSERT_TRUE(repo_->ListBackups(&all, &errors).ok());
+    const std::vector<BackupRecord> all = Backups();
     ASSERT_EQ(all.size(), 1u);
     ExpectRestoresIdentical(all[0].id, dir_ / "v");
     VerifyResult v = Verify(true);
@@ -511,9 +517,7 @@ TEST_F(EngineTest, ARecordThatMayExistKeepsEverythingUntilTheNextRunCanTell) {
     EXPECT_FALSE(Files(dir_ / "repo/volumes").empty());
     EXPECT_FALSE(Files(dir_ / "repo/tmp").empty());  // the journal
     Reopen();                                        // the clean-up can tell now
-    std::vector<BackupRecord> all;
-    std::vector<Status> errors;
-    ASSERT_TRUE(repo_->ListBackups(&all, &errors).ok());
+    const std::vector<BackupRecord> all = Backups();
     EXPECT_TRUE(Files(dir_ / "repo/tmp").empty());
     if (stored) {
       ASSERT_EQ(all.size(), 1u);
